@@ -1,0 +1,8 @@
+//! Anthropic Messages (`POST /v1/messages`).
+
+mod decode;
+mod encode;
+pub mod wire;
+
+pub use decode::Decoder;
+pub use encode::{Encoder, response_body};

@@ -1,0 +1,67 @@
+//! The wire dialects streamgate speaks, upstream and at its doors.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A provider wire format. The enum grows with the roadmap (OpenAI Responses, Gemini).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Dialect {
+    /// OpenAI Chat Completions (`POST /v1/chat/completions`) and compatible servers.
+    #[serde(rename = "openai")]
+    OpenAi,
+    /// Anthropic Messages (`POST /v1/messages`).
+    #[serde(rename = "anthropic")]
+    Anthropic,
+}
+
+impl Dialect {
+    /// Every dialect, for table-driven code and tests.
+    pub const ALL: [Dialect; 2] = [Dialect::OpenAi, Dialect::Anthropic];
+
+    /// The name used in config, on the CLI and in events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dialect::OpenAi => "openai",
+            Dialect::Anthropic => "anthropic",
+        }
+    }
+}
+
+impl fmt::Display for Dialect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A dialect name that is not one we speak.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown dialect {0:?} (expected \"openai\" or \"anthropic\")")]
+pub struct UnknownDialect(pub String);
+
+impl FromStr for Dialect {
+    type Err = UnknownDialect;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "openai" => Ok(Dialect::OpenAi),
+            "anthropic" => Ok(Dialect::Anthropic),
+            other => Err(UnknownDialect(other.to_owned())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for d in Dialect::ALL {
+            assert_eq!(d.as_str().parse::<Dialect>(), Ok(d));
+            assert_eq!(serde_json::to_string(&d).unwrap(), format!("\"{d}\""));
+        }
+        assert!("gemini".parse::<Dialect>().is_err());
+    }
+}

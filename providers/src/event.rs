@@ -1,0 +1,422 @@
+//! The Agent Event Stream v1: one typed event per thing that happens in an answer.
+//!
+//! Decoders turn each provider's wire format into these events; encoders turn them back into
+//! any dialect. The gateway stamps each one with a stream id and a seq (see [`crate::stamp`]).
+//! The normative description, with examples generated from the fixtures, is `docs/protocol.md`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::dialect::Dialect;
+
+/// Provider fields that have no place in the unified model but that a client speaking the
+/// same dialect as the upstream would see (`system_fingerprint`, `logprobs`, `stop_details`,
+/// ...). Encoders write them back only when the target dialect is the source dialect.
+pub type Extra = Map<String, Value>;
+
+/// One event of the Agent Event Stream, without its envelope (stream id and seq).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum AgentEvent {
+    /// The answer began: who is answering and under which id.
+    #[serde(rename = "stream.start")]
+    StreamStart(StreamStart),
+    /// A content block that is not a client tool call opens at `index`.
+    #[serde(rename = "block.start")]
+    BlockStart {
+        /// Block index, unique within the stream (across choices).
+        index: u32,
+        /// What kind of block this is.
+        block: BlockKind,
+        /// Choice the block belongs to (OpenAI `n > 1`); omitted for choice 0.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        choice: u32,
+        /// Same-dialect passthrough fields of the block header.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        extra: Option<Extra>,
+    },
+    /// Answer text for the text block at `index`.
+    #[serde(rename = "text.delta")]
+    TextDelta {
+        /// Block index.
+        index: u32,
+        /// The text fragment.
+        text: String,
+        /// Same-dialect passthrough fields (OpenAI `logprobs`, `content_filter_results`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        extra: Option<Extra>,
+    },
+    /// Refusal text (OpenAI `delta.refusal`) for the refusal block at `index`.
+    #[serde(rename = "refusal.delta")]
+    RefusalDelta {
+        /// Block index.
+        index: u32,
+        /// The refusal fragment.
+        text: String,
+    },
+    /// Model reasoning ("thinking") text for the reasoning block at `index`.
+    #[serde(rename = "reasoning.delta")]
+    ReasoningDelta {
+        /// Block index.
+        index: u32,
+        /// The reasoning fragment.
+        text: String,
+    },
+    /// The provider's signature over the reasoning block at `index` (Anthropic).
+    /// Only meaningful to the provider that produced it; never sent to another.
+    #[serde(rename = "reasoning.signature")]
+    ReasoningSignature {
+        /// Block index.
+        index: u32,
+        /// Opaque signature.
+        signature: String,
+    },
+    /// A client tool call opens at `index`.
+    #[serde(rename = "tool_call.start")]
+    ToolCallStart {
+        /// Block index.
+        index: u32,
+        /// Provider's call id (`call_...`, `toolu_...`).
+        id: String,
+        /// Function / tool name.
+        name: String,
+        /// Choice the call belongs to (OpenAI `n > 1`); omitted for choice 0.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        choice: u32,
+    },
+    /// A fragment of the JSON arguments of the tool call at `index`.
+    #[serde(rename = "tool_call.delta")]
+    ToolCallDelta {
+        /// Block index.
+        index: u32,
+        /// Argument fragment (not valid JSON on its own).
+        arguments: String,
+    },
+    /// The tool call at `index` is closed; `arguments` is the whole argument text.
+    #[serde(rename = "tool_call.end")]
+    ToolCallEnd {
+        /// Block index.
+        index: u32,
+        /// Complete arguments: valid JSON unless `truncated`. Empty input is `{}`.
+        arguments: String,
+        /// The model ran out of tokens inside the arguments (finish reason `length`):
+        /// the provider itself sent them cut. Never set for a broken connection.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        truncated: bool,
+    },
+    /// A delta the unified model does not interpret: a provider-run block's delta
+    /// (Anthropic `server_tool_use` input) or a `citations_delta` inside a text block.
+    #[serde(rename = "native.delta")]
+    NativeDelta {
+        /// Block index.
+        index: u32,
+        /// The provider's delta object, verbatim.
+        delta: Value,
+    },
+    /// The block at `index` (opened by `block.start`) is closed.
+    #[serde(rename = "block.end")]
+    BlockEnd {
+        /// Block index.
+        index: u32,
+    },
+    /// Token counts so far. Each field, when present, replaces the previous value.
+    #[serde(rename = "usage")]
+    Usage(Usage),
+    /// The upstream is retried after a failure (emitted by the gateway).
+    #[serde(rename = "retry")]
+    Retry {
+        /// Attempt number about to start (1 = first retry).
+        attempt: u32,
+        /// Delay before it, in milliseconds.
+        delay_ms: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The answer moves to another route (emitted by the gateway).
+    #[serde(rename = "failover")]
+    Failover {
+        /// Route that failed, `provider/model`.
+        from: String,
+        /// Route taking over, `provider/model`.
+        to: String,
+        /// Seq of the first event produced by the new route.
+        at_seq: u64,
+        /// Why.
+        reason: String,
+    },
+    /// A rate limit was hit (emitted by the gateway).
+    #[serde(rename = "rate_limited")]
+    RateLimited {
+        /// Which limit (`requests_per_minute`, `tokens_per_minute`, `concurrency`, `upstream`).
+        limit: String,
+        /// When to try again, in milliseconds.
+        retry_after_ms: u64,
+    },
+    /// Something failed; followed by `stream.end` with reason `error` when terminal.
+    #[serde(rename = "error")]
+    Error(ErrorInfo),
+    /// The answer is over.
+    #[serde(rename = "stream.end")]
+    StreamEnd(StreamEnd),
+    /// Keep-alive (Anthropic `ping`).
+    #[serde(rename = "heartbeat")]
+    Heartbeat,
+    /// A provider event or chunk with no unified meaning, kept so that a same-dialect
+    /// client still receives it (unknown Anthropic event types, Azure `prompt_filter_results`).
+    #[serde(rename = "provider.event")]
+    ProviderEvent {
+        /// SSE `event:` name, if the frame had one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// The frame's JSON data, verbatim.
+        data: Value,
+    },
+}
+
+/// `stream.start` payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamStart {
+    /// The provider's response id (`chatcmpl-...`, `msg_...`).
+    pub id: String,
+    /// Model that answers, as the provider names it.
+    pub model: String,
+    /// Wire dialect of the upstream that produced the events.
+    pub dialect: Dialect,
+    /// Unix seconds; OpenAI sends it, Anthropic does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<u64>,
+    /// Gateway request id (set by the gateway, not by decoders).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// Configured provider name of the route (set by the gateway).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Same-dialect passthrough fields (`system_fingerprint`, `service_tier`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<Extra>,
+}
+
+/// What a `block.start` opens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum BlockKind {
+    /// Answer text.
+    Text,
+    /// Refusal text (OpenAI).
+    Refusal,
+    /// Visible reasoning.
+    Reasoning,
+    /// Reasoning the provider encrypted (Anthropic `redacted_thinking`).
+    RedactedReasoning {
+        /// Opaque payload.
+        data: String,
+    },
+    /// A block the provider runs itself (`server_tool_use`, `web_search_tool_result`,
+    /// code execution results): not a client tool call. Kept verbatim.
+    Native {
+        /// The provider's content block, verbatim.
+        block: Value,
+    },
+}
+
+/// Token counts. Input includes cache reads and writes; output includes reasoning.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// All prompt tokens, cached ones included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_tokens: Option<u64>,
+    /// All generated tokens, reasoning included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tokens: Option<u64>,
+    /// Prompt tokens read from the provider's cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_tokens: Option<u64>,
+    /// Prompt tokens written to the provider's cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_tokens: Option<u64>,
+    /// Output tokens spent on reasoning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_tokens: Option<u64>,
+    /// Same-dialect passthrough fields (`service_tier`, `server_tool_use`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<Extra>,
+}
+
+impl Usage {
+    /// Applies a later usage report: every field it carries replaces ours.
+    pub fn merge(&mut self, later: &Usage) {
+        fn take(dst: &mut Option<u64>, src: Option<u64>) {
+            if src.is_some() {
+                *dst = src;
+            }
+        }
+        take(&mut self.input_tokens, later.input_tokens);
+        take(&mut self.output_tokens, later.output_tokens);
+        take(&mut self.cache_read_tokens, later.cache_read_tokens);
+        take(&mut self.cache_write_tokens, later.cache_write_tokens);
+        take(&mut self.reasoning_tokens, later.reasoning_tokens);
+        if let Some(extra) = &later.extra {
+            let mine = self.extra.get_or_insert_with(Extra::new);
+            for (k, v) in extra {
+                mine.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+/// Normalized reason an answer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// Natural end or a stop sequence.
+    Stop,
+    /// Output token limit reached.
+    Length,
+    /// The model wants client tools run.
+    ToolCalls,
+    /// Output withheld by a content filter.
+    ContentFilter,
+    /// The model refused (Anthropic `refusal`).
+    Refusal,
+    /// A provider-run tool loop paused; resend to continue (Anthropic `pause_turn`).
+    PauseTurn,
+    /// The stream failed.
+    Error,
+}
+
+/// `stream.end` payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamEnd {
+    /// Normalized finish reason (of choice 0).
+    pub reason: FinishReason,
+    /// The provider's own finish reason string, verbatim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_reason: Option<String>,
+    /// The stop sequence that ended the answer, when the provider says which.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_sequence: Option<String>,
+    /// Finish of choices other than 0 (OpenAI `n > 1`), in choice order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_choices: Vec<ChoiceEnd>,
+    /// Same-dialect passthrough fields (`stop_details`, finish-chunk `logprobs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<Extra>,
+}
+
+/// How one extra choice (index > 0) ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChoiceEnd {
+    /// Choice index (>= 1).
+    pub choice: u32,
+    /// Normalized reason.
+    pub reason: FinishReason,
+    /// The provider's own reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_reason: Option<String>,
+}
+
+/// `error` payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    /// Machine-readable code (`overloaded_error`, `incomplete_stream`, `rate_limit_error`).
+    pub code: String,
+    /// Human-readable message. Never contains credentials.
+    pub message: String,
+    /// Whether trying again may succeed.
+    pub retryable: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl AgentEvent {
+    /// The `type` tag of this event, as serialized.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AgentEvent::StreamStart(_) => "stream.start",
+            AgentEvent::BlockStart { .. } => "block.start",
+            AgentEvent::TextDelta { .. } => "text.delta",
+            AgentEvent::RefusalDelta { .. } => "refusal.delta",
+            AgentEvent::ReasoningDelta { .. } => "reasoning.delta",
+            AgentEvent::ReasoningSignature { .. } => "reasoning.signature",
+            AgentEvent::ToolCallStart { .. } => "tool_call.start",
+            AgentEvent::ToolCallDelta { .. } => "tool_call.delta",
+            AgentEvent::ToolCallEnd { .. } => "tool_call.end",
+            AgentEvent::NativeDelta { .. } => "native.delta",
+            AgentEvent::BlockEnd { .. } => "block.end",
+            AgentEvent::Usage(_) => "usage",
+            AgentEvent::Retry { .. } => "retry",
+            AgentEvent::Failover { .. } => "failover",
+            AgentEvent::RateLimited { .. } => "rate_limited",
+            AgentEvent::Error(_) => "error",
+            AgentEvent::StreamEnd(_) => "stream.end",
+            AgentEvent::Heartbeat => "heartbeat",
+            AgentEvent::ProviderEvent { .. } => "provider.event",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_serialize_with_dotted_type_tags_and_round_trip() {
+        let events = vec![
+            AgentEvent::TextDelta {
+                index: 0,
+                text: "hi".into(),
+                extra: None,
+            },
+            AgentEvent::ToolCallEnd {
+                index: 1,
+                arguments: "{}".into(),
+                truncated: false,
+            },
+            AgentEvent::BlockStart {
+                index: 2,
+                block: BlockKind::RedactedReasoning { data: "x".into() },
+                choice: 0,
+                extra: None,
+            },
+            AgentEvent::Heartbeat,
+        ];
+        let json: Vec<String> = events
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap())
+            .collect();
+        assert_eq!(json[0], r#"{"type":"text.delta","index":0,"text":"hi"}"#);
+        assert_eq!(
+            json[1],
+            r#"{"type":"tool_call.end","index":1,"arguments":"{}"}"#
+        );
+        assert_eq!(
+            json[2],
+            r#"{"type":"block.start","index":2,"block":{"type":"redacted_reasoning","data":"x"}}"#
+        );
+        for (text, event) in json.iter().zip(&events) {
+            let back: AgentEvent = serde_json::from_str(text).unwrap();
+            assert_eq!(&back, event);
+            assert_eq!(
+                event.kind(),
+                serde_json::from_str::<Value>(text).unwrap()["type"]
+            );
+        }
+    }
+
+    #[test]
+    fn usage_merge_replaces_only_present_fields() {
+        let mut u = Usage {
+            input_tokens: Some(10),
+            output_tokens: Some(1),
+            ..Usage::default()
+        };
+        u.merge(&Usage {
+            output_tokens: Some(30),
+            ..Usage::default()
+        });
+        assert_eq!(u.input_tokens, Some(10));
+        assert_eq!(u.output_tokens, Some(30));
+    }
+}

@@ -1,0 +1,34 @@
+//! streamgate's sans-I/O dialect adapters and the Agent Event Stream.
+//!
+//! # Layout
+//!
+//! - [`event`]: the Agent Event Stream v1 types; [`stamp`]: the envelope (stream id, seq).
+//! - [`sse`]: SSE framing (push parser accepting any split, frame writer).
+//! - [`openai_chat`], [`anthropic`]: one module per wire dialect, each split into `wire`
+//!   (serde types), `decode` (SSE frames -> events) and `encode` (events -> SSE / JSON body).
+//! - [`decode`] / [`encode`]: dialect-agnostic entry points ([`StreamDecoder`],
+//!   [`StreamEncoder`], [`encode_response`]).
+//! - [`assemble`]: folds events into the finished answer (non-streaming bodies, tests).
+//! - [`request`]: request translation between dialects.
+//!
+//! Nothing here does I/O: bytes and structs in, events and bytes out.
+
+pub mod anthropic;
+pub mod assemble;
+pub mod decode;
+pub mod dialect;
+pub mod encode;
+pub mod error;
+pub mod event;
+pub mod openai_chat;
+pub mod request;
+pub mod sse;
+pub mod stamp;
+
+pub use assemble::{Assembler, Message};
+pub use decode::StreamDecoder;
+pub use dialect::Dialect;
+pub use encode::{EncodeOptions, StreamEncoder, encode_response};
+pub use error::{CutPoint, DecodeError, EncodeError, UpstreamError};
+pub use event::{AgentEvent, FinishReason, StreamEnd, StreamStart, Usage};
+pub use stamp::{Envelope, Stamper};

@@ -1,0 +1,8 @@
+//! OpenAI Chat Completions (`POST /v1/chat/completions`) and compatible servers.
+
+mod decode;
+mod encode;
+pub mod wire;
+
+pub use decode::Decoder;
+pub use encode::{Encoder, response_body};

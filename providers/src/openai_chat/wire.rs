@@ -1,0 +1,1 @@
+//! Serde types of this dialect's wire format.

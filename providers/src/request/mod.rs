@@ -1,0 +1,1 @@
+//! Request translation between dialects (OpenAI chat <-> Anthropic messages).
