@@ -23,9 +23,6 @@ impl ChatRequest {
     /// table in [`crate::request`]).
     pub fn to_anthropic(&self, defaults: &AnthropicDefaults) -> Result<Value, RequestError> {
         let same = self.source == Some(TARGET);
-        if !same {
-            check(&self.extra, OPENAI_ONLY, TARGET)?;
-        }
         if let Some(n) = self.n.filter(|&n| n > 1) {
             return Err(RequestError::unsupported(
                 "n",
@@ -39,6 +36,9 @@ impl ChatRequest {
                 TARGET,
                 format!("Anthropic accepts a temperature from 0 to 1, got {t}"),
             ));
+        }
+        if !same {
+            check(&self.extra, OPENAI_ONLY, TARGET)?;
         }
         let mut body = Map::new();
         body.insert("model".into(), json!(self.model));
