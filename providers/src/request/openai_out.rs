@@ -51,10 +51,10 @@ impl ChatRequest {
             };
             body.insert("tool_choice".into(), v);
         }
-        if let Some(p) = self.parallel_tool_calls {
-            if !self.tools.is_empty() || same {
-                body.insert("parallel_tool_calls".into(), json!(p));
-            }
+        if let Some(p) = self.parallel_tool_calls
+            && (!self.tools.is_empty() || same)
+        {
+            body.insert("parallel_tool_calls".into(), json!(p));
         }
         if let Some(n) = self.max_tokens {
             let key = if same && self.legacy_max_tokens {

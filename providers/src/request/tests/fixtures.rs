@@ -8,7 +8,9 @@ use serde_json::{Value, json};
 use super::super::{AnthropicDefaults, ChatRequest, Part, Role, Tool};
 
 fn load(dir: &str) -> Vec<(String, Value)> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(dir);
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures")
+        .join(dir);
     let mut out = Vec::new();
     for entry in std::fs::read_dir(&root).unwrap() {
         let path = entry.unwrap().path();
@@ -53,7 +55,11 @@ fn essence(r: &ChatRequest) -> Value {
             })
             .collect();
         if m.role == Role::System {
-            system.extend(parts.iter().filter_map(|p| p["text"].as_str().map(String::from)));
+            system.extend(
+                parts
+                    .iter()
+                    .filter_map(|p| p["text"].as_str().map(String::from)),
+            );
             continue;
         }
         match messages.last_mut() {

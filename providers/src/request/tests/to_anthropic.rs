@@ -165,10 +165,14 @@ fn tools_and_tool_choice() {
         o2a(body.clone()).unwrap()["tool_choice"],
         json!({"type": "auto", "disable_parallel_tool_use": true})
     );
-    body["tool_choice"] = json!({"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": []}});
+    body["tool_choice"] =
+        json!({"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": []}});
     assert_eq!(err_param(o2a(body.clone())), "tool_choice");
     // Kept for an OpenAI upstream.
-    let same = ChatRequest::from_openai(&body).unwrap().to_openai().unwrap();
+    let same = ChatRequest::from_openai(&body)
+        .unwrap()
+        .to_openai()
+        .unwrap();
     assert_eq!(same["tool_choice"], body["tool_choice"]);
     body["tool_choice"] = json!("auto");
     body["tools"][1] = json!({"type": "custom", "custom": {"name": "x"}});
@@ -189,7 +193,9 @@ fn stop_and_max_tokens() {
     assert_eq!(a["max_tokens"], json!(300));
     body["max_tokens"] = json!(200);
     assert_eq!(err_param(o2a(body.clone())), "max_tokens");
-    body.as_object_mut().unwrap().remove("max_completion_tokens");
+    body.as_object_mut()
+        .unwrap()
+        .remove("max_completion_tokens");
     assert_eq!(o2a(body).unwrap()["max_tokens"], json!(200));
 }
 
@@ -199,13 +205,22 @@ fn temperature_above_one_is_refused() {
     body["temperature"] = json!(0.7);
     body["top_p"] = json!(0.9);
     let a = o2a(body.clone()).unwrap();
-    assert_eq!((a["temperature"].clone(), a["top_p"].clone()), (json!(0.7), json!(0.9)));
+    assert_eq!(
+        (a["temperature"].clone(), a["top_p"].clone()),
+        (json!(0.7), json!(0.9))
+    );
     body["temperature"] = json!(1.5);
     let e = ChatRequest::from_openai(&body)
         .unwrap()
         .to_anthropic(&AnthropicDefaults::default())
         .unwrap_err();
-    assert!(matches!(&e, RequestError::Unsupported { target: Dialect::Anthropic, .. }));
+    assert!(matches!(
+        &e,
+        RequestError::Unsupported {
+            target: Dialect::Anthropic,
+            ..
+        }
+    ));
     assert_eq!(e.param(), "temperature");
     assert!(e.to_string().contains("1.5"), "{e}");
 }
@@ -215,8 +230,15 @@ fn reasoning_effort_becomes_a_thinking_budget() {
     let mut body = openai(json!([{"role": "user", "content": "x"}]));
     body["reasoning_effort"] = json!("medium");
     let a = o2a(body.clone()).unwrap();
-    assert_eq!(a["thinking"], json!({"type": "enabled", "budget_tokens": 8192}));
-    assert_eq!(a["max_tokens"], json!(4096 + 8192), "room for budget and answer");
+    assert_eq!(
+        a["thinking"],
+        json!({"type": "enabled", "budget_tokens": 8192})
+    );
+    assert_eq!(
+        a["max_tokens"],
+        json!(4096 + 8192),
+        "room for budget and answer"
+    );
     // The client's cap wins: the budget shrinks to half of it.
     body["reasoning_effort"] = json!("high");
     body["max_completion_tokens"] = json!(4000);
@@ -224,7 +246,10 @@ fn reasoning_effort_becomes_a_thinking_budget() {
     assert_eq!(a["thinking"]["budget_tokens"], json!(2000));
     assert_eq!(a["max_tokens"], json!(4000));
     body["max_completion_tokens"] = json!(20000);
-    assert_eq!(o2a(body.clone()).unwrap()["thinking"]["budget_tokens"], json!(16384));
+    assert_eq!(
+        o2a(body.clone()).unwrap()["thinking"]["budget_tokens"],
+        json!(16384)
+    );
     body["max_completion_tokens"] = json!(1000);
     assert_eq!(err_param(o2a(body.clone())), "max_completion_tokens");
     body["reasoning_effort"] = json!("none");
@@ -233,7 +258,9 @@ fn reasoning_effort_becomes_a_thinking_budget() {
     assert_eq!(err_param(o2a(body.clone())), "reasoning_effort");
     // Custom table.
     body["reasoning_effort"] = json!("low");
-    body.as_object_mut().unwrap().remove("max_completion_tokens");
+    body.as_object_mut()
+        .unwrap()
+        .remove("max_completion_tokens");
     let d = AnthropicDefaults {
         default_max_tokens: 1000,
         budgets: EffortBudgets {
@@ -241,7 +268,10 @@ fn reasoning_effort_becomes_a_thinking_budget() {
             ..EffortBudgets::default()
         },
     };
-    let a = ChatRequest::from_openai(&body).unwrap().to_anthropic(&d).unwrap();
+    let a = ChatRequest::from_openai(&body)
+        .unwrap()
+        .to_anthropic(&d)
+        .unwrap();
     assert_eq!(a["thinking"]["budget_tokens"], json!(3000));
     assert_eq!(a["max_tokens"], json!(4000));
 }
@@ -288,7 +318,10 @@ fn openai_only_parameters_dropped_or_refused() {
     }
     for (k, v) in [
         ("response_format", json!({"type": "json_object"})),
-        ("response_format", json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {}}})),
+        (
+            "response_format",
+            json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}),
+        ),
         ("logprobs", json!(true)),
         ("logit_bias", json!({"1234": -100})),
         ("modalities", json!(["text", "audio"])),
