@@ -293,7 +293,9 @@ fn write_block(p: &Part, path: &str, same: bool) -> Result<Option<Value>, Reques
             let mut v = json!({"type": "tool_result", "tool_use_id": sanitize_id(call_id)});
             let mut add = Map::new();
             match content.as_slice() {
+                // Empty result: no content (Anthropic rejects empty text blocks).
                 [] => {}
+                [Part::Text { text, .. }] if text.is_empty() => {}
                 [Part::Text { text, extra }] if !same || extra.is_empty() => {
                     add.insert("content".into(), json!(text));
                 }

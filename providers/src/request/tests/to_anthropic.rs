@@ -355,3 +355,19 @@ fn unsupported_content_parts_are_refused_with_their_path() {
     ]));
     assert_eq!(err_param(o2a(body)), "messages[3].content[1]");
 }
+
+#[test]
+fn empty_tool_result_has_no_content() {
+    let a = o2a(openai(json!([
+        {"role": "user", "content": "x"},
+        {"role": "assistant", "tool_calls": [
+            {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+        ]},
+        {"role": "tool", "tool_call_id": "c", "content": ""},
+    ])))
+    .unwrap();
+    assert_eq!(
+        a["messages"][2],
+        json!({"role": "user", "content": [{"type": "tool_result", "tool_use_id": "c"}]})
+    );
+}

@@ -267,3 +267,18 @@ fn malformed_bodies_name_the_field() {
     let e = ChatRequest::from_openai(&json!([1])).unwrap_err();
     assert_eq!(e.param(), "");
 }
+
+#[test]
+fn block_cache_control_kept_same_dialect_dropped_cross() {
+    let body = anthropic(json!([{"role": "user", "content": [
+        {"type": "text", "text": "big doc", "cache_control": {"type": "ephemeral"}},
+        {"type": "text", "text": "question"},
+    ]}]));
+    let req = ChatRequest::from_anthropic(&body).unwrap();
+    let same = req.to_anthropic(&AnthropicDefaults::default()).unwrap();
+    assert_eq!(same["messages"], body["messages"]);
+    assert_eq!(
+        req.to_openai().unwrap()["messages"][0]["content"],
+        json!([{"type": "text", "text": "big doc"}, {"type": "text", "text": "question"}])
+    );
+}
