@@ -26,7 +26,7 @@
 //! | text | empty text parts left out (Anthropic rejects them) | single plain text -> string content, else parts |
 //! | images | `image_url` `data:<type>;base64,` -> `base64` source; `http(s)` -> `url` source; `detail` dropped; other URLs refused when read | `base64` -> data URL; `url` -> URL; `file` source refused |
 //! | tool calls | `tool_calls[].function.arguments` (JSON text; `""` = `{}`; must be an object, checked when read) -> `tool_use.input`; ids outside `[A-Za-z0-9_-]` get `_` | `tool_use.input` -> arguments JSON text |
-//! | tool results | content text -> `tool_result` content | text content -> `tool` message; images/documents in a result refused; `is_error` dropped |
+//! | tool results | content text -> `tool_result` content (none when empty) | text content -> `tool` message; images/documents in a result refused; `is_error` dropped |
 //! | thinking in history | - | `thinking`/`redacted_thinking` blocks dropped (OpenAI cannot take them back); same-dialect they are kept; unsigned thinking is never sent to Anthropic |
 //! | tools | `function` -> `{name, description, input_schema}` (missing `parameters` = empty object schema); `strict` dropped; other tool types refused | custom tools -> `function` tools; `cache_control` dropped; server tools (`web_search_...`) refused |
 //! | `tool_choice` | `auto`/`none`/`required`/`{function}` -> `auto`/`none`/`any`/`{tool}`; other forms refused; sent only when there are tools | the reverse |
@@ -39,7 +39,7 @@
 //! | reasoning | `reasoning_effort` -> `thinking {type: enabled, budget_tokens}` per [`EffortBudgets`]; `none` -> no thinking; see below for `max_tokens` | `thinking.budget_tokens` -> effort: <= 2048 `low`, <= 8192 `medium`, else `high`; `disabled` -> nothing; `adaptive` and other types dropped |
 //! | `stream`, usage | `stream`; Anthropic always reports usage | `stream`; `stream_options.include_usage: true` when streaming |
 //! | user id | `user` -> `metadata.user_id` | the reverse |
-//! | `n` | 1 passed as nothing; above 1 refused | - |
+//! | `n` | 1 left out; above 1 refused (Anthropic has one answer per request) | - |
 //! | `response_format` | `text` dropped; `json_object`/`json_schema` refused | - |
 //! | `logprobs` | `true` refused; `top_logprobs` dropped | - |
 //! | `logit_bias` | non-empty refused | - |
