@@ -1,0 +1,372 @@
+//! Reading an OpenAI Chat Completions request body into the unified model.
+
+use serde_json::{Map, Value};
+
+use super::error::RequestError;
+use super::fields::{Obj, idx, kind, text_parts};
+use super::unified::{
+    ChatRequest, Effort, FunctionTool, ImageSource, Message, Origin, Part, Reasoning, Role,
+    SystemPart, Tool, ToolChoice,
+};
+use crate::dialect::Dialect;
+
+impl ChatRequest {
+    /// Reads an OpenAI Chat Completions request body (`POST /v1/chat/completions`).
+    ///
+    /// Fields the unified model does not interpret are kept in [`ChatRequest::extra`].
+    pub fn from_openai(body: &Value) -> Result<ChatRequest, RequestError> {
+        let mut o = Obj::new(body, "")?;
+        let mut req = ChatRequest {
+            model: o.req_str("model")?,
+            source: Some(Dialect::OpenAi),
+            ..ChatRequest::default()
+        };
+        let messages = o
+            .arr("messages")?
+            .ok_or_else(|| RequestError::invalid("messages", "required field is missing"))?;
+        for (i, m) in messages.iter().enumerate() {
+            read_message(&mut req, m, i)?;
+        }
+        if let Some(tools) = o.arr("tools")? {
+            req.tools = tools
+                .iter()
+                .enumerate()
+                .map(|(i, t)| read_tool(t, &idx("tools", i)))
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(choice) = o.take("tool_choice") {
+            match read_tool_choice(&choice) {
+                Some(c) => req.tool_choice = Some(c),
+                // allowed_tools, custom, ...: same-dialect passthrough only.
+                None => o.put("tool_choice", choice),
+            }
+        }
+        req.parallel_tool_calls = o.bool("parallel_tool_calls")?;
+        let legacy = o.u32("max_tokens")?;
+        let current = o.u32("max_completion_tokens")?;
+        req.max_tokens = match (legacy, current) {
+            (Some(_), Some(_)) => {
+                return Err(RequestError::invalid(
+                    "max_tokens",
+                    "set either max_tokens or max_completion_tokens, not both",
+                ));
+            }
+            (Some(n), None) => {
+                req.legacy_max_tokens = true;
+                Some(n)
+            }
+            (None, n) => n,
+        };
+        req.temperature = o.f64("temperature")?;
+        req.top_p = o.f64("top_p")?;
+        req.stop = match o.take("stop") {
+            None => Vec::new(),
+            Some(Value::String(s)) => vec![s],
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| match v {
+                    Value::String(s) => Ok(s),
+                    other => Err(RequestError::invalid(
+                        idx("stop", i),
+                        format!("expected a string, got {}", kind(&other)),
+                    )),
+                })
+                .collect::<Result<_, _>>()?,
+            Some(other) => {
+                return Err(RequestError::invalid(
+                    "stop",
+                    format!(
+                        "expected a string or an array of strings, got {}",
+                        kind(&other)
+                    ),
+                ));
+            }
+        };
+        req.stream = o.bool("stream")?.unwrap_or(false);
+        if let Some(mut so) = o.obj("stream_options")? {
+            req.include_usage = so.bool("include_usage")?.unwrap_or(false);
+            let rest = so.rest();
+            if !rest.is_empty() {
+                o.put("stream_options", Value::Object(rest));
+            }
+        }
+        if let Some(e) = o.str("reasoning_effort")? {
+            let effort = Effort::parse(&e).ok_or_else(|| {
+                RequestError::invalid(
+                    "reasoning_effort",
+                    format!(
+                        "unknown effort {e:?} (expected none, minimal, low, medium, high or xhigh)"
+                    ),
+                )
+            })?;
+            req.reasoning = Some(Reasoning {
+                effort: Some(effort),
+                ..Reasoning::default()
+            });
+        }
+        req.user = o.str("user")?;
+        req.n = o.u32("n")?;
+        req.extra = o.rest();
+        Ok(req)
+    }
+}
+
+fn read_message(req: &mut ChatRequest, m: &Value, i: usize) -> Result<(), RequestError> {
+    let path = idx("messages", i);
+    let mut o = Obj::new(m, &path)?;
+    let role = o.req_str("role")?;
+    let content = o.take("content");
+    let content_path = o.path("content");
+    let origin = Some(Origin {
+        index: i,
+        part_offset: 0,
+    });
+    let message = match role.as_str() {
+        "system" | "developer" => {
+            let texts = match content {
+                Some(c) => text_parts(c, &content_path)?,
+                None => Vec::new(),
+            };
+            if req.messages.is_empty() {
+                // Leading system prompt; `name` on a system message is dropped.
+                req.system.extend(texts.into_iter().map(SystemPart::text));
+                return Ok(());
+            }
+            Message::new(Role::System, texts.into_iter().map(Part::text).collect())
+        }
+        "user" => {
+            let parts = match content {
+                None => Vec::new(),
+                Some(Value::String(s)) => vec![Part::text(s)],
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .enumerate()
+                    .map(|(j, p)| read_user_part(p, &idx(&content_path, j)))
+                    .collect::<Result<_, _>>()?,
+                Some(other) => return Err(not_content(&content_path, &other)),
+            };
+            Message::new(Role::User, parts)
+        }
+        "assistant" => {
+            let mut parts = match content {
+                None => Vec::new(),
+                Some(Value::String(s)) => vec![Part::text(s)],
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .enumerate()
+                    .map(|(j, p)| read_assistant_part(p, &idx(&content_path, j)))
+                    .collect::<Result<_, _>>()?,
+                Some(other) => return Err(not_content(&content_path, &other)),
+            };
+            if let Some(calls) = o.arr("tool_calls")? {
+                let calls_path = o.path("tool_calls");
+                for (k, c) in calls.iter().enumerate() {
+                    parts.push(read_tool_call(c, &idx(&calls_path, k))?);
+                }
+            }
+            Message::new(Role::Assistant, parts)
+        }
+        "tool" => {
+            let call_id = o.req_str("tool_call_id")?;
+            let texts = match content {
+                Some(c) => text_parts(c, &content_path)?,
+                None => Vec::new(),
+            };
+            let result =
+                Part::tool_result(call_id, texts.into_iter().map(Part::text).collect(), false);
+            Message::new(Role::Tool, vec![result])
+        }
+        "function" => {
+            return Err(RequestError::invalid(
+                o.path("role"),
+                "legacy role \"function\" is not supported; use tool_calls and role \"tool\"",
+            ));
+        }
+        other => {
+            return Err(RequestError::invalid(
+                o.path("role"),
+                format!("unknown role {other:?}"),
+            ));
+        }
+    };
+    req.messages.push(Message {
+        extra: o.rest(),
+        origin,
+        ..message
+    });
+    Ok(())
+}
+
+fn not_content(path: &str, v: &Value) -> RequestError {
+    RequestError::invalid(
+        path,
+        format!(
+            "expected a string or an array of content parts, got {}",
+            kind(v)
+        ),
+    )
+}
+
+fn read_user_part(p: &Value, path: &str) -> Result<Part, RequestError> {
+    let mut o = Obj::new(p, path)?;
+    let ty = o.req_str("type")?;
+    match ty.as_str() {
+        "text" => Ok(Part::Text {
+            text: o.req_str("text")?,
+            extra: o.rest(),
+        }),
+        "image_url" => {
+            let mut img = o.obj("image_url")?.ok_or_else(|| {
+                RequestError::invalid(o.path("image_url"), "required field is missing")
+            })?;
+            let url = img.req_str("url")?;
+            let source = parse_image_url(&url).ok_or_else(|| {
+                RequestError::invalid(
+                    img.path("url"),
+                    "expected an http(s) URL or a data:<media type>;base64,<data> URL",
+                )
+            })?;
+            Ok(Part::Image {
+                source,
+                detail: img.str("detail")?,
+                extra: o.rest(),
+            })
+        }
+        _ => Ok(Part::Native {
+            dialect: Dialect::OpenAi,
+            raw: p.clone(),
+        }),
+    }
+}
+
+fn read_assistant_part(p: &Value, path: &str) -> Result<Part, RequestError> {
+    let mut o = Obj::new(p, path)?;
+    match o.req_str("type")?.as_str() {
+        "text" => Ok(Part::Text {
+            text: o.req_str("text")?,
+            extra: o.rest(),
+        }),
+        // `refusal` parts and anything newer: same-dialect only.
+        _ => Ok(Part::Native {
+            dialect: Dialect::OpenAi,
+            raw: p.clone(),
+        }),
+    }
+}
+
+/// `data:image/png;base64,...` or `http(s)://...`.
+pub(crate) fn parse_image_url(url: &str) -> Option<ImageSource> {
+    if let Some(rest) = url.strip_prefix("data:") {
+        let (meta, data) = rest.split_once(',')?;
+        let media_type = meta.strip_suffix(";base64")?;
+        if media_type.is_empty() {
+            return None;
+        }
+        return Some(ImageSource::Base64 {
+            media_type: media_type.to_owned(),
+            data: data.to_owned(),
+        });
+    }
+    let lower = url
+        .get(..8)
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    if lower.starts_with("http://") || lower.starts_with("https://") {
+        return Some(ImageSource::Url {
+            url: url.to_owned(),
+        });
+    }
+    None
+}
+
+fn read_tool_call(c: &Value, path: &str) -> Result<Part, RequestError> {
+    let mut o = Obj::new(c, path)?;
+    let id = o.req_str("id")?;
+    match o.str("type")?.as_deref() {
+        None | Some("function") => {}
+        Some(other) => {
+            return Err(RequestError::invalid(
+                o.path("type"),
+                format!("unsupported tool call type {other:?} (expected \"function\")"),
+            ));
+        }
+    }
+    let mut f = o
+        .obj("function")?
+        .ok_or_else(|| RequestError::invalid(o.path("function"), "required field is missing"))?;
+    let name = f.req_str("name")?;
+    let arguments = f.str("arguments")?.unwrap_or_default();
+    check_arguments(&arguments, &f.path("arguments"))?;
+    Ok(Part::ToolCall {
+        id,
+        name,
+        arguments,
+        extra: o.rest(),
+    })
+}
+
+/// Tool call arguments must be the JSON text of an object; an empty string means `{}`.
+pub(crate) fn check_arguments(
+    arguments: &str,
+    path: &str,
+) -> Result<Map<String, Value>, RequestError> {
+    if arguments.trim().is_empty() {
+        return Ok(Map::new());
+    }
+    match serde_json::from_str::<Value>(arguments) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(other) => Err(RequestError::invalid(
+            path,
+            format!(
+                "tool call arguments must be a JSON object, got {}",
+                kind(&other)
+            ),
+        )),
+        Err(e) => Err(RequestError::invalid(
+            path,
+            format!("tool call arguments are not valid JSON: {e}"),
+        )),
+    }
+}
+
+fn read_tool(t: &Value, path: &str) -> Result<Tool, RequestError> {
+    let mut o = Obj::new(t, path)?;
+    if o.str("type")?.as_deref() != Some("function") {
+        return Ok(Tool::Native {
+            dialect: Dialect::OpenAi,
+            raw: t.clone(),
+        });
+    }
+    let mut f = o
+        .obj("function")?
+        .ok_or_else(|| RequestError::invalid(o.path("function"), "required field is missing"))?;
+    let tool = FunctionTool {
+        name: f.req_str("name")?,
+        description: f.str("description")?,
+        parameters: f.take("parameters").unwrap_or(Value::Null),
+        strict: f.bool("strict")?,
+        cache_control: None,
+        extra: f.rest(),
+    };
+    Ok(Tool::Function(tool))
+}
+
+/// The modelled tool choices; `None` for forms kept as passthrough.
+fn read_tool_choice(v: &Value) -> Option<ToolChoice> {
+    match v {
+        Value::String(s) => match s.as_str() {
+            "auto" => Some(ToolChoice::Auto),
+            "none" => Some(ToolChoice::None),
+            "required" => Some(ToolChoice::Required),
+            _ => None,
+        },
+        Value::Object(m) if m.get("type").and_then(Value::as_str) == Some("function") => {
+            let name = m.get("function")?.get("name")?.as_str()?;
+            Some(ToolChoice::Tool {
+                name: name.to_owned(),
+            })
+        }
+        _ => None,
+    }
+}

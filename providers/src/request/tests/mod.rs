@@ -1,0 +1,37 @@
+//! Tests of request translation: fixture round trips and one test per mapping rule.
+
+mod fixtures;
+mod to_anthropic;
+mod to_openai;
+
+use serde_json::{Value, json};
+
+use super::{AnthropicDefaults, ChatRequest, RequestError};
+
+/// OpenAI body -> Anthropic body with the default settings.
+fn o2a(body: Value) -> Result<Value, RequestError> {
+    ChatRequest::from_openai(&body)?.to_anthropic(&AnthropicDefaults::default())
+}
+
+/// Anthropic body -> OpenAI body.
+fn a2o(body: Value) -> Result<Value, RequestError> {
+    ChatRequest::from_anthropic(&body)?.to_openai()
+}
+
+/// A minimal OpenAI body with these messages.
+fn openai(messages: Value) -> Value {
+    json!({"model": "gpt-4o", "messages": messages})
+}
+
+/// A minimal Anthropic body with these messages.
+fn anthropic(messages: Value) -> Value {
+    json!({"model": "claude-sonnet-4-5", "max_tokens": 1000, "messages": messages})
+}
+
+/// The param of an error, asserting there was one.
+fn err_param(r: Result<Value, RequestError>) -> String {
+    match r {
+        Ok(v) => panic!("expected an error, got {v}"),
+        Err(e) => e.param().to_owned(),
+    }
+}
