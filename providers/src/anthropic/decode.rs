@@ -266,7 +266,16 @@ impl Decoder {
         let at = self.find(index)?;
         let block = &mut self.open[at];
         match (&mut block.kind, delta) {
-            (_, Delta::Text(s) | Delta::Thinking(s) | Delta::InputJson(s)) if s.is_empty() => {}
+            // Provider-run blocks are kept verbatim, empty fragments included.
+            (OpenKind::Native, d) => out.push(AgentEvent::NativeDelta {
+                index,
+                delta: d.to_value(),
+            }),
+            // Empty fragments (Anthropic opens tool input with `""`) carry nothing.
+            (
+                _,
+                Delta::Text(s) | Delta::Thinking(s) | Delta::InputJson(s) | Delta::Signature(s),
+            ) if s.is_empty() => {}
             (OpenKind::Text, Delta::Text(s)) => out.push(AgentEvent::TextDelta {
                 index,
                 text: s.into_owned(),
@@ -289,10 +298,6 @@ impl Decoder {
                     arguments: s.into_owned(),
                 });
             }
-            (OpenKind::Native, d) => out.push(AgentEvent::NativeDelta {
-                index,
-                delta: d.to_value(),
-            }),
             (_, Delta::Other(v)) => out.push(AgentEvent::NativeDelta { index, delta: v }),
             (kind, d) => {
                 return Err(protocol(format!(
