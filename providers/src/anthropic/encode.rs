@@ -416,7 +416,8 @@ impl Encoder {
                 }
                 return Ok(true);
             }
-            (Kind::Text | Kind::Native, AgentEvent::NativeDelta { delta, .. }) => {
+            // Unknown delta types may arrive in any block; only their own dialect reads them.
+            (_, AgentEvent::NativeDelta { delta, .. }) => {
                 if same {
                     self.delta(wire, DeltaOut::Native(delta), out)?;
                 }

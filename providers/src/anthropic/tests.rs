@@ -947,3 +947,21 @@ fn response_bodies() {
     let body = encode_response(Dialect::Anthropic, &m).unwrap();
     assert_eq!(body["content"][1]["input"], json!({}));
 }
+
+#[test]
+fn unknown_delta_in_a_tool_call_round_trips() {
+    let body = concat!(
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"m\",\"content\":[],\"usage\":{\"input_tokens\":1,\"output_tokens\":1}}}\n\n",
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"f\",\"input\":{}}}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"future_delta\"}}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"a\\\":1}\"}}\n\n",
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":3}}\n\n",
+    );
+    let events = decode_ok(body.as_bytes());
+    assert_eq!(decode_ok(&encode(&events)), events);
+    assert_eq!(
+        Assembler::assemble(&events).tool_calls(),
+        vec![("t", "f", "{\"a\":1}")]
+    );
+}
