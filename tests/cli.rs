@@ -50,10 +50,14 @@ fn envelopes(o: &Output) -> Result<Vec<Envelope>, String> {
         if env.seq != i as u64 {
             return Err(format!("line {}: seq {} (want {i})", i + 1, env.seq));
         }
-        if let Some(first) = out.first().map(|e: &Envelope| e.stream.clone()) {
-            if env.stream != first {
-                return Err(format!("line {}: stream {:?} != {first:?}", i + 1, env.stream));
-            }
+        if let Some(first) = out.first().map(|e: &Envelope| e.stream.clone())
+            && env.stream != first
+        {
+            return Err(format!(
+                "line {}: stream {:?} != {first:?}",
+                i + 1,
+                env.stream
+            ));
         }
         out.push(env);
     }
@@ -119,11 +123,18 @@ fn events_stream_id_option_overrides_the_response_id() {
 
 #[test]
 fn events_reads_stdin() {
-    for name in ["openai_chat/tool_calls_parallel.sse", "anthropic/thinking_short.sse"] {
+    for name in [
+        "openai_chat/tool_calls_parallel.sse",
+        "anthropic/thinking_short.sse",
+    ] {
         let f = first_fixture(name);
         let from_file = run_events(&f, &[]);
         let from_stdin = streamgate(&["events", "--from", f.dialect], Some(&f.body));
-        assert!(from_stdin.status.success(), "{name}: {}", stderr(&from_stdin));
+        assert!(
+            from_stdin.status.success(),
+            "{name}: {}",
+            stderr(&from_stdin)
+        );
         assert_eq!(
             String::from_utf8_lossy(&from_stdin.stdout),
             String::from_utf8_lossy(&from_file.stdout),
@@ -143,7 +154,14 @@ fn convert_output_decodes_in_the_target_dialect() {
         let mut errs = Vec::new();
         for to in [f.dialect, other(f.dialect)] {
             let o = streamgate(
-                &["convert", "--from", f.dialect, "--to", to, path_str(&f.path)],
+                &[
+                    "convert",
+                    "--from",
+                    f.dialect,
+                    "--to",
+                    to,
+                    path_str(&f.path),
+                ],
                 None,
             );
             let n_choices = common::expected(f.dialect, &f.body).choices;
@@ -159,7 +177,11 @@ fn convert_output_decodes_in_the_target_dialect() {
                 continue;
             }
             if !o.status.success() {
-                errs.push(format!("to {to}: exit {:?}: {}", o.status.code(), stderr(&o)));
+                errs.push(format!(
+                    "to {to}: exit {:?}: {}",
+                    o.status.code(),
+                    stderr(&o)
+                ));
                 continue;
             }
             let target: Dialect = to.parse().unwrap();
@@ -189,7 +211,14 @@ fn convert_output_decodes_in_the_target_dialect() {
 #[test]
 fn convert_no_usage_drops_the_openai_usage_chunk() {
     let f = first_fixture("openai_chat/text_basic.sse");
-    let args = ["convert", "--from", "openai", "--to", "openai", path_str(&f.path)];
+    let args = [
+        "convert",
+        "--from",
+        "openai",
+        "--to",
+        "openai",
+        path_str(&f.path),
+    ];
     let with = streamgate(&args, None);
     let mut no = args.to_vec();
     no.push("--no-usage");
@@ -207,13 +236,19 @@ fn cut(f: &Fixture) -> Vec<u8> {
 
 #[test]
 fn cut_stream_exits_1_with_a_terminal_error_event() {
-    for name in ["anthropic/text_basic.sse", "openai_chat/json_object_long.sse"] {
+    for name in [
+        "anthropic/text_basic.sse",
+        "openai_chat/json_object_long.sse",
+    ] {
         let f = first_fixture(name);
         let o = streamgate(&["events", "--from", f.dialect], Some(&cut(&f)));
         assert_eq!(o.status.code(), Some(1), "{name}: {}", stderr(&o));
         let envs = envelopes(&o).unwrap();
         assert!(envs.len() > 3, "{name}: decoded events are printed");
-        assert!(matches!(envs[0].event, AgentEvent::StreamStart(_)), "{name}");
+        assert!(
+            matches!(envs[0].event, AgentEvent::StreamStart(_)),
+            "{name}"
+        );
         let n = envs.len();
         match (&envs[n - 2].event, &envs[n - 1].event) {
             (AgentEvent::Error(e), AgentEvent::StreamEnd(end)) => {
@@ -224,7 +259,10 @@ fn cut_stream_exits_1_with_a_terminal_error_event() {
         }
         let err = stderr(&o);
         assert_eq!(err.lines().count(), 1, "{name}: {err}");
-        assert!(err.contains("ended before its finish reason"), "{name}: {err}");
+        assert!(
+            err.contains("ended before its finish reason"),
+            "{name}: {err}"
+        );
     }
 }
 
@@ -232,7 +270,10 @@ fn cut_stream_exits_1_with_a_terminal_error_event() {
 fn cut_stream_convert_ends_with_the_target_error_frame() {
     let f = first_fixture("anthropic/tool_use_with_text.sse");
     for to in ["openai", "anthropic"] {
-        let o = streamgate(&["convert", "--from", "anthropic", "--to", to], Some(&cut(&f)));
+        let o = streamgate(
+            &["convert", "--from", "anthropic", "--to", to],
+            Some(&cut(&f)),
+        );
         assert_eq!(o.status.code(), Some(1), "to {to}: {}", stderr(&o));
         // Read back, the target dialect's error frame is a provider error.
         let target: Dialect = to.parse().unwrap();
@@ -242,11 +283,14 @@ fn cut_stream_convert_ends_with_the_target_error_frame() {
             "to {to}: {result:?}\n{}",
             String::from_utf8_lossy(&o.stdout)
         );
-        assert!(matches!(events.first(), Some(AgentEvent::StreamStart(_))), "to {to}");
+        assert!(
+            matches!(events.first(), Some(AgentEvent::StreamStart(_))),
+            "to {to}"
+        );
     }
 }
 
-/// A body whose 3rd frame has broken JSON on its `data:` line; returns the body, the 1-based
+/// A body whose 2nd frame carrying a delta has broken JSON on its `data:` line; returns the body, the 1-based
 /// line of the broken `data:` line and of the frame's first line (`DecodeError::Malformed`
 /// names the frame's first line: for OpenAI that is the data line itself, for Anthropic the
 /// `event:` line just above it).
@@ -256,10 +300,10 @@ fn malformed(f: &Fixture) -> (Vec<u8>, usize, usize) {
     let data_lines: Vec<usize> = lines
         .iter()
         .enumerate()
-        .filter(|(_, l)| l.starts_with("data: {"))
+        .filter(|(_, l)| l.starts_with("data: {") && l.contains("delta"))
         .map(|(i, _)| i)
         .collect();
-    let i = data_lines[2];
+    let i = data_lines[1];
     lines[i] = "data: {\"broken\": ".to_owned();
     let mut start = i;
     while start > 0 && !lines[start - 1].is_empty() {
@@ -278,7 +322,11 @@ fn malformed_body_exits_2_naming_the_line() {
         if f.dialect == "openai" {
             assert_eq!(line, data_line, "an OpenAI frame is its data line");
         } else {
-            assert_eq!(line + 1, data_line, "an Anthropic frame starts with `event:`");
+            assert_eq!(
+                line + 1,
+                data_line,
+                "an Anthropic frame starts with `event:`"
+            );
         }
         for args in [
             vec!["events", "--from", f.dialect],
@@ -304,7 +352,14 @@ fn missing_file_exits_2() {
     assert!(stderr(&o).contains("/no/such/file.sse"), "{}", stderr(&o));
     assert!(o.stdout.is_empty());
     let o = streamgate(
-        &["convert", "--from", "openai", "--to", "anthropic", "/no/such/file.sse"],
+        &[
+            "convert",
+            "--from",
+            "openai",
+            "--to",
+            "anthropic",
+            "/no/such/file.sse",
+        ],
         None,
     );
     assert_eq!(o.status.code(), Some(2));

@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::{Expected, Fixture, all_fixtures, check_structure, decode, dialect_of, for_each_fixture};
+use common::{
+    Expected, Fixture, all_fixtures, check_structure, decode, dialect_of, for_each_fixture,
+};
 use providers::Assembler;
 use providers::assemble::{BlockContent, Message};
 
@@ -161,7 +163,10 @@ fn independent_reading_sanity() {
     assert_eq!(e.choices, 3);
     let e = common::expected("openai", &read("openai_chat/reasoning_model_azure.sse"));
     assert_eq!(e.usage.reasoning, Some(64));
-    let e = common::expected("anthropic", &read("anthropic/usage_cache_read_max_tokens.sse"));
+    let e = common::expected(
+        "anthropic",
+        &read("anthropic/usage_cache_read_max_tokens.sse"),
+    );
     assert!(e.usage.cache_read.unwrap_or(0) > 0);
     let e = common::expected("anthropic", &read("anthropic/thinking_short.sse"));
     assert!(!e.reasoning.is_empty());

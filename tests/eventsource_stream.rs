@@ -8,8 +8,8 @@
 use std::convert::Infallible;
 
 use eventsource_stream::{Event, EventStreamError, Eventsource};
-use futures::executor::block_on;
 use futures::FutureExt;
+use futures::executor::block_on;
 use futures::stream::{self, StreamExt};
 use providers::sse::{SseError, SseFrame, SseParser};
 
@@ -72,12 +72,16 @@ fn invalid_utf8_stalls_the_crate_but_not_our_parser() {
     // "fourth" are lost.
     assert_eq!(items.len(), 2, "{items:?}");
     assert_eq!(items[0].as_ref().unwrap().data, "first");
-    assert!(matches!(items[1], Err(EventStreamError::Utf8(_))), "{:?}", items[1]);
+    assert!(
+        matches!(items[1], Err(EventStreamError::Utf8(_))),
+        "{:?}",
+        items[1]
+    );
 
     // While the connection is still open (input not ended), nothing after the bad byte comes
     // out at all: feed the same chunks without ending the stream and poll what is ready.
-    let pending = stream::iter(chunks.map(|c| Ok::<_, Infallible>(c.to_vec())))
-        .chain(stream::pending());
+    let pending =
+        stream::iter(chunks.map(|c| Ok::<_, Infallible>(c.to_vec()))).chain(stream::pending());
     let mut es = pending.eventsource();
     let mut ready = Vec::new();
     // `now_or_never` polls once: None means Pending (waiting for more bytes).
@@ -130,7 +134,10 @@ fn id_is_carried_into_later_events_by_the_crate() {
     let chunks: [&[u8]; 1] = [b"id: 7\ndata: a\n\ndata: b\n\ndata: c\n\n"];
 
     let items = crate_items(&chunks);
-    let ids: Vec<&str> = items.iter().map(|i| i.as_ref().unwrap().id.as_str()).collect();
+    let ids: Vec<&str> = items
+        .iter()
+        .map(|i| i.as_ref().unwrap().id.as_str())
+        .collect();
     // Observed: every event after the first reports id 7.
     assert_eq!(ids, ["7", "7", "7"]);
 
@@ -149,7 +156,10 @@ fn both_parse_a_plain_anthropic_frame_split_anywhere() {
         let items = crate_items(&chunks);
         assert_eq!(items.len(), 1, "cut {cut}: {items:?}");
         let e = items[0].as_ref().unwrap();
-        assert_eq!((e.event.as_str(), e.data.as_str()), ("ping", "{\"type\":\"ping\"}"));
+        assert_eq!(
+            (e.event.as_str(), e.data.as_str()),
+            ("ping", "{\"type\":\"ping\"}")
+        );
         let (frames, _) = our_frames(&chunks);
         assert_eq!(frames.len(), 1, "cut {cut}");
         assert_eq!(frames[0].event.as_deref(), Some("ping"));

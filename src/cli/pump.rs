@@ -77,7 +77,12 @@ pub(super) trait Sink {
 }
 
 /// Reads `input` chunk by chunk, decodes it as `dialect` and prints through `sink`.
-pub(super) fn pump(input: &mut dyn Read, name: &str, dialect: Dialect, sink: &mut dyn Sink) -> Outcome {
+pub(super) fn pump(
+    input: &mut dyn Read,
+    name: &str,
+    dialect: Dialect,
+    sink: &mut dyn Sink,
+) -> Outcome {
     let mut decoder = StreamDecoder::new(dialect);
     let mut buf = vec![0u8; CHUNK];
     let mut events = Vec::new();
@@ -222,10 +227,11 @@ impl<W: Write> ConvertSink<W> {
 
 impl<W: Write> Sink for ConvertSink<W> {
     fn event(&mut self, mut event: AgentEvent) -> Result<(), SinkError> {
-        if let AgentEvent::StreamStart(start) = &mut event {
-            if start.created.is_none() && self.to == Dialect::OpenAi {
-                start.created = Some(unix_now());
-            }
+        if let AgentEvent::StreamStart(start) = &mut event
+            && start.created.is_none()
+            && self.to == Dialect::OpenAi
+        {
+            start.created = Some(unix_now());
         }
         self.buf.clear();
         self.encoder

@@ -63,7 +63,10 @@ pub fn all_fixtures() -> Vec<Fixture> {
 }
 
 /// Runs `check` on every fixture and fails once, listing every fixture that failed.
-pub fn for_each_fixture(fixtures: &[Fixture], mut check: impl FnMut(&Fixture) -> Result<(), String>) {
+pub fn for_each_fixture(
+    fixtures: &[Fixture],
+    mut check: impl FnMut(&Fixture) -> Result<(), String>,
+) {
     let mut failures = Vec::new();
     for f in fixtures {
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(f)));
@@ -98,7 +101,9 @@ pub struct RawFrame {
 
 /// A plain SSE reading: split on blank lines, keep `event:` and `data:` lines.
 pub fn raw_frames(body: &[u8]) -> Vec<RawFrame> {
-    let text = String::from_utf8_lossy(body).replace("\r\n", "\n").replace('\r', "\n");
+    let text = String::from_utf8_lossy(body)
+        .replace("\r\n", "\n")
+        .replace('\r', "\n");
     let mut frames = Vec::new();
     for block in text.split("\n\n") {
         let mut event = None;
@@ -156,6 +161,8 @@ pub struct Expected {
     pub tool_calls: Vec<RawCall>,
     /// Reasoning text of choice 0.
     pub reasoning: String,
+    /// Refusal text of choice 0 (OpenAI `delta.refusal`).
+    pub refusal: String,
     pub usage: RawUsage,
     /// The provider's own finish reason (choice 0), verbatim.
     pub finish_reason: Option<String>,
@@ -221,6 +228,9 @@ pub fn expected_openai(body: &[u8]) -> Expected {
             if let Some(t) = delta["content"].as_str() {
                 e.text.push_str(t);
             }
+            if let Some(t) = delta["refusal"].as_str() {
+                e.refusal.push_str(t);
+            }
             for key in ["reasoning_content", "reasoning"] {
                 if let Some(t) = delta[key].as_str() {
                     e.reasoning.push_str(t);
@@ -278,7 +288,14 @@ pub fn expected_anthropic(body: &[u8]) -> Expected {
     };
     // Raw (wire) usage fields, latest wins; normalized at the end.
     let (mut input, mut output, mut cache_read, mut cache_write) = (None, None, None, None);
+    let mut thinking = None;
     let mut raw_usage = |usage: &Value| {
+        // Not in the rules' list, but the analogue of OpenAI's reasoning_tokens: Anthropic
+        // reports thinking tokens (already counted in output_tokens) here.
+        take(
+            &mut thinking,
+            &usage["output_tokens_details"]["thinking_tokens"],
+        );
         take(&mut input, &usage["input_tokens"]);
         take(&mut output, &usage["output_tokens"]);
         take(&mut cache_read, &usage["cache_read_input_tokens"]);
@@ -374,7 +391,7 @@ pub fn expected_anthropic(body: &[u8]) -> Expected {
         output,
         cache_read,
         cache_write,
-        reasoning: None,
+        reasoning: thinking,
     };
     e
 }
@@ -399,8 +416,14 @@ pub fn check_structure(events: &[providers::AgentEvent]) -> Result<(), String> {
         Closed,
     }
 
-    let starts = events.iter().filter(|e| matches!(e, E::StreamStart(_))).count();
-    let ends = events.iter().filter(|e| matches!(e, E::StreamEnd(_))).count();
+    let starts = events
+        .iter()
+        .filter(|e| matches!(e, E::StreamStart(_)))
+        .count();
+    let ends = events
+        .iter()
+        .filter(|e| matches!(e, E::StreamEnd(_)))
+        .count();
     if starts != 1 || !matches!(events.first(), Some(E::StreamStart(_))) {
         return Err(format!(
             "stream.start must be first exactly once (count {starts}, first {:?})",
@@ -415,7 +438,12 @@ pub fn check_structure(events: &[providers::AgentEvent]) -> Result<(), String> {
     }
     let mut blocks: HashMap<u32, State> = HashMap::new();
     for (i, e) in events.iter().enumerate() {
-        let at = || format!("event #{i} {}", serde_json::to_string(e).unwrap_or_default());
+        let at = || {
+            format!(
+                "event #{i} {}",
+                serde_json::to_string(e).unwrap_or_default()
+            )
+        };
         match e {
             E::BlockStart { index, .. } | E::ToolCallStart { index, .. } => {
                 let state = if matches!(e, E::BlockStart { .. }) {
@@ -431,23 +459,21 @@ pub fn check_structure(events: &[providers::AgentEvent]) -> Result<(), String> {
             | E::RefusalDelta { index, .. }
             | E::ReasoningDelta { index, .. }
             | E::ReasoningSignature { index, .. }
-            | E::NativeDelta { index, .. } => {
-                if blocks.get(index) != Some(&State::OpenBlock) {
-                    return Err(format!(
-                        "{}: delta for block {index} in state {:?}",
-                        at(),
-                        blocks.get(index)
-                    ));
-                }
+            | E::NativeDelta { index, .. }
+                if blocks.get(index) != Some(&State::OpenBlock) =>
+            {
+                return Err(format!(
+                    "{}: delta for block {index} in state {:?}",
+                    at(),
+                    blocks.get(index)
+                ));
             }
-            E::ToolCallDelta { index, .. } => {
-                if blocks.get(index) != Some(&State::OpenCall) {
-                    return Err(format!(
-                        "{}: tool_call.delta for block {index} in state {:?}",
-                        at(),
-                        blocks.get(index)
-                    ));
-                }
+            E::ToolCallDelta { index, .. } if blocks.get(index) != Some(&State::OpenCall) => {
+                return Err(format!(
+                    "{}: tool_call.delta for block {index} in state {:?}",
+                    at(),
+                    blocks.get(index)
+                ));
             }
             E::ToolCallEnd {
                 index,
@@ -494,7 +520,10 @@ pub fn check_structure(events: &[providers::AgentEvent]) -> Result<(), String> {
 }
 
 /// Decodes a whole body, failing with the error's text.
-pub fn decode(dialect: providers::Dialect, body: &[u8]) -> Result<Vec<providers::AgentEvent>, String> {
+pub fn decode(
+    dialect: providers::Dialect,
+    body: &[u8],
+) -> Result<Vec<providers::AgentEvent>, String> {
     let (events, result) = providers::StreamDecoder::decode_all(dialect, body);
     result.map_err(|e| format!("decode error: {e}"))?;
     Ok(events)
