@@ -392,3 +392,89 @@ fn empty_input_is_a_cut_stream() {
     let kinds: Vec<&str> = envs.iter().map(|e| e.event.kind()).collect();
     assert_eq!(kinds, ["error", "stream.end"]);
 }
+
+#[test]
+fn provider_error_event_exits_1_with_its_code() {
+    let anthropic = first_fixture("anthropic/text_basic.sse");
+    let openai = first_fixture("openai_chat/text_basic.sse");
+    // The answer so far (whole frames), then the provider's error frame.
+    let head = |f: &Fixture| {
+        let text = String::from_utf8(f.body.clone()).unwrap();
+        let cut = text[..text.len() / 2].rfind("\n\n").unwrap() + 2;
+        text[..cut].to_owned()
+    };
+    let cases = [
+        (
+            &anthropic,
+            "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n",
+            "overloaded_error",
+        ),
+        (
+            &openai,
+            "data: {\"error\":{\"message\":\"The server had an error\",\"type\":\"server_error\",\"code\":null}}\n\n",
+            "server_error",
+        ),
+    ];
+    for (f, error_frame, code) in cases {
+        let body = format!("{}{error_frame}", head(f));
+        let o = streamgate(&["events", "--from", f.dialect], Some(body.as_bytes()));
+        assert_eq!(o.status.code(), Some(1), "{}: {}", f.name, stderr(&o));
+        let envs = envelopes(&o).unwrap();
+        let n = envs.len();
+        assert!(n > 3, "{}: decoded events are printed", f.name);
+        match (&envs[n - 2].event, &envs[n - 1].event) {
+            (AgentEvent::Error(e), AgentEvent::StreamEnd(end)) => {
+                assert_eq!(e.code, code, "{}", f.name);
+                assert!(e.retryable, "{}", f.name);
+                assert_eq!(end.reason, FinishReason::Error, "{}", f.name);
+            }
+            other => panic!("{}: last events {other:?}", f.name),
+        }
+        assert_eq!(stderr(&o).lines().count(), 1, "{}: {}", f.name, stderr(&o));
+    }
+}
+
+/// Output is flushed per chunk read: the first events come out while stdin is still open.
+#[test]
+fn events_are_printed_live_before_the_input_ends() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    // Small enough that half of its events stay far below any output buffer size.
+    let f = first_fixture("openai_chat/text_basic.sse");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_streamgate"))
+        .args(["events", "--from", "openai"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let half = f.body.len() / 2;
+    stdin.write_all(&f.body[..half]).unwrap();
+    stdin.flush().unwrap();
+    let first = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("no output while the input is still open");
+    assert!(first.contains("\"type\":\"stream.start\""), "{first}");
+    stdin.write_all(&f.body[half..]).unwrap();
+    drop(stdin);
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    assert!(status.success());
+    let rest: Vec<String> = rx.try_iter().collect();
+    assert!(
+        rest.last().is_some_and(|l| l.contains("stream.end")),
+        "{rest:?}"
+    );
+}
