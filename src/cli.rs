@@ -22,8 +22,10 @@ Exit codes:
   1  the stream was cut before its finish reason, or the provider sent an error event:
      everything decoded is printed, then a terminal error (events: `error` +
      `stream.end{reason:\"error\"}`; convert: the target dialect's error frame)
-  2  malformed input (the message names the line and byte), a frame too large, an
-     unreadable file, or output that cannot be encoded in the target dialect";
+  2  malformed input (the message names the line and byte; decoded events and the
+     terminal error are printed as for 1), a frame too large, an unreadable file, or a
+     stream the target dialect cannot express (e.g. several choices into Anthropic)
+A closed standard output (`| head`) ends the run quietly with 0.";
 
 const EVENTS_EXAMPLES: &str = "\
 Examples:
@@ -61,7 +63,8 @@ enum Command {
         from: DialectArg,
         /// The SSE body; standard input when omitted.
         file: Option<PathBuf>,
-        /// Stream id of the envelope; default: the provider's response id from `stream.start`.
+        /// Stream id of the envelope; default: the provider's response id from `stream.start`
+        /// ("unknown" when the body fails before the answer starts).
         #[arg(long, value_name = "ID")]
         stream_id: Option<String>,
     },

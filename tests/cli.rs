@@ -341,6 +341,16 @@ fn malformed_body_exits_2_naming_the_line() {
             );
             assert!(err.contains("byte "), "{name}: {err}");
             assert_eq!(err.lines().count(), 1, "{name}: {err}");
+            if args[0] == "events" {
+                // What decoded before the bad frame, then the terminal error.
+                let envs = envelopes(&o).unwrap();
+                let kinds: Vec<&str> = envs.iter().map(|e| e.event.kind()).collect();
+                assert_eq!(kinds.first(), Some(&"stream.start"), "{name}");
+                assert_eq!(kinds[kinds.len() - 2..], ["error", "stream.end"], "{name}");
+                if let AgentEvent::Error(e) = &envs[envs.len() - 2].event {
+                    assert_eq!(e.code, "malformed_upstream_stream", "{name}");
+                }
+            }
         }
     }
 }

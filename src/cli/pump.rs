@@ -195,7 +195,13 @@ impl<W: Write> Sink for EventsSink<W> {
             Stamper::new(id)
         });
         let envelope = stamper.stamp(event);
-        serde_json::to_writer(&mut self.out, &envelope).map_err(SinkError::Json)?;
+        serde_json::to_writer(&mut self.out, &envelope).map_err(|e| {
+            if e.is_io() {
+                SinkError::Io(io::Error::from(e))
+            } else {
+                SinkError::Json(e)
+            }
+        })?;
         self.out.write_all(b"\n")?;
         Ok(())
     }
@@ -251,4 +257,91 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// Hands out `step` bytes per read, then fails with `fail` (if any) at the end.
+    struct Trickle<'a> {
+        body: &'a [u8],
+        step: usize,
+        fail: bool,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.body.is_empty() {
+                return if self.fail {
+                    Err(io::Error::other("connection reset"))
+                } else {
+                    Ok(0)
+                };
+            }
+            let n = self.step.min(buf.len()).min(self.body.len());
+            buf[..n].copy_from_slice(&self.body[..n]);
+            self.body = &self.body[n..];
+            Ok(n)
+        }
+    }
+
+    const BODY: &[u8] = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"m\",\"role\":\"assistant\",\"content\":[],\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":2}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+
+    fn events_of(step: usize, fail: bool) -> (Outcome, String) {
+        let mut out = Vec::new();
+        let outcome = {
+            let mut sink = EventsSink::new(&mut out, None);
+            let mut input = Trickle {
+                body: BODY,
+                step,
+                fail,
+            };
+            pump(&mut input, "test", Dialect::Anthropic, &mut sink)
+        };
+        (outcome, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn tiny_reads_print_what_one_big_read_prints() {
+        let (whole, expected) = events_of(usize::MAX, false);
+        assert_eq!(whole, Outcome::Complete);
+        assert!(expected.starts_with("{\"stream\":\"msg_1\",\"seq\":0,\"type\":\"stream.start\""));
+        for step in [1, 2, 5, 17] {
+            assert_eq!(
+                events_of(step, false),
+                (Outcome::Complete, expected.clone())
+            );
+        }
+    }
+
+    #[test]
+    fn a_read_error_is_exit_2_after_printing_what_decoded() {
+        let (outcome, out) = events_of(7, true);
+        assert_eq!(outcome, Outcome::Bad);
+        assert!(out.contains("stream.end"), "{out}");
+    }
+
+    #[test]
+    fn convert_stamps_created_for_openai() {
+        let mut out = Vec::new();
+        let outcome = {
+            let mut sink = ConvertSink::new(&mut out, Dialect::OpenAi, true);
+            let mut input = Trickle {
+                body: BODY,
+                step: 64,
+                fail: false,
+            };
+            pump(&mut input, "test", Dialect::Anthropic, &mut sink)
+        };
+        assert_eq!(outcome, Outcome::Complete);
+        let (events, result) = StreamDecoder::decode_all(Dialect::OpenAi, &out);
+        result.unwrap();
+        match events.first() {
+            Some(AgentEvent::StreamStart(s)) => assert!(s.created.unwrap_or(0) > 1_600_000_000),
+            other => panic!("{other:?}"),
+        }
+    }
 }
