@@ -31,7 +31,7 @@ pub struct Decoder {
     cache_read: u64,
     cache_write: u64,
     /// The finish, once `message_delta` said why the answer stopped.
-    end: Option<StreamEnd>,
+    end: Option<Box<StreamEnd>>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -266,7 +266,16 @@ impl Decoder {
         let at = self.find(index)?;
         let block = &mut self.open[at];
         match (&mut block.kind, delta) {
-            (_, Delta::Text(s) | Delta::Thinking(s) | Delta::InputJson(s)) if s.is_empty() => {}
+            // Provider-run blocks are kept verbatim, empty fragments included.
+            (OpenKind::Native, d) => out.push(AgentEvent::NativeDelta {
+                index,
+                delta: d.to_value(),
+            }),
+            // Empty fragments (Anthropic opens tool input with `""`) carry nothing.
+            (
+                _,
+                Delta::Text(s) | Delta::Thinking(s) | Delta::InputJson(s) | Delta::Signature(s),
+            ) if s.is_empty() => {}
             (OpenKind::Text, Delta::Text(s)) => out.push(AgentEvent::TextDelta {
                 index,
                 text: s.into_owned(),
@@ -289,10 +298,6 @@ impl Decoder {
                     arguments: s.into_owned(),
                 });
             }
-            (OpenKind::Native, d) => out.push(AgentEvent::NativeDelta {
-                index,
-                delta: d.to_value(),
-            }),
             (_, Delta::Other(v)) => out.push(AgentEvent::NativeDelta { index, delta: v }),
             (kind, d) => {
                 return Err(protocol(format!(
@@ -324,13 +329,13 @@ impl Decoder {
             for block in open {
                 close(block, cut_by_limit, out)?;
             }
-            self.end = Some(StreamEnd {
+            self.end = Some(Box::new(StreamEnd {
                 reason: finish_reason(&reason),
                 provider_reason: Some(reason),
                 stop_sequence: delta.stop_sequence,
                 other_choices: Vec::new(),
                 extra: non_null(delta.rest),
-            });
+            }));
         }
         if let Some(u) = usage {
             let u = self.usage(u);
@@ -341,7 +346,7 @@ impl Decoder {
 
     fn message_stop(&mut self, out: &mut Vec<AgentEvent>) -> Result<(), FrameError> {
         let end = match self.end.take() {
-            Some(end) => end,
+            Some(end) => *end,
             None => {
                 // A terminator without a finish reason: the answer is whole, but nobody said
                 // why it stopped, so it reads as a natural end.
@@ -364,7 +369,11 @@ impl Decoder {
         Ok(())
     }
 
-    fn unknown(&mut self, frame: &SseFrame<'_>, out: &mut Vec<AgentEvent>) -> Result<(), FrameError> {
+    fn unknown(
+        &mut self,
+        frame: &SseFrame<'_>,
+        out: &mut Vec<AgentEvent>,
+    ) -> Result<(), FrameError> {
         let data: Value = serde_json::from_str(frame.data)?;
         let event = AgentEvent::ProviderEvent {
             name: frame.event.map(str::to_owned),
@@ -381,7 +390,11 @@ impl Decoder {
 
 /// Emits the end event of a block. `cut_by_limit`: the provider stopped for its token limit,
 /// so a tool call with incomplete arguments is reported truncated rather than malformed.
-fn close(block: OpenBlock, cut_by_limit: bool, out: &mut Vec<AgentEvent>) -> Result<(), FrameError> {
+fn close(
+    block: OpenBlock,
+    cut_by_limit: bool,
+    out: &mut Vec<AgentEvent>,
+) -> Result<(), FrameError> {
     let index = block.index;
     match block.kind {
         OpenKind::Tool {
@@ -483,7 +496,7 @@ impl FrameDecoder for Decoder {
             Phase::BeforeStart => Err(CutPoint::BeforeStart),
             Phase::Started => {
                 if let Some(end) = self.end.take() {
-                    out.push(AgentEvent::StreamEnd(end));
+                    out.push(AgentEvent::StreamEnd(*end));
                     self.phase = Phase::Done;
                     return Ok(());
                 }
@@ -492,7 +505,9 @@ impl FrameDecoder for Decoder {
                     Some(OpenKind::Text) => CutPoint::InText,
                     Some(OpenKind::Thinking | OpenKind::Redacted) => CutPoint::InReasoning,
                     Some(OpenKind::Native) => CutPoint::InNative,
-                    Some(OpenKind::Tool { name, .. }) => CutPoint::InToolCall { name: name.clone() },
+                    Some(OpenKind::Tool { name, .. }) => {
+                        CutPoint::InToolCall { name: name.clone() }
+                    }
                 })
             }
         }

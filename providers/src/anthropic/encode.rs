@@ -12,8 +12,8 @@ use serde_json::{Map, Value};
 use super::wire::{
     BlockOut, ContentBlockDeltaOut, ContentBlockStartOut, ContentBlockStopOut, DeltaOut,
     EmptyObject, ErrorDetailOut, ErrorOut, KnownBlockOut, KnownDeltaOut, KnownResponseBlock,
-    MessageDeltaBodyOut, MessageDeltaOut, MessageOut, MessageStartOut, ResponseBlock,
-    ResponseBody, ResponseUsage, TypeOnly, UsageOut,
+    MessageDeltaBodyOut, MessageDeltaOut, MessageOut, MessageStartOut, ResponseBlock, ResponseBody,
+    ResponseUsage, TypeOnly, UsageOut,
 };
 use crate::assemble::{BlockContent, Message};
 use crate::dialect::Dialect;
@@ -33,15 +33,15 @@ pub struct Encoder {
     /// provider reasons are written back.
     same: bool,
     /// `stream.start`, kept until `message_start` is written.
-    start: Option<StreamStart>,
+    start: Option<Box<StreamStart>>,
     message_started: bool,
     /// `stream.end` or `error` was written: nothing more may follow.
     finished: bool,
     /// Every usage report merged: the latest cache counts, to turn input back into
     /// Anthropic's uncached count.
-    usage: Usage,
+    usage: Box<Usage>,
     /// Usage reports after `message_start`, merged, for `message_delta`.
-    delta_usage: Option<Usage>,
+    delta_usage: Option<Box<Usage>>,
     blocks: Vec<Entry>,
     /// Position in `blocks` of the block open on the wire.
     current: Option<usize>,
@@ -66,7 +66,9 @@ enum Kind {
     Thinking,
     Redacted,
     /// `streamed`: argument text written so far, to reconcile with `tool_call.end`.
-    Tool { streamed: String },
+    Tool {
+        streamed: String,
+    },
     Native,
     /// Not for this client (other dialect's native block or redacted reasoning).
     Dropped,
@@ -147,7 +149,7 @@ impl Encoder {
             start: None,
             message_started: false,
             finished: false,
-            usage: Usage::default(),
+            usage: Box::default(),
             delta_usage: None,
             blocks: Vec::new(),
             current: None,
@@ -197,7 +199,11 @@ impl Encoder {
                 stop_reason: None,
                 stop_sequence: None,
                 usage,
-                extra: if self.same { start.extra.as_ref() } else { None },
+                extra: if self.same {
+                    start.extra.as_ref()
+                } else {
+                    None
+                },
             },
         };
         frame(out, "message_start", &msg)
@@ -270,7 +276,12 @@ impl Encoder {
     }
 
     /// Puts block `pos` on the wire: next wire index, header written.
-    fn begin(&mut self, pos: usize, start: &AgentEvent, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    fn begin(
+        &mut self,
+        pos: usize,
+        start: &AgentEvent,
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
         let wire = self.next_wire;
         self.next_wire += 1;
         self.current = Some(pos);
@@ -278,13 +289,11 @@ impl Encoder {
         entry.wire = wire;
         entry.state = State::Current;
         let content_block = match start {
-            AgentEvent::ToolCallStart { id, name, .. } => {
-                BlockOut::Known(KnownBlockOut::ToolUse {
-                    id,
-                    name,
-                    input: EmptyObject,
-                })
-            }
+            AgentEvent::ToolCallStart { id, name, .. } => BlockOut::Known(KnownBlockOut::ToolUse {
+                id,
+                name,
+                input: EmptyObject,
+            }),
             AgentEvent::BlockStart { block, extra, .. } => match block {
                 BlockKind::Text | BlockKind::Refusal => BlockOut::Known(KnownBlockOut::Text {
                     text: "",
@@ -352,12 +361,20 @@ impl Encoder {
                 self.delta(wire, known(KnownDeltaOut::TextDelta { text }), out)?;
             }
             (Kind::Thinking, AgentEvent::ReasoningDelta { text, .. }) => {
-                self.delta(wire, known(KnownDeltaOut::ThinkingDelta { thinking: text }), out)?;
+                self.delta(
+                    wire,
+                    known(KnownDeltaOut::ThinkingDelta { thinking: text }),
+                    out,
+                )?;
             }
             (Kind::Thinking, AgentEvent::ReasoningSignature { signature, .. }) => {
                 // Signatures are only valid with the provider that made them.
                 if same {
-                    self.delta(wire, known(KnownDeltaOut::SignatureDelta { signature }), out)?;
+                    self.delta(
+                        wire,
+                        known(KnownDeltaOut::SignatureDelta { signature }),
+                        out,
+                    )?;
                 }
             }
             (Kind::Tool { streamed }, AgentEvent::ToolCallDelta { arguments, .. }) => {
@@ -380,17 +397,18 @@ impl Encoder {
             ) => {
                 // The client assembles the input from the deltas alone; make them add up to
                 // the final arguments. No deltas means `{}` to an Anthropic client already.
-                if arguments != streamed && !(streamed.is_empty() && arguments == "{}") {
-                    if let Some(rest) = arguments.strip_prefix(streamed.as_str()) {
-                        let rest = rest.to_owned();
-                        self.delta(
-                            wire,
-                            known(KnownDeltaOut::InputJsonDelta {
-                                partial_json: &rest,
-                            }),
-                            out,
-                        )?;
-                    }
+                if arguments != streamed
+                    && !(streamed.is_empty() && arguments == "{}")
+                    && let Some(rest) = arguments.strip_prefix(streamed.as_str())
+                {
+                    let rest = rest.to_owned();
+                    self.delta(
+                        wire,
+                        known(KnownDeltaOut::InputJsonDelta {
+                            partial_json: &rest,
+                        }),
+                        out,
+                    )?;
                 }
                 // Anthropic itself never closes a call cut by the token limit.
                 if !truncated {
@@ -398,7 +416,8 @@ impl Encoder {
                 }
                 return Ok(true);
             }
-            (Kind::Text | Kind::Native, AgentEvent::NativeDelta { delta, .. }) => {
+            // Unknown delta types may arrive in any block; only their own dialect reads them.
+            (_, AgentEvent::NativeDelta { delta, .. }) => {
                 if same {
                     self.delta(wire, DeltaOut::Native(delta), out)?;
                 }
@@ -511,7 +530,7 @@ impl Encoder {
         self.flush_all(out)?;
         let same = self.same;
         let delta_usage = self.delta_usage.take();
-        let usage_src = delta_usage.as_ref();
+        let usage_src = delta_usage.as_deref();
         let extra = usage_src.and_then(|u| usage_extra(u, same));
         let usage = match usage_src {
             Some(u) => UsageOut {
@@ -586,7 +605,7 @@ impl EventEncoder for Encoder {
                 // A second start (failover) changes who answers, not the message.
                 self.same = s.dialect == DIALECT;
                 if !self.message_started && self.start.is_none() {
-                    self.start = Some(s.clone());
+                    self.start = Some(Box::new(s.clone()));
                 }
                 Ok(())
             }
@@ -595,7 +614,7 @@ impl EventEncoder for Encoder {
                 if !self.message_started && self.start.is_some() {
                     self.message_start(Some(u), out)
                 } else {
-                    self.delta_usage.get_or_insert_with(Usage::default).merge(u);
+                    self.delta_usage.get_or_insert_with(Box::default).merge(u);
                     Ok(())
                 }
             }
@@ -614,19 +633,16 @@ impl EventEncoder for Encoder {
             }
             AgentEvent::Error(e) => self.error(&e.code, &e.message, out),
             AgentEvent::StreamEnd(end) => self.end(end, out),
-            AgentEvent::Retry { .. } | AgentEvent::Failover { .. } | AgentEvent::RateLimited { .. } => {
-                Ok(())
-            }
+            AgentEvent::Retry { .. }
+            | AgentEvent::Failover { .. }
+            | AgentEvent::RateLimited { .. } => Ok(()),
         }
     }
 }
 
 /// The non-streaming response body for an assembled answer.
 pub fn response_body(message: &Message) -> Result<Value, EncodeError> {
-    let same = message
-        .start
-        .as_ref()
-        .is_some_and(|s| s.dialect == DIALECT);
+    let same = message.start.as_ref().is_some_and(|s| s.dialect == DIALECT);
     let mut content = Vec::with_capacity(message.blocks.len());
     for block in &message.blocks {
         if block.choice > 0 {
@@ -642,7 +658,9 @@ pub fn response_body(message: &Message) -> Result<Value, EncodeError> {
                 if same {
                     let citations: Vec<Value> = native
                         .iter()
-                        .filter(|d| d.get("type").and_then(Value::as_str) == Some("citations_delta"))
+                        .filter(|d| {
+                            d.get("type").and_then(Value::as_str) == Some("citations_delta")
+                        })
                         .filter_map(|d| d.get("citation").cloned())
                         .collect();
                     if !citations.is_empty() {

@@ -719,10 +719,7 @@ mod tests {
         assert_eq!(d, Delta::Text(Cow::Owned("a\n".into())));
         let raw = r#"{"type":"citations_delta","citation":{"x":1}}"#;
         let d: Delta<'_> = serde_json::from_str(raw).unwrap();
-        assert_eq!(
-            d,
-            Delta::Other(serde_json::from_str::<Value>(raw).unwrap())
-        );
+        assert_eq!(d, Delta::Other(serde_json::from_str::<Value>(raw).unwrap()));
         assert_eq!(d.to_value(), serde_json::from_str::<Value>(raw).unwrap());
         assert!(serde_json::from_str::<Delta<'_>>(r#"{"type":"text_delta"}"#).is_err());
     }

@@ -33,7 +33,8 @@ pub struct Encoder {
     blocks: Vec<Option<BlockOut>>,
     /// Per output choice.
     choices: Vec<ChoiceOut2>,
-    usage: Option<Usage>,
+    /// Boxed: usage is held once per stream, and keeps the encoder small to move around.
+    usage: Option<Box<Usage>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -358,7 +359,7 @@ impl EventEncoder for Encoder {
             }
             AgentEvent::Usage(u) => match &mut self.usage {
                 Some(held) => held.merge(u),
-                None => self.usage = Some(u.clone()),
+                None => self.usage = Some(Box::new(u.clone())),
             },
             AgentEvent::StreamEnd(end) => self.end(end, out)?,
             AgentEvent::Error(e) => self.error(&e.code, &e.message, out)?,
