@@ -1,8 +1,185 @@
-//! The command line. (Stub: being written.)
+//! The `streamgate` command line: `events` (a provider SSE body as Agent Event JSON lines)
+//! and `convert` (a provider SSE body re-encoded in another dialect).
+//!
+//! Input is read in chunks and decoded as it arrives; output is flushed after every chunk so
+//! the commands work live at the end of a pipe.
 
+mod pump;
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use providers::Dialect;
+
+use pump::{ConvertSink, EventsSink, Outcome, pump};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  the stream was complete
+  1  the stream was cut before its finish reason, or the provider sent an error event:
+     everything decoded is printed, then a terminal error (events: `error` +
+     `stream.end{reason:\"error\"}`; convert: the target dialect's error frame)
+  2  malformed input (the message names the line and byte; decoded events and the
+     terminal error are printed as for 1), a frame too large, an unreadable file, or a
+     stream the target dialect cannot express (e.g. several choices into Anthropic)
+A closed standard output (`| head`) ends the run quietly with 0.";
+
+const EVENTS_EXAMPLES: &str = "\
+Examples:
+  streamgate events --from anthropic fixtures/anthropic/text_basic.sse
+  curl -sN https://api.openai.com/v1/chat/completions ... | streamgate events --from openai
+  streamgate events --from openai body.sse --stream-id req-42 | jq -c 'select(.type==\"text.delta\")'
+
+Exit codes: 0 complete, 1 cut or provider error (terminal error event printed), 2 malformed
+input or unreadable file.";
+
+const CONVERT_EXAMPLES: &str = "\
+Examples:
+  streamgate convert --from anthropic --to openai fixtures/anthropic/tool_use_only.sse
+  streamgate convert --from openai --to anthropic < body.sse
+  streamgate convert --from openai --to openai --no-usage body.sse
+
+Exit codes: 0 complete, 1 cut or provider error (target dialect's error frame printed), 2
+malformed input, unreadable file or a stream the target dialect cannot express.";
+
+/// streamgate: one Agent Event Stream over OpenAI and Anthropic streaming responses.
+#[derive(Debug, Parser)]
+#[command(name = "streamgate", version, about, after_help = EXIT_CODES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Decode a provider SSE body and print its Agent Events as JSON lines (with envelope).
+    #[command(after_help = EVENTS_EXAMPLES)]
+    Events {
+        /// Dialect of the input body.
+        #[arg(long, value_enum)]
+        from: DialectArg,
+        /// The SSE body; standard input when omitted.
+        file: Option<PathBuf>,
+        /// Stream id of the envelope; default: the provider's response id from `stream.start`
+        /// ("unknown" when the body fails before the answer starts).
+        #[arg(long, value_name = "ID")]
+        stream_id: Option<String>,
+    },
+    /// Decode a provider SSE body and print it re-encoded in another (or the same) dialect.
+    #[command(after_help = CONVERT_EXAMPLES)]
+    Convert {
+        /// Dialect of the input body.
+        #[arg(long, value_enum)]
+        from: DialectArg,
+        /// Dialect to write.
+        #[arg(long, value_enum)]
+        to: DialectArg,
+        /// The SSE body; standard input when omitted.
+        file: Option<PathBuf>,
+        /// Do not write the OpenAI usage-only chunk (`stream_options.include_usage: false`).
+        #[arg(long)]
+        no_usage: bool,
+    },
+}
+
+/// A dialect name on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DialectArg {
+    /// OpenAI Chat Completions.
+    #[value(name = "openai")]
+    OpenAi,
+    /// Anthropic Messages.
+    #[value(name = "anthropic")]
+    Anthropic,
+}
+
+impl From<DialectArg> for Dialect {
+    fn from(d: DialectArg) -> Self {
+        match d {
+            DialectArg::OpenAi => Dialect::OpenAi,
+            DialectArg::Anthropic => Dialect::Anthropic,
+        }
+    }
+}
 
 /// Runs the CLI with the process arguments.
 pub fn main() -> ExitCode {
-    ExitCode::SUCCESS
+    // Usage errors exit with 2 (clap's default), like malformed input.
+    let cli = Cli::parse();
+    run(cli.command).code()
+}
+
+fn run(command: Command) -> Outcome {
+    match command {
+        Command::Events {
+            from,
+            file,
+            stream_id,
+        } => with_input(file, |input, name| {
+            let stdout = io::stdout();
+            let mut sink = EventsSink::new(stdout.lock(), stream_id);
+            pump(input, name, from.into(), &mut sink)
+        }),
+        Command::Convert {
+            from,
+            to,
+            file,
+            no_usage,
+        } => with_input(file, |input, name| {
+            let stdout = io::stdout();
+            let mut sink = ConvertSink::new(stdout.lock(), to.into(), !no_usage);
+            pump(input, name, from.into(), &mut sink)
+        }),
+    }
+}
+
+/// Opens FILE (or locks stdin) and hands it to `f` with a name for messages.
+fn with_input(file: Option<PathBuf>, f: impl FnOnce(&mut dyn Read, &str) -> Outcome) -> Outcome {
+    match file {
+        Some(path) => {
+            let name = path.display().to_string();
+            match File::open(&path) {
+                Ok(mut file) => f(&mut file, &name),
+                Err(e) => {
+                    report(&format!("cannot read {name}: {e}"));
+                    Outcome::Bad
+                }
+            }
+        }
+        None => {
+            let stdin = io::stdin();
+            let mut lock = stdin.lock();
+            f(&mut lock, "<stdin>")
+        }
+    }
+}
+
+/// Writes a one-line `streamgate: ...` message to stderr.
+fn report(message: &str) {
+    let stderr = io::stderr();
+    let mut lock = stderr.lock();
+    // Nothing sensible is left to do when stderr itself is gone.
+    let _ = writeln!(lock, "streamgate: {message}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn dialect_names_match_the_library() {
+        for d in [DialectArg::OpenAi, DialectArg::Anthropic] {
+            let name = d.to_possible_value().map(|v| v.get_name().to_owned());
+            assert_eq!(name.as_deref(), Some(Dialect::from(d).as_str()));
+        }
+    }
 }

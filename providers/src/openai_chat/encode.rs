@@ -1,31 +1,569 @@
-//! Agent Events -> this dialect's SSE body and non-streaming JSON body. (Stub: being written.)
+//! Agent Events -> OpenAI Chat Completions SSE body and non-streaming JSON body.
 
-use crate::assemble::Message;
+use serde_json::Value;
+
+use super::wire::{
+    ChatCompletion, ChoiceOut, ChunkHead, CompletionChoice, CompletionTokensDetails, DeltaOut,
+    ErrorBody, ErrorFrame, FunctionOut, PromptTokensDetails, ResponseFunction, ResponseMessage,
+    ResponseToolCall, ToolCallOut, WireUsage,
+};
+use crate::assemble::{BlockContent, Message};
+use crate::dialect::Dialect;
 use crate::encode::{EncodeOptions, EventEncoder};
 use crate::error::EncodeError;
-use crate::event::AgentEvent;
+use crate::event::{AgentEvent, Extra, FinishReason, StreamEnd, Usage};
+use crate::sse::{write_frame, write_json_frame};
+
+/// Block indices come from our own decoders and are dense from 0; a far larger one would make
+/// the index table huge.
+const MAX_BLOCKS: u32 = 1 << 20;
 
 /// Encoder state for one stream.
 #[derive(Debug)]
 pub struct Encoder {
-    #[allow(dead_code)]
     options: EncodeOptions,
+    /// The upstream spoke OpenAI: passthrough fields and verbatim finish reasons are written.
+    same: bool,
+    started: bool,
+    /// `[DONE]` or an error frame was written; nothing may follow.
+    finished: bool,
+    /// Every chunk's JSON up to and including `"choices":[`, rendered once at stream.start.
+    head: Vec<u8>,
+    /// Blocks by event index.
+    blocks: Vec<Option<BlockOut>>,
+    /// Per output choice.
+    choices: Vec<ChoiceOut2>,
+    /// Boxed: usage is held once per stream, and keeps the encoder small to move around.
+    usage: Option<Box<Usage>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct BlockOut {
+    choice: u32,
+    kind: Kind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Text,
+    Refusal,
+    Reasoning,
+    Tool {
+        /// `tool_calls[].index`: the call's ordinal within its choice.
+        ordinal: u32,
+        /// Argument bytes written so far.
+        streamed: usize,
+    },
+    /// Blocks OpenAI cannot express (native, redacted reasoning): their events are dropped.
+    Dropped,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct ChoiceOut2 {
+    role_sent: bool,
+    tools: u32,
 }
 
 impl Encoder {
     /// A new encoder.
     pub fn new(options: EncodeOptions) -> Self {
-        Encoder { options }
+        Encoder {
+            options,
+            same: false,
+            started: false,
+            finished: false,
+            head: Vec::new(),
+            blocks: Vec::new(),
+            choices: Vec::new(),
+            usage: None,
+        }
     }
-}
 
-impl EventEncoder for Encoder {
-    fn event(&mut self, _event: &AgentEvent, _out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    fn json_err(source: serde_json::Error) -> EncodeError {
+        EncodeError::Json {
+            dialect: Dialect::OpenAi,
+            source,
+        }
+    }
+
+    fn out_of_order(what: String) -> EncodeError {
+        EncodeError::OutOfOrder {
+            dialect: Dialect::OpenAi,
+            what,
+        }
+    }
+
+    fn choice_state(&mut self, choice: u32) -> &mut ChoiceOut2 {
+        let slot = choice as usize;
+        if self.choices.len() <= slot {
+            self.choices.resize_with(slot + 1, ChoiceOut2::default);
+        }
+        &mut self.choices[slot]
+    }
+
+    fn block(&self, index: u32) -> Result<BlockOut, EncodeError> {
+        self.blocks
+            .get(index as usize)
+            .copied()
+            .flatten()
+            .ok_or_else(|| Self::out_of_order(format!("delta for unopened block {index}")))
+    }
+
+    fn open_block(&mut self, index: u32, block: BlockOut) -> Result<(), EncodeError> {
+        if index >= MAX_BLOCKS {
+            return Err(Self::out_of_order(format!(
+                "block index {index} out of range"
+            )));
+        }
+        let slot = index as usize;
+        if self.blocks.len() <= slot {
+            self.blocks.resize(slot + 1, None);
+        }
+        self.blocks[slot] = Some(block);
+        Ok(())
+    }
+
+    /// Writes one chunk holding one choice.
+    fn chunk(
+        &mut self,
+        out: &mut Vec<u8>,
+        index: u32,
+        mut delta: DeltaOut<'_>,
+        extra: Option<&Extra>,
+        finish_reason: Option<&str>,
+    ) -> Result<(), EncodeError> {
+        if !self.started {
+            return Err(Self::out_of_order("content before stream.start".to_owned()));
+        }
+        let state = self.choice_state(index);
+        if !state.role_sent {
+            // Choice 0's role went out with stream.start; other choices announce it in their
+            // first delta, as OpenAI does.
+            state.role_sent = true;
+            delta.role = Some("assistant");
+        }
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(&self.head);
+        let choice = ChoiceOut {
+            index,
+            delta,
+            extra: if self.same { extra } else { None },
+            finish_reason,
+        };
+        serde_json::to_writer(&mut *out, &choice).map_err(Self::json_err)?;
+        out.extend_from_slice(b"]}\n\n");
+        Ok(())
+    }
+
+    fn start(
+        &mut self,
+        s: &crate::event::StreamStart,
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
+        self.same = s.dialect == Dialect::OpenAi;
+        let head = ChunkHead {
+            id: &s.id,
+            object: "chat.completion.chunk",
+            created: s.created.unwrap_or(0),
+            model: &s.model,
+            extra: if self.same { s.extra.as_ref() } else { None },
+        };
+        self.head.clear();
+        serde_json::to_writer(&mut self.head, &head).map_err(Self::json_err)?;
+        // Reopen the object to append `choices` per chunk.
+        self.head.pop();
+        self.head.extend_from_slice(b",\"choices\":[");
+        self.started = true;
+        self.chunk(
+            out,
+            0,
+            DeltaOut {
+                role: Some("assistant"),
+                content: Some(""),
+                ..DeltaOut::default()
+            },
+            None,
+            None,
+        )?;
+        Ok(())
+    }
+
+    fn end(&mut self, end: &StreamEnd, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        if end.reason == FinishReason::Error {
+            // A failed stream without its `error` event: the client must not take the answer
+            // as whole.
+            self.error("stream_error", "the upstream stream failed", out)?;
+            return Ok(());
+        }
+        if self.started {
+            let reason = self.finish_reason(end.reason, end.provider_reason.as_deref());
+            self.chunk(
+                out,
+                0,
+                DeltaOut::default(),
+                end.extra.as_ref(),
+                Some(reason),
+            )?;
+            for c in &end.other_choices {
+                let reason = self.finish_reason(c.reason, c.provider_reason.as_deref());
+                self.chunk(out, c.choice, DeltaOut::default(), None, Some(reason))?;
+            }
+            if self.options.include_usage
+                && let Some(u) = &self.usage
+            {
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(&self.head);
+                out.extend_from_slice(b"],\"usage\":");
+                serde_json::to_writer(&mut *out, &usage_out(u)).map_err(Self::json_err)?;
+                out.extend_from_slice(b"}\n\n");
+            }
+        }
+        write_frame(out, None, "[DONE]");
+        self.finished = true;
+        Ok(())
+    }
+
+    fn finish_reason<'a>(&self, reason: FinishReason, provider: Option<&'a str>) -> &'a str {
+        match provider {
+            Some(p) if self.same => p,
+            _ => openai_reason(reason),
+        }
+    }
+
+    fn error(&mut self, code: &str, message: &str, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        let frame = ErrorFrame {
+            error: ErrorBody {
+                message,
+                kind: code,
+                code,
+            },
+        };
+        write_json_frame(out, None, &frame).map_err(Self::json_err)?;
+        self.finished = true;
         Ok(())
     }
 }
 
-/// The non-streaming response body for an assembled answer.
-pub fn response_body(_message: &Message) -> Result<serde_json::Value, EncodeError> {
-    Ok(serde_json::Value::Null)
+impl EventEncoder for Encoder {
+    fn event(&mut self, event: &AgentEvent, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        if self.finished {
+            return Ok(());
+        }
+        match event {
+            AgentEvent::StreamStart(s) => {
+                if self.started {
+                    return Err(Self::out_of_order("second stream.start".to_owned()));
+                }
+                self.start(s, out)?;
+            }
+            AgentEvent::BlockStart {
+                index,
+                block,
+                choice,
+                ..
+            } => {
+                use crate::event::BlockKind;
+                let kind = match block {
+                    BlockKind::Text => Kind::Text,
+                    BlockKind::Refusal => Kind::Refusal,
+                    BlockKind::Reasoning => Kind::Reasoning,
+                    BlockKind::RedactedReasoning { .. } | BlockKind::Native { .. } => Kind::Dropped,
+                };
+                // OpenAI has no block header: text flows with its first delta.
+                self.open_block(
+                    *index,
+                    BlockOut {
+                        choice: *choice,
+                        kind,
+                    },
+                )?;
+            }
+            AgentEvent::TextDelta { index, text, extra } => {
+                let b = self.block(*index)?;
+                if b.kind == Kind::Text && (!text.is_empty() || extra.is_some()) {
+                    let delta = DeltaOut {
+                        content: Some(text),
+                        ..DeltaOut::default()
+                    };
+                    self.chunk(out, b.choice, delta, extra.as_ref(), None)?;
+                }
+            }
+            AgentEvent::RefusalDelta { index, text } => {
+                let b = self.block(*index)?;
+                if !text.is_empty() {
+                    let delta = DeltaOut {
+                        refusal: Some(text),
+                        ..DeltaOut::default()
+                    };
+                    self.chunk(out, b.choice, delta, None, None)?;
+                }
+            }
+            AgentEvent::ReasoningDelta { index, text } => {
+                let b = self.block(*index)?;
+                if !text.is_empty() {
+                    let delta = DeltaOut {
+                        reasoning_content: Some(text),
+                        ..DeltaOut::default()
+                    };
+                    self.chunk(out, b.choice, delta, None, None)?;
+                }
+            }
+            AgentEvent::ToolCallStart {
+                index,
+                id,
+                name,
+                choice,
+            } => {
+                let state = self.choice_state(*choice);
+                let ordinal = state.tools;
+                state.tools += 1;
+                self.open_block(
+                    *index,
+                    BlockOut {
+                        choice: *choice,
+                        kind: Kind::Tool {
+                            ordinal,
+                            streamed: 0,
+                        },
+                    },
+                )?;
+                let delta = DeltaOut {
+                    tool_calls: Some([ToolCallOut {
+                        index: ordinal,
+                        id: Some(id),
+                        kind: Some("function"),
+                        function: FunctionOut {
+                            name: Some(name),
+                            arguments: "",
+                        },
+                    }]),
+                    ..DeltaOut::default()
+                };
+                self.chunk(out, *choice, delta, None, None)?;
+            }
+            AgentEvent::ToolCallDelta { index, arguments } => {
+                self.tool_arguments(*index, arguments, out)?;
+            }
+            AgentEvent::ToolCallEnd {
+                index, arguments, ..
+            } => {
+                // OpenAI has no call close, but the client assembles the arguments from the
+                // deltas: whatever `end` adds (`""` normalized to `{}`) must still be sent.
+                let b = self.block(*index)?;
+                if let Kind::Tool { streamed, .. } = b.kind
+                    && arguments.len() > streamed
+                    && let Some(rest) = arguments.get(streamed..)
+                {
+                    self.tool_arguments(*index, rest, out)?;
+                }
+            }
+            AgentEvent::Usage(u) => match &mut self.usage {
+                Some(held) => held.merge(u),
+                None => self.usage = Some(Box::new(u.clone())),
+            },
+            AgentEvent::StreamEnd(end) => self.end(end, out)?,
+            AgentEvent::Error(e) => self.error(&e.code, &e.message, out)?,
+            AgentEvent::ProviderEvent { name, data } => {
+                if self.same {
+                    write_json_frame(out, name.as_deref(), data).map_err(Self::json_err)?;
+                }
+            }
+            AgentEvent::BlockEnd { .. }
+            | AgentEvent::NativeDelta { .. }
+            | AgentEvent::ReasoningSignature { .. }
+            | AgentEvent::Heartbeat
+            | AgentEvent::Retry { .. }
+            | AgentEvent::Failover { .. }
+            | AgentEvent::RateLimited { .. } => {}
+        }
+        Ok(())
+    }
+}
+
+impl Encoder {
+    fn tool_arguments(
+        &mut self,
+        index: u32,
+        arguments: &str,
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
+        let b = self.block(index)?;
+        let Kind::Tool { ordinal, streamed } = b.kind else {
+            return Err(Self::out_of_order(format!(
+                "tool call arguments for block {index}, which is not a tool call"
+            )));
+        };
+        if arguments.is_empty() {
+            return Ok(());
+        }
+        if let Some(Some(block)) = self.blocks.get_mut(index as usize) {
+            block.kind = Kind::Tool {
+                ordinal,
+                streamed: streamed + arguments.len(),
+            };
+        }
+        let delta = DeltaOut {
+            tool_calls: Some([ToolCallOut {
+                index: ordinal,
+                id: None,
+                kind: None,
+                function: FunctionOut {
+                    name: None,
+                    arguments,
+                },
+            }]),
+            ..DeltaOut::default()
+        };
+        self.chunk(out, b.choice, delta, None, None)
+    }
+}
+
+/// The OpenAI finish reason for a normalized one (table in the rules).
+fn openai_reason(reason: FinishReason) -> &'static str {
+    match reason {
+        FinishReason::Stop | FinishReason::PauseTurn | FinishReason::Error => "stop",
+        FinishReason::Length => "length",
+        FinishReason::ToolCalls => "tool_calls",
+        FinishReason::ContentFilter | FinishReason::Refusal => "content_filter",
+    }
+}
+
+fn usage_out(u: &Usage) -> WireUsage {
+    let prompt = u.input_tokens.unwrap_or(0);
+    let completion = u.output_tokens.unwrap_or(0);
+    WireUsage {
+        prompt_tokens: Some(prompt),
+        completion_tokens: Some(completion),
+        total_tokens: Some(prompt + completion),
+        prompt_tokens_details: u.cache_read_tokens.map(|c| PromptTokensDetails {
+            cached_tokens: Some(c),
+        }),
+        completion_tokens_details: u.reasoning_tokens.map(|r| CompletionTokensDetails {
+            reasoning_tokens: Some(r),
+        }),
+    }
+}
+
+/// The non-streaming `chat.completion` body for an assembled answer.
+pub fn response_body(message: &Message) -> Result<Value, EncodeError> {
+    let start = message.start.as_ref();
+    let same = start.is_some_and(|s| s.dialect == Dialect::OpenAi);
+    let mut ids: Vec<u32> = vec![0];
+    for b in &message.blocks {
+        ids.push(b.choice);
+    }
+    if let Some(end) = &message.end {
+        ids.extend(end.other_choices.iter().map(|c| c.choice));
+    }
+    ids.sort_unstable();
+    ids.dedup();
+
+    let choices = ids
+        .into_iter()
+        .map(|choice| response_choice(message, choice, same))
+        .collect();
+    let usage = &message.usage;
+    let usage =
+        (usage.input_tokens.is_some() || usage.output_tokens.is_some()).then(|| usage_out(usage));
+    let body = ChatCompletion {
+        id: start.map(|s| s.id.clone()).unwrap_or_default(),
+        object: "chat.completion".to_owned(),
+        created: start.and_then(|s| s.created).unwrap_or(0),
+        model: start.map(|s| s.model.clone()).unwrap_or_default(),
+        choices,
+        usage,
+        extra: if same {
+            start.and_then(|s| s.extra.clone()).unwrap_or_default()
+        } else {
+            Extra::new()
+        },
+    };
+    serde_json::to_value(&body).map_err(Encoder::json_err)
+}
+
+fn response_choice(message: &Message, choice: u32, same: bool) -> CompletionChoice {
+    let mut text: Option<String> = None;
+    let mut refusal: Option<String> = None;
+    let mut reasoning: Option<String> = None;
+    let mut calls = Vec::new();
+    // Streamed logprobs arrive one token list per delta; the body has them all in one list.
+    let mut logprobs: Option<(Vec<Value>, Vec<Value>)> = None;
+    for b in message.blocks.iter().filter(|b| b.choice == choice) {
+        match &b.content {
+            BlockContent::Text {
+                text: t, extras, ..
+            } => {
+                text.get_or_insert_with(String::new).push_str(t);
+                for extra in extras {
+                    if let Some(Value::Object(l)) = extra.get("logprobs") {
+                        let (content, refusal) = logprobs.get_or_insert_with(Default::default);
+                        if let Some(Value::Array(a)) = l.get("content") {
+                            content.extend(a.iter().cloned());
+                        }
+                        if let Some(Value::Array(a)) = l.get("refusal") {
+                            refusal.extend(a.iter().cloned());
+                        }
+                    }
+                }
+            }
+            BlockContent::Refusal { text: t } => {
+                refusal.get_or_insert_with(String::new).push_str(t);
+            }
+            BlockContent::Reasoning { text: t, .. } => {
+                reasoning.get_or_insert_with(String::new).push_str(t);
+            }
+            BlockContent::ToolCall {
+                id,
+                name,
+                arguments,
+                ..
+            } => calls.push(ResponseToolCall {
+                id: id.clone(),
+                kind: "function".to_owned(),
+                function: ResponseFunction {
+                    name: name.clone(),
+                    arguments: if arguments.is_empty() {
+                        "{}".to_owned()
+                    } else {
+                        arguments.clone()
+                    },
+                },
+            }),
+            BlockContent::RedactedReasoning { .. } | BlockContent::Native { .. } => {}
+        }
+    }
+    let finish_reason = message.end.as_ref().and_then(|end| {
+        let (reason, provider) = if choice == 0 {
+            (end.reason, end.provider_reason.as_deref())
+        } else {
+            let c = end.other_choices.iter().find(|c| c.choice == choice)?;
+            (c.reason, c.provider_reason.as_deref())
+        };
+        Some(match provider {
+            Some(p) if same => p.to_owned(),
+            _ => openai_reason(reason).to_owned(),
+        })
+    });
+    let logprobs = logprobs.filter(|_| same).map(|(content, refusal)| {
+        let list = |v: Vec<Value>| {
+            if v.is_empty() {
+                Value::Null
+            } else {
+                Value::Array(v)
+            }
+        };
+        serde_json::json!({ "content": Value::Array(content), "refusal": list(refusal) })
+    });
+    CompletionChoice {
+        index: choice,
+        message: ResponseMessage {
+            role: "assistant".to_owned(),
+            content: text,
+            refusal,
+            reasoning_content: reasoning,
+            tool_calls: (!calls.is_empty()).then_some(calls),
+        },
+        logprobs,
+        finish_reason,
+    }
 }

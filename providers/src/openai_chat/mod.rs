@@ -6,3 +6,6 @@ pub mod wire;
 
 pub use decode::Decoder;
 pub use encode::{Encoder, response_body};
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,392 @@
 //! Serde types of this dialect's wire format.
+//!
+//! The streamed chunk types borrow from the frame's data wherever the JSON string has no
+//! escapes ([`Str`]), and hold arrays in [`Few`], so that decoding a typical one-choice chunk
+//! allocates nothing beyond the event strings. Unknown fields are skipped.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{IgnoredAny, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+use crate::event::Extra;
+
+/// A JSON string borrowed from the input when it has no escapes, owned otherwise.
+///
+/// A newtype because serde only borrows a `Cow<str>` that is a field's whole type: inside
+/// an `Option` it would always allocate.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Str<'a>(#[serde(borrow)] pub Cow<'a, str>);
+
+impl Str<'_> {
+    /// The string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The string, owned (no copy when it was already owned).
+    pub fn into_string(self) -> String {
+        self.0.into_owned()
+    }
+}
+
+/// A JSON array kept as its first element plus the rest, so that the common one-element
+/// array needs no heap allocation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Few<T> {
+    first: Option<T>,
+    rest: Vec<T>,
+}
+
+impl<T> Default for Few<T> {
+    fn default() -> Self {
+        Few {
+            first: None,
+            rest: Vec::new(),
+        }
+    }
+}
+
+impl<T> Few<T> {
+    /// Whether the array was empty.
+    pub fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    /// The elements in order.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.first.iter().chain(self.rest.iter())
+    }
+}
+
+impl<T> IntoIterator for Few<T> {
+    type Item = T;
+    type IntoIter = std::iter::Chain<std::option::IntoIter<T>, std::vec::IntoIter<T>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.first.into_iter().chain(self.rest)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Few<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Few<T>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Few<T>, A::Error> {
+                let first = seq.next_element()?;
+                let mut rest = Vec::new();
+                if first.is_some() {
+                    while let Some(x) = seq.next_element()? {
+                        rest.push(x);
+                    }
+                }
+                Ok(Few { first, rest })
+            }
+        }
+        d.deserialize_seq(V(PhantomData))
+    }
+}
+
+/// One streamed `chat.completion.chunk` (or a mid-stream `{"error": ...}` frame).
+#[derive(Debug, Default, Deserialize)]
+pub struct Chunk<'a> {
+    /// Response id; empty in Azure's leading `prompt_filter_results` chunk.
+    #[serde(borrow, default)]
+    pub id: Option<Str<'a>>,
+    /// Model name.
+    #[serde(borrow, default)]
+    pub model: Option<Str<'a>>,
+    /// Unix seconds.
+    #[serde(default)]
+    pub created: Option<u64>,
+    /// Per-choice deltas; empty in the usage chunk.
+    #[serde(borrow, default)]
+    pub choices: Option<Few<Choice<'a>>>,
+    /// Token counts (final chunk with `stream_options.include_usage`; `null` elsewhere).
+    #[serde(default)]
+    pub usage: Option<WireUsage>,
+    /// Backend configuration fingerprint (passthrough).
+    #[serde(borrow, default)]
+    pub system_fingerprint: Option<Str<'a>>,
+    /// Processing tier (passthrough).
+    #[serde(borrow, default)]
+    pub service_tier: Option<Str<'a>>,
+    /// Azure's prompt filter annotations: only their presence matters here.
+    #[serde(default)]
+    pub prompt_filter_results: Option<IgnoredAny>,
+    /// A mid-stream error (`{"error": {"message", "type", "code"}}`); any shape accepted.
+    #[serde(default)]
+    pub error: Option<Value>,
+}
+
+/// One choice of a chunk.
+#[derive(Debug, Default, Deserialize)]
+pub struct Choice<'a> {
+    /// Choice index (`n > 1`).
+    #[serde(default)]
+    pub index: u32,
+    /// What this chunk adds to the choice.
+    #[serde(borrow, default)]
+    pub delta: Option<Delta<'a>>,
+    /// Set on the choice's last chunk.
+    #[serde(borrow, default)]
+    pub finish_reason: Option<Str<'a>>,
+    /// Token log probabilities (passthrough when non-null).
+    #[serde(default)]
+    pub logprobs: Option<Value>,
+    /// Azure content filter annotations (passthrough when non-empty).
+    #[serde(default)]
+    pub content_filter_results: Option<Value>,
+}
+
+/// A choice's delta.
+#[derive(Debug, Default, Deserialize)]
+pub struct Delta<'a> {
+    /// `assistant` on the first chunk; carries no information.
+    #[serde(borrow, default)]
+    pub role: Option<Str<'a>>,
+    /// Answer text.
+    #[serde(borrow, default)]
+    pub content: Option<Str<'a>>,
+    /// Refusal text.
+    #[serde(borrow, default)]
+    pub refusal: Option<Str<'a>>,
+    /// Reasoning text (DeepSeek, vLLM).
+    #[serde(borrow, default)]
+    pub reasoning_content: Option<Str<'a>>,
+    /// Reasoning text (OpenRouter, newer vLLM).
+    #[serde(borrow, default)]
+    pub reasoning: Option<Str<'a>>,
+    /// Tool call fragments.
+    #[serde(borrow, default)]
+    pub tool_calls: Option<Few<ToolCallChunk<'a>>>,
+}
+
+/// One fragment of a streamed tool call.
+#[derive(Debug, Default, Deserialize)]
+pub struct ToolCallChunk<'a> {
+    /// The call's position within its choice; missing on some compatible servers.
+    #[serde(default)]
+    pub index: Option<u32>,
+    /// Call id, on the call's first fragment.
+    #[serde(borrow, default)]
+    pub id: Option<Str<'a>>,
+    /// `function`, on the call's first fragment.
+    #[serde(borrow, default, rename = "type")]
+    pub kind: Option<Str<'a>>,
+    /// Name (first fragment) and an arguments fragment.
+    #[serde(borrow, default)]
+    pub function: Option<FunctionChunk<'a>>,
+}
+
+/// The `function` object of a tool call fragment.
+#[derive(Debug, Default, Deserialize)]
+pub struct FunctionChunk<'a> {
+    /// Function name, on the first fragment.
+    #[serde(borrow, default)]
+    pub name: Option<Str<'a>>,
+    /// Arguments fragment.
+    #[serde(borrow, default)]
+    pub arguments: Option<Str<'a>>,
+}
+
+/// `usage` of a chunk or of a non-streaming body.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct WireUsage {
+    /// Every prompt token, cached ones included.
+    #[serde(default)]
+    pub prompt_tokens: Option<u64>,
+    /// Every generated token, reasoning included.
+    #[serde(default)]
+    pub completion_tokens: Option<u64>,
+    /// Sum of the two.
+    #[serde(default)]
+    pub total_tokens: Option<u64>,
+    /// Cache breakdown of the prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_details: Option<PromptTokensDetails>,
+    /// Reasoning breakdown of the completion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_tokens_details: Option<CompletionTokensDetails>,
+}
+
+/// `usage.prompt_tokens_details`.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct PromptTokensDetails {
+    /// Prompt tokens read from the cache.
+    #[serde(default)]
+    pub cached_tokens: Option<u64>,
+}
+
+/// `usage.completion_tokens_details`.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct CompletionTokensDetails {
+    /// Completion tokens spent on reasoning.
+    #[serde(default)]
+    pub reasoning_tokens: Option<u64>,
+}
+
+// ---- Output side: what the encoder writes. Borrowed, so that nothing is copied. ----
+
+/// The fields every chunk repeats before `choices`.
+#[derive(Debug, Serialize)]
+pub(crate) struct ChunkHead<'a> {
+    pub id: &'a str,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: &'a str,
+    /// Same-dialect chunk-level passthrough (`system_fingerprint`, `service_tier`).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<&'a Extra>,
+}
+
+/// One choice of an output chunk.
+#[derive(Debug, Serialize)]
+pub(crate) struct ChoiceOut<'a> {
+    pub index: u32,
+    pub delta: DeltaOut<'a>,
+    /// Same-dialect choice-level passthrough (`logprobs`, `content_filter_results`).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<&'a Extra>,
+    pub finish_reason: Option<&'a str>,
+}
+
+/// An output delta.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct DeltaOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<[ToolCallOut<'a>; 1]>,
+}
+
+/// One tool call fragment of an output delta.
+#[derive(Debug, Serialize)]
+pub(crate) struct ToolCallOut<'a> {
+    pub index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    pub function: FunctionOut<'a>,
+}
+
+/// The `function` of an output tool call fragment.
+#[derive(Debug, Serialize)]
+pub(crate) struct FunctionOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<&'a str>,
+    pub arguments: &'a str,
+}
+
+/// The mid-stream error frame.
+#[derive(Debug, Serialize)]
+pub(crate) struct ErrorFrame<'a> {
+    pub error: ErrorBody<'a>,
+}
+
+/// Body of [`ErrorFrame`].
+#[derive(Debug, Serialize)]
+pub(crate) struct ErrorBody<'a> {
+    pub message: &'a str,
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    pub code: &'a str,
+}
+
+// ---- Non-streaming body (`chat.completion`). ----
+
+/// A non-streaming `chat.completion` response body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatCompletion {
+    /// Response id.
+    pub id: String,
+    /// Always `chat.completion`.
+    pub object: String,
+    /// Unix seconds.
+    pub created: u64,
+    /// Model name.
+    pub model: String,
+    /// One entry per choice.
+    pub choices: Vec<CompletionChoice>,
+    /// Token counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<WireUsage>,
+    /// Same-dialect passthrough (`system_fingerprint`, `service_tier`).
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// One choice of a [`ChatCompletion`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompletionChoice {
+    /// Choice index.
+    pub index: u32,
+    /// The assistant message.
+    pub message: ResponseMessage,
+    /// Token log probabilities, when requested and the answer came from OpenAI.
+    #[serde(default)]
+    pub logprobs: Option<Value>,
+    /// Why the choice ended; null if it did not.
+    pub finish_reason: Option<String>,
+}
+
+/// The assistant message of a [`CompletionChoice`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResponseMessage {
+    /// Always `assistant`.
+    pub role: String,
+    /// Answer text; null when there is none.
+    pub content: Option<String>,
+    /// Refusal text; null when there is none.
+    #[serde(default)]
+    pub refusal: Option<String>,
+    /// Reasoning text (DeepSeek convention), only when there is some.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    /// Client tool calls, only when there are some.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ResponseToolCall>>,
+}
+
+/// One tool call of a [`ResponseMessage`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResponseToolCall {
+    /// Call id.
+    pub id: String,
+    /// Always `function`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Name and arguments.
+    pub function: ResponseFunction,
+}
+
+/// The `function` of a [`ResponseToolCall`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResponseFunction {
+    /// Function name.
+    pub name: String,
+    /// JSON arguments text.
+    pub arguments: String,
+}
