@@ -126,7 +126,7 @@ impl FrameDecoder for Decoder {
             }
         }
         if let Some(usage) = usage {
-            out.push(AgentEvent::Usage(convert_usage(usage)));
+            out.push(AgentEvent::Usage(convert_usage(*usage)));
         }
         Ok(())
     }
@@ -495,14 +495,14 @@ fn block_start(index: u32, block: BlockKind, choice: u32) -> AgentEvent {
 
 /// The choice-level passthrough fields worth keeping: non-null `logprobs`, non-empty
 /// `content_filter_results`.
-fn choice_extra(logprobs: Option<Value>, filter: Option<Value>) -> Option<Extra> {
+fn choice_extra(logprobs: Option<Box<Value>>, filter: Option<Box<Value>>) -> Option<Extra> {
     let mut extra: Option<Extra> = None;
     if let Some(l) = logprobs {
         extra
             .get_or_insert_with(Extra::new)
-            .insert("logprobs".to_owned(), l);
+            .insert("logprobs".to_owned(), *l);
     }
-    let filter = filter.filter(|f| match f {
+    let filter = filter.filter(|f| match &**f {
         Value::Object(m) => !m.is_empty(),
         Value::Array(a) => !a.is_empty(),
         Value::Null => false,
@@ -511,7 +511,7 @@ fn choice_extra(logprobs: Option<Value>, filter: Option<Value>) -> Option<Extra>
     if let Some(f) = filter {
         extra
             .get_or_insert_with(Extra::new)
-            .insert("content_filter_results".to_owned(), f);
+            .insert("content_filter_results".to_owned(), *f);
     }
     extra
 }

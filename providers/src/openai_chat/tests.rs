@@ -788,3 +788,108 @@ fn throughput() {
         (chunks * rounds) as f64 / secs
     );
 }
+
+#[test]
+#[ignore]
+fn throughput_parts() {
+    use crate::sse::{SseError, SseParser};
+    let body = fixture("text_long_obfuscation");
+    let chunks = body.windows(6).filter(|w| w == b"data: ").count();
+    let rounds = 300;
+    let per = |t: std::time::Instant| (chunks * rounds) as f64 / t.elapsed().as_secs_f64();
+    let t = std::time::Instant::now();
+    let mut n = 0;
+    for _ in 0..rounds {
+        let mut p = SseParser::new();
+        p.feed::<SseError>(&body, &mut |f| {
+            n += f.data.len();
+            Ok(())
+        })
+        .unwrap();
+    }
+    println!("sse only: {:.0}/s", per(t));
+    let t = std::time::Instant::now();
+    for _ in 0..rounds {
+        let mut p = SseParser::new();
+        p.feed::<SseError>(&body, &mut |f| {
+            if f.data.starts_with('{') {
+                let c: super::wire::Chunk<'_> = serde_json::from_str(f.data).unwrap();
+                n += c.choices.map_or(0, |c| c.len());
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+    println!("sse+serde: {:.0}/s", per(t));
+    let t = std::time::Instant::now();
+    let mut events = Vec::new();
+    for _ in 0..rounds {
+        events = decode_ok(&body);
+    }
+    println!("decode: {:.0}/s", per(t));
+    let t = std::time::Instant::now();
+    for _ in 0..rounds {
+        n += encode(&events, true).len();
+    }
+    println!("encode: {:.0}/s {n}", per(t));
+}
+
+#[test]
+#[ignore]
+fn throughput_serde() {
+    let body = String::from_utf8(fixture("text_long_obfuscation")).unwrap();
+    let datas: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| d.starts_with('{'))
+        .collect();
+    let rounds = 300;
+    let total = (datas.len() * rounds) as f64;
+    let t = std::time::Instant::now();
+    let mut n = 0;
+    for _ in 0..rounds {
+        for d in &datas {
+            let _: serde::de::IgnoredAny = serde_json::from_str(d).unwrap();
+            n += 1;
+        }
+    }
+    println!("ignored: {:.0}/s", total / t.elapsed().as_secs_f64());
+    let t = std::time::Instant::now();
+    for _ in 0..rounds {
+        for d in &datas {
+            let c: super::wire::Chunk<'_> = serde_json::from_str(d).unwrap();
+            n += c.choices.map_or(0, |c| c.len());
+        }
+    }
+    println!("chunk: {:.0}/s", total / t.elapsed().as_secs_f64());
+    let t = std::time::Instant::now();
+    for _ in 0..rounds {
+        for d in &datas {
+            let c: Value = serde_json::from_str(d).unwrap();
+            n += c.as_object().unwrap().len();
+        }
+    }
+    println!("value: {:.0}/s {n}", total / t.elapsed().as_secs_f64());
+}
+
+#[test]
+#[ignore]
+fn throughput_chunk_only() {
+    let body = String::from_utf8(fixture("text_long_obfuscation")).unwrap();
+    let datas: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| d.starts_with('{'))
+        .collect();
+    let rounds = 1000;
+    let total = (datas.len() * rounds) as f64;
+    let t = std::time::Instant::now();
+    let mut n = 0;
+    for _ in 0..rounds {
+        for d in &datas {
+            let c: super::wire::Chunk<'_> = serde_json::from_str(d).unwrap();
+            n += c.choices.map_or(0, |c| c.len());
+        }
+    }
+    println!("chunk: {:.0}/s {n}", total / t.elapsed().as_secs_f64());
+}
