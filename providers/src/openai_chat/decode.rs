@@ -50,6 +50,7 @@ struct ToolState {
     /// `tool_calls[].index` on the wire.
     wire: u32,
     block: u32,
+    id: String,
     name: String,
     args: String,
 }
@@ -314,7 +315,18 @@ impl Decoder {
             Some(f) => (f.name, f.arguments),
             None => (None, None),
         };
-        let found = self.choices[slot].tools.iter().position(|t| t.wire == wire);
+        // Some compatible servers (Gemini's, for one) send parallel calls all under one
+        // `index`, each with its own id: a new id under a known index is a new call.
+        let found = self.choices[slot]
+            .tools
+            .iter()
+            .rposition(|t| t.wire == wire)
+            .filter(|&t| match &call.id {
+                Some(id) if !id.as_str().is_empty() => {
+                    id.as_str() == self.choices[slot].tools[t].id
+                }
+                _ => true,
+            });
         let tool = match found {
             Some(t) => t,
             None => {
@@ -339,13 +351,14 @@ impl Decoder {
                 };
                 out.push(AgentEvent::ToolCallStart {
                     index,
-                    id,
+                    id: id.clone(),
                     name: name.clone(),
                     choice: ci,
                 });
                 self.choices[slot].tools.push(ToolState {
                     wire,
                     block: index,
+                    id,
                     name,
                     args: String::new(),
                 });
