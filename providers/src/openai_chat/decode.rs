@@ -50,6 +50,7 @@ struct ToolState {
     /// `tool_calls[].index` on the wire.
     wire: u32,
     block: u32,
+    id: String,
     name: String,
     args: String,
 }
@@ -126,7 +127,7 @@ impl FrameDecoder for Decoder {
             }
         }
         if let Some(usage) = usage {
-            out.push(AgentEvent::Usage(convert_usage(usage)));
+            out.push(AgentEvent::Usage(convert_usage(*usage)));
         }
         Ok(())
     }
@@ -314,7 +315,18 @@ impl Decoder {
             Some(f) => (f.name, f.arguments),
             None => (None, None),
         };
-        let found = self.choices[slot].tools.iter().position(|t| t.wire == wire);
+        // Some compatible servers (Gemini's, for one) send parallel calls all under one
+        // `index`, each with its own id: a new id under a known index is a new call.
+        let found = self.choices[slot]
+            .tools
+            .iter()
+            .rposition(|t| t.wire == wire)
+            .filter(|&t| match &call.id {
+                Some(id) if !id.as_str().is_empty() => {
+                    id.as_str() == self.choices[slot].tools[t].id
+                }
+                _ => true,
+            });
         let tool = match found {
             Some(t) => t,
             None => {
@@ -339,13 +351,14 @@ impl Decoder {
                 };
                 out.push(AgentEvent::ToolCallStart {
                     index,
-                    id,
+                    id: id.clone(),
                     name: name.clone(),
                     choice: ci,
                 });
                 self.choices[slot].tools.push(ToolState {
                     wire,
                     block: index,
+                    id,
                     name,
                     args: String::new(),
                 });
@@ -495,14 +508,14 @@ fn block_start(index: u32, block: BlockKind, choice: u32) -> AgentEvent {
 
 /// The choice-level passthrough fields worth keeping: non-null `logprobs`, non-empty
 /// `content_filter_results`.
-fn choice_extra(logprobs: Option<Value>, filter: Option<Value>) -> Option<Extra> {
+fn choice_extra(logprobs: Option<Box<Value>>, filter: Option<Box<Value>>) -> Option<Extra> {
     let mut extra: Option<Extra> = None;
     if let Some(l) = logprobs {
         extra
             .get_or_insert_with(Extra::new)
-            .insert("logprobs".to_owned(), l);
+            .insert("logprobs".to_owned(), *l);
     }
-    let filter = filter.filter(|f| match f {
+    let filter = filter.filter(|f| match &**f {
         Value::Object(m) => !m.is_empty(),
         Value::Array(a) => !a.is_empty(),
         Value::Null => false,
@@ -511,7 +524,7 @@ fn choice_extra(logprobs: Option<Value>, filter: Option<Value>) -> Option<Extra>
     if let Some(f) = filter {
         extra
             .get_or_insert_with(Extra::new)
-            .insert("content_filter_results".to_owned(), f);
+            .insert("content_filter_results".to_owned(), *f);
     }
     extra
 }

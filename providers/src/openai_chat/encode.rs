@@ -32,7 +32,7 @@ pub struct Encoder {
     /// Blocks by event index.
     blocks: Vec<Option<BlockOut>>,
     /// Per output choice.
-    choices: Vec<ChoiceOut2>,
+    choices: Vec<ChoiceProgress>,
     /// Boxed: usage is held once per stream, and keeps the encoder small to move around.
     usage: Option<Box<Usage>>,
 }
@@ -59,7 +59,7 @@ enum Kind {
 }
 
 #[derive(Debug, Clone, Copy, Default)]
-struct ChoiceOut2 {
+struct ChoiceProgress {
     role_sent: bool,
     tools: u32,
 }
@@ -93,10 +93,10 @@ impl Encoder {
         }
     }
 
-    fn choice_state(&mut self, choice: u32) -> &mut ChoiceOut2 {
+    fn choice_state(&mut self, choice: u32) -> &mut ChoiceProgress {
         let slot = choice as usize;
         if self.choices.len() <= slot {
-            self.choices.resize_with(slot + 1, ChoiceOut2::default);
+            self.choices.resize_with(slot + 1, ChoiceProgress::default);
         }
         &mut self.choices[slot]
     }

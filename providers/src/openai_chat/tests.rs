@@ -594,6 +594,31 @@ fn tool_call_arguments_rules() {
 }
 
 #[test]
+fn parallel_calls_under_one_index_are_told_apart_by_id() {
+    let b = body(&[
+        r#""choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"a","function":{"name":"f","arguments":"{\"x\":1}"}}]}}]"#,
+        r#""choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"b","function":{"name":"g","arguments":"{}"}}]}}]"#,
+        r#""choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"b","function":{"arguments":""}}]}}]"#,
+        r#""choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]"#,
+        "[DONE]",
+    ]);
+    let events = decode_ok(&b);
+    check_rules(&events);
+    let m = Assembler::assemble(&events);
+    assert_eq!(m.tool_calls(), [("a", "f", "{\"x\":1}"), ("b", "g", "{}")]);
+    assert_eq!(decode_ok(&encode(&events, true)), events);
+}
+
+#[test]
+fn strings_without_escapes_are_borrowed() {
+    use std::borrow::Cow;
+    let c: super::wire::Chunk<'_> =
+        serde_json::from_str(r#"{"id":"x","model":"a\/b","choices":[]}"#).unwrap();
+    assert!(matches!(c.id.unwrap().0, Cow::Borrowed("x")));
+    assert!(matches!(c.model.unwrap().0, Cow::Owned(m) if m == "a/b"));
+}
+
+#[test]
 fn reasoning_blocks_close_when_text_or_tools_start() {
     let b = body(&[
         r#""choices":[{"index":0,"delta":{"role":"assistant","reasoning_content":"think"}}]"#,

@@ -1,15 +1,15 @@
 //! Serde types of this dialect's wire format.
 //!
 //! The streamed chunk types borrow from the frame's data wherever the JSON string has no
-//! escapes ([`Str`]), and hold arrays in [`Few`], so that decoding a typical one-choice chunk
-//! allocates nothing beyond the event strings. Unknown fields are skipped.
+//! escapes ([`Str`]), and box the rarely present fields, so that decoding a typical chunk
+//! allocates only its `choices` vector beyond the event strings. Unknown fields are skipped.
+//! (Holding the first choice inline instead of in a `Vec` was measured slower: the larger
+//! struct costs more in moves than the allocation saves.)
 
 use std::borrow::Cow;
-use std::fmt;
-use std::marker::PhantomData;
 
-use serde::de::{IgnoredAny, SeqAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::event::Extra;
@@ -34,74 +34,6 @@ impl Str<'_> {
     }
 }
 
-/// A JSON array kept as its first element plus the rest, so that the common one-element
-/// array needs no heap allocation.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Few<T> {
-    first: Option<T>,
-    rest: Vec<T>,
-}
-
-impl<T> Default for Few<T> {
-    fn default() -> Self {
-        Few {
-            first: None,
-            rest: Vec::new(),
-        }
-    }
-}
-
-impl<T> Few<T> {
-    /// Whether the array was empty.
-    pub fn is_empty(&self) -> bool {
-        self.first.is_none()
-    }
-
-    /// Number of elements.
-    pub fn len(&self) -> usize {
-        usize::from(self.first.is_some()) + self.rest.len()
-    }
-
-    /// The elements in order.
-    pub fn iter(&self) -> impl Iterator<Item = &T> {
-        self.first.iter().chain(self.rest.iter())
-    }
-}
-
-impl<T> IntoIterator for Few<T> {
-    type Item = T;
-    type IntoIter = std::iter::Chain<std::option::IntoIter<T>, std::vec::IntoIter<T>>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.first.into_iter().chain(self.rest)
-    }
-}
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Few<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<T>(PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
-            type Value = Few<T>;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an array")
-            }
-
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Few<T>, A::Error> {
-                let first = seq.next_element()?;
-                let mut rest = Vec::new();
-                if first.is_some() {
-                    while let Some(x) = seq.next_element()? {
-                        rest.push(x);
-                    }
-                }
-                Ok(Few { first, rest })
-            }
-        }
-        d.deserialize_seq(V(PhantomData))
-    }
-}
-
 /// One streamed `chat.completion.chunk` (or a mid-stream `{"error": ...}` frame).
 #[derive(Debug, Default, Deserialize)]
 pub struct Chunk<'a> {
@@ -116,10 +48,12 @@ pub struct Chunk<'a> {
     pub created: Option<u64>,
     /// Per-choice deltas; empty in the usage chunk.
     #[serde(borrow, default)]
-    pub choices: Option<Few<Choice<'a>>>,
+    pub choices: Option<Vec<Choice<'a>>>,
     /// Token counts (final chunk with `stream_options.include_usage`; `null` elsewhere).
+    /// Boxed, like every rarely present field here: the chunk struct is moved around while
+    /// it is built, and its size shows up in the decoder's profile.
     #[serde(default)]
-    pub usage: Option<WireUsage>,
+    pub usage: Option<Box<WireUsage>>,
     /// Backend configuration fingerprint (passthrough).
     #[serde(borrow, default)]
     pub system_fingerprint: Option<Str<'a>>,
@@ -131,7 +65,7 @@ pub struct Chunk<'a> {
     pub prompt_filter_results: Option<IgnoredAny>,
     /// A mid-stream error (`{"error": {"message", "type", "code"}}`); any shape accepted.
     #[serde(default)]
-    pub error: Option<Value>,
+    pub error: Option<Box<Value>>,
 }
 
 /// One choice of a chunk.
@@ -148,18 +82,18 @@ pub struct Choice<'a> {
     pub finish_reason: Option<Str<'a>>,
     /// Token log probabilities (passthrough when non-null).
     #[serde(default)]
-    pub logprobs: Option<Value>,
+    pub logprobs: Option<Box<Value>>,
     /// Azure content filter annotations (passthrough when non-empty).
     #[serde(default)]
-    pub content_filter_results: Option<Value>,
+    pub content_filter_results: Option<Box<Value>>,
 }
 
 /// A choice's delta.
 #[derive(Debug, Default, Deserialize)]
 pub struct Delta<'a> {
     /// `assistant` on the first chunk; carries no information.
-    #[serde(borrow, default)]
-    pub role: Option<Str<'a>>,
+    #[serde(default)]
+    pub role: Option<IgnoredAny>,
     /// Answer text.
     #[serde(borrow, default)]
     pub content: Option<Str<'a>>,
@@ -174,7 +108,7 @@ pub struct Delta<'a> {
     pub reasoning: Option<Str<'a>>,
     /// Tool call fragments.
     #[serde(borrow, default)]
-    pub tool_calls: Option<Few<ToolCallChunk<'a>>>,
+    pub tool_calls: Option<Vec<ToolCallChunk<'a>>>,
 }
 
 /// One fragment of a streamed tool call.
@@ -186,9 +120,9 @@ pub struct ToolCallChunk<'a> {
     /// Call id, on the call's first fragment.
     #[serde(borrow, default)]
     pub id: Option<Str<'a>>,
-    /// `function`, on the call's first fragment.
-    #[serde(borrow, default, rename = "type")]
-    pub kind: Option<Str<'a>>,
+    /// `function`, on the call's first fragment; carries no information.
+    #[serde(default, rename = "type")]
+    pub kind: Option<IgnoredAny>,
     /// Name (first fragment) and an arguments fragment.
     #[serde(borrow, default)]
     pub function: Option<FunctionChunk<'a>>,
