@@ -13,7 +13,10 @@ use providers::{AgentEvent, Dialect, EncodeOptions, StreamDecoder, StreamEncoder
 
 /// The largest fixture of each dialect (by bytes), plus a long many-small-chunk one.
 const CASES: &[(Dialect, &str)] = &[
-    (Dialect::Anthropic, "anthropic/pause_turn_web_search_long.sse"),
+    (
+        Dialect::Anthropic,
+        "anthropic/pause_turn_web_search_long.sse",
+    ),
     (Dialect::Anthropic, "anthropic/web_search_citations.sse"),
     (Dialect::OpenAi, "openai_chat/text_long_obfuscation.sse"),
     (Dialect::OpenAi, "openai_chat/json_object_long.sse"),
@@ -39,7 +42,12 @@ fn decode(dialect: Dialect, body: &[u8], events: &mut Vec<AgentEvent>) {
 
 fn encode(to: Dialect, events: &[AgentEvent], out: &mut Vec<u8>) {
     out.clear();
-    let mut e = StreamEncoder::new(to, EncodeOptions { include_usage: true });
+    let mut e = StreamEncoder::new(
+        to,
+        EncodeOptions {
+            include_usage: true,
+        },
+    );
     for ev in events {
         let _ = e.event(ev, out);
     }

@@ -2,6 +2,8 @@
 //! hand: this test regenerates every `<!-- BEGIN GENERATED: ... -->` section and fails when the
 //! file differs. `STREAMGATE_BLESS=1 cargo test --test protocol_doc` rewrites the file.
 
+#![allow(clippy::unwrap_used, clippy::panic)]
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -54,7 +56,8 @@ fn event_catalog() -> String {
             if seen.iter().all(|(k, _, _)| *k != kind) {
                 let mut json = serde_json::to_string(&event).unwrap();
                 if json.len() > 400 {
-                    json.truncate(json.floor_char_boundary(400));
+                    let cut = (0..=400).rev().find(|&i| json.is_char_boundary(i));
+                    json.truncate(cut.unwrap_or(0));
                     json.push_str(" …(cut for the doc)");
                 }
                 seen.push((kind, fixture.clone(), json));
@@ -79,8 +82,14 @@ fn example(fixture: &str) -> String {
         Dialect::OpenAi => Dialect::Anthropic,
         Dialect::Anthropic => Dialect::OpenAi,
     };
-    let encoded =
-        StreamEncoder::encode_all(other, EncodeOptions { include_usage: true }, &events).unwrap();
+    let encoded = StreamEncoder::encode_all(
+        other,
+        EncodeOptions {
+            include_usage: true,
+        },
+        &events,
+    )
+    .unwrap();
     format!(
         "Provider stream (`fixtures/{fixture}`, {dialect}):\n\n```text\n{}\n```\n\n\
          Agent Events (`streamgate events --from {dialect} fixtures/{fixture}`):\n\n```json\n{}```\n\n\
@@ -121,7 +130,10 @@ fn protocol_doc_examples_are_generated_from_fixtures() {
         sections += 1;
     }
     out.push_str(rest);
-    assert!(sections >= 3, "docs/protocol.md lost its generated sections");
+    assert!(
+        sections >= 3,
+        "docs/protocol.md lost its generated sections"
+    );
     if std::env::var_os("STREAMGATE_BLESS").is_some() {
         std::fs::write(&path, &out).unwrap();
     } else {
