@@ -68,7 +68,7 @@ fn visible_text(m: &Message) -> String {
         .collect()
 }
 
-/// The normalized finish reason after crossing into `to` (docs/event-rules.md, finish table).
+/// The normalized finish reason after crossing into `to` (docs/protocol.md, finish table).
 fn crossed_reason(reason: FinishReason, to: Dialect, has_calls: bool) -> FinishReason {
     match (to, reason) {
         (Dialect::OpenAi, FinishReason::Refusal) => FinishReason::ContentFilter,

@@ -143,6 +143,7 @@ impl Assembler {
                 id,
                 name,
                 choice,
+                extra,
             } => m.blocks.push(Block {
                 index: *index,
                 choice: *choice,
@@ -153,7 +154,7 @@ impl Assembler {
                     truncated: false,
                 },
                 closed: false,
-                extra: None,
+                extra: extra.clone(),
             }),
             AgentEvent::TextDelta { index, text, extra } => {
                 if let Some(BlockContent::Text {
@@ -333,6 +334,7 @@ mod tests {
                 id: "c1".into(),
                 name: "f".into(),
                 choice: 0,
+                extra: None,
             },
             AgentEvent::ToolCallDelta {
                 index: 1,

@@ -131,8 +131,8 @@ fn located(dialect: Dialect, frame: &SseFrame<'_>, e: FrameError) -> DecodeError
     match e {
         FrameError::Json(err) => DecodeError::Malformed {
             dialect,
-            line: frame.line + err.line().saturating_sub(1) as u64,
-            offset: frame.offset,
+            line: frame.data_line + err.line().saturating_sub(1) as u64,
+            offset: frame.data_offset,
             reason: format!("invalid JSON in data: {err}"),
         },
         FrameError::Protocol(reason) => DecodeError::Malformed {

@@ -83,6 +83,9 @@ pub enum AgentEvent {
         /// Choice the call belongs to (OpenAI `n > 1`); omitted for choice 0.
         #[serde(default, skip_serializing_if = "is_zero")]
         choice: u32,
+        /// Same-dialect passthrough fields of the call header (Anthropic `caller`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        extra: Option<Extra>,
     },
     /// A fragment of the JSON arguments of the tool call at `index`.
     #[serde(rename = "tool_call.delta")]

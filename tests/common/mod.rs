@@ -142,7 +142,7 @@ impl RawCall {
     }
 }
 
-/// Final token counts, normalized as `docs/event-rules.md` says.
+/// Final token counts, normalized as `docs/protocol.md` says.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RawUsage {
     pub input: Option<u64>,
@@ -437,6 +437,8 @@ pub fn check_structure(events: &[providers::AgentEvent]) -> Result<(), String> {
         ));
     }
     let mut blocks: HashMap<u32, State> = HashMap::new();
+    // Argument text streamed so far per call: the deltas must add up to the end's arguments.
+    let mut streamed: HashMap<u32, String> = HashMap::new();
     for (i, e) in events.iter().enumerate() {
         let at = || {
             format!(
@@ -475,6 +477,9 @@ pub fn check_structure(events: &[providers::AgentEvent]) -> Result<(), String> {
                     blocks.get(index)
                 ));
             }
+            E::ToolCallDelta { index, arguments } => {
+                streamed.entry(*index).or_default().push_str(arguments);
+            }
             E::ToolCallEnd {
                 index,
                 arguments,
@@ -489,6 +494,13 @@ pub fn check_structure(events: &[providers::AgentEvent]) -> Result<(), String> {
                 }
                 if !truncated && serde_json::from_str::<Value>(arguments).is_err() {
                     return Err(format!("{}: arguments are not valid JSON", at()));
+                }
+                let sent = streamed.remove(index).unwrap_or_default();
+                if &sent != arguments {
+                    return Err(format!(
+                        "{}: deltas add up to {sent:?}, not to the end's arguments",
+                        at()
+                    ));
                 }
                 blocks.insert(*index, State::Closed);
             }

@@ -225,12 +225,18 @@ impl Decoder {
                 });
                 OpenKind::Redacted
             }
-            ContentBlock::ToolUse { id, name, input } => {
+            ContentBlock::ToolUse {
+                id,
+                name,
+                input,
+                extra,
+            } => {
                 out.push(AgentEvent::ToolCallStart {
                     index,
                     id,
                     name: name.clone(),
                     choice: 0,
+                    extra: (!extra.is_empty()).then_some(extra),
                 });
                 // Streaming headers carry `input: {}`; anything more is the start of the
                 // arguments and must not be lost.
@@ -402,7 +408,13 @@ fn close(
             mut arguments,
         } => {
             if arguments.is_empty() {
+                // Empty input means `{}`; stream it too, so that the deltas of a call always
+                // add up to its final arguments.
                 arguments.push_str("{}");
+                out.push(AgentEvent::ToolCallDelta {
+                    index,
+                    arguments: arguments.clone(),
+                });
             }
             let valid = serde_json::from_str::<serde::de::IgnoredAny>(&arguments).is_ok();
             if !valid && !cut_by_limit {

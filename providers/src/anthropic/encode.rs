@@ -289,10 +289,13 @@ impl Encoder {
         entry.wire = wire;
         entry.state = State::Current;
         let content_block = match start {
-            AgentEvent::ToolCallStart { id, name, .. } => BlockOut::Known(KnownBlockOut::ToolUse {
+            AgentEvent::ToolCallStart {
+                id, name, extra, ..
+            } => BlockOut::Known(KnownBlockOut::ToolUse {
                 id,
                 name,
                 input: EmptyObject,
+                extra: if self.same { extra.as_ref() } else { None },
             }),
             AgentEvent::BlockStart { block, extra, .. } => match block {
                 BlockKind::Text | BlockKind::Refusal => BlockOut::Known(KnownBlockOut::Text {

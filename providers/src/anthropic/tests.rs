@@ -500,8 +500,8 @@ fn bad_json_is_malformed_at_its_line() {
     let (_, r) = decode(broken.as_bytes());
     match r {
         Err(DecodeError::Malformed { line, reason, .. }) => {
-            // The frame starts at its `event:` line, one above the data line.
-            assert_eq!(line, target as u64);
+            // The error names the broken `data:` line itself (1-based), not the `event:` line.
+            assert_eq!(line, target as u64 + 1);
             assert!(reason.contains("invalid JSON"), "{reason}");
         }
         other => panic!("expected Malformed, got {other:?}"),
@@ -601,6 +601,7 @@ fn openai_style_events() -> Vec<AgentEvent> {
         id: id.into(),
         name: name.into(),
         choice: 0,
+        extra: None,
     };
     let tdelta = |index: u32, a: &str| AgentEvent::ToolCallDelta {
         index,
@@ -765,6 +766,7 @@ fn encoder_fills_in_final_arguments_and_drops_foreign_secrets() {
             id: "c1".into(),
             name: "f".into(),
             choice: 0,
+            extra: None,
         },
         AgentEvent::ToolCallEnd {
             index: 2,
@@ -776,6 +778,7 @@ fn encoder_fills_in_final_arguments_and_drops_foreign_secrets() {
             id: "c2".into(),
             name: "g".into(),
             choice: 0,
+            extra: None,
         },
         AgentEvent::ToolCallEnd {
             index: 3,

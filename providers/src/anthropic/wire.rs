@@ -135,6 +135,8 @@ pub enum ContentBlock {
         name: String,
         /// Input already present in the header (`{}` when streaming).
         input: Value,
+        /// Other header fields (e.g. `caller`).
+        extra: Extra,
     },
     /// `thinking`.
     Thinking {
@@ -182,8 +184,14 @@ impl<'de> Deserialize<'de> for ContentBlock {
             "tool_use" => {
                 let id = take_str(&mut map, "id", true)?;
                 let name = take_str(&mut map, "name", true)?;
+                map.remove("type");
                 let input = map.remove("input").unwrap_or(Value::Null);
-                ContentBlock::ToolUse { id, name, input }
+                ContentBlock::ToolUse {
+                    id,
+                    name,
+                    input,
+                    extra: map,
+                }
             }
             "thinking" => ContentBlock::Thinking {
                 thinking: take_str(&mut map, "thinking", false)?,
@@ -483,6 +491,9 @@ pub enum KnownBlockOut<'a> {
         name: &'a str,
         /// Always `{}` in a header.
         input: EmptyObject,
+        /// Same-dialect header fields (`caller`).
+        #[serde(flatten, skip_serializing_if = "Option::is_none")]
+        extra: Option<&'a Extra>,
     },
 }
 
@@ -747,6 +758,7 @@ mod tests {
                 id: "t",
                 name: "f",
                 input: EmptyObject,
+                extra: None,
             }),
         };
         assert_eq!(

@@ -1,4 +1,4 @@
-//! SSE frames of OpenAI Chat Completions -> Agent Events (rules: `docs/event-rules.md`).
+//! SSE frames of OpenAI Chat Completions -> Agent Events (rules: `docs/protocol.md`).
 
 use serde::de::IgnoredAny;
 use serde_json::Value;
@@ -354,6 +354,7 @@ impl Decoder {
                     id: id.clone(),
                     name: name.clone(),
                     choice: ci,
+                    extra: None,
                 });
                 self.choices[slot].tools.push(ToolState {
                     wire,

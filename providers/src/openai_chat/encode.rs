@@ -313,6 +313,7 @@ impl EventEncoder for Encoder {
                 id,
                 name,
                 choice,
+                ..
             } => {
                 let state = self.choice_state(*choice);
                 let ordinal = state.tools;

@@ -697,6 +697,7 @@ fn encoder_writes_the_argument_suffix_only_end_knows() {
             id: "toolu_1".into(),
             name: "now".into(),
             choice: 0,
+            extra: None,
         },
         AgentEvent::ToolCallEnd {
             index: 0,

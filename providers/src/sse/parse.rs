@@ -31,6 +31,11 @@ pub struct SseFrame<'a> {
     pub retry: Option<u64>,
     /// 1-based line number of the block's first line in the whole body.
     pub line: u64,
+    /// 1-based line number of the block's first `data:` line (else of its first line), so a
+    /// bad payload is reported where it is rather than at its `event:` line.
+    pub data_line: u64,
+    /// Byte offset of that line.
+    pub data_offset: u64,
     /// Byte offset of the block's first line in the whole body.
     pub offset: u64,
 }
@@ -70,6 +75,8 @@ pub struct SseParser {
     in_block: bool,
     block_line: u64,
     block_offset: u64,
+    data_line: u64,
+    data_offset: u64,
     /// Line number and byte offset of the next line to complete.
     line: u64,
     offset: u64,
@@ -105,6 +112,8 @@ impl SseParser {
             in_block: false,
             block_line: 1,
             block_offset: 0,
+            data_line: 1,
+            data_offset: 0,
             line: 1,
             offset: 0,
             last_event_id: String::new(),
@@ -241,8 +250,15 @@ impl SseParser {
             self.in_block = true;
             self.block_line = self.line;
             self.block_offset = self.offset;
+            self.data_line = self.line;
+            self.data_offset = self.offset;
         }
-        let text: Cow<'_, str> = String::from_utf8_lossy(raw);
+        // Valid UTF-8 is the norm: check it with the fast validator and only fall back to the
+        // slower replacing decoder for the rare broken line.
+        let text: Cow<'_, str> = match std::str::from_utf8(raw) {
+            Ok(s) => Cow::Borrowed(s),
+            Err(_) => String::from_utf8_lossy(raw),
+        };
         let (field, value) = match text.find(':') {
             Some(i) => {
                 let v = &text[i + 1..];
@@ -257,6 +273,9 @@ impl SseParser {
                 }
                 if self.has_data {
                     self.data.push('\n');
+                } else {
+                    self.data_line = self.line;
+                    self.data_offset = self.offset;
                 }
                 self.data.push_str(value);
                 self.has_data = true;
@@ -295,6 +314,8 @@ impl SseParser {
             id: self.has_id.then_some(self.id.as_str()),
             retry: self.retry,
             line: self.block_line,
+            data_line: self.data_line,
+            data_offset: self.data_offset,
             offset: self.block_offset,
         };
         let r = on_frame(&frame);
@@ -366,6 +387,27 @@ mod tests {
         assert_eq!(got[0].id.as_deref(), Some("7"));
         assert_eq!(got[0].retry, Some(3000));
         assert_eq!((got[0].line, got[0].offset), (2, 8));
+    }
+
+    #[test]
+    fn data_position_points_at_the_first_data_line() {
+        let mut p = SseParser::new();
+        let mut pos = Vec::new();
+        p.feed::<SseError>(
+            b"event: a
+data: 1
+data: 2
+
+data: 3
+
+",
+            &mut |f| {
+                pos.push((f.line, f.data_line, f.data_offset));
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(pos, [(1, 2, 9), (5, 5, 26)]);
     }
 
     #[test]
