@@ -5,9 +5,11 @@
 //! the commands work live at the end of a pipe.
 
 mod pump;
+mod serve;
 
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -55,6 +57,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the gateway: OpenAI (`/v1/chat/completions`) and Anthropic (`/v1/messages`) doors
+    /// over the configured providers.
+    Serve {
+        /// TOML configuration (docs/configuration.md); built-in defaults when absent.
+        #[arg(long, env = "STREAMGATE_CONFIG", value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Address to listen on (overrides `server.listen`; default 127.0.0.1:8080).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+    },
     /// Decode a provider SSE body and print its Agent Events as JSON lines (with envelope).
     #[command(after_help = EVENTS_EXAMPLES)]
     Events {
@@ -114,6 +126,13 @@ pub fn main() -> ExitCode {
 
 fn run(command: Command) -> Outcome {
     match command {
+        Command::Serve { config, listen } => match serve::run(config.as_deref(), listen) {
+            Ok(()) => Outcome::Complete,
+            Err(e) => {
+                report(&e.to_string());
+                Outcome::Bad
+            }
+        },
         Command::Events {
             from,
             file,

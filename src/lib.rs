@@ -2,8 +2,21 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the `streamgate` command line (`events`, `convert`).
+//! - [`cli`]: the `streamgate` command line (`serve`, `events`, `convert`).
+//! - [`config`]: the TOML configuration; [`secret`]: keys that never print.
+//! - [`route`]: requested model -> routes (alias, `provider/model`, family).
+//! - [`upstream`]: one provider call (reqwest), its SSE body as Agent Events, with timeouts.
+//! - [`engine`]: a door's request -> the chosen upstream's events.
+//! - [`server`]: the HTTP doors (axum): OpenAI, Anthropic, models, health.
+//! - [`error`]: gateway errors, their status and their shape in each dialect.
 //!
 //! The dialect adapters and the Agent Event Stream types live in the `providers` crate.
 
 pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod route;
+pub mod secret;
+pub mod server;
+pub mod upstream;

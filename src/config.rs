@@ -1,0 +1,331 @@
+//! The gateway's TOML configuration: providers, model aliases, server settings.
+//!
+//! Every struct denies unknown keys, so a typo is an error at start-up rather than a silently
+//! ignored setting. Keys are documented in docs/configuration.md.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use providers::Dialect;
+use serde::Deserialize;
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// HTTP server settings.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Upstream providers by name. Empty in the file means the two public defaults.
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// Model aliases clients may ask for.
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelConfig>,
+    /// Defaults used when translating requests between dialects.
+    #[serde(default)]
+    pub translation: TranslationConfig,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes (413 above).
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            max_body_bytes: default_max_body_bytes(),
+        }
+    }
+}
+
+/// `[providers.NAME]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Wire dialect the provider speaks.
+    pub dialect: Dialect,
+    /// Base URL; the dialect's path (`/chat/completions`, `/v1/messages`) is appended.
+    pub base_url: String,
+    /// Environment variable holding the provider key. The key itself never appears in
+    /// config, logs or errors.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Let a client's own credential for this provider's dialect through (its
+    /// `Authorization: Bearer` at the OpenAI door, `x-api-key` at the Anthropic door) instead
+    /// of the configured key. A credential is never sent to a provider of the other dialect.
+    #[serde(default)]
+    pub pass_through_client_key: bool,
+    /// TCP + TLS connect timeout.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Time from sending the request to the first SSE event (not just response headers).
+    #[serde(default = "default_first_byte_timeout_ms")]
+    pub first_byte_timeout_ms: u64,
+    /// Longest silence allowed between two chunks once the stream has started.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// OpenAI `OpenAI-Organization` header.
+    #[serde(default)]
+    pub organization: Option<String>,
+    /// OpenAI `OpenAI-Project` header.
+    #[serde(default)]
+    pub project: Option<String>,
+    /// Anthropic `anthropic-version` header.
+    #[serde(default = "default_anthropic_version")]
+    pub anthropic_version: String,
+}
+
+/// `[models.ALIAS]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Primary route, `provider/model`.
+    pub route: String,
+    /// Routes tried in order when the primary fails, each `provider/model`.
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+}
+
+/// `[translation]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TranslationConfig {
+    /// `max_tokens` sent to Anthropic when an OpenAI client gave none (Anthropic requires it).
+    #[serde(default = "default_max_tokens")]
+    pub anthropic_default_max_tokens: u32,
+}
+
+impl Default for TranslationConfig {
+    fn default() -> Self {
+        TranslationConfig {
+            anthropic_default_max_tokens: default_max_tokens(),
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading config {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The TOML did not parse or has unknown keys.
+    #[error("config {path}: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What toml said (names the key and line).
+        source: Box<toml::de::Error>,
+    },
+    /// The file parsed but is inconsistent.
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads `path`, or the built-in default when `path` is None.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            None => Ok(Config::default()),
+            Some(path) => {
+                let shown = path.display().to_string();
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: shown.clone(),
+                    source,
+                })?;
+                Config::parse(&text).map_err(|e| match e {
+                    ConfigError::Parse { source, .. } => ConfigError::Parse {
+                        path: shown,
+                        source,
+                    },
+                    other => other,
+                })
+            }
+        }
+    }
+
+    /// Parses TOML text, fills defaults and checks references.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "<text>".into(),
+            source: Box::new(e),
+        })?;
+        if config.providers.is_empty() {
+            config.providers = default_providers();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (alias, model) in &self.models {
+            for route in std::iter::once(&model.route).chain(&model.fallbacks) {
+                let Some((provider, upstream)) = route.split_once('/') else {
+                    return Err(ConfigError::Invalid(format!(
+                        "models.{alias}: route {route:?} must be written provider/model"
+                    )));
+                };
+                if upstream.is_empty() || !self.providers.contains_key(provider) {
+                    return Err(ConfigError::Invalid(format!(
+                        "models.{alias}: route {route:?} names unknown provider {provider:?}"
+                    )));
+                }
+            }
+        }
+        for (name, p) in &self.providers {
+            if !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "providers.{name}.base_url must start with http:// or https://"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            providers: default_providers(),
+            models: BTreeMap::new(),
+            translation: TranslationConfig::default(),
+        }
+    }
+}
+
+/// OpenAI and Anthropic at their public URLs, keys from the usual variables.
+pub fn default_providers() -> BTreeMap<String, ProviderConfig> {
+    let mut map = BTreeMap::new();
+    map.insert(
+        "openai".to_owned(),
+        ProviderConfig::new(
+            Dialect::OpenAi,
+            "https://api.openai.com/v1",
+            "OPENAI_API_KEY",
+        ),
+    );
+    map.insert(
+        "anthropic".to_owned(),
+        ProviderConfig::new(
+            Dialect::Anthropic,
+            "https://api.anthropic.com",
+            "ANTHROPIC_API_KEY",
+        ),
+    );
+    map
+}
+
+impl ProviderConfig {
+    /// A provider with default timeouts and headers.
+    pub fn new(dialect: Dialect, base_url: &str, api_key_env: &str) -> Self {
+        ProviderConfig {
+            dialect,
+            base_url: base_url.to_owned(),
+            api_key_env: Some(api_key_env.to_owned()),
+            pass_through_client_key: false,
+            connect_timeout_ms: default_connect_timeout_ms(),
+            first_byte_timeout_ms: default_first_byte_timeout_ms(),
+            idle_timeout_ms: default_idle_timeout_ms(),
+            organization: None,
+            project: None,
+            anthropic_version: default_anthropic_version(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_max_body_bytes() -> usize {
+    32 * 1024 * 1024
+}
+fn default_connect_timeout_ms() -> u64 {
+    10_000
+}
+fn default_first_byte_timeout_ms() -> u64 {
+    120_000
+}
+fn default_idle_timeout_ms() -> u64 {
+    120_000
+}
+fn default_anthropic_version() -> String {
+    "2023-06-01".to_owned()
+}
+fn default_max_tokens() -> u32 {
+    4096
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let c = Config::parse(
+            r#"
+            [server]
+            listen = "127.0.0.1:9090"
+
+            [providers.openai]
+            dialect = "openai"
+            base_url = "https://api.openai.com/v1"
+            api_key_env = "OPENAI_API_KEY"
+
+            [providers.anthropic]
+            dialect = "anthropic"
+            base_url = "https://api.anthropic.com"
+            api_key_env = "ANTHROPIC_API_KEY"
+
+            [models.smart]
+            route = "anthropic/claude-sonnet-4-5"
+            fallbacks = ["openai/gpt-4o"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.server.listen.port(), 9090);
+        assert_eq!(c.models["smart"].fallbacks, ["openai/gpt-4o"]);
+        assert_eq!(c.providers["anthropic"].dialect, Dialect::Anthropic);
+    }
+
+    #[test]
+    fn no_file_means_the_two_public_providers() {
+        let c = Config::default();
+        assert_eq!(c.providers.len(), 2);
+        assert_eq!(c.server.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(
+            c.providers["openai"].api_key_env.as_deref(),
+            Some("OPENAI_API_KEY")
+        );
+    }
+
+    #[test]
+    fn typos_and_dangling_routes_are_errors() {
+        let typo = Config::parse("[server]\nlisten_addr = \"127.0.0.1:1\"\n").unwrap_err();
+        assert!(typo.to_string().contains("listen_addr"), "{typo}");
+        let dangling = Config::parse("[models.x]\nroute = \"nope/m\"\n").unwrap_err();
+        assert!(
+            dangling.to_string().contains("unknown provider"),
+            "{dangling}"
+        );
+    }
+}

@@ -1,0 +1,168 @@
+//! Which upstreams answer a requested model: aliases, `provider/model`, then model families.
+
+use std::fmt;
+
+use providers::Dialect;
+
+use crate::config::Config;
+use crate::error::GatewayError;
+
+/// One upstream target: a configured provider and the model name sent to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Provider name (a key of `[providers]`).
+    pub provider: String,
+    /// Model name as the provider knows it.
+    pub model: String,
+}
+
+impl fmt::Display for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.provider, self.model)
+    }
+}
+
+/// The routes to try for one request, primary first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Primary route, then the alias's fallbacks in order.
+    pub routes: Vec<Route>,
+}
+
+/// Resolves `model` against the configuration:
+/// 1. an alias in `[models]`: its route, then its fallbacks;
+/// 2. `PROVIDER/MODEL` where PROVIDER is configured (MODEL may itself contain `/`);
+/// 3. a bare name of a known family: `claude-*` to the Anthropic provider, `gpt-*`, `o1*`,
+///    `o3*`, `o4*`, `chatgpt-*` to the OpenAI one (the provider named `anthropic`/`openai`,
+///    else the first configured provider of that dialect).
+pub fn plan(config: &Config, model: &str) -> Result<Plan, GatewayError> {
+    if let Some(alias) = config.models.get(model) {
+        let routes = std::iter::once(&alias.route)
+            .chain(&alias.fallbacks)
+            .filter_map(|r| parse_route(config, r))
+            .collect::<Vec<_>>();
+        if !routes.is_empty() {
+            return Ok(Plan { routes });
+        }
+    }
+    if let Some(route) = parse_route(config, model) {
+        return Ok(Plan {
+            routes: vec![route],
+        });
+    }
+    if let Some(dialect) = family(model)
+        && let Some(provider) = provider_for(config, dialect)
+    {
+        return Ok(Plan {
+            routes: vec![Route {
+                provider,
+                model: model.to_owned(),
+            }],
+        });
+    }
+    Err(GatewayError::UnknownModel {
+        model: model.to_owned(),
+    })
+}
+
+fn parse_route(config: &Config, text: &str) -> Option<Route> {
+    let (provider, model) = text.split_once('/')?;
+    (!model.is_empty() && config.providers.contains_key(provider)).then(|| Route {
+        provider: provider.to_owned(),
+        model: model.to_owned(),
+    })
+}
+
+/// The dialect family a bare model name belongs to.
+fn family(model: &str) -> Option<Dialect> {
+    if model.starts_with("claude-") {
+        return Some(Dialect::Anthropic);
+    }
+    const OPENAI: [&str; 5] = ["gpt-", "o1", "o3", "o4", "chatgpt-"];
+    OPENAI
+        .iter()
+        .any(|p| model.starts_with(p))
+        .then_some(Dialect::OpenAi)
+}
+
+fn provider_for(config: &Config, dialect: Dialect) -> Option<String> {
+    let conventional = dialect.as_str();
+    if config
+        .providers
+        .get(conventional)
+        .is_some_and(|p| p.dialect == dialect)
+    {
+        return Some(conventional.to_owned());
+    }
+    config
+        .providers
+        .iter()
+        .find(|(_, p)| p.dialect == dialect)
+        .map(|(name, _)| name.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config::parse(
+            r#"
+            [providers.anthropic]
+            dialect = "anthropic"
+            base_url = "https://api.anthropic.com"
+            [providers.openai]
+            dialect = "openai"
+            base_url = "https://api.openai.com/v1"
+            [providers.openrouter]
+            dialect = "openai"
+            base_url = "https://openrouter.ai/api/v1"
+            [models.smart]
+            route = "anthropic/claude-sonnet-4-5"
+            fallbacks = ["openai/gpt-4o"]
+            "#,
+        )
+        .unwrap()
+    }
+
+    fn routes(model: &str) -> Vec<String> {
+        plan(&config(), model)
+            .unwrap()
+            .routes
+            .iter()
+            .map(Route::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn alias_gives_route_then_fallbacks() {
+        assert_eq!(
+            routes("smart"),
+            ["anthropic/claude-sonnet-4-5", "openai/gpt-4o"]
+        );
+    }
+
+    #[test]
+    fn provider_prefix_keeps_the_rest_of_the_name() {
+        assert_eq!(
+            routes("openrouter/meta-llama/llama-3-70b"),
+            ["openrouter/meta-llama/llama-3-70b"]
+        );
+    }
+
+    #[test]
+    fn bare_names_route_by_family() {
+        assert_eq!(routes("claude-haiku-4-5"), ["anthropic/claude-haiku-4-5"]);
+        for m in ["gpt-4o", "o1-mini", "o3", "o4-mini", "chatgpt-4o-latest"] {
+            assert_eq!(routes(m), [format!("openai/{m}")]);
+        }
+    }
+
+    #[test]
+    fn unknown_names_are_404() {
+        for m in ["llama3", "nope/x", "anthropic/"] {
+            let e = plan(&config(), m).unwrap_err();
+            assert_eq!(e.status(), http::StatusCode::NOT_FOUND, "{m}");
+        }
+    }
+}

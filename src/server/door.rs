@@ -1,0 +1,232 @@
+//! The chat doors: `POST /v1/chat/completions` (OpenAI) and `POST /v1/messages` (Anthropic),
+//! streaming and not, over any upstream.
+
+use std::convert::Infallible;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use providers::event::{FinishReason, StreamEnd};
+use providers::request::ChatRequest;
+use providers::{AgentEvent, Assembler, Dialect, EncodeOptions, StreamEncoder, encode_response};
+
+use super::AppState;
+use crate::engine::{Call, Events};
+use crate::error::GatewayError;
+use crate::secret::Secret;
+use crate::upstream::{ClientKey, ForwardHeaders};
+
+/// `POST /v1/chat/completions`.
+pub async fn openai(State(engine): State<AppState>, request: Request) -> Response {
+    chat(engine, Dialect::OpenAi, request).await
+}
+
+/// `POST /v1/messages`.
+pub async fn anthropic(State(engine): State<AppState>, request: Request) -> Response {
+    chat(engine, Dialect::Anthropic, request).await
+}
+
+/// Any other path: a 404 in the dialect the client seems to speak.
+pub async fn not_found(headers: HeaderMap, uri: http::Uri) -> Response {
+    error_response(
+        super::door_dialect(&headers),
+        &GatewayError::NotFound {
+            path: uri.path().to_owned(),
+        },
+    )
+}
+
+async fn chat(engine: AppState, door: Dialect, request: Request) -> Response {
+    match start(&engine, door, request).await {
+        Ok((call_stream, options, events)) if call_stream => sse(door, options, events),
+        Ok((_, _, events)) => whole(door, events).await,
+        Err(e) => error_response(door, &e),
+    }
+}
+
+/// Reads and parses the request, then starts the answer.
+async fn start(
+    engine: &AppState,
+    door: Dialect,
+    request: Request,
+) -> Result<(bool, EncodeOptions, Events), GatewayError> {
+    let (parts, body) = request.into_parts();
+    let limit = engine.config().server.max_body_bytes;
+    let bytes = read_body(body, limit).await?;
+    let request = parse_request(door, &bytes)?;
+    let streaming = request.stream;
+    let options = EncodeOptions {
+        include_usage: request.include_usage,
+    };
+    let call = Call {
+        door,
+        request,
+        key: client_key(door, &parts.headers),
+        forward: ForwardHeaders {
+            anthropic_beta: parts
+                .headers
+                .get("anthropic-beta")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        },
+    };
+    let answer = engine.answer(call).await?;
+    tracing::info!(door = %door, route = %answer.route, stream = streaming, "answering");
+    Ok((streaming, options, answer.events))
+}
+
+/// The body, up to `limit` bytes (413 beyond).
+pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, GatewayError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        // to_bytes reports the limit through its error's source chain.
+        let too_large =
+            std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
+                e.source()
+            })
+            .any(|e| e.to_string().contains("length limit"));
+        if too_large {
+            GatewayError::BodyTooLarge { limit }
+        } else {
+            GatewayError::MalformedJson(format!("reading the body failed: {e}"))
+        }
+    })
+}
+
+/// Parses a door's JSON body into the unified request.
+pub(super) fn parse_request(door: Dialect, bytes: &[u8]) -> Result<ChatRequest, GatewayError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| GatewayError::MalformedJson(e.to_string()))?;
+    if !value.is_object() {
+        return Err(GatewayError::MalformedJson(
+            "the body must be a JSON object".into(),
+        ));
+    }
+    Ok(match door {
+        Dialect::OpenAi => ChatRequest::from_openai(&value)?,
+        Dialect::Anthropic => ChatRequest::from_anthropic(&value)?,
+    })
+}
+
+/// The credential the client's SDK sent: `Authorization: Bearer` (both SDKs can) or
+/// Anthropic's `x-api-key`.
+pub(super) fn client_key(door: Dialect, headers: &HeaderMap) -> ClientKey {
+    let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let bearer = text(header::AUTHORIZATION).and_then(|v| {
+        v.strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+    });
+    let api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+    let key = match door {
+        Dialect::Anthropic => api_key.or(bearer),
+        Dialect::OpenAi => bearer,
+    };
+    ClientKey {
+        door,
+        key: key.filter(|k| !k.is_empty()).map(Secret::new),
+    }
+}
+
+/// A streaming answer: each event encoded for the door and sent as soon as it is ready.
+fn sse(door: Dialect, options: EncodeOptions, events: Events) -> Response {
+    let mut encoder = StreamEncoder::new(door, options);
+    let mut failed = false;
+    let body = events.filter_map(move |item| {
+        let mut out = Vec::new();
+        if !failed {
+            let result = match item {
+                Ok(event) => encoder.event(&event, &mut out),
+                Err(e) => {
+                    failed = true;
+                    tracing::warn!(error = %e, "stream failed after it started");
+                    encode_failure(&mut encoder, &e, &mut out)
+                }
+            };
+            if let Err(e) = result {
+                failed = true;
+                tracing::error!(error = %e, "encoding for the client failed");
+                out.clear();
+                let _ = encode_failure(
+                    &mut encoder,
+                    &GatewayError::Internal(e.to_string()),
+                    &mut out,
+                );
+            }
+        }
+        std::future::ready((!out.is_empty()).then(|| Ok::<_, Infallible>(Bytes::from(out))))
+    });
+    let mut response = Response::new(Body::from_stream(body));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+/// The terminal error of a started stream, in the door's dialect: never a clean end.
+fn encode_failure(
+    encoder: &mut StreamEncoder,
+    error: &GatewayError,
+    out: &mut Vec<u8>,
+) -> Result<(), providers::EncodeError> {
+    encoder.event(&AgentEvent::Error(error.to_error_info()), out)?;
+    encoder.event(
+        &AgentEvent::StreamEnd(StreamEnd {
+            reason: FinishReason::Error,
+            provider_reason: None,
+            stop_sequence: None,
+            other_choices: Vec::new(),
+            extra: None,
+        }),
+        out,
+    )
+}
+
+/// A non-streaming answer: the whole stream assembled into the door's response body.
+async fn whole(door: Dialect, mut events: Events) -> Response {
+    let mut assembler = Assembler::new();
+    while let Some(item) = events.next().await {
+        match item {
+            Ok(event) => assembler.push(&event),
+            Err(e) => return error_response(door, &e),
+        }
+    }
+    match encode_response(door, assembler.message()) {
+        Ok(body) => json_response(StatusCode::OK, &body),
+        Err(e) => error_response(door, &GatewayError::Internal(e.to_string())),
+    }
+}
+
+/// An error before the response started: the right status, the door's error shape.
+pub(super) fn error_response(door: Dialect, error: &GatewayError) -> Response {
+    if error.status().is_server_error() {
+        tracing::warn!(error = %error, "request failed");
+    }
+    let mut response = json_response(error.status(), &error.body(door));
+    if let GatewayError::UpstreamStatus {
+        retry_after: Some(after),
+        ..
+    } = error
+        && let Ok(v) = HeaderValue::from_str(&after.as_secs().max(1).to_string())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    response
+}
+
+pub(super) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        bytes,
+    )
+        .into_response()
+}

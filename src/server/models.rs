@@ -1,0 +1,71 @@
+//! `GET /v1/models` (in the shape of the SDK that asks) and `GET /readyz`.
+
+use axum::extract::State;
+use axum::response::Response;
+use http::{HeaderMap, StatusCode};
+use providers::Dialect;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::door::json_response;
+use crate::config::Config;
+
+/// Model ids a client may ask for: every alias, then every route an alias names.
+pub fn model_ids(config: &Config) -> Vec<String> {
+    let mut ids: Vec<String> = config.models.keys().cloned().collect();
+    for alias in config.models.values() {
+        for route in std::iter::once(&alias.route).chain(&alias.fallbacks) {
+            if !ids.contains(route) {
+                ids.push(route.clone());
+            }
+        }
+    }
+    ids
+}
+
+/// `GET /v1/models`: OpenAI's list shape, or Anthropic's when the Anthropic SDK asks.
+pub async fn list(State(engine): State<AppState>, headers: HeaderMap) -> Response {
+    let ids = model_ids(engine.config());
+    let body = match super::door_dialect(&headers) {
+        Dialect::OpenAi => json!({
+            "object": "list",
+            "data": ids.iter().map(|id| json!({
+                "id": id, "object": "model", "created": 0, "owned_by": "streamgate"
+            })).collect::<Vec<Value>>(),
+        }),
+        Dialect::Anthropic => json!({
+            "data": ids.iter().map(|id| json!({
+                "type": "model", "id": id, "display_name": id,
+                "created_at": "1970-01-01T00:00:00Z"
+            })).collect::<Vec<Value>>(),
+            "has_more": false,
+            "first_id": ids.first(),
+            "last_id": ids.last(),
+        }),
+    };
+    json_response(StatusCode::OK, &body)
+}
+
+/// `GET /readyz`: 200 when at least one provider can be called (its key variable is set, it
+/// needs none, or clients may bring their own), 503 otherwise; the body says which.
+pub async fn ready(State(engine): State<AppState>) -> Response {
+    let providers: serde_json::Map<String, Value> = engine
+        .config()
+        .providers
+        .iter()
+        .map(|(name, p)| {
+            let usable = p.pass_through_client_key
+                || p.api_key_env
+                    .as_ref()
+                    .is_none_or(|var| std::env::var_os(var).is_some_and(|v| !v.is_empty()));
+            (name.clone(), json!({"dialect": p.dialect, "ready": usable}))
+        })
+        .collect();
+    let ready = providers.values().any(|p| p["ready"] == true);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(status, &json!({"ready": ready, "providers": providers}))
+}

@@ -1,0 +1,121 @@
+//! `POST /v1/messages/count_tokens`: forwarded to Anthropic routes, estimated elsewhere.
+//!
+//! Claude Code calls it before every turn, so it must answer for any route. Over a non-Anthropic
+//! route the count is an estimate: one token per 4 bytes of every text the model would read
+//! (system, messages, tool calls and results, tool definitions), rounded up.
+
+use axum::extract::{Request, State};
+use axum::response::Response;
+use http::StatusCode;
+use providers::Dialect;
+use providers::request::{ChatRequest, Part};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::door::{client_key, error_response, json_response, parse_request, read_body};
+use crate::error::GatewayError;
+use crate::route;
+use crate::upstream::ForwardHeaders;
+
+/// Fields the count_tokens endpoint accepts; a messages body's others are refused by it.
+const COUNT_FIELDS: [&str; 6] = [
+    "model",
+    "messages",
+    "system",
+    "tools",
+    "tool_choice",
+    "thinking",
+];
+
+/// The handler.
+pub async fn count_tokens(State(engine): State<AppState>, request: Request) -> Response {
+    match count(&engine, request).await {
+        Ok(body) => json_response(StatusCode::OK, &body),
+        Err(e) => error_response(Dialect::Anthropic, &e),
+    }
+}
+
+async fn count(engine: &AppState, request: Request) -> Result<Value, GatewayError> {
+    let (parts, body) = request.into_parts();
+    let bytes = read_body(body, engine.config().server.max_body_bytes).await?;
+    let request = parse_request(Dialect::Anthropic, &bytes)?;
+    let plan = route::plan(engine.config(), &request.model)?;
+    let Some(route) = plan.routes.first() else {
+        return Err(GatewayError::Internal("empty route plan".into()));
+    };
+    let provider = engine.provider(route)?;
+    if provider.dialect != Dialect::Anthropic {
+        return Ok(json!({ "input_tokens": estimate(&request) }));
+    }
+    let mut upstream: Value = serde_json::from_slice(&engine.upstream_body(&request, route)?)
+        .map_err(|e| GatewayError::Internal(e.to_string()))?;
+    if let Value::Object(map) = &mut upstream {
+        map.retain(|k, _| COUNT_FIELDS.contains(&k.as_str()));
+    }
+    let body = serde_json::to_vec(&upstream).map_err(|e| GatewayError::Internal(e.to_string()))?;
+    let forward = ForwardHeaders {
+        anthropic_beta: parts
+            .headers
+            .get("anthropic-beta")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    };
+    engine
+        .upstream()
+        .post_json(
+            route,
+            provider,
+            "/v1/messages/count_tokens",
+            body,
+            &client_key(Dialect::Anthropic, &parts.headers),
+            &forward,
+        )
+        .await
+}
+
+/// Bytes of text the model reads, over 4, rounded up.
+pub fn estimate(request: &ChatRequest) -> u64 {
+    fn part_bytes(part: &Part) -> usize {
+        match part {
+            Part::Text { text, .. } => text.len(),
+            Part::ToolCall {
+                name, arguments, ..
+            } => name.len() + arguments.len(),
+            Part::ToolResult { content, .. } => content.iter().map(part_bytes).sum(),
+            Part::Reasoning { text, .. } => text.len(),
+            // An image costs roughly a thousand tokens whatever its encoding.
+            Part::Image { .. } => 4000,
+            Part::RedactedReasoning { data } => data.len(),
+            Part::Native { raw, .. } => raw.to_string().len(),
+        }
+    }
+    let system: usize = request.system.iter().map(|s| s.text.len()).sum();
+    let messages: usize = request
+        .messages
+        .iter()
+        .flat_map(|m| m.content.iter())
+        .map(part_bytes)
+        .sum();
+    let tools: usize = request
+        .tools
+        .iter()
+        .map(|t| serde_json::to_string(t).map(|s| s.len()).unwrap_or(0))
+        .sum();
+    (system + messages + tools).div_ceil(4) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn estimate_counts_every_text_the_model_reads() {
+        let request = ChatRequest::from_anthropic(&json!({
+            "model": "m", "max_tokens": 10,
+            "system": "abcd",
+            "messages": [{"role": "user", "content": "12345678"}]
+        }))
+        .unwrap();
+        assert_eq!(estimate(&request), 3);
+    }
+}

@@ -1,0 +1,266 @@
+//! An upstream response body as a stream of Agent Events, with the idle timer, and the
+//! reading of non-2xx answers.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use providers::{AgentEvent, Dialect, StreamDecoder};
+use serde_json::Value;
+use tokio::time::{Instant, Sleep};
+
+use crate::error::{GatewayError, TimeoutPhase};
+
+/// Largest error body read from a provider; the rest is not worth holding.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+/// Decoded events of one upstream response, as they arrive.
+///
+/// Yields `Err` once, at the first failure (malformed frame, provider error event, cut body,
+/// idle timeout), and nothing after it.
+pub struct EventStream {
+    provider: String,
+    body: ByteStream,
+    decoder: StreamDecoder,
+    pending: VecDeque<AgentEvent>,
+    scratch: Vec<AgentEvent>,
+    failed: Option<GatewayError>,
+    done: bool,
+    idle: Duration,
+    /// Armed once the first event arrived: before that the caller's first-byte timer rules.
+    idle_timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl std::fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStream")
+            .field("provider", &self.provider)
+            .field("pending", &self.pending.len())
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl EventStream {
+    /// Wraps a successful response of a `dialect` provider.
+    pub(super) fn new(
+        provider: String,
+        dialect: Dialect,
+        response: reqwest::Response,
+        idle: Duration,
+    ) -> Self {
+        EventStream {
+            provider,
+            body: Box::pin(response.bytes_stream()),
+            decoder: StreamDecoder::new(dialect),
+            pending: VecDeque::new(),
+            scratch: Vec::new(),
+            failed: None,
+            done: false,
+            idle,
+            idle_timer: None,
+        }
+    }
+
+    /// Reads until at least one event is decoded; returns those decoded so far.
+    pub(super) async fn first_events(&mut self) -> Result<Vec<AgentEvent>, GatewayError> {
+        let mut first = Vec::new();
+        while let Some(item) = self.next().await {
+            first.push(item?);
+            if self.pending.is_empty() {
+                break;
+            }
+        }
+        if first.is_empty() {
+            // The body ended cleanly without one event: nothing a client could use.
+            return Err(GatewayError::Stream {
+                provider: self.provider.clone(),
+                source: providers::DecodeError::Incomplete {
+                    dialect: self.decoder.dialect(),
+                    cut: providers::CutPoint::BeforeStart,
+                },
+            });
+        }
+        Ok(first)
+    }
+
+    fn fail(&mut self, source: providers::DecodeError) {
+        self.failed = Some(GatewayError::Stream {
+            provider: self.provider.clone(),
+            source,
+        });
+    }
+
+    fn decoded(&mut self) {
+        self.pending.extend(self.scratch.drain(..));
+        if !self.pending.is_empty() && self.idle_timer.is_none() {
+            self.idle_timer = Some(Box::pin(tokio::time::sleep(self.idle)));
+        }
+    }
+}
+
+impl Stream for EventStream {
+    type Item = Result<AgentEvent, GatewayError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if let Some(event) = this.pending.pop_front() {
+                return Poll::Ready(Some(Ok(event)));
+            }
+            if let Some(e) = this.failed.take() {
+                this.done = true;
+                return Poll::Ready(Some(Err(e)));
+            }
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match this.body.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(bytes))) => {
+                    if let Some(timer) = &mut this.idle_timer {
+                        timer.as_mut().reset(Instant::now() + this.idle);
+                    }
+                    let result = this.decoder.feed(&bytes, &mut this.scratch);
+                    this.decoded();
+                    if let Err(e) = result {
+                        this.fail(e);
+                    }
+                }
+                Poll::Ready(Some(Err(_))) | Poll::Ready(None) => {
+                    // A read error is a cut body (reset, truncated chunked encoding): the
+                    // decoder says whether the answer was whole anyway and where it broke.
+                    let result = this.decoder.finish(&mut this.scratch);
+                    this.decoded();
+                    match result {
+                        Ok(()) => this.done = true,
+                        Err(e) => this.fail(e),
+                    }
+                }
+                Poll::Pending => {
+                    if let Some(timer) = &mut this.idle_timer
+                        && timer.as_mut().poll(cx).is_ready()
+                    {
+                        this.failed = Some(GatewayError::Timeout {
+                            provider: this.provider.clone(),
+                            phase: TimeoutPhase::Idle,
+                        });
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+/// Reads a provider's non-2xx answer into the error a client of either door can be shown.
+pub(super) async fn status_error(
+    provider: &str,
+    dialect: Dialect,
+    response: reqwest::Response,
+) -> GatewayError {
+    let status = response.status().as_u16();
+    let retry_after = retry_after(response.headers());
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(Ok(chunk)) = stream.next().await {
+        body.extend_from_slice(&chunk);
+        if body.len() >= MAX_ERROR_BODY {
+            body.truncate(MAX_ERROR_BODY);
+            break;
+        }
+    }
+    let (error_type, message) = parse_error_body(dialect, &body)
+        .unwrap_or_else(|| (default_type(status).to_owned(), lossy_snippet(&body)));
+    GatewayError::UpstreamStatus {
+        provider: provider.to_owned(),
+        status,
+        error_type,
+        message,
+        retry_after,
+    }
+}
+
+/// `{"error":{"type","message"}}` (OpenAI) or `{"type":"error","error":{...}}` (Anthropic).
+fn parse_error_body(dialect: Dialect, body: &[u8]) -> Option<(String, String)> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let err = v.get("error")?;
+    let message = err.get("message")?.as_str()?.to_owned();
+    let ty = match dialect {
+        Dialect::OpenAi => err
+            .get("type")
+            .and_then(Value::as_str)
+            .or_else(|| err.get("code").and_then(Value::as_str)),
+        Dialect::Anthropic => err.get("type").and_then(Value::as_str),
+    }
+    .unwrap_or("api_error")
+    .to_owned();
+    Some((ty, message))
+}
+
+fn default_type(status: u16) -> &'static str {
+    match status {
+        400 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        529 => "overloaded_error",
+        _ => "api_error",
+    }
+}
+
+fn lossy_snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(512)]);
+    let text = text.trim();
+    if text.is_empty() {
+        "no error body".to_owned()
+    } else {
+        text.to_owned()
+    }
+}
+
+/// `retry-after-ms`, else `Retry-After` in seconds.
+pub(crate) fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(ms) = text("retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok()) {
+        return (ms >= 0.0).then(|| Duration::from_secs_f64(ms / 1000.0));
+    }
+    let secs = text("retry-after")?.trim().parse::<u64>().ok()?;
+    Some(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_error_bodies_are_read_in_their_dialect() {
+        let oa = br#"{"error":{"message":"bad","type":"invalid_request_error","code":null}}"#;
+        assert_eq!(
+            parse_error_body(Dialect::OpenAi, oa),
+            Some(("invalid_request_error".into(), "bad".into()))
+        );
+        let an = br#"{"type":"error","error":{"type":"overloaded_error","message":"busy"}}"#;
+        assert_eq!(
+            parse_error_body(Dialect::Anthropic, an),
+            Some(("overloaded_error".into(), "busy".into()))
+        );
+        assert_eq!(parse_error_body(Dialect::OpenAi, b"<html>"), None);
+    }
+
+    #[test]
+    fn retry_after_reads_ms_then_seconds() {
+        let mut h = http::HeaderMap::new();
+        h.insert("retry-after", "3".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+        h.insert("retry-after-ms", "250".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_millis(250)));
+    }
+}

@@ -1,0 +1,157 @@
+//! Building the upstream HTTP request: URL, provider headers, and which key goes with it.
+
+use providers::Dialect;
+
+use crate::config::ProviderConfig;
+use crate::error::GatewayError;
+use crate::secret::Secret;
+
+/// The credential a client presented at a door.
+#[derive(Debug, Clone)]
+pub struct ClientKey {
+    /// The door it came through: its key belongs to that dialect's provider family.
+    pub door: Dialect,
+    /// `Authorization: Bearer` (OpenAI door) or `x-api-key` (Anthropic door), if sent.
+    pub key: Option<Secret>,
+}
+
+/// Client headers that providers of one dialect understand and that pass through.
+#[derive(Debug, Clone, Default)]
+pub struct ForwardHeaders {
+    /// `anthropic-beta` (e.g. fine-grained tool streaming); sent to Anthropic upstreams only.
+    pub anthropic_beta: Option<String>,
+}
+
+/// Picks the key for `provider`: the client's own when the provider allows pass-through and
+/// the client came through the door of the provider's dialect (an OpenAI key never reaches
+/// Anthropic, nor the reverse), else the configured environment variable.
+pub fn choose_key(
+    name: &str,
+    provider: &ProviderConfig,
+    client: &ClientKey,
+) -> Result<Option<Secret>, GatewayError> {
+    if provider.pass_through_client_key
+        && client.door == provider.dialect
+        && let Some(key) = &client.key
+    {
+        return Ok(Some(key.clone()));
+    }
+    match &provider.api_key_env {
+        None => Ok(None),
+        Some(var) => match std::env::var(var) {
+            Ok(value) if !value.is_empty() => Ok(Some(Secret::new(value))),
+            _ => Err(GatewayError::MissingKey {
+                provider: name.to_owned(),
+                env_var: var.clone(),
+            }),
+        },
+    }
+}
+
+/// The full URL of the streaming endpoint for `provider`.
+pub fn endpoint(provider: &ProviderConfig) -> String {
+    match provider.dialect {
+        Dialect::OpenAi => api_url(provider, "/chat/completions"),
+        Dialect::Anthropic => api_url(provider, "/v1/messages"),
+    }
+}
+
+/// `path` under the provider's API root. OpenAI base URLs include their version (`.../v1`);
+/// Anthropic's is the host, and one written with its `/v1` is tolerated.
+pub fn api_url(provider: &ProviderConfig, path: &str) -> String {
+    let base = provider.base_url.trim_end_matches('/');
+    match provider.dialect {
+        Dialect::OpenAi => format!("{base}{path}"),
+        Dialect::Anthropic => format!("{}{path}", base.strip_suffix("/v1").unwrap_or(base)),
+    }
+}
+
+/// Builds a POST of `body` to `url` with every header the provider expects.
+pub fn build(
+    client: &reqwest::Client,
+    url: &str,
+    name: &str,
+    provider: &ProviderConfig,
+    body: Vec<u8>,
+    key: &ClientKey,
+    forward: &ForwardHeaders,
+) -> Result<reqwest::RequestBuilder, GatewayError> {
+    let key = choose_key(name, provider, key)?;
+    let mut request = client
+        .post(url)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::ACCEPT, "text/event-stream")
+        .body(body);
+    match provider.dialect {
+        Dialect::OpenAi => {
+            if let Some(key) = &key {
+                request = request.bearer_auth(key.expose());
+            }
+            if let Some(org) = &provider.organization {
+                request = request.header("openai-organization", org);
+            }
+            if let Some(project) = &provider.project {
+                request = request.header("openai-project", project);
+            }
+        }
+        Dialect::Anthropic => {
+            if let Some(key) = &key {
+                request = request.header("x-api-key", key.expose());
+            }
+            request = request.header("anthropic-version", &provider.anthropic_version);
+            if let Some(beta) = &forward.anthropic_beta {
+                request = request.header("anthropic-beta", beta);
+            }
+        }
+    }
+    Ok(request)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider(dialect: Dialect, pass: bool) -> ProviderConfig {
+        let mut p = ProviderConfig::new(
+            dialect,
+            "http://127.0.0.1:1/v1",
+            "STREAMGATE_TEST_NO_SUCH_VAR",
+        );
+        p.pass_through_client_key = pass;
+        p
+    }
+
+    #[test]
+    fn a_key_never_crosses_dialects() {
+        let openai_client = ClientKey {
+            door: Dialect::OpenAi,
+            key: Some(Secret::new("sk-openai")),
+        };
+        // Anthropic provider with pass-through on: the OpenAI door's key is not used.
+        let err = choose_key(
+            "anthropic",
+            &provider(Dialect::Anthropic, true),
+            &openai_client,
+        )
+        .unwrap_err();
+        assert!(matches!(err, GatewayError::MissingKey { .. }));
+        assert!(!err.to_string().contains("sk-openai"));
+        // Same dialect with pass-through: it is used.
+        let key = choose_key("openai", &provider(Dialect::OpenAi, true), &openai_client).unwrap();
+        assert_eq!(key.unwrap().expose(), "sk-openai");
+        // Pass-through off: never used.
+        assert!(choose_key("openai", &provider(Dialect::OpenAi, false), &openai_client).is_err());
+    }
+
+    #[test]
+    fn endpoints_follow_the_dialect() {
+        assert_eq!(
+            endpoint(&provider(Dialect::OpenAi, false)),
+            "http://127.0.0.1:1/v1/chat/completions"
+        );
+        assert_eq!(
+            endpoint(&provider(Dialect::Anthropic, false)),
+            "http://127.0.0.1:1/v1/messages"
+        );
+    }
+}
