@@ -1,6 +1,8 @@
-//! docs/protocol.md's examples are produced from the fixtures by the codecs, never typed by
-//! hand: this test regenerates every `<!-- BEGIN GENERATED: ... -->` section and fails when the
-//! file differs. `STREAMGATE_BLESS=1 cargo test --test protocol_doc` rewrites the file.
+//! The docs' examples and tables come from the code, never typed by hand: this test regenerates
+//! every `<!-- BEGIN GENERATED: ... -->` section of docs/protocol.md (examples decoded from the
+//! fixtures) and docs/translation.md (the decision table of the request translator's module
+//! doc) and fails when a file differs. `STREAMGATE_BLESS=1 cargo test --test protocol_doc`
+//! rewrites them.
 
 #![allow(clippy::unwrap_used, clippy::panic)]
 
@@ -100,19 +102,105 @@ fn example(fixture: &str) -> String {
     )
 }
 
+/// The module documentation of providers/src/request/mod.rs from its `# Decisions` heading.
+fn request_decisions() -> String {
+    let source = std::fs::read_to_string(root().join("providers/src/request/mod.rs")).unwrap();
+    let doc: Vec<&str> = source
+        .lines()
+        .take_while(|l| l.starts_with("//!"))
+        .map(|l| l.trim_start_matches("//!").strip_prefix(' ').unwrap_or(""))
+        .skip_while(|l| *l != "# Decisions")
+        .skip(1)
+        .collect();
+    // Intra-doc links read as plain code in Markdown.
+    doc.join("\n")
+        .replace("[`", "`")
+        .replace("`]", "`")
+        .trim()
+        .to_owned()
+        + "\n"
+}
+
+/// A fixture cut inside its first tool call: the events up to the cut, then the terminal
+/// error the gateway (and `streamgate events`) append, and how each dialect's client sees it.
+fn cut_example(fixture: &str) -> String {
+    let dialect = dialect_of(fixture);
+    let body = std::fs::read(root().join("fixtures").join(fixture)).unwrap();
+    let text = String::from_utf8_lossy(&body);
+    let at = text
+        .find("input_json_delta")
+        .or_else(|| text.find("\"arguments\":\"{"))
+        .unwrap();
+    let cut = &body[..at];
+    let (mut events, result) = StreamDecoder::decode_all(dialect, cut);
+    let error = result.unwrap_err();
+    events.push(AgentEvent::Error(error.to_error_info()));
+    events.push(AgentEvent::StreamEnd(providers::StreamEnd {
+        reason: providers::FinishReason::Error,
+        provider_reason: None,
+        stop_sequence: None,
+        other_choices: Vec::new(),
+        extra: None,
+    }));
+    let tail = |d: Dialect| {
+        let bytes = StreamEncoder::encode_all(
+            d,
+            EncodeOptions {
+                include_usage: true,
+            },
+            &events,
+        )
+        .unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        let frames: Vec<&str> = text.split_terminator("\n\n").collect();
+        frames[frames.len().saturating_sub(2)..].join("\n\n") + "\n"
+    };
+    format!(
+        "`fixtures/{fixture}` cut after {at} bytes, inside the first tool call:\n\n\
+         ```text\n{error}\n```\n\nThe last Agent Events:\n\n```json\n{}```\n\n\
+         The end of the stream an OpenAI client receives (no `[DONE]`):\n\n```text\n{}```\n\n\
+         The end of the stream an Anthropic client receives (no `message_stop`):\n\n```text\n{}```\n",
+        stamped_lines(&events)
+            .lines()
+            .rev()
+            .take(4)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .map(|l| format!("{l}\n"))
+            .collect::<String>(),
+        tail(Dialect::OpenAi),
+        tail(Dialect::Anthropic),
+    )
+}
+
 fn generate(name: &str) -> String {
     match name {
         "event-catalog" => event_catalog(),
-        other => match other.strip_prefix("example ") {
-            Some(fixture) => example(fixture),
-            None => panic!("unknown generated section {name:?}"),
+        "request-decisions" => request_decisions(),
+        other => match (
+            other.strip_prefix("example "),
+            other.strip_prefix("cut-example "),
+        ) {
+            (Some(fixture), _) => example(fixture),
+            (_, Some(fixture)) => cut_example(fixture),
+            _ => panic!("unknown generated section {name:?}"),
         },
     }
 }
 
 #[test]
 fn protocol_doc_examples_are_generated_from_fixtures() {
-    let path = root().join("docs/protocol.md");
+    check_generated("docs/protocol.md", 3);
+}
+
+#[test]
+fn translation_doc_table_is_the_translators_own() {
+    check_generated("docs/translation.md", 1);
+}
+
+fn check_generated(file: &str, min_sections: usize) {
+    let path = root().join(file);
     let text = std::fs::read_to_string(&path).unwrap();
     let mut out = String::with_capacity(text.len());
     let mut rest = text.as_str();
@@ -131,15 +219,15 @@ fn protocol_doc_examples_are_generated_from_fixtures() {
     }
     out.push_str(rest);
     assert!(
-        sections >= 3,
-        "docs/protocol.md lost its generated sections"
+        sections >= min_sections,
+        "{file} lost its generated sections"
     );
     if std::env::var_os("STREAMGATE_BLESS").is_some() {
         std::fs::write(&path, &out).unwrap();
     } else {
         assert!(
             out == text,
-            "docs/protocol.md is out of date: run `STREAMGATE_BLESS=1 cargo test --test protocol_doc`"
+            "{file} is out of date: run `STREAMGATE_BLESS=1 cargo test --test protocol_doc`"
         );
     }
 }
