@@ -90,7 +90,10 @@ impl FrameDecoder for Decoder {
             return self.terminate(out);
         }
         // Parse the untrimmed data so that JSON error lines stay relative to the frame.
-        let chunk: Chunk<'_> = serde_json::from_str(frame.data)?;
+        let chunk: Chunk<'_> = match super::fast::parse(frame.data) {
+            Some(chunk) => chunk,
+            None => serde_json::from_str(frame.data)?,
+        };
         if let Some(error) = &chunk.error {
             return Err(FrameError::Upstream(upstream_error(error)));
         }

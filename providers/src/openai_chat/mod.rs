@@ -2,6 +2,7 @@
 
 mod decode;
 mod encode;
+mod fast;
 pub mod wire;
 
 pub use decode::Decoder;

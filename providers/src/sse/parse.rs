@@ -11,7 +11,6 @@
 //! `has_data == false`) so that callers can see it; dialect decoders skip such frames.
 
 use memchr::memchr2;
-use std::borrow::Cow;
 
 /// Default cap on one line or one frame's data, so a peer cannot grow our buffer forever.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
@@ -164,7 +163,26 @@ impl SseParser {
 
     fn feed_lines<E>(
         &mut self,
-        mut bytes: &[u8],
+        bytes: &[u8],
+        on_frame: &mut impl FnMut(&SseFrame<'_>) -> Result<(), E>,
+    ) -> Result<(), E>
+    where
+        E: From<SseError>,
+    {
+        // The block's only `data:` line, still in `bytes`: handed to the callback without a
+        // copy when the block ends within this input, copied into `data` otherwise.
+        let mut borrowed = None;
+        let r = self.feed_lines_inner(bytes, &mut borrowed, on_frame);
+        if let Some(b) = borrowed {
+            self.data.push_str(b);
+        }
+        r
+    }
+
+    fn feed_lines_inner<'a, E>(
+        &mut self,
+        mut bytes: &'a [u8],
+        borrowed: &mut Option<&'a str>,
         on_frame: &mut impl FnMut(&SseFrame<'_>) -> Result<(), E>,
     ) -> Result<(), E>
     where
@@ -189,12 +207,19 @@ impl SseParser {
             let line_len;
             if self.partial.is_empty() {
                 line_len = pos;
-                self.line_done(&bytes[..pos], on_frame)?;
+                self.line_done(&bytes[..pos], borrowed, on_frame)?;
             } else {
+                if let Some(b) = borrowed.take() {
+                    self.data.push_str(b);
+                }
                 self.partial.extend_from_slice(&bytes[..pos]);
                 let line = std::mem::take(&mut self.partial);
                 line_len = line.len();
-                let r = self.line_done(&line, on_frame);
+                let mut inner = None;
+                let r = self.line_done(&line, &mut inner, on_frame);
+                if let Some(b) = inner {
+                    self.data.push_str(b);
+                }
                 self.partial = line;
                 self.partial.clear();
                 r?;
@@ -232,16 +257,17 @@ impl SseParser {
         }
     }
 
-    fn line_done<E>(
+    fn line_done<'a, E>(
         &mut self,
-        raw: &[u8],
+        raw: &'a [u8],
+        borrowed: &mut Option<&'a str>,
         on_frame: &mut impl FnMut(&SseFrame<'_>) -> Result<(), E>,
     ) -> Result<(), E>
     where
         E: From<SseError>,
     {
         if raw.is_empty() {
-            return self.dispatch(on_frame);
+            return self.dispatch(borrowed.take(), on_frame);
         }
         if raw[0] == b':' {
             return Ok(());
@@ -253,46 +279,66 @@ impl SseParser {
             self.data_line = self.line;
             self.data_offset = self.offset;
         }
-        // Valid UTF-8 is the norm: check it with the fast validator and only fall back to the
-        // slower replacing decoder for the rare broken line.
-        let text: Cow<'_, str> = match std::str::from_utf8(raw) {
-            Ok(s) => Cow::Borrowed(s),
-            Err(_) => String::from_utf8_lossy(raw),
-        };
-        let (field, value) = match text.find(':') {
+        // The colon is ASCII, so splitting the bytes there and decoding each side gives what
+        // decoding the whole line would. Valid UTF-8 is the norm: check it with the fast
+        // validator and only fall back to the slower replacing decoder for a broken line.
+        let (field, value) = match memchr::memchr(b':', raw) {
             Some(i) => {
-                let v = &text[i + 1..];
-                (&text[..i], v.strip_prefix(' ').unwrap_or(v))
+                let v = &raw[i + 1..];
+                (&raw[..i], v.strip_prefix(b" ").unwrap_or(v))
             }
-            None => (&text[..], ""),
+            None => (raw, &b""[..]),
         };
+        let r = match std::str::from_utf8(value) {
+            Ok(v) => self.field(field, v, Some(v), borrowed),
+            Err(_) => self.field(field, &String::from_utf8_lossy(value), None, borrowed),
+        };
+        r.map_err(E::from)
+    }
+
+    /// One field line. `own` is `value` when it lives in the input and may be borrowed.
+    fn field<'a>(
+        &mut self,
+        field: &[u8],
+        value: &str,
+        own: Option<&'a str>,
+        borrowed: &mut Option<&'a str>,
+    ) -> Result<(), SseError> {
         match field {
-            "data" => {
-                if self.data.len() + value.len() + 1 > self.max_frame_bytes {
-                    return Err(self.too_large().into());
+            b"data" => {
+                let held = self.data.len() + borrowed.map_or(0, str::len);
+                if held + value.len() + 1 > self.max_frame_bytes {
+                    return Err(self.too_large());
                 }
                 if self.has_data {
+                    if let Some(b) = borrowed.take() {
+                        self.data.push_str(b);
+                    }
                     self.data.push('\n');
+                    self.data.push_str(value);
                 } else {
                     self.data_line = self.line;
                     self.data_offset = self.offset;
+                    match own {
+                        Some(v) => *borrowed = Some(v),
+                        None => self.data.push_str(value),
+                    }
                 }
-                self.data.push_str(value);
                 self.has_data = true;
             }
-            "event" => {
+            b"event" => {
                 self.event.clear();
                 self.event.push_str(value);
                 self.has_event = true;
             }
-            "id" if !value.contains('\0') => {
+            b"id" if !value.contains('\0') => {
                 self.id.clear();
                 self.id.push_str(value);
                 self.has_id = true;
                 self.last_event_id.clear();
                 self.last_event_id.push_str(value);
             }
-            "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+            b"retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
                 self.retry = value.parse().ok();
             }
             _ => {}
@@ -302,6 +348,7 @@ impl SseParser {
 
     fn dispatch<E>(
         &mut self,
+        borrowed: Option<&str>,
         on_frame: &mut impl FnMut(&SseFrame<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
         if !self.in_block {
@@ -309,7 +356,7 @@ impl SseParser {
         }
         let frame = SseFrame {
             event: self.has_event.then_some(self.event.as_str()),
-            data: &self.data,
+            data: borrowed.unwrap_or(&self.data),
             has_data: self.has_data,
             id: self.has_id.then_some(self.id.as_str()),
             retry: self.retry,
