@@ -221,10 +221,13 @@ impl Assembler {
             AgentEvent::ProviderEvent { name, data } => {
                 m.provider_events.push((name.clone(), data.clone()));
             }
-            AgentEvent::Retry { .. }
-            | AgentEvent::Failover { .. }
-            | AgentEvent::RateLimited { .. }
-            | AgentEvent::Heartbeat => {}
+            AgentEvent::Failover { model, .. } => {
+                // The answer is the new model's from here on: name it, as providers do.
+                if let Some(start) = &mut m.start {
+                    start.model.clone_from(model);
+                }
+            }
+            AgentEvent::Retry { .. } | AgentEvent::RateLimited { .. } | AgentEvent::Heartbeat => {}
         }
     }
 

@@ -142,6 +142,8 @@ pub enum AgentEvent {
         from: String,
         /// Route taking over, `provider/model`.
         to: String,
+        /// The model that answers from here on, as its provider names it.
+        model: String,
         /// Seq of the first event produced by the new route.
         at_seq: u64,
         /// Why.

@@ -1,0 +1,506 @@
+//! Splicing attempts into one client stream.
+//!
+//! When an upstream breaks after output reached the client, the next attempt (same route or a
+//! fallback) continues the answer. The [`Splicer`] is the only producer of the client's
+//! events: it keeps one `stream.start`, renumbers the new attempt's blocks after the ones
+//! already sent, merges the continuation's first text block into a text block the break left
+//! open, removes text the continuation repeats, sums usage over attempts, and marks the seam
+//! with a `retry` or `failover` event. It is pure: the engine feeds it events and failures.
+//!
+//! Tool calls are held while another attempt is possible: a call's events reach the client
+//! only once its `tool_call.end` arrived, so a client never receives half a call's arguments.
+//! A call the continuation produces again (same name, same JSON arguments as one already sent)
+//! is dropped, so a call is never duplicated either.
+
+mod overlap;
+
+use std::collections::HashMap;
+
+use providers::event::{ErrorInfo, FinishReason, StreamEnd};
+use providers::{AgentEvent, Usage};
+use serde_json::Value;
+
+pub use overlap::{MIN_REPEAT, overlap};
+
+/// What the attempt that broke leaves for the next one to continue.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Continuation {
+    /// All answer text the client has (choice 0), trailing whitespace trimmed (Anthropic
+    /// rejects a prefill ending in whitespace).
+    pub prefix: String,
+    /// The whitespace trimmed from `prefix`.
+    pub trimmed: String,
+    /// The tool being called when the break came, if it came inside a call: the
+    /// continuation must produce that call, not prose.
+    pub in_tool_call: Option<String>,
+    /// Whether anything at all reached the client (else the next attempt simply restarts).
+    pub output_started: bool,
+}
+
+/// Why a new attempt starts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Seam {
+    /// Same route again.
+    Retry {
+        /// Attempt number (1 = first retry).
+        attempt: u32,
+        /// Wait before it, in milliseconds.
+        delay_ms: u64,
+        /// What failed.
+        reason: String,
+    },
+    /// Another route.
+    Failover {
+        /// `provider/model` that failed.
+        from: String,
+        /// `provider/model` taking over.
+        to: String,
+        /// Upstream model name of the new route (the model that now answers).
+        model: String,
+        /// What failed.
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Text,
+    Reasoning,
+    Other,
+}
+
+/// A block of the current attempt, by its attempt-local index.
+#[derive(Debug, Clone, Copy)]
+struct Mapped {
+    client: u32,
+    kind: Kind,
+}
+
+/// A tool call of the current attempt whose events are held.
+#[derive(Debug, Default)]
+struct Held {
+    name: String,
+    events: Vec<AgentEvent>,
+}
+
+/// Joins the events of successive attempts into one client stream.
+#[derive(Debug)]
+pub struct Splicer {
+    /// Whether a further attempt may follow (then tool calls are held until whole).
+    hold_tool_calls: bool,
+    started: bool,
+    ended: bool,
+    /// Events handed to the client so far: the seq of the next one.
+    emitted: u64,
+    next_index: u32,
+    blocks: HashMap<u32, Mapped>,
+    held: HashMap<u32, Held>,
+    /// Client text block left open by a broken attempt, to merge the continuation into.
+    open_text: Option<u32>,
+    /// Client blocks that are open (to close them on a final failure).
+    open: Vec<u32>,
+    sent_text: String,
+    /// Tool calls the client has, to drop a continuation's repeat of one.
+    sent_calls: Vec<(String, Value)>,
+    /// Names of the current attempt's calls, by attempt-local index.
+    call_names: HashMap<u32, String>,
+    /// The next text block of this attempt continues sent text: check it for overlap.
+    continuing: bool,
+    /// Continuation text held until the overlap with `sent_text` can be decided.
+    head: Option<HeadBuffer>,
+    trimmed: String,
+    usage_done: Usage,
+    usage_now: Usage,
+}
+
+#[derive(Debug)]
+struct HeadBuffer {
+    client: u32,
+    text: String,
+}
+
+impl Splicer {
+    /// A splicer; `hold_tool_calls` when the engine may still retry or fail over.
+    pub fn new(hold_tool_calls: bool) -> Self {
+        Splicer {
+            hold_tool_calls,
+            started: false,
+            ended: false,
+            emitted: 0,
+            next_index: 0,
+            blocks: HashMap::new(),
+            held: HashMap::new(),
+            open_text: None,
+            open: Vec::new(),
+            sent_text: String::new(),
+            sent_calls: Vec::new(),
+            call_names: HashMap::new(),
+            continuing: false,
+            head: None,
+            trimmed: String::new(),
+            usage_done: Usage::default(),
+            usage_now: Usage::default(),
+        }
+    }
+
+    /// Whether any event reached the client.
+    pub fn output_started(&self) -> bool {
+        self.emitted > 0
+    }
+
+    /// Whether the final `stream.end` went out.
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Whether tool calls are still being held.
+    pub fn set_hold_tool_calls(&mut self, hold: bool) {
+        self.hold_tool_calls = hold;
+    }
+
+    /// Usage over every attempt so far.
+    pub fn usage(&self) -> Usage {
+        sum(&self.usage_done, &self.usage_now)
+    }
+
+    /// One event of the current attempt; appends what the client gets.
+    pub fn push(&mut self, event: AgentEvent, out: &mut Vec<AgentEvent>) {
+        match event {
+            AgentEvent::StreamStart(_) if self.started => {}
+            AgentEvent::StreamStart(start) => {
+                self.started = true;
+                self.emit(AgentEvent::StreamStart(start), out);
+            }
+            AgentEvent::BlockStart {
+                index,
+                block,
+                choice,
+                extra,
+            } => {
+                let kind = match block {
+                    providers::event::BlockKind::Text => Kind::Text,
+                    providers::event::BlockKind::Reasoning => Kind::Reasoning,
+                    _ => Kind::Other,
+                };
+                if kind == Kind::Text
+                    && let Some(client) = self.open_text.take()
+                {
+                    // The continuation's text goes on in the block the break left open.
+                    self.continuing = false;
+                    self.blocks.insert(index, Mapped { client, kind });
+                    self.head = Some(HeadBuffer {
+                        client,
+                        text: String::new(),
+                    });
+                    return;
+                }
+                self.close_open_text(out);
+                let client = self.alloc(index, kind);
+                self.open.push(client);
+                if kind == Kind::Text && std::mem::take(&mut self.continuing) {
+                    self.head = Some(HeadBuffer {
+                        client,
+                        text: String::new(),
+                    });
+                }
+                self.emit(
+                    AgentEvent::BlockStart {
+                        index: client,
+                        block,
+                        choice,
+                        extra,
+                    },
+                    out,
+                );
+            }
+            AgentEvent::TextDelta { index, text, extra } => {
+                let Some(m) = self.blocks.get(&index).copied() else {
+                    return;
+                };
+                if let Some(head) = &mut self.head
+                    && head.client == m.client
+                {
+                    head.text.push_str(&text);
+                    if overlap::decidable(&self.sent_text, &head.text) {
+                        self.flush_head(out);
+                    }
+                    return;
+                }
+                self.sent_text.push_str(&text);
+                self.emit(
+                    AgentEvent::TextDelta {
+                        index: m.client,
+                        text,
+                        extra,
+                    },
+                    out,
+                );
+            }
+            AgentEvent::BlockEnd { index } => {
+                let Some(m) = self.blocks.get(&index).copied() else {
+                    return;
+                };
+                if self.head.as_ref().is_some_and(|h| h.client == m.client) {
+                    self.flush_head(out);
+                }
+                self.open.retain(|c| *c != m.client);
+                self.emit(AgentEvent::BlockEnd { index: m.client }, out);
+            }
+            AgentEvent::ToolCallStart {
+                index, ref name, ..
+            } => {
+                self.flush_any_head(out);
+                self.close_open_text(out);
+                self.call_names.insert(index, name.clone());
+                if self.hold_tool_calls {
+                    self.held.insert(
+                        index,
+                        Held {
+                            name: name.clone(),
+                            events: vec![event],
+                        },
+                    );
+                } else {
+                    let client = self.alloc(index, Kind::Other);
+                    self.open.push(client);
+                    self.emit(reindex(event, client), out);
+                }
+            }
+            AgentEvent::ToolCallDelta { index, .. } => {
+                if let Some(held) = self.held.get_mut(&index) {
+                    held.events.push(event);
+                } else if let Some(m) = self.blocks.get(&index).copied() {
+                    self.emit(reindex(event, m.client), out);
+                }
+            }
+            AgentEvent::ToolCallEnd {
+                index,
+                ref arguments,
+                ..
+            } => {
+                let parsed = serde_json::from_str::<Value>(arguments).unwrap_or(Value::Null);
+                if let Some(mut held) = self.held.remove(&index) {
+                    if self
+                        .sent_calls
+                        .iter()
+                        .any(|(n, a)| *n == held.name && *a == parsed)
+                    {
+                        // Produced again by a continuation: the client has it already.
+                        return;
+                    }
+                    held.events.push(event);
+                    let client = self.alloc(index, Kind::Other);
+                    self.sent_calls.push((held.name, parsed));
+                    for e in held.events {
+                        self.emit(reindex(e, client), out);
+                    }
+                } else if let Some(m) = self.blocks.get(&index).copied() {
+                    if let Some(name) = self.call_names.get(&index) {
+                        self.sent_calls.push((name.clone(), parsed));
+                    }
+                    self.open.retain(|c| *c != m.client);
+                    self.emit(reindex(event, m.client), out);
+                }
+            }
+            AgentEvent::ReasoningDelta { index, .. }
+            | AgentEvent::ReasoningSignature { index, .. }
+            | AgentEvent::NativeDelta { index, .. }
+            | AgentEvent::RefusalDelta { index, .. } => {
+                if let Some(m) = self.blocks.get(&index).copied() {
+                    self.emit(reindex(event, m.client), out);
+                }
+            }
+            AgentEvent::Usage(u) => {
+                self.usage_now.merge(&u);
+                let total = self.usage();
+                self.emit(AgentEvent::Usage(total), out);
+            }
+            AgentEvent::StreamEnd(end) => {
+                self.flush_any_head(out);
+                self.close_open_text(out);
+                self.ended = true;
+                self.emit(AgentEvent::StreamEnd(end), out);
+            }
+            other => self.emit(other, out),
+        }
+    }
+
+    /// The current attempt broke. Closes what cannot go on (reasoning, provider-run blocks),
+    /// drops its unfinished tool calls, keeps an open text block for the continuation, and
+    /// says what to continue from.
+    pub fn interrupt(&mut self, out: &mut Vec<AgentEvent>) -> Continuation {
+        self.flush_any_head(out);
+        let in_tool_call = self.held.values().next().map(|h| h.name.clone());
+        self.held.clear();
+        self.call_names.clear();
+        self.continuing = self.output_started();
+        let mut open_text = None;
+        let mut blocks: Vec<Mapped> = std::mem::take(&mut self.blocks).into_values().collect();
+        blocks.sort_by_key(|m| m.client);
+        for m in blocks {
+            if !self.open.contains(&m.client) {
+                continue;
+            }
+            if m.kind == Kind::Text && open_text.is_none() {
+                open_text = Some(m.client);
+            } else {
+                self.open.retain(|c| *c != m.client);
+                self.emit(AgentEvent::BlockEnd { index: m.client }, out);
+            }
+        }
+        self.open_text = open_text;
+        self.usage_done = sum(&self.usage_done, &self.usage_now);
+        self.usage_now = Usage::default();
+        let prefix = self.sent_text.trim_end().to_owned();
+        self.trimmed = self.sent_text[prefix.len()..].to_owned();
+        Continuation {
+            prefix,
+            trimmed: self.trimmed.clone(),
+            in_tool_call,
+            output_started: self.output_started(),
+        }
+    }
+
+    /// Marks the start of the next attempt for the client.
+    pub fn seam(&mut self, seam: Seam, out: &mut Vec<AgentEvent>) {
+        let event = match seam {
+            Seam::Retry {
+                attempt,
+                delay_ms,
+                reason,
+            } => AgentEvent::Retry {
+                attempt,
+                delay_ms,
+                reason,
+            },
+            Seam::Failover {
+                from,
+                to,
+                model,
+                reason,
+            } => AgentEvent::Failover {
+                from,
+                to,
+                model,
+                at_seq: self.emitted + 1,
+                reason,
+            },
+        };
+        self.emit(event, out);
+    }
+
+    /// Every attempt is spent: closes open blocks and ends the stream with the error, so it
+    /// never looks whole. Usage reports what was billed over all attempts.
+    pub fn fail(&mut self, error: ErrorInfo, out: &mut Vec<AgentEvent>) {
+        self.flush_any_head(out);
+        self.held.clear();
+        for client in std::mem::take(&mut self.open) {
+            self.emit(AgentEvent::BlockEnd { index: client }, out);
+        }
+        self.usage_done = sum(&self.usage_done, &self.usage_now);
+        self.usage_now = Usage::default();
+        if self.usage_done != Usage::default() {
+            let usage = self.usage_done.clone();
+            self.emit(AgentEvent::Usage(usage), out);
+        }
+        self.emit(AgentEvent::Error(error), out);
+        self.ended = true;
+        self.emit(
+            AgentEvent::StreamEnd(StreamEnd {
+                reason: FinishReason::Error,
+                provider_reason: None,
+                stop_sequence: None,
+                other_choices: Vec::new(),
+                extra: None,
+            }),
+            out,
+        );
+    }
+
+    /// The continuation went on with something other than text: the text block the break
+    /// left open is finished.
+    fn close_open_text(&mut self, out: &mut Vec<AgentEvent>) {
+        if let Some(client) = self.open_text.take() {
+            self.open.retain(|c| *c != client);
+            self.emit(AgentEvent::BlockEnd { index: client }, out);
+        }
+    }
+
+    fn alloc(&mut self, index: u32, kind: Kind) -> u32 {
+        let client = self.next_index;
+        self.next_index += 1;
+        self.blocks.insert(index, Mapped { client, kind });
+        client
+    }
+
+    fn emit(&mut self, event: AgentEvent, out: &mut Vec<AgentEvent>) {
+        self.emitted += 1;
+        out.push(event);
+    }
+
+    fn flush_any_head(&mut self, out: &mut Vec<AgentEvent>) {
+        if self.head.is_some() {
+            self.flush_head(out);
+        }
+    }
+
+    /// Sends the held continuation head without the part that repeats the sent text.
+    fn flush_head(&mut self, out: &mut Vec<AgentEvent>) {
+        let Some(head) = self.head.take() else {
+            return;
+        };
+        let skip = overlap(&self.sent_text, &head.text, &self.trimmed);
+        let rest = &head.text[skip..];
+        self.trimmed.clear();
+        if !rest.is_empty() {
+            self.sent_text.push_str(rest);
+            self.emit(
+                AgentEvent::TextDelta {
+                    index: head.client,
+                    text: rest.to_owned(),
+                    extra: None,
+                },
+                out,
+            );
+        }
+    }
+}
+
+/// The same event with its block index replaced.
+fn reindex(mut event: AgentEvent, client: u32) -> AgentEvent {
+    match &mut event {
+        AgentEvent::ToolCallStart { index, .. }
+        | AgentEvent::ToolCallDelta { index, .. }
+        | AgentEvent::ToolCallEnd { index, .. }
+        | AgentEvent::ReasoningDelta { index, .. }
+        | AgentEvent::ReasoningSignature { index, .. }
+        | AgentEvent::NativeDelta { index, .. }
+        | AgentEvent::RefusalDelta { index, .. }
+        | AgentEvent::TextDelta { index, .. }
+        | AgentEvent::BlockStart { index, .. }
+        | AgentEvent::BlockEnd { index } => *index = client,
+        _ => {}
+    }
+    event
+}
+
+/// Field-wise sum of two usage reports (a field absent from both stays absent).
+fn sum(a: &Usage, b: &Usage) -> Usage {
+    fn add(x: Option<u64>, y: Option<u64>) -> Option<u64> {
+        match (x, y) {
+            (None, None) => None,
+            (x, y) => Some(x.unwrap_or(0) + y.unwrap_or(0)),
+        }
+    }
+    Usage {
+        input_tokens: add(a.input_tokens, b.input_tokens),
+        output_tokens: add(a.output_tokens, b.output_tokens),
+        cache_read_tokens: add(a.cache_read_tokens, b.cache_read_tokens),
+        cache_write_tokens: add(a.cache_write_tokens, b.cache_write_tokens),
+        reasoning_tokens: add(a.reasoning_tokens, b.reasoning_tokens),
+        extra: b.extra.clone().or_else(|| a.extra.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

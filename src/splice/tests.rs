@@ -1,0 +1,288 @@
+//! The splicer over every recorded stream, broken at every event: the client's assembled
+//! answer is the uninterrupted one, with no half tool call ever sent.
+
+use std::path::Path;
+
+use providers::assemble::{BlockContent, Message};
+use providers::event::{BlockKind, ErrorInfo, StreamEnd, StreamStart};
+use providers::{AgentEvent, Assembler, Dialect, StreamDecoder, Usage};
+
+use super::*;
+
+fn fixtures() -> Vec<(String, Vec<AgentEvent>)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let mut out = Vec::new();
+    for (dir, dialect) in [
+        ("anthropic", Dialect::Anthropic),
+        ("openai_chat", Dialect::OpenAi),
+    ] {
+        let mut names: Vec<_> = std::fs::read_dir(root.join(dir))
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".sse"))
+            .collect();
+        names.sort();
+        for name in names {
+            let body = std::fs::read(root.join(dir).join(&name)).unwrap();
+            let (events, result) = StreamDecoder::decode_all(dialect, &body);
+            result.unwrap();
+            // Several choices never cross a seam (continuations are single-choice).
+            let multi = events.iter().any(|e| {
+                matches!(e, AgentEvent::BlockStart { choice, .. } | AgentEvent::ToolCallStart { choice, .. } if *choice > 0)
+            });
+            if !multi {
+                out.push((format!("{dir}/{name}"), events));
+            }
+        }
+    }
+    out
+}
+
+/// What an ideal model asked to continue `prefix` sends: the rest of the text of `full`
+/// (repeating `repeat` bytes of the sent tail first, as instruction-continued models do),
+/// then every client tool call (a model regenerates those after the text), then the end.
+fn continuation(full: &[AgentEvent], prefix: &str, repeat: usize) -> Vec<AgentEvent> {
+    let whole = Assembler::assemble(full);
+    let text = whole.text();
+    let Some(start) = full.iter().find_map(|e| match e {
+        AgentEvent::StreamStart(s) => Some(s.clone()),
+        _ => None,
+    }) else {
+        return Vec::new();
+    };
+    let mut events = vec![AgentEvent::StreamStart(StreamStart {
+        id: "second".into(),
+        ..start
+    })];
+    let mut index = 0;
+    let from = prefix.len().saturating_sub(repeat);
+    let from = (0..=from)
+        .rev()
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(0);
+    if text.len() > prefix.len() || repeat > 0 {
+        events.push(AgentEvent::BlockStart {
+            index,
+            block: BlockKind::Text,
+            choice: 0,
+            extra: None,
+        });
+        // Two deltas, split mid-way, so the head buffer sees pieces.
+        let rest = &text[from..];
+        let mid = (0..=rest.len() / 2)
+            .rev()
+            .find(|i| rest.is_char_boundary(*i))
+            .unwrap_or(0);
+        for piece in [&rest[..mid], &rest[mid..]] {
+            if !piece.is_empty() {
+                events.push(AgentEvent::TextDelta {
+                    index,
+                    text: piece.to_owned(),
+                    extra: None,
+                });
+            }
+        }
+        events.push(AgentEvent::BlockEnd { index });
+        index += 1;
+    }
+    for block in &whole.blocks {
+        if let BlockContent::ToolCall {
+            id,
+            name,
+            arguments,
+            truncated,
+        } = &block.content
+        {
+            events.push(AgentEvent::ToolCallStart {
+                index,
+                id: id.clone(),
+                name: name.clone(),
+                choice: 0,
+                extra: None,
+            });
+            events.push(AgentEvent::ToolCallDelta {
+                index,
+                arguments: arguments.clone(),
+            });
+            events.push(AgentEvent::ToolCallEnd {
+                index,
+                arguments: arguments.clone(),
+                truncated: *truncated,
+            });
+            index += 1;
+        }
+    }
+    events.push(AgentEvent::Usage(Usage {
+        input_tokens: Some(7),
+        output_tokens: Some(3),
+        ..Usage::default()
+    }));
+    if let Some(end) = &whole.end {
+        events.push(AgentEvent::StreamEnd(end.clone()));
+    }
+    events
+}
+
+fn calls(m: &Message) -> Vec<(String, serde_json::Value)> {
+    m.tool_calls()
+        .into_iter()
+        .map(|(_, n, a)| (n.to_owned(), serde_json::from_str(a).unwrap_or_default()))
+        .collect()
+}
+
+#[test]
+fn one_attempt_passes_everything_through() {
+    for (name, events) in fixtures() {
+        let mut s = Splicer::new(true);
+        let mut out = Vec::new();
+        for e in events.clone() {
+            s.push(e, &mut out);
+        }
+        let (a, b) = (Assembler::assemble(&events), Assembler::assemble(&out));
+        assert_eq!(a.text(), b.text(), "{name}");
+        assert_eq!(calls(&a), calls(&b), "{name}");
+        assert_eq!(a.reasoning(), b.reasoning(), "{name}");
+        assert_eq!(a.end, b.end, "{name}");
+        assert_eq!(a.usage.output_tokens, b.usage.output_tokens, "{name}");
+        assert!(s.ended(), "{name}");
+    }
+}
+
+#[test]
+fn a_break_at_any_event_is_continued_without_gap_duplicate_or_half_call() {
+    let mut cases = 0;
+    for (name, events) in fixtures() {
+        let whole = Assembler::assemble(&events);
+        // Break before each event after stream.start (the decoder's last event is stream.end).
+        for cut in 1..events.len() - 1 {
+            for repeat in [0, 20] {
+                let mut s = Splicer::new(true);
+                let mut out = Vec::new();
+                for e in events[..cut].iter().cloned() {
+                    s.push(e, &mut out);
+                }
+                // Nothing of a tool call that was still open may have reached the client.
+                let sent = Assembler::assemble(&out);
+                for b in &sent.blocks {
+                    if matches!(b.content, BlockContent::ToolCall { .. }) {
+                        assert!(b.closed, "{name} cut {cut}: half tool call sent");
+                    }
+                }
+                let cont = s.interrupt(&mut out);
+                s.seam(
+                    Seam::Retry {
+                        attempt: 1,
+                        delay_ms: 10,
+                        reason: "test".into(),
+                    },
+                    &mut out,
+                );
+                for e in continuation(&events, &cont.prefix, repeat) {
+                    s.push(e, &mut out);
+                }
+                let got = Assembler::assemble(&out);
+                assert_eq!(got.text(), whole.text(), "{name} cut {cut} repeat {repeat}");
+                assert_eq!(calls(&got), calls(&whole), "{name} cut {cut}");
+                assert_eq!(
+                    got.end.as_ref().map(|e| e.reason),
+                    whole.end.as_ref().map(|e| e.reason),
+                    "{name} cut {cut}"
+                );
+                // One stream.start, one stream.end, and every block closed exactly once.
+                let starts = out
+                    .iter()
+                    .filter(|e| matches!(e, AgentEvent::StreamStart(_)))
+                    .count();
+                assert_eq!(starts, 1, "{name} cut {cut}");
+                assert!(got.blocks.iter().all(|b| b.closed), "{name} cut {cut}");
+                let mut opened = std::collections::HashSet::new();
+                for e in &out {
+                    if let AgentEvent::BlockStart { index, .. }
+                    | AgentEvent::ToolCallStart { index, .. } = e
+                    {
+                        assert!(
+                            opened.insert(*index),
+                            "{name} cut {cut}: block {index} reopened"
+                        );
+                    }
+                }
+                // Usage is summed: the continuation's 3 output tokens come on top.
+                let first = Assembler::assemble(&events[..cut]).usage.output_tokens;
+                assert_eq!(
+                    got.usage.output_tokens,
+                    Some(first.unwrap_or(0) + 3),
+                    "{name} cut {cut}"
+                );
+                cases += 1;
+            }
+        }
+    }
+    assert!(cases > 500, "only {cases} cases");
+}
+
+#[test]
+fn failing_for_good_ends_with_an_error_not_a_clean_finish() {
+    let (_, events) = fixtures()
+        .into_iter()
+        .find(|(n, _)| n.ends_with("tool_use_with_text.sse"))
+        .unwrap();
+    let cut = events
+        .iter()
+        .position(|e| matches!(e, AgentEvent::ToolCallDelta { .. }))
+        .unwrap();
+    let mut s = Splicer::new(true);
+    let mut out = Vec::new();
+    for e in events[..cut].iter().cloned() {
+        s.push(e, &mut out);
+    }
+    s.fail(
+        ErrorInfo {
+            code: "overloaded_error".into(),
+            message: "every route failed".into(),
+            retryable: true,
+        },
+        &mut out,
+    );
+    let kinds: Vec<&str> = out.iter().map(AgentEvent::kind).collect();
+    assert_eq!(kinds[kinds.len() - 2..], ["error", "stream.end"]);
+    assert!(matches!(
+        out.last(),
+        Some(AgentEvent::StreamEnd(StreamEnd {
+            reason: FinishReason::Error,
+            ..
+        }))
+    ));
+    let m = Assembler::assemble(&out);
+    assert!(m.tool_calls().is_empty(), "the half call was never sent");
+    assert!(m.blocks.iter().all(|b| b.closed));
+}
+
+#[test]
+fn the_failover_seam_names_the_new_model_and_its_seq() {
+    let mut s = Splicer::new(true);
+    let mut out = Vec::new();
+    s.push(
+        AgentEvent::StreamStart(StreamStart {
+            id: "a".into(),
+            model: "claude".into(),
+            dialect: Dialect::Anthropic,
+            created: None,
+            request_id: None,
+            provider: None,
+            extra: None,
+        }),
+        &mut out,
+    );
+    s.interrupt(&mut out);
+    s.seam(
+        Seam::Failover {
+            from: "anthropic/claude".into(),
+            to: "openai/gpt".into(),
+            model: "gpt-4o".into(),
+            reason: "overloaded".into(),
+        },
+        &mut out,
+    );
+    assert!(matches!(&out[1], AgentEvent::Failover { at_seq: 2, model, .. } if model == "gpt-4o"));
+    assert_eq!(Assembler::assemble(&out).start.unwrap().model, "gpt-4o");
+}
