@@ -7,6 +7,7 @@
 //! - [`route`]: requested model -> routes (alias, `provider/model`, family).
 //! - [`upstream`]: one provider call (reqwest), its SSE body as Agent Events, with timeouts.
 //! - [`engine`]: a door's request -> the chosen upstream's events.
+//! - [`resilience`]: failure classes, backoff, circuit breakers, continuation requests.
 //! - [`splice`]: joins the attempts of one answer into one client stream.
 //! - [`server`]: the HTTP doors (axum): OpenAI, Anthropic, models, health.
 //! - [`error`]: gateway errors, their status and their shape in each dialect.
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod resilience;
 pub mod route;
 pub mod secret;
 pub mod server;
