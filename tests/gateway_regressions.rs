@@ -735,3 +735,51 @@ async fn count_tokens_models_and_health() {
         "tool_calls"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_json_prints_one_line_and_serves() {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_streamgate"))
+        .args(["demo", "--listen", "127.0.0.1:0", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx.recv_timeout(gw::BOUND);
+    let result = async {
+        let first = first.expect("no first line");
+        let v: Value = serde_json::from_str(&first).unwrap();
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["gateway", "replay"], "{first}");
+        let gateway = v["gateway"].as_str().unwrap();
+        assert!(gateway.starts_with("http://127.0.0.1:") && !gateway.ends_with(":0"));
+        let client = gw::client();
+        let r = client
+            .post(format!("{gateway}/v1/messages"))
+            .header("content-type", "application/json")
+            .header("anthropic-version", "2023-06-01")
+            .body(serde_json::to_vec(&chat_body(Dialect::Anthropic, "demo", false)).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(json_of(r).await["stop_reason"], "tool_use");
+    };
+    let outcome = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(result)).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+    // Nothing but the first line went to standard output.
+    assert!(
+        rx.recv_timeout(Duration::from_secs(5)).is_err(),
+        "more on stdout"
+    );
+}

@@ -71,6 +71,8 @@ pub async fn serve_gateway(config: Config) -> (SocketAddr, oneshot::Sender<()>) 
 
 /// A client that never uses a proxy and gives up after [`BOUND`].
 pub fn client() -> reqwest::Client {
+    // reqwest is built without a default TLS provider; the gateway installs ring the same way.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .no_proxy()
         .timeout(BOUND)
