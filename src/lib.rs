@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the `streamgate` command line (`serve`, `events`, `convert`).
+//! - [`cli`]: the `streamgate` command line (`serve`, `demo`, `events`, `convert`).
 //! - [`config`]: the TOML configuration; [`secret`]: keys that never print.
 //! - [`route`]: requested model -> routes (alias, `provider/model`, family).
 //! - [`upstream`]: one provider call (reqwest), its SSE body as Agent Events, with timeouts.
@@ -11,6 +11,7 @@
 //! - [`splice`]: joins the attempts of one answer into one client stream.
 //! - [`server`]: the HTTP doors (axum): OpenAI, Anthropic, models, health.
 //! - [`error`]: gateway errors, their status and their shape in each dialect.
+//! - [`replay`]: a fake OpenAI + Anthropic upstream serving the recorded fixtures (demo, tests).
 //!
 //! The dialect adapters and the Agent Event Stream types live in the `providers` crate.
 
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod replay;
 pub mod resilience;
 pub mod route;
 pub mod secret;
