@@ -1,0 +1,905 @@
+//! Gateway load: C concurrent streaming clients issue R requests at a synthetic OpenAI upstream,
+//! once directly and once through `streamgate serve`, in the same run, and the two are compared.
+//!
+//!     cargo bench --bench load
+//!     cargo bench --bench load -- --concurrency 100 --requests 2000 --chunks 50 --delay-ms 0
+//!
+//! The tool starts, all on 127.0.0.1:
+//! - a synthetic OpenAI Chat Completions upstream (hyper, in this process): each answer is a
+//!   role chunk, `--chunks` content chunks of one short token each, a finish chunk, a usage
+//!   chunk and `data: [DONE]`, every SSE frame its own HTTP body chunk, `--delay-ms` between
+//!   frames (0 by default: the gateway's own cost, not a model's pace, bounds the run);
+//! - the gateway as a child process (`--gateway`, default cargo's built `streamgate`), with a
+//!   temporary config whose `openai` provider points at that upstream; it is killed on exit,
+//!   panics included.
+//!
+//! Each phase opens C keep-alive connections, sends one unmeasured warm-up request on each
+//! (which also fills the gateway's upstream pool), then all C clients take requests from a
+//! shared counter until R have been sent. Per request it records the time to first byte (from
+//! sending the request to the first SSE body byte) and checks the stream is whole: the content
+//! tokens all arrived in order, a `stop` finish, `data: [DONE]` last. It prints TTFB p50/p99,
+//! streams/s, the gateway's CPU seconds (utime+stime over the measured gateway phase, from
+//! /proc) and peak RSS (VmHWM), and the ratios to direct. The load tool itself (clients and
+//! upstream) runs on the same machine and competes with the gateway for CPU; its own CPU
+//! seconds are printed too. docs/performance-gateway.md records the figures.
+//!
+//! Flags (unknown ones, such as cargo's `--bench`, are ignored): `--concurrency N` (500),
+//! `--requests N` (5000), `--chunks N` (50), `--delay-ms F` (0), `--warmup N` (1 per client),
+//! `--gateway PATH`, `--gateway-log FILTER` (the gateway's RUST_LOG; default `info`, what
+//! `serve` logs out of the box).
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Barrier;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Res<T> = Result<T, BoxError>;
+
+// ---------------------------------------------------------------------------------------------
+// Arguments
+
+#[derive(Debug, Clone)]
+struct Args {
+    concurrency: usize,
+    requests: usize,
+    chunks: usize,
+    delay: Duration,
+    warmup: usize,
+    gateway: PathBuf,
+    gateway_log: String,
+}
+
+const USAGE: &str = "cargo bench --bench load -- [--concurrency N] [--requests N] [--chunks N] \
+                     [--delay-ms F] [--warmup N] [--gateway PATH] [--gateway-log FILTER]";
+
+impl Args {
+    fn parse() -> Res<Args> {
+        let mut args = Args {
+            concurrency: 500,
+            requests: 5000,
+            chunks: 50,
+            delay: Duration::ZERO,
+            warmup: 1,
+            gateway: PathBuf::from(env!("CARGO_BIN_EXE_streamgate")),
+            gateway_log: "info".to_owned(),
+        };
+        let mut it = std::env::args().skip(1);
+        while let Some(arg) = it.next() {
+            let (name, inline) = match arg.split_once('=') {
+                Some((n, v)) if n.starts_with("--") => (n.to_owned(), Some(v.to_owned())),
+                _ => (arg.clone(), None),
+            };
+            let known = [
+                "--concurrency",
+                "--requests",
+                "--chunks",
+                "--delay-ms",
+                "--warmup",
+                "--gateway",
+                "--gateway-log",
+            ];
+            if name == "--help" || name == "-h" {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            if !known.contains(&name.as_str()) {
+                continue; // cargo's --bench, filters, anything else
+            }
+            let value = match inline {
+                Some(v) => v,
+                None => it.next().ok_or_else(|| format!("{name} needs a value"))?,
+            };
+            let bad = |e: &dyn std::fmt::Display| format!("{name} {value}: {e}");
+            match name.as_str() {
+                "--concurrency" => args.concurrency = value.parse().map_err(|e| bad(&e))?,
+                "--requests" => args.requests = value.parse().map_err(|e| bad(&e))?,
+                "--chunks" => args.chunks = value.parse().map_err(|e| bad(&e))?,
+                "--warmup" => args.warmup = value.parse().map_err(|e| bad(&e))?,
+                "--delay-ms" => {
+                    let ms: f64 = value.parse().map_err(|e| bad(&e))?;
+                    if !(0.0..=60_000.0).contains(&ms) {
+                        return Err(bad(&"must be between 0 and 60000").into());
+                    }
+                    args.delay = Duration::from_secs_f64(ms / 1000.0);
+                }
+                "--gateway" => args.gateway = PathBuf::from(value),
+                "--gateway-log" => args.gateway_log = value,
+                _ => {}
+            }
+        }
+        if args.concurrency == 0 || args.requests == 0 {
+            return Err("--concurrency and --requests must be at least 1".into());
+        }
+        Ok(args)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The synthetic OpenAI upstream
+
+const CHUNK_HEAD: &str = r#"{"id":"chatcmpl-LoadSynthetic0000000000000000","object":"chat.completion.chunk","created":1727346171,"model":"synthetic-2024-08-06","system_fingerprint":"fp_0000000000","choices":["#;
+
+/// The frames of one answer, pre-rendered: role, `chunks` content tokens, finish, usage, DONE.
+fn answer_frames(chunks: usize) -> Vec<Bytes> {
+    let frame = |json: String| Bytes::from(format!("data: {CHUNK_HEAD}{json}\n\n"));
+    let mut frames = Vec::with_capacity(chunks + 4);
+    frames.push(frame(
+        r#"{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}]}"#.to_owned(),
+    ));
+    for i in 0..chunks {
+        frames.push(frame(format!(
+            r#"{{"index":0,"delta":{{"content":"{}"}},"logprobs":null,"finish_reason":null}}]}}"#,
+            token(i)
+        )));
+    }
+    frames.push(frame(
+        r#"{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}]}"#.to_owned(),
+    ));
+    frames.push(frame(format!(
+        r#"],"usage":{{"prompt_tokens":12,"completion_tokens":{chunks},"total_tokens":{},"completion_tokens_details":{{"reasoning_tokens":0}}}}}}"#,
+        chunks + 12
+    )));
+    frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    frames
+}
+
+/// Content token `i`: a few characters, like a real token.
+fn token(i: usize) -> String {
+    format!(" tok{i}")
+}
+
+#[derive(Debug)]
+struct Upstream {
+    frames: Arc<Vec<Bytes>>,
+    delay: Duration,
+    hits: AtomicU64,
+    connections: AtomicU64,
+}
+
+async fn start_upstream(frames: Vec<Bytes>, delay: Duration) -> Res<(SocketAddr, Arc<Upstream>)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let state = Arc::new(Upstream {
+        frames: Arc::new(frames),
+        delay,
+        hits: AtomicU64::new(0),
+        connections: AtomicU64::new(0),
+    });
+    let accept_state = state.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            accept_state.connections.fetch_add(1, Ordering::Relaxed);
+            let state = accept_state.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req| upstream_answer(req, state.clone()));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    Ok((addr, state))
+}
+
+type UpBody = BoxBody<Bytes, Infallible>;
+
+async fn upstream_answer(
+    req: Request<Incoming>,
+    state: Arc<Upstream>,
+) -> Result<Response<UpBody>, Infallible> {
+    let post = req.method() == http::Method::POST;
+    let streaming = match req.into_body().collect().await {
+        Ok(body) => memchr_find(&body.to_bytes(), br#""stream":true"#).is_some(),
+        Err(_) => false,
+    };
+    if !post || !streaming {
+        let mut r = Response::new(BoxBody::new(Full::new(Bytes::from_static(
+            b"{\"error\":{\"message\":\"the load upstream only streams\",\"type\":\"invalid_request_error\"}}",
+        ))));
+        *r.status_mut() = StatusCode::BAD_REQUEST;
+        return Ok(r);
+    }
+    state.hits.fetch_add(1, Ordering::Relaxed);
+    let frames = state.frames.clone();
+    let delay = state.delay;
+    let body = futures_util::stream::unfold(0usize, move |i| {
+        let frames = frames.clone();
+        async move {
+            let frame = frames.get(i)?.clone();
+            if i > 0 && !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            Some((Ok::<_, Infallible>(Frame::data(frame)), i + 1))
+        }
+    });
+    let mut r = Response::new(BoxBody::new(StreamBody::new(body)));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-cache"),
+    );
+    Ok(r)
+}
+
+fn memchr_find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The gateway child
+
+/// Kills the gateway and removes its temporary directory when dropped (panics included).
+#[derive(Debug)]
+struct Gateway {
+    child: Child,
+    pid: u32,
+    addr: SocketAddr,
+    dir: PathBuf,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Gateway {
+    fn spawn(binary: &Path, upstream: SocketAddr, log_filter: &str) -> Res<Gateway> {
+        if !binary.is_file() {
+            return Err(format!(
+                "gateway binary {} not found: build it with `cargo build --release` or pass \
+                 --gateway PATH",
+                binary.display()
+            )
+            .into());
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let dir = std::env::temp_dir().join(format!("streamgate-load-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let config = dir.join("gateway.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = \"{addr}\"\n\n[providers.openai]\ndialect = \"openai\"\n\
+                 base_url = \"http://{upstream}/v1\"\n"
+            ),
+        )?;
+        let log = std::fs::File::create(dir.join("gateway.log"))?;
+        let child = Command::new(binary)
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .arg("--listen")
+            .arg(addr.to_string())
+            .env("RUST_LOG", log_filter)
+            .env_remove("STREAMGATE_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", binary.display()))?;
+        let pid = child.id();
+        Ok(Gateway {
+            child,
+            pid,
+            addr,
+            dir,
+        })
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.join("gateway.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Waits until `GET /healthz` answers 200 (10 s at most).
+    async fn ready(&mut self) -> Res<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Err(format!("the gateway exited ({status}):\n{}", self.log_tail()).into());
+            }
+            if healthz(self.addr).await.unwrap_or(false) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the gateway did not answer /healthz within 10 s:\n{}",
+                    self.log_tail()
+                )
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn healthz(addr: SocketAddr) -> Res<bool> {
+    let mut sender = connect(addr).await?;
+    let req = Request::get("/healthz")
+        .header(header::HOST, addr.to_string())
+        .body(Full::new(Bytes::new()))?;
+    let resp = sender.send_request(req).await?;
+    Ok(resp.status() == StatusCode::OK)
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc
+
+/// utime + stime of `pid` (or this process), in seconds.
+fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/stat"),
+        None => "/proc/self/stat".to_owned(),
+    };
+    let stat = std::fs::read_to_string(path).ok()?;
+    // Fields after the parenthesized command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let hz = rustix::param::clock_ticks_per_second() as f64;
+    Some((utime + stime) as f64 / hz)
+}
+
+/// A `kB` field of /proc/PID/status (VmHWM, VmRSS), in MiB.
+fn status_mib(pid: u32, field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Raises the soft open-files limit toward `want` (children inherit it).
+fn raise_fd_limit(want: u64) -> String {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    let current = limit.current.unwrap_or(u64::MAX);
+    if current >= want {
+        return format!("{current}");
+    }
+    let target = limit.maximum.map_or(want, |max| want.min(max));
+    limit.current = Some(target);
+    match setrlimit(Resource::Nofile, limit) {
+        Ok(()) if target >= want => format!("{target} (raised from {current})"),
+        Ok(()) => format!("{target} (raised from {current}; hard limit, below the {want} wanted)"),
+        Err(e) => format!("{current} (raising to {want} failed: {e})"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The load
+
+#[derive(Debug, Clone)]
+struct Target {
+    addr: SocketAddr,
+    path: &'static str,
+    body: Bytes,
+}
+
+#[derive(Debug)]
+struct Expected {
+    content: String,
+}
+
+#[derive(Debug, Default)]
+struct WorkerResult {
+    ttfb: Vec<Duration>,
+    total: Vec<Duration>,
+    frames: u64,
+    errors: u64,
+    warmup_errors: u64,
+    first_error: Option<String>,
+}
+
+#[derive(Debug)]
+struct Phase {
+    ttfb: Vec<Duration>,
+    total: Vec<Duration>,
+    frames_per_stream: f64,
+    errors: u64,
+    warmup_errors: u64,
+    first_error: Option<String>,
+    wall: Duration,
+    tool_cpu: f64,
+    gateway_cpu: Option<f64>,
+    upstream_hits: u64,
+    upstream_connections: u64,
+}
+
+impl Phase {
+    fn ok(&self) -> usize {
+        self.ttfb.len()
+    }
+    fn streams_per_s(&self) -> f64 {
+        self.ok() as f64 / self.wall.as_secs_f64()
+    }
+}
+
+async fn connect(addr: SocketAddr) -> Res<SendRequest<Full<Bytes>>> {
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// One streaming request on the worker's keep-alive connection (reopened when closed).
+async fn one(
+    sender: &mut Option<SendRequest<Full<Bytes>>>,
+    target: &Target,
+    expected: &Expected,
+) -> Res<(Duration, Duration, u64)> {
+    let s = match sender {
+        Some(s) if !s.is_closed() => s,
+        _ => sender.insert(connect(target.addr).await?),
+    };
+    if s.ready().await.is_err() {
+        *s = connect(target.addr).await?;
+    }
+    let req = Request::post(target.path)
+        .header(header::HOST, target.addr.to_string())
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::ACCEPT, "text/event-stream")
+        .header(header::AUTHORIZATION, "Bearer sk-load-test")
+        .body(Full::new(target.body.clone()))?;
+    let t0 = Instant::now();
+    let result = async {
+        let resp = s.send_request(req).await?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        if status != StatusCode::OK {
+            let text = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&text)).into());
+        }
+        let mut buf = Vec::with_capacity(16 * 1024);
+        let mut ttfb = None;
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data()
+                && !data.is_empty()
+            {
+                ttfb.get_or_insert_with(|| t0.elapsed());
+                buf.extend_from_slice(&data);
+            }
+        }
+        let total = t0.elapsed();
+        let frames = verify(&buf, expected)?;
+        let ttfb = ttfb.ok_or("empty body")?;
+        Ok::<_, BoxError>((ttfb, total, frames))
+    }
+    .await;
+    if result.is_err() {
+        *sender = None; // the connection may be half-way through a body: start afresh
+    }
+    result
+}
+
+/// Checks an OpenAI SSE body is whole: every content token in order, a `stop` finish, DONE
+/// last. Returns the number of `data:` frames.
+fn verify(body: &[u8], expected: &Expected) -> Res<u64> {
+    let text = std::str::from_utf8(body)?;
+    let mut content = String::with_capacity(expected.content.len());
+    let mut frames = 0u64;
+    let mut last = "";
+    let mut stopped = false;
+    for block in text.split("\n\n") {
+        let Some(data) = block.trim_start().strip_prefix("data:") else {
+            continue;
+        };
+        let data = data.trim();
+        frames += 1;
+        last = data;
+        if data.contains(r#""finish_reason":"stop""#) {
+            stopped = true;
+        }
+        // Tokens carry no quotes or escapes, so the value ends at the next quote.
+        if let Some(at) = data.find(r#""content":""#) {
+            let rest = &data[at + 11..];
+            if let Some(end) = rest.find('"') {
+                content.push_str(&rest[..end]);
+            }
+        }
+    }
+    if last != "[DONE]" {
+        return Err(format!("stream not terminated by [DONE] (last frame: {last:.200})").into());
+    }
+    if !stopped {
+        return Err("no finish_reason stop".into());
+    }
+    if content != expected.content {
+        return Err(format!(
+            "content differs: {} bytes received, {} expected",
+            content.len(),
+            expected.content.len()
+        )
+        .into());
+    }
+    Ok(frames)
+}
+
+async fn worker(
+    target: Arc<Target>,
+    expected: Arc<Expected>,
+    next: Arc<AtomicUsize>,
+    total: usize,
+    warmup: usize,
+    barrier: Arc<Barrier>,
+) -> WorkerResult {
+    let mut out = WorkerResult::default();
+    let mut sender = None;
+    for _ in 0..warmup {
+        if let Err(e) = one(&mut sender, &target, &expected).await {
+            out.warmup_errors += 1;
+            out.first_error
+                .get_or_insert_with(|| format!("warm-up: {e}"));
+        }
+    }
+    barrier.wait().await;
+    while next.fetch_add(1, Ordering::Relaxed) < total {
+        match one(&mut sender, &target, &expected).await {
+            Ok((ttfb, all, frames)) => {
+                out.ttfb.push(ttfb);
+                out.total.push(all);
+                out.frames += frames;
+            }
+            Err(e) => {
+                out.errors += 1;
+                out.first_error.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+    out
+}
+
+async fn run_phase(
+    args: &Args,
+    target: Target,
+    expected: Arc<Expected>,
+    gateway_pid: Option<u32>,
+    upstream: &Upstream,
+) -> Res<Phase> {
+    let target = Arc::new(target);
+    // Measured hits = all hits of the phase minus the warm-ups.
+    let hits0 = upstream.hits.load(Ordering::Relaxed) + (args.concurrency * args.warmup) as u64;
+    let conns0 = upstream.connections.load(Ordering::Relaxed);
+    let next = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(Barrier::new(args.concurrency + 1));
+    let mut tasks = Vec::with_capacity(args.concurrency);
+    for _ in 0..args.concurrency {
+        tasks.push(tokio::spawn(worker(
+            target.clone(),
+            expected.clone(),
+            next.clone(),
+            args.requests,
+            args.warmup,
+            barrier.clone(),
+        )));
+    }
+    barrier.wait().await;
+    let gw0 = gateway_pid.and_then(|p| cpu_seconds(Some(p)));
+    let tool0 = cpu_seconds(None).unwrap_or(0.0);
+    let start = Instant::now();
+    let mut results = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        results.push(task.await?);
+    }
+    let wall = start.elapsed();
+    let tool_cpu = cpu_seconds(None).unwrap_or(0.0) - tool0;
+    let gateway_cpu = match (gw0, gateway_pid.and_then(|p| cpu_seconds(Some(p)))) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    let mut phase = Phase {
+        ttfb: Vec::with_capacity(args.requests),
+        total: Vec::with_capacity(args.requests),
+        frames_per_stream: 0.0,
+        errors: 0,
+        warmup_errors: 0,
+        first_error: None,
+        wall,
+        tool_cpu,
+        gateway_cpu,
+        upstream_hits: upstream.hits.load(Ordering::Relaxed).saturating_sub(hits0),
+        upstream_connections: upstream.connections.load(Ordering::Relaxed) - conns0,
+    };
+    let mut frames = 0u64;
+    for r in results {
+        phase.ttfb.extend(r.ttfb);
+        phase.total.extend(r.total);
+        phase.errors += r.errors;
+        phase.warmup_errors += r.warmup_errors;
+        frames += r.frames;
+        if phase.first_error.is_none() {
+            phase.first_error = r.first_error;
+        }
+    }
+    phase.ttfb.sort_unstable();
+    phase.total.sort_unstable();
+    phase.frames_per_stream = frames as f64 / phase.ok().max(1) as f64;
+    Ok(phase)
+}
+
+/// Nearest-rank percentile of sorted durations, in milliseconds.
+fn pct(sorted: &[Duration], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1].as_secs_f64() * 1000.0
+}
+
+fn request_body(model: &str) -> Bytes {
+    Bytes::from(format!(
+        r#"{{"model":"{model}","stream":true,"stream_options":{{"include_usage":true}},"messages":[{{"role":"user","content":"Write a short paragraph about load testing."}}]}}"#
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Main
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("load: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run() -> Res<bool> {
+    let args = Args::parse()?;
+    // Per side: C client sockets + C upstream sockets in this process, C + C in the gateway.
+    let fds = raise_fd_limit(4 * args.concurrency as u64 + 1024);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run_async(args, fds))
+}
+
+async fn run_async(args: Args, fds: String) -> Res<bool> {
+    let frames = answer_frames(args.chunks);
+    let frame_bytes: usize = frames.iter().map(Bytes::len).sum();
+    let expected = Arc::new(Expected {
+        content: (0..args.chunks).map(token).collect(),
+    });
+    let (up_addr, upstream) = start_upstream(frames.clone(), args.delay).await?;
+    let mut gateway = Gateway::spawn(&args.gateway, up_addr, &args.gateway_log)?;
+    gateway.ready().await?;
+    let idle_rss = status_mib(gateway.pid, "VmRSS");
+
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    println!(
+        "streamgate load: {} concurrent clients, {} streams per phase ({} warm-up per client), \
+         {} content chunks per stream ({} frames, {} bytes upstream), {:.1} ms between frames",
+        args.concurrency,
+        args.requests,
+        args.warmup,
+        args.chunks,
+        frames.len(),
+        frame_bytes,
+        args.delay.as_secs_f64() * 1000.0
+    );
+    println!(
+        "machine: {cpus} CPUs ({}); open-files limit {fds}; gateway {} (pid {}, RUST_LOG={})",
+        cpu_model(),
+        args.gateway.display(),
+        gateway.pid,
+        args.gateway_log
+    );
+    println!("the load generator and the synthetic upstream share these CPUs with the gateway");
+
+    eprintln!("direct phase ...");
+    let direct = run_phase(
+        &args,
+        Target {
+            addr: up_addr,
+            path: "/v1/chat/completions",
+            body: request_body("synthetic"),
+        },
+        expected.clone(),
+        None,
+        &upstream,
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    eprintln!("gateway phase ...");
+    let via = run_phase(
+        &args,
+        Target {
+            addr: gateway.addr,
+            path: "/v1/chat/completions",
+            body: request_body("openai/synthetic"),
+        },
+        expected.clone(),
+        Some(gateway.pid),
+        &upstream,
+    )
+    .await?;
+    let peak_rss = status_mib(gateway.pid, "VmHWM");
+    let alive = gateway.child.try_wait()?.is_none();
+
+    print!("{}", report(&direct, &via, idle_rss, peak_rss));
+    if !alive {
+        println!("the gateway exited during the run:\n{}", gateway.log_tail());
+    }
+    drop(gateway);
+    Ok(direct.errors + via.errors + direct.warmup_errors + via.warmup_errors == 0 && alive)
+}
+
+fn report(direct: &Phase, via: &Phase, idle_rss: Option<f64>, peak_rss: Option<f64>) -> String {
+    let mut s = String::new();
+    let opt = |v: Option<f64>, digits: usize| {
+        v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.digits$}"))
+    };
+    let row = |s: &mut String, name: &str, d: String, g: String, extra: String| {
+        let _ = writeln!(s, "{name:<28} {d:>12} {g:>12}   {extra}");
+    };
+    let _ = writeln!(s);
+    row(
+        &mut s,
+        "",
+        "direct".into(),
+        "gateway".into(),
+        "gateway vs direct".into(),
+    );
+    let (d50, g50) = (pct(&direct.ttfb, 0.50), pct(&via.ttfb, 0.50));
+    let (d99, g99) = (pct(&direct.ttfb, 0.99), pct(&via.ttfb, 0.99));
+    row(
+        &mut s,
+        "TTFB p50 (ms)",
+        format!("{d50:.3}"),
+        format!("{g50:.3}"),
+        format!("+{:.3} ms", g50 - d50),
+    );
+    row(
+        &mut s,
+        "TTFB p99 (ms)",
+        format!("{d99:.3}"),
+        format!("{g99:.3}"),
+        format!("+{:.3} ms added p99 TTFB", g99 - d99),
+    );
+    row(
+        &mut s,
+        "stream time p50 (ms)",
+        format!("{:.3}", pct(&direct.total, 0.50)),
+        format!("{:.3}", pct(&via.total, 0.50)),
+        String::new(),
+    );
+    row(
+        &mut s,
+        "stream time p99 (ms)",
+        format!("{:.3}", pct(&direct.total, 0.99)),
+        format!("{:.3}", pct(&via.total, 0.99)),
+        String::new(),
+    );
+    let ratio = via.streams_per_s() / direct.streams_per_s();
+    row(
+        &mut s,
+        "streams/s",
+        format!("{:.0}", direct.streams_per_s()),
+        format!("{:.0}", via.streams_per_s()),
+        format!("{:.1}% of direct", ratio * 100.0),
+    );
+    row(
+        &mut s,
+        "wall time (s)",
+        format!("{:.3}", direct.wall.as_secs_f64()),
+        format!("{:.3}", via.wall.as_secs_f64()),
+        String::new(),
+    );
+    row(
+        &mut s,
+        "streams ok / errors",
+        format!("{} / {}", direct.ok(), direct.errors),
+        format!("{} / {}", via.ok(), via.errors),
+        format!(
+            "warm-up errors {} / {}",
+            direct.warmup_errors, via.warmup_errors
+        ),
+    );
+    row(
+        &mut s,
+        "SSE frames per stream",
+        format!("{:.1}", direct.frames_per_stream),
+        format!("{:.1}", via.frames_per_stream),
+        format!(
+            "upstream hits {} / {}",
+            direct.upstream_hits, via.upstream_hits
+        ),
+    );
+    row(
+        &mut s,
+        "upstream TCP connections",
+        format!("{}", direct.upstream_connections),
+        format!("{}", via.upstream_connections),
+        "opened during the phase, warm-up included".into(),
+    );
+    row(
+        &mut s,
+        "load tool CPU (s)",
+        format!("{:.2}", direct.tool_cpu),
+        format!("{:.2}", via.tool_cpu),
+        "clients + synthetic upstream".into(),
+    );
+    let per_stream = via.gateway_cpu.map(|c| c * 1e6 / via.ok().max(1) as f64);
+    row(
+        &mut s,
+        "gateway CPU (s)",
+        "-".into(),
+        opt(via.gateway_cpu, 2),
+        format!("{} us per stream", opt(per_stream, 0)),
+    );
+    row(
+        &mut s,
+        "gateway RSS (MiB)",
+        "-".into(),
+        opt(peak_rss, 1),
+        format!("peak (VmHWM); {} MiB idle after start", opt(idle_rss, 1)),
+    );
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "targets: added p99 TTFB < 1 ms: {} ({:+.3} ms); throughput >= 90% of direct: {} ({:.1}%)",
+        if g99 - d99 < 1.0 { "met" } else { "MISSED" },
+        g99 - d99,
+        if ratio >= 0.9 { "met" } else { "MISSED" },
+        ratio * 100.0
+    );
+    for (name, p) in [("direct", direct), ("gateway", via)] {
+        if let Some(e) = &p.first_error {
+            let _ = writeln!(s, "first {name} error: {e:.300}");
+        }
+    }
+    s
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned())
+}
