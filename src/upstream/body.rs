@@ -33,7 +33,10 @@ pub struct EventStream {
     done: bool,
     idle: Duration,
     /// Armed once the first event arrived: before that the caller's first-byte timer rules.
+    /// It is not moved on every chunk (that costs a timer-wheel update per chunk): when it
+    /// fires, it is re-armed from `last_data` if data came since.
     idle_timer: Option<Pin<Box<Sleep>>>,
+    last_data: Instant,
 }
 
 impl std::fmt::Debug for EventStream {
@@ -64,6 +67,7 @@ impl EventStream {
             done: false,
             idle,
             idle_timer: None,
+            last_data: Instant::now(),
         }
     }
 
@@ -122,9 +126,7 @@ impl Stream for EventStream {
             }
             match this.body.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(bytes))) => {
-                    if let Some(timer) = &mut this.idle_timer {
-                        timer.as_mut().reset(Instant::now() + this.idle);
-                    }
+                    this.last_data = Instant::now();
                     let result = this.decoder.feed(&bytes, &mut this.scratch);
                     this.decoded();
                     if let Err(e) = result {
@@ -145,6 +147,13 @@ impl Stream for EventStream {
                     if let Some(timer) = &mut this.idle_timer
                         && timer.as_mut().poll(cx).is_ready()
                     {
+                        let deadline = this.last_data + this.idle;
+                        if deadline > Instant::now() {
+                            // Data came since the timer was set: wait the rest of the idle
+                            // period from the last chunk.
+                            timer.as_mut().reset(deadline);
+                            continue;
+                        }
                         this.failed = Some(GatewayError::Timeout {
                             provider: this.provider.clone(),
                             phase: TimeoutPhase::Idle,
