@@ -1,9 +1,10 @@
-//! The `streamgate` command line: `events` (a provider SSE body as Agent Event JSON lines)
+//! The `streamgate` command line: `serve`, `demo` (the gateway over recorded streams), `events` (a provider SSE body as Agent Event JSON lines)
 //! and `convert` (a provider SSE body re-encoded in another dialect).
 //!
 //! Input is read in chunks and decoded as it arrives; output is flushed after every chunk so
 //! the commands work live at the end of a pipe.
 
+mod demo;
 mod pump;
 mod serve;
 
@@ -67,6 +68,16 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
     },
+    /// Run the gateway over a built-in replay of the recorded OpenAI and Anthropic streams (no
+    /// keys, no network) and print how to call it.
+    Demo {
+        /// Address of the gateway (`127.0.0.1:0` picks a free port; the real one is printed).
+        #[arg(long, value_name = "ADDR", default_value = crate::config::DEFAULT_LISTEN)]
+        listen: SocketAddr,
+        /// Print only `{"gateway":URL,"replay":URL}` as the first line of standard output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Decode a provider SSE body and print its Agent Events as JSON lines (with envelope).
     #[command(after_help = EVENTS_EXAMPLES)]
     Events {
@@ -127,6 +138,13 @@ pub fn main() -> ExitCode {
 fn run(command: Command) -> Outcome {
     match command {
         Command::Serve { config, listen } => match serve::run(config.as_deref(), listen) {
+            Ok(()) => Outcome::Complete,
+            Err(e) => {
+                report(&e.to_string());
+                Outcome::Bad
+            }
+        },
+        Command::Demo { listen, json } => match demo::run(listen, json) {
             Ok(()) => Outcome::Complete,
             Err(e) => {
                 report(&e.to_string());

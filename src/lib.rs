@@ -9,6 +9,7 @@
 //! - [`engine`]: a door's request -> the chosen upstream's events.
 //! - [`server`]: the HTTP doors (axum): OpenAI, Anthropic, models, health.
 //! - [`error`]: gateway errors, their status and their shape in each dialect.
+//! - [`replay`]: a fake OpenAI + Anthropic upstream serving the recorded fixtures (demo, tests).
 //!
 //! The dialect adapters and the Agent Event Stream types live in the `providers` crate.
 
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod replay;
 pub mod route;
 pub mod secret;
 pub mod server;

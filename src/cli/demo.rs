@@ -1,0 +1,104 @@
+//! `streamgate demo`: the replay upstream and the gateway over it, in one process, no keys and
+//! no network. Prints how to call it, then serves until Ctrl-C or SIGTERM.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use providers::Dialect;
+
+use super::serve::{ServeError, init_logging, shutdown_signal};
+use crate::engine::Engine;
+use crate::replay::{self, DEMO_ALIASES};
+use crate::server;
+
+/// Runs the demo. With `json`, standard output gets exactly one line,
+/// `{"gateway":"http://HOST:P","replay":"http://HOST:Q"}`; logs always go to stderr.
+pub fn run(listen: SocketAddr, json: bool) -> Result<(), ServeError> {
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let replay = replay::spawn(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let mut config = replay.config();
+        config.server.listen = listen;
+        let engine = Arc::new(Engine::new(config)?);
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let gateway = format!("http://{}", listener.local_addr()?);
+        let text = if json {
+            format!(
+                "{}\n",
+                serde_json::json!({"gateway": gateway, "replay": replay.url()})
+            )
+        } else {
+            instructions(&gateway, &replay.url())
+        };
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(text.as_bytes())?;
+        stdout.flush()?;
+        drop(stdout);
+        tracing::info!(gateway = %gateway, replay = %replay.url(), "streamgate demo listening");
+        server::serve(engine, listener, shutdown_signal()).await?;
+        replay.shutdown().await?;
+        Ok(())
+    })
+}
+
+/// The how-to-call-it text.
+fn instructions(gateway: &str, replay: &str) -> String {
+    let models = |d: Dialect| {
+        replay::fixture_names(d)
+            .iter()
+            .map(|n| format!("{}/{n}", d.as_str()))
+            .collect::<Vec<_>>()
+            .join("\n    ")
+    };
+    let aliases = DEMO_ALIASES
+        .iter()
+        .map(|(a, r)| format!("{a} -> {r}"))
+        .collect::<Vec<_>>()
+        .join("\n    ");
+    format!(
+        r#"streamgate demo: the gateway at {gateway}, over a replay upstream at {replay}
+serving recorded OpenAI and Anthropic streams (no keys, no network). Ctrl-C stops it.
+
+Either door answers for any model: ask the OpenAI door for an Anthropic recording and get an
+OpenAI stream, and the reverse.
+
+OpenAI door:
+  curl -sN {gateway}/v1/chat/completions -H 'content-type: application/json' \
+    -d '{{"model":"anthropic/tool_use_with_text","stream":true,"stream_options":{{"include_usage":true}},"messages":[{{"role":"user","content":"hi"}}]}}'
+
+Anthropic door:
+  curl -sN {gateway}/v1/messages -H 'content-type: application/json' -H 'anthropic-version: 2023-06-01' \
+    -d '{{"model":"openai/tool_calls_parallel","max_tokens":1024,"stream":true,"messages":[{{"role":"user","content":"hi"}}]}}'
+
+Python, OpenAI SDK:
+  from openai import OpenAI
+  client = OpenAI(base_url="{gateway}/v1", api_key="unused")
+  for chunk in client.chat.completions.create(model="anthropic/tool_use_with_text", stream=True,
+                                               messages=[{{"role": "user", "content": "hi"}}]):
+      print(chunk.choices[0].delta if chunk.choices else chunk.usage)
+
+Python, Anthropic SDK:
+  import anthropic
+  client = anthropic.Anthropic(base_url="{gateway}", api_key="unused")
+  with client.messages.stream(model="demo", max_tokens=1024,
+                              messages=[{{"role": "user", "content": "hi"}}]) as stream:
+      print(stream.get_final_message())
+
+Aliases:
+    {aliases}
+
+Models (each is a recording; the question asked does not matter):
+    {openai}
+    {anthropic}
+
+Faults: put knobs before the recording, e.g. anthropic/slow:text_basic (one frame per 100 ms),
+drip=MS, stall, stall_after=N, reset_after=N, error_after=N, status=429,retry_after=2, chunk=N.
+"#,
+        openai = models(Dialect::OpenAi),
+        anthropic = models(Dialect::Anthropic),
+    )
+}

@@ -1,0 +1,539 @@
+//! The replay upstream: an HTTP server (axum on hyper) that answers like OpenAI and Anthropic
+//! from the recorded fixtures. `streamgate demo` and the gateway tests run the gateway over it.
+//!
+//! # Contract
+//!
+//! - `POST /v1/chat/completions` serves `fixtures/openai_chat/<model>.sse`, `POST /v1/messages`
+//!   serves `fixtures/anthropic/<model>.sse`, where `<model>` is the request body's `model`.
+//!   An unknown model is a 404 with that dialect's error JSON. OpenAI SDK base_url:
+//!   `{replay}/v1`; Anthropic SDK base_url: `{replay}`.
+//! - `stream: true`: the fixture's bytes as `text/event-stream`, one SSE frame per body chunk
+//!   (each flushed as it is written). `stream` false or absent: the non-streaming JSON body of
+//!   the same answer. That body is *derived*, not recorded: the fixture is decoded, assembled
+//!   and written with [`providers::encode_response`] of the endpoint's dialect.
+//! - `POST /v1/messages/count_tokens`: `{"input_tokens": N}`, N = request bytes / 4.
+//! - The fixtures are embedded in the binary at build time (build.rs), so the replay works
+//!   from any directory; tests may add bodies of their own with [`Replay::insert_fixture`].
+//! - Fault knobs are written in front of the model: `KNOBS:FIXTURE`, see [`fault`].
+//! - Every request is recorded ([`Replay::requests`]); streamed responses are counted when
+//!   they open and when their body is dropped (finished, or the client went away), so a test
+//!   can prove that the gateway lets go of an upstream whose client disconnected.
+
+pub mod fault;
+
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));
+}
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use futures_util::StreamExt;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use providers::{Assembler, Dialect, StreamDecoder, encode_response};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ModelConfig, ProviderConfig};
+pub use fault::Fault;
+
+/// The fixture directory of a dialect.
+pub fn fixture_dir(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::OpenAi => "openai_chat",
+        Dialect::Anthropic => "anthropic",
+    }
+}
+
+/// The embedded fixture `name` (file stem) of `dialect`.
+pub fn fixture(dialect: Dialect, name: &str) -> Option<&'static [u8]> {
+    let dir = fixture_dir(dialect);
+    embedded::FIXTURES
+        .iter()
+        .find(|(d, n, _)| *d == dir && *n == name)
+        .map(|(_, _, body)| *body)
+}
+
+/// The names (file stems) of every embedded fixture of `dialect`, sorted.
+pub fn fixture_names(dialect: Dialect) -> Vec<&'static str> {
+    let dir = fixture_dir(dialect);
+    embedded::FIXTURES
+        .iter()
+        .filter(|(d, _, _)| *d == dir)
+        .map(|(_, n, _)| *n)
+        .collect()
+}
+
+/// Model aliases the replay's configuration defines (alias, route).
+pub const DEMO_ALIASES: [(&str, &str); 3] = [
+    ("demo", "anthropic/tool_use_with_text"),
+    ("demo-openai", "openai/tool_calls_parallel"),
+    ("demo-thinking", "anthropic/thinking_short"),
+];
+
+/// One request the replay received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// Request path (`/v1/messages`).
+    pub path: String,
+    /// Request headers as received.
+    pub headers: HeaderMap,
+    /// The JSON body (`Null` when it was not JSON).
+    pub body: Value,
+}
+
+impl Recorded {
+    /// A header's value as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The body's `model`.
+    pub fn model(&self) -> Option<&str> {
+        self.body.get("model").and_then(Value::as_str)
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    requests: Mutex<Vec<Recorded>>,
+    extra: Mutex<HashMap<(Dialect, String), Bytes>>,
+    opened: AtomicUsize,
+    closed: watch::Sender<usize>,
+    cancel: CancellationToken,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking test thread must not hide the recordings from the others.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A running replay upstream. Dropping it shuts it down (open streams are cut).
+#[derive(Debug)]
+pub struct Replay {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: Option<tokio::task::JoinHandle<io::Result<()>>>,
+}
+
+/// Starts a replay upstream on `addr` (`127.0.0.1:0` for any free port) on the current tokio
+/// runtime.
+pub async fn spawn(addr: SocketAddr) -> io::Result<Replay> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let (closed, _) = watch::channel(0);
+    let shared = Arc::new(Shared {
+        requests: Mutex::new(Vec::new()),
+        extra: Mutex::new(HashMap::new()),
+        opened: AtomicUsize::new(0),
+        closed,
+        cancel: CancellationToken::new(),
+    });
+    let app = Router::new()
+        .route("/v1/chat/completions", post(openai))
+        .route("/chat/completions", post(openai))
+        .route("/v1/messages", post(anthropic))
+        .route("/v1/messages/count_tokens", post(count_tokens))
+        .with_state(shared.clone());
+    let cancel = shared.cancel.clone();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { cancel.cancelled().await })
+            .await
+    });
+    Ok(Replay {
+        addr,
+        shared,
+        task: Some(task),
+    })
+}
+
+impl Replay {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`: the Anthropic SDK's base_url (the OpenAI SDK's is this + `/v1`).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A gateway configuration over this replay: providers `openai` and `anthropic` (no key
+    /// variables), and the [`DEMO_ALIASES`].
+    pub fn config(&self) -> Config {
+        let mut config = Config::default();
+        let mut openai = ProviderConfig::new(Dialect::OpenAi, &format!("{}/v1", self.url()), "");
+        openai.api_key_env = None;
+        let mut anthropic = ProviderConfig::new(Dialect::Anthropic, &self.url(), "");
+        anthropic.api_key_env = None;
+        config.providers.insert("openai".into(), openai);
+        config.providers.insert("anthropic".into(), anthropic);
+        for (alias, route) in DEMO_ALIASES {
+            config.models.insert(
+                alias.into(),
+                ModelConfig {
+                    route: route.into(),
+                    fallbacks: Vec::new(),
+                },
+            );
+        }
+        config
+    }
+
+    /// Serves `body` as model `name` of `dialect` (tests' own bodies; shadows a fixture).
+    pub fn insert_fixture(&self, dialect: Dialect, name: &str, body: impl Into<Bytes>) {
+        lock(&self.shared.extra).insert((dialect, name.to_owned()), body.into());
+    }
+
+    /// Every request received so far, in order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        lock(&self.shared.requests).clone()
+    }
+
+    /// Streamed responses started so far.
+    pub fn streams_opened(&self) -> usize {
+        self.shared.opened.load(Ordering::SeqCst)
+    }
+
+    /// Streamed responses whose body was dropped (written to the end, or the client left).
+    pub fn streams_closed(&self) -> usize {
+        *self.shared.closed.borrow()
+    }
+
+    /// Waits up to `timeout` until at least `count` streams have closed; false on timeout.
+    pub async fn wait_streams_closed(&self, count: usize, timeout: Duration) -> bool {
+        let mut rx = self.shared.closed.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|n| *n >= count))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Stops accepting, cuts open streams and waits for the server to end.
+    pub async fn shutdown(mut self) -> io::Result<()> {
+        self.shared.cancel.cancel();
+        match self.task.take() {
+            Some(task) => task.await.unwrap_or_else(|e| Err(io::Error::other(e))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Replay {
+    fn drop(&mut self) {
+        self.shared.cancel.cancel();
+    }
+}
+
+async fn openai(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    answer(&shared, Dialect::OpenAi, request).await
+}
+
+async fn anthropic(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    answer(&shared, Dialect::Anthropic, request).await
+}
+
+async fn count_tokens(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    match record(&shared, request).await {
+        Ok((_, bytes)) => json_response(
+            StatusCode::OK,
+            &json!({"input_tokens": bytes.len().div_ceil(4)}),
+        ),
+        Err(message) => error(Dialect::Anthropic, StatusCode::BAD_REQUEST, &message),
+    }
+}
+
+/// Reads and records a request; the parsed body, or why it is not JSON.
+async fn record(shared: &Shared, request: Request) -> Result<(Value, Bytes), String> {
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 * 1024 * 1024)
+        .await
+        .map_err(|e| format!("reading the body: {e}"))?;
+    let parsed = serde_json::from_slice::<Value>(&bytes);
+    lock(&shared.requests).push(Recorded {
+        path: parts.uri.path().to_owned(),
+        headers: parts.headers,
+        body: parsed.as_ref().cloned().unwrap_or(Value::Null),
+    });
+    let value = parsed.map_err(|e| format!("the body is not JSON: {e}"))?;
+    Ok((value, bytes))
+}
+
+async fn answer(shared: &Arc<Shared>, dialect: Dialect, request: Request) -> Response {
+    let body = match record(shared, request).await {
+        Ok((body, _)) => body,
+        Err(message) => return error(dialect, StatusCode::BAD_REQUEST, &message),
+    };
+    let Some(model) = body.get("model").and_then(Value::as_str) else {
+        return error(dialect, StatusCode::BAD_REQUEST, "model: field required");
+    };
+    let (fault, name) = match Fault::parse(model) {
+        Ok(parsed) => parsed,
+        Err(message) => return error(dialect, StatusCode::BAD_REQUEST, &message),
+    };
+    let extra = lock(&shared.extra)
+        .get(&(dialect, name.to_owned()))
+        .cloned();
+    let Some(fixture) = extra.or_else(|| fixture(dialect, name).map(Bytes::from_static)) else {
+        return not_found(dialect, model);
+    };
+    if fault.hang {
+        shared.cancel.cancelled().await;
+        return error(dialect, StatusCode::SERVICE_UNAVAILABLE, "replay shut down");
+    }
+    if let Some(status) = fault.status {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = error(dialect, status, "replay: injected failure");
+        if let Some(secs) = fault.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        return response;
+    }
+    if body.get("stream").and_then(Value::as_bool) == Some(true) {
+        stream(shared, dialect, fixture, fault)
+    } else {
+        whole(dialect, &fixture)
+    }
+}
+
+/// The derived non-streaming body: the fixture decoded, assembled and encoded.
+fn whole(dialect: Dialect, fixture: &[u8]) -> Response {
+    let (events, result) = StreamDecoder::decode_all(dialect, fixture);
+    if let Err(e) = result {
+        return error(
+            dialect,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("replay: fixture does not decode: {e}"),
+        );
+    }
+    match encode_response(dialect, &Assembler::assemble(&events)) {
+        Ok(body) => json_response(StatusCode::OK, &body),
+        Err(e) => error(
+            dialect,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("replay: no non-streaming body for this fixture: {e}"),
+        ),
+    }
+}
+
+/// The SSE frames of a body, each with its terminating blank line; together they are the
+/// whole body (blank lines between frames stay with the frame before them).
+pub fn frames(body: &[u8]) -> Vec<Bytes> {
+    let body = Bytes::copy_from_slice(body);
+    let mut ends = Vec::new();
+    let (mut start, mut line_start) = (0, 0);
+    for (i, &b) in body.iter().enumerate() {
+        if b != b'\n' {
+            continue;
+        }
+        let line = &body[line_start..i];
+        let has_content = body[start..line_start]
+            .iter()
+            .any(|b| !b.is_ascii_whitespace());
+        if (line.is_empty() || line == b"\r") && has_content {
+            ends.push(i + 1);
+            start = i + 1;
+        } else if (line.is_empty() || line == b"\r") && !ends.is_empty() && start == line_start {
+            // A further blank line: it belongs to the frame before.
+            if let Some(last) = ends.last_mut() {
+                *last = i + 1;
+            }
+            start = i + 1;
+        }
+        line_start = i + 1;
+    }
+    if body[start..].iter().any(|b| !b.is_ascii_whitespace()) || ends.is_empty() {
+        ends.push(body.len());
+    } else if let Some(last) = ends.last_mut() {
+        *last = body.len();
+    }
+    let mut out = Vec::with_capacity(ends.len());
+    let mut from = 0;
+    for end in ends {
+        if end > from {
+            out.push(body.slice(from..end));
+        }
+        from = end;
+    }
+    out
+}
+
+/// Counts a streamed response closed when its body is dropped.
+#[derive(Debug)]
+struct Open(Arc<Shared>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.closed.send_modify(|n| *n += 1);
+    }
+}
+
+#[derive(Debug)]
+enum Step {
+    Send(Bytes),
+    Reset,
+}
+
+fn stream(shared: &Arc<Shared>, dialect: Dialect, fixture: Bytes, fault: Fault) -> Response {
+    shared.opened.fetch_add(1, Ordering::SeqCst);
+    let guard = Open(shared.clone());
+    let frames = frames(&fixture);
+    let cut = |n: Option<usize>| n.map(|n| n.min(frames.len()));
+    let mut steps: Vec<Step> = Vec::new();
+    let stop_at = cut(fault.stall_after)
+        .or(cut(fault.reset_after))
+        .or(cut(fault.error_after));
+    let sent = if fault.stall {
+        &frames[..0]
+    } else {
+        &frames[..stop_at.unwrap_or(frames.len())]
+    };
+    for frame in sent {
+        match fault.chunk {
+            Some(size) => steps.extend(frame.chunks(size).map(|c| Step::Send(frame.slice_ref(c)))),
+            None => steps.push(Step::Send(frame.clone())),
+        }
+    }
+    if fault.error_after.is_some() {
+        steps.push(Step::Send(Bytes::from(error_event(dialect))));
+    }
+    if fault.reset_after.is_some() {
+        steps.push(Step::Reset);
+    }
+    let stall = fault.stall || fault.stall_after.is_some();
+    let drip = fault.drip;
+    let cancel = shared.cancel.clone();
+    let state = (steps.into_iter(), 0usize, guard);
+    let body = futures_util::stream::unfold(state, move |(mut steps, n, guard)| {
+        let cancel = cancel.clone();
+        async move {
+            let Some(step) = steps.next() else {
+                if stall {
+                    cancel.cancelled().await;
+                }
+                return None;
+            };
+            if let Some(drip) = drip.filter(|_| n > 0) {
+                tokio::select! {
+                    () = tokio::time::sleep(drip) => {}
+                    () = cancel.cancelled() => return None,
+                }
+            }
+            let item = match step {
+                Step::Send(bytes) => Ok(bytes),
+                Step::Reset => Err(io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    "replay: injected reset",
+                )),
+            };
+            Some((item, (steps, n + 1, guard)))
+        }
+    })
+    .boxed();
+    let mut response = Response::new(Body::from_stream(body));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// A provider's mid-stream error event.
+fn error_event(dialect: Dialect) -> String {
+    match dialect {
+        Dialect::OpenAi => "data: {\"error\":{\"message\":\"replay: injected error\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n".to_owned(),
+        Dialect::Anthropic => "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"replay: injected error\"}}\n\n".to_owned(),
+    }
+}
+
+fn not_found(dialect: Dialect, model: &str) -> Response {
+    match dialect {
+        Dialect::OpenAi => json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": {
+                "message": format!("The model `{model}` does not exist or you do not have access to it."),
+                "type": "invalid_request_error", "param": null, "code": "model_not_found"
+            }}),
+        ),
+        Dialect::Anthropic => json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"type": "error", "error": {"type": "not_found_error", "message": format!("model: {model}")}}),
+        ),
+    }
+}
+
+/// An error answer in `dialect`'s shape.
+fn error(dialect: Dialect, status: StatusCode, message: &str) -> Response {
+    let ty = match status.as_u16() {
+        400 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        529 => "overloaded_error",
+        _ => "api_error",
+    };
+    let body = match dialect {
+        Dialect::OpenAi => {
+            json!({"error": {"message": message, "type": ty, "param": null, "code": null}})
+        }
+        Dialect::Anthropic => json!({"type": "error", "error": {"type": ty, "message": message}}),
+    };
+    json_response(status, &body)
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        bytes,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_fixture_is_embedded_and_splits_into_frames() {
+        for dialect in Dialect::ALL {
+            let names = fixture_names(dialect);
+            assert!(names.len() >= 10, "{dialect}: {names:?}");
+            for name in names {
+                let body = fixture(dialect, name).unwrap();
+                let frames = frames(body);
+                assert!(frames.len() > 1, "{name}");
+                assert_eq!(frames.concat(), body, "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn frames_keep_their_blank_line() {
+        let f = frames(b"event: a\ndata: 1\n\ndata: 2\r\n\r\n\ndata: 3");
+        assert_eq!(f.len(), 3);
+        assert_eq!(&f[0][..], b"event: a\ndata: 1\n\n");
+        assert_eq!(&f[1][..], b"data: 2\r\n\r\n\n");
+        assert_eq!(f.concat(), b"event: a\ndata: 1\n\ndata: 2\r\n\r\n\ndata: 3");
+        assert_eq!(&f[2][..], b"data: 3");
+    }
+}
