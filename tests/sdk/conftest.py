@@ -17,8 +17,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-# STREAMGATE_BIN overrides the binary (a release build, say); the default is what test.sh builds.
-BINARY = Path(os.environ.get("STREAMGATE_BIN") or ROOT / "target" / "debug" / "streamgate")
+# The binary `cargo build` (test.sh) makes; STREAMGATE_BIN overrides it (a release build, say).
+BINARY = Path(
+    os.environ.get("STREAMGATE_BIN")
+    or Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target") / "debug" / "streamgate"
+)
+if not BINARY.is_absolute():
+    BINARY = ROOT / BINARY
 FIXTURES = ROOT / "fixtures"
 
 STARTUP_TIMEOUT_S = 30.0
@@ -81,8 +86,14 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=SHUTDOWN_TIMEOUT_S)
 
 
+_demo_failure: list[str] = []
+
+
 @pytest.fixture(scope="session")
 def demo() -> Demo:
+    # pytest retries a failed session fixture for every test: fail the rest at once.
+    if _demo_failure:
+        pytest.fail(_demo_failure[0], pytrace=False)
     if not BINARY.is_file():
         pytest.fail(
             f"{BINARY} is missing: build it first (`cargo build --locked`; ./test.sh does)",
@@ -111,10 +122,10 @@ def demo() -> Demo:
             found = Demo(gateway=urls["gateway"].rstrip("/"), replay=urls["replay"].rstrip("/"))
         except Exception as e:  # noqa: BLE001 - reported with the demo's stderr
             _stop(proc)
-            pytest.fail(
-                f"`streamgate demo --json` did not start: {e!r}\nstderr:\n{stderr_tail()}",
-                pytrace=False,
+            _demo_failure.append(
+                f"`{BINARY} demo --json` did not start: {e!r}\nstderr:\n{stderr_tail()}"
             )
+            pytest.fail(_demo_failure[0], pytrace=False)
         # Keep draining stdout so that a chatty demo can never block on a full pipe.
         threading.Thread(target=lambda: proc.stdout.read(), daemon=True).start()
         yield found

@@ -82,3 +82,13 @@ def test_anthropic_sdk_reads_openai_recording(
     expected = neutral_from_openai(direct, for_anthropic_client=True)
     got = neutral_from_anthropic(got, for_openai_client=False)
     assert _truncation_blind(got, mode) == _truncation_blind(expected, mode)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_openai_n_above_1_to_anthropic_is_refused(openai_gateway, mode):
+    # Anthropic answers one message per request: an OpenAI request with n > 1 routed to an
+    # Anthropic upstream is a 400 naming the parameter, before any upstream call.
+    with pytest.raises(openai.BadRequestError) as e:
+        OPENAI_READERS[mode](openai_gateway, f"anthropic/{ANTHROPIC_STEMS[0]}", n=3)
+    assert e.value.status_code == 400
+    assert "n" in str(e.value) and "anthropic" in str(e.value).lower(), str(e.value)

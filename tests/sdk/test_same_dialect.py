@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import fixture_stems
+from conftest import fixture_stems, request_body
 from summaries import ANTHROPIC_READERS, MODES, OPENAI_READERS, outcome
 
 OPENAI_STEMS = fixture_stems("openai_chat")
@@ -18,6 +18,13 @@ def test_fixtures_are_present():
     # A checkout without recordings would otherwise run (and pass) nothing below.
     assert OPENAI_STEMS, "no fixtures/openai_chat/*.sse"
     assert ANTHROPIC_STEMS, "no fixtures/anthropic/*.sse"
+
+
+def _openai_params(stem: str) -> dict:
+    """Request parameters a recording depends on, from its recorded request (`n` > 1: the SDK
+    must be told how many choices to expect)."""
+    recorded = request_body("openai_chat", stem) or {}
+    return {"n": recorded["n"]} if (recorded.get("n") or 1) > 1 else {}
 
 
 def _compare(direct: dict, gateway: dict) -> None:
@@ -34,9 +41,10 @@ def _compare(direct: dict, gateway: dict) -> None:
 @pytest.mark.parametrize("stem", OPENAI_STEMS)
 def test_openai_sdk_same_through_gateway(openai_direct, openai_gateway, stem, mode):
     read = OPENAI_READERS[mode]
-    direct = outcome(lambda: read(openai_direct, stem))
+    params = _openai_params(stem)
+    direct = outcome(lambda: read(openai_direct, stem, **params))
     assert "raised" not in direct or mode == "helper", f"direct replay failed: {direct}"
-    gateway = outcome(lambda: read(openai_gateway, f"openai/{stem}"))
+    gateway = outcome(lambda: read(openai_gateway, f"openai/{stem}", **params))
     _compare(direct, gateway)
 
 
