@@ -11,13 +11,16 @@ use std::path::Path;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use providers::{AgentEvent, Dialect, EncodeOptions, StreamDecoder, StreamEncoder};
 
-/// The largest fixture of each dialect (by bytes), plus a long many-small-chunk one.
+/// The largest fixtures of each dialect (by bytes), plus typical token streams.
 const CASES: &[(Dialect, &str)] = &[
     (
         Dialect::Anthropic,
         "anthropic/pause_turn_web_search_long.sse",
     ),
     (Dialect::Anthropic, "anthropic/web_search_citations.sse"),
+    // Typical Anthropic token streams: small text, thinking and tool-argument deltas.
+    (Dialect::Anthropic, "anthropic/thinking_signature.sse"),
+    (Dialect::Anthropic, "anthropic/tool_use_parallel_3.sse"),
     (Dialect::OpenAi, "openai_chat/text_long_obfuscation.sse"),
     (Dialect::OpenAi, "openai_chat/json_object_long.sse"),
 ];
