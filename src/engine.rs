@@ -125,6 +125,25 @@ impl Engine {
             self.next_request.fetch_add(1, Ordering::Relaxed) & 0xffff
         );
         let provider_name = route.provider.clone();
+        // An Anthropic client reads its input count from message_start, but an OpenAI-dialect
+        // upstream reports usage only at the end: start with an estimate, which the real count
+        // replaces when it arrives (usage fields are latest-wins).
+        let mut first = first;
+        if call.door == Dialect::Anthropic
+            && provider.dialect == Dialect::OpenAi
+            && let Some(at) = first
+                .iter()
+                .position(|e| matches!(e, AgentEvent::StreamStart(_)))
+        {
+            first.insert(
+                at + 1,
+                AgentEvent::Usage(providers::Usage {
+                    input_tokens: Some(crate::estimate::input_tokens(&call.request)),
+                    output_tokens: Some(0),
+                    ..providers::Usage::default()
+                }),
+            );
+        }
         let events = futures_util::stream::iter(first.into_iter().map(Ok))
             .chain(rest)
             .map(move |item| {

@@ -85,6 +85,10 @@ pub enum GatewayError {
         /// What the decoder found.
         source: DecodeError,
     },
+    /// The upstream's answer cannot be expressed in the client's dialect (e.g. several choices
+    /// for an Anthropic client).
+    #[error("the upstream's answer cannot be expressed for this client: {0}")]
+    Untranslatable(String),
     /// A bug or an impossible state inside the gateway.
     #[error("internal error: {0}")]
     Internal(String),
@@ -119,9 +123,9 @@ impl GatewayError {
             GatewayError::UpstreamStatus { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
             }
-            GatewayError::Unreachable { .. } | GatewayError::Stream { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            GatewayError::Unreachable { .. }
+            | GatewayError::Stream { .. }
+            | GatewayError::Untranslatable(_) => StatusCode::BAD_GATEWAY,
             GatewayError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -142,6 +146,7 @@ impl GatewayError {
             GatewayError::Timeout { .. } => "timeout_error".into(),
             GatewayError::MissingKey { .. }
             | GatewayError::Unreachable { .. }
+            | GatewayError::Untranslatable(_)
             | GatewayError::Internal(_) => "api_error".into(),
         }
     }
@@ -174,6 +179,9 @@ impl GatewayError {
             }
             GatewayError::Stream { source, .. } => {
                 ("server_error".into(), Some(source.to_error_info().code))
+            }
+            GatewayError::Untranslatable(_) => {
+                ("server_error".into(), Some("untranslatable_answer".into()))
             }
             GatewayError::Internal(_) => ("server_error".into(), None),
         }

@@ -10,6 +10,7 @@
 //! - [`resilience`]: failure classes, backoff, circuit breakers, continuation requests.
 //! - [`splice`]: joins the attempts of one answer into one client stream.
 //! - [`server`]: the HTTP doors (axum): OpenAI, Anthropic, models, health.
+//! - [`estimate`]: token estimates where providers give none.
 //! - [`error`]: gateway errors, their status and their shape in each dialect.
 //! - [`replay`]: a fake OpenAI + Anthropic upstream serving the recorded fixtures (demo, tests).
 //!
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod estimate;
 pub mod replay;
 pub mod resilience;
 pub mod route;

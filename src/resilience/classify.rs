@@ -26,6 +26,7 @@ pub fn classify(error: &GatewayError, client_key: bool) -> Action {
         | GatewayError::UnknownModel { .. }
         | GatewayError::NotFound { .. }
         | GatewayError::BodyTooLarge { .. }
+        | GatewayError::Untranslatable(_)
         | GatewayError::Internal(_) => Action::Client,
         // Another provider may well have its key configured.
         GatewayError::MissingKey { .. } => Action::Failover,

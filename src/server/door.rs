@@ -156,7 +156,7 @@ fn sse(door: Dialect, options: EncodeOptions, events: Events) -> Response {
                 tracing::error!(error = %e, "encoding for the client failed");
                 let _ = encode_failure(
                     &mut encoder,
-                    &GatewayError::Internal(e.to_string()),
+                    &GatewayError::Untranslatable(e.to_string()),
                     &mut out,
                 );
             }
@@ -204,7 +204,7 @@ async fn whole(door: Dialect, mut events: Events) -> Response {
     }
     match encode_response(door, assembler.message()) {
         Ok(body) => json_response(StatusCode::OK, &body),
-        Err(e) => error_response(door, &GatewayError::Internal(e.to_string())),
+        Err(e) => error_response(door, &GatewayError::Untranslatable(e.to_string())),
     }
 }
 

@@ -1,14 +1,12 @@
 //! `POST /v1/messages/count_tokens`: forwarded to Anthropic routes, estimated elsewhere.
 //!
 //! Claude Code calls it before every turn, so it must answer for any route. Over a non-Anthropic
-//! route the count is an estimate: one token per 4 bytes of every text the model would read
-//! (system, messages, tool calls and results, tool definitions), rounded up.
+//! route the count is [`crate::estimate::input_tokens`].
 
 use axum::extract::{Request, State};
 use axum::response::Response;
 use http::StatusCode;
 use providers::Dialect;
-use providers::request::{ChatRequest, Part};
 use serde_json::{Value, json};
 
 use super::AppState;
@@ -45,7 +43,7 @@ async fn count(engine: &AppState, request: Request) -> Result<Value, GatewayErro
     };
     let provider = engine.provider(route)?;
     if provider.dialect != Dialect::Anthropic {
-        return Ok(json!({ "input_tokens": estimate(&request) }));
+        return Ok(json!({ "input_tokens": crate::estimate::input_tokens(&request) }));
     }
     let mut upstream: Value = serde_json::from_slice(&engine.upstream_body(&request, route)?)
         .map_err(|e| GatewayError::Internal(e.to_string()))?;
@@ -71,51 +69,4 @@ async fn count(engine: &AppState, request: Request) -> Result<Value, GatewayErro
             &forward,
         )
         .await
-}
-
-/// Bytes of text the model reads, over 4, rounded up.
-pub fn estimate(request: &ChatRequest) -> u64 {
-    fn part_bytes(part: &Part) -> usize {
-        match part {
-            Part::Text { text, .. } => text.len(),
-            Part::ToolCall {
-                name, arguments, ..
-            } => name.len() + arguments.len(),
-            Part::ToolResult { content, .. } => content.iter().map(part_bytes).sum(),
-            Part::Reasoning { text, .. } => text.len(),
-            // An image costs roughly a thousand tokens whatever its encoding.
-            Part::Image { .. } => 4000,
-            Part::RedactedReasoning { data } => data.len(),
-            Part::Native { raw, .. } => raw.to_string().len(),
-        }
-    }
-    let system: usize = request.system.iter().map(|s| s.text.len()).sum();
-    let messages: usize = request
-        .messages
-        .iter()
-        .flat_map(|m| m.content.iter())
-        .map(part_bytes)
-        .sum();
-    let tools: usize = request
-        .tools
-        .iter()
-        .map(|t| serde_json::to_string(t).map(|s| s.len()).unwrap_or(0))
-        .sum();
-    (system + messages + tools).div_ceil(4) as u64
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn estimate_counts_every_text_the_model_reads() {
-        let request = ChatRequest::from_anthropic(&json!({
-            "model": "m", "max_tokens": 10,
-            "system": "abcd",
-            "messages": [{"role": "user", "content": "12345678"}]
-        }))
-        .unwrap();
-        assert_eq!(estimate(&request), 3);
-    }
 }
