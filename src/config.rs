@@ -29,6 +29,152 @@ pub struct Config {
     /// Defaults used when translating requests between dialects.
     #[serde(default)]
     pub translation: TranslationConfig,
+    /// Retries, failover, continuation and circuit breakers (the original design's block).
+    #[serde(default)]
+    pub streaming: StreamingConfig,
+}
+
+/// `[streaming]`: keeping answers alive. Keys are camelCase, as the original design wrote them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamingConfig {
+    /// Upstream retries and the failover budget.
+    #[serde(default, rename = "retryPolicy")]
+    pub retry_policy: RetryPolicyConfig,
+    /// Client reconnects (the reference client, `streamgate tail`).
+    #[serde(default)]
+    pub reconnect: ReconnectConfig,
+    /// Per-route circuit breakers.
+    #[serde(default, rename = "circuitBreaker")]
+    pub circuit_breaker: BreakerConfigToml,
+}
+
+/// `[streaming.retryPolicy]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RetryPolicyConfig {
+    /// Attempts on one route before failing over, the first included.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// First backoff in milliseconds; each next one doubles.
+    #[serde(default = "default_backoff_ms")]
+    pub backoff_ms: u64,
+    /// Largest backoff in milliseconds.
+    #[serde(default = "default_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+    /// Each backoff is spread by up to this fraction either way.
+    #[serde(default = "default_jitter")]
+    pub jitter: f64,
+    /// Budget for one request's retries, waits (Retry-After included) and failovers, in
+    /// milliseconds: past it the client gets the last error.
+    #[serde(default = "default_time_to_fallback_ms")]
+    pub time_to_fallback_ms: u64,
+    /// Longest one attempt may stream, in milliseconds (0 = no limit).
+    #[serde(default)]
+    pub max_duration_ms: u64,
+    /// Hold a tool call's events until the call is whole, so that a break never leaves a
+    /// client with half its arguments (the continuation produces the call whole).
+    #[serde(default = "default_true")]
+    pub hold_tool_calls: bool,
+}
+
+impl Default for RetryPolicyConfig {
+    fn default() -> Self {
+        RetryPolicyConfig {
+            max_attempts: default_attempts(),
+            backoff_ms: default_backoff_ms(),
+            max_backoff_ms: default_max_backoff_ms(),
+            jitter: default_jitter(),
+            time_to_fallback_ms: default_time_to_fallback_ms(),
+            max_duration_ms: 0,
+            hold_tool_calls: true,
+        }
+    }
+}
+
+/// `[streaming.reconnect]`: how the reference client reconnects to a stream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ReconnectConfig {
+    /// Reconnect attempts before giving up.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// First wait in milliseconds.
+    #[serde(default = "default_backoff_ms")]
+    pub initial_backoff: u64,
+    /// Largest wait in milliseconds.
+    #[serde(default = "default_max_backoff_ms")]
+    pub max_backoff: u64,
+    /// Spread of each wait, as a fraction either way.
+    #[serde(default = "default_jitter")]
+    pub jitter: f64,
+}
+
+impl Default for ReconnectConfig {
+    fn default() -> Self {
+        ReconnectConfig {
+            max_attempts: default_attempts(),
+            initial_backoff: default_backoff_ms(),
+            max_backoff: default_max_backoff_ms(),
+            jitter: default_jitter(),
+        }
+    }
+}
+
+/// `[streaming.circuitBreaker]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BreakerConfigToml {
+    /// Consecutive failures of a route that open its breaker.
+    #[serde(default = "default_breaker_failures")]
+    pub failure_threshold: u32,
+    /// Milliseconds an open breaker skips its route before one probe.
+    #[serde(default = "default_breaker_cooldown_ms")]
+    pub cooldown_ms: u64,
+}
+
+impl Default for BreakerConfigToml {
+    fn default() -> Self {
+        BreakerConfigToml {
+            failure_threshold: default_breaker_failures(),
+            cooldown_ms: default_breaker_cooldown_ms(),
+        }
+    }
+}
+
+fn default_attempts() -> u32 {
+    3
+}
+fn default_backoff_ms() -> u64 {
+    100
+}
+fn default_max_backoff_ms() -> u64 {
+    5000
+}
+fn default_jitter() -> f64 {
+    0.1
+}
+fn default_time_to_fallback_ms() -> u64 {
+    60_000
+}
+fn default_true() -> bool {
+    true
+}
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_breaker_cooldown_ms() -> u64 {
+    10_000
+}
+
+/// How a provider is asked to continue a broken answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContinuationMode {
+    /// The partial answer as the final assistant message (Anthropic's native prefill).
+    Prefill,
+    /// The partial answer, then a user turn asking to continue it.
+    Instruction,
 }
 
 /// `[server]`.
@@ -87,6 +233,10 @@ pub struct ProviderConfig {
     /// Anthropic `anthropic-version` header.
     #[serde(default = "default_anthropic_version")]
     pub anthropic_version: String,
+    /// How to ask this provider to continue a broken answer; default `prefill` for Anthropic,
+    /// `instruction` for OpenAI-dialect servers. A rejected prefill switches to `instruction`.
+    #[serde(default)]
+    pub continuation: Option<ContinuationMode>,
 }
 
 /// `[models.ALIAS]`.
@@ -209,6 +359,7 @@ impl Default for Config {
             providers: default_providers(),
             models: BTreeMap::new(),
             translation: TranslationConfig::default(),
+            streaming: StreamingConfig::default(),
         }
     }
 }
@@ -249,6 +400,7 @@ impl ProviderConfig {
             organization: None,
             project: None,
             anthropic_version: default_anthropic_version(),
+            continuation: None,
         }
     }
 }
@@ -305,6 +457,28 @@ mod tests {
         assert_eq!(c.server.listen.port(), 9090);
         assert_eq!(c.models["smart"].fallbacks, ["openai/gpt-4o"]);
         assert_eq!(c.providers["anthropic"].dialect, Dialect::Anthropic);
+    }
+
+    #[test]
+    fn the_original_designs_streaming_block_is_accepted_as_is() {
+        let c = Config::parse(
+            r#"
+            [streaming.retryPolicy]
+            maxAttempts = 3
+            backoffMs = 100
+            [streaming.reconnect]
+            maxAttempts = 3
+            initialBackoff = 100
+            maxBackoff = 5000
+            jitter = 0.1
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.streaming.retry_policy.max_attempts, 3);
+        assert_eq!(c.streaming.retry_policy.backoff_ms, 100);
+        assert_eq!(c.streaming.reconnect.max_backoff, 5000);
+        assert!((c.streaming.reconnect.jitter - 0.1).abs() < 1e-9);
+        assert!(c.streaming.retry_policy.hold_tool_calls);
     }
 
     #[test]

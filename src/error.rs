@@ -85,6 +85,12 @@ pub enum GatewayError {
         /// What the decoder found.
         source: DecodeError,
     },
+    /// Every route is skipped by its circuit breaker.
+    #[error("{message}")]
+    Unavailable {
+        /// What is unavailable.
+        message: String,
+    },
     /// The upstream's answer cannot be expressed in the client's dialect (e.g. several choices
     /// for an Anthropic client).
     #[error("the upstream's answer cannot be expressed for this client: {0}")]
@@ -106,6 +112,9 @@ pub enum TimeoutPhase {
     /// Silence between two chunks of a started stream.
     #[error("between chunks (stream went idle)")]
     Idle,
+    /// The attempt streamed longer than `maxDurationMs`.
+    #[error("streaming past its maximum duration")]
+    Total,
 }
 
 impl GatewayError {
@@ -127,6 +136,7 @@ impl GatewayError {
             | GatewayError::Stream { .. }
             | GatewayError::Untranslatable(_) => StatusCode::BAD_GATEWAY,
             GatewayError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -144,6 +154,7 @@ impl GatewayError {
             GatewayError::UpstreamStatus { error_type, .. } => error_type.clone(),
             GatewayError::Stream { source, .. } => source.to_error_info().code,
             GatewayError::Timeout { .. } => "timeout_error".into(),
+            GatewayError::Unavailable { .. } => "overloaded_error".into(),
             GatewayError::MissingKey { .. }
             | GatewayError::Unreachable { .. }
             | GatewayError::Untranslatable(_)
@@ -182,6 +193,9 @@ impl GatewayError {
             }
             GatewayError::Untranslatable(_) => {
                 ("server_error".into(), Some("untranslatable_answer".into()))
+            }
+            GatewayError::Unavailable { .. } => {
+                ("server_error".into(), Some("upstreams_unavailable".into()))
             }
             GatewayError::Internal(_) => ("server_error".into(), None),
         }
@@ -229,7 +243,9 @@ impl GatewayError {
             GatewayError::UpstreamStatus { status, .. } => {
                 matches!(status, 408 | 409 | 429 | 500..=599)
             }
-            GatewayError::Unreachable { .. } | GatewayError::Timeout { .. } => true,
+            GatewayError::Unreachable { .. }
+            | GatewayError::Timeout { .. }
+            | GatewayError::Unavailable { .. } => true,
             GatewayError::Stream { source, .. } => source.to_error_info().retryable,
             _ => false,
         }

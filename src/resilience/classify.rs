@@ -27,6 +27,7 @@ pub fn classify(error: &GatewayError, client_key: bool) -> Action {
         | GatewayError::NotFound { .. }
         | GatewayError::BodyTooLarge { .. }
         | GatewayError::Untranslatable(_)
+        | GatewayError::Unavailable { .. }
         | GatewayError::Internal(_) => Action::Client,
         // Another provider may well have its key configured.
         GatewayError::MissingKey { .. } => Action::Failover,
@@ -35,7 +36,7 @@ pub fn classify(error: &GatewayError, client_key: bool) -> Action {
             TimeoutPhase::Connect => Action::Retry,
             // It accepted the request and then said nothing: asking it again only waits
             // another full timer.
-            TimeoutPhase::FirstByte | TimeoutPhase::Idle => Action::Failover,
+            TimeoutPhase::FirstByte | TimeoutPhase::Idle | TimeoutPhase::Total => Action::Failover,
         },
         GatewayError::Stream { source, .. } => match source {
             providers::DecodeError::TooLarge { .. } => Action::Client,

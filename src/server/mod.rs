@@ -30,6 +30,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/models", get(models::list))
         .route("/healthz", get(health))
         .route("/readyz", get(models::ready))
+        .route("/admin/routes", get(models::admin_routes))
         .fallback(door::not_found)
         .with_state(engine)
 }

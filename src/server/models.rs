@@ -1,4 +1,5 @@
-//! `GET /v1/models` (in the shape of the SDK that asks) and `GET /readyz`.
+//! `GET /v1/models` (in the shape of the SDK that asks), `GET /readyz`, and
+//! `GET /admin/routes` (circuit breaker states).
 
 use axum::extract::State;
 use axum::response::Response;
@@ -68,4 +69,13 @@ pub async fn ready(State(engine): State<AppState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     json_response(status, &json!({"ready": ready, "providers": providers}))
+}
+
+/// `GET /admin/routes`: every route's circuit breaker (`closed`, `open` with the time until
+/// its probe, `half_open`), for operators.
+pub async fn admin_routes(State(engine): State<AppState>) -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({ "routes": engine.breakers().snapshot() }),
+    )
 }

@@ -392,17 +392,7 @@ impl Splicer {
     /// Every attempt is spent: closes open blocks and ends the stream with the error, so it
     /// never looks whole. Usage reports what was billed over all attempts.
     pub fn fail(&mut self, error: ErrorInfo, out: &mut Vec<AgentEvent>) {
-        self.flush_any_head(out);
-        self.held.clear();
-        for client in std::mem::take(&mut self.open) {
-            self.emit(AgentEvent::BlockEnd { index: client }, out);
-        }
-        self.usage_done = sum(&self.usage_done, &self.usage_now);
-        self.usage_now = Usage::default();
-        if self.usage_done != Usage::default() {
-            let usage = self.usage_done.clone();
-            self.emit(AgentEvent::Usage(usage), out);
-        }
+        self.wind_down(out);
         self.emit(AgentEvent::Error(error), out);
         self.ended = true;
         self.emit(
@@ -415,6 +405,23 @@ impl Splicer {
             }),
             out,
         );
+    }
+
+    /// The part of [`Splicer::fail`] before its `error` and `stream.end`: closes open blocks
+    /// and reports the usage billed over all attempts. For callers that hand the error on as
+    /// an `Err`, which their consumer turns into those two events.
+    pub fn wind_down(&mut self, out: &mut Vec<AgentEvent>) {
+        self.flush_any_head(out);
+        self.held.clear();
+        for client in std::mem::take(&mut self.open) {
+            self.emit(AgentEvent::BlockEnd { index: client }, out);
+        }
+        self.usage_done = sum(&self.usage_done, &self.usage_now);
+        self.usage_now = Usage::default();
+        if self.usage_done != Usage::default() {
+            let usage = self.usage_done.clone();
+            self.emit(AgentEvent::Usage(usage), out);
+        }
     }
 
     /// The continuation went on with something other than text: the text block the break

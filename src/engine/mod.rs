@@ -1,21 +1,27 @@
-//! The engine: from a unified request to a stream of Agent Events from the right upstream.
+//! The engine: from a unified request to one unbroken stream of Agent Events.
 //!
-//! Doors hand it a [`Call`]; it plans the routes, translates the request into the chosen
-//! provider's dialect, opens the upstream and returns the events, with `stream.start`
-//! completed by what only the gateway knows (request id, provider, creation time).
+//! Doors hand it a [`Call`]. It plans the routes (primary, then the alias's fallbacks),
+//! translates the request for each provider, and runs attempts ([`run`]): a failure before
+//! anything reached the client switches attempts freely; a failure after it continues the
+//! answer through the [`crate::splice::Splicer`], so the client sees one stream.
+
+mod run;
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use providers::request::{AnthropicDefaults, ChatRequest};
 use providers::{AgentEvent, Dialect};
 
-use crate::config::Config;
+use crate::config::{Config, ContinuationMode, ProviderConfig};
 use crate::error::GatewayError;
-use crate::route::{self, Route};
+use crate::resilience::RetryPolicy;
+use crate::resilience::breaker::{BreakerConfig, Breakers};
+use crate::resilience::continuation::Mode;
+use crate::route::Route;
 use crate::upstream::{ClientKey, ForwardHeaders, Upstream};
 
 /// The events of one answer, ending after `stream.end` or at the first `Err`.
@@ -36,7 +42,7 @@ pub struct Call {
 
 /// A started answer.
 pub struct Answer {
-    /// The route that is answering.
+    /// The route that answers first.
     pub route: Route,
     /// Its events, `stream.start` first.
     pub events: Events,
@@ -56,6 +62,8 @@ pub struct Engine {
     config: Arc<Config>,
     upstream: Upstream,
     defaults: AnthropicDefaults,
+    policy: RetryPolicy,
+    breakers: Breakers,
     next_request: AtomicU64,
 }
 
@@ -67,10 +75,25 @@ impl Engine {
             default_max_tokens: config.translation.anthropic_default_max_tokens,
             ..AnthropicDefaults::default()
         };
+        let retry = &config.streaming.retry_policy;
+        let policy = RetryPolicy {
+            max_attempts: retry.max_attempts.max(1),
+            initial_backoff: Duration::from_millis(retry.backoff_ms),
+            max_backoff: Duration::from_millis(retry.max_backoff_ms.max(retry.backoff_ms)),
+            jitter: retry.jitter,
+            time_to_fallback: Duration::from_millis(retry.time_to_fallback_ms),
+        };
+        let breaker = &config.streaming.circuit_breaker;
+        let breakers = Breakers::new(BreakerConfig {
+            failure_threshold: breaker.failure_threshold.max(1),
+            cooldown: Duration::from_millis(breaker.cooldown_ms),
+        });
         Ok(Engine {
             config: Arc::new(config),
             upstream,
             defaults,
+            policy,
+            breakers,
             next_request: AtomicU64::new(0),
         })
     }
@@ -83,6 +106,11 @@ impl Engine {
     /// The upstream clients (for calls that are not answers, such as count_tokens).
     pub fn upstream(&self) -> &Upstream {
         &self.upstream
+    }
+
+    /// The per-route circuit breakers (for `/admin/routes`).
+    pub fn breakers(&self) -> &Breakers {
+        &self.breakers
     }
 
     /// Translates `request` for `route`'s provider, always asking for a stream with usage
@@ -105,72 +133,35 @@ impl Engine {
             .map_err(|e| GatewayError::Internal(format!("serializing request: {e}")))
     }
 
-    /// Starts answering `call` on its primary route.
-    pub async fn answer(&self, call: Call) -> Result<Answer, GatewayError> {
-        let plan = route::plan(&self.config, &call.request.model)?;
-        let route = plan
-            .routes
-            .into_iter()
-            .next()
-            .ok_or_else(|| GatewayError::Internal("empty route plan".into()))?;
-        let provider = self.provider(&route)?;
-        let body = self.upstream_body(&call.request, &route)?;
-        let (first, rest) = self
-            .upstream
-            .open(&route, provider, body, &call.key, &call.forward)
-            .await?;
+    /// Starts answering `call`: returns once an attempt produced its first events, or with
+    /// the error that ended every attempt before anything reached the client.
+    pub async fn answer(self: &Arc<Self>, call: Call) -> Result<Answer, GatewayError> {
         let request_id = format!(
             "req_{:x}{:04x}",
             unix_now(),
             self.next_request.fetch_add(1, Ordering::Relaxed) & 0xffff
         );
-        let provider_name = route.provider.clone();
-        // An Anthropic client reads its input count from message_start, but an OpenAI-dialect
-        // upstream reports usage only at the end: start with an estimate, which the real count
-        // replaces when it arrives (usage fields are latest-wins).
-        let mut first = first;
-        if call.door == Dialect::Anthropic
-            && provider.dialect == Dialect::OpenAi
-            && let Some(at) = first
-                .iter()
-                .position(|e| matches!(e, AgentEvent::StreamStart(_)))
-        {
-            first.insert(
-                at + 1,
-                AgentEvent::Usage(providers::Usage {
-                    input_tokens: Some(crate::estimate::input_tokens(&call.request)),
-                    output_tokens: Some(0),
-                    ..providers::Usage::default()
-                }),
-            );
-        }
-        let events = futures_util::stream::iter(first.into_iter().map(Ok))
-            .chain(rest)
-            .map(move |item| {
-                item.map(|event| match event {
-                    AgentEvent::StreamStart(mut start) => {
-                        start.request_id = Some(request_id.clone());
-                        start.provider = Some(provider_name.clone());
-                        start.created.get_or_insert_with(unix_now);
-                        AgentEvent::StreamStart(start)
-                    }
-                    other => other,
-                })
-            });
-        Ok(Answer {
-            route,
-            events: Box::pin(events),
-        })
+        run::start(Arc::clone(self), call, request_id).await
     }
 
     /// The configuration of `route`'s provider.
-    pub fn provider(&self, route: &Route) -> Result<&crate::config::ProviderConfig, GatewayError> {
+    pub fn provider(&self, route: &Route) -> Result<&ProviderConfig, GatewayError> {
         self.config
             .providers
             .get(&route.provider)
             .ok_or_else(|| GatewayError::UnknownModel {
                 model: route.to_string(),
             })
+    }
+
+    /// How `provider` is first asked to continue an answer.
+    fn continuation_mode(&self, provider: &ProviderConfig) -> Mode {
+        match provider.continuation {
+            Some(ContinuationMode::Prefill) => Mode::Prefill,
+            Some(ContinuationMode::Instruction) => Mode::Instruction,
+            None if provider.dialect == Dialect::Anthropic => Mode::Prefill,
+            None => Mode::Instruction,
+        }
     }
 }
 
