@@ -12,7 +12,7 @@
 //!
 //! | knob | effect |
 //! |---|---|
-//! | `times=N` | the other fault knobs apply to the first N requests whose endpoint dialect and `model` string (knobs + fixture) are identical, counted per replay instance; later identical requests get the clean fixture (or a continuation). Without `times` a fault applies to every request (a route that always fails). `no_prefill` is not a fault and ignores `times`. |
+//! | `times=N` | the other fault knobs apply to the first N requests whose endpoint dialect and `model` string (knobs + fixture) are identical, counted per replay instance; later identical requests get the clean fixture (or a continuation). Every request to the endpoint with that model counts, continuations and requests refused by `no_prefill` included. Without `times` a fault applies to every request (a route that always fails). `no_prefill` is not a fault and ignores `times`. |
 //! | `no_prefill` | a request whose `messages` end with an assistant message is refused: 400 with Anthropic's real error (`invalid_request_error`, "This model does not support assistant message prefill. The conversation must end with a user message."), OpenAI-shaped on the OpenAI endpoint. Other requests are served. |
 //! | `status=C` | answer with HTTP status C (400..=599) and the dialect's error body instead of the fixture. `status=529` on Anthropic is `overloaded_error` / "Overloaded", as Anthropic sends it. |
 //! | `retry_after=S` | with `status`: header `Retry-After: S` (seconds). |
@@ -31,6 +31,10 @@
 //! | `chunk=N` | write the body in pieces of at most N bytes (cuts frames, lines and UTF-8 sequences). |
 //! | `drip_bytes` | one byte per write (the extreme `chunk=1`). |
 //! | `utf8_cut` | every frame holding a non-ASCII character is written in two writes split inside its first multi-byte character, with a 10 ms pause between them so that the halves arrive in separate reads; a body without any non-ASCII is split inside a JSON string value of each frame instead. |
+//!
+//! Stream faults apply to a continuation's body as to a fixture's (a continuation can break
+//! too); `status` and `hang` apply before anything is served. A non-streaming request gets
+//! the whole JSON body whatever the stream knobs say.
 //!
 //! The stopping knobs (`stall_after`, `reset_after`, `error_after`, `overloaded_after`,
 //! `cut_after`) are exclusive: the first given in that order wins. N beyond the body's frame
