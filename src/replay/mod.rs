@@ -14,11 +14,16 @@
 //! - `POST /v1/messages/count_tokens`: `{"input_tokens": N}`, N = request bytes / 4.
 //! - The fixtures are embedded in the binary at build time (build.rs), so the replay works
 //!   from any directory; tests may add bodies of their own with [`Replay::insert_fixture`].
-//! - Fault knobs are written in front of the model: `KNOBS:FIXTURE`, see [`fault`].
+//! - Fault knobs are written in front of the model: `KNOBS:FIXTURE`, see [`fault`] (the knob
+//!   table); `times=N` limits a fault to the first N identical requests.
+//! - A continuation request (the partial answer as a final assistant message, or followed by
+//!   the gateway's continue instruction) is answered with the rest of the recording, see
+//!   [`continuation`].
 //! - Every request is recorded ([`Replay::requests`]); streamed responses are counted when
 //!   they open and when their body is dropped (finished, or the client went away), so a test
 //!   can prove that the gateway lets go of an upstream whose client disconnected.
 
+pub mod continuation;
 pub mod fault;
 
 mod embedded {
@@ -39,7 +44,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use providers::{Assembler, Dialect, StreamDecoder, encode_response};
+use providers::{
+    AgentEvent, Assembler, Dialect, EncodeOptions, StreamDecoder, StreamEncoder, encode_response,
+};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -108,6 +115,8 @@ impl Recorded {
 struct Shared {
     requests: Mutex<Vec<Recorded>>,
     extra: Mutex<HashMap<(Dialect, String), Bytes>>,
+    /// Requests seen per (endpoint dialect, model string), for `times=N`.
+    seen: Mutex<HashMap<(Dialect, String), usize>>,
     opened: AtomicUsize,
     closed: watch::Sender<usize>,
     cancel: CancellationToken,
@@ -135,6 +144,7 @@ pub async fn spawn(addr: SocketAddr) -> io::Result<Replay> {
     let shared = Arc::new(Shared {
         requests: Mutex::new(Vec::new()),
         extra: Mutex::new(HashMap::new()),
+        seen: Mutex::new(HashMap::new()),
         opened: AtomicUsize::new(0),
         closed,
         cancel: CancellationToken::new(),
@@ -270,14 +280,14 @@ async fn record(shared: &Shared, request: Request) -> Result<(Value, Bytes), Str
 }
 
 async fn answer(shared: &Arc<Shared>, dialect: Dialect, request: Request) -> Response {
-    let body = match record(shared, request).await {
-        Ok((body, _)) => body,
+    let (body, size) = match record(shared, request).await {
+        Ok((body, bytes)) => (body, bytes.len()),
         Err(message) => return error(dialect, StatusCode::BAD_REQUEST, &message),
     };
     let Some(model) = body.get("model").and_then(Value::as_str) else {
         return error(dialect, StatusCode::BAD_REQUEST, "model: field required");
     };
-    let (fault, name) = match Fault::parse(model) {
+    let (mut fault, name) = match Fault::parse(model) {
         Ok(parsed) => parsed,
         Err(message) => return error(dialect, StatusCode::BAD_REQUEST, &message),
     };
@@ -287,24 +297,116 @@ async fn answer(shared: &Arc<Shared>, dialect: Dialect, request: Request) -> Res
     let Some(fixture) = extra.or_else(|| fixture(dialect, name).map(Bytes::from_static)) else {
         return not_found(dialect, model);
     };
+    let seen = {
+        let mut seen = lock(&shared.seen);
+        let n = seen.entry((dialect, model.to_owned())).or_insert(0);
+        *n += 1;
+        *n - 1
+    };
+    if fault.no_prefill && continuation::ends_with_assistant(&body) {
+        return no_prefill(dialect);
+    }
+    if fault.times.is_some_and(|times| seen >= times) {
+        fault = fault.cleared();
+    }
     if fault.hang {
         shared.cancel.cancelled().await;
         return error(dialect, StatusCode::SERVICE_UNAVAILABLE, "replay shut down");
     }
     if let Some(status) = fault.status {
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut response = error(dialect, status, "replay: injected failure");
-        if let Some(secs) = fault.retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        return response;
+        return status_answer(dialect, status, &fault);
     }
-    if body.get("stream").and_then(Value::as_bool) == Some(true) {
-        stream(shared, dialect, fixture, fault)
-    } else {
-        whole(dialect, &fixture)
+    let streaming = body.get("stream").and_then(Value::as_bool) == Some(true);
+    let Some(ask) = continuation::ask(&body) else {
+        return if streaming {
+            stream(shared, dialect, fixture, &fault)
+        } else {
+            whole(dialect, &fixture)
+        };
+    };
+    let events = match continuation::events(dialect, &fixture, &ask, size) {
+        Ok(events) => events,
+        Err(continuation::Refused::Mismatch) => {
+            return error(
+                dialect,
+                StatusCode::BAD_REQUEST,
+                "prefill does not match the recording",
+            );
+        }
+        Err(continuation::Refused::Fixture(e)) => {
+            return error(
+                dialect,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("replay: fixture does not decode: {e}"),
+            );
+        }
+    };
+    if !streaming {
+        return assembled(dialect, &events);
+    }
+    let options = EncodeOptions {
+        include_usage: body
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    };
+    match StreamEncoder::encode_all(dialect, options, &events) {
+        Ok(sse) => stream(shared, dialect, Bytes::from(sse), &fault),
+        Err(e) => error(
+            dialect,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("replay: continuation does not encode: {e}"),
+        ),
+    }
+}
+
+/// The answer of a `status` fault: the dialect's error body and any retry headers.
+fn status_answer(dialect: Dialect, status: u16, fault: &Fault) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let message = match (dialect, status.as_u16()) {
+        (Dialect::Anthropic, 529) => "Overloaded",
+        _ => "replay: injected failure",
+    };
+    let mut response = error(dialect, status, message);
+    let headers = response.headers_mut();
+    if let Some(secs) = fault.retry_after {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if let Some(ms) = fault.retry_after_ms {
+        headers.insert("retry-after-ms", HeaderValue::from(ms));
+    }
+    if let Some(secs) = fault.retry_after_date
+        && let Ok(date) = HeaderValue::from_str(&fault::http_date_in(secs))
+    {
+        headers.insert(header::RETRY_AFTER, date);
+    }
+    response
+}
+
+/// Anthropic's refusal of an assistant prefill (and an OpenAI-shaped equivalent).
+fn no_prefill(dialect: Dialect) -> Response {
+    const MESSAGE: &str = "This model does not support assistant message prefill. The \
+conversation must end with a user message.";
+    let body = match dialect {
+        Dialect::Anthropic => json!({"type": "error", "error": {
+            "type": "invalid_request_error", "message": MESSAGE
+        }}),
+        Dialect::OpenAi => json!({"error": {
+            "message": MESSAGE, "type": "invalid_request_error", "param": "messages", "code": null
+        }}),
+    };
+    json_response(StatusCode::BAD_REQUEST, &body)
+}
+
+/// A non-streaming body from events.
+fn assembled(dialect: Dialect, events: &[AgentEvent]) -> Response {
+    match encode_response(dialect, &Assembler::assemble(events)) {
+        Ok(body) => json_response(StatusCode::OK, &body),
+        Err(e) => error(
+            dialect,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("replay: no non-streaming body for this fixture: {e}"),
+        ),
     }
 }
 
@@ -318,14 +420,7 @@ fn whole(dialect: Dialect, fixture: &[u8]) -> Response {
             &format!("replay: fixture does not decode: {e}"),
         );
     }
-    match encode_response(dialect, &Assembler::assemble(&events)) {
-        Ok(body) => json_response(StatusCode::OK, &body),
-        Err(e) => error(
-            dialect,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &format!("replay: no non-streaming body for this fixture: {e}"),
-        ),
-    }
+    assembled(dialect, &events)
 }
 
 /// The SSE frames of a body, each with its terminating blank line; together they are the
@@ -380,38 +475,89 @@ impl Drop for Open {
     }
 }
 
-#[derive(Debug)]
+/// One thing the body writer does.
+#[derive(Debug, Clone, PartialEq)]
 enum Step {
+    /// Write (and flush) these bytes.
     Send(Bytes),
+    /// Wait before the next step (not counted as a write for `drip`).
+    Pause(Duration),
+    /// Abort the connection.
     Reset,
 }
 
-fn stream(shared: &Arc<Shared>, dialect: Dialect, fixture: Bytes, fault: Fault) -> Response {
-    shared.opened.fetch_add(1, Ordering::SeqCst);
-    let guard = Open(shared.clone());
-    let frames = frames(&fixture);
-    let cut = |n: Option<usize>| n.map(|n| n.min(frames.len()));
-    let mut steps: Vec<Step> = Vec::new();
-    let stop_at = cut(fault.stall_after)
-        .or(cut(fault.reset_after))
-        .or(cut(fault.error_after));
+/// The frame `malformed_after` inserts.
+const MALFORMED: &[u8] = b"data: {not json\n\n";
+
+/// What the body writer does for `body` under `fault` (everything but the pacing of `drip`
+/// and the silence of a stall).
+fn plan(dialect: Dialect, body: &[u8], fault: &Fault) -> Vec<Step> {
+    let frames = frames(body);
     let sent = if fault.stall {
         &frames[..0]
     } else {
-        &frames[..stop_at.unwrap_or(frames.len())]
+        &frames[..fault
+            .stop_after()
+            .map_or(frames.len(), |n| n.min(frames.len()))]
     };
-    for frame in sent {
-        match fault.chunk {
-            Some(size) => steps.extend(frame.chunks(size).map(|c| Step::Send(frame.slice_ref(c)))),
-            None => steps.push(Step::Send(frame.clone())),
+    let non_ascii = !body.is_ascii();
+    let mut steps: Vec<Step> = Vec::new();
+    let write = |frame: &Bytes, steps: &mut Vec<Step>| {
+        if fault.drip_bytes {
+            steps.extend((0..frame.len()).map(|i| Step::Send(frame.slice(i..=i))));
+        } else if let Some(size) = fault.chunk {
+            steps.extend(frame.chunks(size).map(|c| Step::Send(frame.slice_ref(c))));
+        } else if let Some(at) = fault
+            .utf8_cut
+            .then(|| utf8_cut_at(frame, non_ascii))
+            .flatten()
+        {
+            steps.push(Step::Send(frame.slice(..at)));
+            steps.push(Step::Pause(fault::UTF8_CUT_PAUSE));
+            steps.push(Step::Send(frame.slice(at..)));
+        } else {
+            steps.push(Step::Send(frame.clone()));
+        }
+    };
+    for (i, frame) in sent.iter().enumerate() {
+        if fault.malformed_after == Some(i) {
+            write(&Bytes::from_static(MALFORMED), &mut steps);
+        }
+        write(frame, &mut steps);
+    }
+    if fault.malformed_after.is_some_and(|n| n >= sent.len()) {
+        write(&Bytes::from_static(MALFORMED), &mut steps);
+    }
+    if fault.stall_after.is_none() && fault.reset_after.is_none() {
+        if fault.error_after.is_some() {
+            write(&Bytes::from(error_event(dialect)), &mut steps);
+        } else if fault.overloaded_after.is_some() {
+            write(&Bytes::from(overloaded_event(dialect)), &mut steps);
         }
     }
-    if fault.error_after.is_some() {
-        steps.push(Step::Send(Bytes::from(error_event(dialect))));
-    }
-    if fault.reset_after.is_some() {
+    if fault.stall_after.is_none() && fault.reset_after.is_some() {
         steps.push(Step::Reset);
     }
+    steps
+}
+
+/// Where `utf8_cut` splits `frame`: inside its first multi-byte character when the body has
+/// any, else inside its first non-empty JSON string value.
+fn utf8_cut_at(frame: &[u8], non_ascii: bool) -> Option<usize> {
+    if non_ascii {
+        return frame.iter().position(|b| *b >= 0xC0).map(|lead| lead + 1);
+    }
+    // The first `":"` whose string value has at least two characters: cut after the first.
+    frame
+        .windows(5)
+        .position(|w| &w[..3] == b"\":\"" && w[3] != b'"' && w[3] != b'\\' && w[4] != b'"')
+        .map(|at| at + 4)
+}
+
+fn stream(shared: &Arc<Shared>, dialect: Dialect, body: Bytes, fault: &Fault) -> Response {
+    shared.opened.fetch_add(1, Ordering::SeqCst);
+    let guard = Open(shared.clone());
+    let steps = plan(dialect, &body, fault);
     let stall = fault.stall || fault.stall_after.is_some();
     let drip = fault.drip;
     let cancel = shared.cancel.clone();
@@ -419,11 +565,22 @@ fn stream(shared: &Arc<Shared>, dialect: Dialect, fixture: Bytes, fault: Fault) 
     let body = futures_util::stream::unfold(state, move |(mut steps, n, guard)| {
         let cancel = cancel.clone();
         async move {
-            let Some(step) = steps.next() else {
-                if stall {
-                    cancel.cancelled().await;
+            let step = loop {
+                match steps.next() {
+                    None => {
+                        if stall {
+                            cancel.cancelled().await;
+                        }
+                        return None;
+                    }
+                    Some(Step::Pause(pause)) => {
+                        tokio::select! {
+                            () = tokio::time::sleep(pause) => {}
+                            () = cancel.cancelled() => return None,
+                        }
+                    }
+                    Some(step) => break step,
                 }
-                return None;
             };
             if let Some(drip) = drip.filter(|_| n > 0) {
                 tokio::select! {
@@ -433,7 +590,7 @@ fn stream(shared: &Arc<Shared>, dialect: Dialect, fixture: Bytes, fault: Fault) 
             }
             let item = match step {
                 Step::Send(bytes) => Ok(bytes),
-                Step::Reset => Err(io::Error::new(
+                Step::Pause(_) | Step::Reset => Err(io::Error::new(
                     io::ErrorKind::ConnectionReset,
                     "replay: injected reset",
                 )),
@@ -457,6 +614,14 @@ fn error_event(dialect: Dialect) -> String {
     match dialect {
         Dialect::OpenAi => "data: {\"error\":{\"message\":\"replay: injected error\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n".to_owned(),
         Dialect::Anthropic => "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"replay: injected error\"}}\n\n".to_owned(),
+    }
+}
+
+/// A provider's mid-stream overload error, as each provider sends it.
+fn overloaded_event(dialect: Dialect) -> String {
+    match dialect {
+        Dialect::OpenAi => "data: {\"error\":{\"message\":\"That model is currently overloaded with other requests. You can retry your request.\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n".to_owned(),
+        Dialect::Anthropic => "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n".to_owned(),
     }
 }
 
@@ -508,6 +673,9 @@ fn json_response(status: StatusCode, body: &Value) -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod knob_tests;
 
 #[cfg(test)]
 mod tests {
