@@ -9,28 +9,11 @@ use common::{
     Expected, Fixture, all_fixtures, check_structure, decode, dialect_of, for_each_fixture,
 };
 use providers::Assembler;
-use providers::assemble::{BlockContent, Message};
+use providers::assemble::Message;
 
 /// Fixtures that are cut on purpose (expected `DecodeError::Incomplete`). None of the shared
 /// set is: `anthropic/max_tokens_mid_tool_use.sse` is a whole answer that ran out of tokens.
 const EXPECTED_CUT: &[&str] = &[];
-
-/// Client tool calls of choice 0 as (name, arguments, truncated).
-pub fn calls(m: &Message) -> Vec<(String, String, bool)> {
-    m.blocks
-        .iter()
-        .filter(|b| b.choice == 0)
-        .filter_map(|b| match &b.content {
-            BlockContent::ToolCall {
-                name,
-                arguments,
-                truncated,
-                ..
-            } => Some((name.clone(), arguments.clone(), *truncated)),
-            _ => None,
-        })
-        .collect()
-}
 
 fn compare(f: &Fixture, m: &Message, want: &Expected) -> Result<(), String> {
     let mut errs = Vec::new();
@@ -44,7 +27,7 @@ fn compare(f: &Fixture, m: &Message, want: &Expected) -> Result<(), String> {
             want.reasoning
         ));
     }
-    let got = calls(m);
+    let got = common::calls(m);
     if got.len() != want.tool_calls.len() {
         errs.push(format!(
             "tool calls: got {got:?}, want {:?}",

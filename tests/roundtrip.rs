@@ -39,23 +39,6 @@ fn encode(to: Dialect, events: &[AgentEvent]) -> Result<Vec<u8>, String> {
     StreamEncoder::encode_all(to, WITH_USAGE, events).map_err(|e| format!("encode to {to}: {e}"))
 }
 
-/// Client tool calls of choice 0 as (name, arguments, truncated).
-fn calls(m: &Message) -> Vec<(String, String, bool)> {
-    m.blocks
-        .iter()
-        .filter(|b| b.choice == 0)
-        .filter_map(|b| match &b.content {
-            BlockContent::ToolCall {
-                name,
-                arguments,
-                truncated,
-                ..
-            } => Some((name.clone(), arguments.clone(), *truncated)),
-            _ => None,
-        })
-        .collect()
-}
-
 /// Text and refusal text of choice 0, in block order.
 fn visible_text(m: &Message) -> String {
     m.blocks
@@ -144,7 +127,7 @@ fn compare_content(before: &[AgentEvent], after: &[AgentEvent], to: Dialect) -> 
             b.reasoning()
         ));
     }
-    let (ca, cb) = (calls(&a), calls(&b));
+    let (ca, cb) = (common::calls(&a), common::calls(&b));
     let same_calls = ca.len() == cb.len()
         && ca
             .iter()

@@ -551,3 +551,20 @@ pub fn same_args(got: &str, got_truncated: bool, want: &RawCall) -> bool {
         _ => false,
     }
 }
+
+/// Client tool calls of choice 0 as (name, arguments, truncated).
+pub fn calls(m: &providers::assemble::Message) -> Vec<(String, String, bool)> {
+    m.blocks
+        .iter()
+        .filter(|b| b.choice == 0)
+        .filter_map(|b| match &b.content {
+            providers::assemble::BlockContent::ToolCall {
+                name,
+                arguments,
+                truncated,
+                ..
+            } => Some((name.clone(), arguments.clone(), *truncated)),
+            _ => None,
+        })
+        .collect()
+}
