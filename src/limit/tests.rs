@@ -508,3 +508,23 @@ async fn upstream_backoff_blocks_a_route_until_it_expires() {
     tokio::time::advance(Duration::from_millis(500)).await;
     assert_eq!(b.blocked_for("openai/gpt-4o"), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rpm_and_streams_hold_across_threads() {
+    // Real parallelism (no paused clock): 10 rpm refills one cell per 6 s, far beyond the test.
+    let l = limiter("[per_key]\nrequests_per_minute = 10\n[per_model]\nconcurrent_streams = 50\n");
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let l = l.clone();
+            tokio::spawn(async move { l.acquire(&alice(), "m", est(0)).await.ok() })
+        })
+        .collect();
+    let mut permits = Vec::new();
+    for t in tasks {
+        permits.extend(t.await.unwrap());
+    }
+    assert_eq!(permits.len(), 10);
+    assert_eq!(l.in_flight(&Subject::Model("m".into())), 10);
+    drop(permits);
+    assert_eq!(l.in_flight(&Subject::Model("m".into())), 0);
+}
