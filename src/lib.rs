@@ -11,6 +11,7 @@
 //! - [`splice`]: joins the attempts of one answer into one client stream.
 //! - [`server`]: the HTTP doors (axum): OpenAI, Anthropic, models, health.
 //! - [`estimate`]: token estimates where providers give none.
+//! - [`limit`]: rate limits per client key and model (governor), upstream rate-limit backoff.
 //! - [`error`]: gateway errors, their status and their shape in each dialect.
 //! - [`replay`]: a fake OpenAI + Anthropic upstream serving the recorded fixtures (demo, tests).
 //!
@@ -21,6 +22,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod estimate;
+pub mod limit;
 pub mod replay;
 pub mod resilience;
 pub mod route;

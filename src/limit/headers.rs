@@ -1,0 +1,207 @@
+//! Pure parsing of providers' rate-limit headers into "blocked for how long": OpenAI's
+//! `x-ratelimit-remaining-*` / `x-ratelimit-reset-*` (Go durations: `1s`, `6m0s`, `20ms`),
+//! Anthropic's `anthropic-ratelimit-*-remaining` / `-reset` (RFC 3339 instants), and
+//! `retry-after` / `retry-after-ms`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::HeaderMap;
+
+/// A 429 that says nothing about when to come back blocks its route this long.
+pub const DEFAULT_429_BACKOFF: Duration = Duration::from_secs(1);
+
+/// No header blocks a route longer than this (a misread or hostile header cannot park it).
+pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
+const OPENAI: [(&str, &str); 2] = [
+    (
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-reset-requests",
+    ),
+    ("x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"),
+];
+
+const ANTHROPIC: [(&str, &str); 4] = [
+    (
+        "anthropic-ratelimit-requests-remaining",
+        "anthropic-ratelimit-requests-reset",
+    ),
+    (
+        "anthropic-ratelimit-tokens-remaining",
+        "anthropic-ratelimit-tokens-reset",
+    ),
+    (
+        "anthropic-ratelimit-input-tokens-remaining",
+        "anthropic-ratelimit-input-tokens-reset",
+    ),
+    (
+        "anthropic-ratelimit-output-tokens-remaining",
+        "anthropic-ratelimit-output-tokens-reset",
+    ),
+];
+
+/// How long a route should rest after an answer with `status` and `headers`, received at
+/// `now`: the longest of every exhausted budget's reset and (on 429/503) `retry-after`; a 429
+/// with nothing usable rests [`DEFAULT_429_BACKOFF`]. None: no reason to rest.
+pub fn backoff_from_headers(status: u16, headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let exhausted = |name: &str| text(name).and_then(|v| v.parse::<f64>().ok()) == Some(0.0);
+    let mut longest: Option<Duration> = None;
+    let mut consider = |d: Duration| {
+        if !d.is_zero() && longest.is_none_or(|l| d > l) {
+            longest = Some(d);
+        }
+    };
+    for (remaining, reset) in OPENAI {
+        if exhausted(remaining) {
+            consider(
+                text(reset)
+                    .and_then(parse_go_duration)
+                    .unwrap_or(DEFAULT_429_BACKOFF),
+            );
+        }
+    }
+    for (remaining, reset) in ANTHROPIC {
+        if exhausted(remaining) {
+            let until = text(reset).and_then(parse_rfc3339);
+            let wait = until.map(|t| t.duration_since(now).unwrap_or(Duration::ZERO));
+            consider(wait.unwrap_or(DEFAULT_429_BACKOFF));
+        }
+    }
+    if matches!(status, 429 | 503) {
+        if let Some(ms) = text("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
+            consider(secs_f64(ms / 1000.0));
+        }
+        if let Some(v) = text("retry-after") {
+            let wait = match v.parse::<f64>() {
+                Ok(secs) => Some(secs_f64(secs)),
+                Err(_) => httpdate::parse_http_date(v)
+                    .ok()
+                    .map(|t| t.duration_since(now).unwrap_or(Duration::ZERO)),
+            };
+            if let Some(wait) = wait {
+                consider(wait);
+            }
+        }
+    }
+    if status == 429 && longest.is_none() {
+        longest = Some(DEFAULT_429_BACKOFF);
+    }
+    longest.map(|d| d.min(MAX_BACKOFF))
+}
+
+fn secs_f64(secs: f64) -> Duration {
+    if secs.is_finite() && secs > 0.0 {
+        Duration::from_secs_f64(secs.min(MAX_BACKOFF.as_secs_f64()))
+    } else {
+        Duration::ZERO
+    }
+}
+
+/// A Go `time.Duration` string as OpenAI sends it: `1s`, `6m0s`, `1m30s`, `20ms`, `1.5s`,
+/// `1h2m3.5s`, `0`. Negative or malformed: None.
+pub fn parse_go_duration(text: &str) -> Option<Duration> {
+    let mut rest = text.trim();
+    if rest == "0" {
+        return Some(Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let value: f64 = rest[..number_len].parse().ok()?;
+        rest = &rest[number_len..];
+        // Longest units first: `ms` before `m`.
+        let (unit, seconds) = [
+            ("ns", 1e-9),
+            ("us", 1e-6),
+            ("µs", 1e-6),
+            ("μs", 1e-6),
+            ("ms", 1e-3),
+            ("s", 1.0),
+            ("m", 60.0),
+            ("h", 3600.0),
+        ]
+        .into_iter()
+        .find(|(unit, _)| rest.starts_with(unit))?;
+        rest = &rest[unit.len()..];
+        total += value * seconds;
+    }
+    Some(Duration::from_secs_f64(total))
+}
+
+/// An RFC 3339 timestamp (`2025-01-01T00:00:30Z`, `...30.5+02:00`) as a system time. Before
+/// 1970 or malformed: None.
+pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
+    let s = text.trim().as_bytes();
+    let num = |range: std::ops::Range<usize>| -> Option<i64> {
+        let part = s.get(range)?;
+        if !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(part).ok()?.parse().ok()
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if s.get(4) != Some(&b'-')
+        || s.get(7) != Some(&b'-')
+        || !matches!(s.get(10), Some(b'T' | b't' | b' '))
+        || s.get(13) != Some(&b':')
+        || s.get(16) != Some(&b':')
+        || !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let mut i = 19;
+    let mut nanos = 0u32;
+    if s.get(i) == Some(&b'.') {
+        let digits = s[i + 1..].iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits == 0 {
+            return None;
+        }
+        let fraction = std::str::from_utf8(&s[i + 1..i + 1 + digits.min(9)]).ok()?;
+        nanos = fraction.parse::<u32>().ok()? * 10u32.pow(9 - digits.min(9) as u32);
+        i += 1 + digits;
+    }
+    let offset = match s.get(i..)? {
+        b"Z" | b"z" => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let digit = |b: &u8| b.is_ascii_digit().then(|| i64::from(b - b'0'));
+            let minutes = (digit(h1)? * 10 + digit(h2)?) * 60 + digit(m1)? * 10 + digit(m2)?;
+            if *sign == b'+' {
+                minutes * 60
+            } else {
+                -minutes * 60
+            }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset;
+    let secs = u64::try_from(secs).ok()?;
+    Some(UNIX_EPOCH + Duration::new(secs, nanos))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}

@@ -1,0 +1,158 @@
+//! [`Limited`]: a refusal, and how it looks to a client (429 bodies, `Retry-After`, the
+//! `rate_limited` Agent Event).
+
+use std::fmt;
+use std::time::Duration;
+
+use providers::{AgentEvent, Dialect};
+use serde_json::{Value, json};
+
+/// Which limit refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKind {
+    /// `requests_per_minute`.
+    RequestsPerMinute,
+    /// `tokens_per_minute`.
+    TokensPerMinute,
+    /// `concurrent_streams`.
+    ConcurrentStreams,
+    /// The upstream said to slow down ([`super::UpstreamBackoff`]).
+    Upstream,
+}
+
+impl LimitKind {
+    /// The config key of this limit (`upstream` for the provider's own).
+    pub fn config_key(self) -> &'static str {
+        match self {
+            LimitKind::RequestsPerMinute => "requests_per_minute",
+            LimitKind::TokensPerMinute => "tokens_per_minute",
+            LimitKind::ConcurrentStreams => "concurrent_streams",
+            LimitKind::Upstream => "upstream",
+        }
+    }
+
+    /// The `limit` field of the `rate_limited` event, as docs/protocol.md names it.
+    pub fn event_name(self) -> &'static str {
+        match self {
+            LimitKind::ConcurrentStreams => "concurrency",
+            other => other.config_key(),
+        }
+    }
+
+    fn words(self) -> &'static str {
+        match self {
+            LimitKind::RequestsPerMinute => "requests per minute",
+            LimitKind::TokensPerMinute => "tokens per minute",
+            LimitKind::ConcurrentStreams => "concurrent streams",
+            LimitKind::Upstream => "the upstream provider's rate limit",
+        }
+    }
+}
+
+/// Whose budget ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The client key's.
+    Key,
+    /// The requested model's.
+    Model,
+    /// The upstream route's (provider-reported).
+    Route,
+}
+
+impl Scope {
+    fn words(self) -> &'static str {
+        match self {
+            Scope::Key => "this client key",
+            Scope::Model => "this model",
+            Scope::Route => "this route",
+        }
+    }
+}
+
+/// A request over a limit: which, whose, and when to try again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limited {
+    /// The limit that refused.
+    pub limit: LimitKind,
+    /// When a retry may succeed (for `concurrent_streams`, a hint: streams end when they end).
+    pub retry_after: Duration,
+    /// Whose budget.
+    pub scope: Scope,
+}
+
+impl fmt::Display for Limited {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Rate limit reached: {} for {}. Please try again in {}.",
+            self.limit.words(),
+            self.scope.words(),
+            format_wait(self.retry_after)
+        )
+    }
+}
+
+impl std::error::Error for Limited {}
+
+impl Limited {
+    /// The `Retry-After` header value: whole seconds, rounded up, at least 1.
+    pub fn retry_after_secs(&self) -> u64 {
+        let d = self.retry_after;
+        (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
+    }
+
+    /// `retry_after` in milliseconds, rounded up.
+    pub fn retry_after_ms(&self) -> u64 {
+        let ms = self.retry_after.as_millis()
+            + u128::from(!self.retry_after.subsec_nanos().is_multiple_of(1_000_000));
+        u64::try_from(ms).unwrap_or(u64::MAX)
+    }
+
+    /// The `rate_limited` Agent Event.
+    pub fn to_event(&self) -> AgentEvent {
+        AgentEvent::RateLimited {
+            limit: self.limit.event_name().to_owned(),
+            retry_after_ms: self.retry_after_ms(),
+        }
+    }
+
+    /// OpenAI's 429 body: `type` is `tokens` for token limits, `requests` otherwise.
+    pub fn openai_body(&self) -> Value {
+        let ty = match self.limit {
+            LimitKind::TokensPerMinute => "tokens",
+            _ => "requests",
+        };
+        json!({"error": {
+            "message": self.to_string(),
+            "type": ty,
+            "param": null,
+            "code": "rate_limit_exceeded",
+        }})
+    }
+
+    /// Anthropic's 429 body.
+    pub fn anthropic_body(&self) -> Value {
+        json!({"type": "error", "error": {"type": "rate_limit_error", "message": self.to_string()}})
+    }
+
+    /// The 429 body in `door`'s dialect.
+    pub fn body(&self, door: Dialect) -> Value {
+        match door {
+            Dialect::OpenAi => self.openai_body(),
+            Dialect::Anthropic => self.anthropic_body(),
+        }
+    }
+}
+
+/// `1.5s`, `2m0s`: enough precision for a human.
+fn format_wait(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        format!("{}m{}s", d.as_secs() / 60, d.as_secs() % 60)
+    }
+}

@@ -1,0 +1,476 @@
+//! Rate limits per client key and per model — requests per minute (`governor`), tokens per
+//! minute (borrow → settle) and concurrent streams — plus [`UpstreamBackoff`], which remembers
+//! when a provider said to slow down.
+//!
+//! # Configuration: `[limits]`
+//!
+//! ```toml
+//! [limits]
+//! queue_ms = 0            # wait up to this long for room instead of answering 429 (0 = never wait)
+//! max_queued = 1024       # most requests waiting at once; beyond it 429 at once
+//!
+//! [limits.per_key]        # every client key, each its own budget
+//! requests_per_minute = 60
+//! tokens_per_minute = 200000
+//! concurrent_streams = 8
+//!
+//! [limits.per_model]      # every requested model, each its own budget
+//! requests_per_minute = 500
+//!
+//! [limits.keys.team_a]    # one client key instead of per_key (unset fields: per_key's)
+//! key_env = "TEAM_A_KEY"  # the variable holding that client's key; the key is never in the file
+//! requests_per_minute = 600
+//!
+//! [limits.keys.anonymous] # clients that send no key (no key_env)
+//! concurrent_streams = 1
+//!
+//! [limits.models."smart"] # one model, by the name clients ask for, instead of per_model
+//! tokens_per_minute = 1000000
+//! ```
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `queue_ms` | 0 | a request over a limit waits up to this long for room, then gets 429; one whose wait is known to be longer gets 429 at once |
+//! | `max_queued` | 1024 | most requests waiting at once, over all keys and models |
+//! | `requests_per_minute` | unlimited | requests started per minute: a burst of N, then one every 60/N s (GCRA) |
+//! | `tokens_per_minute` | unlimited | a bucket of N tokens refilled at N/60 a second; a request borrows its prompt estimate + `max_tokens` at the start and settles with its real usage at the end (refund or extra debit); one larger than N passes when the bucket is full |
+//! | `concurrent_streams` | unlimited | requests in flight at once |
+//! | `keys.NAME.key_env` | required except for `anonymous` | environment variable holding the client key the override is for |
+//!
+//! The three limits can be set in `per_key`, `per_model`, `keys.NAME` and `models.NAME`; an
+//! override's unset fields fall back to `per_key` / `per_model`. A client is identified by a
+//! keyed hash of the credential it presents (`Authorization: Bearer` or `x-api-key`); clients
+//! without one share the `anonymous` budget. A model is the name the client asked for (alias,
+//! `provider/model` or bare name). A request must fit both its key's and its model's budgets.
+//!
+//! Over a limit the answer is 429 in the door's dialect with `Retry-After` (whole seconds,
+//! rounded up): OpenAI `{"error":{"type":"requests"|"tokens","code":"rate_limit_exceeded"}}`,
+//! Anthropic `{"type":"error","error":{"type":"rate_limit_error"}}`.
+//!
+//! # Consistency
+//!
+//! A request's stream slots and token borrow, for its key and its model, are checked and taken
+//! in one step under one lock (a small map each), with the requests-per-minute cells counted
+//! last within that step: a request is admitted whole or takes nothing, except the
+//! requests-per-minute cells it already counted (a queued request does not count them twice).
+//! Nothing is held across an await. Room comes back (a permit dropped, tokens refunded) with a
+//! signal that wakes the queue.
+
+mod backoff;
+mod budget;
+mod client;
+mod config;
+mod headers;
+mod limited;
+mod rpm;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use providers::request::ChatRequest;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+pub use backoff::UpstreamBackoff;
+pub use client::ClientId;
+pub use config::{DEFAULT_MAX_QUEUED, KeyQuotas, LimitConfig, Quotas};
+pub use headers::{backoff_from_headers, parse_go_duration, parse_rfc3339};
+pub use limited::{LimitKind, Limited, Scope};
+
+use budget::{Budgets, Subject};
+use rpm::Rpm;
+
+/// The `Retry-After` hint for a full concurrency budget: streams end when they end.
+pub const CONCURRENCY_RETRY_HINT: Duration = Duration::from_secs(1);
+
+/// The tokens a request may use: its prompt estimate plus the most it may generate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenEstimate {
+    /// Prompt tokens (estimated, see [`crate::estimate`]).
+    pub input: u64,
+    /// `max_tokens`, or the default the gateway applies when the client gave none.
+    pub max_output: u64,
+}
+
+impl TokenEstimate {
+    /// An estimate from its parts.
+    pub fn new(input: u64, max_output: u64) -> TokenEstimate {
+        TokenEstimate { input, max_output }
+    }
+
+    /// The estimate for `request`; `default_max_tokens` when it sets no `max_tokens`.
+    pub fn for_request(request: &ChatRequest, default_max_tokens: u32) -> TokenEstimate {
+        TokenEstimate {
+            input: crate::estimate::input_tokens(request),
+            max_output: u64::from(request.max_tokens.unwrap_or(default_max_tokens)),
+        }
+    }
+
+    /// What is borrowed from a tokens-per-minute budget.
+    pub fn total(&self) -> u64 {
+        self.input.saturating_add(self.max_output)
+    }
+}
+
+/// A key override could not be resolved.
+#[derive(Debug, thiserror::Error)]
+#[error("limits.keys.{name}: environment variable {var} is not set")]
+pub struct MissingKeyVar {
+    /// The override's name.
+    pub name: String,
+    /// The variable (never its value).
+    pub var: String,
+}
+
+/// The gateway's rate limiter; cheap to clone (shared state).
+#[derive(Debug, Clone)]
+pub struct Limiter {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// Longest wait for room (`queue_ms`).
+    queue: Duration,
+    /// `max_queued`, and how many wait now.
+    max_queued: usize,
+    queued: AtomicUsize,
+    /// Defaults, and the resolved overrides (already merged with their default).
+    per_key: Quotas,
+    per_model: Quotas,
+    keys: HashMap<ClientId, Quotas>,
+    models: HashMap<String, Quotas>,
+    /// No limit anywhere: acquire admits at once without touching any state.
+    unlimited: bool,
+    /// Requests per minute (governor, its own lock).
+    rpm: Rpm,
+    /// Token buckets and stream counts, one lock for both.
+    budgets: Mutex<Budgets>,
+    /// Signalled whenever room is given back (a stream ends, tokens are refunded), waking waiters.
+    changed: Notify,
+}
+
+impl Limiter {
+    /// A limiter for `config`, reading `keys.NAME.key_env` from the environment.
+    pub fn new(config: &LimitConfig) -> Result<Limiter, MissingKeyVar> {
+        Limiter::with_env(config, |var| std::env::var(var).ok())
+    }
+
+    /// A limiter for `config`, reading key variables through `env`.
+    pub fn with_env(
+        config: &LimitConfig,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Limiter, MissingKeyVar> {
+        let mut keys = HashMap::new();
+        for (name, key) in &config.keys {
+            let id = match &key.key_env {
+                Some(var) => {
+                    let value =
+                        env(var)
+                            .filter(|v| !v.is_empty())
+                            .ok_or_else(|| MissingKeyVar {
+                                name: name.clone(),
+                                var: var.clone(),
+                            })?;
+                    ClientId::from_credential(Some(&value))
+                }
+                None => ClientId::ANONYMOUS,
+            };
+            keys.insert(id, key.quotas().or(config.per_key));
+        }
+        let models: HashMap<String, Quotas> = config
+            .models
+            .iter()
+            .map(|(name, q)| (name.clone(), q.or(config.per_model)))
+            .collect();
+        let all = [config.per_key, config.per_model]
+            .into_iter()
+            .chain(keys.values().copied())
+            .chain(models.values().copied());
+        let rpm = Rpm::new(all.filter_map(|q| q.requests_per_minute));
+        Ok(Limiter {
+            inner: Arc::new(Inner {
+                queue: Duration::from_millis(config.queue_ms),
+                max_queued: config.max_queued,
+                queued: AtomicUsize::new(0),
+                per_key: config.per_key,
+                per_model: config.per_model,
+                keys,
+                models,
+                unlimited: config.is_unlimited(),
+                rpm,
+                budgets: Mutex::new(Budgets::default()),
+                changed: Notify::new(),
+            }),
+        })
+    }
+
+    /// The limits that apply to `client`.
+    pub fn key_quotas(&self, client: &ClientId) -> Quotas {
+        self.inner
+            .keys
+            .get(client)
+            .copied()
+            .unwrap_or(self.inner.per_key)
+    }
+
+    /// The limits that apply to `model`.
+    pub fn model_quotas(&self, model: &str) -> Quotas {
+        self.inner
+            .models
+            .get(model)
+            .copied()
+            .unwrap_or(self.inner.per_model)
+    }
+
+    /// Admits one request of `client` for `model` that may use `estimate` tokens, waiting up to
+    /// `queue_ms` for room; the [`Permit`] holds its stream slots and its token borrow.
+    pub async fn acquire(
+        &self,
+        client: &ClientId,
+        model: &str,
+        estimate: TokenEstimate,
+    ) -> Result<Permit, Limited> {
+        let inner = &self.inner;
+        if inner.unlimited {
+            return Ok(Permit::free());
+        }
+        let start = Instant::now();
+        let deadline = start + inner.queue;
+        let request = Request {
+            budgets: [
+                (Subject::Key(*client), self.key_quotas(client)),
+                (Subject::Model(model.to_owned()), self.model_quotas(model)),
+            ],
+            amount: estimate.total(),
+        };
+        let mut counted = [false; 2];
+        let mut queued: Option<QueueSlot<'_>> = None;
+        loop {
+            // Registered before trying, so room given back in between is not missed.
+            let mut notified = pin!(inner.changed.notified());
+            notified.as_mut().enable();
+            let limited = match self.try_once(&request, &mut counted) {
+                Ok(mut permit) => {
+                    permit.waited = Instant::now().saturating_duration_since(start);
+                    return Ok(permit);
+                }
+                Err(limited) => limited,
+            };
+            let now = Instant::now();
+            let until = match limited.limit {
+                // Room comes back when some stream ends: wait for the signal until the deadline.
+                LimitKind::ConcurrentStreams if now < deadline => deadline,
+                LimitKind::ConcurrentStreams => return Err(limited),
+                _ => now + limited.retry_after,
+            };
+            if until > deadline && limited.limit != LimitKind::ConcurrentStreams {
+                return Err(limited);
+            }
+            if queued.is_none() {
+                queued = Some(QueueSlot::enter(inner).ok_or(limited)?);
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(until) => {}
+            }
+        }
+    }
+
+    /// One attempt at every budget of `request`, all or nothing, under the budgets' lock (so
+    /// nobody sees a half-taken request). Requests-per-minute cells are counted last, as they
+    /// cannot be given back; those already counted in an earlier attempt are in `counted`.
+    fn try_once(&self, request: &Request, counted: &mut [bool; 2]) -> Result<Permit, Limited> {
+        let inner = &self.inner;
+        let streams: Vec<(Subject, u32)> = request
+            .budgets
+            .iter()
+            .filter_map(|(s, q)| q.concurrent_streams.map(|n| (s.clone(), n.get())))
+            .collect();
+        let tokens: Vec<(Subject, u64)> = request
+            .budgets
+            .iter()
+            .filter_map(|(s, q)| q.tokens_per_minute.map(|n| (s.clone(), n.get())))
+            .collect();
+        let mut budgets = inner.lock();
+        budgets.streams.check(&streams).map_err(|i| Limited {
+            limit: LimitKind::ConcurrentStreams,
+            retry_after: CONCURRENCY_RETRY_HINT,
+            scope: streams[i].0.scope(),
+        })?;
+        let now = Instant::now();
+        budgets
+            .tokens
+            .check(&tokens, request.amount, now)
+            .map_err(|(i, wait)| Limited {
+                limit: LimitKind::TokensPerMinute,
+                retry_after: wait,
+                scope: tokens[i].0.scope(),
+            })?;
+        for (i, (subject, quotas)) in request.budgets.iter().enumerate() {
+            let Some(per_minute) = quotas.requests_per_minute else {
+                continue;
+            };
+            if counted[i] {
+                continue;
+            }
+            inner
+                .rpm
+                .check(subject, per_minute)
+                .map_err(|wait| Limited {
+                    limit: LimitKind::RequestsPerMinute,
+                    retry_after: wait,
+                    scope: subject.scope(),
+                })?;
+            counted[i] = true;
+        }
+        budgets.streams.take(&streams);
+        budgets.tokens.take(&tokens, request.amount, now);
+        drop(budgets);
+        Ok(Permit {
+            inner: Some(Arc::clone(inner)),
+            streams: streams.into_iter().map(|(s, _)| s).collect(),
+            tokens,
+            borrowed: request.amount,
+            charged: request.amount,
+            waited: Duration::ZERO,
+        })
+    }
+
+    #[cfg(test)]
+    fn token_level(&self, subject: &Subject, per_minute: u64) -> f64 {
+        self.inner
+            .lock()
+            .tokens
+            .level(subject, per_minute, Instant::now())
+    }
+
+    #[cfg(test)]
+    fn in_flight(&self, subject: &Subject) -> u32 {
+        self.inner.lock().streams.in_flight(subject)
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Budgets> {
+        self.budgets.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One request's budgets: its key's and its model's.
+struct Request {
+    budgets: [(Subject, Quotas); 2],
+    amount: u64,
+}
+
+impl Subject {
+    fn scope(&self) -> Scope {
+        match self {
+            Subject::Key(_) => Scope::Key,
+            Subject::Model(_) => Scope::Model,
+        }
+    }
+}
+
+/// A place in the bounded queue, given back on drop.
+struct QueueSlot<'a>(&'a AtomicUsize);
+
+impl<'a> QueueSlot<'a> {
+    fn enter(inner: &'a Inner) -> Option<QueueSlot<'a>> {
+        inner
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < inner.max_queued).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| QueueSlot(&inner.queued))
+    }
+}
+
+impl Drop for QueueSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// An admitted request. Dropping it frees its stream slots; [`Permit::settle`] replaces its
+/// token borrow by the real usage. Dropped without settling, the borrow stays spent (the
+/// conservative choice when usage is unknown).
+#[derive(Debug)]
+#[must_use = "dropping a Permit ends the request's stream slot"]
+pub struct Permit {
+    inner: Option<Arc<Inner>>,
+    streams: Vec<Subject>,
+    tokens: Vec<(Subject, u64)>,
+    borrowed: u64,
+    charged: u64,
+    waited: Duration,
+}
+
+impl Permit {
+    /// A permit that holds nothing (no limits configured).
+    fn free() -> Permit {
+        Permit {
+            inner: None,
+            streams: Vec::new(),
+            tokens: Vec::new(),
+            borrowed: 0,
+            charged: 0,
+            waited: Duration::ZERO,
+        }
+    }
+
+    /// Charges `actual_total_tokens` (input + output as the provider reported them) instead of
+    /// what is charged now: the difference is refunded or debited. May be called again with a
+    /// newer total; each call replaces the previous charge.
+    pub fn settle(&mut self, actual_total_tokens: u64) {
+        let delta = to_i64(actual_total_tokens) - to_i64(self.charged);
+        self.charged = actual_total_tokens;
+        let Some(inner) = &self.inner else { return };
+        if self.tokens.is_empty() || delta == 0 {
+            return;
+        }
+        inner
+            .lock()
+            .tokens
+            .adjust(&self.tokens, delta, Instant::now());
+        if delta < 0 {
+            inner.changed.notify_waiters();
+        }
+    }
+
+    /// Tokens borrowed at the start.
+    pub fn borrowed(&self) -> u64 {
+        self.borrowed
+    }
+
+    /// Tokens charged now (the borrow, or the last settled total).
+    pub fn charged(&self) -> u64 {
+        self.charged
+    }
+
+    /// How long the request waited in the queue.
+    pub fn waited(&self) -> Duration {
+        self.waited
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some(inner) = &self.inner
+            && !self.streams.is_empty()
+        {
+            inner.lock().streams.release(&self.streams);
+            inner.changed.notify_waiters();
+        }
+    }
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
