@@ -32,6 +32,9 @@ pub struct Config {
     /// Retries, failover, continuation and circuit breakers (the original design's block).
     #[serde(default)]
     pub streaming: StreamingConfig,
+    /// Rate limits per client key and per model.
+    #[serde(default)]
+    pub limits: crate::limit::LimitConfig,
 }
 
 /// `[streaming]`: keeping answers alive. Keys are camelCase, as the original design wrote them.
@@ -327,6 +330,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        self.limits.validate().map_err(ConfigError::Invalid)?;
         for (alias, model) in &self.models {
             for route in std::iter::once(&model.route).chain(&model.fallbacks) {
                 let Some((provider, upstream)) = route.split_once('/') else {
@@ -360,6 +364,7 @@ impl Default for Config {
             models: BTreeMap::new(),
             translation: TranslationConfig::default(),
             streaming: StreamingConfig::default(),
+            limits: crate::limit::LimitConfig::default(),
         }
     }
 }

@@ -85,6 +85,9 @@ pub enum GatewayError {
         /// What the decoder found.
         source: DecodeError,
     },
+    /// A rate limit (the gateway's own, or a provider's that every route is backing off from).
+    #[error(transparent)]
+    RateLimited(#[from] crate::limit::Limited),
     /// Every route is skipped by its circuit breaker.
     #[error("{message}")]
     Unavailable {
@@ -136,6 +139,7 @@ impl GatewayError {
             | GatewayError::Stream { .. }
             | GatewayError::Untranslatable(_) => StatusCode::BAD_GATEWAY,
             GatewayError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -155,6 +159,7 @@ impl GatewayError {
             GatewayError::Stream { source, .. } => source.to_error_info().code,
             GatewayError::Timeout { .. } => "timeout_error".into(),
             GatewayError::Unavailable { .. } => "overloaded_error".into(),
+            GatewayError::RateLimited(_) => "rate_limit_error".into(),
             GatewayError::MissingKey { .. }
             | GatewayError::Unreachable { .. }
             | GatewayError::Untranslatable(_)
@@ -197,6 +202,7 @@ impl GatewayError {
             GatewayError::Unavailable { .. } => {
                 ("server_error".into(), Some("upstreams_unavailable".into()))
             }
+            GatewayError::RateLimited(_) => ("requests".into(), Some("rate_limit_exceeded".into())),
             GatewayError::Internal(_) => ("server_error".into(), None),
         }
     }
@@ -208,6 +214,9 @@ impl GatewayError {
                 Dialect::OpenAi => e.to_openai_error_body(),
                 Dialect::Anthropic => e.to_anthropic_error_body(),
             };
+        }
+        if let GatewayError::RateLimited(l) = self {
+            return l.body(door);
         }
         let message = self.to_string();
         match door {
@@ -245,7 +254,8 @@ impl GatewayError {
             }
             GatewayError::Unreachable { .. }
             | GatewayError::Timeout { .. }
-            | GatewayError::Unavailable { .. } => true,
+            | GatewayError::Unavailable { .. }
+            | GatewayError::RateLimited(_) => true,
             GatewayError::Stream { source, .. } => source.to_error_info().retryable,
             _ => false,
         }

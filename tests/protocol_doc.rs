@@ -1,7 +1,7 @@
 //! The docs' examples and tables come from the code, never typed by hand: this test regenerates
 //! every `<!-- BEGIN GENERATED: ... -->` section of docs/protocol.md (examples decoded from the
-//! fixtures) and docs/translation.md (the decision table of the request translator's module
-//! doc) and fails when a file differs. `STREAMGATE_BLESS=1 cargo test --test protocol_doc`
+//! fixtures), docs/translation.md (the decision table of the request translator's module doc)
+//! and docs/configuration.md (the rate limiter's keys) and fails when a file differs. `STREAMGATE_BLESS=1 cargo test --test protocol_doc`
 //! rewrites them.
 
 #![allow(clippy::unwrap_used, clippy::panic)]
@@ -102,16 +102,18 @@ fn example(fixture: &str) -> String {
     )
 }
 
-/// The module documentation of providers/src/request/mod.rs from its `# Decisions` heading.
-fn request_decisions() -> String {
-    let source = std::fs::read_to_string(root().join("providers/src/request/mod.rs")).unwrap();
+/// A section of a module's documentation: from the line `heading` to the next `# ` heading.
+fn module_doc(file: &str, heading: &str) -> String {
+    let source = std::fs::read_to_string(root().join(file)).unwrap();
     let doc: Vec<&str> = source
         .lines()
         .take_while(|l| l.starts_with("//!"))
         .map(|l| l.trim_start_matches("//!").strip_prefix(' ').unwrap_or(""))
-        .skip_while(|l| *l != "# Decisions")
+        .skip_while(|l| *l != heading)
         .skip(1)
+        .take_while(|l| !l.starts_with("# "))
         .collect();
+    assert!(!doc.is_empty(), "{file} has no section {heading:?}");
     // Intra-doc links read as plain code in Markdown.
     doc.join("\n")
         .replace("[`", "`")
@@ -177,7 +179,8 @@ fn cut_example(fixture: &str) -> String {
 fn generate(name: &str) -> String {
     match name {
         "event-catalog" => event_catalog(),
-        "request-decisions" => request_decisions(),
+        "request-decisions" => module_doc("providers/src/request/mod.rs", "# Decisions"),
+        "limits-config" => module_doc("src/limit/mod.rs", "# Configuration: `[limits]`"),
         other => match (
             other.strip_prefix("example "),
             other.strip_prefix("cut-example "),
@@ -197,6 +200,11 @@ fn protocol_doc_examples_are_generated_from_fixtures() {
 #[test]
 fn translation_doc_table_is_the_translators_own() {
     check_generated("docs/translation.md", 1);
+}
+
+#[test]
+fn configuration_doc_limits_are_the_limiters_own() {
+    check_generated("docs/configuration.md", 1);
 }
 
 fn check_generated(file: &str, min_sections: usize) {

@@ -64,6 +64,7 @@ pub struct Engine {
     defaults: AnthropicDefaults,
     policy: RetryPolicy,
     breakers: Breakers,
+    limiter: crate::limit::Limiter,
     next_request: AtomicU64,
 }
 
@@ -88,12 +89,15 @@ impl Engine {
             failure_threshold: breaker.failure_threshold.max(1),
             cooldown: Duration::from_millis(breaker.cooldown_ms),
         });
+        let limiter = crate::limit::Limiter::new(&config.limits)
+            .map_err(|e| GatewayError::Internal(format!("rate limits: {e}")))?;
         Ok(Engine {
             config: Arc::new(config),
             upstream,
             defaults,
             policy,
             breakers,
+            limiter,
             next_request: AtomicU64::new(0),
         })
     }
@@ -133,15 +137,27 @@ impl Engine {
             .map_err(|e| GatewayError::Internal(format!("serializing request: {e}")))
     }
 
-    /// Starts answering `call`: returns once an attempt produced its first events, or with
-    /// the error that ended every attempt before anything reached the client.
+    /// Starts answering `call`: admits it under the rate limits (waiting up to the queue
+    /// time), then returns once an attempt produced its first events, or with the error that
+    /// ended every attempt before anything reached the client.
     pub async fn answer(self: &Arc<Self>, call: Call) -> Result<Answer, GatewayError> {
+        let permit = self
+            .limiter
+            .acquire(
+                &crate::limit::ClientId::from_client_key(&call.key),
+                &call.request.model,
+                crate::limit::TokenEstimate::for_request(
+                    &call.request,
+                    self.config.translation.anthropic_default_max_tokens,
+                ),
+            )
+            .await?;
         let request_id = format!(
             "req_{:x}{:04x}",
             unix_now(),
             self.next_request.fetch_add(1, Ordering::Relaxed) & 0xffff
         );
-        run::start(Arc::clone(self), call, request_id).await
+        run::start(Arc::clone(self), call, request_id, permit).await
     }
 
     /// The configuration of `route`'s provider.

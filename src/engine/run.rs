@@ -18,6 +18,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::{Answer, Call, Engine, Events, unix_now};
 use crate::error::GatewayError;
+use crate::limit::Permit;
 use crate::resilience::Backoff;
 use crate::resilience::classify::{Action, classify};
 use crate::resilience::continuation::{Mode, continue_request};
@@ -47,6 +48,8 @@ struct Run {
     /// Ends the current attempt after `maxDurationMs`.
     attempt_timer: Pin<Box<Sleep>>,
     done: bool,
+    /// The rate-limit admission: holds the stream slot, settled with the real usage.
+    permit: Permit,
 }
 
 /// Opens the first attempt that answers and returns the answer's event stream.
@@ -54,6 +57,7 @@ pub(super) async fn start(
     engine: Arc<Engine>,
     call: Call,
     request_id: String,
+    permit: Permit,
 ) -> Result<Answer, GatewayError> {
     let plan = route::plan(engine.config(), &call.request.model)?;
     let policy = engine.policy;
@@ -73,8 +77,19 @@ pub(super) async fn start(
         stream: None,
         attempt_timer: Box::pin(tokio::time::sleep(Duration::from_secs(u32::MAX.into()))),
         done: false,
+        permit,
     };
     let Some(first) = run.first_allowed(0) else {
+        // A provider's own rate limit is a 429 the client can wait out; open breakers are a 503.
+        let backoff = run.engine.upstream.backoff();
+        if let Some(limited) = run
+            .routes
+            .iter()
+            .filter_map(|r| backoff.limited(&r.to_string()))
+            .min_by_key(|l| l.retry_after)
+        {
+            return Err(GatewayError::RateLimited(limited));
+        }
         return Err(GatewayError::Unavailable {
             message: format!(
                 "every route for {:?} is cooling down after repeated failures",
@@ -164,7 +179,13 @@ impl Run {
             }
             other => other,
         };
+        let before = out.len();
         self.splicer.push(event, out);
+        if let Some(AgentEvent::Usage(total)) = out[before..].last() {
+            // The splicer reports usage summed over attempts: settle the token borrow with it.
+            let used = total.input_tokens.unwrap_or(0) + total.output_tokens.unwrap_or(0);
+            self.permit.settle(used);
+        }
     }
 
     /// After a failure: retry, fail over or continue until an attempt opens, or give the
@@ -241,6 +262,11 @@ impl Run {
             GatewayError::UpstreamStatus { retry_after, .. } => *retry_after,
             _ => None,
         };
+        // A provider asking for a longer pause than our longest backoff is better left alone:
+        // fail over (or report) rather than keep the client waiting on it.
+        if retry_after.is_some_and(|after| after > self.engine.policy.max_backoff) {
+            return None;
+        }
         let delay = self.backoff.next_delay(retry_after)?;
         (Instant::now() + delay < self.budget_end).then_some(delay)
     }
@@ -266,8 +292,14 @@ impl Run {
         })
     }
 
+    /// The first route from `from` on that its provider is not rate-limiting and its circuit
+    /// breaker lets through.
     fn first_allowed(&self, from: usize) -> Option<usize> {
-        (from..self.routes.len()).find(|&i| self.engine.breakers.allow(&self.routes[i].to_string()))
+        (from..self.routes.len()).find(|&i| {
+            let route = self.routes[i].to_string();
+            self.engine.upstream.backoff().blocked_for(&route).is_none()
+                && self.engine.breakers.allow(&route)
+        })
     }
 
     fn uses_client_key(&self, route: &Route) -> bool {

@@ -28,6 +28,7 @@ pub fn classify(error: &GatewayError, client_key: bool) -> Action {
         | GatewayError::BodyTooLarge { .. }
         | GatewayError::Untranslatable(_)
         | GatewayError::Unavailable { .. }
+        | GatewayError::RateLimited(_)
         | GatewayError::Internal(_) => Action::Client,
         // Another provider may well have its key configured.
         GatewayError::MissingKey { .. } => Action::Failover,

@@ -214,11 +214,16 @@ pub(super) fn error_response(door: Dialect, error: &GatewayError) -> Response {
         tracing::warn!(error = %error, "request failed");
     }
     let mut response = json_response(error.status(), &error.body(door));
-    if let GatewayError::UpstreamStatus {
-        retry_after: Some(after),
-        ..
-    } = error
-        && let Ok(v) = HeaderValue::from_str(&after.as_secs().max(1).to_string())
+    let retry_after = match error {
+        GatewayError::UpstreamStatus {
+            retry_after: Some(after),
+            ..
+        } => Some(after.as_secs_f64().ceil().max(1.0) as u64),
+        GatewayError::RateLimited(l) => Some(l.retry_after_secs()),
+        _ => None,
+    };
+    if let Some(secs) = retry_after
+        && let Ok(v) = HeaderValue::from_str(&secs.to_string())
     {
         response.headers_mut().insert(header::RETRY_AFTER, v);
     }

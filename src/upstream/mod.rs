@@ -24,6 +24,8 @@ pub use request::{ClientKey, ForwardHeaders};
 #[derive(Debug, Clone)]
 pub struct Upstream {
     clients: HashMap<String, reqwest::Client>,
+    /// What providers said about their rate limits, per route.
+    backoff: std::sync::Arc<crate::limit::UpstreamBackoff>,
 }
 
 impl Upstream {
@@ -40,7 +42,15 @@ impl Upstream {
                 .map_err(|e| GatewayError::Internal(format!("building HTTP client: {e}")))?;
             clients.insert(name.clone(), client);
         }
-        Ok(Upstream { clients })
+        Ok(Upstream {
+            clients,
+            backoff: std::sync::Arc::default(),
+        })
+    }
+
+    /// Routes the providers asked to slow down (rate-limit headers, 429 Retry-After).
+    pub fn backoff(&self) -> &crate::limit::UpstreamBackoff {
+        &self.backoff
     }
 
     /// Sends `body` (already in the provider's dialect) to `route` and waits for the first
@@ -68,6 +78,9 @@ impl Upstream {
                 .await
                 .map_err(|e| send_error(&route.provider, &e))?;
             let status = response.status();
+            // Rate-limit headers come on successes too: a budget at zero means wait.
+            self.backoff
+                .observe(&route.to_string(), status.as_u16(), response.headers());
             if !status.is_success() {
                 return Err(body::status_error(&route.provider, provider.dialect, response).await);
             }
