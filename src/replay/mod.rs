@@ -82,11 +82,15 @@ pub fn fixture_names(dialect: Dialect) -> Vec<&'static str> {
 }
 
 /// Model aliases the replay's configuration defines (alias, route).
-pub const DEMO_ALIASES: [(&str, &str); 3] = [
+pub const DEMO_ALIASES: [(&str, &str); 4] = [
     ("demo", "anthropic/tool_use_with_text"),
     ("demo-openai", "openai/tool_calls_parallel"),
     ("demo-thinking", "anthropic/thinking_short"),
+    ("demo-limited", "anthropic/text_basic"),
 ];
+
+/// Requests per minute of the `demo-limited` alias, to see the gateway's own 429.
+pub const DEMO_LIMITED_RPM: u32 = 2;
 
 /// One request the replay received.
 #[derive(Debug, Clone)]
@@ -198,6 +202,13 @@ impl Replay {
                 },
             );
         }
+        config.limits.models.insert(
+            "demo-limited".into(),
+            crate::limit::Quotas {
+                requests_per_minute: std::num::NonZeroU32::new(DEMO_LIMITED_RPM),
+                ..crate::limit::Quotas::default()
+            },
+        );
         config
     }
 
