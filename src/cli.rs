@@ -77,6 +77,11 @@ enum Command {
         /// Print only `{"gateway":URL,"replay":URL}` as the first line of standard output.
         #[arg(long)]
         json: bool,
+        /// Make the replay upstream misbehave at random on this fraction of the requests that
+        /// name no fault knob (resets, cuts, overloaded events, 429/503/529), to watch the
+        /// gateway keep answers whole.
+        #[arg(long, value_name = "RATE", num_args = 0..=1, default_missing_value = "0.3")]
+        chaos: Option<f64>,
     },
     /// Decode a provider SSE body and print its Agent Events as JSON lines (with envelope).
     #[command(after_help = EVENTS_EXAMPLES)]
@@ -144,7 +149,11 @@ fn run(command: Command) -> Outcome {
                 Outcome::Bad
             }
         },
-        Command::Demo { listen, json } => match demo::run(listen, json) {
+        Command::Demo {
+            listen,
+            json,
+            chaos,
+        } => match demo::run(listen, json, chaos) {
             Ok(()) => Outcome::Complete,
             Err(e) => {
                 report(&e.to_string());

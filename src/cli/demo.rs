@@ -14,7 +14,9 @@ use crate::server;
 
 /// Runs the demo. With `json`, standard output gets exactly one line,
 /// `{"gateway":"http://HOST:P","replay":"http://HOST:Q"}`; logs always go to stderr.
-pub fn run(listen: SocketAddr, json: bool) -> Result<(), ServeError> {
+/// With `chaos`, the replay upstream misbehaves on that fraction of the requests (seeded from
+/// the clock; the seed is logged) and the gateway retries more.
+pub fn run(listen: SocketAddr, json: bool, chaos: Option<f64>) -> Result<(), ServeError> {
     init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -23,6 +25,12 @@ pub fn run(listen: SocketAddr, json: bool) -> Result<(), ServeError> {
         let replay = replay::spawn(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let mut config = replay.config();
         config.server.listen = listen;
+        if let Some(rate) = chaos {
+            let seed = crate::engine::unix_now();
+            replay.set_chaos(rate, seed);
+            config.streaming.retry_policy.max_attempts = 6;
+            tracing::info!(rate, seed, "chaos: the replay upstream fails at random");
+        }
         let engine = Arc::new(Engine::new(config)?);
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let gateway = format!("http://{}", listener.local_addr()?);

@@ -269,3 +269,37 @@ mod tests {
         assert!(http_date_in(5).ends_with(" GMT"));
     }
 }
+
+impl Fault {
+    /// One of the faults a real upstream shows, at a random place: what `demo --chaos` uses.
+    pub fn random(rng: &mut fastrand::Rng) -> Fault {
+        let at = rng.usize(2..12);
+        match rng.u8(0..6) {
+            0 => Fault {
+                reset_after: Some(at),
+                ..Fault::default()
+            },
+            1 => Fault {
+                cut_after: Some(at),
+                ..Fault::default()
+            },
+            2 => Fault {
+                overloaded_after: Some(at),
+                ..Fault::default()
+            },
+            3 => Fault {
+                status: Some(529),
+                ..Fault::default()
+            },
+            4 => Fault {
+                status: Some(503),
+                ..Fault::default()
+            },
+            _ => Fault {
+                status: Some(429),
+                retry_after_ms: Some(200),
+                ..Fault::default()
+            },
+        }
+    }
+}

@@ -124,6 +124,8 @@ struct Shared {
     opened: AtomicUsize,
     closed: watch::Sender<usize>,
     cancel: CancellationToken,
+    /// `streamgate demo --chaos`: the fraction of knob-less requests given a random fault.
+    chaos: Mutex<Option<(f64, fastrand::Rng)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -152,6 +154,7 @@ pub async fn spawn(addr: SocketAddr) -> io::Result<Replay> {
         opened: AtomicUsize::new(0),
         closed,
         cancel: CancellationToken::new(),
+        chaos: Mutex::new(None),
     });
     let app = Router::new()
         .route("/v1/chat/completions", post(openai))
@@ -210,6 +213,12 @@ impl Replay {
             },
         );
         config
+    }
+
+    /// Gives a random fault (reset, cut, overloaded event, 429/503/529) to `rate` of the
+    /// requests whose model names no knob, from a generator seeded with `seed`.
+    pub fn set_chaos(&self, rate: f64, seed: u64) {
+        *lock(&self.shared.chaos) = Some((rate.clamp(0.0, 1.0), fastrand::Rng::with_seed(seed)));
     }
 
     /// Serves `body` as model `name` of `dialect` (tests' own bodies; shadows a fixture).
@@ -319,6 +328,12 @@ async fn answer(shared: &Arc<Shared>, dialect: Dialect, request: Request) -> Res
     }
     if fault.times.is_some_and(|times| seen >= times) {
         fault = fault.cleared();
+    }
+    if fault == Fault::default()
+        && let Some((rate, rng)) = lock(&shared.chaos).as_mut()
+        && rng.f64() < *rate
+    {
+        fault = Fault::random(rng);
     }
     if fault.hang {
         shared.cancel.cancelled().await;
