@@ -326,10 +326,13 @@ impl Splicer {
     }
 
     /// The current attempt broke. Closes what cannot go on (reasoning, provider-run blocks),
-    /// drops its unfinished tool calls, keeps an open text block for the continuation, and
-    /// says what to continue from.
+    /// drops its unfinished tool calls and any continuation text still held back, keeps an
+    /// open text block for the continuation, and says what to continue from.
     pub fn interrupt(&mut self, out: &mut Vec<AgentEvent>) -> Continuation {
-        self.flush_any_head(out);
+        // A continuation head still held is text the client never got, and it may be only
+        // the start of a repeat that the overlap check cannot recognize yet: drop it. The
+        // next attempt continues from what was sent, so nothing is lost.
+        self.head = None;
         let in_tool_call = self.held.values().next().map(|h| h.name.clone());
         self.held.clear();
         self.call_names.clear();
