@@ -66,6 +66,19 @@ pub struct Engine {
     breakers: Breakers,
     limiter: crate::limit::Limiter,
     next_request: AtomicU64,
+    retries: AtomicU64,
+    failovers: AtomicU64,
+}
+
+/// How often the engine started a new attempt since it was built: the counts behind the
+/// `retry` and `failover` seams of the Agent Event Stream (the OpenAI and Anthropic doors hide
+/// them). For tests and operators; nothing in the request path reads them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AttemptCounts {
+    /// New attempts on the same route after a backoff.
+    pub retries: u64,
+    /// Moves to another route of the plan.
+    pub failovers: u64,
 }
 
 impl Engine {
@@ -99,6 +112,8 @@ impl Engine {
             breakers,
             limiter,
             next_request: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            failovers: AtomicU64::new(0),
         })
     }
 
@@ -110,6 +125,14 @@ impl Engine {
     /// The upstream clients (for calls that are not answers, such as count_tokens).
     pub fn upstream(&self) -> &Upstream {
         &self.upstream
+    }
+
+    /// Retries and failovers of every answer so far.
+    pub fn attempt_counts(&self) -> AttemptCounts {
+        AttemptCounts {
+            retries: self.retries.load(Ordering::Relaxed),
+            failovers: self.failovers.load(Ordering::Relaxed),
+        }
     }
 
     /// The per-route circuit breakers (for `/admin/routes`).

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -223,6 +224,7 @@ impl Run {
                 Action::Retry => match self.retry_delay(&error) {
                     Some(delay) => {
                         tracing::info!(route = %route, delay_ms = delay.as_millis() as u64, "retrying");
+                        self.engine.retries.fetch_add(1, Ordering::Relaxed);
                         if self.splicer.output_started() {
                             self.splicer.seam(
                                 Seam::Retry {
@@ -283,6 +285,7 @@ impl Run {
         self.tries = 0;
         self.backoff = Backoff::new(&self.engine.policy);
         let to = &self.routes[next];
+        self.engine.failovers.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(from = %from, to = %to, reason, "failing over");
         Some(Seam::Failover {
             from: from.to_string(),

@@ -17,7 +17,7 @@ mod overlap;
 use std::collections::HashMap;
 
 use providers::event::{ErrorInfo, FinishReason, StreamEnd};
-use providers::{AgentEvent, Usage};
+use providers::{AgentEvent, Dialect, Usage};
 use serde_json::Value;
 
 pub use overlap::{MIN_REPEAT, overlap};
@@ -111,6 +111,11 @@ pub struct Splicer {
     trimmed: String,
     usage_done: Usage,
     usage_now: Usage,
+    /// Dialect of the first attempt's `stream.start`: the door's encoder passes through
+    /// provider fields of that dialect only.
+    first_dialect: Option<Dialect>,
+    /// The current attempt answers in another dialect (after a failover across dialects).
+    foreign: bool,
 }
 
 #[derive(Debug)]
@@ -140,6 +145,8 @@ impl Splicer {
             trimmed: String::new(),
             usage_done: Usage::default(),
             usage_now: Usage::default(),
+            first_dialect: None,
+            foreign: false,
         }
     }
 
@@ -165,6 +172,15 @@ impl Splicer {
 
     /// One event of the current attempt; appends what the client gets.
     pub fn push(&mut self, event: AgentEvent, out: &mut Vec<AgentEvent>) {
+        if let AgentEvent::StreamStart(start) = &event {
+            let first = *self.first_dialect.get_or_insert(start.dialect);
+            self.foreign = start.dialect != first;
+        }
+        let event = if self.foreign {
+            without_passthrough(event)
+        } else {
+            event
+        };
         match event {
             AgentEvent::StreamStart(_) if self.started => {}
             AgentEvent::StreamStart(start) => {
@@ -326,10 +342,13 @@ impl Splicer {
     }
 
     /// The current attempt broke. Closes what cannot go on (reasoning, provider-run blocks),
-    /// drops its unfinished tool calls, keeps an open text block for the continuation, and
-    /// says what to continue from.
+    /// drops its unfinished tool calls and any continuation text still held back, keeps an
+    /// open text block for the continuation, and says what to continue from.
     pub fn interrupt(&mut self, out: &mut Vec<AgentEvent>) -> Continuation {
-        self.flush_any_head(out);
+        // A continuation head still held is text the client never got, and it may be only
+        // the start of a repeat that the overlap check cannot recognize yet: drop it. The
+        // next attempt continues from what was sent, so nothing is lost.
+        self.head = None;
         let in_tool_call = self.held.values().next().map(|h| h.name.clone());
         self.held.clear();
         self.call_names.clear();
@@ -471,6 +490,25 @@ impl Splicer {
             );
         }
     }
+}
+
+/// The event without its provider passthrough (the provider's verbatim finish reason, extra
+/// fields). The client's stream announced the first attempt's dialect, and door encoders pass
+/// such fields through when the dialects match: after a failover to another dialect they
+/// would hand, say, OpenAI's `"tool_calls"` to an Anthropic client as its `stop_reason`.
+fn without_passthrough(mut event: AgentEvent) -> AgentEvent {
+    match &mut event {
+        AgentEvent::BlockStart { extra, .. }
+        | AgentEvent::TextDelta { extra, .. }
+        | AgentEvent::ToolCallStart { extra, .. } => *extra = None,
+        AgentEvent::Usage(usage) => usage.extra = None,
+        AgentEvent::StreamEnd(end) => {
+            end.provider_reason = None;
+            end.extra = None;
+        }
+        _ => {}
+    }
+    event
 }
 
 /// The same event with its block index replaced.

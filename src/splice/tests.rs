@@ -286,3 +286,147 @@ fn the_failover_seam_names_the_new_model_and_its_seq() {
     assert!(matches!(&out[1], AgentEvent::Failover { at_seq: 2, model, .. } if model == "gpt-4o"));
     assert_eq!(Assembler::assemble(&out).start.unwrap().model, "gpt-4o");
 }
+
+/// A continuation that breaks again while its head (the part that may repeat the sent text)
+/// is still held: the held text was never sent, so it must not reach the client as new text.
+/// Found by the chaos run (tests/chaos.rs): the replay's instruction continuation repeats up
+/// to 24 bytes and sends its text in three pieces, so a short answer's first piece can be
+/// all repeat; the link then reset before the next piece.
+#[test]
+fn a_second_break_inside_the_held_head_sends_no_repeat() {
+    let start = AgentEvent::StreamStart(StreamStart {
+        id: "s".into(),
+        model: "m".into(),
+        dialect: Dialect::OpenAi,
+        created: None,
+        request_id: None,
+        provider: None,
+        extra: None,
+    });
+    let text_block = |index| AgentEvent::BlockStart {
+        index,
+        block: BlockKind::Text,
+        choice: 0,
+        extra: None,
+    };
+    let delta = |index, text: &str| AgentEvent::TextDelta {
+        index,
+        text: text.into(),
+        extra: None,
+    };
+    let mut s = Splicer::new(true);
+    let mut out = Vec::new();
+    s.push(start.clone(), &mut out);
+    s.push(text_block(0), &mut out);
+    s.push(delta(0, "The quick brown fox jumps"), &mut out);
+    let cont = s.interrupt(&mut out);
+    assert_eq!(cont.prefix, "The quick brown fox jumps");
+    // The continuation restarts the sentence; it breaks after its first piece, which is a
+    // part of that repeat only.
+    s.push(start.clone(), &mut out);
+    s.push(text_block(0), &mut out);
+    s.push(delta(0, "quick brown fox"), &mut out);
+    let cont = s.interrupt(&mut out);
+    assert_eq!(cont.prefix, "The quick brown fox jumps");
+    // The next continuation goes through.
+    s.push(start, &mut out);
+    s.push(text_block(0), &mut out);
+    s.push(delta(0, "brown fox jumps over the lazy dog."), &mut out);
+    s.push(AgentEvent::BlockEnd { index: 0 }, &mut out);
+    s.push(
+        AgentEvent::StreamEnd(StreamEnd {
+            reason: providers::FinishReason::Stop,
+            provider_reason: None,
+            stop_sequence: None,
+            other_choices: Vec::new(),
+            extra: None,
+        }),
+        &mut out,
+    );
+    assert_eq!(
+        Assembler::assemble(&out).text(),
+        "The quick brown fox jumps over the lazy dog."
+    );
+}
+
+/// After a failover from an Anthropic route to an OpenAI one, the Anthropic client's
+/// `stop_reason` is Anthropic's (`tool_use`), not OpenAI's verbatim `tool_calls`: the door
+/// passes provider fields through only for the dialect of the first `stream.start`. Found by
+/// the chaos run (tests/chaos.rs).
+#[test]
+fn a_failover_across_dialects_passes_no_foreign_provider_fields() {
+    let start = |dialect| {
+        AgentEvent::StreamStart(StreamStart {
+            id: "s".into(),
+            model: "m".into(),
+            dialect,
+            created: None,
+            request_id: None,
+            provider: None,
+            extra: None,
+        })
+    };
+    let mut s = Splicer::new(true);
+    let mut out = Vec::new();
+    s.push(start(Dialect::Anthropic), &mut out);
+    s.push(
+        AgentEvent::BlockStart {
+            index: 0,
+            block: BlockKind::Reasoning,
+            choice: 0,
+            extra: None,
+        },
+        &mut out,
+    );
+    let _ = s.interrupt(&mut out);
+    s.push(start(Dialect::OpenAi), &mut out);
+    let mut extra = providers::event::Extra::new();
+    extra.insert("logprobs".into(), serde_json::Value::Null);
+    s.push(
+        AgentEvent::ToolCallStart {
+            index: 0,
+            id: "call_1".into(),
+            name: "f".into(),
+            choice: 0,
+            extra: Some(extra.clone()),
+        },
+        &mut out,
+    );
+    s.push(
+        AgentEvent::ToolCallEnd {
+            index: 0,
+            arguments: "{}".into(),
+            truncated: false,
+        },
+        &mut out,
+    );
+    s.push(
+        AgentEvent::StreamEnd(StreamEnd {
+            reason: providers::FinishReason::ToolCalls,
+            provider_reason: Some("tool_calls".into()),
+            stop_sequence: None,
+            other_choices: Vec::new(),
+            extra: Some(extra),
+        }),
+        &mut out,
+    );
+    let end = out.iter().find_map(|e| match e {
+        AgentEvent::StreamEnd(end) => Some(end.clone()),
+        _ => None,
+    });
+    let end = end.unwrap();
+    assert_eq!(end.provider_reason, None);
+    assert_eq!(end.extra, None);
+    assert!(
+        out.iter()
+            .all(|e| !matches!(e, AgentEvent::ToolCallStart { extra: Some(_), .. }))
+    );
+    let sse = providers::StreamEncoder::encode_all(
+        Dialect::Anthropic,
+        providers::EncodeOptions::default(),
+        &out,
+    )
+    .unwrap();
+    let sse = String::from_utf8(sse).unwrap();
+    assert!(sse.contains("\"stop_reason\":\"tool_use\""), "{sse}");
+}
