@@ -206,6 +206,40 @@ pub fn http_date(unix: u64) -> String {
     )
 }
 
+impl Fault {
+    /// One of the faults a real upstream shows, at a random place: what `demo --chaos` uses.
+    pub fn random(rng: &mut fastrand::Rng) -> Fault {
+        let at = rng.usize(2..12);
+        match rng.u8(0..6) {
+            0 => Fault {
+                reset_after: Some(at),
+                ..Fault::default()
+            },
+            1 => Fault {
+                cut_after: Some(at),
+                ..Fault::default()
+            },
+            2 => Fault {
+                overloaded_after: Some(at),
+                ..Fault::default()
+            },
+            3 => Fault {
+                status: Some(529),
+                ..Fault::default()
+            },
+            4 => Fault {
+                status: Some(503),
+                ..Fault::default()
+            },
+            _ => Fault {
+                status: Some(429),
+                retry_after_ms: Some(200),
+                ..Fault::default()
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,39 +301,5 @@ mod tests {
         assert_eq!(http_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
         assert_eq!(http_date(1_767_225_599), "Wed, 31 Dec 2025 23:59:59 GMT");
         assert!(http_date_in(5).ends_with(" GMT"));
-    }
-}
-
-impl Fault {
-    /// One of the faults a real upstream shows, at a random place: what `demo --chaos` uses.
-    pub fn random(rng: &mut fastrand::Rng) -> Fault {
-        let at = rng.usize(2..12);
-        match rng.u8(0..6) {
-            0 => Fault {
-                reset_after: Some(at),
-                ..Fault::default()
-            },
-            1 => Fault {
-                cut_after: Some(at),
-                ..Fault::default()
-            },
-            2 => Fault {
-                overloaded_after: Some(at),
-                ..Fault::default()
-            },
-            3 => Fault {
-                status: Some(529),
-                ..Fault::default()
-            },
-            4 => Fault {
-                status: Some(503),
-                ..Fault::default()
-            },
-            _ => Fault {
-                status: Some(429),
-                retry_after_ms: Some(200),
-                ..Fault::default()
-            },
-        }
     }
 }
