@@ -17,7 +17,7 @@ mod overlap;
 use std::collections::HashMap;
 
 use providers::event::{ErrorInfo, FinishReason, StreamEnd};
-use providers::{AgentEvent, Usage};
+use providers::{AgentEvent, Dialect, Usage};
 use serde_json::Value;
 
 pub use overlap::{MIN_REPEAT, overlap};
@@ -111,6 +111,12 @@ pub struct Splicer {
     trimmed: String,
     usage_done: Usage,
     usage_now: Usage,
+    /// Dialect of the `stream.start` the client got: the door's encoder passes that dialect's
+    /// native fields through (raw finish reason, usage and block extras).
+    dialect: Option<Dialect>,
+    /// The current attempt speaks another dialect than the client's `stream.start` (a
+    /// failover across providers): its native fields would be misread as the first one's.
+    foreign: bool,
 }
 
 #[derive(Debug)]
@@ -140,6 +146,8 @@ impl Splicer {
             trimmed: String::new(),
             usage_done: Usage::default(),
             usage_now: Usage::default(),
+            dialect: None,
+            foreign: false,
         }
     }
 
@@ -165,10 +173,18 @@ impl Splicer {
 
     /// One event of the current attempt; appends what the client gets.
     pub fn push(&mut self, event: AgentEvent, out: &mut Vec<AgentEvent>) {
+        let event = if self.foreign {
+            strip_native(event)
+        } else {
+            event
+        };
         match event {
-            AgentEvent::StreamStart(_) if self.started => {}
+            AgentEvent::StreamStart(start) if self.started => {
+                self.foreign = self.dialect.is_some_and(|d| d != start.dialect);
+            }
             AgentEvent::StreamStart(start) => {
                 self.started = true;
+                self.dialect = Some(start.dialect);
                 self.emit(AgentEvent::StreamStart(start), out);
             }
             AgentEvent::BlockStart {
@@ -471,6 +487,27 @@ impl Splicer {
             );
         }
     }
+}
+
+/// An event of an attempt in another dialect than the client's `stream.start`, without the
+/// fields that only mean something in its own dialect (the door would pass them through as
+/// if they were the first dialect's: an OpenAI `tool_calls` as an Anthropic `stop_reason`).
+fn strip_native(mut event: AgentEvent) -> AgentEvent {
+    match &mut event {
+        AgentEvent::StreamEnd(end) => {
+            end.provider_reason = None;
+            end.extra = None;
+            for c in &mut end.other_choices {
+                c.provider_reason = None;
+            }
+        }
+        AgentEvent::Usage(u) => u.extra = None,
+        AgentEvent::BlockStart { extra, .. } | AgentEvent::TextDelta { extra, .. } => {
+            *extra = None;
+        }
+        _ => {}
+    }
+    event
 }
 
 /// The same event with its block index replaced.
