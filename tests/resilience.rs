@@ -3,8 +3,9 @@
 //! computed from the fixture) x recovery (retry on the same route with `times=1`, failover to
 //! the other provider serving the same answer) x door (OpenAI, Anthropic).
 //!
-//! Each case runs on its own replay + gateway (so `times` and the recorded requests belong to
-//! it alone), all cases concurrently, and every failing case is reported by name.
+//! The cases share two replay + gateway pairs, each case under names of its own (its copy of
+//! the recording, so that `times` and the recorded requests are its alone; its alias; its
+//! fallback's answer); they run concurrently and every failing case is reported by name.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -15,6 +16,7 @@ mod gw;
 mod rs;
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -188,17 +190,45 @@ async fn resilience_matrix() {
     // Cases that mostly wait (timers, Retry-After) first, so they overlap the busy ones.
     cases.sort_by_key(|c| !(c.timeout || c.min_wait_ms > 0 || c.knobs.contains("retry_after")));
     let total = cases.len();
+    // Two gateways over two replays (a failover after a mid-stream break is taken at the
+    // first break, see `Case::max_attempts`), each shared by its cases under unique names.
+    let tags: Vec<String> = (0..cases.len()).map(|i| format!("c{i}")).collect();
+    let mut harnesses = Vec::new();
+    for attempts in [1, 3] {
+        let h = rs::start(attempts, |c| {
+            rs::shared_config(c, attempts);
+            for (case, tag) in cases.iter().zip(&tags) {
+                if case.max_attempts() == attempts {
+                    case.configure(c, tag);
+                }
+            }
+        })
+        .await;
+        for (case, tag) in cases.iter().zip(&tags) {
+            if case.max_attempts() == attempts {
+                case.insert(&h, tag);
+            }
+        }
+        harnesses.push((attempts, Arc::new(h)));
+    }
     let results: Vec<(String, Result<Duration, Vec<String>>)> =
-        futures_util::stream::iter(cases.into_iter().map(|case| async move {
-            let name = case.name();
-            let t = Instant::now();
-            let run = tokio::spawn(async move { rs::run_case(&case).await });
-            let result = match tokio::time::timeout(CASE_BOUND, run).await {
-                Ok(Ok(r)) => r.map(|()| t.elapsed()),
-                Ok(Err(e)) => Err(vec![format!("panicked: {e}")]),
-                Err(_) => Err(vec![format!("no answer within {CASE_BOUND:?}")]),
-            };
-            (name, result)
+        futures_util::stream::iter(cases.into_iter().zip(tags).map(|(case, tag)| {
+            let h = harnesses
+                .iter()
+                .find(|(a, _)| *a == case.max_attempts())
+                .map(|(_, h)| h.clone())
+                .unwrap();
+            async move {
+                let name = case.name();
+                let t = Instant::now();
+                let run = tokio::spawn(async move { rs::run_case(&h, &case, &tag).await });
+                let result = match tokio::time::timeout(CASE_BOUND, run).await {
+                    Ok(Ok(r)) => r.map(|()| t.elapsed()),
+                    Ok(Err(e)) => Err(vec![format!("panicked: {e}")]),
+                    Err(_) => Err(vec![format!("no answer within {CASE_BOUND:?}")]),
+                };
+                (name, result)
+            }
         }))
         .buffer_unordered(16)
         .collect()

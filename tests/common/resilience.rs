@@ -298,7 +298,7 @@ impl Case {
     /// Attempts per route: a failover after a mid-stream break is taken at the first break
     /// (an always-failing route's continuation is shorter than the recording and may not
     /// reach the break again); before the first byte, the route is retried first.
-    fn max_attempts(&self) -> u32 {
+    pub fn max_attempts(&self) -> u32 {
         match (self.axis, self.position) {
             (Axis::Failover, Position::Pre) => 3,
             (Axis::Failover, _) => 1,
@@ -307,34 +307,78 @@ impl Case {
     }
 }
 
-/// Runs one case; every difference found, or Ok.
-pub async fn run_case(case: &Case) -> Result<(), Vec<String>> {
-    let rec = recording(case.dialect, case.fixture);
-    let primary = provider(case.dialect);
-    let fallback_dialect = other(case.dialect);
-    let fallback_route = format!("{}/{}", provider(fallback_dialect), rec.reencoded_name());
-    let attempts = case.max_attempts();
-    let h = gw::start_with(|c| {
-        fast(c, attempts);
-        if case.timeout {
-            let p = c.providers.get_mut(primary).unwrap();
-            p.idle_timeout_ms = STALL_IDLE_MS;
-            p.first_byte_timeout_ms = STALL_FIRST_BYTE_MS;
+/// The names one case uses in a shared harness, made unique by its `tag`: its own copy of
+/// the recording (so that `times` counts its requests alone), the re-encoded answer of its
+/// fallback, and its failover alias.
+pub struct Names {
+    /// Primary provider (`anthropic`, or `anthropic_fast` for a stall under test).
+    pub primary: String,
+    /// The recording's copy, served by the primary.
+    pub fixture: String,
+    /// The re-encoded answer, served by the other provider.
+    pub fallback: String,
+    pub alias: String,
+}
+
+impl Case {
+    pub fn names(&self, tag: &str) -> Names {
+        let p = provider(self.dialect);
+        Names {
+            primary: if self.timeout {
+                format!("{p}_fast")
+            } else {
+                p.to_owned()
+            },
+            fixture: format!("{tag}_{}", self.fixture),
+            fallback: format!("x{tag}_{}", self.fixture),
+            alias: format!("fo{tag}"),
         }
+    }
+
+    /// Adds the case's alias to a shared configuration.
+    pub fn configure(&self, config: &mut Config, tag: &str) {
+        let n = self.names(tag);
         alias(
-            c,
-            "fo",
-            &format!("{primary}/{}:{}", case.knobs, case.fixture),
-            &[&fallback_route],
+            config,
+            &n.alias,
+            &format!("{}/{}:{}", n.primary, self.knobs, n.fixture),
+            &[&format!("{}/{}", provider(other(self.dialect)), n.fallback)],
         );
-    })
-    .await;
-    h.replay
-        .insert_fixture(fallback_dialect, &rec.reencoded_name(), rec.reencoded());
+    }
+
+    /// Serves the case's recordings from the shared replay.
+    pub fn insert(&self, h: &Harness, tag: &str) {
+        let n = self.names(tag);
+        let rec = recording(self.dialect, self.fixture);
+        h.replay
+            .insert_fixture(other(self.dialect), &n.fallback, rec.reencoded());
+        h.replay.insert_fixture(self.dialect, &n.fixture, rec.body);
+    }
+}
+
+/// A harness shared by many cases: providers `anthropic_fast` / `openai_fast` (the same
+/// upstream with small timers, for stalls under test) besides the usual two.
+pub fn shared_config(config: &mut Config, max_attempts: u32) {
+    fast(config, max_attempts);
+    for p in ["anthropic", "openai"] {
+        let mut quick = config.providers[p].clone();
+        quick.idle_timeout_ms = STALL_IDLE_MS;
+        quick.first_byte_timeout_ms = STALL_FIRST_BYTE_MS;
+        config.providers.insert(format!("{p}_fast"), quick);
+    }
+}
+
+/// Runs one case on a shared harness configured with [`Case::configure`] and
+/// [`Case::insert`] under the same `tag`; every difference found, or Ok.
+pub async fn run_case(h: &Harness, case: &Case, tag: &str) -> Result<(), Vec<String>> {
+    let rec = recording(case.dialect, case.fixture);
+    let names = case.names(tag);
+    let fallback_dialect = other(case.dialect);
+    let attempts = case.max_attempts();
     let model = match case.axis {
-        Axis::Retry => format!("{primary}/{},times=1:{}", case.knobs, case.fixture),
-        Axis::Failover => "fo".to_owned(),
-        Axis::Whole => format!("{primary}/{}:{}", case.knobs, case.fixture),
+        Axis::Retry => format!("{}/{},times=1:{}", names.primary, case.knobs, names.fixture),
+        Axis::Failover => names.alias.clone(),
+        Axis::Whole => format!("{}/{}:{}", names.primary, case.knobs, names.fixture),
     };
     let t = Instant::now();
     let response = h
@@ -363,8 +407,17 @@ pub async fn run_case(case: &Case) -> Result<(), Vec<String>> {
     }
     check_whole(case.door, &rec, &body, case.n, &mut errs);
 
-    // The upstream requests.
-    let requests = h.replay.requests();
+    // The upstream requests of this case (the replay is shared).
+    let primary_suffix = format!(":{}", names.fixture);
+    let requests: Vec<Recorded> = h
+        .replay
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.model()
+                .is_some_and(|m| m.ends_with(&primary_suffix) || m == names.fallback)
+        })
+        .collect();
     let to = |d: Dialect| -> Vec<&Recorded> {
         requests.iter().filter(|r| r.path == endpoint(d)).collect()
     };
