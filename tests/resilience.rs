@@ -30,6 +30,7 @@ enum Break {
     Cut,
     Stall,
     Overloaded,
+    Error,
     Malformed,
 }
 
@@ -40,6 +41,7 @@ impl Break {
             Break::Cut => "cut_after",
             Break::Stall => "stall_after",
             Break::Overloaded => "overloaded_after",
+            Break::Error => "error_after",
             Break::Malformed => "malformed_after",
         };
         format!("{name}={n}")
@@ -47,13 +49,16 @@ impl Break {
 }
 
 /// Status faults (before the first byte): knobs and the least wait a retry must honour.
-const STATUS_FAULTS: [(&str, u64); 7] = [
+const STATUS_FAULTS: [(&str, u64); 10] = [
     ("status=429,retry_after=1", 1000),
     ("status=429,retry_after_ms=200", 200),
     ("status=429,retry_after_date=1", 0),
+    ("status=408", 0),
+    ("status=409", 0),
     ("status=500", 0),
     ("status=502", 0),
     ("status=503", 0),
+    ("status=504", 0),
     ("status=529", 0),
 ];
 
@@ -115,6 +120,7 @@ fn table() -> Vec<Case> {
                 Break::Cut,
                 Break::Stall,
                 Break::Overloaded,
+                Break::Error,
                 Break::Malformed,
             ] {
                 // An idle stall fails over at once (the route is not asked again), and

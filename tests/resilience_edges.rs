@@ -359,3 +359,128 @@ async fn the_breaker_opens_skips_the_primary_and_lets_it_back_after_a_probe() {
     assert!(errs.is_empty(), "after the probe: {errs:?}");
     assert_eq!((primary(), fallback()), (4, 3));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_errors_reach_the_client_and_provider_side_refusals_fail_over_without_retry() {
+    let rec = rs::recording(Dialect::Anthropic, "tool_use_with_text");
+    // (knob, Some(status the client gets) or None: the fallback answers).
+    let table: [(&str, Option<u16>); 6] = [
+        ("status=400", Some(400)),
+        ("status=422", Some(422)),
+        ("status=413", Some(413)),
+        ("status=401", None),
+        ("status=403", None),
+        ("status=404", None),
+    ];
+    let h = rs::start(3, |c| {
+        for (knob, _) in table {
+            rs::alias(
+                c,
+                knob,
+                &format!("anthropic/{knob}:tool_use_with_text"),
+                &["openai/x_tool_use_with_text"],
+            );
+        }
+    })
+    .await;
+    h.replay
+        .insert_fixture(Dialect::OpenAi, &rec.reencoded_name(), rec.reencoded());
+    let mut failures = Vec::new();
+    for (knob, client_status) in table {
+        for door in DOORS {
+            let primary = format!("{knob}:tool_use_with_text");
+            let (p0, f0) = (
+                count(&h, Dialect::Anthropic, &primary),
+                count(&h, Dialect::OpenAi, "x_tool_use_with_text"),
+            );
+            let mut errs = match client_status {
+                Some(want) => {
+                    let response = h.chat(door, &[], &gw::chat_body(door, knob, true)).await;
+                    let status = response.status().as_u16();
+                    let body = gw::json_of(response).await;
+                    let shaped = match door {
+                        Dialect::Anthropic => body["type"] == "error",
+                        Dialect::OpenAi => body["error"].is_object(),
+                    };
+                    let mut errs = Vec::new();
+                    if status != want || !shaped {
+                        errs.push(format!(
+                            "want {want} in the door's dialect, got {status} {body}"
+                        ));
+                    }
+                    errs
+                }
+                None => whole(&h, door, knob, &rec).await,
+            };
+            let sent = (
+                count(&h, Dialect::Anthropic, &primary) - p0,
+                count(&h, Dialect::OpenAi, "x_tool_use_with_text") - f0,
+            );
+            let want = (1, usize::from(client_status.is_none()));
+            if sent != want {
+                errs.push(format!(
+                    "upstream requests (primary, fallback): want {want:?}, got {sent:?}"
+                ));
+            }
+            if !errs.is_empty() {
+                failures.push(format!("{} {knob}: {errs:?}", door_name(door)));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_streaming_answer_survives_the_same_faults() {
+    let rec = rs::recording(Dialect::Anthropic, "tool_use_with_text");
+    let h = rs::start(3, |_| {}).await;
+    let mut failures = Vec::new();
+    for (i, knobs) in [
+        "reset_after=9,times=1",
+        "cut_after=4,times=1",
+        "overloaded_after=10,times=1",
+        "status=503,times=1",
+        "status=429,retry_after_ms=50,times=1",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for door in DOORS {
+            // A fixture name of its own per request, so that `times` counts it alone.
+            let fixture = format!("ns{i}{}_tool_use_with_text", door_name(door).len());
+            h.replay
+                .insert_fixture(Dialect::Anthropic, &fixture, rec.body.clone());
+            let model = format!("anthropic/{knobs}:{fixture}");
+            let response = h.chat(door, &[], &gw::chat_body(door, &model, false)).await;
+            let status = response.status();
+            let body = gw::json_of(response).await;
+            if status != 200 {
+                failures.push(format!("{} {model}: {status} {body}", door_name(door)));
+                continue;
+            }
+            let got = gw::seen_body(door, &body);
+            let want = &rec.seen;
+            let calls_ok = got.calls.len() == want.calls.len()
+                && got
+                    .calls
+                    .iter()
+                    .zip(&want.calls)
+                    .all(|(g, w)| g.0 == w.0 && gw::same_args(&g.1, &w.1, false));
+            let finish = want
+                .finish
+                .map(|f| gw::crossed(f, door, !want.calls.is_empty()));
+            if got.text != want.text || !calls_ok || got.finish != finish {
+                failures.push(format!(
+                    "{} {model}: want {:?} {:?} {finish:?}, got {:?} {:?} {:?}",
+                    door_name(door),
+                    want.text,
+                    want.calls,
+                    got.text,
+                    got.calls,
+                    got.finish
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
