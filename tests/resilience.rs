@@ -63,8 +63,9 @@ const STATUS_FAULTS: [(&str, u64); 10] = [
 ];
 
 /// The recordings of the matrix.
-const FIXTURES: [(Dialect, &str); 5] = [
+const FIXTURES: [(Dialect, &str); 6] = [
     (Dialect::Anthropic, "thinking_then_tool_use"),
+    (Dialect::Anthropic, "tool_use_parallel_3"),
     (Dialect::Anthropic, "tool_use_with_text"),
     (Dialect::Anthropic, "thinking_signature"),
     (Dialect::OpenAi, "tool_calls_parallel"),

@@ -58,7 +58,7 @@ pub enum Position {
     MidText,
     /// Inside the first tool call's arguments.
     MidTool,
-    /// Inside a later tool call, after an earlier one is whole.
+    /// Inside a later tool call (an earlier one is whole, or held until the finish).
     MidLaterTool,
     /// Inside the reasoning (thinking) block.
     MidThinking,
@@ -114,6 +114,7 @@ struct Cut {
     text_open_with_delta: bool,
     reasoning_open_with_delta: bool,
     call_open: bool,
+    calls_started: usize,
     calls_ended: usize,
     ended: bool,
     text: String,
@@ -162,7 +163,10 @@ impl Recording {
                 AgentEvent::BlockEnd { index } => {
                     open.remove(index);
                 }
-                AgentEvent::ToolCallStart { .. } => calls_open += 1,
+                AgentEvent::ToolCallStart { .. } => {
+                    calls_open += 1;
+                    cut.calls_started += 1;
+                }
                 AgentEvent::ToolCallEnd { .. } => {
                     calls_open -= 1;
                     cut.calls_ended += 1;
@@ -192,8 +196,9 @@ impl Recording {
                         Position::MidText => {
                             c.text_open_with_delta && c.text != self.seen.text && !c.call_open
                         }
-                        Position::MidTool => c.call_open && c.calls_ended == 0,
-                        Position::MidLaterTool => c.call_open && c.calls_ended > 0,
+                        // (An OpenAI call ends only when the choice finishes: count starts.)
+                        Position::MidTool => c.call_open && c.calls_started == 1,
+                        Position::MidLaterTool => c.call_open && c.calls_started > 1,
                         Position::MidThinking => c.reasoning_open_with_delta,
                         Position::Pre | Position::Whole => false,
                     }
