@@ -99,7 +99,8 @@ async fn a_concurrency_limit_frees_its_slot_when_the_stream_ends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_429_makes_the_gateway_back_off_that_route() {
-    let h = gw::start().await;
+    // A 30 s Retry-After does not fit in this budget: no waiting, the 429 goes to the client.
+    let h = gw::start_with(|c| c.streaming.retry_policy.time_to_fallback_ms = 5000).await;
     let door = Dialect::Anthropic;
     let model = "anthropic/status=429,retry_after=30:text_basic";
     let r = h.chat(door, &[], &chat_body(door, model, false)).await;

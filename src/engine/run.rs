@@ -264,11 +264,6 @@ impl Run {
             GatewayError::UpstreamStatus { retry_after, .. } => *retry_after,
             _ => None,
         };
-        // A provider asking for a longer pause than our longest backoff is better left alone:
-        // fail over (or report) rather than keep the client waiting on it.
-        if retry_after.is_some_and(|after| after > self.engine.policy.max_backoff) {
-            return None;
-        }
         let delay = self.backoff.next_delay(retry_after)?;
         (Instant::now() + delay < self.budget_end).then_some(delay)
     }

@@ -505,6 +505,9 @@ fn without_passthrough(mut event: AgentEvent) -> AgentEvent {
         AgentEvent::StreamEnd(end) => {
             end.provider_reason = None;
             end.extra = None;
+            for choice in &mut end.other_choices {
+                choice.provider_reason = None;
+            }
         }
         _ => {}
     }

@@ -430,3 +430,52 @@ fn a_failover_across_dialects_passes_no_foreign_provider_fields() {
     let sse = String::from_utf8(sse).unwrap();
     assert!(sse.contains("\"stop_reason\":\"tool_use\""), "{sse}");
 }
+
+#[test]
+fn a_failover_to_another_dialect_drops_its_native_finish_reason() {
+    let start = |dialect| {
+        AgentEvent::StreamStart(StreamStart {
+            id: "a".into(),
+            model: "m".into(),
+            dialect,
+            created: None,
+            request_id: None,
+            provider: None,
+            extra: None,
+        })
+    };
+    let end = |reason: &str| {
+        AgentEvent::StreamEnd(StreamEnd {
+            reason: FinishReason::ToolCalls,
+            provider_reason: Some(reason.into()),
+            stop_sequence: None,
+            other_choices: Vec::new(),
+            extra: None,
+        })
+    };
+    // Same dialect again (a retry): the raw reason is the client's dialect's and stays.
+    let mut s = Splicer::new(true);
+    let mut out = Vec::new();
+    s.push(start(Dialect::Anthropic), &mut out);
+    s.interrupt(&mut out);
+    s.push(start(Dialect::Anthropic), &mut out);
+    s.push(end("tool_use"), &mut out);
+    assert!(
+        matches!(out.last(), Some(AgentEvent::StreamEnd(e)) if e.provider_reason.as_deref() == Some("tool_use"))
+    );
+    // Anthropic first, OpenAI continues: `tool_calls` must not reach an Anthropic client as
+    // its stop_reason.
+    let mut s = Splicer::new(true);
+    let mut out = Vec::new();
+    s.push(start(Dialect::Anthropic), &mut out);
+    s.interrupt(&mut out);
+    s.push(start(Dialect::OpenAi), &mut out);
+    s.push(end("tool_calls"), &mut out);
+    match out.last() {
+        Some(AgentEvent::StreamEnd(e)) => {
+            assert_eq!(e.provider_reason, None);
+            assert_eq!(e.reason, FinishReason::ToolCalls);
+        }
+        other => panic!("{other:?}"),
+    }
+}
