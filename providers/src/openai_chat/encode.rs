@@ -27,8 +27,11 @@ pub struct Encoder {
     started: bool,
     /// `[DONE]` or an error frame was written; nothing may follow.
     finished: bool,
-    /// Every chunk's JSON up to and including `"choices":[`, rendered once at stream.start.
+    /// Every chunk's JSON up to and including `"choices":[`, rendered once at stream.start
+    /// (and again when a failover changes the answering model).
     head: Vec<u8>,
+    /// The stream's start, kept to render `head` again. Boxed to keep the encoder small.
+    start: Option<Box<crate::event::StreamStart>>,
     /// Blocks by event index.
     blocks: Vec<Option<BlockOut>>,
     /// Per output choice.
@@ -73,6 +76,7 @@ impl Encoder {
             started: false,
             finished: false,
             head: Vec::new(),
+            start: None,
             blocks: Vec::new(),
             choices: Vec::new(),
             usage: None,
@@ -161,18 +165,8 @@ impl Encoder {
         out: &mut Vec<u8>,
     ) -> Result<(), EncodeError> {
         self.same = s.dialect == Dialect::OpenAi;
-        let head = ChunkHead {
-            id: &s.id,
-            object: "chat.completion.chunk",
-            created: s.created.unwrap_or(0),
-            model: &s.model,
-            extra: if self.same { s.extra.as_ref() } else { None },
-        };
-        self.head.clear();
-        serde_json::to_writer(&mut self.head, &head).map_err(Self::json_err)?;
-        // Reopen the object to append `choices` per chunk.
-        self.head.pop();
-        self.head.extend_from_slice(b",\"choices\":[");
+        self.render_head(s)?;
+        self.start = Some(Box::new(s.clone()));
         self.started = true;
         self.chunk(
             out,
@@ -185,6 +179,22 @@ impl Encoder {
             None,
             None,
         )?;
+        Ok(())
+    }
+
+    fn render_head(&mut self, s: &crate::event::StreamStart) -> Result<(), EncodeError> {
+        let head = ChunkHead {
+            id: &s.id,
+            object: "chat.completion.chunk",
+            created: s.created.unwrap_or(0),
+            model: &s.model,
+            extra: if self.same { s.extra.as_ref() } else { None },
+        };
+        self.head.clear();
+        serde_json::to_writer(&mut self.head, &head).map_err(Self::json_err)?;
+        // Reopen the object to append `choices` per chunk.
+        self.head.pop();
+        self.head.extend_from_slice(b",\"choices\":[");
         Ok(())
     }
 
@@ -374,8 +384,15 @@ impl EventEncoder for Encoder {
             | AgentEvent::ReasoningSignature { .. }
             | AgentEvent::Heartbeat
             | AgentEvent::Retry { .. }
-            | AgentEvent::Failover { .. }
             | AgentEvent::RateLimited { .. } => {}
+            AgentEvent::Failover { model, .. } => {
+                // Every chunk names its model: from here on, the one that answers.
+                if let Some(mut start) = self.start.take() {
+                    start.model.clone_from(model);
+                    self.render_head(&start)?;
+                    self.start = Some(start);
+                }
+            }
         }
         Ok(())
     }

@@ -814,3 +814,32 @@ fn throughput() {
         (chunks * rounds) as f64 / secs
     );
 }
+
+#[test]
+fn chunks_after_a_failover_name_the_model_that_answers() {
+    let mut events = decode_ok(&fixture("text_basic"));
+    let at = events
+        .iter()
+        .position(|e| matches!(e, AgentEvent::TextDelta { .. }))
+        .unwrap();
+    events.insert(
+        at,
+        AgentEvent::Failover {
+            from: "openai/gpt-4o".into(),
+            to: "anthropic/claude".into(),
+            model: "claude-sonnet-4-5".into(),
+            at_seq: at as u64 + 1,
+            reason: "overloaded".into(),
+        },
+    );
+    let body = String::from_utf8(encode(&events, true)).unwrap();
+    let models: Vec<String> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| v["model"].as_str().map(str::to_owned))
+        .collect();
+    let first = start_of(&events).model.clone();
+    assert_eq!(models.first(), Some(&first));
+    assert_eq!(models.last().map(String::as_str), Some("claude-sonnet-4-5"));
+}
