@@ -136,14 +136,7 @@ fn cut_example(fixture: &str) -> String {
     let cut = &body[..at];
     let (mut events, result) = StreamDecoder::decode_all(dialect, cut);
     let error = result.unwrap_err();
-    events.push(AgentEvent::Error(error.to_error_info()));
-    events.push(AgentEvent::StreamEnd(providers::StreamEnd {
-        reason: providers::FinishReason::Error,
-        provider_reason: None,
-        stop_sequence: None,
-        other_choices: Vec::new(),
-        extra: None,
-    }));
+    events.extend(AgentEvent::terminal_failure(error.to_error_info()));
     let tail = |d: Dialect| {
         let bytes = StreamEncoder::encode_all(
             d,

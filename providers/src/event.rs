@@ -336,6 +336,21 @@ fn is_zero(n: &u32) -> bool {
 }
 
 impl AgentEvent {
+    /// The two events that end a failed stream, in order: `error`, then `stream.end` with
+    /// reason `error` (so that no client takes the answer as whole).
+    pub fn terminal_failure(error: ErrorInfo) -> [AgentEvent; 2] {
+        [
+            AgentEvent::Error(error),
+            AgentEvent::StreamEnd(StreamEnd {
+                reason: FinishReason::Error,
+                provider_reason: None,
+                stop_sequence: None,
+                other_choices: Vec::new(),
+                extra: None,
+            }),
+        ]
+    }
+
     /// The `type` tag of this event, as serialized.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -4,10 +4,10 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use providers::event::{ErrorInfo, FinishReason};
+use providers::event::ErrorInfo;
 use providers::{
     AgentEvent, DecodeError, Dialect, EncodeError, EncodeOptions, Stamper, StreamDecoder,
-    StreamEncoder, StreamEnd,
+    StreamEncoder,
 };
 
 use super::report;
@@ -65,14 +65,9 @@ pub(super) trait Sink {
     fn flush(&mut self) -> Result<(), SinkError>;
     /// Prints the terminal failure: `error` then `stream.end{reason: error}`.
     fn fail(&mut self, error: ErrorInfo) -> Result<(), SinkError> {
-        self.event(AgentEvent::Error(error))?;
-        self.event(AgentEvent::StreamEnd(StreamEnd {
-            reason: FinishReason::Error,
-            provider_reason: None,
-            stop_sequence: None,
-            other_choices: Vec::new(),
-            extra: None,
-        }))
+        let [error, end] = AgentEvent::terminal_failure(error);
+        self.event(error)?;
+        self.event(end)
     }
 }
 

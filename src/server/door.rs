@@ -8,7 +8,6 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use providers::event::{FinishReason, StreamEnd};
 use providers::request::ChatRequest;
 use providers::{AgentEvent, Assembler, Dialect, EncodeOptions, StreamEncoder, encode_response};
 
@@ -180,17 +179,10 @@ fn encode_failure(
     error: &GatewayError,
     out: &mut Vec<u8>,
 ) -> Result<(), providers::EncodeError> {
-    encoder.event(&AgentEvent::Error(error.to_error_info()), out)?;
-    encoder.event(
-        &AgentEvent::StreamEnd(StreamEnd {
-            reason: FinishReason::Error,
-            provider_reason: None,
-            stop_sequence: None,
-            other_choices: Vec::new(),
-            extra: None,
-        }),
-        out,
-    )
+    for event in AgentEvent::terminal_failure(error.to_error_info()) {
+        encoder.event(&event, out)?;
+    }
+    Ok(())
 }
 
 /// A non-streaming answer: the whole stream assembled into the door's response body.
@@ -230,7 +222,8 @@ pub(super) fn error_response(door: Dialect, error: &GatewayError) -> Response {
     response
 }
 
-pub(super) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
+/// A JSON response with its content type.
+pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     (
         status,

@@ -2,6 +2,8 @@
 //! health. Each door is an encoder from Agent Events to its dialect.
 
 mod door;
+
+pub(crate) use door::json_response;
 mod models;
 mod tokens;
 

@@ -16,7 +16,7 @@ mod overlap;
 
 use std::collections::HashMap;
 
-use providers::event::{ErrorInfo, FinishReason, StreamEnd};
+use providers::event::ErrorInfo;
 use providers::{AgentEvent, Dialect, Usage};
 use serde_json::Value;
 
@@ -412,18 +412,10 @@ impl Splicer {
     /// never looks whole. Usage reports what was billed over all attempts.
     pub fn fail(&mut self, error: ErrorInfo, out: &mut Vec<AgentEvent>) {
         self.wind_down(out);
-        self.emit(AgentEvent::Error(error), out);
         self.ended = true;
-        self.emit(
-            AgentEvent::StreamEnd(StreamEnd {
-                reason: FinishReason::Error,
-                provider_reason: None,
-                stop_sequence: None,
-                other_choices: Vec::new(),
-                extra: None,
-            }),
-            out,
-        );
+        for event in AgentEvent::terminal_failure(error) {
+            self.emit(event, out);
+        }
     }
 
     /// The part of [`Splicer::fail`] before its `error` and `stream.end`: closes open blocks

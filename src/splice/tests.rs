@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use providers::assemble::{BlockContent, Message};
-use providers::event::{BlockKind, ErrorInfo, StreamEnd, StreamStart};
+use providers::event::{BlockKind, ErrorInfo, FinishReason, StreamEnd, StreamStart};
 use providers::{AgentEvent, Assembler, Dialect, StreamDecoder, Usage};
 
 use super::*;
