@@ -106,6 +106,10 @@ pub struct Splicer {
     call_names: HashMap<u32, String>,
     /// The next text block of this attempt continues sent text: check it for overlap.
     continuing: bool,
+    /// An attempt broke after output reached the client: later attempts are continuations,
+    /// whose reasoning the client does not get (they are asked not to reason; a model that
+    /// reasons anyway would show the client a second, restarted reasoning block).
+    resumed: bool,
     /// Continuation text held until the overlap with `sent_text` can be decided.
     head: Option<HeadBuffer>,
     trimmed: String,
@@ -141,6 +145,7 @@ impl Splicer {
             sent_calls: Vec::new(),
             call_names: HashMap::new(),
             continuing: false,
+            resumed: false,
             head: None,
             trimmed: String::new(),
             usage_done: Usage::default(),
@@ -198,6 +203,16 @@ impl Splicer {
                     providers::event::BlockKind::Reasoning => Kind::Reasoning,
                     _ => Kind::Other,
                 };
+                if self.resumed
+                    && matches!(
+                        block,
+                        providers::event::BlockKind::Reasoning
+                            | providers::event::BlockKind::RedactedReasoning { .. }
+                    )
+                {
+                    // Left unmapped: its deltas and end are dropped with it.
+                    return;
+                }
                 if kind == Kind::Text
                     && let Some(client) = self.open_text.take()
                 {
@@ -353,6 +368,7 @@ impl Splicer {
         self.held.clear();
         self.call_names.clear();
         self.continuing = self.output_started();
+        self.resumed |= self.output_started();
         let mut open_text = None;
         let mut blocks: Vec<Mapped> = std::mem::take(&mut self.blocks).into_values().collect();
         blocks.sort_by_key(|m| m.client);

@@ -479,3 +479,33 @@ fn a_failover_to_another_dialect_drops_its_native_finish_reason() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_continuation_that_reasons_anyway_shows_the_client_no_second_reasoning() {
+    let (_, events) = fixtures()
+        .into_iter()
+        .find(|(n, _)| n.ends_with("thinking_signature.sse"))
+        .unwrap();
+    let whole = Assembler::assemble(&events);
+    // Break in the middle of the reasoning, before any text.
+    let cut = events
+        .iter()
+        .rposition(|e| matches!(e, AgentEvent::ReasoningDelta { .. }))
+        .unwrap();
+    let mut s = Splicer::new(true);
+    let mut out = Vec::new();
+    for e in events[..cut].iter().cloned() {
+        s.push(e, &mut out);
+    }
+    s.interrupt(&mut out);
+    let sent_reasoning = Assembler::assemble(&out).reasoning();
+    assert!(!sent_reasoning.is_empty());
+    // The continuation thinks again from scratch, then answers.
+    for e in events.iter().cloned() {
+        s.push(e, &mut out);
+    }
+    let got = Assembler::assemble(&out);
+    assert_eq!(got.reasoning(), sent_reasoning, "no second reasoning block");
+    assert_eq!(got.text(), whole.text());
+    assert!(got.blocks.iter().all(|b| b.closed));
+}
