@@ -1,10 +1,12 @@
-//! The HTTP front doors (axum on hyper): OpenAI and Anthropic dialect endpoints, model list,
-//! health. Each door is an encoder from Agent Events to its dialect.
+//! The HTTP front doors (axum on hyper): OpenAI and Anthropic dialect endpoints, the native
+//! Agent Event Stream door, model list, health. Each door is an encoder from Agent Events to
+//! its dialect.
 
 mod door;
 
 pub(crate) use door::json_response;
 mod models;
+pub mod streams;
 mod tokens;
 
 use std::future::Future;
@@ -28,6 +30,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/chat/completions", post(door::openai))
         .route("/v1/messages", post(door::anthropic))
         .route("/v1/messages/count_tokens", post(tokens::count_tokens))
+        .route("/v1/streams", post(streams::start))
         .route("/v1/models", get(models::list))
         .route("/models", get(models::list))
         .route("/healthz", get(health))
