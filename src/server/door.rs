@@ -63,13 +63,7 @@ async fn start(
         door,
         request,
         key: client_key(door, &parts.headers),
-        forward: ForwardHeaders {
-            anthropic_beta: parts
-                .headers
-                .get("anthropic-beta")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
-        },
+        forward: ForwardHeaders::from_headers(&parts.headers),
     };
     let answer = engine.answer(call).await?;
     tracing::info!(door = %door, route = %answer.route, stream = streaming, "answering");

@@ -7,6 +7,7 @@
 //! it, a request carrying `anthropic-version` is Anthropic-shaped and any other OpenAI-shaped.
 
 use std::convert::Infallible;
+use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::body::{Body, Bytes};
@@ -44,13 +45,7 @@ pub async fn start(State(engine): State<AppState>, request: Request) -> Response
             door: dialect,
             request,
             key: client_key(dialect, &parts.headers),
-            forward: ForwardHeaders {
-                anthropic_beta: parts
-                    .headers
-                    .get("anthropic-beta")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned),
-            },
+            forward: ForwardHeaders::from_headers(&parts.headers),
         };
         engine.answer(call).await
     };
@@ -101,9 +96,8 @@ pub async fn start(State(engine): State<AppState>, request: Request) -> Response
 
 /// One SSE frame: `id:` the seq, `event:` the type, `data:` the envelope.
 fn write_event(out: &mut Vec<u8>, envelope: &Envelope) {
-    out.extend_from_slice(b"id: ");
-    out.extend_from_slice(envelope.seq.to_string().as_bytes());
-    out.push(b'\n');
+    // Writing into a Vec cannot fail.
+    let _ = writeln!(out, "id: {}", envelope.seq);
     // serde_json cannot fail on these types; an empty frame is the harmless fallback.
     let _ = providers::sse::write_json_frame(out, Some(envelope.event.kind()), envelope);
 }

@@ -51,13 +51,7 @@ async fn count(engine: &AppState, request: Request) -> Result<Value, GatewayErro
         map.retain(|k, _| COUNT_FIELDS.contains(&k.as_str()));
     }
     let body = serde_json::to_vec(&upstream).map_err(|e| GatewayError::Internal(e.to_string()))?;
-    let forward = ForwardHeaders {
-        anthropic_beta: parts
-            .headers
-            .get("anthropic-beta")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-    };
+    let forward = ForwardHeaders::from_headers(&parts.headers);
     engine
         .upstream()
         .post_json(

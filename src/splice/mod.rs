@@ -165,11 +165,6 @@ impl Splicer {
         self.ended
     }
 
-    /// Whether tool calls are still being held.
-    pub fn set_hold_tool_calls(&mut self, hold: bool) {
-        self.hold_tool_calls = hold;
-    }
-
     /// Usage over every attempt so far.
     pub fn usage(&self) -> Usage {
         sum(&self.usage_done, &self.usage_now)

@@ -123,6 +123,16 @@ fn continuation(full: &[AgentEvent], prefix: &str, repeat: usize) -> Vec<AgentEv
     events
 }
 
+/// A splicer fed the first `cut` events of one attempt, and what it gave the client.
+fn sent_until(events: &[AgentEvent], cut: usize) -> (Splicer, Vec<AgentEvent>) {
+    let mut s = Splicer::new(true);
+    let mut out = Vec::new();
+    for e in events[..cut].iter().cloned() {
+        s.push(e, &mut out);
+    }
+    (s, out)
+}
+
 fn calls(m: &Message) -> Vec<(String, serde_json::Value)> {
     m.tool_calls()
         .into_iter()
@@ -156,11 +166,7 @@ fn a_break_at_any_event_is_continued_without_gap_duplicate_or_half_call() {
         // Break before each event after stream.start (the decoder's last event is stream.end).
         for cut in 1..events.len() - 1 {
             for repeat in [0, 20] {
-                let mut s = Splicer::new(true);
-                let mut out = Vec::new();
-                for e in events[..cut].iter().cloned() {
-                    s.push(e, &mut out);
-                }
+                let (mut s, mut out) = sent_until(&events, cut);
                 // Nothing of a tool call that was still open may have reached the client.
                 let sent = Assembler::assemble(&out);
                 for b in &sent.blocks {
@@ -230,11 +236,7 @@ fn failing_for_good_ends_with_an_error_not_a_clean_finish() {
         .iter()
         .position(|e| matches!(e, AgentEvent::ToolCallDelta { .. }))
         .unwrap();
-    let mut s = Splicer::new(true);
-    let mut out = Vec::new();
-    for e in events[..cut].iter().cloned() {
-        s.push(e, &mut out);
-    }
+    let (mut s, mut out) = sent_until(&events, cut);
     s.fail(
         ErrorInfo {
             code: "overloaded_error".into(),
@@ -492,11 +494,7 @@ fn a_continuation_that_reasons_anyway_shows_the_client_no_second_reasoning() {
         .iter()
         .rposition(|e| matches!(e, AgentEvent::ReasoningDelta { .. }))
         .unwrap();
-    let mut s = Splicer::new(true);
-    let mut out = Vec::new();
-    for e in events[..cut].iter().cloned() {
-        s.push(e, &mut out);
-    }
+    let (mut s, mut out) = sent_until(&events, cut);
     s.interrupt(&mut out);
     let sent_reasoning = Assembler::assemble(&out).reasoning();
     assert!(!sent_reasoning.is_empty());

@@ -22,6 +22,18 @@ pub struct ForwardHeaders {
     pub anthropic_beta: Option<String>,
 }
 
+impl ForwardHeaders {
+    /// The pass-through headers a client sent.
+    pub fn from_headers(headers: &http::HeaderMap) -> Self {
+        ForwardHeaders {
+            anthropic_beta: headers
+                .get("anthropic-beta")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        }
+    }
+}
+
 /// Picks the key for `provider`: the client's own when the provider allows pass-through and
 /// the client came through the door of the provider's dialect (an OpenAI key never reaches
 /// Anthropic, nor the reverse), else the configured environment variable.
