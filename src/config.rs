@@ -35,6 +35,9 @@ pub struct Config {
     /// Rate limits per client key and per model.
     #[serde(default)]
     pub limits: crate::limit::LimitConfig,
+    /// `[streams]`: detached streams, resume, journal, WebSocket door.
+    #[serde(default)]
+    pub streams: crate::hub::StreamsConfig,
 }
 
 /// `[streaming]`: keeping answers alive. Keys are camelCase, as the original design wrote them.
@@ -365,6 +368,7 @@ impl Default for Config {
             translation: TranslationConfig::default(),
             streaming: StreamingConfig::default(),
             limits: crate::limit::LimitConfig::default(),
+            streams: crate::hub::StreamsConfig::default(),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::hub::HubError;
 use http::StatusCode;
 use providers::event::ErrorInfo;
 use providers::request::RequestError;
@@ -98,6 +99,12 @@ pub enum GatewayError {
     /// for an Anthropic client).
     #[error("the upstream's answer cannot be expressed for this client: {0}")]
     Untranslatable(String),
+    /// A stream followed through the hub ended with this error event.
+    #[error("{}", .0.message)]
+    Ended(ErrorInfo),
+    /// A stream of the hub cannot be found, resumed or named as asked.
+    #[error(transparent)]
+    Hub(#[from] crate::hub::HubError),
     /// A bug or an impossible state inside the gateway.
     #[error("internal error: {0}")]
     Internal(String),
@@ -137,10 +144,17 @@ impl GatewayError {
             }
             GatewayError::Unreachable { .. }
             | GatewayError::Stream { .. }
+            | GatewayError::Ended(_)
             | GatewayError::Untranslatable(_) => StatusCode::BAD_GATEWAY,
             GatewayError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Hub(e) => match e {
+                HubError::UnknownStream { .. } => StatusCode::NOT_FOUND,
+                HubError::SeqBeyondEnd { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+                HubError::DuplicateStream { .. } => StatusCode::CONFLICT,
+                HubError::InvalidId { .. } => StatusCode::BAD_REQUEST,
+            },
         }
     }
 
@@ -151,12 +165,14 @@ impl GatewayError {
             GatewayError::MalformedJson(_) | GatewayError::Request(_) => {
                 "invalid_request_error".into()
             }
-            GatewayError::UnknownModel { .. } | GatewayError::NotFound { .. } => {
-                "not_found_error".into()
-            }
+            GatewayError::UnknownModel { .. }
+            | GatewayError::NotFound { .. }
+            | GatewayError::Hub(HubError::UnknownStream { .. }) => "not_found_error".into(),
+            GatewayError::Hub(_) => "invalid_request_error".into(),
             GatewayError::BodyTooLarge { .. } => "request_too_large".into(),
             GatewayError::UpstreamStatus { error_type, .. } => error_type.clone(),
             GatewayError::Stream { source, .. } => source.to_error_info().code,
+            GatewayError::Ended(info) => info.code.clone(),
             GatewayError::Timeout { .. } => "timeout_error".into(),
             GatewayError::Unavailable { .. } => "overloaded_error".into(),
             GatewayError::RateLimited(_) => "rate_limit_error".into(),
@@ -196,6 +212,7 @@ impl GatewayError {
             GatewayError::Stream { source, .. } => {
                 ("server_error".into(), Some(source.to_error_info().code))
             }
+            GatewayError::Ended(info) => ("server_error".into(), Some(info.code.clone())),
             GatewayError::Untranslatable(_) => {
                 ("server_error".into(), Some("untranslatable_answer".into()))
             }
@@ -204,6 +221,18 @@ impl GatewayError {
             }
             GatewayError::RateLimited(_) => ("requests".into(), Some("rate_limit_exceeded".into())),
             GatewayError::Internal(_) => ("server_error".into(), None),
+            GatewayError::Hub(e) => (
+                "invalid_request_error".into(),
+                Some(
+                    match e {
+                        HubError::UnknownStream { .. } => "stream_not_found",
+                        HubError::SeqBeyondEnd { .. } => "seq_beyond_end",
+                        HubError::DuplicateStream { .. } => "duplicate_stream",
+                        HubError::InvalidId { .. } => "invalid_stream_id",
+                    }
+                    .into(),
+                ),
+            ),
         }
     }
 
@@ -233,6 +262,7 @@ impl GatewayError {
     /// The `error` event for this failure once a stream has started.
     pub fn to_error_info(&self) -> ErrorInfo {
         match self {
+            GatewayError::Ended(info) => info.clone(),
             GatewayError::Stream { source, .. } => {
                 let mut info = source.to_error_info();
                 info.message = self.to_string();
@@ -257,6 +287,7 @@ impl GatewayError {
             | GatewayError::Unavailable { .. }
             | GatewayError::RateLimited(_) => true,
             GatewayError::Stream { source, .. } => source.to_error_info().retryable,
+            GatewayError::Ended(info) => info.retryable,
             _ => false,
         }
     }

@@ -9,6 +9,7 @@
 //! - [`engine`]: a door's request -> the chosen upstream's events.
 //! - [`resilience`]: failure classes, backoff, circuit breakers, continuation requests.
 //! - [`splice`]: joins the attempts of one answer into one client stream.
+//! - [`hub`]: streams detached from connections: fan-out, resume, retention, journal.
 //! - [`server`]: the HTTP doors (axum): OpenAI, Anthropic, models, health.
 //! - [`estimate`]: token estimates where providers give none.
 //! - [`limit`]: rate limits per client key and model (governor), upstream rate-limit backoff.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod estimate;
+pub mod hub;
 pub mod limit;
 pub mod replay;
 pub mod resilience;

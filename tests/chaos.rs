@@ -24,8 +24,8 @@ use providers::{
 use relay::{Faults, Relay};
 use serde_json::Value;
 use streamgate::config::{ModelConfig, ProviderConfig};
-use streamgate::engine::Engine;
 use streamgate::replay::{self, Replay};
+use streamgate::server::AppState;
 
 const DEFAULT_SEED: u64 = 0x00c4_a05e_ed5e_ed01;
 const AGENTS: usize = 10;
@@ -368,17 +368,14 @@ async fn ten_agents_and_a_50k_token_stream_through_a_lossy_link_all_arrive_whole
         long_want.text.len()
     );
 
-    let engine = Arc::new(Engine::new(config).unwrap());
+    let state = AppState::new(config).unwrap();
+    let engine = Arc::clone(&state.engine);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gateway = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(streamgate::server::serve(
-        engine.clone(),
-        listener,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    tokio::spawn(streamgate::server::serve(state, listener, async move {
+        let _ = stopped.await;
+    }));
     let client = {
         let _ = rustls::crypto::ring::default_provider().install_default();
         reqwest::Client::builder()

@@ -3,12 +3,10 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use providers::Dialect;
 
 use super::serve::{ServeError, init_logging, shutdown_signal};
-use crate::engine::Engine;
 use crate::replay::{self, DEMO_ALIASES};
 use crate::server;
 
@@ -31,7 +29,7 @@ pub fn run(listen: SocketAddr, json: bool, chaos: Option<f64>) -> Result<(), Ser
             config.streaming.retry_policy.max_attempts = 6;
             tracing::info!(rate, seed, "chaos: the replay upstream fails at random");
         }
-        let engine = Arc::new(Engine::new(config)?);
+        let state = server::AppState::new(config)?;
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let gateway = format!("http://{}", listener.local_addr()?);
         let text = if json {
@@ -47,7 +45,7 @@ pub fn run(listen: SocketAddr, json: bool, chaos: Option<f64>) -> Result<(), Ser
         stdout.flush()?;
         drop(stdout);
         tracing::info!(gateway = %gateway, replay = %replay.url(), "streamgate demo listening");
-        server::serve(engine, listener, shutdown_signal()).await?;
+        server::serve(state, listener, shutdown_signal()).await?;
         replay.shutdown().await?;
         Ok(())
     })

@@ -2,10 +2,8 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 
 use crate::config::Config;
-use crate::engine::Engine;
 use crate::server;
 
 /// Why the server could not run.
@@ -35,10 +33,10 @@ pub fn run(config: Option<&Path>, listen: Option<SocketAddr>) -> Result<(), Serv
         .build()?;
     runtime.block_on(async move {
         let addr = config.server.listen;
-        let engine = Arc::new(Engine::new(config)?);
+        let state = server::AppState::new(config)?;
         let listener = tokio::net::TcpListener::bind(addr).await?;
         tracing::info!(addr = %listener.local_addr()?, "streamgate listening");
-        server::serve(engine, listener, shutdown_signal()).await?;
+        server::serve(state, listener, shutdown_signal()).await?;
         Ok(())
     })
 }

@@ -29,6 +29,8 @@ pub fn classify(error: &GatewayError, client_key: bool) -> Action {
         | GatewayError::Untranslatable(_)
         | GatewayError::Unavailable { .. }
         | GatewayError::RateLimited(_)
+        | GatewayError::Hub(_)
+        | GatewayError::Ended(_)
         | GatewayError::Internal(_) => Action::Client,
         // Another provider may well have its key configured.
         GatewayError::MissingKey { .. } => Action::Failover,

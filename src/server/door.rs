@@ -12,19 +12,24 @@ use providers::request::ChatRequest;
 use providers::{AgentEvent, Assembler, Dialect, EncodeOptions, StreamEncoder, encode_response};
 
 use super::AppState;
+use super::streams::STREAM_ID_HEADER;
 use crate::engine::{Call, Events};
 use crate::error::GatewayError;
 use crate::secret::Secret;
 use crate::upstream::{ClientKey, ForwardHeaders};
 
+/// Request header asking for a resumable answer (`true`), when `streams.doors_resumable` is
+/// not already on.
+pub const RESUMABLE_HEADER: &str = "streamgate-resumable";
+
 /// `POST /v1/chat/completions`.
-pub async fn openai(State(engine): State<AppState>, request: Request) -> Response {
-    chat(engine, Dialect::OpenAi, request).await
+pub async fn openai(State(state): State<AppState>, request: Request) -> Response {
+    chat(state, Dialect::OpenAi, request).await
 }
 
 /// `POST /v1/messages`.
-pub async fn anthropic(State(engine): State<AppState>, request: Request) -> Response {
-    chat(engine, Dialect::Anthropic, request).await
+pub async fn anthropic(State(state): State<AppState>, request: Request) -> Response {
+    chat(state, Dialect::Anthropic, request).await
 }
 
 /// Any other path: a 404 in the dialect the client seems to speak.
@@ -37,37 +42,60 @@ pub async fn not_found(headers: HeaderMap, uri: http::Uri) -> Response {
     )
 }
 
-async fn chat(engine: AppState, door: Dialect, request: Request) -> Response {
-    match start(&engine, door, request).await {
-        Ok((call_stream, options, events)) if call_stream => sse(door, options, events),
-        Ok((_, _, events)) => whole(door, events).await,
-        Err(e) => error_response(door, &e),
+async fn chat(state: AppState, door: Dialect, request: Request) -> Response {
+    let (streaming, options, stream_id, events) = match start(&state, door, request).await {
+        Ok(started) => started,
+        Err(e) => return error_response(door, &e),
+    };
+    let mut response = if streaming {
+        sse(door, options, events)
+    } else {
+        whole(door, events).await
+    };
+    if let Some(id) = stream_id
+        && let Ok(v) = HeaderValue::from_str(&id)
+    {
+        response.headers_mut().insert(STREAM_ID_HEADER, v);
     }
+    response
 }
 
-/// Reads and parses the request, then starts the answer.
+/// Reads and parses the request, then starts the answer: straight from the engine, or
+/// through the hub when the answer is to be resumable (then with its stream id).
 async fn start(
-    engine: &AppState,
+    state: &AppState,
     door: Dialect,
     request: Request,
-) -> Result<(bool, EncodeOptions, Events), GatewayError> {
+) -> Result<(bool, EncodeOptions, Option<String>, Events), GatewayError> {
     let (parts, body) = request.into_parts();
-    let limit = engine.config().server.max_body_bytes;
+    let limit = state.engine.config().server.max_body_bytes;
     let bytes = read_body(body, limit).await?;
     let request = parse_request(door, &bytes)?;
     let streaming = request.stream;
     let options = EncodeOptions {
         include_usage: request.include_usage,
     };
+    let resumable = state.hub.config().doors_resumable
+        || parts
+            .headers
+            .get(RESUMABLE_HEADER)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+    if resumable {
+        let entry =
+            super::streams::start_parsed(state, door, None, bytes, request, &parts.headers).await?;
+        let id = entry.id().to_owned();
+        let events = super::streams::agent_events(entry.subscribe(None)?);
+        return Ok((streaming, options, Some(id), events));
+    }
     let call = Call {
         door,
         request,
         key: client_key(door, &parts.headers),
         forward: ForwardHeaders::from_headers(&parts.headers),
     };
-    let answer = engine.answer(call).await?;
+    let answer = state.engine.answer(call).await?;
     tracing::info!(door = %door, route = %answer.route, stream = streaming, "answering");
-    Ok((streaming, options, answer.events))
+    Ok((streaming, options, None, answer.events))
 }
 
 /// The body, up to `limit` bytes (413 beyond).

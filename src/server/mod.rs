@@ -13,43 +13,82 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::FromRef;
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use providers::Dialect;
 use tokio::net::TcpListener;
 
+use crate::config::Config;
 use crate::engine::Engine;
+use crate::error::GatewayError;
+use crate::hub::Hub;
 
-/// Shared by every handler.
-pub type AppState = Arc<Engine>;
+/// Shared by every handler: the engine that answers and the hub that keeps streams.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The request path.
+    pub engine: Arc<Engine>,
+    /// Streams detached from their connections.
+    pub hub: Arc<Hub>,
+}
+
+/// For handlers that need only the engine.
+pub(crate) type EngineState = Arc<Engine>;
+
+impl FromRef<AppState> for Arc<Engine> {
+    fn from_ref(state: &AppState) -> Self {
+        Arc::clone(&state.engine)
+    }
+}
+
+impl FromRef<AppState> for Arc<Hub> {
+    fn from_ref(state: &AppState) -> Self {
+        Arc::clone(&state.hub)
+    }
+}
+
+impl AppState {
+    /// The engine and the hub for `config`.
+    pub fn new(config: Config) -> Result<Self, GatewayError> {
+        let hub = Hub::new(config.streams.clone());
+        let engine = Arc::new(Engine::new(config)?);
+        Ok(AppState { engine, hub })
+    }
+}
 
 /// The gateway's routes.
-pub fn router(engine: Arc<Engine>) -> Router {
+pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(door::openai))
         .route("/chat/completions", post(door::openai))
         .route("/v1/messages", post(door::anthropic))
         .route("/v1/messages/count_tokens", post(tokens::count_tokens))
         .route("/v1/streams", post(streams::start))
+        .route(
+            "/v1/streams/{id}",
+            get(streams::resume).delete(streams::cancel),
+        )
+        .route("/admin/streams", get(streams::admin))
         .route("/v1/models", get(models::list))
         .route("/models", get(models::list))
         .route("/healthz", get(health))
         .route("/readyz", get(models::ready))
         .route("/admin/routes", get(models::admin_routes))
         .fallback(door::not_found)
-        .with_state(engine)
+        .with_state(state)
 }
 
 async fn health() -> &'static str {
     "ok\n"
 }
 
-/// Serves `engine` on `listener` until `shutdown` resolves, then drains open requests.
+/// Serves the gateway on `listener` until `shutdown` resolves, then drains open requests.
 ///
 /// Accepted sockets get TCP_NODELAY: every SSE event is written as it is encoded, and Nagle's
 /// algorithm would otherwise hold small frames back for tens of milliseconds.
 pub async fn serve(
-    engine: Arc<Engine>,
+    state: AppState,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -57,7 +96,8 @@ pub async fn serve(
         // A socket that refuses NODELAY still works, only slower to flush.
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, router(engine))
+    state.hub.spawn_janitor();
+    axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
 }

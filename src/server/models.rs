@@ -7,7 +7,7 @@ use http::{HeaderMap, StatusCode};
 use providers::Dialect;
 use serde_json::{Value, json};
 
-use super::AppState;
+use super::EngineState;
 use super::door::json_response;
 use crate::config::Config;
 
@@ -25,7 +25,7 @@ pub fn model_ids(config: &Config) -> Vec<String> {
 }
 
 /// `GET /v1/models`: OpenAI's list shape, or Anthropic's when the Anthropic SDK asks.
-pub async fn list(State(engine): State<AppState>, headers: HeaderMap) -> Response {
+pub async fn list(State(engine): State<EngineState>, headers: HeaderMap) -> Response {
     let ids = model_ids(engine.config());
     let body = match super::door_dialect(&headers) {
         Dialect::OpenAi => json!({
@@ -49,7 +49,7 @@ pub async fn list(State(engine): State<AppState>, headers: HeaderMap) -> Respons
 
 /// `GET /readyz`: 200 when at least one provider can be called (its key variable is set, it
 /// needs none, or clients may bring their own), 503 otherwise; the body says which.
-pub async fn ready(State(engine): State<AppState>) -> Response {
+pub async fn ready(State(engine): State<EngineState>) -> Response {
     let providers: serde_json::Map<String, Value> = engine
         .config()
         .providers
@@ -73,7 +73,7 @@ pub async fn ready(State(engine): State<AppState>) -> Response {
 
 /// `GET /admin/routes`: every route's circuit breaker (`closed`, `open` with the time until
 /// its probe, `half_open`), for operators.
-pub async fn admin_routes(State(engine): State<AppState>) -> Response {
+pub async fn admin_routes(State(engine): State<EngineState>) -> Response {
     json_response(
         StatusCode::OK,
         &json!({ "routes": engine.breakers().snapshot() }),

@@ -1,82 +1,214 @@
-//! `POST /v1/streams`: the native door. An OpenAI- or Anthropic-shaped request starts a stream
-//! and the answer comes back as Agent Events over SSE, each frame's `id:` its seq, so that a
-//! standard `Last-Event-ID` reconnect can name where to resume (resume and the journal come
-//! with the Agent Event Stream issue).
+//! The native door over SSE: `POST /v1/streams` starts a stream in the hub and follows it,
+//! `GET /v1/streams/{id}` follows it again from a seq (`Last-Event-ID` or `?after=`),
+//! `DELETE /v1/streams/{id}` cancels it, `GET /admin/streams` lists what the hub keeps.
+//!
+//! Each SSE frame's `id:` is the event's seq and `event:` its type, so a standard
+//! EventSource reconnect resumes exactly where the client stopped. A stream goes on when its
+//! client leaves (for `streams.detach_ms`), and a finished one stays resumable for
+//! `streams.retention_ms`.
 //!
 //! The request's dialect is the `streamgate-dialect` header (`openai` or `anthropic`); without
 //! it, a request carrying `anthropic-version` is Anthropic-shaped and any other OpenAI-shaped.
 
 use std::convert::Infallible;
-use std::io::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::response::Response;
 use futures_util::StreamExt;
-use http::{HeaderMap, HeaderValue, header};
-use providers::{AgentEvent, Dialect, Envelope, Stamper};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use providers::request::ChatRequest;
+use providers::{AgentEvent, Dialect, Envelope};
+use serde::Deserialize;
+use serde_json::json;
 
-use super::AppState;
-use super::door::{client_key, error_response, parse_request, read_body};
-use crate::engine::{Call, unix_now};
+use super::door::{client_key, error_response, json_response, parse_request, read_body};
+use super::{AppState, door_dialect};
+use crate::engine::{Call, Events};
 use crate::error::GatewayError;
+use crate::hub::{Entry, NewStream, StoredEvent, Subscription};
 use crate::upstream::ForwardHeaders;
 
-/// Response header naming the stream.
+/// Response header naming the stream (request header too, on `POST /v1/streams`, for a
+/// client that chooses its stream's id).
 pub const STREAM_ID_HEADER: &str = "streamgate-stream-id";
 
 /// Request header choosing the request's dialect.
 pub const DIALECT_HEADER: &str = "streamgate-dialect";
 
-static NEXT_STREAM: AtomicU64 = AtomicU64::new(0);
-
-/// The handler.
-pub async fn start(State(engine): State<AppState>, request: Request) -> Response {
+/// `POST /v1/streams`.
+pub async fn start(State(state): State<AppState>, request: Request) -> Response {
     let dialect = match request_dialect(request.headers()) {
         Ok(d) => d,
         Err(e) => return error_response(Dialect::OpenAi, &e),
     };
     let (parts, body) = request.into_parts();
+    let id = parts
+        .headers
+        .get(STREAM_ID_HEADER)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let started = async {
-        let bytes = read_body(body, engine.config().server.max_body_bytes).await?;
-        let request = parse_request(dialect, &bytes)?;
-        let call = Call {
-            door: dialect,
-            request,
-            key: client_key(dialect, &parts.headers),
-            forward: ForwardHeaders::from_headers(&parts.headers),
-        };
-        engine.answer(call).await
+        let bytes = read_body(body, state.engine.config().server.max_body_bytes).await?;
+        let entry = start_stream(&state, dialect, id, bytes, &parts.headers).await?;
+        Ok::<_, GatewayError>(entry.subscribe(None)?)
     };
-    let answer = match started.await {
-        Ok(answer) => answer,
-        Err(e) => return error_response(dialect, &e),
+    match started.await {
+        Ok(subscription) => sse_response(subscription),
+        Err(e) => error_response(dialect, &e),
+    }
+}
+
+/// Parses a request of `door`'s dialect, starts its answer and hands it to the hub, detached
+/// from the caller. Errors before the answer started (bad request, no route, rate limit)
+/// come back as such; later ones end the stream with an `error` event.
+pub(crate) async fn start_stream(
+    state: &AppState,
+    door: Dialect,
+    id: Option<String>,
+    body: Bytes,
+    headers: &HeaderMap,
+) -> Result<Arc<Entry>, GatewayError> {
+    let request = parse_request(door, &body)?;
+    start_parsed(state, door, id, body, request, headers).await
+}
+
+/// [`start_stream`] for a request the caller has parsed already.
+pub(crate) async fn start_parsed(
+    state: &AppState,
+    door: Dialect,
+    id: Option<String>,
+    body: Bytes,
+    request: ChatRequest,
+    headers: &HeaderMap,
+) -> Result<Arc<Entry>, GatewayError> {
+    if let Some(id) = &id {
+        state.hub.check_id(id)?;
+    }
+    let forward = ForwardHeaders::from_headers(headers);
+    let call = Call {
+        door,
+        request,
+        key: client_key(door, headers),
+        forward: forward.clone(),
     };
-    let id = format!(
-        "st_{:x}{:04x}",
-        unix_now(),
-        NEXT_STREAM.fetch_add(1, Ordering::Relaxed) & 0xffff
-    );
-    tracing::info!(stream = %id, route = %answer.route, "agent event stream");
-    let mut stamper = Stamper::new(id.clone());
-    let mut failed = false;
-    let body = answer.events.ready_chunks(256).map(move |items| {
+    let answer = state.engine.answer(call).await?;
+    let entry = state.hub.start(
+        NewStream {
+            id,
+            door,
+            body,
+            forward,
+        },
+        answer,
+    )?;
+    tracing::info!(stream = entry.id(), route = %entry.info().route, "agent event stream");
+    Ok(entry)
+}
+
+/// A subscription's events as the engine would give them, for the OpenAI and Anthropic
+/// doors' encoders. A stream's `error` event becomes the `Err` that those doors render in
+/// their dialect.
+pub(crate) fn agent_events(subscription: Subscription) -> Events {
+    let events = subscription
+        .into_stream()
+        .flat_map(futures_util::stream::iter)
+        .map(|stored| {
+            let envelope: Envelope = serde_json::from_slice(&stored.json)
+                .map_err(|e| GatewayError::Internal(format!("a kept event does not parse: {e}")))?;
+            match envelope.event {
+                AgentEvent::Error(info) => Err(GatewayError::Ended(info)),
+                event => Ok(event),
+            }
+        });
+    Box::pin(events)
+}
+
+/// `?after=SEQ` of `GET /v1/streams/{id}`.
+#[derive(Debug, Deserialize)]
+pub struct ResumeQuery {
+    after: Option<u64>,
+}
+
+/// `GET /v1/streams/{id}`: the events after `Last-Event-ID` (or `?after=`, which wins), then
+/// live ones. A finished stream the client has whole answers 204, which tells an
+/// EventSource to stop reconnecting.
+pub async fn resume(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    query: Result<Query<ResumeQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let dialect = door_dialect(&headers);
+    let after = match query {
+        Ok(Query(q)) => match q.after {
+            Some(after) => Some(after),
+            None => match last_event_id(&headers) {
+                Ok(after) => after,
+                Err(e) => return error_response(dialect, &e),
+            },
+        },
+        Err(e) => {
+            return error_response(
+                dialect,
+                &GatewayError::MalformedJson(format!("after must be a seq number: {e}")),
+            );
+        }
+    };
+    let entry = match state.hub.get(&id) {
+        Ok(entry) => entry,
+        Err(e) => return error_response(dialect, &e.into()),
+    };
+    if entry.is_finished() && after.is_some_and(|a| a + 1 == entry.next_seq()) {
+        return Response::builder()
+            .status(StatusCode::NO_CONTENT)
+            .body(Body::empty())
+            .unwrap_or_default();
+    }
+    match entry.subscribe(after) {
+        Ok(subscription) => sse_response(subscription),
+        Err(e) => error_response(dialect, &e.into()),
+    }
+}
+
+/// `DELETE /v1/streams/{id}`: stops generation; followers get the `cancelled` error and the
+/// stream's end. The stream stays resumable like any finished one.
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    match state.hub.get(&id) {
+        Ok(entry) => {
+            let was_live = entry.cancel();
+            json_response(
+                StatusCode::OK,
+                &json!({"id": id, "object": "stream.cancel", "cancelled": was_live}),
+            )
+        }
+        Err(e) => error_response(door_dialect(&headers), &e.into()),
+    }
+}
+
+/// `GET /admin/streams`: every stream kept, with totals (and the journal's, when on).
+pub async fn admin(State(state): State<AppState>) -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "object": "list",
+            "totals": state.hub.stats(),
+            "data": state.hub.list(),
+        }),
+    )
+}
+
+/// The SSE response following `subscription`: all events ready together go out in one write.
+fn sse_response(subscription: Subscription) -> Response {
+    let id = subscription.entry().id().to_owned();
+    let body = subscription.into_stream().map(|batch| {
         let mut out = Vec::new();
-        for item in items {
-            if failed {
-                break;
-            }
-            let events = match item {
-                Ok(event) => vec![event],
-                Err(e) => {
-                    failed = true;
-                    AgentEvent::terminal_failure(e.to_error_info()).into()
-                }
-            };
-            for event in events {
-                write_event(&mut out, &stamper.stamp(event));
-            }
+        for event in &batch {
+            write_event(&mut out, event);
         }
         Ok::<_, Infallible>(Bytes::from(out))
     });
@@ -95,11 +227,34 @@ pub async fn start(State(engine): State<AppState>, request: Request) -> Response
 }
 
 /// One SSE frame: `id:` the seq, `event:` the type, `data:` the envelope.
-fn write_event(out: &mut Vec<u8>, envelope: &Envelope) {
-    // Writing into a Vec cannot fail.
-    let _ = writeln!(out, "id: {}", envelope.seq);
-    // serde_json cannot fail on these types; an empty frame is the harmless fallback.
-    let _ = providers::sse::write_json_frame(out, Some(envelope.event.kind()), envelope);
+fn write_event(out: &mut Vec<u8>, event: &StoredEvent) {
+    let mut seq = itoa::Buffer::new();
+    out.extend_from_slice(b"id: ");
+    out.extend_from_slice(seq.format(event.seq).as_bytes());
+    out.extend_from_slice(b"\nevent: ");
+    out.extend_from_slice(event.kind.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    // Envelope JSON is one line: serde_json escapes every newline inside strings.
+    out.extend_from_slice(&event.json);
+    out.extend_from_slice(b"\n\n");
+}
+
+/// `Last-Event-ID`, the seq of the last event the client has.
+fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, GatewayError> {
+    match headers.get("last-event-id") {
+        None => Ok(None),
+        Some(v) => {
+            let text = v.to_str().unwrap_or("").trim();
+            if text.is_empty() {
+                return Ok(None);
+            }
+            text.parse().map(Some).map_err(|_| {
+                GatewayError::MalformedJson(format!(
+                    "Last-Event-ID must be a seq number, got {text:?}"
+                ))
+            })
+        }
+    }
 }
 
 fn request_dialect(headers: &HeaderMap) -> Result<Dialect, GatewayError> {
@@ -112,6 +267,6 @@ fn request_dialect(headers: &HeaderMap) -> Result<Dialect, GatewayError> {
         Some(Err(_)) => Err(GatewayError::MalformedJson(format!(
             "{DIALECT_HEADER} is not text"
         ))),
-        None => Ok(super::door_dialect(headers)),
+        None => Ok(door_dialect(headers)),
     }
 }

@@ -9,7 +9,7 @@ use http::StatusCode;
 use providers::Dialect;
 use serde_json::{Value, json};
 
-use super::AppState;
+use super::EngineState;
 use super::door::{client_key, error_response, json_response, parse_request, read_body};
 use crate::error::GatewayError;
 use crate::route;
@@ -26,14 +26,14 @@ const COUNT_FIELDS: [&str; 6] = [
 ];
 
 /// The handler.
-pub async fn count_tokens(State(engine): State<AppState>, request: Request) -> Response {
+pub async fn count_tokens(State(engine): State<EngineState>, request: Request) -> Response {
     match count(&engine, request).await {
         Ok(body) => json_response(StatusCode::OK, &body),
         Err(e) => error_response(Dialect::Anthropic, &e),
     }
 }
 
-async fn count(engine: &AppState, request: Request) -> Result<Value, GatewayError> {
+async fn count(engine: &EngineState, request: Request) -> Result<Value, GatewayError> {
     let (parts, body) = request.into_parts();
     let bytes = read_body(body, engine.config().server.max_body_bytes).await?;
     let request = parse_request(Dialect::Anthropic, &bytes)?;

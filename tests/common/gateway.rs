@@ -5,7 +5,6 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -13,8 +12,8 @@ use providers::assemble::{BlockContent, Message};
 use providers::{AgentEvent, Assembler, Dialect, FinishReason, StreamDecoder};
 use serde_json::{Value, json};
 use streamgate::config::Config;
-use streamgate::engine::Engine;
 use streamgate::replay::{self, Replay};
+use streamgate::server::AppState;
 use tokio::sync::oneshot;
 
 /// Upper bound for any one HTTP exchange in the tests.
@@ -59,11 +58,11 @@ pub async fn start_with(edit: impl FnOnce(&mut Config)) -> Harness {
 
 /// Serves `config` on 127.0.0.1:0; the address and a sender that stops it.
 pub async fn serve_gateway(config: Config) -> (SocketAddr, oneshot::Sender<()>) {
-    let engine = Arc::new(Engine::new(config).unwrap());
+    let state = AppState::new(config).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(streamgate::server::serve(engine, listener, async move {
+    tokio::spawn(streamgate::server::serve(state, listener, async move {
         let _ = rx.await;
     }));
     (addr, tx)

@@ -1,0 +1,294 @@
+//! One stream in the hub: its events so far, who follows it, and how it ended.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use providers::Dialect;
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::HubError;
+
+/// One event as kept: its seq, its `type` (for SSE's `event:` line) and its envelope JSON,
+/// shared by every subscriber, the journal and the WebSocket frames without copying.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// Position in the stream.
+    pub seq: u64,
+    /// The event's `type`.
+    pub kind: &'static str,
+    /// The serialized envelope.
+    pub json: Bytes,
+}
+
+/// Where a stream is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Still generating.
+    Live,
+    /// Ended (its last event says how: `stream.end` with a reason).
+    Finished,
+}
+
+/// What `/admin/streams` shows of a stream.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamInfo {
+    /// Stream id.
+    pub id: String,
+    /// Live or finished.
+    pub status: Status,
+    /// The door it came through.
+    pub door: Dialect,
+    /// `provider/model` that answered first.
+    pub route: String,
+    /// Events so far (the next seq).
+    pub seq: u64,
+    /// Bytes of event JSON kept in memory.
+    pub buffer_bytes: usize,
+    /// Clients following it now.
+    pub subscribers: usize,
+    /// Milliseconds since the last client left while it was live (generation goes on
+    /// detached), if it has none.
+    pub detached_ms: Option<u64>,
+    /// Unix milliseconds when it started.
+    pub created_ms: u64,
+    /// Whether it was recovered from the journal after a restart.
+    pub recovered: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    events: Vec<StoredEvent>,
+    bytes: usize,
+    finished: Option<Instant>,
+    detached_since: Option<Instant>,
+}
+
+/// A stream's shared state. Cheap to read concurrently; written only by its generation task.
+#[derive(Debug)]
+pub struct Entry {
+    id: String,
+    door: Dialect,
+    route: String,
+    created_ms: u64,
+    recovered: bool,
+    state: Mutex<State>,
+    /// Bumped on every append and at the end; subscribers wait on it.
+    version: watch::Sender<u64>,
+    /// Number of subscribers; the generation task watches it for the detach timer.
+    subscribers: watch::Sender<usize>,
+    cancel: CancellationToken,
+}
+
+impl Entry {
+    pub(super) fn new(
+        id: String,
+        door: Dialect,
+        route: String,
+        created_ms: u64,
+        recovered: bool,
+    ) -> Self {
+        Entry {
+            id,
+            door,
+            route,
+            created_ms,
+            recovered,
+            state: Mutex::new(State::default()),
+            version: watch::Sender::new(0),
+            subscribers: watch::Sender::new(0),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    /// The stream's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The door the stream came through.
+    pub fn door(&self) -> Dialect {
+        self.door
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave State half-written in a way readers
+        // would misread (pushes are single statements), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends events (in seq order, continuing the stream) and wakes the subscribers.
+    pub(super) fn append(&self, events: impl IntoIterator<Item = StoredEvent>) {
+        {
+            let mut state = self.state();
+            for event in events {
+                state.bytes += event.json.len();
+                state.events.push(event);
+            }
+        }
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// Marks the stream over; subscribers end after its last event.
+    pub(super) fn finish(&self) {
+        self.state().finished = Some(Instant::now());
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// Whether the stream has ended.
+    pub fn is_finished(&self) -> bool {
+        self.state().finished.is_some()
+    }
+
+    /// When it ended, if it has.
+    pub(super) fn finished_at(&self) -> Option<Instant> {
+        self.state().finished
+    }
+
+    /// Bytes of event JSON held.
+    pub(super) fn bytes(&self) -> usize {
+        self.state().bytes
+    }
+
+    /// The seq the next event will get (= number of events).
+    pub fn next_seq(&self) -> u64 {
+        self.state().events.len() as u64
+    }
+
+    /// Every event so far (for tests and recovery).
+    pub fn events(&self) -> Vec<StoredEvent> {
+        self.state().events.clone()
+    }
+
+    /// Asks the generation task to stop. Returns false when the stream had already ended.
+    pub fn cancel(&self) -> bool {
+        let live = !self.is_finished();
+        self.cancel.cancel();
+        live
+    }
+
+    pub(super) fn cancelled(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    pub(super) fn watch_subscribers(&self) -> watch::Receiver<usize> {
+        self.subscribers.subscribe()
+    }
+
+    /// What `/admin/streams` shows.
+    pub fn info(&self) -> StreamInfo {
+        let subscribers = *self.subscribers.borrow();
+        let state = self.state();
+        StreamInfo {
+            id: self.id.clone(),
+            status: if state.finished.is_some() {
+                Status::Finished
+            } else {
+                Status::Live
+            },
+            door: self.door,
+            route: self.route.clone(),
+            seq: state.events.len() as u64,
+            buffer_bytes: state.bytes,
+            subscribers,
+            detached_ms: state
+                .detached_since
+                .filter(|_| state.finished.is_none())
+                .map(|t| t.elapsed().as_millis() as u64),
+            created_ms: self.created_ms,
+            recovered: self.recovered,
+        }
+    }
+
+    /// Follows the stream from just after seq `after` (from the start when None): what is
+    /// kept first, then live events as they come. The subscription ends after the stream's
+    /// last event. `after` beyond the last event is an error: the client cannot have seen it.
+    pub fn subscribe(self: &Arc<Self>, after: Option<u64>) -> Result<Subscription, HubError> {
+        let from = match after {
+            None => 0,
+            Some(after) => {
+                let len = self.next_seq();
+                if after >= len {
+                    return Err(HubError::SeqBeyondEnd {
+                        id: self.id.clone(),
+                        after,
+                        last: len.checked_sub(1),
+                    });
+                }
+                after + 1
+            }
+        };
+        self.subscribers.send_modify(|n| *n += 1);
+        self.state().detached_since = None;
+        Ok(Subscription {
+            entry: Arc::clone(self),
+            next: from,
+            version: self.version.subscribe(),
+        })
+    }
+}
+
+/// A client following one stream. Dropping it unsubscribes (and may start the detach timer).
+#[derive(Debug)]
+pub struct Subscription {
+    entry: Arc<Entry>,
+    next: u64,
+    version: watch::Receiver<u64>,
+}
+
+impl Subscription {
+    /// The stream followed.
+    pub fn entry(&self) -> &Arc<Entry> {
+        &self.entry
+    }
+
+    /// Every event after the last one returned that is there now, waiting for at least one
+    /// (an empty Vec never comes back); None after the stream's last event.
+    pub async fn next_batch(&mut self) -> Option<Vec<StoredEvent>> {
+        loop {
+            // Mark the current version seen before reading, so an append racing with the read
+            // still wakes the wait below.
+            self.version.borrow_and_update();
+            {
+                let state = self.entry.state();
+                let len = state.events.len() as u64;
+                if self.next < len {
+                    let batch = state.events[self.next as usize..].to_vec();
+                    self.next = len;
+                    return Some(batch);
+                }
+                if state.finished.is_some() {
+                    return None;
+                }
+            }
+            if self.version.changed().await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// The subscription as a stream of batches.
+    pub fn into_stream(self) -> impl Stream<Item = Vec<StoredEvent>> + Send + 'static {
+        futures_util::stream::unfold(self, |mut sub| async move {
+            let batch = sub.next_batch().await?;
+            Some((batch, sub))
+        })
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut left = 0;
+        self.entry.subscribers.send_modify(|n| {
+            *n = n.saturating_sub(1);
+            left = *n;
+        });
+        if left == 0 {
+            self.entry.state().detached_since = Some(Instant::now());
+        }
+    }
+}

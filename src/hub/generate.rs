@@ -1,0 +1,109 @@
+//! A stream's generation task: takes the engine's events, stamps them, appends them to the
+//! journal and then to the hub, and stops on cancel or when no client came back in time.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use providers::event::ErrorInfo;
+use providers::{AgentEvent, Stamper};
+use tokio::time::Sleep;
+
+use super::Hub;
+use super::entry::{Entry, StoredEvent};
+use crate::engine::Events;
+
+/// Events taken from the engine at once (one journal write, one wake-up of the subscribers).
+const MAX_BATCH: usize = 256;
+
+/// Runs until the answer ends, is cancelled, or stays without a client for `detach`.
+pub(super) async fn run(
+    hub: Arc<Hub>,
+    entry: Arc<Entry>,
+    mut stamper: Stamper,
+    events: Events,
+    detach: Duration,
+) {
+    let mut events = events.ready_chunks(MAX_BATCH);
+    let mut subscribers = entry.watch_subscribers();
+    let mut timer: Option<Pin<Box<Sleep>>> =
+        (*subscribers.borrow_and_update() == 0).then(|| Box::pin(tokio::time::sleep(detach)));
+    loop {
+        let outcome = tokio::select! {
+            biased;
+            () = entry.cancelled().cancelled() => Some(stop("cancelled", "the stream was cancelled by a client")),
+            () = async { if let Some(t) = timer.as_mut() { t.await } }, if timer.is_some() => {
+                tracing::info!(stream = entry.id(), "no client came back: cancelling the detached stream");
+                Some(stop("detached_timeout", "no client followed the stream within the detach time"))
+            }
+            changed = subscribers.changed() => {
+                if changed.is_ok() {
+                    let none = *subscribers.borrow_and_update() == 0;
+                    timer = none.then(|| Box::pin(tokio::time::sleep(detach)));
+                }
+                continue;
+            }
+            batch = events.next() => match batch {
+                None => None,
+                Some(items) => {
+                    let mut out = Vec::with_capacity(items.len());
+                    let mut failed = false;
+                    for item in items {
+                        match item {
+                            Ok(event) => out.push(event),
+                            Err(e) => {
+                                out.extend(AgentEvent::terminal_failure(e.to_error_info()));
+                                failed = true;
+                                break;
+                            }
+                        }
+                    }
+                    publish(&hub, &entry, &mut stamper, out);
+                    if failed { None } else { continue }
+                }
+            },
+        };
+        if let Some(terminal) = outcome {
+            publish(&hub, &entry, &mut stamper, terminal.into());
+        }
+        break;
+    }
+    // Dropping the engine's events here cancels the upstream call if it is still open.
+    drop(events);
+    hub.finish(&entry);
+}
+
+/// The `error` and `stream.end` of a stream the gateway stops.
+fn stop(code: &str, message: &str) -> [AgentEvent; 2] {
+    AgentEvent::terminal_failure(ErrorInfo {
+        code: code.into(),
+        message: message.into(),
+        retryable: false,
+    })
+}
+
+/// Stamps, journals, then hands the events to the subscribers: an event reaches a client
+/// only once the journal has it.
+pub(super) fn publish(hub: &Hub, entry: &Entry, stamper: &mut Stamper, events: Vec<AgentEvent>) {
+    if events.is_empty() {
+        return;
+    }
+    let stored: Vec<StoredEvent> = events
+        .into_iter()
+        .map(|event| {
+            let kind = event.kind();
+            let envelope = stamper.stamp(event);
+            // serde_json cannot fail on these types; an empty object keeps the seq.
+            let json = serde_json::to_vec(&envelope).unwrap_or_else(|_| b"{}".to_vec());
+            StoredEvent {
+                seq: envelope.seq,
+                kind,
+                json: Bytes::from(json),
+            }
+        })
+        .collect();
+    hub.journal_events(entry, &stored);
+    entry.append(stored);
+}

@@ -1,0 +1,258 @@
+//! The stream hub: every stream of the native doors (and the resumable answers of the
+//! OpenAI and Anthropic doors) lives here, detached from the connection that started it.
+//!
+//! A stream's generation task ([`generate`]) appends stamped events to its [`Entry`]; any
+//! number of [`Subscription`]s follow it from a seq, reading what is kept and then what comes
+//! live. When the last client leaves, generation goes on for `detach_ms`; a finished stream
+//! stays resumable for `retention_ms`, within `max_bytes` of memory for all streams. Every
+//! event is journaled before any client sees it (docs/journal.md).
+
+mod config;
+mod entry;
+mod generate;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use providers::{Dialect, Stamper};
+use serde::Serialize;
+
+pub use config::{FsyncMode, JournalSettings, StreamsConfig, WebSocketSettings};
+pub use entry::{Entry, Status, StoredEvent, StreamInfo, Subscription};
+
+use crate::engine::{Answer, unix_now_ms};
+
+/// Why the hub refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HubError {
+    /// No stream has this id (never had, or it was forgotten after its retention).
+    #[error("no stream {id:?}: it never existed or is no longer retained")]
+    UnknownStream {
+        /// The id asked for.
+        id: String,
+    },
+    /// A resume from a seq the stream has not reached.
+    #[error("stream {id:?} has no event after seq {after}: its last seq is {}", last.map_or("none (no events yet)".to_string(), |l| l.to_string()))]
+    SeqBeyondEnd {
+        /// The stream.
+        id: String,
+        /// The seq asked to resume after.
+        after: u64,
+        /// The stream's last seq so far.
+        last: Option<u64>,
+    },
+    /// A client-chosen stream id already names another stream.
+    #[error("stream id {id:?} is already in use")]
+    DuplicateStream {
+        /// The id.
+        id: String,
+    },
+    /// A client-chosen stream id with characters outside `[A-Za-z0-9._:-]` or too long.
+    #[error("stream id {id:?} is not valid: 1 to 128 characters of A-Z a-z 0-9 . _ : -")]
+    InvalidId {
+        /// The id.
+        id: String,
+    },
+}
+
+/// A stream about to start.
+#[derive(Debug, Clone)]
+pub struct NewStream {
+    /// The client's own id for it, if it chose one.
+    pub id: Option<String>,
+    /// The door it came through.
+    pub door: Dialect,
+    /// The client's request body as received (the journal keeps it to continue the answer
+    /// after a restart).
+    pub body: bytes::Bytes,
+    /// Its pass-through headers.
+    pub forward: crate::upstream::ForwardHeaders,
+}
+
+/// Totals for `/admin/streams`.
+#[derive(Debug, Clone, Serialize)]
+pub struct HubStats {
+    /// Streams still generating.
+    pub live: usize,
+    /// Finished streams still resumable.
+    pub finished: usize,
+    /// Bytes of event JSON held in memory.
+    pub buffer_bytes: usize,
+    /// `streams.max_bytes`.
+    pub max_bytes: usize,
+    /// Streams forgotten so far (retention or memory cap).
+    pub evicted: u64,
+}
+
+/// Every stream the gateway keeps.
+#[derive(Debug)]
+pub struct Hub {
+    config: StreamsConfig,
+    streams: Mutex<HashMap<String, Arc<Entry>>>,
+    evicted: std::sync::atomic::AtomicU64,
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new(config: StreamsConfig) -> Arc<Hub> {
+        Arc::new(Hub {
+            config,
+            streams: Mutex::new(HashMap::new()),
+            evicted: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &StreamsConfig {
+        &self.config
+    }
+
+    fn streams(&self) -> MutexGuard<'_, HashMap<String, Arc<Entry>>> {
+        // Map operations are single calls: a poisoned map is still consistent.
+        self.streams.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Checks a client-chosen id before any work starts for it.
+    pub fn check_id(&self, id: &str) -> Result<(), HubError> {
+        let valid = (1..=128).contains(&id.len())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
+        if !valid {
+            return Err(HubError::InvalidId { id: id.to_owned() });
+        }
+        if self.streams().contains_key(id) {
+            return Err(HubError::DuplicateStream { id: id.to_owned() });
+        }
+        Ok(())
+    }
+
+    /// Registers a stream for `answer` and starts its generation task, detached from
+    /// whoever asked. Subscribe to the returned entry to follow it.
+    pub fn start(self: &Arc<Self>, new: NewStream, answer: Answer) -> Result<Arc<Entry>, HubError> {
+        let id = match new.id {
+            Some(id) => {
+                self.check_id(&id)?;
+                id
+            }
+            None => new_id(),
+        };
+        let entry = Arc::new(Entry::new(
+            id.clone(),
+            new.door,
+            answer.route.to_string(),
+            unix_now_ms(),
+            false,
+        ));
+        {
+            let mut streams = self.streams();
+            if streams.contains_key(&id) {
+                return Err(HubError::DuplicateStream { id });
+            }
+            streams.insert(id.clone(), Arc::clone(&entry));
+        }
+        tokio::spawn(generate::run(
+            Arc::clone(self),
+            Arc::clone(&entry),
+            Stamper::new(id),
+            answer.events,
+            Duration::from_millis(self.config.detach_ms),
+        ));
+        Ok(entry)
+    }
+
+    /// The stream named `id`.
+    pub fn get(&self, id: &str) -> Result<Arc<Entry>, HubError> {
+        self.streams()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| HubError::UnknownStream { id: id.to_owned() })
+    }
+
+    /// Every stream kept, newest first.
+    pub fn list(&self) -> Vec<StreamInfo> {
+        let mut list: Vec<StreamInfo> = self.streams().values().map(|e| e.info()).collect();
+        list.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(a.id.cmp(&b.id)));
+        list
+    }
+
+    /// Totals over every stream kept.
+    pub fn stats(&self) -> HubStats {
+        let streams = self.streams();
+        let live = streams.values().filter(|e| !e.is_finished()).count();
+        HubStats {
+            live,
+            finished: streams.len() - live,
+            buffer_bytes: streams.values().map(|e| e.bytes()).sum(),
+            max_bytes: self.config.max_bytes,
+            evicted: self.evicted.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// Forgets finished streams past their retention, then, while memory is over
+    /// `max_bytes`, the finished streams that ended first.
+    pub fn sweep(&self) {
+        let retention = Duration::from_millis(self.config.retention_ms);
+        let mut forgotten = Vec::new();
+        {
+            let mut streams = self.streams();
+            streams.retain(|id, e| {
+                let keep = e.finished_at().is_none_or(|t| t.elapsed() < retention);
+                if !keep {
+                    forgotten.push(id.clone());
+                }
+                keep
+            });
+            let mut total: usize = streams.values().map(|e| e.bytes()).sum();
+            if total > self.config.max_bytes {
+                let mut finished: Vec<_> = streams
+                    .iter()
+                    .filter_map(|(id, e)| e.finished_at().map(|t| (t, id.clone(), e.bytes())))
+                    .collect();
+                finished.sort();
+                for (_, id, bytes) in finished {
+                    if total <= self.config.max_bytes {
+                        break;
+                    }
+                    streams.remove(&id);
+                    total -= bytes;
+                    forgotten.push(id);
+                }
+            }
+        }
+        if !forgotten.is_empty() {
+            self.evicted
+                .fetch_add(forgotten.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!(count = forgotten.len(), "streams forgotten");
+        }
+    }
+
+    /// Sweeps every second until the hub is dropped by everyone else.
+    pub fn spawn_janitor(self: &Arc<Self>) {
+        let hub = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(hub) = hub.upgrade() else { break };
+                hub.sweep();
+            }
+        });
+    }
+
+    /// Hands a batch of events to the journal (before any subscriber sees them).
+    fn journal_events(&self, _entry: &Entry, _events: &[StoredEvent]) {}
+
+    /// The generation task is over.
+    fn finish(&self, entry: &Entry) {
+        entry.finish();
+    }
+}
+
+/// A fresh, unguessable stream id: time-ordered prefix, random suffix (ids must not repeat
+/// across restarts, since the journal brings old streams back).
+pub fn new_id() -> String {
+    format!("st_{:x}{:016x}", unix_now_ms(), fastrand::u64(..))
+}
