@@ -386,3 +386,69 @@ async fn the_chat_doors_opt_in_to_resumable_answers() {
         .await;
     assert!(r.headers().get("streamgate-stream-id").is_none());
 }
+
+/// The engine's half of crash recovery: given the events a client already has, the answer
+/// continues after them (a `retry` seam, then the rest) and the whole reads as the
+/// uninterrupted answer, at every cut point.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_continues_an_answer_from_the_events_a_client_has() {
+    use streamgate::engine::Call;
+    use streamgate::upstream::{ClientKey, ForwardHeaders};
+    let h = gw::start().await;
+    let state = streamgate::server::AppState::new(h.replay.config()).unwrap();
+    for (model, door) in [
+        ("anthropic/text_basic", Dialect::Anthropic),
+        ("openai/text_long_obfuscation", Dialect::OpenAi),
+        ("anthropic/thinking_signature", Dialect::OpenAi),
+    ] {
+        let body = chat_body(door, model, true);
+        let call = Call {
+            door,
+            request: match door {
+                Dialect::OpenAi => providers::request::ChatRequest::from_openai(&body).unwrap(),
+                Dialect::Anthropic => {
+                    providers::request::ChatRequest::from_anthropic(&body).unwrap()
+                }
+            },
+            key: ClientKey { door, key: None },
+            forward: ForwardHeaders::default(),
+        };
+        let collect = |answer: streamgate::engine::Answer| async move {
+            use futures_util::StreamExt;
+            answer
+                .events
+                .map(|e| e.unwrap())
+                .collect::<Vec<AgentEvent>>()
+                .await
+        };
+        let whole = collect(state.engine.answer(call.clone()).await.unwrap()).await;
+        let want = Assembler::assemble(&whole);
+        let step = (whole.len() / 7).max(1);
+        for cut in (2..whole.len() - 1).step_by(step) {
+            let prior = &whole[..cut];
+            let rest = collect(state.engine.resume(call.clone(), prior).await.unwrap()).await;
+            assert!(
+                rest.iter().any(|e| matches!(e, AgentEvent::Retry { .. })),
+                "{model} cut {cut}: the seam is marked"
+            );
+            let mut joined = prior.to_vec();
+            joined.extend(rest);
+            let got = Assembler::assemble(&joined);
+            assert_eq!(got.text(), want.text(), "{model} cut {cut}");
+            assert_eq!(
+                got.end.as_ref().map(|e| e.reason),
+                want.end.as_ref().map(|e| e.reason),
+                "{model} cut {cut}"
+            );
+            assert!(got.error.is_none(), "{model} cut {cut}");
+            assert_eq!(
+                joined
+                    .iter()
+                    .filter(|e| matches!(e, AgentEvent::StreamStart(_)))
+                    .count(),
+                1,
+                "{model} cut {cut}"
+            );
+        }
+    }
+}

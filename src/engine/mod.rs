@@ -164,6 +164,25 @@ impl Engine {
     /// time), then returns once an attempt produced its first events, or with the error that
     /// ended every attempt before anything reached the client.
     pub async fn answer(self: &Arc<Self>, call: Call) -> Result<Answer, GatewayError> {
+        self.answer_after(call, &[]).await
+    }
+
+    /// Continues an answer of which a client already has `prior` (a stream the journal
+    /// brought back after a restart): the new attempt is asked to continue from there, and
+    /// its events follow `prior` as they would after any break, starting with a `retry` seam.
+    pub async fn resume(
+        self: &Arc<Self>,
+        call: Call,
+        prior: &[AgentEvent],
+    ) -> Result<Answer, GatewayError> {
+        self.answer_after(call, prior).await
+    }
+
+    async fn answer_after(
+        self: &Arc<Self>,
+        call: Call,
+        prior: &[AgentEvent],
+    ) -> Result<Answer, GatewayError> {
         let permit = self
             .limiter
             .acquire(
@@ -180,7 +199,7 @@ impl Engine {
             unix_now(),
             self.next_request.fetch_add(1, Ordering::Relaxed) & 0xffff
         );
-        run::start(Arc::clone(self), call, request_id, permit).await
+        run::start(Arc::clone(self), call, request_id, permit, prior).await
     }
 
     /// The configuration of `route`'s provider.

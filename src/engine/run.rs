@@ -54,11 +54,15 @@ struct Run {
 }
 
 /// Opens the first attempt that answers and returns the answer's event stream.
+///
+/// `prior`: the events a client already has of this answer (a stream recovered from the
+/// journal after a restart); the answer then continues after them, as after a break.
 pub(super) async fn start(
     engine: Arc<Engine>,
     call: Call,
     request_id: String,
     permit: Permit,
+    prior: &[AgentEvent],
 ) -> Result<Answer, GatewayError> {
     let plan = route::plan(engine.config(), &call.request.model)?;
     let policy = engine.policy;
@@ -100,7 +104,8 @@ pub(super) async fn start(
     };
     run.at = first;
     let mut out = Vec::new();
-    if let Err(e) = run.attempt(&mut out, None).await {
+    let seam = (!prior.is_empty()).then(|| run.replay(prior, &mut out));
+    if let Err(e) = run.attempt(&mut out, seam).await {
         run.recover(e, &mut out).await?;
     }
     let route = run.routes[run.at].clone();
@@ -165,6 +170,55 @@ impl Run {
             if !out.is_empty() || self.done {
                 return Some(out.into_iter().map(Ok).collect());
             }
+        }
+    }
+
+    /// Brings the splicer to where a client holding `prior` is, as if those events had just
+    /// been sent, and breaks there: the next attempt continues the answer. Events the break
+    /// itself emits (closing a reasoning block) go to `out`; the seam to mark is returned.
+    fn replay(&mut self, prior: &[AgentEvent], out: &mut Vec<AgentEvent>) -> Seam {
+        let mut sent = Vec::new();
+        for event in prior {
+            match event {
+                // The seams of earlier breaks: break there again, so the splicer's state
+                // (merged text block, continuation mode, seq count) matches the client's.
+                AgentEvent::Retry {
+                    attempt,
+                    delay_ms,
+                    reason,
+                } => {
+                    self.splicer.interrupt(&mut sent);
+                    let seam = Seam::Retry {
+                        attempt: *attempt,
+                        delay_ms: *delay_ms,
+                        reason: reason.clone(),
+                    };
+                    self.splicer.seam(seam, &mut sent);
+                }
+                AgentEvent::Failover {
+                    from,
+                    to,
+                    model,
+                    reason,
+                    ..
+                } => {
+                    self.splicer.interrupt(&mut sent);
+                    let seam = Seam::Failover {
+                        from: from.clone(),
+                        to: to.clone(),
+                        model: model.clone(),
+                        reason: reason.clone(),
+                    };
+                    self.splicer.seam(seam, &mut sent);
+                }
+                other => self.splicer.push(other.clone(), &mut sent),
+            }
+        }
+        self.cont = self.splicer.interrupt(out);
+        Seam::Retry {
+            attempt: 1,
+            delay_ms: 0,
+            reason: "the gateway restarted while answering: continuing".into(),
         }
     }
 
