@@ -14,6 +14,7 @@
 //! - [`estimate`]: token estimates where providers give none.
 //! - [`limit`]: rate limits per client key and model (governor), upstream rate-limit backoff.
 //! - [`error`]: gateway errors, their status and their shape in each dialect.
+//! - [`journal`]: the durable on-disk journal of every stream's Agent Events, and recovery.
 //! - [`replay`]: a fake OpenAI + Anthropic upstream serving the recorded fixtures (demo, tests).
 //!
 //! The dialect adapters and the Agent Event Stream types live in the `providers` crate.
@@ -24,6 +25,7 @@ pub mod engine;
 pub mod error;
 pub mod estimate;
 pub mod hub;
+pub mod journal;
 pub mod limit;
 pub mod replay;
 pub mod resilience;
