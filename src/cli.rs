@@ -82,6 +82,11 @@ enum Command {
         /// gateway keep answers whole.
         #[arg(long, value_name = "RATE", num_args = 0..=1, default_missing_value = "0.3")]
         chaos: Option<f64>,
+        /// Journal directory. A restarted demo given the same directory (and `--listen`)
+        /// continues the streams it was serving. Default: a fresh temporary directory,
+        /// removed when the demo stops.
+        #[arg(long, value_name = "DIR")]
+        journal: Option<PathBuf>,
     },
     /// Decode a provider SSE body and print its Agent Events as JSON lines (with envelope).
     #[command(after_help = EVENTS_EXAMPLES)]
@@ -153,7 +158,8 @@ fn run(command: Command) -> Outcome {
             listen,
             json,
             chaos,
-        } => match demo::run(listen, json, chaos) {
+            journal,
+        } => match demo::run(listen, json, chaos, journal) {
             Ok(()) => Outcome::Complete,
             Err(e) => {
                 report(&e.to_string());

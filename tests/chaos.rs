@@ -368,6 +368,8 @@ async fn ten_agents_and_a_50k_token_stream_through_a_lossy_link_all_arrive_whole
         long_want.text.len()
     );
 
+    let journal = tempfile::tempdir().unwrap();
+    config.streams.journal.dir = journal.path().to_owned();
     let state = AppState::new(config).unwrap();
     let engine = Arc::clone(&state.engine);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use providers::Dialect;
 
@@ -14,7 +15,14 @@ use crate::server;
 /// `{"gateway":"http://HOST:P","replay":"http://HOST:Q"}`; logs always go to stderr.
 /// With `chaos`, the replay upstream misbehaves on that fraction of the requests (seeded from
 /// the clock; the seed is logged) and the gateway retries more.
-pub fn run(listen: SocketAddr, json: bool, chaos: Option<f64>) -> Result<(), ServeError> {
+/// With `journal`, streams are journaled there and survive a restart; without, in a temporary
+/// directory removed at exit.
+pub fn run(
+    listen: SocketAddr,
+    json: bool,
+    chaos: Option<f64>,
+    journal: Option<PathBuf>,
+) -> Result<(), ServeError> {
     init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -28,6 +36,16 @@ pub fn run(listen: SocketAddr, json: bool, chaos: Option<f64>) -> Result<(), Ser
             replay.set_chaos(rate, seed);
             config.streaming.retry_policy.max_attempts = 6;
             tracing::info!(rate, seed, "chaos: the replay upstream fails at random");
+        }
+        let temporary = journal.is_none().then(|| {
+            std::env::temp_dir().join(format!(
+                "streamgate-demo-{}-{}",
+                std::process::id(),
+                crate::engine::unix_now_ms()
+            ))
+        });
+        if let Some(dir) = journal.as_ref().or(temporary.as_ref()) {
+            config.streams.journal.dir.clone_from(dir);
         }
         let state = server::AppState::new(config)?;
         let listener = tokio::net::TcpListener::bind(listen).await?;
@@ -47,6 +65,10 @@ pub fn run(listen: SocketAddr, json: bool, chaos: Option<f64>) -> Result<(), Ser
         tracing::info!(gateway = %gateway, replay = %replay.url(), "streamgate demo listening");
         server::serve(state, listener, shutdown_signal()).await?;
         replay.shutdown().await?;
+        if let Some(dir) = temporary {
+            // Best effort: a leftover temporary directory harms nothing.
+            let _ = std::fs::remove_dir_all(dir);
+        }
         Ok(())
     })
 }

@@ -60,13 +60,13 @@ pub(super) async fn run(
                             }
                         }
                     }
-                    publish(&hub, &entry, &mut stamper, out);
+                    publish(&hub, &entry, &mut stamper, out).await;
                     if failed { None } else { continue }
                 }
             },
         };
         if let Some(terminal) = outcome {
-            publish(&hub, &entry, &mut stamper, terminal.into());
+            publish(&hub, &entry, &mut stamper, terminal.into()).await;
         }
         break;
     }
@@ -86,7 +86,12 @@ fn stop(code: &str, message: &str) -> [AgentEvent; 2] {
 
 /// Stamps, journals, then hands the events to the subscribers: an event reaches a client
 /// only once the journal has it.
-pub(super) fn publish(hub: &Hub, entry: &Entry, stamper: &mut Stamper, events: Vec<AgentEvent>) {
+pub(super) async fn publish(
+    hub: &Hub,
+    entry: &Entry,
+    stamper: &mut Stamper,
+    events: Vec<AgentEvent>,
+) {
     if events.is_empty() {
         return;
     }
@@ -104,6 +109,6 @@ pub(super) fn publish(hub: &Hub, entry: &Entry, stamper: &mut Stamper, events: V
             }
         })
         .collect();
-    hub.journal_events(entry, &stored);
+    hub.journal_events(entry, &stored).await;
     entry.append(stored);
 }

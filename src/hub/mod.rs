@@ -10,6 +10,7 @@
 mod config;
 mod entry;
 mod generate;
+mod persist;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,8 +21,11 @@ use serde::Serialize;
 
 pub use config::{FsyncMode, JournalSettings, StreamsConfig, WebSocketSettings};
 pub use entry::{Entry, Status, StoredEvent, StreamInfo, Subscription};
+pub use persist::OpenError;
 
-use crate::engine::{Answer, unix_now_ms};
+use crate::engine::{Answer, Engine, unix_now_ms};
+use crate::journal::{JournalStats, Record};
+use persist::Persist;
 
 /// Why the hub refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -91,16 +95,30 @@ pub struct Hub {
     config: StreamsConfig,
     streams: Mutex<HashMap<String, Arc<Entry>>>,
     evicted: std::sync::atomic::AtomicU64,
+    persist: Option<Persist>,
 }
 
 impl Hub {
-    /// An empty hub.
-    pub fn new(config: StreamsConfig) -> Arc<Hub> {
-        Arc::new(Hub {
+    /// The hub of `config`: with its journal opened (when enabled) and the journaled streams
+    /// back, interrupted ones being continued by `engine`. Call it inside a tokio runtime.
+    pub fn open(config: StreamsConfig, engine: &Arc<Engine>) -> Result<Arc<Hub>, OpenError> {
+        let (persist, recovered) = if config.journal.enabled {
+            let (persist, recovered) = Persist::open(&config.journal)?;
+            (Some(persist), recovered)
+        } else {
+            (None, Vec::new())
+        };
+        let hub = Arc::new(Hub {
             config,
             streams: Mutex::new(HashMap::new()),
             evicted: std::sync::atomic::AtomicU64::new(0),
-        })
+            persist,
+        });
+        if !recovered.is_empty() {
+            tracing::info!(streams = recovered.len(), "journal: streams recovered");
+        }
+        hub.recover(engine, recovered);
+        Ok(hub)
     }
 
     /// The configuration in force.
@@ -130,7 +148,11 @@ impl Hub {
 
     /// Registers a stream for `answer` and starts its generation task, detached from
     /// whoever asked. Subscribe to the returned entry to follow it.
-    pub fn start(self: &Arc<Self>, new: NewStream, answer: Answer) -> Result<Arc<Entry>, HubError> {
+    pub async fn start(
+        self: &Arc<Self>,
+        new: NewStream,
+        answer: Answer,
+    ) -> Result<Arc<Entry>, HubError> {
         let id = match new.id {
             Some(id) => {
                 self.check_id(&id)?;
@@ -151,6 +173,17 @@ impl Hub {
                 return Err(HubError::DuplicateStream { id });
             }
             streams.insert(id.clone(), Arc::clone(&entry));
+        }
+        if let Some(persist) = &self.persist {
+            persist
+                .append(Record::Open {
+                    stream: &id,
+                    created_ms: unix_now_ms(),
+                    door: new.door.as_str(),
+                    body: &new.body,
+                    forward: &persist::forward_pairs(&new.forward),
+                })
+                .await;
         }
         tokio::spawn(generate::run(
             Arc::clone(self),
@@ -221,6 +254,11 @@ impl Hub {
                 }
             }
         }
+        if let Some(persist) = &self.persist {
+            for stream in &forgotten {
+                persist.append_now(&Record::Forget { stream });
+            }
+        }
         if !forgotten.is_empty() {
             self.evicted
                 .fetch_add(forgotten.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -242,11 +280,34 @@ impl Hub {
         });
     }
 
-    /// Hands a batch of events to the journal (before any subscriber sees them).
-    fn journal_events(&self, _entry: &Entry, _events: &[StoredEvent]) {}
+    /// The journal's counters, when there is a journal.
+    pub fn journal_stats(&self) -> Option<JournalStats> {
+        self.persist.as_ref().map(|p| p.journal.stats())
+    }
 
-    /// The generation task is over.
+    fn insert(&self, entry: Arc<Entry>) {
+        self.streams().insert(entry.id().to_owned(), entry);
+    }
+
+    /// Hands a batch of events to the journal (before any subscriber sees them).
+    async fn journal_events(&self, entry: &Entry, events: &[StoredEvent]) {
+        if let (Some(persist), Some(first)) = (&self.persist, events.first()) {
+            let json: Vec<bytes::Bytes> = events.iter().map(|e| e.json.clone()).collect();
+            persist
+                .append(Record::Events {
+                    stream: entry.id(),
+                    first_seq: first.seq,
+                    events: &json,
+                })
+                .await;
+        }
+    }
+
+    /// The generation task is over: journaled as ended, then followers are told.
     fn finish(&self, entry: &Entry) {
+        if let Some(persist) = &self.persist {
+            persist.append_now(&Record::End { stream: entry.id() });
+        }
         entry.finish();
     }
 }

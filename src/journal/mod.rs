@@ -145,7 +145,7 @@ impl Default for FsyncPolicy {
 }
 
 /// Counters for the admin endpoint.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct JournalStats {
     /// Segment files on disk.
     pub segments: usize,

@@ -116,7 +116,7 @@ pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, Gateway
 }
 
 /// Parses a door's JSON body into the unified request.
-pub(super) fn parse_request(door: Dialect, bytes: &[u8]) -> Result<ChatRequest, GatewayError> {
+pub(crate) fn parse_request(door: Dialect, bytes: &[u8]) -> Result<ChatRequest, GatewayError> {
     let value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| GatewayError::MalformedJson(e.to_string()))?;
     if !value.is_object() {

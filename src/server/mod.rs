@@ -4,7 +4,7 @@
 
 mod door;
 
-pub(crate) use door::json_response;
+pub(crate) use door::{json_response, parse_request};
 mod models;
 pub mod streams;
 mod tokens;
@@ -49,10 +49,13 @@ impl FromRef<AppState> for Arc<Hub> {
 }
 
 impl AppState {
-    /// The engine and the hub for `config`.
+    /// The engine and the hub for `config` (opening the journal and continuing the streams it
+    /// holds, so call it inside a tokio runtime).
     pub fn new(config: Config) -> Result<Self, GatewayError> {
-        let hub = Hub::new(config.streams.clone());
+        let streams = config.streams.clone();
         let engine = Arc::new(Engine::new(config)?);
+        let hub = Hub::open(streams, &engine)
+            .map_err(|e| GatewayError::Internal(format!("opening the journal: {e}")))?;
         Ok(AppState { engine, hub })
     }
 }

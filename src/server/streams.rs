@@ -93,15 +93,18 @@ pub(crate) async fn start_parsed(
         forward: forward.clone(),
     };
     let answer = state.engine.answer(call).await?;
-    let entry = state.hub.start(
-        NewStream {
-            id,
-            door,
-            body,
-            forward,
-        },
-        answer,
-    )?;
+    let entry = state
+        .hub
+        .start(
+            NewStream {
+                id,
+                door,
+                body,
+                forward,
+            },
+            answer,
+        )
+        .await?;
     tracing::info!(stream = entry.id(), route = %entry.info().route, "agent event stream");
     Ok(entry)
 }
@@ -197,6 +200,7 @@ pub async fn admin(State(state): State<AppState>) -> Response {
         &json!({
             "object": "list",
             "totals": state.hub.stats(),
+            "journal": state.hub.journal_stats(),
             "data": state.hub.list(),
         }),
     )

@@ -25,6 +25,8 @@ pub struct Harness {
     pub gateway: SocketAddr,
     pub client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
+    /// The gateway's journal directory, removed with the harness.
+    pub journal: tempfile::TempDir,
 }
 
 impl Drop for Harness {
@@ -47,12 +49,15 @@ pub async fn start_with(edit: impl FnOnce(&mut Config)) -> Harness {
         .unwrap();
     let mut config = replay.config();
     edit(&mut config);
+    let journal = tempfile::tempdir().unwrap();
+    config.streams.journal.dir = journal.path().to_owned();
     let gateway = serve_gateway(config).await;
     Harness {
         replay,
         gateway: gateway.0,
         client: client(),
         stop: Some(gateway.1),
+        journal,
     }
 }
 

@@ -1,0 +1,345 @@
+//! The hub's side of the journal: opening it (one process per directory), the records of a
+//! stream's life, and bringing streams back after a restart.
+
+use std::fs::File;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use providers::{AgentEvent, Dialect, Envelope, Stamper};
+
+use super::entry::{Entry, StoredEvent};
+use super::{FsyncMode, Hub, JournalSettings};
+use crate::engine::{Call, Engine};
+use crate::error::GatewayError;
+use crate::journal::{FsyncPolicy, Journal, JournalConfig, JournalError, Record, RecoveredStream};
+use crate::upstream::{ClientKey, ForwardHeaders};
+
+/// The open journal and the lock that keeps a second gateway off its directory.
+#[derive(Debug)]
+pub(super) struct Persist {
+    pub(super) journal: Arc<Journal>,
+    fsync_always: bool,
+    /// Held (flock) for the process's life; the OS releases it on any exit, `kill -9` too.
+    _lock: File,
+}
+
+/// Why the journal could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The directory's lock is held.
+    #[error(
+        "journal directory {dir} is in use by another streamgate process (set [streams.journal] dir to another directory)"
+    )]
+    Locked {
+        /// The directory.
+        dir: String,
+    },
+    /// Creating or locking the directory failed.
+    #[error("journal directory {dir}: {source}")]
+    Io {
+        /// The directory.
+        dir: String,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The journal itself failed to open.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+impl Persist {
+    /// Locks and opens the journal of `settings`, returning what it holds.
+    pub(super) fn open(
+        settings: &JournalSettings,
+    ) -> Result<(Persist, Vec<RecoveredStream>), OpenError> {
+        let dir = settings.dir.display().to_string();
+        let io = |source| OpenError::Io {
+            dir: dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&settings.dir).map_err(io)?;
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(settings.dir.join("LOCK"))
+            .map_err(io)?;
+        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => return Err(OpenError::Locked { dir }),
+            Err(e) => return Err(io(e.into())),
+        }
+        let fsync = match settings.fsync {
+            FsyncMode::Always => FsyncPolicy::Always,
+            FsyncMode::Interval => {
+                FsyncPolicy::Interval(Duration::from_millis(settings.fsync_interval_ms))
+            }
+            FsyncMode::Never => FsyncPolicy::Never,
+        };
+        let (journal, recovered) = Journal::open(JournalConfig {
+            dir: settings.dir.clone(),
+            fsync,
+            segment_bytes: settings.segment_bytes,
+        })?;
+        if recovered.torn_bytes > 0 || recovered.corrupt_segments > 0 {
+            tracing::warn!(
+                torn_bytes = recovered.torn_bytes,
+                corrupt_segments = recovered.corrupt_segments,
+                "journal: damaged records were skipped"
+            );
+        }
+        Ok((
+            Persist {
+                journal: Arc::new(journal),
+                fsync_always: settings.fsync == FsyncMode::Always,
+                _lock: lock,
+            },
+            recovered.streams,
+        ))
+    }
+
+    /// Appends `record`. Under `fsync = "always"` the append waits for the disk, off the
+    /// async workers. A failed append is logged: the stream goes on (only a restart would
+    /// miss it).
+    pub(super) async fn append(&self, record: Record<'_>) {
+        let result = if self.fsync_always {
+            let journal = Arc::clone(&self.journal);
+            let owned = OwnedRecord::from(&record);
+            tokio::task::spawn_blocking(move || journal.append(&owned.as_record()))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(JournalError::Thread {
+                        source: std::io::Error::other(e.to_string()),
+                    })
+                })
+        } else {
+            self.journal.append(&record)
+        };
+        if let Err(e) = result {
+            tracing::error!(stream = record.stream(), error = %e, "journal append failed");
+        }
+    }
+
+    /// Appends without waiting for the disk even under `always` (for records whose loss a
+    /// restart tolerates: the end of a stream whose last event is journaled, a forget).
+    pub(super) fn append_now(&self, record: &Record<'_>) {
+        if let Err(e) = self.journal.append(record) {
+            tracing::error!(stream = record.stream(), error = %e, "journal append failed");
+        }
+    }
+}
+
+/// A record that owns its data, to move to a blocking thread.
+enum OwnedRecord {
+    Open {
+        stream: String,
+        created_ms: u64,
+        door: String,
+        body: Bytes,
+        forward: Vec<(String, String)>,
+    },
+    Events {
+        stream: String,
+        first_seq: u64,
+        events: Vec<Bytes>,
+    },
+    End(String),
+    Forget(String),
+}
+
+impl From<&Record<'_>> for OwnedRecord {
+    fn from(r: &Record<'_>) -> Self {
+        match r {
+            Record::Open {
+                stream,
+                created_ms,
+                door,
+                body,
+                forward,
+            } => OwnedRecord::Open {
+                stream: (*stream).to_owned(),
+                created_ms: *created_ms,
+                door: (*door).to_owned(),
+                body: Bytes::copy_from_slice(body),
+                forward: forward.to_vec(),
+            },
+            Record::Events {
+                stream,
+                first_seq,
+                events,
+            } => OwnedRecord::Events {
+                stream: (*stream).to_owned(),
+                first_seq: *first_seq,
+                events: events.to_vec(),
+            },
+            Record::End { stream } => OwnedRecord::End((*stream).to_owned()),
+            Record::Forget { stream } => OwnedRecord::Forget((*stream).to_owned()),
+        }
+    }
+}
+
+impl OwnedRecord {
+    fn as_record(&self) -> Record<'_> {
+        match self {
+            OwnedRecord::Open {
+                stream,
+                created_ms,
+                door,
+                body,
+                forward,
+            } => Record::Open {
+                stream,
+                created_ms: *created_ms,
+                door,
+                body,
+                forward,
+            },
+            OwnedRecord::Events {
+                stream,
+                first_seq,
+                events,
+            } => Record::Events {
+                stream,
+                first_seq: *first_seq,
+                events,
+            },
+            OwnedRecord::End(stream) => Record::End { stream },
+            OwnedRecord::Forget(stream) => Record::Forget { stream },
+        }
+    }
+}
+
+/// The pass-through headers as the journal keeps them (never credentials).
+pub(super) fn forward_pairs(forward: &ForwardHeaders) -> Vec<(String, String)> {
+    forward
+        .anthropic_beta
+        .iter()
+        .map(|v| ("anthropic-beta".to_owned(), v.clone()))
+        .collect()
+}
+
+fn forward_headers(pairs: &[(String, String)]) -> ForwardHeaders {
+    let mut headers = http::HeaderMap::new();
+    for (name, value) in pairs {
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::try_from(name.as_str()),
+            http::HeaderValue::try_from(value.as_str()),
+        ) {
+            headers.append(n, v);
+        }
+    }
+    ForwardHeaders::from_headers(&headers)
+}
+
+/// A journaled event back as a kept one.
+fn stored(json: Bytes) -> Option<(StoredEvent, AgentEvent)> {
+    let envelope: Envelope = serde_json::from_slice(&json).ok()?;
+    Some((
+        StoredEvent {
+            seq: envelope.seq,
+            kind: envelope.event.kind(),
+            json,
+        },
+        envelope.event,
+    ))
+}
+
+impl Hub {
+    /// Brings back the streams the journal holds: finished ones as they were (resumable for
+    /// their retention, counted from now), interrupted ones continued by the engine from the
+    /// journaled partial answer, as after any upstream break.
+    pub(super) fn recover(self: &Arc<Self>, engine: &Arc<Engine>, streams: Vec<RecoveredStream>) {
+        for stream in streams {
+            let door: Dialect = match stream.door.parse() {
+                Ok(d) => d,
+                Err(_) => {
+                    tracing::warn!(
+                        stream = stream.stream,
+                        door = stream.door,
+                        "journal: unknown door, stream skipped"
+                    );
+                    continue;
+                }
+            };
+            let mut kept = Vec::with_capacity(stream.events.len());
+            let mut prior = Vec::with_capacity(stream.events.len());
+            for json in stream.events {
+                match stored(json) {
+                    Some((s, e)) if s.seq == kept.len() as u64 => {
+                        kept.push(s);
+                        prior.push(e);
+                    }
+                    _ => break,
+                }
+            }
+            let route = prior
+                .iter()
+                .find_map(|e| match e {
+                    AgentEvent::StreamStart(s) => Some(format!(
+                        "{}/{}",
+                        s.provider.as_deref().unwrap_or("?"),
+                        s.model
+                    )),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            let entry = Arc::new(Entry::new(
+                stream.stream.clone(),
+                door,
+                route,
+                stream.created_ms,
+                true,
+            ));
+            let next = kept.len() as u64;
+            entry.append(kept);
+            self.insert(Arc::clone(&entry));
+            let complete = matches!(prior.last(), Some(AgentEvent::StreamEnd(_)));
+            if stream.ended || complete {
+                if !stream.ended {
+                    self.finish(&entry);
+                } else {
+                    entry.finish();
+                }
+                continue;
+            }
+            tracing::info!(
+                stream = stream.stream,
+                events = next,
+                "journal: continuing an interrupted stream"
+            );
+            let hub = Arc::clone(self);
+            let engine = Arc::clone(engine);
+            let body = Bytes::from(stream.body);
+            let forward = forward_headers(&stream.forward);
+            tokio::spawn(async move {
+                let mut stamper = Stamper::resume(entry.id().to_owned(), next);
+                let answer = async {
+                    let request = crate::server::parse_request(door, &body)?;
+                    let call = Call {
+                        door,
+                        request,
+                        // Client credentials are never journaled: a restarted stream uses the
+                        // gateway's own provider keys.
+                        key: ClientKey { door, key: None },
+                        forward,
+                    };
+                    engine.resume(call, &prior).await
+                };
+                match answer.await {
+                    Ok(answer) => {
+                        let detach = Duration::from_millis(hub.config.detach_ms);
+                        super::generate::run(hub, entry, stamper, answer.events, detach).await;
+                    }
+                    Err(e) => {
+                        let e: GatewayError = e;
+                        tracing::warn!(stream = entry.id(), error = %e, "journal: the interrupted stream could not be continued");
+                        let events = AgentEvent::terminal_failure(e.to_error_info()).into();
+                        super::generate::publish(&hub, &entry, &mut stamper, events).await;
+                        hub.finish(&entry);
+                    }
+                }
+            });
+        }
+    }
+}
