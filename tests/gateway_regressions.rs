@@ -474,7 +474,8 @@ async fn configured_env_var_keys_are_sent_in_each_dialects_header() {
     let config = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n\
          [providers.openai]\ndialect = \"openai\"\nbase_url = \"{url}/v1\"\napi_key_env = \"{oa_var}\"\n\
-         [providers.anthropic]\ndialect = \"anthropic\"\nbase_url = \"{url}\"\napi_key_env = \"{an_var}\"\n",
+         [providers.anthropic]\ndialect = \"anthropic\"\nbase_url = \"{url}\"\napi_key_env = \"{an_var}\"\n\
+         [streams.journal]\nenabled = false\n",
         url = replay.url()
     );
     let path = std::env::temp_dir().join(format!("streamgate-keys-{pid}.toml"));

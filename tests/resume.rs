@@ -395,7 +395,9 @@ async fn the_engine_continues_an_answer_from_the_events_a_client_has() {
     use streamgate::engine::Call;
     use streamgate::upstream::{ClientKey, ForwardHeaders};
     let h = gw::start().await;
-    let state = streamgate::server::AppState::new(h.replay.config()).unwrap();
+    let mut config = h.replay.config();
+    config.streams.journal.enabled = false;
+    let state = streamgate::server::AppState::new(config).unwrap();
     for (model, door) in [
         ("anthropic/text_basic", Dialect::Anthropic),
         ("openai/text_long_obfuscation", Dialect::OpenAi),
