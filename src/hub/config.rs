@@ -1,5 +1,48 @@
 //! `[streams]`: how long streams live on without a client, how long and how much of them is
 //! kept for resuming, the journal on disk, and the WebSocket door's knobs.
+//!
+//! # Configuration: `[streams]`
+//!
+//! ```toml
+//! [streams]
+//! detach_ms = 60000          # generation goes on this long after the last client left
+//! retention_ms = 600000      # a finished stream stays resumable this long
+//! max_bytes = 268435456      # event JSON kept in memory over all streams (256 MiB)
+//! doors_resumable = false    # every OpenAI/Anthropic door answer resumable (else: per request)
+//!
+//! [streams.journal]
+//! enabled = true
+//! dir = "streamgate-journal" # relative to the working directory; one gateway per directory
+//! fsync = "interval"         # always | interval | never
+//! fsync_interval_ms = 100
+//! segment_bytes = 67108864   # a new segment file after 64 MiB
+//!
+//! [streams.websocket]
+//! chunkSize = 65536          # bytes of a server frame's JSON; bigger events go as shards
+//! max_frame_bytes = 4194304  # largest client frame, after inflating
+//! heartbeat_ms = 15000       # server pings
+//! idle_timeout_ms = 60000    # no frame at all from the client: close 4000
+//! max_streams = 256          # streams one connection follows at once
+//! buffer_events = 1024       # events of one stream queued for a slow connection
+//! ```
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `detach_ms` | 60000 | when the last client of a live stream leaves, generation goes on this long; if nobody follows it again by then, the upstream call is dropped and the stream ends with an `error` event of code `detached_timeout` |
+//! | `retention_ms` | 600000 | a finished stream can be fetched again (`GET /v1/streams/{id}`) this long after it ended |
+//! | `max_bytes` | 268435456 | memory for kept event JSON over all streams; above it the finished streams that ended first are forgotten first (live streams are never cut) |
+//! | `doors_resumable` | false | every answer of `/v1/chat/completions` and `/v1/messages` goes through the hub and carries `streamgate-stream-id`; without it, a request opts in with the header `streamgate-resumable: true` |
+//! | `journal.enabled` | true | journal every event on disk before any client sees it; without it a restart forgets every stream |
+//! | `journal.dir` | `streamgate-journal` | directory of the segment files; locked by one gateway process at a time (a second one refuses to start) |
+//! | `journal.fsync` | `interval` | `always`: an event reaches clients only after an fdatasync covers it; `interval`: a background thread syncs every `fsync_interval_ms`; `never`: the OS writes back when it likes. A process crash loses nothing with any of them (docs/journal.md) |
+//! | `journal.fsync_interval_ms` | 100 | with `interval`: the most a power failure loses |
+//! | `journal.segment_bytes` | 67108864 | segment size before the next file starts; whole segments are deleted once every stream in them is forgotten |
+//! | `websocket.chunkSize` | 65536 | bytes of a server frame's uncompressed JSON text; a larger event is split into `shard` frames of at most this size (minimum 256) |
+//! | `websocket.max_frame_bytes` | 4194304 | largest client frame, measured after inflating a compressed one; larger: an error frame (or close 1009) |
+//! | `websocket.heartbeat_ms` | 15000 | the server sends a WebSocket ping this often |
+//! | `websocket.idle_timeout_ms` | 60000 | without any frame from the client (data, ping or pong) for this long the connection is closed with code 4000 |
+//! | `websocket.max_streams` | 256 | streams one connection may follow at once; beyond it `start`/`resume` get an error frame |
+//! | `websocket.buffer_events` | 1024 | events of one stream queued for a connection; a stream whose client reads slower waits in the hub (nothing is lost) while the others go on |
 
 use std::path::PathBuf;
 
