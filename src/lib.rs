@@ -11,6 +11,8 @@
 //! - [`splice`]: joins the attempts of one answer into one client stream.
 //! - [`hub`]: streams detached from connections: fan-out, resume, retention, journal.
 //! - [`server`]: the HTTP doors (axum): OpenAI, Anthropic, models, health.
+//! - [`ws`]: the WebSocket door's protocol without I/O: subprotocols, frames, per-message
+//!   compression, sharding, and the reference client's decoder.
 //! - [`estimate`]: token estimates where providers give none.
 //! - [`limit`]: rate limits per client key and model (governor), upstream rate-limit backoff.
 //! - [`error`]: gateway errors, their status and their shape in each dialect.
@@ -34,3 +36,4 @@ pub mod secret;
 pub mod server;
 pub mod splice;
 pub mod upstream;
+pub mod ws;
