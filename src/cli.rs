@@ -1,5 +1,6 @@
-//! The `streamgate` command line: `serve`, `demo` (the gateway over recorded streams), `events` (a provider SSE body as Agent Event JSON lines)
-//! and `convert` (a provider SSE body re-encoded in another dialect).
+//! The `streamgate` command line: `serve`, `demo` (the gateway over recorded streams), `events` (a provider SSE body as Agent Event JSON lines),
+//! `convert` (a provider SSE body re-encoded in another dialect), `tail` (follow a stream of
+//! a running gateway, reconnecting) and `status` (what a running gateway holds).
 //!
 //! Input is read in chunks and decoded as it arrives; output is flushed after every chunk so
 //! the commands work live at the end of a pipe.
@@ -7,6 +8,8 @@
 mod demo;
 mod pump;
 mod serve;
+mod status;
+mod tail;
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -47,6 +50,31 @@ Examples:
 
 Exit codes: 0 complete, 1 cut or provider error (target dialect's error frame printed), 2
 malformed input, unreadable file or a stream the target dialect cannot express.";
+
+const TAIL_HELP: &str = "\
+Output: the answer's text inline on standard output; every other event as a marker
+`[SEQ TYPE key=value ...]` on standard error (with --json: one envelope JSON per line on
+standard output). Reconnects are logged on standard error.
+
+Reconnects follow `[streaming.reconnect]` of the configuration (maxAttempts reconnects in a
+row without a new event, backoff initialBackoff..maxBackoff ms, jitter).
+
+Examples:
+  streamgate tail st_18f0c2a1b3c4d5e6f7
+  streamgate tail st_18f0c2a1b3c4d5e6f7 --after 41 --json | jq -r 'select(.type==\"text.delta\").text'
+
+Exit codes: 0 the stream ended with stream.end (reason not `error`), or was finished with
+nothing after --after; 1 it ended in error, or the reconnects ran out; 2 bad usage, bad
+configuration, unknown stream or --after beyond its end.";
+
+const STATUS_HELP: &str = "\
+Examples:
+  streamgate status
+  streamgate status --streaming --buffer --url http://10.0.0.5:8080
+  streamgate status --json | jq '.data[] | select(.status==\"live\")'
+
+Exit codes: 0 shown, 1 the gateway answered with an error, 2 bad usage or the gateway
+cannot be reached.";
 
 /// streamgate: one Agent Event Stream over OpenAI and Anthropic streaming responses.
 #[derive(Debug, Parser)]
@@ -116,7 +144,45 @@ enum Command {
         #[arg(long)]
         no_usage: bool,
     },
+    /// Follow a stream of a running gateway (`GET /v1/streams/{id}`) to its end, printing
+    /// its events as they come, reconnecting on any break without losing or repeating one.
+    #[command(after_help = TAIL_HELP)]
+    Tail {
+        /// The stream id (the `streamgate-stream-id` header of `POST /v1/streams`).
+        stream_id: String,
+        /// Start after this seq (default: from the first event).
+        #[arg(long, value_name = "SEQ")]
+        after: Option<u64>,
+        /// The gateway's base URL.
+        #[arg(long, env = "STREAMGATE_URL", value_name = "URL", default_value = DEFAULT_URL)]
+        url: String,
+        /// TOML configuration, for `[streaming.reconnect]`; built-in defaults when absent.
+        #[arg(long, env = "STREAMGATE_CONFIG", value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print each envelope as one JSON line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what a running gateway holds: its streams (`GET /admin/streams`).
+    #[command(after_help = STATUS_HELP)]
+    Status {
+        /// The streams view (the only one so far, and the default).
+        #[arg(long)]
+        streaming: bool,
+        /// Add each stream's buffer bytes, the memory totals and the journal's figures.
+        #[arg(long)]
+        buffer: bool,
+        /// The gateway's base URL.
+        #[arg(long, env = "STREAMGATE_URL", value_name = "URL", default_value = DEFAULT_URL)]
+        url: String,
+        /// Print the gateway's JSON as is.
+        #[arg(long)]
+        json: bool,
+    },
 }
+
+/// Where `tail` and `status` find the gateway by default (`serve`'s default address).
+const DEFAULT_URL: &str = "http://127.0.0.1:8080";
 
 /// A dialect name on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -184,6 +250,30 @@ fn run(command: Command) -> Outcome {
             let stdout = io::stdout();
             let mut sink = ConvertSink::new(stdout.lock(), to.into(), !no_usage);
             pump(input, name, from.into(), &mut sink)
+        }),
+        Command::Tail {
+            stream_id,
+            after,
+            url,
+            config,
+            json,
+        } => tail::run(&tail::Tail {
+            id: &stream_id,
+            after,
+            url: &url,
+            config: config.as_deref(),
+            json,
+        }),
+        Command::Status {
+            // The streams view is the only one: shown with or without the flag.
+            streaming: _,
+            buffer,
+            url,
+            json,
+        } => status::run(&status::Status {
+            url: &url,
+            buffer,
+            json,
         }),
     }
 }

@@ -2,7 +2,10 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the `streamgate` command line (`serve`, `demo`, `events`, `convert`).
+//! - [`cli`]: the `streamgate` command line (`serve`, `demo`, `events`, `convert`, `tail`,
+//!   `status`).
+//! - [`client`]: the reference client of the native door: follows a stream from a seq and
+//!   reconnects without repeating or skipping an event (`streamgate tail`).
 //! - [`config`]: the TOML configuration; [`secret`]: keys that never print.
 //! - [`route`]: requested model -> routes (alias, `provider/model`, family).
 //! - [`upstream`]: one provider call (reqwest), its SSE body as Agent Events, with timeouts.
@@ -22,6 +25,7 @@
 //! The dialect adapters and the Agent Event Stream types live in the `providers` crate.
 
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod engine;
 pub mod error;

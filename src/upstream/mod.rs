@@ -166,7 +166,7 @@ fn send_error(provider: &str, e: &reqwest::Error) -> GatewayError {
 }
 
 /// rustls needs one process-wide crypto provider; ring builds without a C toolchain quirk.
-fn install_crypto_provider() {
+pub(crate) fn install_crypto_provider() {
     // Err means another part of the process installed one first, which is fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
