@@ -454,3 +454,26 @@ async fn the_engine_continues_an_answer_from_the_events_a_client_has() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_stream_gets_keep_alive_comments_that_clients_ignore() {
+    let h = gw::start_with(|c| c.streams.sse_keepalive_ms = 20).await;
+    let r = post_stream(&h, "anthropic/drip=80:text_simple").await;
+    let body = gw::body_bytes(r).await;
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("\n\n: keep-alive\n\n"), "{text}");
+    let mut reader = Reader::default();
+    reader.feed(&body);
+    let events: Vec<AgentEvent> = reader.frames.into_iter().map(|(_, e)| e.event).collect();
+    assert_eq!(
+        Assembler::assemble(&events).text(),
+        Assembler::assemble(
+            &gw::decode(
+                Dialect::Anthropic,
+                streamgate::replay::fixture(Dialect::Anthropic, "text_simple").unwrap()
+            )
+            .0
+        )
+        .text()
+    );
+}

@@ -9,6 +9,7 @@
 //! retention_ms = 600000      # a finished stream stays resumable this long
 //! max_bytes = 268435456      # event JSON kept in memory over all streams (256 MiB)
 //! doors_resumable = false    # every OpenAI/Anthropic door answer resumable (else: per request)
+//! sse_keepalive_ms = 15000   # an SSE comment after this long without an event
 //!
 //! [streams.journal]
 //! enabled = true
@@ -32,6 +33,7 @@
 //! | `retention_ms` | 600000 | a finished stream can be fetched again (`GET /v1/streams/{id}`) this long after it ended |
 //! | `max_bytes` | 268435456 | memory for kept event JSON over all streams; above it the finished streams that ended first are forgotten first (live streams are never cut) |
 //! | `doors_resumable` | false | every answer of `/v1/chat/completions` and `/v1/messages` goes through the hub and carries `streamgate-stream-id`; without it, a request opts in with the header `streamgate-resumable: true` |
+//! | `sse_keepalive_ms` | 15000 | the native SSE door (`/v1/streams`) writes a `: keep-alive` comment after this long without an event, so proxies and clients can tell a slow stream from a dead connection (0: never) |
 //! | `journal.enabled` | true | journal every event on disk before any client sees it; without it a restart forgets every stream |
 //! | `journal.dir` | `streamgate-journal` | directory of the segment files; locked by one gateway process at a time (a second one refuses to start) |
 //! | `journal.fsync` | `interval` | `always`: an event reaches clients only after an fdatasync covers it; `interval`: a background thread syncs every `fsync_interval_ms`; `never`: the OS writes back when it likes. A process crash loses nothing with any of them (docs/journal.md) |
@@ -67,6 +69,10 @@ pub struct StreamsConfig {
     /// that ask with the `streamgate-resumable: true` header).
     #[serde(default)]
     pub doors_resumable: bool,
+    /// Milliseconds without an event after which the native SSE door writes a comment line
+    /// (0: never).
+    #[serde(default = "default_sse_keepalive_ms")]
+    pub sse_keepalive_ms: u64,
     /// `[streams.journal]`.
     #[serde(default)]
     pub journal: JournalSettings,
@@ -82,6 +88,7 @@ impl Default for StreamsConfig {
             retention_ms: default_retention_ms(),
             max_bytes: default_max_bytes(),
             doors_resumable: false,
+            sse_keepalive_ms: default_sse_keepalive_ms(),
             journal: JournalSettings::default(),
             websocket: WebSocketSettings::default(),
         }
@@ -182,6 +189,9 @@ fn default_retention_ms() -> u64 {
 }
 fn default_max_bytes() -> usize {
     256 << 20
+}
+fn default_sse_keepalive_ms() -> u64 {
+    15_000
 }
 fn default_true() -> bool {
     true

@@ -12,6 +12,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
@@ -54,7 +55,7 @@ pub async fn start(State(state): State<AppState>, request: Request) -> Response 
         Ok::<_, GatewayError>(entry.subscribe(None)?)
     };
     match started.await {
-        Ok(subscription) => sse_response(subscription),
+        Ok(subscription) => sse_response(subscription, keepalive(&state)),
         Err(e) => error_response(dialect, &e),
     }
 }
@@ -169,7 +170,7 @@ pub async fn resume(
             .unwrap_or_default();
     }
     match entry.subscribe(after) {
-        Ok(subscription) => sse_response(subscription),
+        Ok(subscription) => sse_response(subscription, keepalive(&state)),
         Err(e) => error_response(dialect, &e.into()),
     }
 }
@@ -206,16 +207,27 @@ pub async fn admin(State(state): State<AppState>) -> Response {
     )
 }
 
-/// The SSE response following `subscription`: all events ready together go out in one write.
-fn sse_response(subscription: Subscription) -> Response {
+/// The SSE response following `subscription`: all events ready together go out in one write,
+/// and a comment line after `keepalive` without any (never when zero).
+fn sse_response(subscription: Subscription, keepalive: Duration) -> Response {
     let id = subscription.entry().id().to_owned();
-    let body = subscription.into_stream().map(|batch| {
+    let keepalive = (!keepalive.is_zero()).then_some(keepalive);
+    let body = futures_util::stream::unfold(subscription, move |mut sub| async move {
+        let batch = match keepalive {
+            // next_batch is cancel-safe: what it had not returned is read again next time.
+            Some(every) => match tokio::time::timeout(every, sub.next_batch()).await {
+                Ok(batch) => batch?,
+                Err(_) => return Some((Bytes::from_static(b": keep-alive\n\n"), sub)),
+            },
+            None => sub.next_batch().await?,
+        };
         let mut out = Vec::new();
         for event in &batch {
             write_event(&mut out, event);
         }
-        Ok::<_, Infallible>(Bytes::from(out))
-    });
+        Some((Bytes::from(out), sub))
+    })
+    .map(Ok::<_, Infallible>);
     let mut response = Response::new(Body::from_stream(body));
     let headers = response.headers_mut();
     headers.insert(
@@ -228,6 +240,10 @@ fn sse_response(subscription: Subscription) -> Response {
         headers.insert(STREAM_ID_HEADER, v);
     }
     response
+}
+
+fn keepalive(state: &AppState) -> Duration {
+    Duration::from_millis(state.hub.config().sse_keepalive_ms)
 }
 
 /// One SSE frame: `id:` the seq, `event:` the type, `data:` the envelope.
