@@ -16,7 +16,7 @@ if ! "$venv/bin/python" -c '' 2>/dev/null; then
     "$py" -m venv "$venv" >&2
 fi
 if ! cmp -s "$req" "$stamp" 2>/dev/null \
-    || ! "$venv/bin/python" -c 'import openai, anthropic, pytest' 2>/dev/null; then
+    || ! "$venv/bin/python" -c 'import openai, anthropic, pytest, httpx_sse, websockets' 2>/dev/null; then
     echo "tests/sdk/setup.sh: installing tests/sdk/requirements.txt into .venv" >&2
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req" >&2
     cp "$req" "$stamp"
