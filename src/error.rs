@@ -105,6 +105,9 @@ pub enum GatewayError {
     /// A stream of the hub cannot be found, resumed or named as asked.
     #[error(transparent)]
     Hub(#[from] crate::hub::HubError),
+    /// A WebSocket upgrade the gateway refuses (e.g. no subprotocol it speaks).
+    #[error("{0}")]
+    Upgrade(String),
     /// A bug or an impossible state inside the gateway.
     #[error("internal error: {0}")]
     Internal(String),
@@ -131,7 +134,9 @@ impl GatewayError {
     /// The HTTP status a client gets when this happens before the response started.
     pub fn status(&self) -> StatusCode {
         match self {
-            GatewayError::MalformedJson(_) | GatewayError::Request(_) => StatusCode::BAD_REQUEST,
+            GatewayError::MalformedJson(_)
+            | GatewayError::Request(_)
+            | GatewayError::Upgrade(_) => StatusCode::BAD_REQUEST,
             GatewayError::UnknownModel { .. } | GatewayError::NotFound { .. } => {
                 StatusCode::NOT_FOUND
             }
@@ -162,9 +167,9 @@ impl GatewayError {
     /// OpenAI's own vocabulary has no better word).
     fn anthropic_type(&self) -> String {
         match self {
-            GatewayError::MalformedJson(_) | GatewayError::Request(_) => {
-                "invalid_request_error".into()
-            }
+            GatewayError::MalformedJson(_)
+            | GatewayError::Request(_)
+            | GatewayError::Upgrade(_) => "invalid_request_error".into(),
             GatewayError::UnknownModel { .. }
             | GatewayError::NotFound { .. }
             | GatewayError::Hub(HubError::UnknownStream { .. }) => "not_found_error".into(),
@@ -187,6 +192,10 @@ impl GatewayError {
     fn openai_type_and_code(&self) -> (String, Option<String>) {
         match self {
             GatewayError::MalformedJson(_) => ("invalid_request_error".into(), None),
+            GatewayError::Upgrade(_) => (
+                "invalid_request_error".into(),
+                Some("websocket_upgrade_refused".into()),
+            ),
             GatewayError::Request(e) => ("invalid_request_error".into(), Some(e.code().into())),
             GatewayError::UnknownModel { .. } => (
                 "invalid_request_error".into(),

@@ -21,7 +21,7 @@
 //! [streams.websocket]
 //! chunkSize = 65536          # bytes of a server frame's JSON; bigger events go as shards
 //! max_frame_bytes = 4194304  # largest client frame, after inflating
-//! heartbeat_ms = 15000       # server pings
+//! heartbeat_ms = 15000       # server pings; no answer for two of them: close 4001
 //! idle_timeout_ms = 60000    # no frame at all from the client: close 4000
 //! max_streams = 256          # streams one connection follows at once
 //! buffer_events = 1024       # events of one stream queued for a slow connection
@@ -40,11 +40,11 @@
 //! | `journal.fsync_interval_ms` | 100 | with `interval`: the most a power failure loses |
 //! | `journal.segment_bytes` | 67108864 | segment size before the next file starts; whole segments are deleted once every stream in them is forgotten |
 //! | `websocket.chunkSize` | 65536 | bytes of a server frame's uncompressed JSON text; a larger event is split into `shard` frames of at most this size (minimum 256) |
-//! | `websocket.max_frame_bytes` | 4194304 | largest client frame, measured after inflating a compressed one; larger: an error frame (or close 1009) |
-//! | `websocket.heartbeat_ms` | 15000 | the server sends a WebSocket ping this often |
-//! | `websocket.idle_timeout_ms` | 60000 | without any frame from the client (data, ping or pong) for this long the connection is closed with code 4000 |
-//! | `websocket.max_streams` | 256 | streams one connection may follow at once; beyond it `start`/`resume` get an error frame |
-//! | `websocket.buffer_events` | 1024 | events of one stream queued for a connection; a stream whose client reads slower waits in the hub (nothing is lost) while the others go on |
+//! | `websocket.max_frame_bytes` | 4194304 | largest client frame, measured after inflating a compressed one; larger: a `frame_too_large` (or `inflate_too_large`) error frame and the connection goes on; a message over twice this (at least 64 KiB) is not read at all: close 1009 |
+//! | `websocket.heartbeat_ms` | 15000 | the server sends a WebSocket ping this often; nothing at all from the client for two of these: close 4001. 0: no heartbeats |
+//! | `websocket.idle_timeout_ms` | 60000 | without any frame from the client (data, ping or pong) for this long the connection is closed with code 4000. 0: no idle timeout |
+//! | `websocket.max_streams` | 256 | streams one connection may follow at once; beyond it `start`/`resume` get a `too_many_streams` error frame (the connection goes on) |
+//! | `websocket.buffer_events` | 1024 | events of one stream queued for a connection; a stream whose queue is full stops pulling from the hub (nothing is lost, it catches up later) while the others go on |
 
 use std::path::PathBuf;
 
@@ -152,11 +152,12 @@ pub struct WebSocketSettings {
     /// Largest client frame, in bytes after inflating; larger ones are refused.
     #[serde(default = "default_max_frame_bytes")]
     pub max_frame_bytes: usize,
-    /// Milliseconds between the server's WebSocket pings.
+    /// Milliseconds between the server's WebSocket pings; nothing from the client for two of
+    /// them closes the connection with 4001. 0: no heartbeats.
     #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_ms: u64,
     /// Milliseconds without any frame from the client (data, ping or pong) before the
-    /// connection is closed with code 4000.
+    /// connection is closed with code 4000. 0: no idle timeout.
     #[serde(default = "default_idle_timeout_ms")]
     pub idle_timeout_ms: u64,
     /// Streams one connection may follow at once.

@@ -23,6 +23,7 @@ pub fn classify(error: &GatewayError, client_key: bool) -> Action {
     match error {
         GatewayError::MalformedJson(_)
         | GatewayError::Request(_)
+        | GatewayError::Upgrade(_)
         | GatewayError::UnknownModel { .. }
         | GatewayError::NotFound { .. }
         | GatewayError::BodyTooLarge { .. }

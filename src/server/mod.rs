@@ -1,6 +1,6 @@
 //! The HTTP front doors (axum on hyper): OpenAI and Anthropic dialect endpoints, the native
-//! Agent Event Stream door, model list, health. Each door is an encoder from Agent Events to
-//! its dialect.
+//! Agent Event Stream doors (SSE and WebSocket), model list, health. Each door is an encoder
+//! from Agent Events to its dialect.
 
 mod door;
 
@@ -8,6 +8,7 @@ pub(crate) use door::{json_response, parse_request};
 mod models;
 pub mod streams;
 mod tokens;
+mod ws;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -18,6 +19,8 @@ use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use providers::Dialect;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::engine::Engine;
@@ -31,6 +34,12 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// Streams detached from their connections.
     pub hub: Arc<Hub>,
+    /// Cancelled when [`serve`]'s shutdown signal fires: upgraded WebSocket connections are
+    /// no longer hyper's to drain, so they watch this to close with 1001 (going away).
+    pub shutdown: CancellationToken,
+    /// The open WebSocket connections, which [`serve`] waits for (a little) after shutdown so
+    /// that their close frames go out before the process ends.
+    pub websockets: TaskTracker,
 }
 
 /// For handlers that need only the engine.
@@ -56,7 +65,12 @@ impl AppState {
         let engine = Arc::new(Engine::new(config)?);
         let hub = Hub::open(streams, &engine)
             .map_err(|e| GatewayError::Internal(format!("opening the journal: {e}")))?;
-        Ok(AppState { engine, hub })
+        Ok(AppState {
+            engine,
+            hub,
+            shutdown: CancellationToken::new(),
+            websockets: TaskTracker::new(),
+        })
     }
 }
 
@@ -73,6 +87,7 @@ pub fn router(state: AppState) -> Router {
             get(streams::resume).delete(streams::cancel),
         )
         .route("/admin/streams", get(streams::admin))
+        .route("/v1/ws", get(ws::upgrade))
         .route("/v1/models", get(models::list))
         .route("/models", get(models::list))
         .route("/healthz", get(health))
@@ -86,7 +101,8 @@ async fn health() -> &'static str {
     "ok\n"
 }
 
-/// Serves the gateway on `listener` until `shutdown` resolves, then drains open requests.
+/// Serves the gateway on `listener` until `shutdown` resolves, then drains open requests
+/// (and closes WebSocket connections with 1001, waiting up to [`WEBSOCKET_DRAIN`]).
 ///
 /// Accepted sockets get TCP_NODELAY: every SSE event is written as it is encoded, and Nagle's
 /// algorithm would otherwise hold small frames back for tens of milliseconds.
@@ -100,10 +116,23 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
     });
     state.hub.spawn_janitor();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let going_away = state.shutdown.clone();
+    let websockets = state.websockets.clone();
+    let served = axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            going_away.cancel();
+        })
+        .await;
+    // Hyper drained the HTTP requests; WebSocket connections are closing with 1001.
+    websockets.close();
+    let _ = tokio::time::timeout(WEBSOCKET_DRAIN, websockets.wait()).await;
+    served
 }
+
+/// The longest [`serve`] waits after shutdown for WebSocket connections to finish their
+/// closing handshake (each bounds its own close; this bounds them all).
+const WEBSOCKET_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The dialect a door speaks, for rendering errors on routes shared by both.
 pub(crate) fn door_dialect(headers: &http::HeaderMap) -> Dialect {

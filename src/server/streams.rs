@@ -277,7 +277,9 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, GatewayError> {
     }
 }
 
-fn request_dialect(headers: &HeaderMap) -> Result<Dialect, GatewayError> {
+/// The request's dialect from the headers: `streamgate-dialect`, else guessed (`anthropic-version`
+/// or `x-api-key`: Anthropic; otherwise OpenAI).
+pub(crate) fn request_dialect(headers: &HeaderMap) -> Result<Dialect, GatewayError> {
     match headers.get(DIALECT_HEADER).map(|v| v.to_str()) {
         Some(Ok(name)) => name
             .parse()

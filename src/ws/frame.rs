@@ -25,9 +25,12 @@ pub enum ClientFrame {
         dialect: Option<Dialect>,
         /// The request body, as the dialect's HTTP endpoint takes it (a JSON object).
         request: Value,
-        /// Keep generating when this connection goes away, so that the stream can be resumed
-        /// (within the configured detach time). The hub owns the exact policy.
-        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        /// What happens to the stream when this connection goes away. `true` (the default):
+        /// it is detached and goes on generating for the hub's detach time, so that any
+        /// connection can `resume` it. `false`: the stream is cancelled when the connection
+        /// that started it closes (it ends with its `cancelled` error and `stream.end`, and
+        /// stays readable for the retention time like any finished stream).
+        #[serde(default = "detach_default", skip_serializing_if = "is_detach_default")]
         detach: bool,
     },
     /// Send the events of a stream that come after seq `after` (from its beginning when
@@ -50,6 +53,15 @@ pub enum ClientFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         data: Option<Value>,
     },
+}
+
+/// `detach` of a `start` frame that does not say.
+const fn detach_default() -> bool {
+    true
+}
+
+fn is_detach_default(detach: &bool) -> bool {
+    *detach == detach_default()
 }
 
 impl ClientFrame {
@@ -161,6 +173,9 @@ pub enum ErrorCode {
     Unavailable,
     /// A bug or an unexpected failure in the gateway.
     Internal,
+    /// `start` or `resume` while the connection already follows as many streams as it may
+    /// (`streams.websocket.max_streams`); the connection goes on.
+    TooManyStreams,
 }
 
 impl ErrorCode {
@@ -178,6 +193,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::TooManyStreams => "too_many_streams",
         }
     }
 }
@@ -246,17 +262,17 @@ mod tests {
                 id: Some("job-1".into()),
                 dialect: Some(Dialect::Anthropic),
                 request: json!({"model": "m", "max_tokens": 5}),
-                detach: true,
+                detach: false,
             },
             json!({"op": "start", "id": "job-1", "dialect": "anthropic",
-                   "request": {"model": "m", "max_tokens": 5}, "detach": true}),
+                   "request": {"model": "m", "max_tokens": 5}, "detach": false}),
         );
         round_trip_client(
             ClientFrame::Start {
                 id: None,
                 dialect: None,
                 request: json!({"model": "m"}),
-                detach: false,
+                detach: true,
             },
             json!({"op": "start", "request": {"model": "m"}}),
         );
@@ -382,6 +398,7 @@ mod tests {
             ErrorCode::RateLimited,
             ErrorCode::Unavailable,
             ErrorCode::Internal,
+            ErrorCode::TooManyStreams,
         ];
         for code in all {
             let json = serde_json::to_string(&code).unwrap();

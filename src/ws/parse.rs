@@ -236,7 +236,7 @@ mod tests {
                 id: Some("a.B:9-z".into()),
                 dialect: Some(providers::Dialect::OpenAi),
                 request: json!({"model": "m"}),
-                detach: false,
+                detach: true,
             }
         );
         assert_eq!(

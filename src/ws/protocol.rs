@@ -95,7 +95,9 @@ pub enum CloseCode {
     /// 1007: a payload that is not what its frame kind promises: text that is not UTF-8, or a
     /// decompressed binary message that is not UTF-8.
     InvalidPayload,
-    /// 1008: the connection broke a policy, e.g. too many streams on one connection.
+    /// 1008: the connection broke a policy: the client sends frames that need an answer
+    /// (`ping`, refused frames) much faster than it reads the answers. (Too many streams on
+    /// one connection is not a close: `start` and `resume` get a `too_many_streams` error.)
     Policy,
     /// 1009: a message larger than the transport accepts at all.
     MessageTooBig,

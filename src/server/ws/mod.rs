@@ -1,0 +1,190 @@
+//! The WebSocket door, `GET /v1/ws`: one connection multiplexes any number of Agent Event
+//! Streams of the hub (docs/websocket.md). The protocol itself (frames, compression,
+//! sharding) is the I/O-free [`crate::ws`]; this module is its sockets and timers.
+//!
+//! # Layout
+//!
+//! - here: the upgrade (subprotocol negotiation in the client's order, transport limits) and
+//!   the mapping of gateway errors to `error` frame codes;
+//! - [`connection`]: one connection's life: the reader (client frames, heartbeats, idle
+//!   timeout, shutdown), the writer, and the close;
+//! - [`lane`]: one followed stream: start it (or take a resumed subscription), encode its
+//!   events into messages, queue them for the writer;
+//! - [`outbox`]: the lanes' bounded queues and the writer's round-robin over them.
+
+mod connection;
+mod lane;
+mod outbox;
+
+use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, StatusCode, header};
+
+use super::AppState;
+use super::door::error_response;
+use crate::error::GatewayError;
+use crate::hub::{HubError, WebSocketSettings};
+use crate::ws::{Compression, ErrorCode, SUBPROTOCOLS, negotiate};
+
+/// `GET /v1/ws`: upgrades to a WebSocket speaking `streamgate.v1` with the compression the
+/// client prefers. A client that offers no subprotocol at all gets plain `streamgate.v1` and
+/// an answer without `Sec-WebSocket-Protocol` (answering a name it did not offer would fail
+/// its handshake); one that offers only names we do not speak is refused with 400.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        // Not an upgrade (wrong method, headers or HTTP version): axum's own answer.
+        Err(rejection) => return rejection.into_response(),
+    };
+    let (ws, compression) = match offered(&headers) {
+        None => (ws, Compression::None),
+        Some(offer) => match negotiate(&offer) {
+            Some(c) => (ws.protocols([c.subprotocol()]), c),
+            None => {
+                let error = GatewayError::Upgrade(format!(
+                    "none of the offered WebSocket subprotocols ({offer}) is spoken here; offer one of {}",
+                    SUBPROTOCOLS.join(", ")
+                ));
+                return error_response(super::door_dialect(&headers), &error);
+            }
+        },
+    };
+    let settings = state.hub.config().websocket.clone();
+    let limit = transport_limit(&settings);
+    let tracked = state.websockets.token();
+    ws.max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| async move {
+            connection::run(socket, state, headers, compression, settings).await;
+            drop(tracked);
+        })
+}
+
+/// Every `Sec-WebSocket-Protocol` value of the request, joined with `,` (None without one).
+fn offered(headers: &HeaderMap) -> Option<String> {
+    let values: Vec<String> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    (!values.is_empty()).then(|| values.join(","))
+}
+
+/// The largest message (and WebSocket frame) the transport reads at all: twice
+/// `max_frame_bytes`, at least 64 KiB. Up to it, a frame over `max_frame_bytes` is read and
+/// answered `frame_too_large` (the connection goes on); beyond it tungstenite stops reading
+/// and the connection is closed with 1009.
+fn transport_limit(settings: &WebSocketSettings) -> usize {
+    settings.max_frame_bytes.saturating_mul(2).max(64 << 10)
+}
+
+/// The `error` frame code for a refusal of `start` or `resume`.
+fn error_code(error: &GatewayError) -> ErrorCode {
+    match error {
+        GatewayError::Hub(HubError::UnknownStream { .. }) => ErrorCode::UnknownStream,
+        GatewayError::Hub(HubError::SeqBeyondEnd { .. }) => ErrorCode::SeqBeyondEnd,
+        GatewayError::Hub(HubError::DuplicateStream { .. }) => ErrorCode::DuplicateStream,
+        GatewayError::Internal(_) => ErrorCode::Internal,
+        e => match e.status() {
+            StatusCode::TOO_MANY_REQUESTS => ErrorCode::RateLimited,
+            s if s.is_client_error() => ErrorCode::BadRequest,
+            // 5xx: no route could serve it now (unreachable, timed out, upstream 5xx, no key).
+            _ => ErrorCode::Unavailable,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_errors_map_to_error_codes() {
+        let hub = |e: HubError| error_code(&GatewayError::Hub(e));
+        assert_eq!(
+            hub(HubError::UnknownStream { id: "x".into() }),
+            ErrorCode::UnknownStream
+        );
+        assert_eq!(
+            hub(HubError::SeqBeyondEnd {
+                id: "x".into(),
+                after: 9,
+                last: Some(3)
+            }),
+            ErrorCode::SeqBeyondEnd
+        );
+        assert_eq!(
+            hub(HubError::DuplicateStream { id: "x".into() }),
+            ErrorCode::DuplicateStream
+        );
+        assert_eq!(
+            hub(HubError::InvalidId { id: "x y".into() }),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            error_code(&GatewayError::UnknownModel { model: "m".into() }),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            error_code(&GatewayError::MalformedJson("x".into())),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            error_code(&GatewayError::Unavailable {
+                message: "x".into()
+            }),
+            ErrorCode::Unavailable
+        );
+        assert_eq!(
+            error_code(&GatewayError::UpstreamStatus {
+                provider: "p".into(),
+                status: 429,
+                error_type: "rate_limit_error".into(),
+                message: "slow down".into(),
+                retry_after: None,
+            }),
+            ErrorCode::RateLimited
+        );
+        assert_eq!(
+            error_code(&GatewayError::Unreachable {
+                provider: "p".into(),
+                reason: "refused".into()
+            }),
+            ErrorCode::Unavailable
+        );
+        assert_eq!(
+            error_code(&GatewayError::Internal("bug".into())),
+            ErrorCode::Internal
+        );
+    }
+
+    #[test]
+    fn the_transport_reads_twice_the_frame_limit() {
+        let mut settings = WebSocketSettings::default();
+        assert_eq!(transport_limit(&settings), 8 << 20);
+        settings.max_frame_bytes = 1000;
+        assert_eq!(transport_limit(&settings), 64 << 10);
+    }
+
+    #[test]
+    fn offers_join_across_header_lines() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(offered(&headers), None);
+        headers.append(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            http::HeaderValue::from_static("chat"),
+        );
+        headers.append(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            http::HeaderValue::from_static("streamgate.v1+gzip, streamgate.v1"),
+        );
+        let offer = offered(&headers).unwrap_or_default();
+        assert_eq!(negotiate(&offer), Some(Compression::Gzip));
+    }
+}
