@@ -58,13 +58,23 @@ pub async fn upgrade(
     let settings = state.hub.config().websocket.clone();
     let limit = transport_limit(&settings);
     let tracked = state.websockets.token();
+    // Small buffers: tungstenite's 128 KiB default read buffer is allocated (and zeroed) per
+    // connection, which alone would put 10,000 idle connections past a gigabyte. Reads and
+    // writes still go in larger pieces when there is more to move.
     ws.max_message_size(limit)
         .max_frame_size(limit)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
         .on_upgrade(move |socket| async move {
             connection::run(socket, state, headers, compression, settings).await;
             drop(tracked);
         })
 }
+
+/// Bytes read from the socket at a time per connection.
+const READ_BUFFER: usize = 2 << 10;
+/// Bytes of encoded messages gathered before a write (the writer also flushes when idle).
+const WRITE_BUFFER: usize = 4 << 10;
 
 /// Every `Sec-WebSocket-Protocol` value of the request, joined with `,` (None without one).
 fn offered(headers: &HeaderMap) -> Option<String> {
