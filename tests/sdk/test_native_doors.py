@@ -93,3 +93,90 @@ def test_httpx_sse_resumable_chat_door_answer(demo):
         _, frames = read_stream(client, "GET", f"{demo.gateway}/v1/streams/{stream_id}")
         assert text_of([data for _, _, data in frames]) == door_text
         assert door_text
+
+
+# --- WebSocket door, with the `websockets` library ---------------------------------------
+
+import gzip  # noqa: E402  (stdlib: the gzip subprotocol needs nothing else)
+
+from websockets.sync.client import connect as ws_connect  # noqa: E402
+
+
+def ws_url(demo) -> str:
+    return demo.gateway.replace("http://", "ws://", 1) + "/v1/ws"
+
+
+def decode_ws(message, compression: str) -> dict:
+    if isinstance(message, bytes):
+        assert compression == "gzip", "binary frames only on a compressed connection"
+        message = gzip.decompress(message).decode()
+    return json.loads(message)
+
+
+def follow_all(ws, compression: str, want_ends: int) -> dict:
+    """Reads event frames until `want_ends` streams ended; returns {stream: [envelope...]}."""
+    got: dict[str, list[dict]] = {}
+    ended = 0
+    while ended < want_ends:
+        frame = decode_ws(ws.recv(timeout=20), compression)
+        assert frame["op"] == "event", frame
+        envelope = {k: v for k, v in frame.items() if k != "op"}
+        got.setdefault(envelope["stream"], []).append(envelope)
+        if envelope["type"] == "stream.end":
+            ended += 1
+    return got
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+def test_websockets_library_multiplexes_and_resumes(demo, compression):
+    subprotocol = "streamgate.v1" if compression == "none" else "streamgate.v1+gzip"
+    models = [
+        "anthropic/tool_use_with_text",
+        "openai/text_long_obfuscation",
+        "anthropic/thinking_signature",
+    ]
+    with ws_connect(ws_url(demo), subprotocols=[subprotocol], open_timeout=10) as ws:
+        assert ws.subprotocol == subprotocol
+        for i, model in enumerate(models):
+            ws.send(json.dumps({"op": "start", "id": f"job-{compression}-{i}", "dialect": "openai",
+                                "request": openai_request(model)}))
+        ws.send(json.dumps({"op": "ping", "data": {"n": 1}}))
+        started: set[str] = set()
+        # started, event and pong frames of the three streams interleave.
+        got: dict[str, list[dict]] = {}
+        ended = 0
+        pong = None
+        while ended < len(models):
+            frame = decode_ws(ws.recv(timeout=20), compression)
+            if frame["op"] == "pong":
+                pong = frame
+                continue
+            if frame["op"] == "started":
+                started.add(frame["stream"])
+                continue
+            assert frame["op"] == "event", frame
+            envelope = {k: v for k, v in frame.items() if k != "op"}
+            got.setdefault(envelope["stream"], []).append(envelope)
+            if envelope["type"] == "stream.end":
+                ended += 1
+        assert pong == {"op": "pong", "data": {"n": 1}}
+        assert started == set(got)
+    assert len(got) == len(models)
+
+    with httpx.Client(timeout=TIMEOUT) as client:
+        for stream_id, envelopes in got.items():
+            assert [e["seq"] for e in envelopes] == list(range(len(envelopes)))
+            # The same stream over the SSE door: identical events.
+            _, frames = read_stream(client, "GET", f"{demo.gateway}/v1/streams/{stream_id}")
+            assert [data for _, _, data in frames] == envelopes
+
+    # A new connection resumes one of them from the middle: exactly the rest.
+    stream_id, envelopes = max(got.items(), key=lambda kv: len(kv[1]))
+    cut = len(envelopes) // 3
+    with ws_connect(ws_url(demo), subprotocols=[subprotocol], open_timeout=10) as ws:
+        ws.send(json.dumps({"op": "resume", "stream": stream_id, "after": cut}))
+        rest = follow_all(ws, compression, 1)
+        assert rest[stream_id] == envelopes[cut + 1 :]
+        ws.send(json.dumps({"op": "resume", "stream": "st_nope", "after": 0}))
+        error = decode_ws(ws.recv(timeout=20), compression)
+        assert error["op"] == "error" and error["code"] == "unknown_stream", error
