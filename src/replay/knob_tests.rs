@@ -413,7 +413,7 @@ async fn status_529_and_retry_headers() {
 }
 
 fn frames_of(dialect: Dialect, name: &str) -> Vec<Bytes> {
-    frames(fixture(dialect, name).unwrap())
+    frames(&Bytes::from_static(fixture(dialect, name).unwrap()))
 }
 
 #[tokio::test]
@@ -503,7 +503,7 @@ async fn cut_after_ends_cleanly_and_reset_after_aborts() {
 fn drip_bytes_writes_one_byte_at_a_time() {
     let body = fixture(Dialect::Anthropic, "text_basic").unwrap();
     let fault = Fault::parse("drip_bytes:x").unwrap().0;
-    let steps = plan(Dialect::Anthropic, body, &fault);
+    let steps = plan(Dialect::Anthropic, &Bytes::copy_from_slice(body), &fault);
     assert_eq!(steps.len(), body.len());
     let mut joined = Vec::new();
     for step in steps {
@@ -555,7 +555,7 @@ fn utf8_cut_splits_inside_a_character() {
         let body = fixture(dialect, name).unwrap();
         assert!(!body.is_ascii());
         let fault = Fault::parse("utf8_cut:x").unwrap().0;
-        let steps = plan(dialect, body, &fault);
+        let steps = plan(dialect, &Bytes::copy_from_slice(body), &fault);
         let writes = writes(&steps);
         assert_eq!(writes.concat(), body);
         let cut_inside = writes
@@ -569,12 +569,12 @@ fn utf8_cut_splits_inside_a_character() {
     assert!(body.is_ascii());
     let steps = plan(
         Dialect::OpenAi,
-        body,
+        &Bytes::copy_from_slice(body),
         &Fault::parse("utf8_cut:x").unwrap().0,
     );
     let writes = writes(&steps);
     assert_eq!(writes.concat(), body);
-    assert!(writes.len() > frames(body).len());
+    assert!(writes.len() > frames(&Bytes::copy_from_slice(body)).len());
     let first = std::str::from_utf8(&writes[0]).unwrap();
     let quotes = first.matches('"').count();
     assert_eq!(quotes % 2, 1, "{first:?} does not end inside a string");
@@ -583,8 +583,8 @@ fn utf8_cut_splits_inside_a_character() {
 #[test]
 fn stopping_knobs_plan() {
     let body = fixture(Dialect::Anthropic, "text_basic").unwrap();
-    let frames = frames(body);
-    let plan_of = |model: &str| plan(Dialect::Anthropic, body, &Fault::parse(model).unwrap().0);
+    let frames = frames(&Bytes::copy_from_slice(body));
+    let plan_of = |model: &str| plan(Dialect::Anthropic, &Bytes::copy_from_slice(body), &Fault::parse(model).unwrap().0);
     assert_eq!(
         writes(&plan_of("cut_after=2:x")).concat(),
         frames[..2].concat()

@@ -130,7 +130,7 @@ pub fn recording(dialect: Dialect, name: &'static str) -> Recording {
     Recording {
         dialect,
         name,
-        frames: replay::frames(&body),
+        frames: replay::frames(&bytes::Bytes::copy_from_slice(&body)),
         seen: gw::seen_events(&events, false),
         body,
     }
