@@ -82,7 +82,11 @@ impl Drop for Demo {
 
 fn start_demo(binary: &PathBuf) -> Res<Demo> {
     if !binary.is_file() {
-        return Err(format!("{} not found: run `cargo build --release`", binary.display()).into());
+        return Err(format!(
+            "{} not found: run `cargo build --release`",
+            binary.display()
+        )
+        .into());
     }
     let mut child = Command::new(binary)
         .args(["demo", "--json", "--listen", "127.0.0.1:0"])
@@ -199,7 +203,10 @@ async fn active(url: &str, n: usize) -> Res<Vec<tokio::task::JoinHandle<usize>>>
         for _ in 0..count {
             let frame = start_frame("openai/drip=500:text_long_obfuscation");
             socket
-                .send(to_ws(streamgate::ws::encode_client_frame(Compression::None, &frame)))
+                .send(to_ws(streamgate::ws::encode_client_frame(
+                    Compression::None,
+                    &frame,
+                )))
                 .await?;
         }
         handles.push(tokio::spawn(async move {

@@ -12,7 +12,6 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use providers::sse::{SseError, SseParser};
 use providers::{AgentEvent, Assembler, Dialect, Envelope, FinishReason};
 
 /// A demo gateway process on a fixed port over a journal directory.
@@ -66,24 +65,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-#[derive(Default)]
-struct Reader {
-    parser: SseParser,
-    events: Vec<Envelope>,
-}
-
-impl Reader {
-    fn feed(&mut self, bytes: &[u8]) {
-        let events = &mut self.events;
-        self.parser
-            .feed::<SseError>(bytes, &mut |f| {
-                events.push(serde_json::from_str(f.data).unwrap());
-                Ok(())
-            })
-            .unwrap();
-    }
-}
-
 /// The text of the fixture, uninterrupted.
 fn fixture_text(dialect: Dialect, name: &str) -> String {
     let body = streamgate::replay::fixture(dialect, name).unwrap();
@@ -91,23 +72,7 @@ fn fixture_text(dialect: Dialect, name: &str) -> String {
 }
 
 async fn post(url: &str, model: &str) -> reqwest::Response {
-    let r = gw::client()
-        .post(format!("{url}/v1/streams"))
-        .header("streamgate-dialect", "anthropic")
-        .header("content-type", "application/json")
-        .body(serde_json::to_vec(&gw::chat_body(Dialect::Anthropic, model, true)).unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r
-}
-
-fn id_of(r: &reqwest::Response) -> String {
-    r.headers()["streamgate-stream-id"]
-        .to_str()
-        .unwrap()
-        .to_owned()
+    gw::post_stream(url, Dialect::Anthropic, model).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,20 +83,20 @@ async fn a_stream_survives_kill_9_and_resumes_exactly() {
 
     // A short stream that finishes before the crash: still resumable after it.
     let done = post(&demo.url, "openai/text_basic").await;
-    let done_id = id_of(&done);
-    let mut whole = Reader::default();
+    let done_id = gw::stream_id(&done);
+    let mut whole = gw::NativeReader::default();
     whole.feed(&done.bytes().await.unwrap());
 
     // A long one, killed in the middle.
     let mut r = post(&demo.url, "openai/drip=10:text_long_obfuscation").await;
-    let id = id_of(&r);
-    let mut seen = Reader::default();
-    while seen.events.len() < 60 {
+    let id = gw::stream_id(&r);
+    let mut seen = gw::NativeReader::default();
+    while seen.frames.len() < 60 {
         seen.feed(&r.chunk().await.unwrap().expect("the stream goes on"));
     }
     demo.kill9();
     drop(r);
-    let last = seen.events.last().unwrap().seq;
+    let last = seen.envelopes().last().unwrap().seq;
 
     let demo = Demo::start(port, journal.path());
     let r = gw::client()
@@ -141,18 +106,18 @@ async fn a_stream_survives_kill_9_and_resumes_exactly() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let mut rest = Reader::default();
+    let mut rest = gw::NativeReader::default();
     rest.feed(&r.bytes().await.unwrap());
 
-    let mut all = seen.events.clone();
-    all.extend(rest.events.clone());
+    let mut all = seen.envelopes();
+    all.extend(rest.envelopes());
     for (i, e) in all.iter().enumerate() {
         assert_eq!(e.seq, i as u64, "no seq repeated or missing");
         assert_eq!(e.stream, id);
     }
     let events: Vec<AgentEvent> = all.iter().map(|e| e.event.clone()).collect();
     assert!(
-        rest.events
+        rest.envelopes()
             .iter()
             .any(|e| matches!(e.event, AgentEvent::Retry { .. })),
         "the restart is marked as a seam"
@@ -175,9 +140,9 @@ async fn a_stream_survives_kill_9_and_resumes_exactly() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let mut again = Reader::default();
+    let mut again = gw::NativeReader::default();
     again.feed(&r.bytes().await.unwrap());
-    assert_eq!(again.events, whole.events);
+    assert_eq!(again.envelopes(), whole.envelopes());
 
     // The admin list says which streams came back from the journal.
     let list = gw::json_of(
@@ -234,8 +199,8 @@ async fn every_fsync_policy_serves_and_recovers() {
         let (addr, stop) = gw::serve_gateway(config2.clone()).await;
         let url = format!("http://{addr}");
         let r = post(&url, "anthropic/thinking_signature").await;
-        let id = id_of(&r);
-        let mut first = Reader::default();
+        let id = gw::stream_id(&r);
+        let mut first = gw::NativeReader::default();
         first.feed(&r.bytes().await.unwrap());
         let _ = stop.send(());
         // The first gateway's hub goes when its last task does: wait for the lock.
@@ -257,6 +222,6 @@ async fn every_fsync_policy_serves_and_recovers() {
             .iter()
             .map(|e| serde_json::from_slice(&e.json).unwrap())
             .collect();
-        assert_eq!(kept, first.events, "{fsync}");
+        assert_eq!(kept, first.envelopes(), "{fsync}");
     }
 }

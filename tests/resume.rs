@@ -10,53 +10,18 @@ mod gw;
 use std::time::Duration;
 
 use gw::chat_body;
-use providers::sse::{SseError, SseParser};
 use providers::{AgentEvent, Assembler, Dialect, Envelope, FinishReason};
 
 /// A long recording dripped at 2 ms a frame: long enough to drop and come back mid-stream.
 const LONG: &str = "openai/drip=2:text_long_obfuscation";
 
-/// Frames of an SSE body read so far, kept across reads.
-#[derive(Default)]
-struct Reader {
-    parser: SseParser,
-    frames: Vec<(String, Envelope)>,
-}
-
-impl Reader {
-    fn feed(&mut self, bytes: &[u8]) {
-        let frames = &mut self.frames;
-        self.parser
-            .feed::<SseError>(bytes, &mut |f| {
-                frames.push((
-                    f.id.unwrap_or_default().to_owned(),
-                    serde_json::from_str(f.data).unwrap(),
-                ));
-                Ok(())
-            })
-            .unwrap();
-    }
-}
+use gw::NativeReader as Reader;
 
 async fn post_stream(h: &gw::Harness, model: &str) -> reqwest::Response {
-    let r = gw::client()
-        .post(h.url("/v1/streams"))
-        .header("streamgate-dialect", "openai")
-        .header("content-type", "application/json")
-        .body(serde_json::to_vec(&chat_body(Dialect::OpenAi, model, true)).unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r
+    gw::post_stream(&h.url(""), Dialect::OpenAi, model).await
 }
 
-fn stream_id(r: &reqwest::Response) -> String {
-    r.headers()["streamgate-stream-id"]
-        .to_str()
-        .unwrap()
-        .to_owned()
-}
+use gw::stream_id;
 
 /// Reads `r` to its end.
 async fn read_all(r: reqwest::Response) -> Vec<Envelope> {

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use gw::chat_body;
-use providers::sse::{SseError, SseParser};
 use providers::{AgentEvent, Dialect, Envelope, FinishReason};
 use streamgate::client::{ClientError, Follow, StreamClient};
 use streamgate::config::ReconnectConfig;
@@ -45,19 +44,7 @@ fn client_at(url: &str, reconnect: ReconnectConfig) -> StreamClient {
 
 /// Starts a stream of `model` with a plain POST and drops its answer (the stream goes on).
 async fn post_stream(h: &gw::Harness, model: &str) -> String {
-    let r = gw::client()
-        .post(h.url("/v1/streams"))
-        .header("streamgate-dialect", "openai")
-        .header("content-type", "application/json")
-        .body(serde_json::to_vec(&chat_body(Dialect::OpenAi, model, true)).unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.headers()["streamgate-stream-id"]
-        .to_str()
-        .unwrap()
-        .to_owned()
+    gw::stream_id(&gw::post_stream(&h.url(""), Dialect::OpenAi, model).await)
 }
 
 /// The stream's events with a plain `GET /v1/streams/{id}` from the start, read to its end.
@@ -68,15 +55,9 @@ async fn plain_get(h: &gw::Harness, id: &str) -> Vec<Envelope> {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let body = r.bytes().await.unwrap();
-    let mut events = Vec::new();
-    SseParser::new()
-        .feed::<SseError>(&body, &mut |f| {
-            events.push(serde_json::from_str(f.data).unwrap());
-            Ok(())
-        })
-        .unwrap();
-    events
+    let mut reader = gw::NativeReader::default();
+    reader.feed(&r.bytes().await.unwrap());
+    reader.envelopes()
 }
 
 /// Everything a follow yields, bounded in time.

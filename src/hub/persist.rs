@@ -99,22 +99,22 @@ impl Persist {
         ))
     }
 
-    /// Appends `record`. Under `fsync = "always"` the append waits for the disk, off the
-    /// async workers. A failed append is logged: the stream goes on (only a restart would
-    /// miss it).
+    /// Appends `record`. Under `fsync = "always"` it then waits for the disk, off the async
+    /// workers. A failed append is logged: the stream goes on (only a restart would miss it).
     pub(super) async fn append(&self, record: Record<'_>) {
-        let result = if self.fsync_always {
-            let journal = Arc::clone(&self.journal);
-            let owned = OwnedRecord::from(&record);
-            tokio::task::spawn_blocking(move || journal.append(&owned.as_record()))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(JournalError::Thread {
-                        source: std::io::Error::other(e.to_string()),
+        let result = match self.journal.write(&record) {
+            Ok(ticket) if self.fsync_always => {
+                let journal = Arc::clone(&self.journal);
+                tokio::task::spawn_blocking(move || journal.sync(ticket))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(JournalError::Thread {
+                            source: std::io::Error::other(e.to_string()),
+                        })
                     })
-                })
-        } else {
-            self.journal.append(&record)
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
         };
         if let Err(e) = result {
             tracing::error!(stream = record.stream(), error = %e, "journal append failed");
@@ -124,88 +124,8 @@ impl Persist {
     /// Appends without waiting for the disk even under `always` (for records whose loss a
     /// restart tolerates: the end of a stream whose last event is journaled, a forget).
     pub(super) fn append_now(&self, record: &Record<'_>) {
-        if let Err(e) = self.journal.append(record) {
+        if let Err(e) = self.journal.write(record) {
             tracing::error!(stream = record.stream(), error = %e, "journal append failed");
-        }
-    }
-}
-
-/// A record that owns its data, to move to a blocking thread.
-enum OwnedRecord {
-    Open {
-        stream: String,
-        created_ms: u64,
-        door: String,
-        body: Bytes,
-        forward: Vec<(String, String)>,
-    },
-    Events {
-        stream: String,
-        first_seq: u64,
-        events: Vec<Bytes>,
-    },
-    End(String),
-    Forget(String),
-}
-
-impl From<&Record<'_>> for OwnedRecord {
-    fn from(r: &Record<'_>) -> Self {
-        match r {
-            Record::Open {
-                stream,
-                created_ms,
-                door,
-                body,
-                forward,
-            } => OwnedRecord::Open {
-                stream: (*stream).to_owned(),
-                created_ms: *created_ms,
-                door: (*door).to_owned(),
-                body: Bytes::copy_from_slice(body),
-                forward: forward.to_vec(),
-            },
-            Record::Events {
-                stream,
-                first_seq,
-                events,
-            } => OwnedRecord::Events {
-                stream: (*stream).to_owned(),
-                first_seq: *first_seq,
-                events: events.to_vec(),
-            },
-            Record::End { stream } => OwnedRecord::End((*stream).to_owned()),
-            Record::Forget { stream } => OwnedRecord::Forget((*stream).to_owned()),
-        }
-    }
-}
-
-impl OwnedRecord {
-    fn as_record(&self) -> Record<'_> {
-        match self {
-            OwnedRecord::Open {
-                stream,
-                created_ms,
-                door,
-                body,
-                forward,
-            } => Record::Open {
-                stream,
-                created_ms: *created_ms,
-                door,
-                body,
-                forward,
-            },
-            OwnedRecord::Events {
-                stream,
-                first_seq,
-                events,
-            } => Record::Events {
-                stream,
-                first_seq: *first_seq,
-                events,
-            },
-            OwnedRecord::End(stream) => Record::End { stream },
-            OwnedRecord::Forget(stream) => Record::Forget { stream },
         }
     }
 }

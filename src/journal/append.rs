@@ -11,6 +11,10 @@ use super::segment::{self, HEADER_LEN};
 use super::sync::Target;
 use super::{FsyncPolicy, Journal, JournalError, JournalStats, Shared, Writer, lock};
 
+/// A written record, for [`Journal::sync`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket(u64);
+
 impl Journal {
     /// Appends one record. When it returns `Ok`, the record has been handed to the kernel by a
     /// single write(2) (nothing is buffered in the process), so a process crash loses nothing
@@ -21,6 +25,17 @@ impl Journal {
     /// [`JournalError::Sync`] means it is written but may not survive a power failure; the
     /// next record goes to a new segment.
     pub fn append(&self, record: &Record<'_>) -> Result<(), JournalError> {
+        let ticket = self.write(record)?;
+        if self.shared.fsync == FsyncPolicy::Always {
+            self.sync(ticket)?;
+        }
+        Ok(())
+    }
+
+    /// The first half of [`Journal::append`]: the single write(2), whatever the policy. A
+    /// caller that must not block on the disk (an async task under `Always`) writes here and
+    /// waits for [`Journal::sync`] elsewhere; a process crash already loses nothing written.
+    pub fn write(&self, record: &Record<'_>) -> Result<Ticket, JournalError> {
         let frame = record::encode(record).map_err(|bytes| JournalError::RecordTooLarge {
             stream: record.stream().to_string(),
             bytes,
@@ -31,13 +46,17 @@ impl Journal {
         if freed {
             shared.delete_doomed();
         }
-        if shared.fsync == FsyncPolicy::Always {
-            shared.flush(ticket).map_err(|source| JournalError::Sync {
-                path: segment::path(&shared.dir, lock(&shared.writer).segment),
-                source,
-            })?;
-        }
-        Ok(())
+        Ok(Ticket(ticket))
+    }
+
+    /// The second half of [`Journal::append`]: returns once an fdatasync covering the record
+    /// of `ticket` has (appends in flight together share one). Blocks on the disk.
+    pub fn sync(&self, ticket: Ticket) -> Result<(), JournalError> {
+        let shared = &*self.shared;
+        shared.flush(ticket.0).map_err(|source| JournalError::Sync {
+            path: segment::path(&shared.dir, lock(&shared.writer).segment),
+            source,
+        })
     }
 
     /// Counters for the admin endpoint.

@@ -79,6 +79,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+pub use append::Ticket;
 pub use error::JournalError;
 pub use record::Record;
 pub use recover::{Recovered, RecoveredStream};

@@ -584,7 +584,13 @@ fn utf8_cut_splits_inside_a_character() {
 fn stopping_knobs_plan() {
     let body = fixture(Dialect::Anthropic, "text_basic").unwrap();
     let frames = frames(&Bytes::copy_from_slice(body));
-    let plan_of = |model: &str| plan(Dialect::Anthropic, &Bytes::copy_from_slice(body), &Fault::parse(model).unwrap().0);
+    let plan_of = |model: &str| {
+        plan(
+            Dialect::Anthropic,
+            &Bytes::copy_from_slice(body),
+            &Fault::parse(model).unwrap().0,
+        )
+    };
     assert_eq!(
         writes(&plan_of("cut_after=2:x")).concat(),
         frames[..2].concat()

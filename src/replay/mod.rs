@@ -712,7 +712,9 @@ mod tests {
 
     #[test]
     fn frames_keep_their_blank_line() {
-        let f = frames(&Bytes::from_static(b"event: a\ndata: 1\n\ndata: 2\r\n\r\n\ndata: 3"));
+        let f = frames(&Bytes::from_static(
+            b"event: a\ndata: 1\n\ndata: 2\r\n\r\n\ndata: 3",
+        ));
         assert_eq!(f.len(), 3);
         assert_eq!(&f[0][..], b"event: a\ndata: 1\n\n");
         assert_eq!(&f[1][..], b"data: 2\r\n\r\n\n");

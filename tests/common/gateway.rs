@@ -393,3 +393,54 @@ pub async fn json_of(response: reqwest::Response) -> Value {
     serde_json::from_slice(&bytes)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&bytes)))
 }
+
+/// `POST /v1/streams` at the gateway `base` (`http://HOST:PORT`) with a streaming request of
+/// `dialect` for `model`; asserts the 200.
+pub async fn post_stream(base: &str, dialect: Dialect, model: &str) -> reqwest::Response {
+    let r = client()
+        .post(format!("{base}/v1/streams"))
+        .header("streamgate-dialect", dialect.as_str())
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&chat_body(dialect, model, true)).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{dialect} {model}");
+    r
+}
+
+/// The `streamgate-stream-id` of a native door response.
+pub fn stream_id(r: &reqwest::Response) -> String {
+    r.headers()["streamgate-stream-id"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The native SSE door's frames read so far, `(id, envelope)`, kept across reads.
+#[derive(Default)]
+pub struct NativeReader {
+    parser: providers::sse::SseParser,
+    pub frames: Vec<(String, providers::Envelope)>,
+}
+
+impl NativeReader {
+    /// Adds the frames in `bytes` (a frame may be split across calls).
+    pub fn feed(&mut self, bytes: &[u8]) {
+        let frames = &mut self.frames;
+        self.parser
+            .feed::<providers::sse::SseError>(bytes, &mut |f| {
+                frames.push((
+                    f.id.unwrap_or_default().to_owned(),
+                    serde_json::from_str(f.data).unwrap(),
+                ));
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    /// The envelopes read so far.
+    pub fn envelopes(&self) -> Vec<providers::Envelope> {
+        self.frames.iter().map(|(_, e)| e.clone()).collect()
+    }
+}
