@@ -1,8 +1,10 @@
 //! Gateway load: C concurrent streaming clients issue R requests at a synthetic OpenAI upstream,
-//! once directly and once through `streamgate serve`, in the same run, and the two are compared.
+//! once directly and once through `streamgate serve`, in the same run, and the two are compared;
+//! optionally a third time through nginx, a reference byte-forwarding proxy (`--reference nginx`).
 //!
 //!     cargo bench --bench load
 //!     cargo bench --bench load -- --concurrency 100 --requests 2000 --chunks 50 --delay-ms 0
+//!     cargo bench --bench load -- --reference nginx     # needs nginx installed (not in CI)
 //!
 //! The tool starts, all on 127.0.0.1:
 //! - a synthetic OpenAI Chat Completions upstream (hyper, in this process): each answer is a
@@ -11,22 +13,31 @@
 //!   frames (0 by default: the gateway's own cost, not a model's pace, bounds the run);
 //! - the gateway as a child process (`--gateway`, default cargo's built `streamgate`), with a
 //!   temporary config whose `openai` provider points at that upstream; it is killed on exit,
-//!   panics included.
+//!   panics included;
+//! - with `--reference nginx`, nginx as a child process (master + `--reference-workers` workers,
+//!   `daemon off`), with a temporary config in the tool's temporary directory that
+//!   `proxy_pass`es to the same upstream unbuffered over kept-alive HTTP/1.1 connections. It
+//!   does no JSON work, only forwards bytes (de-chunking and re-chunking the HTTP body): a
+//!   practical lower bound on what a proxy costs on this machine. Also stopped on exit, workers
+//!   included. Its requests are the direct phase's (model `synthetic`).
 //!
 //! Each phase opens C keep-alive connections, sends one unmeasured warm-up request on each
 //! (which also fills the gateway's upstream pool), then all C clients take requests from a
 //! shared counter until R have been sent. Per request it records the time to first byte (from
 //! sending the request to the first SSE body byte) and checks the stream is whole: the content
 //! tokens all arrived in order, a `stop` finish, `data: [DONE]` last. It prints TTFB p50/p99,
-//! streams/s, the gateway's CPU seconds (utime+stime over the measured gateway phase, from
-//! /proc) and peak RSS (VmHWM), and the ratios to direct. The load tool itself (clients and
-//! upstream) runs on the same machine and competes with the gateway for CPU; its own CPU
-//! seconds are printed too. docs/performance-gateway.md records the figures.
+//! streams/s, the proxy's CPU seconds (utime+stime over the measured phase, from /proc; for
+//! nginx the master and its workers) and peak RSS (VmHWM; for nginx summed over its
+//! processes), and the ratios to direct. The load tool itself (clients and upstream) runs on
+//! the same machine and competes with the proxy for CPU; its own CPU seconds are printed too.
+//! docs/performance-gateway.md records the figures.
 //!
 //! Flags (unknown ones, such as cargo's `--bench`, are ignored): `--concurrency N` (500),
 //! `--requests N` (5000), `--chunks N` (50), `--delay-ms F` (0), `--warmup N` (1 per client),
 //! `--gateway PATH`, `--gateway-log FILTER` (the gateway's RUST_LOG; default `info`, what
-//! `serve` logs out of the box).
+//! `serve` logs out of the box), `--reference nginx` (add the nginx phase), `--reference-bin
+//! PATH` (default `nginx` from PATH, then /usr/sbin, /usr/local/sbin), `--reference-workers N`
+//! (2). nginx is needed only with `--reference`; CI never runs this bench.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -44,7 +55,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Barrier;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -62,10 +73,15 @@ struct Args {
     warmup: usize,
     gateway: PathBuf,
     gateway_log: String,
+    /// `--reference nginx`: add a phase through nginx.
+    reference: bool,
+    reference_bin: Option<PathBuf>,
+    reference_workers: usize,
 }
 
 const USAGE: &str = "cargo bench --bench load -- [--concurrency N] [--requests N] [--chunks N] \
-                     [--delay-ms F] [--warmup N] [--gateway PATH] [--gateway-log FILTER]";
+                     [--delay-ms F] [--warmup N] [--gateway PATH] [--gateway-log FILTER] \
+                     [--reference nginx] [--reference-bin PATH] [--reference-workers N]";
 
 impl Args {
     fn parse() -> Res<Args> {
@@ -77,6 +93,9 @@ impl Args {
             warmup: 1,
             gateway: PathBuf::from(env!("CARGO_BIN_EXE_streamgate")),
             gateway_log: "info".to_owned(),
+            reference: false,
+            reference_bin: None,
+            reference_workers: 2,
         };
         let mut it = std::env::args().skip(1);
         while let Some(arg) = it.next() {
@@ -92,6 +111,9 @@ impl Args {
                 "--warmup",
                 "--gateway",
                 "--gateway-log",
+                "--reference",
+                "--reference-bin",
+                "--reference-workers",
             ];
             if name == "--help" || name == "-h" {
                 println!("{USAGE}");
@@ -119,11 +141,19 @@ impl Args {
                 }
                 "--gateway" => args.gateway = PathBuf::from(value),
                 "--gateway-log" => args.gateway_log = value,
+                "--reference" if value == "nginx" => args.reference = true,
+                "--reference" => return Err(bad(&"the only reference proxy is `nginx`").into()),
+                "--reference-bin" => args.reference_bin = Some(PathBuf::from(value)),
+                "--reference-workers" => {
+                    args.reference_workers = value.parse().map_err(|e| bad(&e))?;
+                }
                 _ => {}
             }
         }
-        if args.concurrency == 0 || args.requests == 0 {
-            return Err("--concurrency and --requests must be at least 1".into());
+        if args.concurrency == 0 || args.requests == 0 || args.reference_workers == 0 {
+            return Err(
+                "--concurrency, --requests and --reference-workers must be at least 1".into(),
+            );
         }
         Ok(args)
     }
@@ -163,6 +193,9 @@ fn token(i: usize) -> String {
     format!(" tok{i}")
 }
 
+/// The synthetic upstream's listen backlog (the kernel caps it at net.core.somaxconn).
+const UPSTREAM_BACKLOG: u32 = 4096;
+
 #[derive(Debug)]
 struct Upstream {
     frames: Arc<Vec<Bytes>>,
@@ -172,7 +205,13 @@ struct Upstream {
 }
 
 async fn start_upstream(frames: Vec<Bytes>, delay: Duration) -> Res<(SocketAddr, Arc<Upstream>)> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    // Not `TcpListener::bind`: its backlog is 128 (mio's, like std's), and a proxy opening
+    // hundreds of upstream connections at once overflows it; dropped SYNs are retried after
+    // 1 s, which would show up as 1 s TTFBs.
+    let socket = TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    let listener = socket.listen(UPSTREAM_BACKLOG)?;
     let addr = listener.local_addr()?;
     let state = Arc::new(Upstream {
         frames: Arc::new(frames),
@@ -280,11 +319,8 @@ impl Gateway {
             )
             .into());
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let dir = std::env::temp_dir().join(format!("streamgate-load-{}", std::process::id()));
+        let addr = free_port()?;
+        let dir = tool_dir();
         std::fs::create_dir_all(&dir)?;
         let config = dir.join("gateway.toml");
         std::fs::write(
@@ -345,6 +381,223 @@ impl Gateway {
     }
 }
 
+/// The tool's temporary directory (the gateway's config and log; nginx's in `nginx/`).
+fn tool_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("streamgate-load-{}", std::process::id()))
+}
+
+/// A free port on 127.0.0.1 (bound, then released for the child to take).
+fn free_port() -> Res<SocketAddr> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    Ok(SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The reference proxy: nginx
+
+/// nginx as a child process: a master (`daemon off`) and its workers. Dropping it stops the
+/// master (SIGTERM, then SIGKILL), kills any worker left behind, and removes its directory.
+#[derive(Debug)]
+struct Nginx {
+    child: Child,
+    pid: u32,
+    addr: SocketAddr,
+    dir: PathBuf,
+    binary: PathBuf,
+    /// Worker pids, as found once the master answers.
+    workers: Vec<u32>,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        use rustix::process::{Pid, Signal, kill_process};
+        let signal = |pid: u32, sig: Signal| {
+            if let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
+                let _ = kill_process(pid, sig);
+            }
+        };
+        // SIGTERM is nginx's fast shutdown: the master stops its workers and exits.
+        signal(self.pid, Signal::TERM);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Workers outlive a killed master: kill those still there (and still nginx).
+        for &pid in &self.workers {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() == "nginx" {
+                signal(pid, Signal::KILL);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Nginx {
+    /// `--reference-bin`, else `nginx` on PATH, else in /usr/sbin or /usr/local/sbin.
+    fn find(explicit: Option<&Path>) -> Res<PathBuf> {
+        if let Some(path) = explicit {
+            return if path.is_file() {
+                Ok(path.to_owned())
+            } else {
+                Err(format!("--reference-bin {}: no such file", path.display()).into())
+            };
+        }
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
+            .map(|dir| dir.join("nginx"))
+            .find(|p| p.is_file())
+            .ok_or_else(|| {
+                "--reference nginx: no nginx binary on PATH or in /usr/sbin, /usr/local/sbin; \
+                 install it (Debian: `apt-get install nginx`) or pass --reference-bin PATH"
+                    .into()
+            })
+    }
+
+    fn spawn(binary: PathBuf, upstream: SocketAddr, workers: usize, clients: usize) -> Res<Nginx> {
+        let addr = free_port()?;
+        let dir = tool_dir().join("nginx");
+        std::fs::create_dir_all(&dir)?;
+        let d = dir.display();
+        // Each worker may hold every client connection and as many upstream ones.
+        let connections = 4 * clients + 1024;
+        let keepalive = clients.max(512);
+        let config = format!(
+            r#"# benches/load.rs: nginx as a reference byte-forwarding proxy
+daemon off;
+master_process on;
+worker_processes {workers};
+worker_rlimit_nofile {connections};
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{
+    worker_connections {connections};
+}}
+http {{
+    access_log off;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    tcp_nodelay on;
+    keepalive_requests 1000000;
+    upstream synthetic {{
+        server {upstream};
+        keepalive {keepalive};
+        keepalive_requests 1000000;
+    }}
+    server {{
+        listen {addr} reuseport;
+        location = /healthz {{ return 200 "ok\n"; }}
+        location / {{
+            proxy_pass http://synthetic;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}
+}}
+"#
+        );
+        let conf = dir.join("nginx.conf");
+        std::fs::write(&conf, config)?;
+        let stderr = std::fs::File::create(dir.join("stderr.log"))?;
+        let mut prefix = dir.clone().into_os_string();
+        prefix.push("/");
+        let child = Command::new(&binary)
+            .arg("-p")
+            .arg(prefix)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", binary.display()))?;
+        let pid = child.id();
+        Ok(Nginx {
+            child,
+            pid,
+            addr,
+            dir,
+            binary,
+            workers: Vec::new(),
+        })
+    }
+
+    fn log_tail(&self) -> String {
+        let mut text = std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default();
+        text.push_str(&std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default());
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Waits until `GET /healthz` answers 200 and all `workers` worker processes are up (10 s
+    /// at most), and records their pids.
+    async fn ready(&mut self, workers: usize) -> Res<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Err(format!("nginx exited ({status}):\n{}", self.log_tail()).into());
+            }
+            if healthz(self.addr).await.unwrap_or(false) {
+                self.workers = children_of(self.pid);
+                if self.workers.len() >= workers {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "nginx did not answer /healthz with {workers} workers within 10 s:\n{}",
+                    self.log_tail()
+                )
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The master and its workers.
+    fn pids(&self) -> Vec<u32> {
+        std::iter::once(self.pid)
+            .chain(self.workers.iter().copied())
+            .collect()
+    }
+}
+
+/// Pids whose parent is `parent` (from /proc/*/stat).
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids: Vec<u32> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // After the parenthesized command name: state, then ppid.
+            stat.rfind(')').and_then(|at| {
+                stat[at + 1..]
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse::<u32>()
+                    .ok()
+            }) == Some(parent)
+        })
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
 async fn healthz(addr: SocketAddr) -> Res<bool> {
     let mut sender = connect(addr).await?;
     let req = Request::get("/healthz")
@@ -371,6 +624,21 @@ fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
     let stime: u64 = fields.get(12)?.parse().ok()?;
     let hz = rustix::param::clock_ticks_per_second() as f64;
     Some((utime + stime) as f64 / hz)
+}
+
+/// Machine-wide CPU seconds from /proc/stat, all CPUs: (busy, steal). Busy is user + nice +
+/// system + irq + softirq (not idle, iowait or steal).
+fn box_cpu() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let hz = rustix::param::clock_ticks_per_second() as f64;
+    let at = |i: usize| v.get(i).copied().unwrap_or(0) as f64 / hz;
+    Some((at(0) + at(1) + at(2) + at(5) + at(6), at(7)))
 }
 
 /// A `kB` field of /proc/PID/status (VmHWM, VmRSS), in MiB.
@@ -433,7 +701,12 @@ struct Phase {
     first_error: Option<String>,
     wall: Duration,
     tool_cpu: f64,
-    gateway_cpu: Option<f64>,
+    /// utime+stime of the proxy's processes over the phase (none for direct).
+    proxy_cpu: Option<f64>,
+    /// CPU seconds used on the machine by everything else (other processes, interrupts)
+    /// during the phase, and the hypervisor's steal time.
+    other_cpu: Option<f64>,
+    steal: Option<f64>,
     upstream_hits: u64,
     upstream_connections: u64,
 }
@@ -445,6 +718,15 @@ impl Phase {
     fn streams_per_s(&self) -> f64 {
         self.ok() as f64 / self.wall.as_secs_f64()
     }
+    /// CPU microseconds per whole stream.
+    fn per_stream_us(&self, cpu: f64) -> f64 {
+        cpu * 1e6 / self.ok().max(1) as f64
+    }
+}
+
+/// Sum of utime+stime over `pids`; none if any is gone.
+fn cpu_of(pids: &[u32]) -> Option<f64> {
+    pids.iter().map(|&p| cpu_seconds(Some(p))).sum()
 }
 
 async fn connect(addr: SocketAddr) -> Res<SendRequest<Full<Bytes>>> {
@@ -592,7 +874,7 @@ async fn run_phase(
     args: &Args,
     target: Target,
     expected: Arc<Expected>,
-    gateway_pid: Option<u32>,
+    proxy_pids: &[u32],
     upstream: &Upstream,
 ) -> Res<Phase> {
     let target = Arc::new(target);
@@ -613,18 +895,27 @@ async fn run_phase(
         )));
     }
     barrier.wait().await;
-    let gw0 = gateway_pid.and_then(|p| cpu_seconds(Some(p)));
+    let proxy0 = cpu_of(proxy_pids);
     let tool0 = cpu_seconds(None).unwrap_or(0.0);
+    let box0 = box_cpu();
     let start = Instant::now();
     let mut results = Vec::with_capacity(tasks.len());
     for task in tasks {
         results.push(task.await?);
     }
     let wall = start.elapsed();
+    let box1 = box_cpu();
     let tool_cpu = cpu_seconds(None).unwrap_or(0.0) - tool0;
-    let gateway_cpu = match (gw0, gateway_pid.and_then(|p| cpu_seconds(Some(p)))) {
-        (Some(a), Some(b)) => Some(b - a),
+    let proxy_cpu = match (proxy0, cpu_of(proxy_pids)) {
+        (Some(a), Some(b)) if !proxy_pids.is_empty() => Some(b - a),
         _ => None,
+    };
+    let (other_cpu, steal) = match (box0, box1) {
+        (Some((b0, s0)), Some((b1, s1))) => (
+            Some((b1 - b0 - tool_cpu - proxy_cpu.unwrap_or(0.0)).max(0.0)),
+            Some(s1 - s0),
+        ),
+        _ => (None, None),
     };
     let mut phase = Phase {
         ttfb: Vec::with_capacity(args.requests),
@@ -635,7 +926,9 @@ async fn run_phase(
         first_error: None,
         wall,
         tool_cpu,
-        gateway_cpu,
+        proxy_cpu,
+        other_cpu,
+        steal,
         upstream_hits: upstream.hits.load(Ordering::Relaxed).saturating_sub(hits0),
         upstream_connections: upstream.connections.load(Ordering::Relaxed) - conns0,
     };
@@ -705,6 +998,17 @@ async fn run_async(args: Args, fds: String) -> Res<bool> {
     let mut gateway = Gateway::spawn(&args.gateway, up_addr, &args.gateway_log)?;
     gateway.ready().await?;
     let idle_rss = status_mib(gateway.pid, "VmRSS");
+    // Started up front so that a missing or broken nginx fails before the long phases.
+    let mut nginx = match args.reference {
+        true => {
+            let binary = Nginx::find(args.reference_bin.as_deref())?;
+            let mut n = Nginx::spawn(binary, up_addr, args.reference_workers, args.concurrency)?;
+            n.ready(args.reference_workers).await?;
+            Some(n)
+        }
+        false => None,
+    };
+    let nginx_idle_rss = nginx.as_ref().and_then(|n| rss_sum(&n.pids(), "VmRSS"));
 
     let cpus = std::thread::available_parallelism().map_or(0, usize::from);
     println!(
@@ -725,7 +1029,22 @@ async fn run_async(args: Args, fds: String) -> Res<bool> {
         gateway.pid,
         args.gateway_log
     );
-    println!("the load generator and the synthetic upstream share these CPUs with the gateway");
+    if let Some(n) = &nginx {
+        println!(
+            "reference: {} ({}), {} workers (pids {:?}, master {}), proxy_buffering off, \
+             upstream keepalive, access_log off",
+            n.binary.display(),
+            nginx_version(&n.binary),
+            n.workers.len(),
+            n.workers,
+            n.pid
+        );
+    }
+    println!(
+        "the load generator and the synthetic upstream share these CPUs with the proxy; load \
+         average before the run: {}",
+        loadavg()
+    );
 
     eprintln!("direct phase ...");
     let direct = run_phase(
@@ -736,7 +1055,7 @@ async fn run_async(args: Args, fds: String) -> Res<bool> {
             body: request_body("synthetic"),
         },
         expected.clone(),
-        None,
+        &[],
         &upstream,
     )
     .await?;
@@ -750,143 +1069,297 @@ async fn run_async(args: Args, fds: String) -> Res<bool> {
             body: request_body("openai/synthetic"),
         },
         expected.clone(),
-        Some(gateway.pid),
+        &[gateway.pid],
         &upstream,
     )
     .await?;
     let peak_rss = status_mib(gateway.pid, "VmHWM");
     let alive = gateway.child.try_wait()?.is_none();
 
-    print!("{}", report(&direct, &via, idle_rss, peak_rss));
+    let mut columns = vec![Column {
+        name: "gateway",
+        phase: via,
+        idle_rss,
+        peak_rss,
+    }];
+    let mut nginx_alive = true;
+    if let Some(n) = &mut nginx {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        eprintln!("nginx phase ...");
+        // The same requests as direct (the upstream ignores the model; nginx forwards bytes).
+        let phase = run_phase(
+            &args,
+            Target {
+                addr: n.addr,
+                path: "/v1/chat/completions",
+                body: request_body("synthetic"),
+            },
+            expected.clone(),
+            &n.pids(),
+            &upstream,
+        )
+        .await?;
+        nginx_alive = n.child.try_wait()?.is_none() && children_of(n.pid) == n.workers;
+        columns.push(Column {
+            name: "nginx",
+            phase,
+            idle_rss: nginx_idle_rss,
+            peak_rss: rss_sum(&n.pids(), "VmHWM"),
+        });
+    }
+
+    print!("{}", report(&direct, &columns));
+    println!("load average after the run: {}", loadavg());
     if !alive {
         println!("the gateway exited during the run:\n{}", gateway.log_tail());
     }
+    if let Some(n) = nginx.as_ref().filter(|_| !nginx_alive) {
+        println!(
+            "nginx exited or lost a worker during the run:\n{}",
+            n.log_tail()
+        );
+    }
+    drop(nginx);
     drop(gateway);
-    Ok(direct.errors + via.errors + direct.warmup_errors + via.warmup_errors == 0 && alive)
+    let failures: u64 = std::iter::once(&direct)
+        .chain(columns.iter().map(|c| &c.phase))
+        .map(|p| p.errors + p.warmup_errors)
+        .sum();
+    Ok(failures == 0 && alive && nginx_alive)
 }
 
-fn report(direct: &Phase, via: &Phase, idle_rss: Option<f64>, peak_rss: Option<f64>) -> String {
+/// Sum of a /proc/PID/status memory field over `pids` (shared pages count once per process).
+fn rss_sum(pids: &[u32], field: &str) -> Option<f64> {
+    pids.iter().map(|&p| status_mib(p, field)).sum()
+}
+
+/// `nginx -v` (it prints to stderr).
+fn nginx_version(binary: &Path) -> String {
+    Command::new(binary)
+        .arg("-v")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "version unknown".to_owned())
+}
+
+/// The first three fields of /proc/loadavg.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|t| t.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "n/a".to_owned())
+}
+
+/// One proxied phase in the report.
+#[derive(Debug)]
+struct Column {
+    name: &'static str,
+    phase: Phase,
+    idle_rss: Option<f64>,
+    peak_rss: Option<f64>,
+}
+
+fn report(direct: &Phase, columns: &[Column]) -> String {
     let mut s = String::new();
     let opt = |v: Option<f64>, digits: usize| {
         v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.digits$}"))
     };
-    let row = |s: &mut String, name: &str, d: String, g: String, extra: String| {
-        let _ = writeln!(s, "{name:<28} {d:>12} {g:>12}   {extra}");
+    let names: Vec<&str> = columns.iter().map(|c| c.name).collect();
+    // One line: the label, direct, each proxy, then a remark.
+    let row = |s: &mut String, name: &str, d: String, each: &dyn Fn(&Column) -> String, extra| {
+        let _ = write!(s, "{name:<28} {d:>12}");
+        for c in columns {
+            let _ = write!(s, " {:>12}", each(c));
+        }
+        let _ = writeln!(s, "   {extra}");
+    };
+    // A remark per proxy, " / "-separated in column order.
+    let each_extra = |f: &dyn Fn(&Column) -> String| -> String {
+        columns.iter().map(f).collect::<Vec<_>>().join(" / ")
     };
     let _ = writeln!(s);
     row(
         &mut s,
         "",
         "direct".into(),
-        "gateway".into(),
-        "gateway vs direct".into(),
+        &|c| c.name.to_owned(),
+        format!("{} vs direct", names.join(" / ")),
     );
-    let (d50, g50) = (pct(&direct.ttfb, 0.50), pct(&via.ttfb, 0.50));
-    let (d99, g99) = (pct(&direct.ttfb, 0.99), pct(&via.ttfb, 0.99));
+    let (d50, d99) = (pct(&direct.ttfb, 0.50), pct(&direct.ttfb, 0.99));
     row(
         &mut s,
         "TTFB p50 (ms)",
         format!("{d50:.3}"),
-        format!("{g50:.3}"),
-        format!("+{:.3} ms", g50 - d50),
+        &|c| format!("{:.3}", pct(&c.phase.ttfb, 0.50)),
+        format!(
+            "{} ms",
+            each_extra(&|c| format!("{:+.3}", pct(&c.phase.ttfb, 0.50) - d50))
+        ),
     );
     row(
         &mut s,
         "TTFB p99 (ms)",
         format!("{d99:.3}"),
-        format!("{g99:.3}"),
-        format!("+{:.3} ms added p99 TTFB", g99 - d99),
+        &|c| format!("{:.3}", pct(&c.phase.ttfb, 0.99)),
+        format!(
+            "{} ms added p99 TTFB",
+            each_extra(&|c| format!("{:+.3}", pct(&c.phase.ttfb, 0.99) - d99))
+        ),
     );
-    row(
-        &mut s,
-        "stream time p50 (ms)",
-        format!("{:.3}", pct(&direct.total, 0.50)),
-        format!("{:.3}", pct(&via.total, 0.50)),
-        String::new(),
-    );
-    row(
-        &mut s,
-        "stream time p99 (ms)",
-        format!("{:.3}", pct(&direct.total, 0.99)),
-        format!("{:.3}", pct(&via.total, 0.99)),
-        String::new(),
-    );
-    let ratio = via.streams_per_s() / direct.streams_per_s();
+    for (label, q) in [
+        ("stream time p50 (ms)", 0.50),
+        ("stream time p99 (ms)", 0.99),
+    ] {
+        row(
+            &mut s,
+            label,
+            format!("{:.3}", pct(&direct.total, q)),
+            &|c| format!("{:.3}", pct(&c.phase.total, q)),
+            String::new(),
+        );
+    }
+    let ratio = |c: &Column| c.phase.streams_per_s() / direct.streams_per_s();
     row(
         &mut s,
         "streams/s",
         format!("{:.0}", direct.streams_per_s()),
-        format!("{:.0}", via.streams_per_s()),
-        format!("{:.1}% of direct", ratio * 100.0),
+        &|c| format!("{:.0}", c.phase.streams_per_s()),
+        format!(
+            "{} of direct",
+            each_extra(&|c| format!("{:.1}%", ratio(c) * 100.0))
+        ),
     );
     row(
         &mut s,
         "wall time (s)",
         format!("{:.3}", direct.wall.as_secs_f64()),
-        format!("{:.3}", via.wall.as_secs_f64()),
+        &|c| format!("{:.3}", c.phase.wall.as_secs_f64()),
         String::new(),
     );
     row(
         &mut s,
         "streams ok / errors",
         format!("{} / {}", direct.ok(), direct.errors),
-        format!("{} / {}", via.ok(), via.errors),
+        &|c| format!("{} / {}", c.phase.ok(), c.phase.errors),
         format!(
             "warm-up errors {} / {}",
-            direct.warmup_errors, via.warmup_errors
+            direct.warmup_errors,
+            each_extra(&|c| c.phase.warmup_errors.to_string())
         ),
     );
     row(
         &mut s,
         "SSE frames per stream",
         format!("{:.1}", direct.frames_per_stream),
-        format!("{:.1}", via.frames_per_stream),
+        &|c| format!("{:.1}", c.phase.frames_per_stream),
         format!(
             "upstream hits {} / {}",
-            direct.upstream_hits, via.upstream_hits
+            direct.upstream_hits,
+            each_extra(&|c| c.phase.upstream_hits.to_string())
         ),
     );
     row(
         &mut s,
         "upstream TCP connections",
         format!("{}", direct.upstream_connections),
-        format!("{}", via.upstream_connections),
+        &|c| format!("{}", c.phase.upstream_connections),
         "opened during the phase, warm-up included".into(),
     );
     row(
         &mut s,
         "load tool CPU (s)",
         format!("{:.2}", direct.tool_cpu),
-        format!("{:.2}", via.tool_cpu),
+        &|c| format!("{:.2}", c.phase.tool_cpu),
         "clients + synthetic upstream".into(),
     );
-    let per_stream = via.gateway_cpu.map(|c| c * 1e6 / via.ok().max(1) as f64);
     row(
         &mut s,
-        "gateway CPU (s)",
-        "-".into(),
-        opt(via.gateway_cpu, 2),
-        format!("{} us per stream", opt(per_stream, 0)),
+        "load tool CPU/stream (us)",
+        format!("{:.0}", direct.per_stream_us(direct.tool_cpu)),
+        &|c| format!("{:.0}", c.phase.per_stream_us(c.phase.tool_cpu)),
+        String::new(),
     );
     row(
         &mut s,
-        "gateway RSS (MiB)",
+        "proxy CPU (s)",
         "-".into(),
-        opt(peak_rss, 1),
-        format!("peak (VmHWM); {} MiB idle after start", opt(idle_rss, 1)),
+        &|c| opt(c.phase.proxy_cpu, 2),
+        "utime+stime; nginx: master + workers".into(),
+    );
+    row(
+        &mut s,
+        "proxy CPU/stream (us)",
+        "-".into(),
+        &|c| opt(c.phase.proxy_cpu.map(|v| c.phase.per_stream_us(v)), 0),
+        format!(
+            "{} us per frame",
+            each_extra(&|c| opt(
+                c.phase
+                    .proxy_cpu
+                    .map(|v| c.phase.per_stream_us(v) / c.phase.frames_per_stream.max(1.0)),
+                2
+            ))
+        ),
+    );
+    let all = |p: &Phase| p.tool_cpu + p.proxy_cpu.unwrap_or(0.0);
+    row(
+        &mut s,
+        "tool+proxy CPU/stream (us)",
+        format!("{:.0}", direct.per_stream_us(all(direct))),
+        &|c| format!("{:.0}", c.phase.per_stream_us(all(&c.phase))),
+        String::new(),
+    );
+    row(
+        &mut s,
+        "CPUs busy (tool+proxy)",
+        format!("{:.2}", all(direct) / direct.wall.as_secs_f64()),
+        &|c| format!("{:.2}", all(&c.phase) / c.phase.wall.as_secs_f64()),
+        "CPU seconds / wall seconds".into(),
+    );
+    row(
+        &mut s,
+        "rest of the box CPU (s)",
+        opt(direct.other_cpu, 2),
+        &|c| opt(c.phase.other_cpu, 2),
+        format!(
+            "other processes during the phase; steal {} / {} s",
+            opt(direct.steal, 2),
+            each_extra(&|c| opt(c.phase.steal, 2))
+        ),
+    );
+    row(
+        &mut s,
+        "proxy RSS (MiB)",
+        "-".into(),
+        &|c| opt(c.peak_rss, 1),
+        format!(
+            "peak (VmHWM, nginx: summed); {} MiB idle after start",
+            each_extra(&|c| opt(c.idle_rss, 1))
+        ),
     );
     let _ = writeln!(s);
-    let _ = writeln!(
-        s,
-        "targets: added p99 TTFB < 1 ms: {} ({:+.3} ms); throughput >= 90% of direct: {} ({:.1}%)",
-        if g99 - d99 < 1.0 { "met" } else { "MISSED" },
-        g99 - d99,
-        if ratio >= 0.9 { "met" } else { "MISSED" },
-        ratio * 100.0
-    );
-    for (name, p) in [("direct", direct), ("gateway", via)] {
-        if let Some(e) = &p.first_error {
-            let _ = writeln!(s, "first {name} error: {e:.300}");
+    for c in columns {
+        let added = pct(&c.phase.ttfb, 0.99) - d99;
+        let r = ratio(c);
+        let _ = writeln!(
+            s,
+            "targets ({}): added p99 TTFB < 1 ms: {} ({:+.3} ms); throughput >= 90% of direct: \
+             {} ({:.1}%)",
+            c.name,
+            if added < 1.0 { "met" } else { "MISSED" },
+            added,
+            if r >= 0.9 { "met" } else { "MISSED" },
+            r * 100.0
+        );
+    }
+    if let Some(e) = &direct.first_error {
+        let _ = writeln!(s, "first direct error: {e:.300}");
+    }
+    for c in columns {
+        if let Some(e) = &c.phase.first_error {
+            let _ = writeln!(s, "first {} error: {e:.300}", c.name);
         }
     }
     s
