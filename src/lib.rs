@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //!
+//! - [`batch`]: batches of what a stream has ready, one write each.
 //! - [`cli`]: the `streamgate` command line (`serve`, `demo`, `events`, `convert`, `tail`,
 //!   `status`).
 //! - [`client`]: the reference client of the native door: follows a stream from a seq and
@@ -24,6 +25,7 @@
 //!
 //! The dialect adapters and the Agent Event Stream types live in the `providers` crate.
 
+pub mod batch;
 pub mod cli;
 pub mod client;
 pub mod config;

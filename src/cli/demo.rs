@@ -48,7 +48,7 @@ pub fn run(
             config.streams.journal.dir.clone_from(dir);
         }
         let state = server::AppState::new(config)?;
-        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let listener = server::bind(listen)?;
         let gateway = format!("http://{}", listener.local_addr()?);
         let text = if json {
             format!(

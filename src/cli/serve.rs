@@ -34,7 +34,7 @@ pub fn run(config: Option<&Path>, listen: Option<SocketAddr>) -> Result<(), Serv
     runtime.block_on(async move {
         let addr = config.server.listen;
         let state = server::AppState::new(config)?;
-        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let listener = server::bind(addr)?;
         tracing::info!(addr = %listener.local_addr()?, "streamgate listening");
         server::serve(state, listener, shutdown_signal()).await?;
         Ok(())

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+
+use crate::batch::ready_batches;
 use providers::event::ErrorInfo;
 use providers::{AgentEvent, Stamper};
 use tokio::time::Sleep;
@@ -18,6 +20,9 @@ use crate::engine::Events;
 /// Events taken from the engine at once (one journal write, one wake-up of the subscribers).
 const MAX_BATCH: usize = 256;
 
+/// Scheduler turns the upstream gets to add to a batch (see [`crate::batch`]).
+const BATCH_YIELDS: u32 = 2;
+
 /// Runs until the answer ends, is cancelled, or stays without a client for `detach`.
 pub(super) async fn run(
     hub: Arc<Hub>,
@@ -26,7 +31,7 @@ pub(super) async fn run(
     events: Events,
     detach: Duration,
 ) {
-    let mut events = events.ready_chunks(MAX_BATCH);
+    let mut events = Box::pin(ready_batches(events, MAX_BATCH, BATCH_YIELDS));
     let mut subscribers = entry.watch_subscribers();
     let mut timer: Option<Pin<Box<Sleep>>> =
         (*subscribers.borrow_and_update() == 0).then(|| Box::pin(tokio::time::sleep(detach)));

@@ -101,6 +101,23 @@ async fn health() -> &'static str {
     "ok\n"
 }
 
+/// Pending connections the kernel queues before `accept`: tokio's default of 128 overflows
+/// when hundreds of clients connect at once, and each overflowed connect waits a second
+/// for its SYN to be retried.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with a backlog fit for bursts of new clients.
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Serves the gateway on `listener` until `shutdown` resolves, then drains open requests
 /// (and closes WebSocket connections with 1001, waiting up to [`WEBSOCKET_DRAIN`]).
 ///
