@@ -317,3 +317,6 @@ impl Hub {
 pub fn new_id() -> String {
     format!("st_{:x}{:016x}", unix_now_ms(), fastrand::u64(..))
 }
+
+#[cfg(test)]
+mod tests;
