@@ -109,6 +109,9 @@ pub(super) async fn start(
         run.recover(e, &mut out).await?;
     }
     let route = run.routes[run.at].clone();
+    // Boxed: unfold moves its state into every step's future and back out, and a `Run` is
+    // large (the splicer's maps and buffers, the timers): a pointer moves for free.
+    let run = Box::new(run);
     let events = futures_util::stream::unfold((run, out), |(mut run, pending)| async move {
         let batch = if pending.is_empty() {
             run.step().await?
