@@ -706,6 +706,11 @@ pub fn response_body(message: &Message) -> Result<Value, EncodeError> {
                     .ok()
                     .filter(Value::is_object)
                     .unwrap_or_else(|| Value::Object(Map::new())),
+                extra: if same {
+                    block.extra.clone().unwrap_or_default()
+                } else {
+                    Extra::new()
+                },
             },
             BlockContent::Native { block, deltas } => {
                 if !same {

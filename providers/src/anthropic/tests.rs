@@ -921,7 +921,9 @@ fn response_bodies() {
     assert!(content[0]["signature"].as_str().unwrap().len() > 20);
     assert_eq!(
         content[1],
-        json!({"type": "tool_use", "id": "toolu_01825dXWLSoJwCst1qTsiWdb", "name": "fixed_version", "input": {}})
+        json!({"type": "tool_use", "id": "toolu_01825dXWLSoJwCst1qTsiWdb", "name": "fixed_version", "input": {},
+               "caller": {"type": "direct"}}),
+        "the call's header fields (caller) survive in a whole body, as in a stream"
     );
     assert_eq!(body["stop_reason"], json!("tool_use"));
 
@@ -944,6 +946,10 @@ fn response_bodies() {
     let content = body["content"].as_array().unwrap();
     assert_eq!(content[0], json!({"type": "text", "text": "Let me check."}));
     assert_eq!(content[1]["input"], json!({"city": "Paris"}));
+    assert!(
+        content[1].get("caller").is_none(),
+        "no Anthropic fields from elsewhere"
+    );
     assert_eq!(body["usage"]["input_tokens"], json!(20));
 
     let (_, m) = fixture("max_tokens_mid_tool_use.sse");

@@ -707,6 +707,9 @@ pub enum KnownResponseBlock {
         name: String,
         /// Parsed input.
         input: Value,
+        /// Other fields of the call (e.g. `caller`), same dialect only.
+        #[serde(flatten)]
+        extra: Extra,
     },
 }
 
