@@ -1,8 +1,6 @@
 //! The chat doors: `POST /v1/chat/completions` (OpenAI) and `POST /v1/messages` (Anthropic),
 //! streaming and not, over any upstream.
 
-use std::convert::Infallible;
-
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -188,9 +186,9 @@ fn sse(door: Dialect, options: EncodeOptions, events: Events) -> Response {
                 );
             }
         }
-        std::future::ready((!out.is_empty()).then(|| Ok::<_, Infallible>(Bytes::from(out))))
+        std::future::ready((!out.is_empty()).then(|| Bytes::from(out)))
     });
-    let mut response = Response::new(Body::from_stream(body));
+    let mut response = Response::new(super::body::spawned(body));
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

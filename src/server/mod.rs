@@ -2,6 +2,7 @@
 //! Agent Event Stream doors (SSE and WebSocket), model list, health. Each door is an encoder
 //! from Agent Events to its dialect.
 
+mod body;
 mod door;
 
 pub(crate) use door::{json_response, parse_request};
