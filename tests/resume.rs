@@ -57,6 +57,33 @@ async fn get(h: &gw::Harness, id: &str, after: Option<u64>, header: bool) -> req
     req.send().await.unwrap()
 }
 
+/// Polls `GET /admin/streams` (every 10 ms, `secs` at most) until stream `id` is finished;
+/// returns its row.
+async fn wait_finished(h: &gw::Harness, id: &str, secs: u64) -> serde_json::Value {
+    for _ in 0..secs * 100 {
+        let list = gw::json_of(
+            gw::client()
+                .get(h.url("/admin/streams"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        let row = list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .cloned()
+            .expect("the stream is listed");
+        if row["status"] == "finished" {
+            return row;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("stream {id} did not finish within {secs} s");
+}
+
 fn assert_gap_free(events: &[Envelope], id: &str) {
     for (i, e) in events.iter().enumerate() {
         assert_eq!(e.seq, i as u64, "seq {i} of {}", events.len());
@@ -181,31 +208,8 @@ async fn generation_goes_on_while_no_client_follows() {
     let id = stream_id(&r);
     let seen = read_some(r, 3).await;
     // Nobody follows now; the answer still completes.
-    let mut finished = false;
-    for _ in 0..400 {
-        let list = gw::json_of(
-            gw::client()
-                .get(h.url("/admin/streams"))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
-        let me = list["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["id"] == id.as_str())
-            .cloned()
-            .unwrap();
-        if me["status"] == "finished" {
-            assert_eq!(me["subscribers"], 0);
-            finished = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(finished, "the detached stream finished");
+    let row = wait_finished(&h, &id, 20).await;
+    assert_eq!(row["subscribers"], 0);
     let rest = read_all(get(&h, &id, Some(seen.last().unwrap().seq), false).await).await;
     match &rest.last().unwrap().event {
         AgentEvent::StreamEnd(end) => assert_eq!(end.reason, FinishReason::Stop),
@@ -220,23 +224,7 @@ async fn a_stream_nobody_comes_back_to_is_cancelled_after_the_detach_time() {
     let id = stream_id(&r);
     let seen = read_some(r, 2).await;
     // Only the admin list is polled: following the stream again would stop the timer.
-    let mut ended = false;
-    for _ in 0..200 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let list = gw::json_of(
-            gw::client()
-                .get(h.url("/admin/streams"))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
-        if list["data"][0]["status"] == "finished" {
-            ended = true;
-            break;
-        }
-    }
-    assert!(ended, "the detached stream was stopped");
+    wait_finished(&h, &id, 20).await;
     let rest = read_all(get(&h, &id, Some(seen.last().unwrap().seq), false).await).await;
     let kinds: Vec<&str> = rest.iter().map(|e| e.event.kind()).collect();
     assert_eq!(
