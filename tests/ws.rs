@@ -323,6 +323,16 @@ fn agent_events(events: &[Envelope]) -> Vec<AgentEvent> {
     events.iter().map(|e| e.event.clone()).map(plain).collect()
 }
 
+/// How a stream's events differ from the recording of `model` (text, reasoning, tool calls,
+/// finish, usage); empty when they agree.
+fn differences_from_recording(model: &str, events: &[Envelope]) -> Vec<String> {
+    gw::differences(
+        &gw::seen_events(&recorded(model), false),
+        &gw::seen_events(&agent_events(events), false),
+        false,
+    )
+}
+
 fn plain(mut event: AgentEvent) -> AgentEvent {
     if let AgentEvent::StreamStart(start) = &mut event {
         start.created = None;
@@ -368,8 +378,7 @@ async fn hundred_streams(offer: &str, edit: impl FnOnce(&mut streamgate::config:
         };
         let got = agent_events(events);
         // What the recording says (text, reasoning, tool calls, finish, usage)...
-        let want = gw::seen_events(&recorded(model), false);
-        let differences = gw::differences(&want, &gw::seen_events(&got, false), false);
+        let differences = differences_from_recording(model, events);
         assert!(
             differences.is_empty(),
             "{offer}: {id} ({model}) differs from its recording: {differences:?}"
@@ -673,11 +682,7 @@ async fn bad_frames_get_error_frames_while_the_other_streams_flow_on() {
     streams.until_ended(&mut client, 2).await;
     let long = streams.of("long");
     assert_whole(long, "long");
-    let differences = gw::differences(
-        &gw::seen_events(&recorded(SLOW), false),
-        &gw::seen_events(&agent_events(long), false),
-        false,
-    );
+    let differences = differences_from_recording(SLOW, long);
     assert!(differences.is_empty(), "{differences:?}");
 }
 
@@ -716,11 +721,7 @@ async fn decompression_bombs_are_refused_and_the_stream_beside_them_completes() 
         streams.until_ended(&mut client, 1).await;
         let long = streams.of(&id);
         assert_whole(long, &id);
-        let differences = gw::differences(
-            &gw::seen_events(&recorded(LONG), false),
-            &gw::seen_events(&agent_events(long), false),
-            false,
-        );
+        let differences = differences_from_recording(LONG, long);
         assert!(differences.is_empty(), "{c}: {differences:?}");
     }
 }
@@ -786,11 +787,7 @@ async fn a_dropped_connection_resumes_on_another_with_exactly_the_rest() {
     first.extend(rest);
     assert_whole(&first, "r1");
     assert_eq!(
-        gw::differences(
-            &gw::seen_events(&recorded(LONG), false),
-            &gw::seen_events(&agent_events(&first), false),
-            false
-        ),
+        differences_from_recording(LONG, &first),
         Vec::<String>::new()
     );
     // Once it ended, a resume from the start replays all of it, on the same connection.
@@ -858,11 +855,7 @@ async fn detach_false_streams_go_with_their_connection_the_others_go_on() {
     assert_whole(&free, "free");
     assert_eq!(error_code_of(&free), None);
     assert_eq!(
-        gw::differences(
-            &gw::seen_events(&recorded(LONG), false),
-            &gw::seen_events(&agent_events(&free), false),
-            false
-        ),
+        differences_from_recording(LONG, &free),
         Vec::<String>::new()
     );
 }

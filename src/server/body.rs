@@ -1,4 +1,4 @@
-//! A streaming response body produced by a task of its own.
+//! Streaming response bodies: produced by a task of their own, served as SSE.
 //!
 //! hyper polls a response body from the connection's task, which also reads requests, writes
 //! and flushes. An answer that is assembled over several scheduler turns (see
@@ -9,7 +9,9 @@
 use std::convert::Infallible;
 
 use axum::body::{Body, Bytes};
+use axum::response::Response;
 use futures_util::{Stream, StreamExt};
+use http::{HeaderValue, header};
 
 /// Chunks produced ahead of the connection: enough to keep it busy, little to hold.
 const AHEAD: usize = 4;
@@ -42,4 +44,18 @@ where
     Body::from_stream(
         futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)).map(Ok::<_, Infallible>),
     )
+}
+
+/// An SSE response of `body`: the event-stream type, no caching, and no buffering by an
+/// nginx in front (`X-Accel-Buffering`), which would otherwise hold events back.
+pub fn event_stream(body: Body) -> Response {
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
 }

@@ -188,15 +188,7 @@ fn sse(door: Dialect, options: EncodeOptions, events: Events) -> Response {
         }
         std::future::ready((!out.is_empty()).then(|| Bytes::from(out)))
     });
-    let mut response = Response::new(super::body::spawned(body));
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
+    super::body::event_stream(super::body::spawned(body))
 }
 
 /// The terminal error of a started stream, in the door's dialect: never a clean end.

@@ -18,7 +18,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
 use axum::response::Response;
 use futures_util::StreamExt;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use providers::request::ChatRequest;
 use providers::{AgentEvent, Dialect, Envelope};
 use serde::Deserialize;
@@ -228,16 +228,9 @@ fn sse_response(subscription: Subscription, keepalive: Duration) -> Response {
         Some((Bytes::from(out), sub))
     })
     .map(Ok::<_, Infallible>);
-    let mut response = Response::new(Body::from_stream(body));
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    let mut response = super::body::event_stream(Body::from_stream(body));
     if let Ok(v) = HeaderValue::from_str(&id) {
-        headers.insert(STREAM_ID_HEADER, v);
+        response.headers_mut().insert(STREAM_ID_HEADER, v);
     }
     response
 }
