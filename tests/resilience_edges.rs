@@ -484,3 +484,114 @@ async fn a_non_streaming_answer_survives_the_same_faults() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// Two `tool_use` blocks of one tool with empty input in one answer, as Claude sends for
+/// "give me two names" (issue #9).
+const TWIN_CALLS: &str = concat!(
+    "event: message_start\n",
+    r#"data: {"type":"message_start","message":{"id":"msg_twins","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":20,"output_tokens":1}}}"#,
+    "\n\nevent: content_block_start\n",
+    r#"data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+    "\n\nevent: content_block_delta\n",
+    r#"data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Two names"}}"#,
+    "\n\nevent: content_block_delta\n",
+    r#"data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" coming."}}"#,
+    "\n\nevent: content_block_stop\n",
+    r#"data: {"type":"content_block_stop","index":0}"#,
+    "\n\nevent: content_block_start\n",
+    r#"data: {"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_01","name":"get_name","input":{}}}"#,
+    "\n\nevent: content_block_delta\n",
+    r#"data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":""}}"#,
+    "\n\nevent: content_block_stop\n",
+    r#"data: {"type":"content_block_stop","index":1}"#,
+    "\n\nevent: content_block_start\n",
+    r#"data: {"type":"content_block_start","index":2,"content_block":{"type":"tool_use","id":"toolu_02","name":"get_name","input":{}}}"#,
+    "\n\nevent: content_block_delta\n",
+    r#"data: {"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta","partial_json":""}}"#,
+    "\n\nevent: content_block_stop\n",
+    r#"data: {"type":"content_block_stop","index":2}"#,
+    "\n\nevent: message_delta\n",
+    r#"data: {"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":30}}"#,
+    "\n\nevent: message_stop\n",
+    r#"data: {"type":"message_stop"}"#,
+    "\n\n",
+);
+
+/// A recording served from `body` under `name`.
+fn recording_of(dialect: Dialect, name: &'static str, body: Vec<u8>) -> rs::Recording {
+    let (events, result) = providers::StreamDecoder::decode_all(dialect, &body);
+    result.unwrap();
+    rs::Recording {
+        dialect,
+        name,
+        frames: streamgate::replay::frames(&bytes::Bytes::copy_from_slice(&body)),
+        seen: gw::seen_events(&events, false),
+        body,
+    }
+}
+
+/// Look-alike parallel calls reach every door, streaming and not, whole and after a break
+/// in the text or between the two calls (the continuation produces both calls again: the
+/// one already sent is dropped, the other is not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_calls_that_look_alike_reach_every_door() {
+    let anthropic = recording_of(Dialect::Anthropic, "twins", TWIN_CALLS.as_bytes().to_vec());
+    let openai = recording_of(Dialect::OpenAi, "twins", anthropic.reencoded());
+    assert_eq!(anthropic.seen.calls.len(), 2);
+    assert_eq!(openai.seen.calls, anthropic.seen.calls);
+    let h = rs::start(3, |_| {}).await;
+    let mut failures = Vec::new();
+    let mut case = 0;
+    for rec in [&anthropic, &openai] {
+        let mut knobs = vec![String::new()];
+        for position in [rs::Position::MidText, rs::Position::MidLaterTool] {
+            let n = rec.position(position).unwrap();
+            knobs.push(format!("cut_after={n},times=1"));
+            knobs.push(format!("reset_after={n},times=1"));
+        }
+        for knobs in &knobs {
+            for door in DOORS {
+                for stream in [true, false] {
+                    // A fixture name of its own per request, so that `times` counts it alone.
+                    case += 1;
+                    let fixture = format!("twins{case}");
+                    h.replay
+                        .insert_fixture(rec.dialect, &fixture, rec.body.clone());
+                    let model = format!("{}/{knobs}:{fixture}", rs::provider(rec.dialect));
+                    let response = h
+                        .chat(door, &[], &gw::chat_body(door, &model, stream))
+                        .await;
+                    let status = response.status();
+                    let label = format!("{} stream={stream} {model}", door_name(door));
+                    if status != 200 {
+                        failures.push(format!("{label}: status {status}"));
+                        continue;
+                    }
+                    let mut errs = Vec::new();
+                    if stream {
+                        let body = rs::read_body(response).await.unwrap();
+                        rs::check_whole(door, rec, &body, None, &mut errs);
+                    } else {
+                        let got = gw::seen_body(door, &gw::json_of(response).await);
+                        if got.text != rec.seen.text {
+                            errs.push(format!("text {:?}", got.text));
+                        }
+                        let calls_ok = got.calls.len() == rec.seen.calls.len()
+                            && got
+                                .calls
+                                .iter()
+                                .zip(&rec.seen.calls)
+                                .all(|(g, w)| g.0 == w.0 && gw::same_args(&g.1, &w.1, false));
+                        if !calls_ok {
+                            errs.push(format!("calls {:?}", got.calls));
+                        }
+                    }
+                    if !errs.is_empty() {
+                        failures.push(format!("{label}: {errs:?}"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}

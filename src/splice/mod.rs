@@ -9,8 +9,11 @@
 //!
 //! Tool calls are held while another attempt is possible: a call's events reach the client
 //! only once its `tool_call.end` arrived, so a client never receives half a call's arguments.
-//! A call the continuation produces again (same name, same JSON arguments as one already sent)
-//! is dropped, so a call is never duplicated either.
+//! A continuation is asked to continue the text only, so it produces the calls of the answer
+//! again: a call equal (same name, same JSON arguments) to one that an *earlier* attempt
+//! delivered is its repeat and is dropped, each delivered call absorbing at most one repeat
+//! per attempt. Equal calls within one attempt are distinct calls (parallel calls of one tool
+//! with the same input) and all reach the client.
 
 mod overlap;
 
@@ -100,8 +103,11 @@ pub struct Splicer {
     /// Client blocks that are open (to close them on a final failure).
     open: Vec<u32>,
     sent_text: String,
-    /// Tool calls the client has, to drop a continuation's repeat of one.
-    sent_calls: Vec<(String, Value)>,
+    /// Tool calls the client has, over every attempt so far.
+    sent_calls: Vec<CallKey>,
+    /// The calls earlier attempts delivered that the current attempt has not repeated yet: a
+    /// call of the current attempt equal to one of them is its repeat and takes it out.
+    unrepeated: Vec<CallKey>,
     /// Names of the current attempt's calls, by attempt-local index.
     call_names: HashMap<u32, String>,
     /// The next text block of this attempt continues sent text: check it for overlap.
@@ -120,6 +126,38 @@ pub struct Splicer {
     first_dialect: Option<Dialect>,
     /// The current attempt answers in another dialect (after a failover across dialects).
     foreign: bool,
+}
+
+/// What makes two tool calls the same call: the name and the arguments, compared as JSON
+/// (a model regenerating a call may space or order its arguments differently).
+#[derive(Debug, Clone, PartialEq)]
+struct CallKey {
+    name: String,
+    arguments: Arguments,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Arguments {
+    Json(Value),
+    /// Arguments that are not JSON (cut by the token limit) compare verbatim.
+    Raw(String),
+}
+
+impl CallKey {
+    fn new(name: &str, arguments: &str) -> Self {
+        let arguments = match serde_json::from_str::<Value>(arguments) {
+            Ok(v) => Arguments::Json(v),
+            // No arguments at all is the empty object to every client.
+            Err(_) if arguments.trim().is_empty() => {
+                Arguments::Json(Value::Object(Default::default()))
+            }
+            Err(_) => Arguments::Raw(arguments.to_owned()),
+        };
+        CallKey {
+            name: name.to_owned(),
+            arguments,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -143,6 +181,7 @@ impl Splicer {
             open: Vec::new(),
             sent_text: String::new(),
             sent_calls: Vec::new(),
+            unrepeated: Vec::new(),
             call_names: HashMap::new(),
             continuing: false,
             resumed: false,
@@ -304,25 +343,22 @@ impl Splicer {
                 ref arguments,
                 ..
             } => {
-                let parsed = serde_json::from_str::<Value>(arguments).unwrap_or(Value::Null);
                 if let Some(mut held) = self.held.remove(&index) {
-                    if self
-                        .sent_calls
-                        .iter()
-                        .any(|(n, a)| *n == held.name && *a == parsed)
-                    {
+                    let key = CallKey::new(&held.name, arguments);
+                    if let Some(at) = self.unrepeated.iter().position(|k| *k == key) {
                         // Produced again by a continuation: the client has it already.
+                        self.unrepeated.swap_remove(at);
                         return;
                     }
                     held.events.push(event);
                     let client = self.alloc(index, Kind::Other);
-                    self.sent_calls.push((held.name, parsed));
+                    self.sent_calls.push(key);
                     for e in held.events {
                         self.emit(reindex(e, client), out);
                     }
                 } else if let Some(m) = self.blocks.get(&index).copied() {
                     if let Some(name) = self.call_names.get(&index) {
-                        self.sent_calls.push((name.clone(), parsed));
+                        self.sent_calls.push(CallKey::new(name, arguments));
                     }
                     self.open.retain(|c| *c != m.client);
                     self.emit(reindex(event, m.client), out);
@@ -362,6 +398,9 @@ impl Splicer {
         let in_tool_call = self.held.values().next().map(|h| h.name.clone());
         self.held.clear();
         self.call_names.clear();
+        // The next attempt starts the answer's calls over: every call the client has may be
+        // repeated once more.
+        self.unrepeated.clone_from(&self.sent_calls);
         self.continuing = self.output_started();
         self.resumed |= self.output_started();
         let mut open_text = None;
@@ -553,5 +592,7 @@ fn sum(a: &Usage, b: &Usage) -> Usage {
     }
 }
 
+#[cfg(test)]
+mod props;
 #[cfg(test)]
 mod tests;
