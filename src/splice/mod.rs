@@ -286,7 +286,7 @@ impl Splicer {
                     && head.client == m.client
                 {
                     head.text.push_str(&text);
-                    if overlap::decidable(&self.sent_text, &head.text) {
+                    if overlap::decidable(&self.sent_text, &head.text, &self.trimmed) {
                         self.flush_head(out);
                     }
                     return;

@@ -220,3 +220,208 @@ fn a_continuation_repeat_absorbs_one_delivered_call_only() {
         assert_eq!(got, expected(&calls), "{door}");
     }
 }
+
+/// The byte offsets of the word starts of `s`, last first.
+fn word_starts_of(s: &str) -> Vec<usize> {
+    let mut starts = Vec::new();
+    let (mut b2, mut b1) = (None, None);
+    for (i, c) in s.char_indices() {
+        if overlap::starts_word(b2, b1, c) {
+            starts.push(i);
+        }
+        (b2, b1) = (b1, Some(c));
+    }
+    starts.reverse();
+    starts
+}
+
+/// How a model continues after the prefix it was given.
+#[derive(Debug, Clone, Copy)]
+enum Resume {
+    /// Exactly the rest.
+    Exact,
+    /// From the start of the word the break cut (the rest when the cut was not in a word).
+    WordRestart,
+    /// From the start of the last `n` words.
+    LastWords(usize),
+}
+
+/// The answer text of every recording (choice 0), once.
+fn recorded_texts() -> &'static [(String, String)] {
+    static TEXTS: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+    TEXTS.get_or_init(|| {
+        let mut texts: Vec<(String, String)> = super::tests::fixtures()
+            .into_iter()
+            .map(|(name, events)| (name, Assembler::assemble(&events).text()))
+            .filter(|(_, text)| !text.is_empty())
+            .collect();
+        texts.dedup_by(|a, b| a.1 == b.1);
+        texts
+    })
+}
+
+/// `text` cut at byte `cut` (moved back to a char boundary), continued as `resume` says with
+/// the head in pieces cut at `splits` (fractions of its length): what the client assembles.
+fn spliced(text: &str, cut: usize, resume: Resume, splits: &[f64]) -> Option<String> {
+    let cut = (0..=cut.min(text.len()))
+        .rev()
+        .find(|&i| text.is_char_boundary(i))?;
+    let text_events = |s: &mut Splicer, out: &mut Vec<AgentEvent>, pieces: Vec<&str>| {
+        s.push(start(Dialect::OpenAi), out);
+        s.push(
+            AgentEvent::BlockStart {
+                index: 0,
+                block: providers::event::BlockKind::Text,
+                choice: 0,
+                extra: None,
+            },
+            out,
+        );
+        for piece in pieces.into_iter().filter(|p| !p.is_empty()) {
+            s.push(
+                AgentEvent::TextDelta {
+                    index: 0,
+                    text: piece.to_owned(),
+                    extra: None,
+                },
+                out,
+            );
+        }
+    };
+    let mut s = Splicer::new(true);
+    let mut out = Vec::new();
+    text_events(&mut s, &mut out, vec![&text[..cut]]);
+    let cont = s.interrupt(&mut out);
+    let prefix = cont.prefix.as_str();
+    let from = match resume {
+        Resume::Exact => prefix.len(),
+        Resume::WordRestart if prefix.ends_with(char::is_alphanumeric) => word_starts_of(prefix)[0],
+        Resume::WordRestart => prefix.len(),
+        // Words to repeat (with fewer than `n`, from the first one).
+        Resume::LastWords(n) => {
+            let starts = word_starts_of(prefix);
+            *starts.get(n - 1).or(starts.last())?
+        }
+    };
+    // Repeats are compared over the sent text's last `WINDOW` bytes only.
+    if prefix.len() - from > overlap::WINDOW {
+        return None;
+    }
+    let head = &text[from..];
+    if doubled_first_character(prefix, head) {
+        return None;
+    }
+    let mut bounds: Vec<usize> = splits
+        .iter()
+        .map(|f| (head.len() as f64 * f) as usize)
+        .filter(|&i| head.is_char_boundary(i))
+        .collect();
+    bounds.push(0);
+    bounds.push(head.len());
+    bounds.sort_unstable();
+    let pieces = bounds.windows(2).map(|w| &head[w[0]..w[1]]).collect();
+    text_events(&mut s, &mut out, pieces);
+    s.push(AgentEvent::BlockEnd { index: 0 }, &mut out);
+    s.push(
+        AgentEvent::StreamEnd(StreamEnd {
+            reason: FinishReason::Stop,
+            provider_reason: None,
+            stop_sequence: None,
+            other_choices: Vec::new(),
+            extra: None,
+        }),
+        &mut out,
+    );
+    Some(Assembler::assemble(&out).text())
+}
+
+fn resume() -> impl Strategy<Value = Resume> {
+    prop_oneof![
+        Just(Resume::Exact),
+        Just(Resume::WordRestart),
+        (1usize..=3).prop_map(Resume::LastWords),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    /// The text of every recording, cut at a random point and continued exactly, from the
+    /// start of the cut word, or from the last 1-3 words: the client has the recording's text.
+    #[test]
+    fn every_recording_survives_a_restarted_word_or_repeated_words(
+        pick in any::<prop::sample::Index>(),
+        at in 0.0f64..1.0,
+        resume in resume(),
+        splits in prop::collection::vec(0.0f64..1.0, 0..3),
+    ) {
+        let texts = recorded_texts();
+        let (name, text) = &texts[pick.index(texts.len())];
+        let cut = ((text.len() as f64) * at) as usize;
+        if let Some(got) = spliced(text, cut, resume, &splits) {
+            prop_assert_eq!(&got, text, "{} cut at {} {:?}", name, cut, resume);
+        }
+    }
+
+    /// Once `decidable`, more head text never changes the overlap.
+    #[test]
+    fn a_decided_overlap_stays(
+        sent in "[ab1 .]{0,40}",
+        head in "[ab1 .]{0,16}",
+        more in "[ab1 .]{1,16}",
+        trimmed in prop_oneof![Just(""), Just(" ")],
+    ) {
+        let sent = format!("{sent}{trimmed}");
+        if overlap::decidable(&sent, &head, trimmed) {
+            prop_assert_eq!(
+                overlap(&sent, &format!("{head}{more}"), trimmed),
+                overlap(&sent, &head, trimmed)
+            );
+        }
+    }
+}
+
+/// Every cut of every recording continued with the exact rest loses nothing: checked for all
+/// cuts of every text (not sampled), on the overlap rule itself.
+#[test]
+fn no_exact_rest_of_any_recording_is_taken_for_a_repeat() {
+    let mut failures = Vec::new();
+    for (name, text) in recorded_texts() {
+        let (name, text) = (name.as_str(), text.as_str());
+        for (cut, _) in text.char_indices().skip(1) {
+            let sent = &text[..cut];
+            let prefix = sent.trim_end();
+            let rest = &text[prefix.len()..];
+            if doubled_first_character(prefix, rest) {
+                continue;
+            }
+            let k = overlap(sent, rest, &sent[prefix.len()..]);
+            if k != sent.len() - prefix.len() {
+                failures.push(format!(
+                    "{name}: {:?} + {:?}",
+                    tail_of(sent),
+                    &text[prefix.len()..][..k]
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} cuts lose text: {failures:#?}",
+        failures.len()
+    );
+}
+
+/// The one case the rule gets wrong on purpose (module `overlap`): an answer of one character
+/// so far, continued exactly with that character again, is taken for a restart.
+fn doubled_first_character(prefix: &str, rest: &str) -> bool {
+    prefix.chars().count() == 1 && rest.starts_with(prefix)
+}
+
+fn tail_of(s: &str) -> &str {
+    let mut from = s.len().saturating_sub(30);
+    while !s.is_char_boundary(from) {
+        from += 1;
+    }
+    &s[from..]
+}

@@ -9,7 +9,7 @@ use providers::{AgentEvent, Assembler, Dialect, StreamDecoder, Usage};
 
 use super::*;
 
-fn fixtures() -> Vec<(String, Vec<AgentEvent>)> {
+pub(super) fn fixtures() -> Vec<(String, Vec<AgentEvent>)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
     let mut out = Vec::new();
     for (dir, dialect) in [
