@@ -103,13 +103,12 @@ pub struct Splicer {
     /// Client blocks that are open (to close them on a final failure).
     open: Vec<u32>,
     sent_text: String,
-    /// Tool calls the client has, over every attempt so far.
+    /// Tool calls the client has, over every attempt so far (held calls only: calls streamed
+    /// live cannot be taken back, so nothing is compared with them).
     sent_calls: Vec<CallKey>,
     /// The calls earlier attempts delivered that the current attempt has not repeated yet: a
     /// call of the current attempt equal to one of them is its repeat and takes it out.
     unrepeated: Vec<CallKey>,
-    /// Names of the current attempt's calls, by attempt-local index.
-    call_names: HashMap<u32, String>,
     /// The next text block of this attempt continues sent text: check it for overlap.
     continuing: bool,
     /// An attempt broke after output reached the client: later attempts are continuations,
@@ -182,7 +181,6 @@ impl Splicer {
             sent_text: String::new(),
             sent_calls: Vec::new(),
             unrepeated: Vec::new(),
-            call_names: HashMap::new(),
             continuing: false,
             resumed: false,
             head: None,
@@ -316,7 +314,6 @@ impl Splicer {
             } => {
                 self.flush_any_head(out);
                 self.close_open_text(out);
-                self.call_names.insert(index, name.clone());
                 if self.hold_tool_calls {
                     self.held.insert(
                         index,
@@ -357,9 +354,7 @@ impl Splicer {
                         self.emit(reindex(e, client), out);
                     }
                 } else if let Some(m) = self.blocks.get(&index).copied() {
-                    if let Some(name) = self.call_names.get(&index) {
-                        self.sent_calls.push(CallKey::new(name, arguments));
-                    }
+                    // Streamed live (not held): a repeat could not be taken back anyway.
                     self.open.retain(|c| *c != m.client);
                     self.emit(reindex(event, m.client), out);
                 }
@@ -397,7 +392,6 @@ impl Splicer {
         self.head = None;
         let in_tool_call = self.held.values().next().map(|h| h.name.clone());
         self.held.clear();
-        self.call_names.clear();
         // The next attempt starts the answer's calls over: every call the client has may be
         // repeated once more.
         self.unrepeated.clone_from(&self.sent_calls);

@@ -54,10 +54,10 @@ pub fn decidable(sent: &str, head: &str, trimmed: &str) -> bool {
 /// Every tail of `sent` that a head starting with it repeats (see the module docs).
 fn repeats<'a>(sent: &'a str, trimmed: &'a str) -> impl Iterator<Item = &'a str> {
     let tail = tail(sent, WINDOW);
-    let words = word_starts(sent, sent.len() - tail.len());
+    let base = sent.len() - tail.len();
+    let words = word_starts(sent, base);
     let whole = (!sent.is_empty() && sent.len() <= WINDOW).then_some(sent);
     let trimmed = (!trimmed.is_empty()).then_some(trimmed);
-    let base = sent.len() - tail.len();
     tail.char_indices()
         .map(|(i, _)| i)
         .filter(move |&i| tail.len() - i >= MIN_REPEAT || words.contains(&Some(base + i)))
