@@ -25,6 +25,7 @@
 //! idle_timeout_ms = 60000    # no frame at all from the client: close 4000
 //! max_streams = 256          # streams one connection follows at once
 //! buffer_events = 1024       # events of one stream queued for a slow connection
+//! compression = ["none", "lz4", "zstd", "gzip"]  # modes offered (true = all, false = none)
 //! ```
 //!
 //! | key | default | meaning |
@@ -45,6 +46,7 @@
 //! | `websocket.idle_timeout_ms` | 60000 | without any frame from the client (data, ping or pong) for this long the connection is closed with code 4000. 0: no idle timeout |
 //! | `websocket.max_streams` | 256 | streams one connection may follow at once; beyond it `start`/`resume` get a `too_many_streams` error frame (the connection goes on) |
 //! | `websocket.buffer_events` | 1024 | events of one stream queued for a connection; a stream whose queue is full stops pulling from the hub (nothing is lost, it catches up later) while the others go on |
+//! | `websocket.compression` | all | the per-message compression modes offered (`none`, `lz4`, `zstd`, `gzip`; one name, a list, `true` for all or `false` for `none` only). A client whose `Sec-WebSocket-Protocol` names only modes not offered is refused with 400 `websocket_upgrade_refused`, as for unknown names; a client sending no subprotocol gets `none` only when `none` is offered |
 
 use std::path::PathBuf;
 
@@ -167,6 +169,10 @@ pub struct WebSocketSettings {
     /// catches up from the hub later, so nothing is lost and other streams go on).
     #[serde(default = "default_buffer_events")]
     pub buffer_events: usize,
+    /// The compression modes offered: a client offering only subprotocols of other modes is
+    /// refused at the upgrade (and one offering none needs `none` offered).
+    #[serde(default)]
+    pub compression: crate::ws::CompressionOffer,
 }
 
 impl Default for WebSocketSettings {
@@ -178,6 +184,7 @@ impl Default for WebSocketSettings {
             idle_timeout_ms: default_idle_timeout_ms(),
             max_streams: default_max_streams(),
             buffer_events: default_buffer_events(),
+            compression: crate::ws::CompressionOffer::default(),
         }
     }
 }
