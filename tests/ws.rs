@@ -1003,19 +1003,22 @@ async fn credentials_come_from_the_upgrade_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_connection_is_closed_with_4000() {
-    let h = gw::start_with(|config| config.streams.websocket.idle_timeout_ms = 500).await;
+    const IDLE_MS: u64 = 1500;
+    let h = gw::start_with(|config| config.streams.websocket.idle_timeout_ms = IDLE_MS).await;
     let mut client = connect(&h, None).await;
-    // Talking keeps it open well past the timeout...
-    for _ in 0..10 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    // Talking keeps it open past the timeout: a ping every 50 ms for twice the timeout. A
+    // stall of the whole 1.5 s between two pings would be needed to close it early.
+    let talking = Instant::now();
+    while talking.elapsed() < Duration::from_millis(2 * IDLE_MS) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
         client.send(&ClientFrame::Ping { data: None }).await;
         assert_eq!(client.incoming().await, Incoming::Pong(None));
     }
-    // ...silence closes it.
+    // ...silence closes it, never before the timeout (a timer does not fire early).
     let silent = Instant::now();
     assert_eq!(client.close_code().await, Some(4000));
     assert!(
-        silent.elapsed() >= Duration::from_millis(400),
+        silent.elapsed() >= Duration::from_millis(IDLE_MS - 100),
         "{:?}",
         silent.elapsed()
     );
@@ -1023,22 +1026,53 @@ async fn an_idle_connection_is_closed_with_4000() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_arrive_and_a_client_that_stops_answering_is_closed_with_4001() {
-    let h = gw::start_with(|config| config.streams.websocket.heartbeat_ms = 200).await;
+    const HEARTBEAT_MS: u64 = 300;
+    let h = gw::start_with(|config| config.streams.websocket.heartbeat_ms = HEARTBEAT_MS).await;
     let mut client = connect(&h, None).await;
-    // A reading client answers every ping (tungstenite does it): the connection stays.
+    // A reading client answers every ping (tungstenite does it): the connection stays for as
+    // many heartbeats as it takes (counted, not timed: a loaded machine sends them late).
     let began = Instant::now();
     let mut pings = 0;
-    while began.elapsed() < Duration::from_millis(1200) {
-        match tokio::time::timeout(Duration::from_millis(50), client.recv()).await {
-            Ok(Got::Ping) => pings += 1,
-            Ok(other) => panic!("{other:?}"),
-            Err(_) => {}
+    while pings < 4 {
+        match client.recv().await {
+            Got::Ping => pings += 1,
+            other => panic!("after {pings} pings: {other:?}"),
         }
     }
-    assert!(pings >= 4, "{pings} pings in 1200 ms at 200 ms");
-    // Stop reading (so nothing answers the pings): 4001 after two heartbeats.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(client.close_code().await, Some(4001));
+    assert!(
+        began.elapsed() >= Duration::from_millis(3 * HEARTBEAT_MS - 50),
+        "4 pings in {:?} at one per {HEARTBEAT_MS} ms",
+        began.elapsed()
+    );
+    // Stop answering: from here the socket is read raw, which answers nothing (a tungstenite
+    // reader would answer each ping). 4001 after two heartbeats, however late they come.
+    let mut raw = client.ws.into_inner();
+    let code = tokio::time::timeout(gw::BOUND, raw_close_code(&mut raw))
+        .await
+        .expect("no close within the bound");
+    assert_eq!(code, Some(4001));
+}
+
+/// Reads server frames off the socket without answering any: the code of the first close
+/// frame (None if the connection ends before one).
+async fn raw_close_code(socket: &mut (impl tokio::io::AsyncRead + Unpin)) -> Option<u16> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        let mut head = [0u8; 2];
+        socket.read_exact(&mut head).await.ok()?;
+        let len = match head[1] & 0x7f {
+            126 => u64::from(socket.read_u16().await.ok()?),
+            127 => socket.read_u64().await.ok()?,
+            n => u64::from(n),
+        };
+        // Server frames are never masked; this test's frames are pings and the close.
+        assert!(len < 1 << 20, "a {len}-byte frame");
+        let mut payload = vec![0u8; len as usize];
+        socket.read_exact(&mut payload).await.ok()?;
+        if head[0] & 0x0f == 0x8 {
+            return (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
