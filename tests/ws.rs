@@ -546,8 +546,8 @@ async fn a_one_mib_event_is_sharded_and_reassembled_byte_exact() {
 }
 
 /// How long the garbage test's stream runs: long enough to still be flowing while every bad
-/// frame is answered (~300 events at 5 ms).
-const SLOW: &str = "openai/drip=5:text_long_obfuscation";
+/// frame is answered (~300 events at 10 ms: at least 3 s, for a dozen round trips).
+const SLOW: &str = "openai/drip=10:text_long_obfuscation";
 
 fn text(s: impl Into<String>) -> Message {
     Message::Text(s.into().into())
