@@ -191,6 +191,7 @@ impl Hub {
     }
 
     /// The stream named `id`.
+    ///
     /// An id outside [`crate::stream_id`]'s rule is refused as such (not "unknown"), so every
     /// door that names a stream agrees with the doors that start one.
     pub fn get(&self, id: &str) -> Result<Arc<Entry>, HubError> {

@@ -199,10 +199,7 @@ impl<'de> serde::de::Visitor<'de> for OfferVisitor {
 /// Answer with exactly the chosen name (axum: `WebSocketUpgrade::protocols([c.subprotocol()])`,
 /// which would otherwise apply the *server's* order).
 pub fn negotiate(offered: &str) -> Option<Compression> {
-    offered
-        .split(',')
-        .map(|name| name.trim_matches([' ', '\t']))
-        .find_map(Compression::from_subprotocol)
+    CompressionOffer::default().negotiate(offered)
 }
 
 /// Why a connection is closed: the WebSocket close code the gateway sends, with its reason.
@@ -327,14 +324,16 @@ mod tests {
             zstd.negotiate("streamgate.v1+gzip, streamgate.v1+zstd"),
             Some(Compression::Zstd)
         );
-        let all = CompressionOffer::default();
-        for offer in [
-            "streamgate.v1+lz4, streamgate.v1",
-            "chat, streamgate.v1+gzip",
-            "x",
-        ] {
-            assert_eq!(all.negotiate(offer), negotiate(offer), "{offer}");
-        }
+        let plain = CompressionOffer::new([Compression::None, Compression::Lz4]).unwrap();
+        assert_eq!(
+            plain.negotiate("streamgate.v1+zstd, streamgate.v1+lz4, streamgate.v1"),
+            Some(Compression::Lz4),
+            "the client's order among what is offered"
+        );
+        assert_eq!(
+            plain.negotiate("chat, streamgate.v1"),
+            Some(Compression::None)
+        );
         assert_eq!(CompressionOffer::new([]), None);
         assert_eq!(
             CompressionOffer::new([Compression::Gzip, Compression::None, Compression::Gzip])
