@@ -1170,7 +1170,11 @@ fn generated_ids(cases: usize) -> Vec<String> {
             proptest::test_runner::RngAlgorithm::ChaCha,
         ),
     );
-    let mut ids = Vec::new();
+    // The edges by name: dot segments, the character `start` used to refuse, a gateway id,
+    // whitespace around an id, and an empty one.
+    let mut ids: Vec<String> = [".", "..", "_", "st_19a2b3c4d5e0001", " pad ", ""]
+        .map(String::from)
+        .to_vec();
     while ids.len() < cases {
         let id = strategy.new_tree(&mut runner).unwrap().current();
         // Each case is its own stream: a repeat would be a duplicate, not an id question.
