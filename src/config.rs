@@ -53,6 +53,68 @@ pub struct StreamingConfig {
     /// Per-route circuit breakers.
     #[serde(default, rename = "circuitBreaker")]
     pub circuit_breaker: BreakerConfigToml,
+    /// The original design's `bufferSize`: events of one stream queued for a WebSocket
+    /// connection. Sets `streams.websocket.buffer_events` (see [`StreamingConfig::apply`]).
+    #[serde(default, rename = "bufferSize")]
+    pub buffer_size: Option<usize>,
+    /// The original design's `chunkSize`: the WebSocket shard size in bytes. Sets
+    /// `streams.websocket.chunkSize`.
+    #[serde(default, rename = "chunkSize")]
+    pub chunk_size: Option<usize>,
+    /// The original design's `compression`: the WebSocket compression modes offered. Sets
+    /// `streams.websocket.compression`.
+    #[serde(default)]
+    pub compression: Option<crate::ws::CompressionOffer>,
+}
+
+/// Largest `bufferSize`: a queue per stream and connection may hold this many events.
+pub const MAX_BUFFER_SIZE: usize = 1 << 20;
+
+impl StreamingConfig {
+    /// Writes the design's WebSocket keys into `websocket`, the settings the door reads. A key
+    /// set in both places must agree: `websocket_keys` are the `[streams.websocket]` keys the
+    /// file wrote itself.
+    fn apply(
+        &self,
+        websocket: &mut crate::hub::WebSocketSettings,
+        websocket_keys: &[&str],
+    ) -> Result<(), ConfigError> {
+        let clash = |key: &str, native: &str| {
+            ConfigError::Invalid(format!(
+                "streaming.{key} and streams.websocket.{native} are both set and differ; keep one"
+            ))
+        };
+        if let Some(size) = self.buffer_size {
+            if !(1..=MAX_BUFFER_SIZE).contains(&size) {
+                return Err(ConfigError::Invalid(format!(
+                    "streaming.bufferSize must be 1 to {MAX_BUFFER_SIZE} events"
+                )));
+            }
+            if websocket_keys.contains(&"buffer_events") && websocket.buffer_events != size {
+                return Err(clash("bufferSize", "buffer_events"));
+            }
+            websocket.buffer_events = size;
+        }
+        if let Some(size) = self.chunk_size {
+            if size < crate::ws::MIN_CHUNK_SIZE {
+                return Err(ConfigError::Invalid(format!(
+                    "streaming.chunkSize must be at least {} bytes",
+                    crate::ws::MIN_CHUNK_SIZE
+                )));
+            }
+            if websocket_keys.contains(&"chunkSize") && websocket.chunk_size != size {
+                return Err(clash("chunkSize", "chunkSize"));
+            }
+            websocket.chunk_size = size;
+        }
+        if let Some(offer) = &self.compression {
+            if websocket_keys.contains(&"compression") && websocket.compression != *offer {
+                return Err(clash("compression", "compression"));
+            }
+            websocket.compression = offer.clone();
+        }
+        Ok(())
+    }
 }
 
 /// `[streaming.retryPolicy]`.
@@ -328,6 +390,11 @@ impl Config {
         if config.providers.is_empty() {
             config.providers = default_providers();
         }
+        let websocket_keys = websocket_keys(text);
+        let keys: Vec<&str> = websocket_keys.iter().map(String::as_str).collect();
+        config
+            .streaming
+            .apply(&mut config.streams.websocket, &keys)?;
         config.validate()?;
         Ok(config)
     }
@@ -357,6 +424,17 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The keys `[streams.websocket]` sets in `text` (which parsed already).
+fn websocket_keys(text: &str) -> Vec<String> {
+    let table: toml::Table = toml::from_str(text).unwrap_or_default();
+    table
+        .get("streams")
+        .and_then(|s| s.get("websocket"))
+        .and_then(toml::Value::as_table)
+        .map(|t| t.keys().cloned().collect())
+        .unwrap_or_default()
 }
 
 impl Default for Config {
@@ -488,6 +566,92 @@ mod tests {
         assert_eq!(c.streaming.reconnect.max_backoff, 5000);
         assert!((c.streaming.reconnect.jitter - 0.1).abs() < 1e-9);
         assert!(c.streaming.retry_policy.hold_tool_calls);
+    }
+
+    /// The original design's whole `[streaming]` block, in its two TOML spellings.
+    const SEED_INLINE: &str = r#"
+        [streaming]
+        bufferSize = 64
+        chunkSize = 1024
+        compression = ["gzip", "zstd"]
+        retryPolicy = { maxAttempts = 2, backoffMs = 50 }
+        reconnect = { maxAttempts = 4, initialBackoff = 200, maxBackoff = 3000, jitter = 0.2 }
+        "#;
+    const SEED_TABLES: &str = r#"
+        [streaming]
+        bufferSize = 64
+        chunkSize = 1024
+        compression = ["gzip", "zstd"]
+        [streaming.retryPolicy]
+        maxAttempts = 2
+        backoffMs = 50
+        [streaming.reconnect]
+        maxAttempts = 4
+        initialBackoff = 200
+        maxBackoff = 3000
+        jitter = 0.2
+        "#;
+
+    #[test]
+    fn the_seed_block_sets_every_key_in_both_spellings() {
+        use crate::ws::Compression;
+        for text in [SEED_INLINE, SEED_TABLES] {
+            let c = Config::parse(text).unwrap();
+            let ws = &c.streams.websocket;
+            assert_eq!(ws.buffer_events, 64);
+            assert_eq!(ws.chunk_size, 1024);
+            assert_eq!(
+                ws.compression.modes(),
+                [Compression::Zstd, Compression::Gzip]
+            );
+            assert_eq!(c.streaming.retry_policy.max_attempts, 2);
+            assert_eq!(c.streaming.retry_policy.backoff_ms, 50);
+            let r = &c.streaming.reconnect;
+            assert_eq!(
+                (r.max_attempts, r.initial_backoff, r.max_backoff),
+                (4, 200, 3000)
+            );
+            assert!((r.jitter - 0.2).abs() < 1e-9);
+        }
+        // Without the design's keys the native ones are the defaults.
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.streams.websocket.buffer_events, 1024);
+        assert_eq!(c.streams.websocket.compression.modes(), Compression::ALL);
+    }
+
+    #[test]
+    fn design_keys_and_native_keys_agree_or_fail() {
+        let both = |design: &str, native: &str| {
+            Config::parse(&format!(
+                "[streaming]\n{design}\n[streams.websocket]\n{native}\n"
+            ))
+        };
+        let same = both("chunkSize = 2048", "chunkSize = 2048").unwrap();
+        assert_eq!(same.streams.websocket.chunk_size, 2048);
+        let native_only = both("bufferSize = 8", "chunkSize = 4096").unwrap();
+        assert_eq!(native_only.streams.websocket.chunk_size, 4096);
+        assert_eq!(native_only.streams.websocket.buffer_events, 8);
+        for (design, native) in [
+            ("chunkSize = 2048", "chunkSize = 4096"),
+            ("bufferSize = 8", "buffer_events = 9"),
+            ("compression = \"lz4\"", "compression = [\"lz4\", \"none\"]"),
+        ] {
+            let e = both(design, native).unwrap_err().to_string();
+            assert!(e.contains("both set"), "{design} / {native}: {e}");
+        }
+        for bad in [
+            "bufferSize = 0",
+            "bufferSize = 2000000",
+            "chunkSize = 255",
+            "compression = \"brotli\"",
+            "compression = []",
+        ] {
+            assert!(
+                Config::parse(&format!("[streaming]\n{bad}\n")).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(Config::parse("[streaming]\ncompression = false\n").is_ok());
     }
 
     #[test]

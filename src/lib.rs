@@ -13,6 +13,7 @@
 //! - [`engine`]: a door's request -> the chosen upstream's events.
 //! - [`resilience`]: failure classes, backoff, circuit breakers, continuation requests.
 //! - [`splice`]: joins the attempts of one answer into one client stream.
+//! - [`stream_id`]: the one rule for stream ids, checked by every door.
 //! - [`hub`]: streams detached from connections: fan-out, resume, retention, journal.
 //! - [`server`]: the HTTP doors (axum): OpenAI, Anthropic, models, health.
 //! - [`ws`]: the WebSocket door's protocol without I/O: subprotocols, frames, per-message
@@ -41,5 +42,6 @@ pub mod route;
 pub mod secret;
 pub mod server;
 pub mod splice;
+pub mod stream_id;
 pub mod upstream;
 pub mod ws;

@@ -304,12 +304,15 @@ async fn a_context_length_400_fails_over_at_once_and_a_content_policy_400_does_n
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_breaker_opens_skips_the_primary_and_lets_it_back_after_a_probe() {
+    const COOLDOWN_MS: u64 = 3000;
     const PRIMARY: &str = "status=503,times=2:tool_use_with_text";
     let route = format!("anthropic/{PRIMARY}");
     let rec = rs::recording(Dialect::Anthropic, "tool_use_with_text");
     let h = rs::start(1, |c| {
         c.streaming.circuit_breaker.failure_threshold = 2;
-        c.streaming.circuit_breaker.cooldown_ms = 500;
+        // Long enough that the "while open" request below always lands inside it on a
+        // loaded machine; the test waits it out once.
+        c.streaming.circuit_breaker.cooldown_ms = COOLDOWN_MS;
         rs::alias(c, "cb", &route, &["openai/x_tool_use_with_text"]);
     })
     .await;
@@ -345,7 +348,8 @@ async fn the_breaker_opens_skips_the_primary_and_lets_it_back_after_a_probe() {
         "no request reaches an open route"
     );
     // After the cooldown one probe goes through; the primary has recovered (`times=2`).
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // A timer never fires early: after this the cooldown is over, however loaded the machine.
+    tokio::time::sleep(Duration::from_millis(COOLDOWN_MS + 100)).await;
     let errs = whole(&h, door, "cb", &rec).await;
     assert!(errs.is_empty(), "probe: {errs:?}");
     assert_eq!(

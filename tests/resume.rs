@@ -410,8 +410,10 @@ async fn the_engine_continues_an_answer_from_the_events_a_client_has() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_stream_gets_keep_alive_comments_that_clients_ignore() {
+    // Gaps of 200 ms against a keep-alive of 20: a busy machine would have to hold the
+    // gateway's task back for 180 ms at every one of the 9 gaps to miss the comment.
     let h = gw::start_with(|c| c.streams.sse_keepalive_ms = 20).await;
-    let r = post_stream(&h, "anthropic/drip=80:text_simple").await;
+    let r = post_stream(&h, "anthropic/drip=200:text_simple").await;
     let body = gw::body_bytes(r).await;
     let text = String::from_utf8_lossy(&body);
     assert!(text.contains("\n\n: keep-alive\n\n"), "{text}");

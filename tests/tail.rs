@@ -498,9 +498,12 @@ async fn tail_exit_codes_say_how_the_stream_ended() {
         stderr(&o)
     );
 
-    // No gateway: reconnects from [streaming.reconnect] of --config, logged, then 1.
+    // No gateway: reconnects from `reconnect` of --config, logged, then 1. The file is the
+    // original design's whole [streaming] block, inline tables and all.
     let config = TempConfig::new(
-        "[streaming.reconnect]\nmaxAttempts = 2\ninitialBackoff = 1\nmaxBackoff = 5\n",
+        "[streaming]\nbufferSize = 256\nchunkSize = 4096\ncompression = \"zstd\"\n\
+         retryPolicy = { maxAttempts = 3, backoffMs = 100 }\n\
+         reconnect = { maxAttempts = 2, initialBackoff = 1, maxBackoff = 5, jitter = 0.1 }\n",
     );
     let dead = format!("http://{}", dead_addr().await);
     let o = streamgate(args(&[

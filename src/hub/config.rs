@@ -25,6 +25,7 @@
 //! idle_timeout_ms = 60000    # no frame at all from the client: close 4000
 //! max_streams = 256          # streams one connection follows at once
 //! buffer_events = 1024       # events of one stream queued for a slow connection
+//! compression = ["none", "lz4", "zstd", "gzip"]  # modes offered (true = all, false = none)
 //! ```
 //!
 //! | key | default | meaning |
@@ -39,12 +40,13 @@
 //! | `journal.fsync` | `interval` | `always`: an event reaches clients only after an fdatasync covers it; `interval`: a background thread syncs every `fsync_interval_ms`; `never`: the OS writes back when it likes. A process crash loses nothing with any of them (docs/journal.md) |
 //! | `journal.fsync_interval_ms` | 100 | with `interval`: the most a power failure loses |
 //! | `journal.segment_bytes` | 67108864 | segment size before the next file starts; whole segments are deleted once every stream in them is forgotten |
-//! | `websocket.chunkSize` | 65536 | bytes of a server frame's uncompressed JSON text; a larger event is split into `shard` frames of at most this size (minimum 256) |
+//! | `websocket.chunkSize` | 65536 | bytes of a server frame's uncompressed JSON text; a larger event is split into `shard` frames of at most this size (minimum 256). Also settable as `streaming.chunkSize` |
 //! | `websocket.max_frame_bytes` | 4194304 | largest client frame, measured after inflating a compressed one; larger: a `frame_too_large` (or `inflate_too_large`) error frame and the connection goes on; a message over twice this (at least 64 KiB) is not read at all: close 1009 |
 //! | `websocket.heartbeat_ms` | 15000 | the server sends a WebSocket ping this often; nothing at all from the client for two of these: close 4001. 0: no heartbeats |
 //! | `websocket.idle_timeout_ms` | 60000 | without any frame from the client (data, ping or pong) for this long the connection is closed with code 4000. 0: no idle timeout |
 //! | `websocket.max_streams` | 256 | streams one connection may follow at once; beyond it `start`/`resume` get a `too_many_streams` error frame (the connection goes on) |
-//! | `websocket.buffer_events` | 1024 | events of one stream queued for a connection; a stream whose queue is full stops pulling from the hub (nothing is lost, it catches up later) while the others go on |
+//! | `websocket.buffer_events` | 1024 | events of one stream queued for a connection; a stream whose queue is full stops pulling from the hub (nothing is lost, it catches up later) while the others go on. Also settable as `streaming.bufferSize` |
+//! | `websocket.compression` | all | the per-message compression modes offered (`none`, `lz4`, `zstd`, `gzip`; one name, a list, `true` for all or `false` for `none` only). A client whose `Sec-WebSocket-Protocol` names only modes not offered is refused with 400 `websocket_upgrade_refused`, as for unknown names; a client sending no subprotocol gets `none` only when `none` is offered. Also settable as `streaming.compression` |
 
 use std::path::PathBuf;
 
@@ -167,6 +169,10 @@ pub struct WebSocketSettings {
     /// catches up from the hub later, so nothing is lost and other streams go on).
     #[serde(default = "default_buffer_events")]
     pub buffer_events: usize,
+    /// The compression modes offered: a client offering only subprotocols of other modes is
+    /// refused at the upgrade (and one offering none needs `none` offered).
+    #[serde(default)]
+    pub compression: crate::ws::CompressionOffer,
 }
 
 impl Default for WebSocketSettings {
@@ -178,6 +184,7 @@ impl Default for WebSocketSettings {
             idle_timeout_ms: default_idle_timeout_ms(),
             max_streams: default_max_streams(),
             buffer_events: default_buffer_events(),
+            compression: crate::ws::CompressionOffer::default(),
         }
     }
 }

@@ -52,7 +52,8 @@ pub enum HubError {
         /// The id.
         id: String,
     },
-    /// A client-chosen stream id with characters outside `[A-Za-z0-9._:-]` or too long.
+    /// A stream id outside [`crate::stream_id`]'s rule: characters other than
+    /// `[A-Za-z0-9._:-]`, empty or too long.
     #[error("stream id {id:?} is not valid: 1 to 128 characters of A-Z a-z 0-9 . _ : -")]
     InvalidId {
         /// The id.
@@ -133,13 +134,7 @@ impl Hub {
 
     /// Checks a client-chosen id before any work starts for it.
     pub fn check_id(&self, id: &str) -> Result<(), HubError> {
-        let valid = (1..=128).contains(&id.len())
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
-        if !valid {
-            return Err(HubError::InvalidId { id: id.to_owned() });
-        }
+        valid_id(id)?;
         if self.streams().contains_key(id) {
             return Err(HubError::DuplicateStream { id: id.to_owned() });
         }
@@ -196,7 +191,11 @@ impl Hub {
     }
 
     /// The stream named `id`.
+    ///
+    /// An id outside [`crate::stream_id`]'s rule is refused as such (not "unknown"), so every
+    /// door that names a stream agrees with the doors that start one.
     pub fn get(&self, id: &str) -> Result<Arc<Entry>, HubError> {
+        valid_id(id)?;
         self.streams()
             .get(id)
             .cloned()
@@ -310,6 +309,21 @@ impl Hub {
         }
         entry.finish();
     }
+}
+
+/// [`crate::stream_id::is_valid`] as a hub error; the id in it is cut to the longest valid
+/// length, since it is echoed to the client and may be as long as a request line.
+fn valid_id(id: &str) -> Result<(), HubError> {
+    if crate::stream_id::is_valid(id) {
+        return Ok(());
+    }
+    let mut end = id.len().min(crate::stream_id::MAX_LEN);
+    while !id.is_char_boundary(end) {
+        end -= 1;
+    }
+    Err(HubError::InvalidId {
+        id: id[..end].to_owned(),
+    })
 }
 
 /// A fresh, unguessable stream id: time-ordered prefix, random suffix (ids must not repeat

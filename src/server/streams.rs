@@ -202,9 +202,26 @@ pub async fn admin(State(state): State<AppState>) -> Response {
             "object": "list",
             "totals": state.hub.stats(),
             "journal": state.hub.journal_stats(),
+            "websocket": websocket_settings(&state.hub.config().websocket),
             "data": state.hub.list(),
         }),
     )
+}
+
+/// The WebSocket door's settings in force (set by `[streams.websocket]` or the original
+/// design's `[streaming]` keys), so an operator sees which one won.
+fn websocket_settings(settings: &crate::hub::WebSocketSettings) -> serde_json::Value {
+    let compression: Vec<&str> = settings
+        .compression
+        .modes()
+        .iter()
+        .map(crate::ws::Compression::name)
+        .collect();
+    json!({
+        "buffer_events": settings.buffer_events,
+        "chunk_size": settings.chunk_size.max(crate::ws::MIN_CHUNK_SIZE),
+        "compression": compression,
+    })
 }
 
 /// The SSE response following `subscription`: all events ready together go out in one write,

@@ -57,7 +57,7 @@ pub use message::{
     COMPRESS_MIN_BYTES, FrameLimits, Message, decode_client_message, encode_client_frame,
     encode_server_message, encode_server_message_min,
 };
-pub use parse::{FrameError, MAX_ID_LEN, is_valid_client_id, parse_client_frame};
-pub use protocol::{CloseCode, Compression, SUBPROTOCOLS, negotiate};
+pub use parse::{FrameError, MAX_ID_LEN, parse_client_frame};
+pub use protocol::{CloseCode, Compression, CompressionOffer, SUBPROTOCOLS, negotiate};
 pub use reassemble::{Reassembler, ReassemblyLimits, ShardError};
 pub use shard::{MIN_CHUNK_SIZE, shard};

@@ -67,6 +67,130 @@ impl fmt::Display for Compression {
     }
 }
 
+/// The compression modes a gateway offers on its WebSocket door, in [`Compression::ALL`]'s
+/// order, never empty (`streams.websocket.compression`, or `streaming.compression` of the
+/// original design). A subprotocol of a mode not offered is skipped in negotiation as an
+/// unknown name would be.
+///
+/// In TOML: `true` (every mode, the default), `false` (`"none"` only), one name or a list of
+/// names among `"none"`, `"lz4"`, `"zstd"`, `"gzip"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompressionOffer(Vec<Compression>);
+
+impl Default for CompressionOffer {
+    fn default() -> Self {
+        CompressionOffer(Compression::ALL.to_vec())
+    }
+}
+
+impl Compression {
+    /// The mode's name in configuration: `none`, `lz4`, `zstd`, `gzip`.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+            Compression::Gzip => "gzip",
+        }
+    }
+
+    /// The mode of a configuration name (exact match).
+    pub fn from_name(name: &str) -> Option<Compression> {
+        Compression::ALL.into_iter().find(|c| c.name() == name)
+    }
+}
+
+impl CompressionOffer {
+    /// An offer of `modes` (duplicates ignored); None when it offers nothing.
+    pub fn new(modes: impl IntoIterator<Item = Compression>) -> Option<CompressionOffer> {
+        let modes: Vec<Compression> = modes.into_iter().collect();
+        let offer: Vec<Compression> = Compression::ALL
+            .into_iter()
+            .filter(|c| modes.contains(c))
+            .collect();
+        (!offer.is_empty()).then_some(CompressionOffer(offer))
+    }
+
+    /// The modes offered, in [`Compression::ALL`]'s order.
+    pub fn modes(&self) -> &[Compression] {
+        &self.0
+    }
+
+    /// Whether `c` is offered.
+    pub fn contains(&self, c: Compression) -> bool {
+        self.0.contains(&c)
+    }
+
+    /// [`negotiate`] among the offered modes only: the first name of the client's list that
+    /// is one of ours and offered.
+    pub fn negotiate(&self, offered: &str) -> Option<Compression> {
+        offered
+            .split(',')
+            .map(|name| name.trim_matches([' ', '\t']))
+            .filter_map(Compression::from_subprotocol)
+            .find(|c| self.contains(*c))
+    }
+
+    /// The subprotocol names offered, for messages.
+    pub fn subprotocols(&self) -> Vec<&'static str> {
+        self.0.iter().map(Compression::subprotocol).collect()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for CompressionOffer {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(OfferVisitor)
+    }
+}
+
+struct OfferVisitor;
+
+impl OfferVisitor {
+    fn mode<E: serde::de::Error>(name: &str) -> Result<Compression, E> {
+        Compression::from_name(name).ok_or_else(|| {
+            E::custom(format!(
+                "unknown compression {name:?}: expected none, lz4, zstd or gzip"
+            ))
+        })
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for OfferVisitor {
+    type Value = CompressionOffer;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("true, false, one of \"none\", \"lz4\", \"zstd\", \"gzip\", or a list of them")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, all: bool) -> Result<CompressionOffer, E> {
+        Ok(if all {
+            CompressionOffer::default()
+        } else {
+            CompressionOffer(vec![Compression::None])
+        })
+    }
+
+    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<CompressionOffer, E> {
+        Ok(CompressionOffer(vec![Self::mode(name)?]))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> Result<CompressionOffer, A::Error> {
+        let mut modes = Vec::new();
+        // At most one of each mode is meaningful; a longer list is refused, not collected.
+        while let Some(name) = seq.next_element::<String>()? {
+            if modes.len() >= 16 {
+                return Err(serde::de::Error::custom("too many compression names"));
+            }
+            modes.push(Self::mode(&name)?);
+        }
+        CompressionOffer::new(modes)
+            .ok_or_else(|| serde::de::Error::custom("offer at least one compression mode"))
+    }
+}
+
 /// Picks the connection's mode from the client's `Sec-WebSocket-Protocol` header value (names
 /// separated by commas, optional whitespace around each): the first name the client offers
 /// that we speak. The client's order is the preference; `None` when it offers none of ours.
@@ -75,10 +199,7 @@ impl fmt::Display for Compression {
 /// Answer with exactly the chosen name (axum: `WebSocketUpgrade::protocols([c.subprotocol()])`,
 /// which would otherwise apply the *server's* order).
 pub fn negotiate(offered: &str) -> Option<Compression> {
-    offered
-        .split(',')
-        .map(|name| name.trim_matches([' ', '\t']))
-        .find_map(Compression::from_subprotocol)
+    CompressionOffer::default().negotiate(offered)
 }
 
 /// Why a connection is closed: the WebSocket close code the gateway sends, with its reason.
@@ -193,6 +314,55 @@ mod tests {
         assert_eq!(negotiate("StreamGate.v1"), None);
         assert_eq!(negotiate("streamgate.v1+lz"), None);
         assert_eq!(negotiate("streamgate.v1 +lz4"), None);
+    }
+
+    #[test]
+    fn an_offer_negotiates_only_what_it_offers() {
+        let zstd = CompressionOffer::new([Compression::Zstd]).unwrap();
+        assert_eq!(zstd.negotiate("streamgate.v1+gzip, streamgate.v1"), None);
+        assert_eq!(
+            zstd.negotiate("streamgate.v1+gzip, streamgate.v1+zstd"),
+            Some(Compression::Zstd)
+        );
+        let plain = CompressionOffer::new([Compression::None, Compression::Lz4]).unwrap();
+        assert_eq!(
+            plain.negotiate("streamgate.v1+zstd, streamgate.v1+lz4, streamgate.v1"),
+            Some(Compression::Lz4),
+            "the client's order among what is offered"
+        );
+        assert_eq!(
+            plain.negotiate("chat, streamgate.v1"),
+            Some(Compression::None)
+        );
+        assert_eq!(CompressionOffer::new([]), None);
+        assert_eq!(
+            CompressionOffer::new([Compression::Gzip, Compression::None, Compression::Gzip])
+                .unwrap()
+                .modes(),
+            [Compression::None, Compression::Gzip]
+        );
+    }
+
+    #[test]
+    fn offers_read_from_toml() {
+        #[derive(serde::Deserialize)]
+        struct T {
+            c: CompressionOffer,
+        }
+        let read = |v: &str| toml::from_str::<T>(&format!("c = {v}")).map(|t| t.c.modes().to_vec());
+        assert_eq!(read("true").unwrap(), Compression::ALL);
+        assert_eq!(read("false").unwrap(), [Compression::None]);
+        assert_eq!(read("\"lz4\"").unwrap(), [Compression::Lz4]);
+        assert_eq!(
+            read("[\"gzip\", \"none\"]").unwrap(),
+            [Compression::None, Compression::Gzip]
+        );
+        for bad in ["\"brotli\"", "[]", "3", "[\"zstd\", \"LZ4\"]"] {
+            assert!(read(bad).is_err(), "{bad}");
+        }
+        for c in Compression::ALL {
+            assert_eq!(Compression::from_name(c.name()), Some(c));
+        }
     }
 
     #[test]

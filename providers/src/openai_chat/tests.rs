@@ -795,26 +795,6 @@ fn response_bodies() {
     }
 }
 
-/// Throughput check (`cargo test --release -- --ignored --nocapture throughput`).
-#[test]
-#[ignore]
-fn throughput() {
-    let body = fixture("text_long_obfuscation");
-    let chunks = body.windows(6).filter(|w| w == b"data: ").count();
-    let rounds = 300;
-    let t = std::time::Instant::now();
-    let mut bytes = 0;
-    for _ in 0..rounds {
-        let events = decode_ok(&body);
-        bytes += encode(&events, true).len();
-    }
-    let secs = t.elapsed().as_secs_f64();
-    println!(
-        "{:.0} chunks/s decode+encode ({bytes} bytes out)",
-        (chunks * rounds) as f64 / secs
-    );
-}
-
 #[test]
 fn chunks_after_a_failover_name_the_model_that_answers() {
     let mut events = decode_ok(&fixture("text_basic"));

@@ -26,12 +26,14 @@ use super::AppState;
 use super::door::error_response;
 use crate::error::GatewayError;
 use crate::hub::{HubError, WebSocketSettings};
-use crate::ws::{Compression, ErrorCode, SUBPROTOCOLS, negotiate};
+use crate::ws::{Compression, ErrorCode};
 
 /// `GET /v1/ws`: upgrades to a WebSocket speaking `streamgate.v1` with the compression the
-/// client prefers. A client that offers no subprotocol at all gets plain `streamgate.v1` and
-/// an answer without `Sec-WebSocket-Protocol` (answering a name it did not offer would fail
-/// its handshake); one that offers only names we do not speak is refused with 400.
+/// client prefers among those offered (`streams.websocket.compression`). A client that offers
+/// no subprotocol at all gets plain `streamgate.v1` and an answer without
+/// `Sec-WebSocket-Protocol` (answering a name it did not offer would fail its handshake),
+/// when `none` is offered; one that offers only names we do not speak or offer is refused
+/// with 400.
 pub async fn upgrade(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -42,20 +44,19 @@ pub async fn upgrade(
         // Not an upgrade (wrong method, headers or HTTP version): axum's own answer.
         Err(rejection) => return rejection.into_response(),
     };
+    let settings = state.hub.config().websocket.clone();
     let (ws, compression) = match offered(&headers) {
-        None => (ws, Compression::None),
-        Some(offer) => match negotiate(&offer) {
+        None if settings.compression.contains(Compression::None) => (ws, Compression::None),
+        None => return refuse(&headers, "no WebSocket subprotocol offered", &settings),
+        Some(offer) => match settings.compression.negotiate(&offer) {
             Some(c) => (ws.protocols([c.subprotocol()]), c),
             None => {
-                let error = GatewayError::Upgrade(format!(
-                    "none of the offered WebSocket subprotocols ({offer}) is spoken here; offer one of {}",
-                    SUBPROTOCOLS.join(", ")
-                ));
-                return error_response(super::door_dialect(&headers), &error);
+                let why =
+                    format!("none of the offered WebSocket subprotocols ({offer}) is spoken here");
+                return refuse(&headers, &why, &settings);
             }
         },
     };
-    let settings = state.hub.config().websocket.clone();
     let limit = transport_limit(&settings);
     let tracked = state.websockets.token();
     // Small buffers: tungstenite's 128 KiB default read buffer is allocated (and zeroed) per
@@ -69,6 +70,15 @@ pub async fn upgrade(
             connection::run(socket, state, headers, compression, settings).await;
             drop(tracked);
         })
+}
+
+/// The 400 of an upgrade whose subprotocols are none of those offered (`compression`).
+fn refuse(headers: &HeaderMap, why: &str, settings: &WebSocketSettings) -> Response {
+    let error = GatewayError::Upgrade(format!(
+        "{why}; offer one of {}",
+        settings.compression.subprotocols().join(", ")
+    ));
+    error_response(super::door_dialect(headers), &error)
 }
 
 /// Bytes read from the socket at a time per connection.
@@ -195,6 +205,6 @@ mod tests {
             http::HeaderValue::from_static("streamgate.v1+gzip, streamgate.v1"),
         );
         let offer = offered(&headers).unwrap_or_default();
-        assert_eq!(negotiate(&offer), Some(Compression::Gzip));
+        assert_eq!(crate::ws::negotiate(&offer), Some(Compression::Gzip));
     }
 }
