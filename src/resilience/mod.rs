@@ -67,7 +67,9 @@ impl Backoff {
     pub fn next_delay(&mut self, retry_after: Option<Duration>) -> Option<Duration> {
         let base = self.delays.next()?;
         let spread = 1.0 + self.jitter * (fastrand::f64() * 2.0 - 1.0);
-        let jittered = base.mul_f64(spread.max(0.0));
+        // Checked: `mul_f64` panics past `Duration::MAX` (a configured backoff may be huge).
+        let jittered =
+            Duration::try_from_secs_f64(base.as_secs_f64() * spread.max(0.0)).unwrap_or(base);
         Some(retry_after.map_or(jittered, |after| after.max(jittered)))
     }
 }

@@ -229,6 +229,10 @@ pub(super) fn error_response(door: Dialect, error: &GatewayError) -> Response {
             retry_after: Some(after),
             ..
         } => Some(after.as_secs_f64().ceil().max(1.0) as u64),
+        GatewayError::Unavailable {
+            retry_after: Some(after),
+            ..
+        } => Some(after.as_secs_f64().ceil().max(1.0) as u64),
         GatewayError::RateLimited(l) => Some(l.retry_after_secs()),
         _ => None,
     };
