@@ -521,3 +521,174 @@ async fn a_probe_whose_client_leaves_gives_the_route_back_at_once() {
     assert_eq!((state().state, state().failures), ("closed", 0));
     assert_eq!(up.hits.load(Ordering::SeqCst), 3);
 }
+
+/// Header values of every class a hostile or broken provider may send.
+fn hostile_value() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    prop_oneof![
+        any::<f64>().prop_map(|f| f.to_string()),
+        any::<f64>().prop_map(|f| format!("{f:e}")),
+        any::<u64>().prop_map(|n| n.to_string()),
+        any::<i64>().prop_map(|n| n.to_string()),
+        Just("inf".to_owned()),
+        Just("NaN".to_owned()),
+        Just("1e30".to_owned()),
+        Just("18446744073709551615".to_owned()),
+        // Small enough to be waited out within the test's budget.
+        (0u32..1500).prop_map(|ms| format!("{}", f64::from(ms) / 1000.0)),
+        "[0-9]{1,40}(\\.[0-9]{0,4})?(h|m|s|ms|us|ns){1,3}",
+        "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,12})?(Z|[+-][0-9]{2}:[0-9]{2})",
+        (0u64..10_000).prop_map(|year| format!("Fri, 31 Dec {year:04} 23:59:59 GMT")),
+        "[ -~]{0,30}",
+    ]
+}
+
+fn hostile_headers() -> impl proptest::strategy::Strategy<Value = Vec<(String, String)>> {
+    use proptest::prelude::*;
+    let names = vec![
+        "retry-after",
+        "retry-after-ms",
+        "x-ratelimit-reset-requests",
+        "x-ratelimit-reset-tokens",
+        "anthropic-ratelimit-requests-reset",
+        "anthropic-ratelimit-tokens-reset",
+        "anthropic-ratelimit-output-tokens-reset",
+    ];
+    let remaining = vec![
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-remaining-tokens",
+        "anthropic-ratelimit-requests-remaining",
+        "anthropic-ratelimit-tokens-remaining",
+        "anthropic-ratelimit-output-tokens-remaining",
+    ];
+    (
+        proptest::collection::vec((proptest::sample::select(names), hostile_value()), 0..6),
+        proptest::collection::vec(
+            (
+                proptest::sample::select(remaining),
+                prop_oneof![Just("0"), Just("-0"), Just("NaN"), Just("7")],
+            ),
+            0..4,
+        ),
+    )
+        .prop_map(|(resets, budgets)| {
+            resets
+                .into_iter()
+                .map(|(n, v)| (n.to_owned(), v))
+                .chain(
+                    budgets
+                        .into_iter()
+                        .map(|(n, v)| (n.to_owned(), v.to_owned())),
+                )
+                .collect()
+        })
+}
+
+/// One generated upstream behavior: the first answer's status and headers, then a stream
+/// with headers of its own.
+#[derive(Debug, Clone)]
+struct Hostile {
+    status: u16,
+    first: Vec<(String, String)>,
+    then: Vec<(String, String)>,
+    door: Dialect,
+    stream: bool,
+}
+
+fn hostile() -> impl proptest::strategy::Strategy<Value = Hostile> {
+    use proptest::prelude::*;
+    (
+        proptest::sample::select(vec![200u16, 408, 429, 429, 500, 503, 529]),
+        hostile_headers(),
+        hostile_headers(),
+        proptest::sample::select(DOORS.to_vec()),
+        any::<bool>(),
+    )
+        .prop_map(|(status, first, then, door, stream)| Hostile {
+            status,
+            first,
+            then,
+            door,
+            stream,
+        })
+}
+
+#[test]
+fn hostile_rate_limit_headers_through_the_attempt_loop_end_cleanly() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Each case asks its own model, so what one case's headers block does not touch the next.
+    let cases: Arc<Mutex<HashMap<String, Hostile>>> = Arc::default();
+    let script_cases = cases.clone();
+    let (up, g) = rt.block_on(async {
+        let up = upstream(Arc::new(move |model, nth| {
+            let case = script_cases.lock().unwrap()[model].clone();
+            match (nth, case.status) {
+                (0, 200) | (1.., _) => Reply::Stream(
+                    Duration::ZERO,
+                    if nth == 0 { case.first } else { case.then },
+                ),
+                (0, status) => Reply::Status(status, case.first),
+            }
+        }))
+        .await;
+        let g = gateway(&up, |c| {
+            let retry = &mut c.streaming.retry_policy;
+            retry.max_attempts = 3;
+            // Waits past this are refused at once: a case never waits longer.
+            retry.time_to_fallback_ms = 1500;
+            c.streaming.circuit_breaker.failure_threshold = 1000;
+        })
+        .await;
+        (up, g)
+    });
+    let next = AtomicUsize::new(0);
+    let config = proptest::test_runner::Config {
+        cases: 40,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    };
+    proptest::proptest!(config, |(case in hostile())| {
+        let model = format!("c{}", next.fetch_add(1, Ordering::SeqCst));
+        cases.lock().unwrap().insert(model.clone(), case.clone());
+        let outcome = rt.block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(15),
+                g.ask(case.door, &format!("up/{model}"), case.stream),
+            )
+            .await
+        });
+        match outcome {
+            Err(_) => proptest::prop_assert!(false, "no answer within 15 s: {case:?}"),
+            Ok(Outcome::Whole) => {}
+            Ok(Outcome::Refused(status, _, body)) => {
+                // Only the upstream's own failure, passed on in the door's shape.
+                proptest::prop_assert!(
+                    matches!(status, 408 | 429 | 500 | 502 | 503 | 529),
+                    "{status} {body}: {case:?}"
+                );
+            }
+        }
+    });
+    // The gateway is still whole.
+    rt.block_on(async {
+        cases.lock().unwrap().insert(
+            "after".into(),
+            Hostile {
+                status: 200,
+                first: Vec::new(),
+                then: Vec::new(),
+                door: Dialect::OpenAi,
+                stream: true,
+            },
+        );
+        assert!(matches!(
+            g.ask(Dialect::OpenAi, "up/after", true).await,
+            Outcome::Whole
+        ));
+    });
+    assert!(up.hits.load(Ordering::SeqCst) >= 41);
+}
