@@ -115,11 +115,16 @@ pub enum GatewayError {
     Internal(String),
 }
 
-/// `; retry in N s` (whole seconds, rounded up) when a wait is known.
+/// `; retry in N s` when a wait is known.
 fn retry_in(after: &Option<Duration>) -> String {
     after.map_or_else(String::new, |d| {
-        format!("; retry in {} s", d.as_secs_f64().ceil().max(1.0) as u64)
+        format!("; retry in {} s", retry_after_secs(d))
     })
+}
+
+/// A wait as a `Retry-After` value: whole seconds, rounded up, at least 1.
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
 }
 
 /// Which of an upstream call's timers fired.

@@ -20,10 +20,10 @@ use tokio::time::{Instant, Sleep};
 use super::{Answer, Call, Engine, Events, unix_now};
 use crate::error::GatewayError;
 use crate::limit::Permit;
-use crate::resilience::Backoff;
 use crate::resilience::breaker::Pass;
 use crate::resilience::classify::{Action, classify};
 use crate::resilience::continuation::{Mode, continue_request};
+use crate::resilience::{Backoff, later};
 use crate::route::{self, Route};
 use crate::splice::{Continuation, Seam, Splicer};
 use crate::upstream::EventStream;
@@ -73,7 +73,7 @@ pub(super) async fn start(
     let hold = engine.config().streaming.retry_policy.hold_tool_calls;
     let mut run = Run {
         backoff: Backoff::new(&policy),
-        budget_end: later(policy.time_to_fallback),
+        budget_end: later(Instant::now(), policy.time_to_fallback),
         engine,
         call,
         request_id,
@@ -470,14 +470,4 @@ impl Run {
         self.stream = Some(stream);
         Ok(())
     }
-}
-
-/// `now + wait`, or a century from now when that overflows (a budget from the configuration
-/// may be anything).
-fn later(wait: Duration) -> Instant {
-    const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
-    let now = Instant::now();
-    now.checked_add(wait)
-        .or_else(|| now.checked_add(CENTURY))
-        .unwrap_or(now)
 }

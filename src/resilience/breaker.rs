@@ -15,6 +15,8 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use super::later;
+
 /// Breaker settings.
 #[derive(Debug, Clone, Copy)]
 pub struct BreakerConfig {
@@ -287,15 +289,6 @@ impl Breakers {
         all.sort_by(|a, b| a.route.cmp(&b.route));
         all
     }
-}
-
-/// `now + wait`, or `now` plus a century when that overflows (a cooldown from the
-/// configuration may be anything).
-fn later(now: Instant, wait: Duration) -> Instant {
-    const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
-    now.checked_add(wait)
-        .or_else(|| now.checked_add(CENTURY))
-        .unwrap_or(now)
 }
 
 #[cfg(test)]

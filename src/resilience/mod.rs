@@ -9,6 +9,16 @@ pub mod continuation;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use tokio::time::Instant;
+
+/// `now + wait`, or a century from `now` when that overflows: budgets and cooldowns come from
+/// the configuration and may be anything.
+pub fn later(now: Instant, wait: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
+    now.checked_add(wait)
+        .or_else(|| now.checked_add(CENTURY))
+        .unwrap_or(now)
+}
 
 /// Retry and failover settings (config `[streaming.retryPolicy]`).
 #[derive(Debug, Clone, Copy, PartialEq)]
