@@ -432,9 +432,12 @@ async fn the_503_of_cooling_routes_carries_retry_after_at_every_door() {
 
 /// An engine over `upstream` alone, for what the doors do not show (the pass a run holds).
 fn engine(upstream: &Upstream, edit: impl FnOnce(&mut Config)) -> Arc<streamgate::engine::Engine> {
+    engine_at(upstream.addr, edit)
+}
+
+fn engine_at(addr: SocketAddr, edit: impl FnOnce(&mut Config)) -> Arc<streamgate::engine::Engine> {
     let mut config = Config::default();
-    let mut provider =
-        ProviderConfig::new(Dialect::OpenAi, &format!("http://{}/v1", upstream.addr), "");
+    let mut provider = ProviderConfig::new(Dialect::OpenAi, &format!("http://{addr}/v1"), "");
     provider.api_key_env = None;
     config.providers.insert("up".into(), provider);
     edit(&mut config);
@@ -691,4 +694,51 @@ fn hostile_rate_limit_headers_through_the_attempt_loop_end_cleanly() {
         ));
     });
     assert!(up.hits.load(Ordering::SeqCst) >= 41);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config {
+        cases: 32,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    })]
+
+    /// On a paused clock: a request whose only route rests waits the rest out exactly when
+    /// it ends within the budget, and is refused at once (429, that rest) otherwise.
+    #[test]
+    fn a_request_waits_out_a_rest_only_when_it_fits_the_budget(
+        rest_ms in 1u64..20_000,
+        budget_ms in 1u64..20_000,
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // Nothing listens there: what matters is whether and when an attempt is made.
+            let e = engine_at(SocketAddr::from(([127, 0, 0, 1], 1)), |c| {
+                c.streaming.retry_policy.max_attempts = 1;
+                c.streaming.retry_policy.time_to_fallback_ms = budget_ms;
+            });
+            let rest = Duration::from_millis(rest_ms);
+            e.upstream().backoff().block("up/m", rest);
+            let started = tokio::time::Instant::now();
+            let result = e.answer(call("up/m")).await;
+            let waited = started.elapsed();
+            match result {
+                Err(streamgate::error::GatewayError::RateLimited(l)) => {
+                    proptest::prop_assert!(rest_ms >= budget_ms, "refused a rest that fits");
+                    proptest::prop_assert_eq!(l.retry_after, rest);
+                    proptest::prop_assert!(waited.is_zero(), "{waited:?}");
+                }
+                other => {
+                    proptest::prop_assert!(rest_ms < budget_ms, "waited past the budget: {other:?}");
+                    proptest::prop_assert!(waited >= rest, "{waited:?}");
+                    proptest::prop_assert!(other.is_err(), "nothing listens");
+                }
+            }
+            Ok(())
+        })?;
+    }
 }
