@@ -196,7 +196,9 @@ impl Breakers {
         })
     }
 
-    fn success(&self, route: &str) {
+    /// `route` answered: its breaker closes. (A run reports through its [`Pass`]; this is
+    /// for an attempt made without one.)
+    pub fn success(&self, route: &str) {
         self.with(|inner| {
             let state = inner
                 .states
@@ -209,7 +211,9 @@ impl Breakers {
         });
     }
 
-    fn failure(&self, route: &str) {
+    /// `route` failed: counted, and the breaker opens at the threshold (at once when it was
+    /// open or half-open). (A run reports through its [`Pass`].)
+    pub fn failure(&self, route: &str) {
         let config = self.config;
         let now = Instant::now();
         self.with(|inner| {
