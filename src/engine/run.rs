@@ -136,18 +136,14 @@ impl Run {
                 Some(Ok(event)) => {
                     self.push(event, &mut out);
                     if self.splicer.ended() {
-                        if let Some(pass) = self.pass.take() {
-                            pass.success();
-                        }
+                        self.report_success();
                         self.done = true;
                     }
                 }
                 None => {
                     // The attempt's stream ended without its stream.end: nothing more to say,
                     // and the route did not finish its answer.
-                    if let Some(pass) = self.pass.as_mut() {
-                        pass.failure();
-                    }
+                    self.report_failure();
                     self.done = true;
                 }
                 Some(Err(e)) => {
@@ -251,10 +247,8 @@ impl Run {
         loop {
             let route = self.routes[self.at].clone();
             let action = classify(&error, self.uses_client_key(&route));
-            if !matches!(action, Action::Client | Action::ContinueWithoutPrefill)
-                && let Some(pass) = self.pass.as_mut()
-            {
-                pass.failure();
+            if !matches!(action, Action::Client | Action::ContinueWithoutPrefill) {
+                self.report_failure();
             }
             let reason = error.to_string();
             let seam = match action {
@@ -302,6 +296,25 @@ impl Run {
                 Ok(()) => return Ok(()),
                 Err(e) => error = e,
             }
+        }
+    }
+
+    /// The current route answered: through the run's pass when it is that route's, so a probe
+    /// is reported as such.
+    fn report_success(&mut self) {
+        let route = self.routes[self.at].to_string();
+        match self.pass.take() {
+            Some(pass) if pass.route() == route => pass.success(),
+            _ => self.engine.breakers.success(&route),
+        }
+    }
+
+    /// The current route failed (a failure that is the route's, not the client's).
+    fn report_failure(&mut self) {
+        let route = self.routes[self.at].to_string();
+        match self.pass.as_mut() {
+            Some(pass) if pass.route() == route => pass.failure(),
+            _ => self.engine.breakers.failure(&route),
         }
     }
 
