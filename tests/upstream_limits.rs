@@ -286,6 +286,8 @@ async fn twenty_clients_wait_out_one_short_429() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(up.hits.load(Ordering::SeqCst), 1);
+    // Let the gateway read the 429's headers (the retry comes a second later).
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let others: Vec<_> = (1..20).map(ask).collect();
     let mut outcomes = vec![first.await.unwrap()];
     for o in others {
