@@ -90,10 +90,12 @@ pub enum GatewayError {
     #[error(transparent)]
     RateLimited(#[from] crate::limit::Limited),
     /// Every route is skipped by its circuit breaker.
-    #[error("{message}")]
+    #[error("{message}{}", retry_in(.retry_after))]
     Unavailable {
         /// What is unavailable.
         message: String,
+        /// When the soonest route lets a request through (the `Retry-After` of the 503).
+        retry_after: Option<Duration>,
     },
     /// The upstream's answer cannot be expressed in the client's dialect (e.g. several choices
     /// for an Anthropic client).
@@ -111,6 +113,18 @@ pub enum GatewayError {
     /// A bug or an impossible state inside the gateway.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// `; retry in N s` when a wait is known.
+fn retry_in(after: &Option<Duration>) -> String {
+    after.map_or_else(String::new, |d| {
+        format!("; retry in {} s", retry_after_secs(d))
+    })
+}
+
+/// A wait as a `Retry-After` value: whole seconds, rounded up, at least 1.
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
 }
 
 /// Which of an upstream call's timers fired.

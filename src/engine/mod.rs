@@ -63,7 +63,7 @@ pub struct Engine {
     upstream: Upstream,
     defaults: AnthropicDefaults,
     policy: RetryPolicy,
-    breakers: Breakers,
+    breakers: Arc<Breakers>,
     limiter: crate::limit::Limiter,
     next_request: AtomicU64,
     retries: AtomicU64,
@@ -98,10 +98,10 @@ impl Engine {
             time_to_fallback: Duration::from_millis(retry.time_to_fallback_ms),
         };
         let breaker = &config.streaming.circuit_breaker;
-        let breakers = Breakers::new(BreakerConfig {
+        let breakers = Arc::new(Breakers::new(BreakerConfig {
             failure_threshold: breaker.failure_threshold.max(1),
             cooldown: Duration::from_millis(breaker.cooldown_ms),
-        });
+        }));
         let limiter = crate::limit::Limiter::new(&config.limits)
             .map_err(|e| GatewayError::Internal(format!("rate limits: {e}")))?;
         Ok(Engine {

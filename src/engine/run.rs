@@ -20,9 +20,10 @@ use tokio::time::{Instant, Sleep};
 use super::{Answer, Call, Engine, Events, unix_now};
 use crate::error::GatewayError;
 use crate::limit::Permit;
-use crate::resilience::Backoff;
+use crate::resilience::breaker::Pass;
 use crate::resilience::classify::{Action, classify};
 use crate::resilience::continuation::{Mode, continue_request};
+use crate::resilience::{Backoff, later};
 use crate::route::{self, Route};
 use crate::splice::{Continuation, Seam, Splicer};
 use crate::upstream::EventStream;
@@ -51,6 +52,9 @@ struct Run {
     done: bool,
     /// The rate-limit admission: holds the stream slot, settled with the real usage.
     permit: Permit,
+    /// The current route's breaker admission; dropped unreported with the run (the client
+    /// left, the answer was abandoned), it gives back a half-open probe.
+    pass: Option<Pass>,
 }
 
 /// Opens the first attempt that answers and returns the answer's event stream.
@@ -69,7 +73,7 @@ pub(super) async fn start(
     let hold = engine.config().streaming.retry_policy.hold_tool_calls;
     let mut run = Run {
         backoff: Backoff::new(&policy),
-        budget_end: Instant::now() + policy.time_to_fallback,
+        budget_end: later(Instant::now(), policy.time_to_fallback),
         engine,
         call,
         request_id,
@@ -83,26 +87,9 @@ pub(super) async fn start(
         attempt_timer: Box::pin(tokio::time::sleep(Duration::from_secs(u32::MAX.into()))),
         done: false,
         permit,
+        pass: None,
     };
-    let Some(first) = run.first_allowed(0) else {
-        // A provider's own rate limit is a 429 the client can wait out; open breakers are a 503.
-        let backoff = run.engine.upstream.backoff();
-        if let Some(limited) = run
-            .routes
-            .iter()
-            .filter_map(|r| backoff.limited(&r.to_string()))
-            .min_by_key(|l| l.retry_after)
-        {
-            return Err(GatewayError::RateLimited(limited));
-        }
-        return Err(GatewayError::Unavailable {
-            message: format!(
-                "every route for {:?} is cooling down after repeated failures",
-                run.call.request.model
-            ),
-        });
-    };
-    run.at = first;
+    run.at = run.first_open_route().await?;
     let mut out = Vec::new();
     let seam = (!prior.is_empty()).then(|| run.replay(prior, &mut out));
     if let Err(e) = run.attempt(&mut out, seam).await {
@@ -149,14 +136,14 @@ impl Run {
                 Some(Ok(event)) => {
                     self.push(event, &mut out);
                     if self.splicer.ended() {
-                        self.engine
-                            .breakers
-                            .success(&self.routes[self.at].to_string());
+                        self.report_success();
                         self.done = true;
                     }
                 }
                 None => {
-                    // The attempt's stream ended without its stream.end: nothing more to say.
+                    // The attempt's stream ended without its stream.end: nothing more to say,
+                    // and the route did not finish its answer.
+                    self.report_failure();
                     self.done = true;
                 }
                 Some(Err(e)) => {
@@ -261,7 +248,7 @@ impl Run {
             let route = self.routes[self.at].clone();
             let action = classify(&error, self.uses_client_key(&route));
             if !matches!(action, Action::Client | Action::ContinueWithoutPrefill) {
-                self.engine.breakers.failure(&route.to_string());
+                self.report_failure();
             }
             let reason = error.to_string();
             let seam = match action {
@@ -312,6 +299,25 @@ impl Run {
         }
     }
 
+    /// The current route answered: through the run's pass when it is that route's, so a probe
+    /// is reported as such.
+    fn report_success(&mut self) {
+        let route = self.routes[self.at].to_string();
+        match self.pass.take() {
+            Some(pass) if pass.route() == route => pass.success(),
+            _ => self.engine.breakers.success(&route),
+        }
+    }
+
+    /// The current route failed (a failure that is the route's, not the client's).
+    fn report_failure(&mut self) {
+        let route = self.routes[self.at].to_string();
+        match self.pass.as_mut() {
+            Some(pass) if pass.route() == route => pass.failure(),
+            _ => self.engine.breakers.failure(&route),
+        }
+    }
+
     /// The wait before retrying the current route, if it may be retried within the budget.
     fn retry_delay(&mut self, error: &GatewayError) -> Option<Duration> {
         if self.tries >= self.engine.policy.max_attempts {
@@ -322,7 +328,14 @@ impl Run {
             _ => None,
         };
         let delay = self.backoff.next_delay(retry_after)?;
-        (Instant::now() + delay < self.budget_end).then_some(delay)
+        self.fits_budget(delay).then_some(delay)
+    }
+
+    /// Whether a wait of `delay` from now ends within the request's budget.
+    fn fits_budget(&self, delay: Duration) -> bool {
+        Instant::now()
+            .checked_add(delay)
+            .is_some_and(|end| end < self.budget_end)
     }
 
     /// Moves to the next route whose breaker lets it through, and returns the seam to mark
@@ -348,13 +361,60 @@ impl Run {
     }
 
     /// The first route from `from` on that its provider is not rate-limiting and its circuit
-    /// breaker lets through.
-    fn first_allowed(&self, from: usize) -> Option<usize> {
+    /// breaker lets through; its breaker pass becomes the run's.
+    fn first_allowed(&mut self, from: usize) -> Option<usize> {
         (from..self.routes.len()).find(|&i| {
             let route = self.routes[i].to_string();
-            self.engine.upstream.backoff().blocked_for(&route).is_none()
-                && self.engine.breakers.allow(&route)
+            if self.engine.upstream.backoff().blocked_for(&route).is_some() {
+                return false;
+            }
+            self.pass = self.engine.breakers.allow(&route);
+            self.pass.is_some()
         })
+    }
+
+    /// The first route of the plan that may be tried. When every route rests after its
+    /// provider's 429 and the shortest rest fits in the budget, waits for it (as a retry on
+    /// that route would) rather than refusing: concurrent requests do not turn one short 429
+    /// into a 429 each. Otherwise the client gets that 429, or the 503 of open breakers, with
+    /// the soonest time to come back.
+    async fn first_open_route(&mut self) -> Result<usize, GatewayError> {
+        loop {
+            if let Some(first) = self.first_allowed(0) {
+                return Ok(first);
+            }
+            let backoff = self.engine.upstream.backoff();
+            let limited = self
+                .routes
+                .iter()
+                .filter_map(|r| backoff.limited(&r.to_string()))
+                .min_by_key(|l| l.retry_after);
+            if let Some(limited) = limited {
+                if !self.fits_budget(limited.retry_after) {
+                    return Err(GatewayError::RateLimited(limited));
+                }
+                tracing::info!(
+                    model = %self.call.request.model,
+                    wait_ms = limited.retry_after.as_millis() as u64,
+                    "every route is rate-limited upstream: waiting for the soonest"
+                );
+                tokio::time::sleep(limited.retry_after).await;
+                continue;
+            }
+            let breakers = &self.engine.breakers;
+            let retry_after = self
+                .routes
+                .iter()
+                .filter_map(|r| breakers.retry_in(&r.to_string()))
+                .min();
+            return Err(GatewayError::Unavailable {
+                message: format!(
+                    "every route for {:?} is cooling down after repeated failures",
+                    self.call.request.model
+                ),
+                retry_after,
+            });
+        }
     }
 
     fn uses_client_key(&self, route: &Route) -> bool {

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use http::HeaderMap;
 use tokio::time::Instant;
 
-use super::headers::backoff_from_headers;
+use super::headers::{MAX_BACKOFF, backoff_from_headers};
 use super::limited::{LimitKind, Limited, Scope};
 
 /// Routes resting after a provider said to slow down (429, `retry-after`, or a budget header
@@ -33,9 +33,11 @@ impl UpstreamBackoff {
         }
     }
 
-    /// Blocks `route` for `wait` from now, unless it is already blocked for longer.
+    /// Blocks `route` for `wait` from now (at most [`MAX_BACKOFF`]), unless it is already
+    /// blocked for longer.
     pub fn block(&self, route: &str, wait: Duration) {
-        let until = Instant::now() + wait;
+        let now = Instant::now();
+        let until = now.checked_add(wait.min(MAX_BACKOFF)).unwrap_or(now);
         let mut map = self.lock();
         let entry = map.entry(route.to_owned()).or_insert(until);
         if until > *entry {

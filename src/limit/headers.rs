@@ -41,16 +41,12 @@ const ANTHROPIC: [(&str, &str); 4] = [
 ];
 
 /// How long a route should rest after an answer with `status` and `headers`, received at
-/// `now`: the longest of every exhausted budget's reset and (on 429/503) `retry-after`; a 429
-/// with nothing usable rests [`DEFAULT_429_BACKOFF`]. None: no reason to rest.
+/// `now`: the longest of every exhausted budget's reset and (on 429/503) [`retry_after`]; a
+/// 429 with nothing usable rests [`DEFAULT_429_BACKOFF`]. None: no reason to rest. Never longer
+/// than [`MAX_BACKOFF`].
 pub fn backoff_from_headers(status: u16, headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let text = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-    };
-    let exhausted = |name: &str| text(name).and_then(|v| v.parse::<f64>().ok()) == Some(0.0);
+    let exhausted =
+        |name: &str| text(headers, name).and_then(|v| v.parse::<f64>().ok()) == Some(0.0);
     let mut longest: Option<Duration> = None;
     let mut consider = |d: Duration| {
         if !d.is_zero() && longest.is_none_or(|l| d > l) {
@@ -60,7 +56,7 @@ pub fn backoff_from_headers(status: u16, headers: &HeaderMap, now: SystemTime) -
     for (remaining, reset) in OPENAI {
         if exhausted(remaining) {
             consider(
-                text(reset)
+                text(headers, reset)
                     .and_then(parse_go_duration)
                     .unwrap_or(DEFAULT_429_BACKOFF),
             );
@@ -68,43 +64,70 @@ pub fn backoff_from_headers(status: u16, headers: &HeaderMap, now: SystemTime) -
     }
     for (remaining, reset) in ANTHROPIC {
         if exhausted(remaining) {
-            let until = text(reset).and_then(parse_rfc3339);
-            let wait = until.map(|t| t.duration_since(now).unwrap_or(Duration::ZERO));
-            consider(wait.unwrap_or(DEFAULT_429_BACKOFF));
+            let until = text(headers, reset).and_then(parse_rfc3339);
+            consider(until.map_or(DEFAULT_429_BACKOFF, |t| wait_until(t, now)));
         }
     }
-    if matches!(status, 429 | 503) {
-        if let Some(ms) = text("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
-            consider(secs_f64(ms / 1000.0));
-        }
-        if let Some(v) = text("retry-after") {
-            let wait = match v.parse::<f64>() {
-                Ok(secs) => Some(secs_f64(secs)),
-                Err(_) => httpdate::parse_http_date(v)
-                    .ok()
-                    .map(|t| t.duration_since(now).unwrap_or(Duration::ZERO)),
-            };
-            if let Some(wait) = wait {
-                consider(wait);
-            }
-        }
+    if matches!(status, 429 | 503)
+        && let Some(wait) = retry_after(headers, now)
+    {
+        consider(wait);
     }
     if status == 429 && longest.is_none() {
         longest = Some(DEFAULT_429_BACKOFF);
     }
-    longest.map(|d| d.min(MAX_BACKOFF))
+    longest.map(clamp)
 }
 
-fn secs_f64(secs: f64) -> Duration {
-    if secs.is_finite() && secs > 0.0 {
-        Duration::from_secs_f64(secs.min(MAX_BACKOFF.as_secs_f64()))
-    } else {
-        Duration::ZERO
+/// The provider's `retry-after-ms` (milliseconds, fractional allowed), else its `Retry-After`
+/// (seconds, fractional allowed, or an HTTP date), received at `now`: the one reading of these
+/// headers in the gateway. Clamped to [`MAX_BACKOFF`] (a huge or far-future value means "long",
+/// not "forever"); a date already past is zero; a value that is not a number or date, negative,
+/// NaN or infinite says nothing (None), and a malformed `retry-after-ms` falls back to
+/// `Retry-After`.
+pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let ms = text(headers, "retry-after-ms")
+        .and_then(|v| v.parse::<f64>().ok())
+        .and_then(|ms| secs_f64(ms / 1000.0));
+    ms.or_else(|| {
+        let v = text(headers, "retry-after")?;
+        match v.parse::<f64>() {
+            Ok(secs) => secs_f64(secs),
+            Err(_) => httpdate::parse_http_date(v)
+                .ok()
+                .map(|t| wait_until(t, now)),
+        }
+    })
+}
+
+fn text<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+fn clamp(wait: Duration) -> Duration {
+    wait.min(MAX_BACKOFF)
+}
+
+/// From `now` to `then`, zero if past, at most [`MAX_BACKOFF`].
+fn wait_until(then: SystemTime, now: SystemTime) -> Duration {
+    clamp(then.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// A non-negative number of seconds as a wait, at most [`MAX_BACKOFF`]; NaN, infinite or
+/// negative: None. (`Duration::from_secs_f64` panics on those and on overflow: the value is
+/// checked and clamped first.)
+fn secs_f64(secs: f64) -> Option<Duration> {
+    if !secs.is_finite() || secs < 0.0 {
+        return None;
     }
+    Duration::try_from_secs_f64(secs.min(MAX_BACKOFF.as_secs_f64())).ok()
 }
 
 /// A Go `time.Duration` string as OpenAI sends it: `1s`, `6m0s`, `1m30s`, `20ms`, `1.5s`,
-/// `1h2m3.5s`, `0`. Negative or malformed: None.
+/// `1h2m3.5s`, `0`; saturating at `Duration::MAX` (callers clamp). Negative or malformed: None.
 pub fn parse_go_duration(text: &str) -> Option<Duration> {
     let mut rest = text.trim();
     if rest == "0" {
@@ -136,7 +159,9 @@ pub fn parse_go_duration(text: &str) -> Option<Duration> {
         rest = &rest[unit.len()..];
         total += value * seconds;
     }
-    Some(Duration::from_secs_f64(total))
+    // The sum is never negative or NaN (no sign is read); only overflow is left, and a long
+    // run of digits (up to infinity) still means "long".
+    Some(Duration::try_from_secs_f64(total).unwrap_or(Duration::MAX))
 }
 
 /// An RFC 3339 timestamp (`2025-01-01T00:00:30Z`, `...30.5+02:00`) as a system time. Before

@@ -99,7 +99,9 @@ impl Limited {
     /// The `Retry-After` header value: whole seconds, rounded up, at least 1.
     pub fn retry_after_secs(&self) -> u64 {
         let d = self.retry_after;
-        (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
+        d.as_secs()
+            .saturating_add(u64::from(d.subsec_nanos() > 0))
+            .max(1)
     }
 
     /// `retry_after` in milliseconds, rounded up.

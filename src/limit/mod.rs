@@ -79,7 +79,10 @@ use tokio::time::Instant;
 pub use backoff::UpstreamBackoff;
 pub use client::ClientId;
 pub use config::{DEFAULT_MAX_QUEUED, KeyQuotas, LimitConfig, Quotas};
-pub use headers::{backoff_from_headers, parse_go_duration, parse_rfc3339};
+pub use headers::{
+    DEFAULT_429_BACKOFF, MAX_BACKOFF, backoff_from_headers, parse_go_duration, parse_rfc3339,
+    retry_after,
+};
 pub use limited::{LimitKind, Limited, Scope};
 
 use budget::{Budgets, Subject};

@@ -528,3 +528,198 @@ async fn rpm_and_streams_hold_across_threads() {
     drop(permits);
     assert_eq!(l.in_flight(&Subject::Model("m".into())), 0);
 }
+
+#[test]
+fn retry_after_reads_ms_then_seconds_then_a_date() {
+    let now = UNIX_EPOCH + Duration::from_secs(1_709_296_200);
+    let at = |pairs: &[(&'static str, &str)]| retry_after(&headers(pairs), now);
+    assert_eq!(at(&[("retry-after", "3")]), Some(Duration::from_secs(3)));
+    assert_eq!(
+        at(&[("retry-after", "1.5")]),
+        Some(Duration::from_millis(1500))
+    );
+    assert_eq!(
+        at(&[("retry-after", "3"), ("retry-after-ms", "250")]),
+        Some(Duration::from_millis(250))
+    );
+    // A malformed retry-after-ms falls back to Retry-After.
+    assert_eq!(
+        at(&[("retry-after", "3"), ("retry-after-ms", "soon")]),
+        Some(Duration::from_secs(3))
+    );
+    assert_eq!(
+        at(&[("retry-after", "Fri, 01 Mar 2024 12:30:30 GMT")]),
+        Some(Duration::from_secs(30))
+    );
+    assert_eq!(
+        at(&[("retry-after", "Fri, 01 Mar 2024 12:00:00 GMT")]),
+        Some(Duration::ZERO),
+        "a date already past"
+    );
+    assert_eq!(at(&[]), None);
+}
+
+#[test]
+fn hostile_numbers_are_clamped_or_ignored() {
+    let now = SystemTime::now();
+    let clamped = [
+        "1e30",
+        "18446744073709551615",
+        "1e308",
+        "340282366920938463463374607431768211456",
+    ];
+    for v in clamped {
+        for name in ["retry-after", "retry-after-ms"] {
+            assert_eq!(
+                retry_after(&headers(&[(name, v)]), now),
+                Some(MAX_BACKOFF),
+                "{name}: {v}"
+            );
+        }
+    }
+    for v in [
+        "inf",
+        "-inf",
+        "NaN",
+        "-1",
+        "-0.5",
+        "1e999",
+        "",
+        "soon",
+        "0x10",
+        "Fri, 31 Dec 9999",
+    ] {
+        for name in ["retry-after", "retry-after-ms"] {
+            let h = headers(&[(name, v)]);
+            assert_eq!(retry_after(&h, now), None, "{name}: {v}");
+            // A 429 that says nothing usable rests the default.
+            assert_eq!(
+                backoff_from_headers(429, &h, now),
+                Some(DEFAULT_429_BACKOFF),
+                "{name}: {v}"
+            );
+        }
+    }
+    // 1e999 parses as infinity: ignored, not a panic.
+    let far_dates = [
+        ("retry-after", "Fri, 31 Dec 9999 23:59:59 GMT"),
+        ("anthropic-ratelimit-requests-reset", "9999-12-31T23:59:59Z"),
+        (
+            "x-ratelimit-reset-requests",
+            "99999999999999999999999999999999h",
+        ),
+        (
+            "x-ratelimit-reset-tokens",
+            "1844674407370955161518446744073709551615s",
+        ),
+    ];
+    for (name, v) in far_dates {
+        let h = headers(&[
+            (name, v),
+            ("anthropic-ratelimit-requests-remaining", "0"),
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-remaining-tokens", "0"),
+        ]);
+        assert_eq!(
+            backoff_from_headers(429, &h, now),
+            Some(MAX_BACKOFF),
+            "{name}: {v}"
+        );
+    }
+    assert_eq!(parse_go_duration("1.2.3s"), None);
+    assert_eq!(parse_go_duration("9".repeat(400).as_str()), None, "no unit");
+    assert_eq!(
+        parse_go_duration(&format!("{}h", "9".repeat(400))),
+        Some(Duration::MAX)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_huge_block_is_clamped() {
+    let b = UpstreamBackoff::new();
+    b.block("a/m", Duration::MAX);
+    assert_eq!(b.blocked_for("a/m"), Some(MAX_BACKOFF));
+}
+
+/// Header values of every class a hostile or broken provider may send.
+fn hostile_value() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    prop_oneof![
+        any::<f64>().prop_map(|f| f.to_string()),
+        any::<f64>().prop_map(|f| format!("{f:e}")),
+        any::<u64>().prop_map(|n| n.to_string()),
+        any::<i64>().prop_map(|n| n.to_string()),
+        any::<u128>().prop_map(|n| n.to_string()),
+        Just("inf".to_owned()),
+        Just("NaN".to_owned()),
+        Just("-Infinity".to_owned()),
+        "[0-9]{1,45}(\\.[0-9]{0,6})?",
+        "([0-9]{1,30}(\\.[0-9]{0,4})?(h|m|s|ms|us|ns|µs|x)){1,4}",
+        "[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,12})?(Z|[+-][0-9]{2}:[0-9]{2})",
+        (0u64..10_000, 0u64..60)
+            .prop_map(|(year, s)| format!("Fri, 31 Dec {year:04} 23:59:{s:02} GMT")),
+        "[ -~]{0,40}",
+    ]
+}
+
+const RATE_HEADERS: [&str; 14] = [
+    "retry-after",
+    "retry-after-ms",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+    "anthropic-ratelimit-requests-remaining",
+    "anthropic-ratelimit-requests-reset",
+    "anthropic-ratelimit-tokens-remaining",
+    "anthropic-ratelimit-tokens-reset",
+    "anthropic-ratelimit-input-tokens-remaining",
+    "anthropic-ratelimit-input-tokens-reset",
+    "anthropic-ratelimit-output-tokens-remaining",
+    "anthropic-ratelimit-output-tokens-reset",
+];
+
+proptest::proptest! {
+    /// Any mix of rate-limit headers with any values, on any status: the one parser never
+    /// panics and never asks for a rest past MAX_BACKOFF, and the route record takes it.
+    #[test]
+    fn hostile_rate_limit_headers_never_panic(
+        status in proptest::sample::select(vec![200u16, 408, 429, 500, 503, 529]),
+        pairs in proptest::collection::vec(
+            (proptest::sample::select(RATE_HEADERS.to_vec()), hostile_value()),
+            0..8,
+        ),
+        zero in proptest::collection::vec(proptest::sample::select(RATE_HEADERS.to_vec()), 0..4),
+    ) {
+        let mut h = HeaderMap::new();
+        for (name, value) in &pairs {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                h.insert(*name, v);
+            }
+        }
+        // Some budgets exhausted, so their resets are read.
+        for name in zero {
+            if name.ends_with("remaining") || name.contains("remaining-") {
+                h.insert(name, HeaderValue::from_static("0"));
+            }
+        }
+        let now = SystemTime::now();
+        let wait = backoff_from_headers(status, &h, now);
+        proptest::prop_assert!(wait.is_none_or(|w| w <= MAX_BACKOFF), "{wait:?}");
+        if status == 429 {
+            proptest::prop_assert!(wait.is_some());
+        }
+        proptest::prop_assert!(retry_after(&h, now).is_none_or(|w| w <= MAX_BACKOFF));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let b = UpstreamBackoff::new();
+            b.observe("a/m", status, &h);
+            proptest::prop_assert_eq!(b.blocked_for("a/m"), wait.filter(|w| !w.is_zero()));
+            Ok(())
+        })?;
+    }
+}

@@ -1,28 +1,54 @@
 //! Per-route circuit breakers: a route that keeps failing is skipped for a cooldown, then one
 //! probe is let through (half-open); its success closes the breaker again, so traffic returns
 //! to a recovered primary within one cooldown.
+//!
+//! A route is never stranded half-open: every admission is a [`Pass`] that reports the
+//! attempt's outcome, and a pass dropped without a report (the client left, a detached answer
+//! timed out, the answer was abandoned) gives its probe back, so the next request probes. A
+//! probe that neither reports nor is dropped (an answer still streaming) holds the route for
+//! at most one cooldown; after that the next request probes too.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
 use tokio::time::Instant;
+
+use super::later;
 
 /// Breaker settings.
 #[derive(Debug, Clone, Copy)]
 pub struct BreakerConfig {
     /// Consecutive failures that open the breaker.
     pub failure_threshold: u32,
-    /// How long an open breaker skips its route before a probe.
+    /// How long an open breaker skips its route before a probe, and how long a probe holds
+    /// the half-open route before another request may probe.
     pub cooldown: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    Closed { failures: u32 },
-    Open { until: Instant },
-    HalfOpen { probing: bool },
+    Closed {
+        failures: u32,
+    },
+    /// Skipped until `until`; `failures`: the consecutive failures that opened it.
+    Open {
+        until: Instant,
+        failures: u32,
+    },
+    /// The cooldown is over; `probe` is the attempt testing the route, if one is out.
+    HalfOpen {
+        failures: u32,
+        probe: Option<Probe>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Probe {
+    id: u64,
+    /// Past it the probe no longer holds the route.
+    deadline: Instant,
 }
 
 /// What `/admin/routes` shows for one route.
@@ -32,9 +58,11 @@ pub struct RouteStatus {
     pub route: String,
     /// `closed`, `open` or `half_open`.
     pub state: &'static str,
-    /// Consecutive failures counted (closed state).
+    /// Consecutive failures: counted so far (closed), or those that opened the breaker (open,
+    /// half-open).
     pub failures: u32,
-    /// Milliseconds until a probe is allowed (open state).
+    /// Milliseconds until a probe is allowed (open), or until the probe out no longer holds
+    /// the route (half-open).
     pub retry_in_ms: u64,
 }
 
@@ -42,7 +70,53 @@ pub struct RouteStatus {
 #[derive(Debug)]
 pub struct Breakers {
     config: BreakerConfig,
-    states: Mutex<HashMap<String, State>>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    states: HashMap<String, State>,
+    next_probe: u64,
+}
+
+/// One admission through a route's breaker: report the attempt's outcome with
+/// [`Pass::success`] or [`Pass::failure`] (several failures when the route is retried under
+/// the same pass). Dropped without a success, it gives back the half-open probe it holds.
+#[derive(Debug)]
+#[must_use = "a pass reports its attempt's outcome"]
+pub struct Pass {
+    breakers: Arc<Breakers>,
+    route: String,
+    /// The probe this pass holds, when it was admitted half-open.
+    probe: Option<u64>,
+}
+
+impl Pass {
+    /// The route answered: its breaker closes.
+    pub fn success(self) {
+        self.breakers.success(&self.route);
+        // Closed now: nothing left to give back.
+    }
+
+    /// An attempt under this pass failed.
+    pub fn failure(&mut self) {
+        self.breakers.failure(&self.route);
+        // A failed probe reopened the breaker: the pass no longer holds a probe.
+        self.probe = None;
+    }
+
+    /// The route this pass admits to.
+    pub fn route(&self) -> &str {
+        &self.route
+    }
+}
+
+impl Drop for Pass {
+    fn drop(&mut self) {
+        if let Some(id) = self.probe {
+            self.breakers.release(&self.route, id);
+        }
+    }
 }
 
 impl Breakers {
@@ -50,71 +124,114 @@ impl Breakers {
     pub fn new(config: BreakerConfig) -> Self {
         Breakers {
             config,
-            states: Mutex::new(HashMap::new()),
+            inner: Mutex::new(Inner::default()),
         }
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, State>) -> T) -> T {
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
         // A poisoned lock only means another request panicked mid-update; the map is still
         // a valid map of states.
-        let mut guard = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut guard)
     }
 
-    /// Whether `route` may be tried now. An open breaker whose cooldown is over lets exactly
-    /// one caller through as the probe.
-    pub fn allow(&self, route: &str) -> bool {
+    /// A pass for `route` if it may be tried now. An open breaker whose cooldown is over lets
+    /// exactly one caller through as the probe; so does a half-open one whose probe was given
+    /// back or has held it for a cooldown without reporting.
+    pub fn allow(self: &Arc<Self>, route: &str) -> Option<Pass> {
         let now = Instant::now();
-        self.with(|states| {
-            let state = states
+        let cooldown = self.config.cooldown;
+        let probe = self.with(|inner| {
+            let id = inner.next_probe;
+            let state = inner
+                .states
                 .entry(route.to_owned())
                 .or_insert(State::Closed { failures: 0 });
-            match *state {
-                State::Closed { .. } => true,
-                State::Open { until } if now >= until => {
+            let failures = match *state {
+                State::Closed { .. } => return Some(None),
+                State::Open { until, .. } if now < until => return None,
+                State::HalfOpen {
+                    probe: Some(probe), ..
+                } if now < probe.deadline => return None,
+                State::Open { failures, .. } => {
                     tracing::info!(route, "circuit half-open: probing");
-                    *state = State::HalfOpen { probing: true };
-                    true
+                    failures
                 }
-                State::Open { .. } => false,
-                State::HalfOpen { probing } => {
-                    if probing {
-                        false
-                    } else {
-                        *state = State::HalfOpen { probing: true };
-                        true
+                State::HalfOpen { failures, probe } => {
+                    if probe.is_some() {
+                        tracing::warn!(
+                            route,
+                            "circuit probe did not report within the cooldown: probing again"
+                        );
                     }
+                    failures
                 }
-            }
+            };
+            *state = State::HalfOpen {
+                failures,
+                probe: Some(Probe {
+                    id,
+                    deadline: later(now, cooldown),
+                }),
+            };
+            inner.next_probe += 1;
+            Some(Some(id))
+        })?;
+        Some(Pass {
+            breakers: Arc::clone(self),
+            route: route.to_owned(),
+            probe,
         })
     }
 
-    /// `route` answered.
+    /// How long until `route` lets a request through; None when it would now.
+    pub fn retry_in(&self, route: &str) -> Option<Duration> {
+        let now = Instant::now();
+        self.with(|inner| match inner.states.get(route)? {
+            State::Open { until, .. } if now < *until => Some(*until - now),
+            State::HalfOpen {
+                probe: Some(probe), ..
+            } if now < probe.deadline => Some(probe.deadline - now),
+            _ => None,
+        })
+    }
+
+    /// `route` answered: its breaker closes. (A run reports through its [`Pass`]; this is
+    /// for an attempt made without one.)
     pub fn success(&self, route: &str) {
-        self.with(|states| {
-            let state = states
+        self.with(|inner| {
+            let state = inner
+                .states
                 .entry(route.to_owned())
                 .or_insert(State::Closed { failures: 0 });
-            if !matches!(state, State::Closed { failures: 0 }) {
+            if !matches!(state, State::Closed { .. }) {
                 tracing::info!(route, "circuit closed");
             }
             *state = State::Closed { failures: 0 };
         });
     }
 
-    /// `route` failed.
+    /// `route` failed: counted, and the breaker opens at the threshold (at once when it was
+    /// open or half-open). (A run reports through its [`Pass`].)
     pub fn failure(&self, route: &str) {
         let config = self.config;
-        self.with(|states| {
-            let state = states
+        let now = Instant::now();
+        self.with(|inner| {
+            let state = inner
+                .states
                 .entry(route.to_owned())
                 .or_insert(State::Closed { failures: 0 });
-            let failures = match *state {
-                State::Closed { failures } => failures + 1,
-                // A failed probe, or a failure reported late: open again.
-                _ => config.failure_threshold,
+            let (failures, open) = match *state {
+                State::Closed { failures } => {
+                    let failures = failures.saturating_add(1);
+                    (failures, failures >= config.failure_threshold)
+                }
+                // A failed probe, or a failure reported late: open (again).
+                State::Open { failures, .. } | State::HalfOpen { failures, .. } => {
+                    (failures.saturating_add(1), true)
+                }
             };
-            if failures >= config.failure_threshold {
+            if open {
                 tracing::warn!(
                     route,
                     failures,
@@ -122,7 +239,8 @@ impl Breakers {
                     "circuit open"
                 );
                 *state = State::Open {
-                    until: Instant::now() + config.cooldown,
+                    until: later(now, config.cooldown),
+                    failures,
                 };
             } else {
                 *state = State::Closed { failures };
@@ -130,18 +248,39 @@ impl Breakers {
         });
     }
 
+    /// Probe `id` of `route` ended without a report: the next request may probe.
+    fn release(&self, route: &str, id: u64) {
+        self.with(|inner| {
+            if let Some(State::HalfOpen { failures, probe }) = inner.states.get_mut(route)
+                && probe.is_some_and(|p| p.id == id)
+            {
+                tracing::info!(
+                    route,
+                    failures,
+                    "circuit probe abandoned: the next request probes"
+                );
+                *probe = None;
+            }
+        });
+    }
+
     /// Every route's state, sorted by route.
     pub fn snapshot(&self) -> Vec<RouteStatus> {
         let now = Instant::now();
-        let mut all: Vec<RouteStatus> = self.with(|states| {
-            states
+        let mut all: Vec<RouteStatus> = self.with(|inner| {
+            inner
+                .states
                 .iter()
                 .map(|(route, state)| {
-                    let (name, failures, retry_in) = match *state {
-                        State::Closed { failures } => ("closed", failures, Duration::ZERO),
-                        State::Open { until } => ("open", 0, until.saturating_duration_since(now)),
-                        State::HalfOpen { .. } => ("half_open", 0, Duration::ZERO),
+                    let (name, failures, until) = match *state {
+                        State::Closed { failures } => ("closed", failures, None),
+                        State::Open { until, failures } => ("open", failures, Some(until)),
+                        State::HalfOpen { failures, probe } => {
+                            ("half_open", failures, probe.map(|p| p.deadline))
+                        }
                     };
+                    let retry_in =
+                        until.map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
                     RouteStatus {
                         route: route.clone(),
                         state: name,
@@ -158,52 +297,231 @@ impl Breakers {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
+    use proptest::prelude::*;
+
     use super::*;
 
-    fn breakers() -> Breakers {
-        Breakers::new(BreakerConfig {
+    const COOLDOWN: Duration = Duration::from_secs(5);
+
+    fn breakers() -> Arc<Breakers> {
+        Arc::new(Breakers::new(BreakerConfig {
             failure_threshold: 3,
-            cooldown: Duration::from_secs(5),
-        })
+            cooldown: COOLDOWN,
+        }))
+    }
+
+    fn fail(b: &Arc<Breakers>, route: &str) {
+        b.allow(route).expect("closed").failure();
+    }
+
+    fn open(b: &Arc<Breakers>) {
+        for _ in 0..3 {
+            fail(b, "a/m");
+        }
+        assert!(b.allow("a/m").is_none());
     }
 
     #[tokio::test(start_paused = true)]
     async fn opens_after_repeated_failures_then_probes_and_closes() {
         let b = breakers();
         for _ in 0..2 {
-            b.failure("a/m");
-            assert!(b.allow("a/m"));
+            fail(&b, "a/m");
+            assert!(b.allow("a/m").is_some());
         }
-        b.failure("a/m");
-        assert!(!b.allow("a/m"), "open after 3 failures");
+        fail(&b, "a/m");
+        assert!(b.allow("a/m").is_none(), "open after 3 failures");
+        assert_eq!(
+            b.snapshot()[0],
+            RouteStatus {
+                route: "a/m".into(),
+                state: "open",
+                failures: 3,
+                retry_in_ms: 5000
+            }
+        );
+        assert_eq!(b.retry_in("a/m"), Some(COOLDOWN));
+        tokio::time::advance(COOLDOWN).await;
+        let probe = b.allow("a/m").expect("the probe goes through");
+        assert!(b.allow("a/m").is_none(), "only one probe at a time");
+        assert_eq!(b.snapshot()[0].state, "half_open");
+        assert_eq!(b.snapshot()[0].failures, 3);
+        probe.success();
+        assert!(b.allow("a/m").is_some());
+        assert_eq!(b.snapshot()[0].state, "closed");
+        assert_eq!(b.retry_in("a/m"), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_probe_opens_again_with_its_failures_counted() {
+        let b = breakers();
+        open(&b);
+        tokio::time::advance(COOLDOWN).await;
+        let mut probe = b.allow("a/m").unwrap();
+        probe.failure();
+        assert!(b.allow("a/m").is_none());
         assert_eq!(b.snapshot()[0].state, "open");
-        tokio::time::advance(Duration::from_secs(5)).await;
-        assert!(b.allow("a/m"), "the probe goes through");
-        assert!(!b.allow("a/m"), "only one probe at a time");
-        b.success("a/m");
-        assert!(b.allow("a/m"));
+        assert_eq!(b.snapshot()[0].failures, 4);
+        // The failed probe's pass holds nothing any more: dropping it opens nothing.
+        drop(probe);
+        assert!(b.allow("a/m").is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_dropped_without_a_report_lets_the_next_request_probe() {
+        let b = breakers();
+        open(&b);
+        tokio::time::advance(COOLDOWN).await;
+        let probe = b.allow("a/m").unwrap();
+        assert!(b.allow("a/m").is_none());
+        drop(probe);
+        let again = b.allow("a/m").expect("the abandoned probe was given back");
+        again.success();
         assert_eq!(b.snapshot()[0].state, "closed");
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_failed_probe_opens_again() {
+    async fn a_probe_that_never_reports_holds_the_route_one_cooldown_at_most() {
         let b = breakers();
-        for _ in 0..3 {
-            b.failure("a/m");
-        }
-        tokio::time::advance(Duration::from_secs(6)).await;
-        assert!(b.allow("a/m"));
-        b.failure("a/m");
-        assert!(!b.allow("a/m"));
+        open(&b);
+        tokio::time::advance(COOLDOWN).await;
+        let _silent = b.allow("a/m").unwrap();
+        tokio::time::advance(COOLDOWN - Duration::from_millis(1)).await;
+        assert!(b.allow("a/m").is_none());
+        assert_eq!(b.retry_in("a/m"), Some(Duration::from_millis(1)));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let second = b.allow("a/m").expect("the silent probe's deadline passed");
+        // The first probe, dropped late, does not give back the second one.
+        drop(_silent);
+        assert!(b.allow("a/m").is_none());
+        second.success();
+        assert!(b.allow("a/m").is_some());
     }
 
     #[test]
     fn a_success_resets_the_count() {
         let b = breakers();
-        b.failure("a/m");
-        b.failure("a/m");
-        b.success("a/m");
-        b.failure("a/m");
-        assert!(b.allow("a/m"));
+        fail(&b, "a/m");
+        fail(&b, "a/m");
+        b.allow("a/m").unwrap().success();
+        fail(&b, "a/m");
+        assert!(b.allow("a/m").is_some());
+        assert_eq!(b.snapshot()[0].failures, 1);
+    }
+
+    /// Captures what is logged while it is the default subscriber.
+    #[derive(Clone, Default)]
+    struct Logs(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Logs {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Logs {
+        fn count(&self, needle: &str) -> usize {
+            String::from_utf8_lossy(&self.0.lock().unwrap())
+                .matches(needle)
+                .count()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn circuit_closed_is_logged_only_after_the_breaker_was_open() {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+        let b = breakers();
+        b.allow("a/m").unwrap().success();
+        fail(&b, "a/m");
+        b.allow("a/m").unwrap().success();
+        assert_eq!(logs.count("circuit closed"), 0, "never opened");
+        open(&b);
+        assert_eq!(logs.count("circuit open"), 1);
+        tokio::time::advance(COOLDOWN).await;
+        b.allow("a/m").unwrap().success();
+        assert_eq!(logs.count("circuit closed"), 1);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Ask for a pass; keep it.
+        Allow,
+        /// Report success on the kept pass `i` (modulo).
+        Success(usize),
+        /// Report failure on the kept pass `i`.
+        Failure(usize),
+        /// Drop the kept pass `i` unreported.
+        Drop(usize),
+        /// Let time pass (ms).
+        Advance(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => Just(Op::Allow),
+            1 => any::<usize>().prop_map(Op::Success),
+            3 => any::<usize>().prop_map(Op::Failure),
+            2 => any::<usize>().prop_map(Op::Drop),
+            2 => (0u64..7000).prop_map(Op::Advance),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the passes do (report, fail, vanish, or hang on), an open breaker shows
+        /// the failures that opened it, and one cooldown later the route lets a request
+        /// through.
+        #[test]
+        fn no_history_strands_a_route(ops in proptest::collection::vec(op(), 1..60)) {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let b = breakers();
+                let mut passes: Vec<Pass> = Vec::new();
+                for op in ops {
+                    let pick = |i: usize, n: usize| i % n;
+                    match op {
+                        Op::Allow => passes.extend(b.allow("a/m")),
+                        Op::Success(i) if !passes.is_empty() => {
+                            let i = pick(i, passes.len());
+                            passes.swap_remove(i).success();
+                        }
+                        Op::Failure(i) if !passes.is_empty() => {
+                            let i = pick(i, passes.len());
+                            passes[i].failure();
+                        }
+                        Op::Drop(i) if !passes.is_empty() => {
+                            let i = pick(i, passes.len());
+                            drop(passes.swap_remove(i));
+                        }
+                        Op::Advance(ms) => tokio::time::advance(Duration::from_millis(ms)).await,
+                        _ => {}
+                    }
+                    for status in b.snapshot() {
+                        prop_assert!(
+                            status.state == "closed" || status.failures >= 3,
+                            "{status:?}"
+                        );
+                        prop_assert!(status.retry_in_ms <= COOLDOWN.as_millis() as u64);
+                    }
+                }
+                tokio::time::advance(COOLDOWN).await;
+                prop_assert!(b.allow("a/m").is_some(), "{:?}", b.snapshot());
+                Ok(())
+            })?;
+        }
     }
 }

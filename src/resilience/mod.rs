@@ -9,6 +9,16 @@ pub mod continuation;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use tokio::time::Instant;
+
+/// `now + wait`, or a century from `now` when that overflows: budgets and cooldowns come from
+/// the configuration and may be anything.
+pub fn later(now: Instant, wait: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
+    now.checked_add(wait)
+        .or_else(|| now.checked_add(CENTURY))
+        .unwrap_or(now)
+}
 
 /// Retry and failover settings (config `[streaming.retryPolicy]`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -67,7 +77,9 @@ impl Backoff {
     pub fn next_delay(&mut self, retry_after: Option<Duration>) -> Option<Duration> {
         let base = self.delays.next()?;
         let spread = 1.0 + self.jitter * (fastrand::f64() * 2.0 - 1.0);
-        let jittered = base.mul_f64(spread.max(0.0));
+        // Checked: `mul_f64` panics past `Duration::MAX` (a configured backoff may be huge).
+        let jittered =
+            Duration::try_from_secs_f64(base.as_secs_f64() * spread.max(0.0)).unwrap_or(base);
         Some(retry_after.map_or(jittered, |after| after.max(jittered)))
     }
 }

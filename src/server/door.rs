@@ -228,7 +228,11 @@ pub(super) fn error_response(door: Dialect, error: &GatewayError) -> Response {
         GatewayError::UpstreamStatus {
             retry_after: Some(after),
             ..
-        } => Some(after.as_secs_f64().ceil().max(1.0) as u64),
+        }
+        | GatewayError::Unavailable {
+            retry_after: Some(after),
+            ..
+        } => Some(crate::error::retry_after_secs(*after)),
         GatewayError::RateLimited(l) => Some(l.retry_after_secs()),
         _ => None,
     };

@@ -174,7 +174,7 @@ pub(super) async fn status_error(
     response: reqwest::Response,
 ) -> GatewayError {
     let status = response.status().as_u16();
-    let retry_after = retry_after(response.headers());
+    let retry_after = crate::limit::retry_after(response.headers(), std::time::SystemTime::now());
     let mut body = Vec::new();
     let mut stream = response.bytes_stream();
     while let Some(Ok(chunk)) = stream.next().await {
@@ -235,16 +235,6 @@ fn lossy_snippet(body: &[u8]) -> String {
     }
 }
 
-/// `retry-after-ms`, else `Retry-After` in seconds.
-pub(crate) fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if let Some(ms) = text("retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok()) {
-        return (ms >= 0.0).then(|| Duration::from_secs_f64(ms / 1000.0));
-    }
-    let secs = text("retry-after")?.trim().parse::<u64>().ok()?;
-    Some(Duration::from_secs(secs))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,14 +252,5 @@ mod tests {
             Some(("overloaded_error".into(), "busy".into()))
         );
         assert_eq!(parse_error_body(Dialect::OpenAi, b"<html>"), None);
-    }
-
-    #[test]
-    fn retry_after_reads_ms_then_seconds() {
-        let mut h = http::HeaderMap::new();
-        h.insert("retry-after", "3".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
-        h.insert("retry-after-ms", "250".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(Duration::from_millis(250)));
     }
 }

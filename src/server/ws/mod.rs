@@ -157,7 +157,8 @@ mod tests {
         );
         assert_eq!(
             error_code(&GatewayError::Unavailable {
-                message: "x".into()
+                message: "x".into(),
+                retry_after: None,
             }),
             ErrorCode::Unavailable
         );
