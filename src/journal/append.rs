@@ -122,6 +122,7 @@ impl Shared {
                 let freed = w.ledger.forget(n, stream);
                 w.doomed.extend(freed);
             }
+            Record::Open { stream, .. } => w.ledger.open(n, stream),
             _ => w.ledger.data(n, record.stream()),
         }
         Ok((w.tickets, w.doomed.len() > before))

@@ -9,6 +9,8 @@
 //! - `compact`: which closed segments may be deleted.
 //! - `sync`: fdatasync: group commit (`Always`) and the background flusher (`Interval`).
 //! - `open` and `append`: the [`Journal`] itself. [`JournalError`] says what failed where.
+//! - `appender`: the journal's writer thread, for async callers ([`Appender`]): rotation,
+//!   compaction and flushes never run on an async worker.
 //!
 //! # Format
 //!
@@ -64,6 +66,7 @@
 //! One process per directory: two journals on the same directory would corrupt each other.
 
 mod append;
+mod appender;
 mod compact;
 mod error;
 mod open;
@@ -80,6 +83,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 pub use append::Ticket;
+pub use appender::{Appender, OwnedRecord};
 pub use error::JournalError;
 pub use record::Record;
 pub use recover::{Recovered, RecoveredStream};
