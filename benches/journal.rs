@@ -172,6 +172,7 @@ fn phase(args: &Args, path: Path) {
                             door: "openai",
                             body: Bytes::from_static(b"{\"model\":\"m\"}"),
                             forward: Vec::new(),
+                            route: "openai/m".into(),
                         })
                         .await;
                         for batch in 0..50u64 {

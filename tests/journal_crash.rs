@@ -405,6 +405,25 @@ async fn a_recovered_stream_continues_on_its_aliases_routes() {
     assert!(backup.requests().is_empty(), "the primary answered first");
 
     let gateway = Serve::start(&config, port).await;
+    let list = gw::json_of(
+        gw::client()
+            .get(format!("{}/admin/streams", gateway.url))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let route = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id.as_str())
+        .map(|s| s["route"].clone());
+    assert_eq!(
+        route,
+        Some(serde_json::json!("primary/drip=10:text_long_obfuscation")),
+        "the route that answered, as before the crash: {list}"
+    );
     let all = whole_stream(&gateway.url, &id).await;
     assert_eq!(
         &all[..seen.frames.len()],

@@ -182,6 +182,7 @@ impl Hub {
                     door: new.door.as_str(),
                     body: new.body.clone(),
                     forward: persist::forward_pairs(&new.forward),
+                    route: answer.route.to_string(),
                 })
                 .await;
         }

@@ -182,15 +182,19 @@ impl Hub {
                     _ => break,
                 }
             }
-            let route = prior
-                .iter()
-                .find_map(|e| match e {
-                    AgentEvent::StreamStart(s) => Some(format!(
-                        "{}/{}",
-                        s.provider.as_deref().unwrap_or("?"),
-                        s.model
-                    )),
-                    _ => None,
+            // What the journal says answered first; a journal older than that field has only
+            // the model the upstream reported.
+            let route = Some(stream.route.clone())
+                .filter(|r| !r.is_empty())
+                .or_else(|| {
+                    prior.iter().find_map(|e| match e {
+                        AgentEvent::StreamStart(s) => Some(format!(
+                            "{}/{}",
+                            s.provider.as_deref().unwrap_or("?"),
+                            s.model
+                        )),
+                        _ => None,
+                    })
                 })
                 .unwrap_or_default();
             let entry = Arc::new(Entry::new(

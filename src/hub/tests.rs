@@ -40,6 +40,7 @@ async fn stream(hub: &Arc<Hub>, id: &str, bytes: usize, finish: bool) -> Arc<Ent
                 door: "openai",
                 body: Bytes::from_static(b"{}"),
                 forward: Vec::new(),
+                route: "p/m".into(),
             })
             .await;
     }

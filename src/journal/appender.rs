@@ -37,6 +37,8 @@ pub enum OwnedRecord {
         body: Bytes,
         /// Non-secret pass-through headers.
         forward: Vec<(String, String)>,
+        /// The route that answered first.
+        route: String,
     },
     /// See [`Record::Events`].
     Events {
@@ -69,12 +71,14 @@ impl OwnedRecord {
                 door,
                 body,
                 forward,
+                route,
             } => Record::Open {
                 stream,
                 created_ms: *created_ms,
                 door,
                 body,
                 forward,
+                route,
             },
             OwnedRecord::Events {
                 stream,
@@ -234,6 +238,7 @@ mod tests {
             door: "openai",
             body: Bytes::from_static(b"{}"),
             forward: Vec::new(),
+            route: "p/m".into(),
         }
     }
 

@@ -34,6 +34,8 @@ pub struct RecoveredStream {
     pub body: Vec<u8>,
     /// Non-secret pass-through headers.
     pub forward: Vec<(String, String)>,
+    /// The route that answered first (`provider/model`); empty when the journal predates it.
+    pub route: String,
     /// Its events, `events[i]` having seq `i`: gap-free from 0.
     pub events: Vec<Bytes>,
     /// An `End` was journaled and every event before it is here: the stream is complete.
@@ -72,6 +74,7 @@ impl Replay {
             door,
             body,
             forward,
+            route,
         } = entry
         {
             // An id forgotten before is free again (a client may name its streams): this Open
@@ -97,6 +100,7 @@ impl Replay {
                         .iter()
                         .map(|(n, v)| (n.to_string(), v.to_string()))
                         .collect(),
+                    route: route.to_string(),
                     events: Vec::new(),
                     ended: false,
                 },
@@ -201,6 +205,7 @@ mod tests {
             door: "anthropic",
             body: b"{}",
             forward: vec![("x-a", "1")],
+            route: "p/m",
         }
     }
 
