@@ -6,8 +6,10 @@
 //!     cargo bench --bench journal
 //!     cargo bench --bench journal -- --tasks 64 --appends 200000 --segment-kib 256 --fsync interval
 //!
-//! T tasks on a 2-worker tokio runtime each open a stream, append batches of E events of B
-//! bytes (one record each) until A records were appended over all, end and forget their stream
+//! T tasks on a 2-worker tokio runtime each open a stream, append a batch of E events of B
+//! bytes (one record) every `--every-us` (as a streaming answer does, not flat out: the
+//! latency measured is an append's, not a queue's) until A records were appended over all,
+//! end and forget their stream
 //! every 50 batches and start a new one (so compaction deletes segments as it would under
 //! retention), on a journal whose segments are `--segment-kib` KiB: a rotation (the closing
 //! segment flushed, the next one created and the directory flushed) every few hundred
@@ -16,8 +18,8 @@
 //! time the runtime was blocked. docs/journal.md records the figures.
 //!
 //! Flags (unknown ones, such as cargo's `--bench`, are ignored): `--tasks N` (32),
-//! `--appends N` (100000), `--events N` (4), `--bytes N` (200), `--segment-kib N` (256),
-//! `--fsync always|interval|never` (interval).
+//! `--appends N` (30000), `--events N` (4), `--bytes N` (200), `--every-us N` (5000),
+//! `--segment-kib N` (256), `--fsync always|interval|never` (interval).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -33,6 +35,7 @@ struct Args {
     appends: u64,
     events: usize,
     bytes: usize,
+    every_us: u64,
     segment_kib: u64,
     fsync: FsyncPolicy,
 }
@@ -40,9 +43,10 @@ struct Args {
 fn args() -> Args {
     let mut a = Args {
         tasks: 32,
-        appends: 100_000,
+        appends: 30_000,
         events: 4,
         bytes: 200,
+        every_us: 5000,
         segment_kib: 256,
         fsync: FsyncPolicy::Interval(Duration::from_millis(100)),
     };
@@ -57,6 +61,7 @@ fn args() -> Args {
             "--events" => a.events = number() as usize,
             "--bytes" => a.bytes = number() as usize,
             "--segment-kib" => a.segment_kib = number(),
+            "--every-us" => a.every_us = number(),
             "--fsync" => {
                 a.fsync = match value.as_str() {
                     "always" => FsyncPolicy::Always,
@@ -160,8 +165,11 @@ fn phase(args: &Args, path: Path) {
             .map(|t| {
                 let (sink, left, payload) = (sink.clone(), Arc::clone(&left), payload.clone());
                 let events = args.events;
+                let every = Duration::from_micros(args.every_us);
                 tokio::spawn(async move {
                     let mut latencies = Vec::new();
+                    let mut tick = tokio::time::interval(every);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     let mut round = 0u64;
                     'streams: loop {
                         let stream = format!("s{t}-{round}");
@@ -184,6 +192,7 @@ fn phase(args: &Args, path: Path) {
                             {
                                 break 'streams;
                             }
+                            tick.tick().await;
                             let first_seq = batch * events as u64;
                             let record = OwnedRecord::Events {
                                 stream: stream.clone(),
@@ -245,8 +254,15 @@ fn phase(args: &Args, path: Path) {
 fn main() {
     let args = args();
     println!(
-        "journal append: {} tasks, {} records of {} events x {} bytes, {} KiB segments, fsync {:?}",
-        args.tasks, args.appends, args.events, args.bytes, args.segment_kib, args.fsync
+        "journal append: {} tasks, {} records of {} events x {} bytes, one per task every {} µs, \
+         {} KiB segments, fsync {:?}",
+        args.tasks,
+        args.appends,
+        args.events,
+        args.bytes,
+        args.every_us,
+        args.segment_kib,
+        args.fsync
     );
     for path in [Path::Inline, Path::Thread] {
         phase(&args, path);

@@ -214,6 +214,11 @@ struct Writer {
     /// Start a new segment before the next write: the current one had a failed write or flush,
     /// and records behind possibly lost bytes could not be read back.
     rotate: bool,
+    /// Under `Interval`: closed segments whose flush the background thread owes (a rotation
+    /// never waits for the disk).
+    unsynced: Vec<Arc<File>>,
+    /// Under `Interval`: a segment was created since the directory was last flushed.
+    dir_dirty: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

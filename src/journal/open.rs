@@ -118,6 +118,8 @@ impl Journal {
                 ledger,
                 doomed,
                 rotate: false,
+                unsynced: Vec::new(),
+                dir_dirty: false,
             }),
             syncer: Syncer::default(),
             deleting: Mutex::new(()),
