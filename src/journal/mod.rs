@@ -21,7 +21,8 @@
 //! ```text
 //! [u32 LE payload length][u32 LE CRC32 of payload][payload]
 //! payload = tag u8, then fields; uN = LEB128 varint, bytes = varint length + the bytes as-is
-//!   1 Open    stream, created_ms, door, body, header count, (name, value)*
+//!   1 Open    stream, created_ms, door, body, header count, (name, value)*, route
+//!             (route: absent in journals written before it was recorded)
 //!   2 Events  stream, first_seq, event count, event*
 //!   3 End     stream
 //!   4 Forget  stream
@@ -44,7 +45,9 @@
 //!   [`FsyncPolicy::Always`]: every acknowledged append (each returns after an fdatasync that
 //!   covers it; concurrent appends share one). [`FsyncPolicy::Interval`]: everything but up to
 //!   the last interval's appends (a background thread fdatasyncs the current segment every
-//!   interval, and a segment is synced when it is closed). [`FsyncPolicy::Never`]: whatever the
+//!   interval, and a segment closed meanwhile, with the directory, at its next tick; it also
+//!   does compaction's unlinks, so no append ever waits for the disk).
+//!   [`FsyncPolicy::Never`]: whatever the
 //!   OS had written back (typically up to ~30 s on Linux).
 //!
 //! # Recovery
@@ -131,7 +134,7 @@ impl Default for JournalConfig {
 pub enum FsyncPolicy {
     /// Every append returns after an fdatasync covering it (appends in flight together share
     /// one). Nothing acknowledged is lost; each append waits for the disk, so call it off the
-    /// async runtime (`spawn_blocking`) if the disk is slow.
+    /// async runtime (an [`Appender`]) if the disk is slow.
     Always,
     /// A background thread fdatasyncs the current segment every interval when it was written
     /// to (an interval under 1 ms counts as 1 ms). A power failure loses up to one interval.
