@@ -502,12 +502,33 @@ async fn a_crash_loop_never_repeats_text_or_usage() {
         gateway.kill9();
         gateway = Serve::start(&config, port).await;
     }
+    let mut continuations_killed = 0;
     for (id, (dialect, fixture, drip)) in ids.iter().zip(streams) {
         let all = whole_stream(&gateway.url, id).await;
         assert_whole(&all, id, dialect, fixture);
         let model = format!("drip={drip}:{fixture}");
         assert_usage_once(&all, &replay.requests(), dialect, fixture, &model, seed);
+        // A restart's continuation that sent text before the next kill: the case at stake.
+        let mut since_restart = None;
+        for e in &all {
+            match &e.event {
+                AgentEvent::Retry { reason, .. } if reason.contains("restarted") => {
+                    if since_restart == Some(true) {
+                        continuations_killed += 1;
+                    }
+                    since_restart = Some(false);
+                }
+                AgentEvent::TextDelta { .. } | AgentEvent::ToolCallEnd { .. } => {
+                    since_restart = since_restart.map(|_| true);
+                }
+                _ => {}
+            }
+        }
     }
+    assert!(
+        continuations_killed > 0,
+        "seed {seed}: no kill came during a restart's continuation"
+    );
 }
 
 /// Each attempt's usage joins the client's total once: across every seam (a retry, or the
