@@ -103,6 +103,10 @@ struct Job {
 
 /// The journal behind its writer thread. Dropping it writes what is queued, then joins the
 /// thread (the journal itself is dropped, and so flushed, with the last reference).
+///
+/// The queue has no cap of its own: a caller of [`Appender::append`] waits for its record
+/// before it can queue another, and [`Appender::submit`] is for the one-off records of a
+/// stream (its end, its forget), so what is queued is bounded by the streams alive.
 #[derive(Debug)]
 pub struct Appender {
     journal: Arc<Journal>,
