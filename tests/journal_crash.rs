@@ -17,14 +17,15 @@ use std::time::Duration;
 
 use providers::{AgentEvent, Assembler, Dialect, Envelope, FinishReason};
 
-/// A demo gateway process on a fixed port over a journal directory.
-struct Demo {
+/// A gateway process on a fixed port over a journal directory: `streamgate demo` (its replay
+/// upstream inside) or `streamgate serve` with a written configuration.
+struct Gateway {
     child: Child,
     url: String,
 }
 
-impl Demo {
-    fn start(port: u16, journal: &std::path::Path) -> Demo {
+impl Gateway {
+    fn demo(port: u16, journal: &std::path::Path) -> Gateway {
         let mut child = Command::new(env!("CARGO_BIN_EXE_streamgate"))
             .args(["demo", "--json", "--listen"])
             .arg(format!("127.0.0.1:{port}"))
@@ -40,10 +41,38 @@ impl Demo {
             .read_line(&mut line)
             .unwrap();
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        Demo {
+        Gateway {
             child,
             url: v["gateway"].as_str().unwrap().to_owned(),
         }
+    }
+
+    /// Starts the gateway of `config` (TOML) and waits until it accepts connections.
+    async fn serve(config: &std::path::Path, port: u16) -> Gateway {
+        let child = Command::new(env!("CARGO_BIN_EXE_streamgate"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let gateway = Gateway {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the gateway did not start listening"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        gateway
     }
 
     fn kill9(mut self) {
@@ -53,7 +82,7 @@ impl Demo {
     }
 }
 
-impl Drop for Demo {
+impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -82,7 +111,7 @@ async fn post(url: &str, model: &str) -> reqwest::Response {
 async fn a_stream_survives_kill_9_and_resumes_exactly() {
     let journal = tempfile::tempdir().unwrap();
     let port = free_port();
-    let demo = Demo::start(port, journal.path());
+    let demo = Gateway::demo(port, journal.path());
 
     // A short stream that finishes before the crash: still resumable after it.
     let done = post(&demo.url, "openai/text_basic").await;
@@ -101,7 +130,7 @@ async fn a_stream_survives_kill_9_and_resumes_exactly() {
     drop(r);
     let last = seen.envelopes().last().unwrap().seq;
 
-    let demo = Demo::start(port, journal.path());
+    let demo = Gateway::demo(port, journal.path());
     let r = gw::client()
         .get(format!("{}/v1/streams/{id}", demo.url))
         .header("last-event-id", last.to_string())
@@ -169,7 +198,7 @@ async fn a_stream_survives_kill_9_and_resumes_exactly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_gateway_cannot_share_a_journal_directory() {
     let journal = tempfile::tempdir().unwrap();
-    let _first = Demo::start(free_port(), journal.path());
+    let _first = Gateway::demo(free_port(), journal.path());
     let out = Command::new(env!("CARGO_BIN_EXE_streamgate"))
         .args(["demo", "--json", "--listen", "127.0.0.1:0", "--journal"])
         .arg(journal.path())
@@ -229,55 +258,8 @@ async fn every_fsync_policy_serves_and_recovers() {
     }
 }
 
-/// A `streamgate serve` process with a written configuration, on a fixed port.
-struct Serve {
-    child: Child,
-    url: String,
-}
-
-impl Serve {
-    /// Starts the gateway of `config` (TOML) and waits until it accepts connections.
-    async fn start(config: &std::path::Path, port: u16) -> Serve {
-        let child = Command::new(env!("CARGO_BIN_EXE_streamgate"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let serve = Serve {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the gateway did not start listening"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        serve
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A gateway configuration: `providers` and `extra` TOML, the journal in `journal`, on `port`.
+/// A gateway configuration file in `dir`: listening on `port`, `body` (providers, models and
+/// other tables, TOML), and the journal in `journal`.
 fn write_config(
     dir: &std::path::Path,
     port: u16,
@@ -395,7 +377,7 @@ async fn a_recovered_stream_continues_on_its_aliases_routes() {
             backup.url()
         ),
     );
-    let gateway = Serve::start(&config, port).await;
+    let gateway = Gateway::serve(&config, port).await;
     let mut r = post(&gateway.url, "flaky").await;
     let id = gw::stream_id(&r);
     let seen = read_frames(&mut r, 40).await;
@@ -404,7 +386,7 @@ async fn a_recovered_stream_continues_on_its_aliases_routes() {
     primary.shutdown().await.unwrap();
     assert!(backup.requests().is_empty(), "the primary answered first");
 
-    let gateway = Serve::start(&config, port).await;
+    let gateway = Gateway::serve(&config, port).await;
     let list = gw::json_of(
         gw::client()
             .get(format!("{}/admin/streams", gateway.url))
@@ -485,7 +467,7 @@ async fn a_crash_loop_never_repeats_text_or_usage() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(9);
     let mut rng = fastrand::Rng::with_seed(seed);
-    let mut gateway = Serve::start(&config, port).await;
+    let mut gateway = Gateway::serve(&config, port).await;
     let mut ids = Vec::new();
     for (dialect, fixture, drip) in streams {
         let mut r = post(
@@ -500,7 +482,7 @@ async fn a_crash_loop_never_repeats_text_or_usage() {
     for _ in 0..10 {
         tokio::time::sleep(Duration::from_millis(rng.u64(50..800))).await;
         gateway.kill9();
-        gateway = Serve::start(&config, port).await;
+        gateway = Gateway::serve(&config, port).await;
     }
     let mut continuations_killed = 0;
     for (id, (dialect, fixture, drip)) in ids.iter().zip(streams) {
@@ -613,7 +595,7 @@ async fn a_reused_stream_id_is_the_new_stream_after_a_restart() {
             url = replay.url()
         ),
     );
-    let gateway = Serve::start(&config, port).await;
+    let gateway = Gateway::serve(&config, port).await;
     let start = |model: &'static str| {
         gw::client()
             .post(format!("{}/v1/streams", gateway.url))
@@ -645,7 +627,7 @@ async fn a_reused_stream_id_is_the_new_stream_after_a_restart() {
     read_frames(&mut second, 10).await;
     gateway.kill9();
 
-    let gateway = Serve::start(&config, port).await;
+    let gateway = Gateway::serve(&config, port).await;
     let all = whole_stream(&gateway.url, "mine_1").await;
     assert_whole(&all, "mine_1", Dialect::Anthropic, "thinking_signature");
 }
