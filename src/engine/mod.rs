@@ -5,6 +5,7 @@
 //! anything reached the client switches attempts freely; a failure after it continues the
 //! answer through the [`crate::splice::Splicer`], so the client sees one stream.
 
+mod resume;
 mod run;
 
 use std::pin::Pin;

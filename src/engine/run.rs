@@ -163,47 +163,11 @@ impl Run {
         }
     }
 
-    /// Brings the splicer to where a client holding `prior` is, as if those events had just
-    /// been sent, and breaks there: the next attempt continues the answer. Events the break
-    /// itself emits (closing a reasoning block) go to `out`; the seam to mark is returned.
+    /// Brings the splicer to where a client holding `prior` is (see [`super::resume`]) and
+    /// breaks there: the next attempt continues the answer. Events the break itself emits
+    /// (closing a reasoning block) go to `out`; the seam to mark is returned.
     fn replay(&mut self, prior: &[AgentEvent], out: &mut Vec<AgentEvent>) -> Seam {
-        let mut sent = Vec::new();
-        for event in prior {
-            match event {
-                // The seams of earlier breaks: break there again, so the splicer's state
-                // (merged text block, continuation mode, seq count) matches the client's.
-                AgentEvent::Retry {
-                    attempt,
-                    delay_ms,
-                    reason,
-                } => {
-                    self.splicer.interrupt(&mut sent);
-                    let seam = Seam::Retry {
-                        attempt: *attempt,
-                        delay_ms: *delay_ms,
-                        reason: reason.clone(),
-                    };
-                    self.splicer.seam(seam, &mut sent);
-                }
-                AgentEvent::Failover {
-                    from,
-                    to,
-                    model,
-                    reason,
-                    ..
-                } => {
-                    self.splicer.interrupt(&mut sent);
-                    let seam = Seam::Failover {
-                        from: from.clone(),
-                        to: to.clone(),
-                        model: model.clone(),
-                        reason: reason.clone(),
-                    };
-                    self.splicer.seam(seam, &mut sent);
-                }
-                other => self.splicer.push(other.clone(), &mut sent),
-            }
-        }
+        super::resume::restore(&mut self.splicer, prior);
         self.cont = self.splicer.interrupt(out);
         Seam::Retry {
             attempt: 1,

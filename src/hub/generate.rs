@@ -32,6 +32,8 @@ pub(super) async fn run(
     detach: Duration,
 ) {
     let mut events = Box::pin(ready_batches(events, MAX_BATCH, BATCH_YIELDS));
+    // The tail of a full batch that is part of a tool call, kept for the next batch.
+    let mut carry: Vec<AgentEvent> = Vec::new();
     let mut subscribers = entry.watch_subscribers();
     let mut timer: Option<Pin<Box<Sleep>>> =
         (*subscribers.borrow_and_update() == 0).then(|| Box::pin(tokio::time::sleep(detach)));
@@ -53,7 +55,9 @@ pub(super) async fn run(
             batch = events.next() => match batch {
                 None => None,
                 Some(items) => {
-                    let mut out = Vec::with_capacity(items.len());
+                    let full = items.len() == MAX_BATCH;
+                    let mut out = std::mem::take(&mut carry);
+                    out.reserve(items.len());
                     let mut failed = false;
                     for item in items {
                         match item {
@@ -65,19 +69,50 @@ pub(super) async fn run(
                             }
                         }
                     }
+                    if full && !failed {
+                        carry = split_open_call(&mut out);
+                    }
                     publish(&hub, &entry, &mut stamper, out).await;
                     if failed { None } else { continue }
                 }
             },
         };
+        let mut last = std::mem::take(&mut carry);
         if let Some(terminal) = outcome {
-            publish(&hub, &entry, &mut stamper, terminal.into()).await;
+            last.extend(terminal);
         }
+        publish(&hub, &entry, &mut stamper, last).await;
         break;
     }
     // Dropping the engine's events here cancels the upstream call if it is still open.
     drop(events);
     hub.finish(&entry);
+}
+
+/// Events of one tool call kept back at most (then the batch goes as it is).
+const MAX_CARRY: usize = 64 * MAX_BATCH;
+
+/// Takes off the end of `batch` a tool call it starts but does not end, when it is short
+/// enough to keep back: the splicer releases a held call whole in one go, and only the batch
+/// cap can cut it. Journaled in two records, a crash between them would leave the client half
+/// a call that recovery cannot count as sent (the continuation produces it again, whole).
+fn split_open_call(batch: &mut Vec<AgentEvent>) -> Vec<AgentEvent> {
+    let mut open: Option<(usize, u32)> = None;
+    for (at, event) in batch.iter().enumerate() {
+        match event {
+            AgentEvent::ToolCallStart { index, .. } if open.is_none() => open = Some((at, *index)),
+            AgentEvent::ToolCallEnd { index, .. } | AgentEvent::BlockEnd { index }
+                if open.is_some_and(|(_, i)| i == *index) =>
+            {
+                open = None;
+            }
+            _ => {}
+        }
+    }
+    match open {
+        Some((at, _)) if batch.len() - at <= MAX_CARRY => batch.split_off(at),
+        _ => Vec::new(),
+    }
 }
 
 /// The `error` and `stream.end` of a stream the gateway stops.
@@ -116,4 +151,52 @@ pub(super) async fn publish(
         .collect();
     hub.journal_events(entry, &stored).await;
     entry.append(stored);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn start(index: u32) -> AgentEvent {
+        AgentEvent::ToolCallStart {
+            index,
+            id: format!("call_{index}"),
+            name: "f".into(),
+            choice: 0,
+            extra: None,
+        }
+    }
+
+    fn delta(index: u32) -> AgentEvent {
+        AgentEvent::ToolCallDelta {
+            index,
+            arguments: "{".into(),
+        }
+    }
+
+    fn end(index: u32) -> AgentEvent {
+        AgentEvent::ToolCallEnd {
+            index,
+            arguments: "{}".into(),
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn a_call_cut_by_the_batch_cap_waits_for_the_next_batch() {
+        let mut batch = vec![
+            AgentEvent::Heartbeat,
+            start(1),
+            delta(1),
+            end(1),
+            start(2),
+            delta(2),
+        ];
+        let carry = split_open_call(&mut batch);
+        assert_eq!(carry, vec![start(2), delta(2)]);
+        assert_eq!(batch.len(), 4);
+        let mut whole = vec![start(3), delta(3), end(3)];
+        assert!(split_open_call(&mut whole).is_empty());
+        assert_eq!(whole.len(), 3);
+    }
 }

@@ -24,7 +24,7 @@ pub use entry::{Entry, Status, StoredEvent, StreamInfo, Subscription};
 pub use persist::OpenError;
 
 use crate::engine::{Answer, Engine, unix_now_ms};
-use crate::journal::{JournalStats, Record};
+use crate::journal::{JournalStats, OwnedRecord};
 use persist::Persist;
 
 /// Why the hub refused.
@@ -171,12 +171,13 @@ impl Hub {
         }
         if let Some(persist) = &self.persist {
             persist
-                .append(Record::Open {
-                    stream: &id,
+                .append(OwnedRecord::Open {
+                    stream: id.clone(),
                     created_ms: unix_now_ms(),
                     door: new.door.as_str(),
-                    body: &new.body,
-                    forward: &persist::forward_pairs(&new.forward),
+                    body: new.body.clone(),
+                    forward: persist::forward_pairs(&new.forward),
+                    route: answer.route.to_string(),
                 })
                 .await;
         }
@@ -252,10 +253,14 @@ impl Hub {
                     forgotten.push(id);
                 }
             }
-        }
-        if let Some(persist) = &self.persist {
-            for stream in &forgotten {
-                persist.append_now(&Record::Forget { stream });
+            // Journaled before the lock goes: a client may reuse a forgotten id at once, and
+            // the new stream's Open must come after this Forget, or a restart would drop it.
+            if let Some(persist) = &self.persist {
+                for stream in &forgotten {
+                    persist.append_now(OwnedRecord::Forget {
+                        stream: stream.clone(),
+                    });
+                }
             }
         }
         if !forgotten.is_empty() {
@@ -281,7 +286,7 @@ impl Hub {
 
     /// The journal's counters, when there is a journal.
     pub fn journal_stats(&self) -> Option<JournalStats> {
-        self.persist.as_ref().map(|p| p.journal.stats())
+        self.persist.as_ref().map(|p| p.appender.journal().stats())
     }
 
     fn insert(&self, entry: Arc<Entry>) {
@@ -291,12 +296,11 @@ impl Hub {
     /// Hands a batch of events to the journal (before any subscriber sees them).
     async fn journal_events(&self, entry: &Entry, events: &[StoredEvent]) {
         if let (Some(persist), Some(first)) = (&self.persist, events.first()) {
-            let json: Vec<bytes::Bytes> = events.iter().map(|e| e.json.clone()).collect();
             persist
-                .append(Record::Events {
-                    stream: entry.id(),
+                .append(OwnedRecord::Events {
+                    stream: entry.id().to_owned(),
                     first_seq: first.seq,
-                    events: &json,
+                    events: events.iter().map(|e| e.json.clone()).collect(),
                 })
                 .await;
         }
@@ -305,7 +309,9 @@ impl Hub {
     /// The generation task is over: journaled as ended, then followers are told.
     fn finish(&self, entry: &Entry) {
         if let Some(persist) = &self.persist {
-            persist.append_now(&Record::End { stream: entry.id() });
+            persist.append_now(OwnedRecord::End {
+                stream: entry.id().to_owned(),
+            });
         }
         entry.finish();
     }

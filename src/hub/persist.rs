@@ -12,14 +12,17 @@ use super::entry::{Entry, StoredEvent};
 use super::{FsyncMode, Hub, JournalSettings};
 use crate::engine::{Call, Engine};
 use crate::error::GatewayError;
-use crate::journal::{FsyncPolicy, Journal, JournalConfig, JournalError, Record, RecoveredStream};
+use crate::journal::{
+    Appender, FsyncPolicy, Journal, JournalConfig, JournalError, OwnedRecord, RecoveredStream,
+};
 use crate::upstream::{ClientKey, ForwardHeaders};
 
-/// The open journal and the lock that keeps a second gateway off its directory.
+/// The open journal, behind its writer thread, and the lock that keeps a second gateway off
+/// its directory.
 #[derive(Debug)]
 pub(super) struct Persist {
-    pub(super) journal: Arc<Journal>,
-    fsync_always: bool,
+    /// Dropped (its thread joined) before the lock is released.
+    pub(super) appender: Appender,
     /// Held (flock) for the process's life; the OS releases it on any exit, `kill -9` too.
     _lock: File,
 }
@@ -91,42 +94,28 @@ impl Persist {
         }
         Ok((
             Persist {
-                journal: Arc::new(journal),
-                fsync_always: settings.fsync == FsyncMode::Always,
+                appender: Appender::start(journal)?,
                 _lock: lock,
             },
             recovered.streams,
         ))
     }
 
-    /// Appends `record`. Under `fsync = "always"` it then waits for the disk, off the async
-    /// workers. A failed append is logged: the stream goes on (only a restart would miss it).
-    pub(super) async fn append(&self, record: Record<'_>) {
-        let result = match self.journal.write(&record) {
-            Ok(ticket) if self.fsync_always => {
-                let journal = Arc::clone(&self.journal);
-                tokio::task::spawn_blocking(move || journal.sync(ticket))
-                    .await
-                    .unwrap_or_else(|e| {
-                        Err(JournalError::Thread {
-                            source: std::io::Error::other(e.to_string()),
-                        })
-                    })
-            }
-            Ok(_) => Ok(()),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = result {
-            tracing::error!(stream = record.stream(), error = %e, "journal append failed");
+    /// Appends `record` on the journal's writer thread and waits for it (and for the disk,
+    /// under `fsync = "always"`); the async workers never block on the journal. A failed
+    /// append is logged: the stream goes on (only a restart would miss it).
+    pub(super) async fn append(&self, record: OwnedRecord) {
+        let stream = record.as_record().stream().to_owned();
+        if let Err(e) = self.appender.append(record).await {
+            tracing::error!(stream, error = %e, "journal append failed");
         }
     }
 
-    /// Appends without waiting for the disk even under `always` (for records whose loss a
-    /// restart tolerates: the end of a stream whose last event is journaled, a forget).
-    pub(super) fn append_now(&self, record: &Record<'_>) {
-        if let Err(e) = self.journal.write(record) {
-            tracing::error!(stream = record.stream(), error = %e, "journal append failed");
-        }
+    /// Queues `record` without waiting (for records whose loss a restart tolerates: the end
+    /// of a stream whose last event is journaled, a forget). Still written in order: after
+    /// every record appended or queued before it.
+    pub(super) fn append_now(&self, record: OwnedRecord) {
+        self.appender.submit(record);
     }
 }
 
@@ -193,15 +182,19 @@ impl Hub {
                     _ => break,
                 }
             }
-            let route = prior
-                .iter()
-                .find_map(|e| match e {
-                    AgentEvent::StreamStart(s) => Some(format!(
-                        "{}/{}",
-                        s.provider.as_deref().unwrap_or("?"),
-                        s.model
-                    )),
-                    _ => None,
+            // What the journal says answered first; a journal older than that field has only
+            // the model the upstream reported.
+            let route = Some(stream.route.clone())
+                .filter(|r| !r.is_empty())
+                .or_else(|| {
+                    prior.iter().find_map(|e| match e {
+                        AgentEvent::StreamStart(s) => Some(format!(
+                            "{}/{}",
+                            s.provider.as_deref().unwrap_or("?"),
+                            s.model
+                        )),
+                        _ => None,
+                    })
                 })
                 .unwrap_or_default();
             let entry = Arc::new(Entry::new(

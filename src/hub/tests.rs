@@ -9,7 +9,7 @@ use providers::Dialect;
 use super::entry::{Entry, StoredEvent};
 use super::{Hub, StreamsConfig};
 use crate::engine::Engine;
-use crate::journal::Record;
+use crate::journal::OwnedRecord;
 
 fn event(bytes: usize) -> StoredEvent {
     // The journal's recovery parses events: a real envelope, padded to the size wanted.
@@ -33,14 +33,14 @@ async fn stream(hub: &Arc<Hub>, id: &str, bytes: usize, finish: bool) -> Arc<Ent
     ));
     let stored = event(bytes);
     if let Some(persist) = &hub.persist {
-        let forward = Vec::new();
         persist
-            .append(Record::Open {
-                stream: id,
+            .append(OwnedRecord::Open {
+                stream: id.to_owned(),
                 created_ms: 0,
                 door: "openai",
-                body: b"{}",
-                forward: &forward,
+                body: Bytes::from_static(b"{}"),
+                forward: Vec::new(),
+                route: "p/m".into(),
             })
             .await;
     }
@@ -116,5 +116,38 @@ async fn what_the_cap_forgot_does_not_come_back_after_a_restart() {
         let entry = hub.get(id).unwrap();
         assert!(entry.is_finished(), "{id}");
         assert_eq!(entry.events()[0].json, event(100).json);
+    }
+}
+
+#[tokio::test]
+async fn an_id_reused_after_it_was_forgotten_is_the_new_stream_after_a_restart() {
+    for segment_bytes in [64, 1 << 20] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(usize::MAX);
+        config.retention_ms = 0; // every finished stream is forgotten at the next sweep
+        config.journal.enabled = true;
+        config.journal.dir = dir.path().to_owned();
+        config.journal.segment_bytes = segment_bytes;
+        let engine = engine();
+        {
+            let hub = Hub::open(config.clone(), &engine).unwrap();
+            // Each round's stream is told apart by its event's size.
+            for round in 1..=4 {
+                stream(&hub, "reused", 100 * round, true).await;
+                hub.sweep();
+                assert!(hub.get("reused").is_err(), "{segment_bytes}: forgotten");
+            }
+            stream(&hub, "reused", 1000, true).await;
+        }
+        let hub = Hub::open(config, &engine).unwrap();
+        let entry = hub.get("reused").unwrap();
+        assert_eq!(entry.events().len(), 1, "{segment_bytes}");
+        assert_eq!(entry.events()[0].json, event(1000).json, "{segment_bytes}");
+        assert!(entry.is_finished(), "{segment_bytes}");
+        let journal = hub.journal_stats().unwrap();
+        assert!(
+            journal.segments <= 3,
+            "{segment_bytes}: the forgotten rounds' segments were deleted: {journal:?}"
+        );
     }
 }

@@ -43,7 +43,8 @@ impl Journal {
         let shared = &*self.shared;
         let (ticket, freed) = shared.write(record, &frame)?;
         shared.appended.fetch_add(1, Ordering::Relaxed);
-        if freed {
+        // Under `Interval` the background thread deletes them, with its flushes.
+        if freed && !shared.background() {
             shared.delete_doomed();
         }
         Ok(Ticket(ticket))
@@ -122,22 +123,36 @@ impl Shared {
                 let freed = w.ledger.forget(n, stream);
                 w.doomed.extend(freed);
             }
+            Record::Open { stream, .. } => w.ledger.open(n, stream),
             _ => w.ledger.data(n, record.stream()),
         }
         Ok((w.tickets, w.doomed.len() > before))
     }
 
-    /// Closes the current segment (flushing it, unless the policy is `Never`) and starts the
-    /// next one.
+    /// Whether flushes and deletions are the `Interval` thread's, off the append path.
+    fn background(&self) -> bool {
+        matches!(self.fsync, FsyncPolicy::Interval(_))
+    }
+
+    /// Closes the current segment and starts the next one. The closing segment is flushed,
+    /// and the new one's header and directory entry, at once under `Always`, by the
+    /// background thread at its next tick under `Interval` (before the new segment's records
+    /// are: nothing is durable later than the interval promises), never under `Never`.
     fn rotate(&self, w: &mut Writer) -> Result<(), JournalError> {
         let durable = self.fsync != FsyncPolicy::Never;
-        if durable && !self.syncer.settled(w.tickets) {
+        if self.background() {
+            if !self.syncer.settled(w.tickets) {
+                let closing = w.file.clone();
+                w.unsynced.push(closing);
+            }
+            w.dir_dirty = true;
+        } else if durable && !self.syncer.settled(w.tickets) {
             // Settles every ticket of the closing segment: flushes only ever cover the current
             // one after this.
             self.syncer.settle(w.tickets, w.file.sync_data());
         }
         let next = w.segment + 1;
-        let file = segment::create(&self.dir, next, durable)?;
+        let file = segment::create(&self.dir, next, durable && !self.background())?;
         w.file = Arc::new(file);
         w.segment = next;
         w.len = HEADER_LEN;
@@ -163,13 +178,30 @@ impl Shared {
         result
     }
 
-    /// Flushes whatever was written and not yet flushed (the `Interval` thread's tick).
+    /// Flushes whatever was written and not yet flushed, closed segments and the directory
+    /// first, then deletes what compaction freed (the `Interval` thread's tick).
     pub(super) fn flush_written(&self) {
+        let (closed, dir) = {
+            let mut w = lock(&self.writer);
+            (
+                std::mem::take(&mut w.unsynced),
+                std::mem::take(&mut w.dir_dirty),
+            )
+        };
+        for file in closed {
+            // Counted and logged by the syncer; their tickets are settled with the current
+            // segment's below (nobody waits for them under `Interval`).
+            self.syncer.settle(0, file.sync_data());
+        }
+        if dir && let Err(e) = segment::sync_dir(&self.dir) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "journal: cannot flush the directory");
+        }
         let ticket = lock(&self.writer).tickets;
         if !self.syncer.settled(ticket) {
             // A failure is counted and logged by the syncer; no appender waits for it.
             let _ = self.flush(ticket);
         }
+        self.delete_doomed();
     }
 
     /// Unlinks the segments compaction freed, in the order it freed them, flushing the

@@ -47,6 +47,8 @@ pub(crate) struct Ledger {
     streams: HashMap<Arc<str>, Stream>,
     /// The segment being appended to.
     current: u64,
+    /// Forgotten streams whose id was opened again (for their books' unique names).
+    retired: u64,
 }
 
 impl Ledger {
@@ -115,6 +117,37 @@ impl Ledger {
                 }
             }
         }
+    }
+
+    /// An `Open` of `stream` went into segment `n`. An id whose stream was forgotten is free
+    /// again: the forgotten stream's books are kept under a name no stream id can have (its
+    /// records and its `Forget` still have to go in order), and the new stream starts clean,
+    /// so its records are not mistaken for strays after the old `Forget`.
+    pub(crate) fn open(&mut self, n: u64, stream: &str) {
+        if self
+            .streams
+            .get(stream)
+            .is_some_and(|s| s.forgotten_in.is_some())
+            && let Some((old, info)) = self.streams.remove_entry(stream)
+        {
+            self.retired += 1;
+            // Stream ids never hold a NUL: the retired name is unique.
+            let retired: Arc<str> = Arc::from(format!("{old}\0{}", self.retired));
+            for s in &info.segments {
+                if let Some(seg) = self.segments.get_mut(s) {
+                    for name in seg.dead.iter_mut().filter(|d| **d == old) {
+                        *name = retired.clone();
+                    }
+                }
+            }
+            if let Some(seg) = info.forgotten_in.and_then(|f| self.segments.get_mut(&f))
+                && seg.guards.remove(&old)
+            {
+                seg.guards.insert(retired.clone());
+            }
+            self.streams.insert(retired, info);
+        }
+        self.data(n, stream);
     }
 
     /// A `Forget` of `stream` went into segment `n`. Returns the segments this frees, in the
@@ -270,6 +303,27 @@ mod tests {
         // 2's Forget of a still guards segment 1, until 1 goes.
         assert_eq!(l.forget(4, "keep"), vec![1, 2]);
         assert!(l.streams.is_empty());
+    }
+
+    #[test]
+    fn an_id_opened_again_after_its_forget_is_a_new_stream() {
+        let mut l = ledger(1);
+        l.data(1, "a");
+        l.data(1, "keep");
+        l.open_segment(2, 8);
+        assert!(l.forget(2, "a").is_empty(), "keep still lives in 1");
+        l.open(2, "a"); // the id is reused: a new stream
+        l.open_segment(3, 8);
+        l.data(3, "a");
+        assert!(
+            l.open_segment(4, 8).is_empty(),
+            "3 holds the new a, which is live"
+        );
+        // 1 goes with keep; 2 holds the new a's Open, so it stays, and with it the old a's
+        // Forget (harmless: the new a's Open comes after it).
+        assert_eq!(l.forget(4, "keep"), vec![1]);
+        assert_eq!(l.forget(4, "a"), vec![2, 3]);
+        assert_eq!(l.usage().0, 1);
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! - `compact`: which closed segments may be deleted.
 //! - `sync`: fdatasync: group commit (`Always`) and the background flusher (`Interval`).
 //! - `open` and `append`: the [`Journal`] itself. [`JournalError`] says what failed where.
+//! - `appender`: the journal's writer thread, for async callers ([`Appender`]): rotation,
+//!   compaction and flushes never run on an async worker.
 //!
 //! # Format
 //!
@@ -19,7 +21,8 @@
 //! ```text
 //! [u32 LE payload length][u32 LE CRC32 of payload][payload]
 //! payload = tag u8, then fields; uN = LEB128 varint, bytes = varint length + the bytes as-is
-//!   1 Open    stream, created_ms, door, body, header count, (name, value)*
+//!   1 Open    stream, created_ms, door, body, header count, (name, value)*, route
+//!             (route: absent in journals written before it was recorded)
 //!   2 Events  stream, first_seq, event count, event*
 //!   3 End     stream
 //!   4 Forget  stream
@@ -42,7 +45,9 @@
 //!   [`FsyncPolicy::Always`]: every acknowledged append (each returns after an fdatasync that
 //!   covers it; concurrent appends share one). [`FsyncPolicy::Interval`]: everything but up to
 //!   the last interval's appends (a background thread fdatasyncs the current segment every
-//!   interval, and a segment is synced when it is closed). [`FsyncPolicy::Never`]: whatever the
+//!   interval, and a segment closed meanwhile, with the directory, at its next tick; it also
+//!   does compaction's unlinks, so no append ever waits for the disk).
+//!   [`FsyncPolicy::Never`]: whatever the
 //!   OS had written back (typically up to ~30 s on Linux).
 //!
 //! # Recovery
@@ -64,6 +69,7 @@
 //! One process per directory: two journals on the same directory would corrupt each other.
 
 mod append;
+mod appender;
 mod compact;
 mod error;
 mod open;
@@ -80,6 +86,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 pub use append::Ticket;
+pub use appender::{Appender, OwnedRecord};
 pub use error::JournalError;
 pub use record::Record;
 pub use recover::{Recovered, RecoveredStream};
@@ -127,7 +134,7 @@ impl Default for JournalConfig {
 pub enum FsyncPolicy {
     /// Every append returns after an fdatasync covering it (appends in flight together share
     /// one). Nothing acknowledged is lost; each append waits for the disk, so call it off the
-    /// async runtime (`spawn_blocking`) if the disk is slow.
+    /// async runtime (an [`Appender`]) if the disk is slow.
     Always,
     /// A background thread fdatasyncs the current segment every interval when it was written
     /// to (an interval under 1 ms counts as 1 ms). A power failure loses up to one interval.
@@ -210,6 +217,11 @@ struct Writer {
     /// Start a new segment before the next write: the current one had a failed write or flush,
     /// and records behind possibly lost bytes could not be read back.
     rotate: bool,
+    /// Under `Interval`: closed segments whose flush the background thread owes (a rotation
+    /// never waits for the disk).
+    unsynced: Vec<Arc<File>>,
+    /// Under `Interval`: a segment was created since the directory was last flushed.
+    dir_dirty: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -53,6 +53,7 @@ impl Journal {
                 replay.apply(&entry, n, offset);
                 match entry {
                     Entry::Forget { stream } => doomed.extend(ledger.forget(n, stream)),
+                    Entry::Open { stream, .. } => ledger.open(n, stream),
                     other => ledger.data(n, other.stream()),
                 }
             });
@@ -117,6 +118,8 @@ impl Journal {
                 ledger,
                 doomed,
                 rotate: false,
+                unsynced: Vec::new(),
+                dir_dirty: false,
             }),
             syncer: Syncer::default(),
             deleting: Mutex::new(()),

@@ -34,6 +34,9 @@ pub enum Record<'a> {
         body: &'a [u8],
         /// Non-secret pass-through headers.
         forward: &'a [(String, String)],
+        /// The route that answered first (`provider/model`), for display after a restart;
+        /// the continuation plans its routes from the model in `body`. Empty when unknown.
+        route: &'a str,
     },
     /// Consecutive events of a stream, starting at `first_seq`; each is one envelope's JSON
     /// bytes. Several per record, so a burst of deltas is one write.
@@ -79,6 +82,7 @@ pub(crate) enum Entry<'a> {
         door: &'a str,
         body: &'a [u8],
         forward: Vec<(&'a str, &'a str)>,
+        route: &'a str,
     },
     Events {
         stream: &'a str,
@@ -122,6 +126,7 @@ pub(crate) fn encode(record: &Record<'_>) -> Result<Vec<u8>, usize> {
             door,
             body,
             forward,
+            route,
         } => {
             buf.push(TAG_OPEN);
             put_bytes(&mut buf, stream.as_bytes());
@@ -133,6 +138,7 @@ pub(crate) fn encode(record: &Record<'_>) -> Result<Vec<u8>, usize> {
                 put_bytes(&mut buf, name.as_bytes());
                 put_bytes(&mut buf, value.as_bytes());
             }
+            put_bytes(&mut buf, route.as_bytes());
         }
         Record::Events {
             stream,
@@ -172,6 +178,7 @@ fn payload_len(record: &Record<'_>) -> usize {
             door,
             body,
             forward,
+            route,
         } => {
             bytes(stream.as_bytes())
                 + varint_len(created_ms)
@@ -182,6 +189,7 @@ fn payload_len(record: &Record<'_>) -> usize {
                     .iter()
                     .map(|(n, v)| bytes(n.as_bytes()) + bytes(v.as_bytes()))
                     .sum::<usize>()
+                + bytes(route.as_bytes())
         }
         Record::Events {
             stream,
@@ -304,12 +312,15 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Entry<'_>, BadPayload> {
             for _ in 0..n {
                 forward.push((r.str()?, r.str()?));
             }
+            // Journals written before the route was recorded end here.
+            let route = if r.buf.is_empty() { "" } else { r.str()? };
             Entry::Open {
                 stream,
                 created_ms,
                 door,
                 body,
                 forward,
+                route,
             }
         }
         TAG_EVENTS => {
@@ -395,6 +406,23 @@ mod tests {
     }
 
     #[test]
+    fn an_open_written_before_routes_were_recorded_reads_with_none() {
+        let forward = Vec::new();
+        let frame = encode(&Record::Open {
+            stream: "s",
+            created_ms: 1,
+            door: "openai",
+            body: b"{}",
+            forward: &forward,
+            route: "",
+        })
+        .unwrap();
+        // The older layout: the same fields without the route's (empty) length byte.
+        let older = &frame[FRAME_HEADER..frame.len() - 1];
+        assert!(matches!(decode(older), Ok(Entry::Open { route: "", .. })));
+    }
+
+    #[test]
     fn every_kind_round_trips() {
         let forward = vec![("x-trace".to_string(), "abc".to_string())];
         let open = Record::Open {
@@ -403,6 +431,7 @@ mod tests {
             door: "openai",
             body: br#"{"model":"m","q":"\u00e9\n"}"#,
             forward: &forward,
+            route: "p/m",
         };
         assert_eq!(
             round_trip(&open),
@@ -412,6 +441,7 @@ mod tests {
                 door: "openai",
                 body: br#"{"model":"m","q":"\u00e9\n"}"#,
                 forward: vec![("x-trace", "abc")],
+                route: "p/m",
             }
         );
         let events = [Bytes::from_static(b"{\"seq\":7}"), Bytes::new()];

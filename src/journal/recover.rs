@@ -34,6 +34,8 @@ pub struct RecoveredStream {
     pub body: Vec<u8>,
     /// Non-secret pass-through headers.
     pub forward: Vec<(String, String)>,
+    /// The route that answered first (`provider/model`); empty when the journal predates it.
+    pub route: String,
     /// Its events, `events[i]` having seq `i`: gap-free from 0.
     pub events: Vec<Bytes>,
     /// An `End` was journaled and every event before it is here: the stream is complete.
@@ -56,7 +58,7 @@ pub(crate) struct Replay {
     /// Streams in the order they were opened; `None` once forgotten.
     order: Vec<Option<Building>>,
     /// Stream id -> its place in `order`, `None` for a forgotten stream (whose later records
-    /// are ignored: a Forget is final).
+    /// are ignored: a Forget is final, until an `Open` starts a new stream of that id).
     index: HashMap<String, Option<usize>>,
     /// Records of streams never opened (their Open was in a lost part of a segment).
     orphans: u64,
@@ -72,9 +74,12 @@ impl Replay {
             door,
             body,
             forward,
+            route,
         } = entry
         {
-            if self.index.contains_key(*stream) {
+            // An id forgotten before is free again (a client may name its streams): this Open
+            // begins a new stream, and the forgotten one's records were dropped with it.
+            if let Some(Some(_)) = self.index.get(*stream) {
                 tracing::warn!(
                     stream,
                     segment,
@@ -95,6 +100,7 @@ impl Replay {
                         .iter()
                         .map(|(n, v)| (n.to_string(), v.to_string()))
                         .collect(),
+                    route: route.to_string(),
                     events: Vec::new(),
                     ended: false,
                 },
@@ -199,6 +205,7 @@ mod tests {
             door: "anthropic",
             body: b"{}",
             forward: vec![("x-a", "1")],
+            route: "p/m",
         }
     }
 
@@ -248,8 +255,8 @@ mod tests {
         r.apply(&open("b"), 1, 0);
         r.apply(&events("ghost", 0, &[b"0"]), 1, 0);
         r.apply(&Entry::Forget { stream: "a" }, 1, 0);
-        r.apply(&open("a"), 2, 0);
-        r.apply(&events("a", 0, &[b"0"]), 2, 0);
+        r.apply(&events("a", 0, &[b"0"]), 2, 0); // after its Forget: ignored
+        r.apply(&Entry::End { stream: "a" }, 2, 0);
         r.apply(&open("b"), 2, 0); // a second Open does not reset b
         r.apply(&events("b", 0, &[b"0"]), 2, 0);
         let out = r.finish();
@@ -257,6 +264,26 @@ mod tests {
         assert_eq!(out[0].stream, "b");
         assert_eq!(texts(&out[0]), vec![b"0".as_slice()]);
         assert!(!out[0].ended);
+    }
+
+    #[test]
+    fn an_id_opened_again_after_its_forget_is_a_new_stream() {
+        let mut r = Replay::default();
+        r.apply(&open("a"), 1, 0);
+        r.apply(&events("a", 0, &[b"old0", b"old1"]), 1, 0);
+        r.apply(&Entry::End { stream: "a" }, 1, 0);
+        r.apply(&open("b"), 1, 0);
+        r.apply(&Entry::Forget { stream: "a" }, 2, 0);
+        r.apply(&open("a"), 2, 0);
+        r.apply(&events("a", 0, &[b"new0"]), 2, 0);
+        let out = r.finish();
+        assert_eq!(
+            out.iter().map(|s| s.stream.as_str()).collect::<Vec<_>>(),
+            vec!["b", "a"],
+            "in opening order: the new a was opened after b"
+        );
+        assert_eq!(texts(&out[1]), vec![b"new0".as_slice()]);
+        assert!(!out[1].ended, "the old stream's End is not the new one's");
     }
 
     #[test]

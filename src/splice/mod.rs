@@ -397,7 +397,10 @@ impl Splicer {
         self.unrepeated.clone_from(&self.sent_calls);
         self.continuing = self.output_started();
         self.resumed |= self.output_started();
-        let mut open_text = None;
+        // Still set when this attempt opened no block at all (it broke right after its
+        // `stream.start`): the text block an earlier break left open is still the one to
+        // continue in.
+        let mut open_text = self.open_text.take();
         let mut blocks: Vec<Mapped> = std::mem::take(&mut self.blocks).into_values().collect();
         blocks.sort_by_key(|m| m.client);
         for m in blocks {

@@ -117,3 +117,91 @@ fn a_segment_a_crash_left_behind_is_deleted_on_open() {
     assert_eq!(segments(d), vec![2]);
     assert_eq!(j.stats().segments_deleted, 1);
 }
+
+/// Streams of a few ids opened, written, ended and forgotten in random order, ids reused after
+/// their Forget, over segments small enough that each record rotates: every reopen (of the
+/// books too, on a copy made mid-way) brings back exactly the latest stream of each id not
+/// forgotten, with its own events, and forgetting everything leaves only the current segment.
+#[test]
+fn reused_ids_come_back_as_their_latest_stream_through_compaction() {
+    for seed in 0..30 {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let cfg = || config(d, FsyncPolicy::Never, 64);
+        let (mut j, _) = Journal::open(cfg()).unwrap();
+        // id -> (round, events so far, ended) of its stream not forgotten, if any.
+        let mut live: std::collections::BTreeMap<&str, (u64, u64, bool)> = Default::default();
+        let mut round = 0;
+        for step in 0..60 {
+            let id = ["a", "b", "c"][rng.usize(..3)];
+            match live.get_mut(id) {
+                None => {
+                    round += 1;
+                    j.append(&Record::Open {
+                        stream: id,
+                        created_ms: round,
+                        door: "openai",
+                        body: b"{}",
+                        forward: &[],
+                        route: "",
+                    })
+                    .unwrap();
+                    live.insert(id, (round, 0, false));
+                }
+                Some((r, n, ended)) => match rng.u8(..4) {
+                    0 if !*ended => {
+                        append_end(&j, id);
+                        *ended = true;
+                    }
+                    1 if *ended => {
+                        append_forget(&j, id);
+                        live.remove(id);
+                    }
+                    _ if !*ended => {
+                        // Each round's events say which round they belong to.
+                        j.append(&Record::Events {
+                            stream: id,
+                            first_seq: *n,
+                            events: &[Bytes::from(format!("{r}:{n}"))],
+                        })
+                        .unwrap();
+                        *n += 1;
+                    }
+                    _ => {}
+                },
+            }
+            if step % 20 == 19 {
+                drop(j);
+                let (again, r) = Journal::open(cfg()).unwrap();
+                j = again;
+                let want: Vec<(String, u64, Vec<Bytes>, bool)> = live
+                    .iter()
+                    .map(|(id, (round, n, ended))| {
+                        let events = (0..*n)
+                            .map(|i| Bytes::from(format!("{round}:{i}")))
+                            .collect();
+                        (id.to_string(), *round, events, *ended)
+                    })
+                    .collect();
+                let mut got: Vec<(String, u64, Vec<Bytes>, bool)> = r
+                    .streams
+                    .iter()
+                    .map(|s| (s.stream.clone(), s.created_ms, s.events.clone(), s.ended))
+                    .collect();
+                got.sort();
+                assert_eq!(got, want, "seed {seed} step {step}");
+            }
+        }
+        for (id, (_, _, ended)) in std::mem::take(&mut live) {
+            if !ended {
+                append_end(&j, id);
+            }
+            append_forget(&j, id);
+        }
+        drop(j);
+        let (j, r) = Journal::open(cfg()).unwrap();
+        assert!(r.streams.is_empty(), "seed {seed}");
+        assert_eq!(j.stats().segments, 1, "seed {seed}: {:?}", segments(d));
+    }
+}

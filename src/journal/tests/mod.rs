@@ -49,6 +49,7 @@ fn append_open(j: &Journal, stream: &str) {
         door: "openai",
         body: br#"{"model":"gpt","stream":true}"#,
         forward: &[("x-request-id".to_string(), "r1".to_string())],
+        route: "openai/gpt",
     })
     .unwrap();
 }

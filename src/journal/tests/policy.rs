@@ -149,3 +149,33 @@ fn the_journal_can_be_shared_across_threads() {
     shareable::<Journal>();
     shareable::<Arc<Journal>>();
 }
+
+#[test]
+fn under_interval_no_append_waits_for_the_disk_not_even_a_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    // The background thread never ticks during the test: only the drop flushes.
+    let policy = FsyncPolicy::Interval(Duration::from_secs(3600));
+    let (j, _) = Journal::open(config(dir.path(), policy, 64)).unwrap();
+    for s in ["a", "b"] {
+        append_open(&j, s);
+        for seq in 0..5 {
+            append_events(&j, s, seq..seq + 1);
+        }
+        append_end(&j, s);
+    }
+    append_forget(&j, "a");
+    let stats = j.stats();
+    assert!(stats.segments > 5, "64-byte segments rotate: {stats:?}");
+    assert_eq!(stats.syncs, 0, "rotations left their flushes to the thread");
+    assert_eq!(stats.segments_deleted, 0, "and compaction its deletions");
+    let on_disk = segments(dir.path()).len();
+    drop(j); // the last tick: closed segments, the directory, the current one, deletions
+    assert!(
+        segments(dir.path()).len() < on_disk,
+        "a's segments were deleted on the way out"
+    );
+    let (_j, r) = open(dir.path());
+    assert_eq!(names(&r), vec!["b"]);
+    assert_eq!(stream(&r, "b").events, events("b", 0..5));
+    assert!(stream(&r, "b").ended);
+}
