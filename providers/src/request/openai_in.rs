@@ -121,6 +121,7 @@ fn read_message(req: &mut ChatRequest, m: &Value, i: usize) -> Result<(), Reques
     let origin = Some(Origin {
         index: i,
         part_offset: 0,
+        as_string: matches!(content, Some(Value::String(_))),
     });
     let message = match role.as_str() {
         "system" | "developer" => {
@@ -177,17 +178,20 @@ fn read_message(req: &mut ChatRequest, m: &Value, i: usize) -> Result<(), Reques
                 Part::tool_result(call_id, texts.into_iter().map(Part::text).collect(), false);
             Message::new(Role::Tool, vec![result])
         }
-        "function" => {
-            return Err(RequestError::invalid(
-                o.path("role"),
-                "legacy role \"function\" is not supported; use tool_calls and role \"tool\"",
-            ));
-        }
-        other => {
-            return Err(RequestError::invalid(
-                o.path("role"),
-                format!("unknown role {other:?}"),
-            ));
+        // Legacy `function` and newer roles: same-dialect passthrough, refused by the
+        // other.
+        _ => {
+            req.messages.push(Message {
+                origin,
+                ..Message::new(
+                    Role::Native,
+                    vec![Part::Native {
+                        dialect: Dialect::OpenAi,
+                        raw: m.clone(),
+                    }],
+                )
+            });
+            return Ok(());
         }
     };
     req.messages.push(Message {
