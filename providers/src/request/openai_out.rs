@@ -340,7 +340,11 @@ fn write_tool_results(
                     .collect(),
             ),
         };
-        out.push(json!({"role": "tool", "tool_call_id": call_id, "content": content}));
+        let mut v = json!({"role": "tool", "tool_call_id": call_id, "content": content});
+        if same {
+            extend(&mut v, &m.extra);
+        }
+        out.push(v);
     }
     Ok(())
 }
