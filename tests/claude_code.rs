@@ -551,21 +551,40 @@ fn openai_message(i: usize) -> impl Strategy<Value = Gen> {
     prop_oneof![4 => user, 4 => assistant, 2 => tool, 1 => unknown_role]
 }
 
+/// A system or developer message, as a string or text parts, named or not.
+fn openai_system() -> impl Strategy<Value = Value> {
+    (
+        prop_oneof![Just("system"), Just("developer")],
+        prop_oneof![
+            text().prop_map(Value::from),
+            prop::collection::vec(
+                text().prop_map(|t| json!({"type": "text", "text": t})),
+                1..3
+            )
+            .prop_map(Value::Array),
+        ],
+        unknown_fields(),
+    )
+        .prop_map(|(role, content, f)| with_fields(json!({"role": role, "content": content}), f))
+}
+
 fn openai_body() -> impl Strategy<Value = Gen> {
     let messages = (1usize..7).prop_flat_map(|n| (0..n).map(openai_message).collect::<Vec<_>>());
     (
-        prop::option::of(text()),
+        prop::collection::vec(openai_system(), 0..3),
         messages,
+        prop::option::of((0usize..7, openai_system())),
         any::<bool>(),
         unknown_fields(),
     )
-        .prop_map(|(system, turns, stream, f)| {
+        .prop_map(|(leading, turns, late, stream, f)| {
             let unknown = turns.iter().any(|(_, u)| *u);
-            let mut messages: Vec<Value> = Vec::new();
-            // A leading system message is the system prompt: one string (the gateway merges
-            // several into one).
-            messages.extend(system.map(|s| json!({"role": "system", "content": s})));
-            messages.extend(turns.into_iter().map(|(m, _)| m));
+            let mut messages: Vec<Value> = leading;
+            let mut turns: Vec<Value> = turns.into_iter().map(|(m, _)| m).collect();
+            if let Some((at, m)) = late {
+                turns.insert(at.min(turns.len()), m);
+            }
+            messages.extend(turns);
             let body = json!({"model": "gpt-4o", "messages": messages, "stream": stream});
             (with_fields(body, f), unknown)
         })

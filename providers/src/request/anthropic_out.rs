@@ -183,7 +183,7 @@ impl ChatRequest {
         } else {
             self.messages
                 .iter()
-                .filter(|m| m.role == Role::System)
+                .filter(|m| matches!(m.role, Role::System | Role::Developer))
                 .flat_map(|m| &m.content)
                 .filter_map(|p| match p {
                     Part::Text { text, .. } => Some(SystemPart::text(text.clone())),
@@ -227,7 +227,7 @@ impl ChatRequest {
                 Role::User | Role::Tool => "user",
                 Role::Assistant => "assistant",
                 Role::System if same => "system",
-                Role::System => continue,
+                Role::System | Role::Developer => continue,
                 Role::Native => {
                     out.push(Turn::Verbatim(m.native_for(i, TARGET)?));
                     continue;

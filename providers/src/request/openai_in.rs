@@ -5,8 +5,8 @@ use serde_json::{Map, Value};
 use super::error::RequestError;
 use super::fields::{Obj, idx, kind, text_parts};
 use super::unified::{
-    ChatRequest, Effort, FunctionTool, ImageSource, Message, Origin, Part, Reasoning, Role,
-    SystemPart, Tool, ToolChoice,
+    ChatRequest, Effort, FunctionTool, ImageSource, Message, Origin, Part, Reasoning, Role, Tool,
+    ToolChoice,
 };
 use crate::dialect::Dialect;
 
@@ -129,12 +129,12 @@ fn read_message(req: &mut ChatRequest, m: &Value, i: usize) -> Result<(), Reques
                 Some(c) => text_parts(c, &content_path)?,
                 None => Vec::new(),
             };
-            if req.messages.is_empty() {
-                // Leading system prompt; `name` on a system message is dropped.
-                req.system.extend(texts.into_iter().map(SystemPart::text));
-                return Ok(());
-            }
-            Message::new(Role::System, texts.into_iter().map(Part::text).collect())
+            let role = if role == "system" {
+                Role::System
+            } else {
+                Role::Developer
+            };
+            Message::new(role, texts.into_iter().map(Part::text).collect())
         }
         "user" => {
             let parts = match content {

@@ -173,7 +173,7 @@ fn write_message(
     let role = match m.role {
         Role::User => "user",
         Role::Assistant => "assistant",
-        Role::System => {
+        Role::System | Role::Developer => {
             if let Some(j) = m
                 .content
                 .iter()
@@ -185,7 +185,11 @@ fn write_message(
                     "OpenAI system messages hold text only",
                 ));
             }
-            "system"
+            if m.role == Role::System {
+                "system"
+            } else {
+                "developer"
+            }
         }
         Role::Tool => return write_tool_results(out, m, i, same),
         Role::Native => {

@@ -17,8 +17,9 @@ use crate::event::Extra;
 pub struct ChatRequest {
     /// Model name, passed through unchanged (model mapping is the gateway's job).
     pub model: String,
-    /// The leading system prompt, in order (OpenAI leading `system`/`developer` messages,
-    /// Anthropic top-level `system`).
+    /// The system prompt ahead of the conversation: Anthropic's top-level `system`. (An
+    /// OpenAI request's `system`/`developer` messages stay in [`ChatRequest::messages`]
+    /// where they stand.)
     pub system: Vec<SystemPart>,
     /// The conversation. Tool results live in [`Role::Tool`] messages only.
     pub messages: Vec<Message>,
@@ -96,11 +97,14 @@ pub enum Role {
     Assistant,
     /// Tool results ([`Part::ToolResult`] only).
     Tool,
-    /// A system message inside the conversation: an OpenAI `system`/`developer` message
-    /// after the first turn, or an Anthropic mid-conversation `{"role": "system"}` turn.
-    /// Text only towards OpenAI (a `system` message where it stands); towards Anthropic from
-    /// OpenAI hoisted into the top-level system prompt; Anthropic to Anthropic kept in place.
+    /// A system message inside the conversation: an OpenAI `system` message, or an
+    /// Anthropic mid-conversation `{"role": "system"}` turn. Text only towards OpenAI (a
+    /// `system` message where it stands); towards Anthropic from OpenAI hoisted into the
+    /// top-level system prompt; Anthropic to Anthropic kept in place.
     System,
+    /// An OpenAI `developer` message: a system message under the name OpenAI's reasoning
+    /// models use; `developer` to OpenAI, hoisted like [`Role::System`] towards Anthropic.
+    Developer,
     /// A role the unified model does not know: the message's one part is a [`Part::Native`]
     /// holding the whole message, written back verbatim to its dialect and refused by the
     /// other.
