@@ -103,9 +103,7 @@ impl ChatRequest {
         }
         Ok(Value::Object(body))
     }
-}
 
-impl ChatRequest {
     /// The OpenAI reasoning effort: the client's own, or from Anthropic's thinking budget,
     /// or, for adaptive thinking, from Anthropic's `output_config.effort` (`max` is `high`).
     fn effort(&self) -> Option<Effort> {
@@ -297,12 +295,10 @@ fn write_message(
     Ok(())
 }
 
-/// An Anthropic thinking block kept whole (it had fields the gateway does not know).
+/// An Anthropic `redacted_thinking` block kept whole (it had fields the gateway does not
+/// know): dropped like any thinking.
 fn is_thinking(raw: &Value) -> bool {
-    matches!(
-        raw.get("type").and_then(Value::as_str),
-        Some("thinking" | "redacted_thinking")
-    )
+    raw.get("type").and_then(Value::as_str) == Some("redacted_thinking")
 }
 
 /// One OpenAI `tool` message per tool result.

@@ -242,3 +242,22 @@ fn adaptive_thinking_takes_its_effort_from_output_config() {
         assert!(o.get("output_config").is_none());
     }
 }
+
+#[test]
+fn thinking_with_unknown_fields_is_still_dropped_towards_openai() {
+    let body = anthropic(json!([
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": [
+            {"type": "thinking", "thinking": "t", "signature": "s", "x_meta": 1},
+            {"type": "redacted_thinking", "data": "enc", "x_meta": 2},
+            {"type": "text", "text": "answer"},
+        ]},
+        {"role": "user", "content": "more"},
+    ]));
+    assert_eq!(a2a(&body), body);
+    let o = a2o(body).unwrap();
+    assert_eq!(
+        o["messages"][1],
+        json!({"role": "assistant", "content": "answer"})
+    );
+}
