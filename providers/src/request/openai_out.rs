@@ -177,10 +177,13 @@ fn write_message(
                 .iter()
                 .position(|p| !matches!(p, Part::Text { .. }))
             {
+                // Worded as Anthropic words its own refusal of a system turn ("role
+                // 'system' is not supported ..."): Claude Code then resends without it.
                 return Err(RequestError::unsupported(
                     m.part_path(i, j),
                     TARGET,
-                    "OpenAI system messages hold text only",
+                    "role 'system' is not supported with content other than text \
+                     (OpenAI system messages hold text only)",
                 ));
             }
             if m.role == Role::System {

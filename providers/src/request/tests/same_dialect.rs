@@ -71,7 +71,26 @@ fn a_system_turn_with_an_image_is_refused_towards_openai() {
             {"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}
         ]},
     ]));
-    assert_eq!(err_param(a2o(body)), "messages[1].content[1]");
+    let e = a2o(body).unwrap_err();
+    assert_eq!(e.param(), "messages[1].content[1]");
+    // Claude Code resends without its system turns on a 400 whose message says "not
+    // supported" and matches /role .{0,2}system/i (Anthropic's own "role 'system' is not
+    // supported on this model").
+    let message = e.to_anthropic_error_body()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_lowercase();
+    let role_system = message.match_indices("role ").any(|(at, _)| {
+        (0..=2).any(|gap| {
+            message
+                .get(at + 5 + gap..)
+                .is_some_and(|rest| rest.starts_with("system"))
+        })
+    });
+    assert!(
+        message.contains("not supported") && role_system,
+        "{message}"
+    );
 }
 
 #[test]
