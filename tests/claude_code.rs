@@ -551,21 +551,35 @@ fn openai_message(i: usize) -> impl Strategy<Value = Gen> {
     prop_oneof![4 => user, 4 => assistant, 2 => tool, 1 => unknown_role]
 }
 
-/// A system or developer message, as a string or text parts, named or not.
-fn openai_system() -> impl Strategy<Value = Value> {
+/// A system or developer message, as a string or parts (text, or a kind no dialect has yet),
+/// named or not.
+fn openai_system() -> impl Strategy<Value = Gen> {
+    let part = (text(), unknown_fields())
+        .prop_map(|(t, f)| with_fields(json!({"type": "text", "text": t}), f));
+    let unknown_part = ("x_part_[a-z]{1,4}", unknown_fields())
+        .prop_map(|(ty, f)| with_fields(json!({"type": ty}), f));
     (
         prop_oneof![Just("system"), Just("developer")],
         prop_oneof![
-            text().prop_map(Value::from),
-            prop::collection::vec(
-                text().prop_map(|t| json!({"type": "text", "text": t})),
-                1..3
+            text().prop_map(|t| (Value::from(t), false)),
+            (
+                prop::collection::vec(part, 1..3),
+                prop::option::of(unknown_part)
             )
-            .prop_map(Value::Array),
+                .prop_map(|(mut parts, unknown)| {
+                    let has = unknown.is_some();
+                    parts.extend(unknown);
+                    (Value::Array(parts), has)
+                }),
         ],
         unknown_fields(),
     )
-        .prop_map(|(role, content, f)| with_fields(json!({"role": role, "content": content}), f))
+        .prop_map(|(role, (content, unknown), f)| {
+            (
+                with_fields(json!({"role": role, "content": content}), f),
+                unknown,
+            )
+        })
 }
 
 fn openai_body() -> impl Strategy<Value = Gen> {
@@ -578,10 +592,11 @@ fn openai_body() -> impl Strategy<Value = Gen> {
         unknown_fields(),
     )
         .prop_map(|(leading, turns, late, stream, f)| {
-            let unknown = turns.iter().any(|(_, u)| *u);
-            let mut messages: Vec<Value> = leading;
+            let unknown = turns.iter().chain(&leading).any(|(_, u)| *u)
+                || late.as_ref().is_some_and(|(_, (_, u))| *u);
+            let mut messages: Vec<Value> = leading.into_iter().map(|(m, _)| m).collect();
             let mut turns: Vec<Value> = turns.into_iter().map(|(m, _)| m).collect();
-            if let Some((at, m)) = late {
+            if let Some((at, (m, _))) = late {
                 turns.insert(at.min(turns.len()), m);
             }
             messages.extend(turns);

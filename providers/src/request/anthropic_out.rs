@@ -56,7 +56,7 @@ impl ChatRequest {
         body.insert("model".into(), json!(self.model));
         let (thinking, max_tokens) = self.thinking(defaults, same, caps)?;
         body.insert("max_tokens".into(), json!(max_tokens));
-        if let Some(system) = self.system_value(same) {
+        if let Some(system) = self.system_value(same)? {
             body.insert("system".into(), system);
         }
         body.insert("messages".into(), Value::Array(self.messages_value(same)?));
@@ -176,25 +176,32 @@ impl ChatRequest {
     /// The top-level `system`: the leading parts, plus, from OpenAI, the later system
     /// messages hoisted (an Anthropic request keeps its mid-conversation system turns in
     /// place).
-    fn system_value(&self, same: bool) -> Option<Value> {
+    fn system_value(&self, same: bool) -> Result<Option<Value>, RequestError> {
         let mut parts: Vec<&SystemPart> = self.system.iter().collect();
-        let hoisted: Vec<SystemPart> = if same {
-            Vec::new()
-        } else {
-            self.messages
-                .iter()
-                .filter(|m| matches!(m.role, Role::System | Role::Developer))
-                .flat_map(|m| &m.content)
-                .filter_map(|p| match p {
-                    Part::Text { text, .. } => Some(SystemPart::text(text.clone())),
-                    _ => None,
-                })
-                .collect()
-        };
+        let mut hoisted: Vec<SystemPart> = Vec::new();
+        let system_messages = self
+            .messages
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| !same && matches!(m.role, Role::System | Role::Developer));
+        for (i, m) in system_messages {
+            for (j, p) in m.content.iter().enumerate() {
+                match p {
+                    Part::Text { text, .. } => hoisted.push(SystemPart::text(text.clone())),
+                    _ => {
+                        return Err(RequestError::unsupported(
+                            m.part_path(i, j),
+                            TARGET,
+                            "Anthropic system prompts hold text only",
+                        ));
+                    }
+                }
+            }
+        }
         parts.extend(&hoisted);
         parts.retain(|p| !p.text.is_empty());
         let plain = |p: &SystemPart| p.cache_control.is_none() && (!same || p.extra.is_empty());
-        match parts.as_slice() {
+        Ok(match parts.as_slice() {
             [] => None,
             [one] if plain(one) && !(same && self.system_blocks) => Some(json!(one.text)),
             many => Some(Value::Array(
@@ -213,7 +220,7 @@ impl ChatRequest {
                     })
                     .collect(),
             )),
-        }
+        })
     }
 
     /// Messages with tool results in user turns and empty turns left out. Towards

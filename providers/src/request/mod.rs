@@ -30,7 +30,7 @@
 //!
 //! | Item | OpenAI -> Anthropic | Anthropic -> OpenAI |
 //! |---|---|---|
-//! | system prompt | leading `system`/`developer` messages (string or text parts) -> `system` (a string if one part without `cache_control`, else text blocks); later ones are hoisted there too, in order | `system` string or blocks -> one leading `system` message (string if one part, else text parts); `cache_control` dropped |
+//! | system prompt | leading `system`/`developer` messages (string or text parts) -> `system` (a string if one part without `cache_control`, else text blocks); later ones are hoisted there too, in order; parts other than text refused | `system` string or blocks -> one leading `system` message (string if one part, else text parts); `cache_control` dropped |
 //! | roles | `tool` messages -> `tool_result` blocks in a `user` turn; consecutive same-role turns merged; empty turns left out; unknown roles (legacy `function`, newer ones) refused | user turn with `tool_result` blocks -> one `tool` message per result, then a `user` message with the rest, in order; a mid-conversation `system` turn -> a `system` message where it stands (text only, `cache_control` dropped); unknown roles refused |
 //! | text | empty text parts left out (Anthropic rejects them) | single plain text -> string content, else parts |
 //! | images | `image_url` `data:<type>;base64,` -> `base64` source; `http(s)` -> `url` source; `detail` dropped; other URLs refused when read | `base64` -> data URL; `url` -> URL; `file` source refused |

@@ -125,16 +125,22 @@ fn read_message(req: &mut ChatRequest, m: &Value, i: usize) -> Result<(), Reques
     });
     let message = match role.as_str() {
         "system" | "developer" => {
-            let texts = match content {
-                Some(c) => text_parts(c, &content_path)?,
+            let parts = match content {
                 None => Vec::new(),
+                Some(Value::String(s)) => vec![Part::text(s)],
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .enumerate()
+                    .map(|(j, p)| read_text_part(p, &idx(&content_path, j)))
+                    .collect::<Result<_, _>>()?,
+                Some(other) => return Err(not_content(&content_path, &other)),
             };
             let role = if role == "system" {
                 Role::System
             } else {
                 Role::Developer
             };
-            Message::new(role, texts.into_iter().map(Part::text).collect())
+            Message::new(role, parts)
         }
         "user" => {
             let parts = match content {
@@ -156,7 +162,7 @@ fn read_message(req: &mut ChatRequest, m: &Value, i: usize) -> Result<(), Reques
                 Some(Value::Array(items)) => items
                     .iter()
                     .enumerate()
-                    .map(|(j, p)| read_assistant_part(p, &idx(&content_path, j)))
+                    .map(|(j, p)| read_text_part(p, &idx(&content_path, j)))
                     .collect::<Result<_, _>>()?,
                 Some(other) => return Err(not_content(&content_path, &other)),
             };
@@ -244,7 +250,8 @@ fn read_user_part(p: &Value, path: &str) -> Result<Part, RequestError> {
     }
 }
 
-fn read_assistant_part(p: &Value, path: &str) -> Result<Part, RequestError> {
+/// A part of assistant or system content: text, or kept whole.
+fn read_text_part(p: &Value, path: &str) -> Result<Part, RequestError> {
     let mut o = Obj::new(p, path)?;
     match o.req_str("type")?.as_str() {
         "text" => Ok(Part::Text {

@@ -172,10 +172,11 @@ fn write_message(
         Role::User => "user",
         Role::Assistant => "assistant",
         Role::System | Role::Developer => {
+            // An OpenAI client's own system parts pass as they are.
             if let Some(j) = m
                 .content
                 .iter()
-                .position(|p| !matches!(p, Part::Text { .. }))
+                .position(|p| !same && !matches!(p, Part::Text { .. }))
             {
                 // Worded as Anthropic words its own refusal of a system turn ("role
                 // 'system' is not supported ..."): Claude Code then resends without it.
