@@ -305,6 +305,11 @@ pub struct ProviderConfig {
     /// `instruction` for OpenAI-dialect servers. A rejected prefill switches to `instruction`.
     #[serde(default)]
     pub continuation: Option<ContinuationMode>,
+    /// Whether this provider's models reason (take `reasoning_effort` / `thinking`); unset:
+    /// by model family (`o1`/`o3`/`o4`/`gpt-5`/Claude 3.7 and 4+ do, `gpt-4o`/`gpt-4.1`/
+    /// `gpt-3.5`/Claude 3.5 do not). An alias's own `reasoning` wins over this.
+    #[serde(default)]
+    pub reasoning: Option<bool>,
 }
 
 /// `[models.ALIAS]`.
@@ -316,6 +321,10 @@ pub struct ModelConfig {
     /// Routes tried in order when the primary fails, each `provider/model`.
     #[serde(default)]
     pub fallbacks: Vec<String>,
+    /// Whether the models of this alias's routes reason; unset: the provider's `reasoning`,
+    /// else by model family.
+    #[serde(default)]
+    pub reasoning: Option<bool>,
 }
 
 /// `[translation]`.
@@ -488,6 +497,7 @@ impl ProviderConfig {
             project: None,
             anthropic_version: default_anthropic_version(),
             continuation: None,
+            reasoning: None,
         }
     }
 }

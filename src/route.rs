@@ -3,6 +3,7 @@
 use std::fmt;
 
 use providers::Dialect;
+use providers::request::Capabilities;
 
 use crate::config::Config;
 use crate::error::GatewayError;
@@ -63,6 +64,19 @@ pub fn plan(config: &Config, model: &str) -> Result<Plan, GatewayError> {
     Err(GatewayError::UnknownModel {
         model: model.to_owned(),
     })
+}
+
+/// What `route`'s model can take when it answers a request for `requested`: the alias's
+/// `reasoning` if `requested` is an alias, else the provider's, else the model family's.
+pub fn capabilities(config: &Config, requested: &str, route: &Route) -> Capabilities {
+    let family = Capabilities::of(&route.model);
+    let reasons = config
+        .models
+        .get(requested)
+        .and_then(|alias| alias.reasoning)
+        .or_else(|| config.providers.get(&route.provider)?.reasoning)
+        .or(family.reasons);
+    Capabilities { reasons }
 }
 
 fn parse_route(config: &Config, text: &str) -> Option<Route> {
@@ -156,6 +170,42 @@ mod tests {
         for m in ["gpt-4o", "o1-mini", "o3", "o4-mini", "chatgpt-4o-latest"] {
             assert_eq!(routes(m), [format!("openai/{m}")]);
         }
+    }
+
+    #[test]
+    fn reasoning_is_the_alias_then_the_provider_then_the_family() {
+        let mut c = config();
+        let reasons = |c: &Config, requested: &str| {
+            plan(c, requested)
+                .unwrap()
+                .routes
+                .iter()
+                .map(|r| capabilities(c, requested, r).reasons)
+                .collect::<Vec<_>>()
+        };
+        // Family defaults: Claude 4.5 reasons, gpt-4o does not, a llama is unknown.
+        assert_eq!(reasons(&c, "smart"), [Some(true), Some(false)]);
+        assert_eq!(reasons(&c, "openrouter/meta-llama/llama-3-70b"), [None]);
+        c.providers.get_mut("openrouter").unwrap().reasoning = Some(true);
+        assert_eq!(
+            reasons(&c, "openrouter/meta-llama/llama-3-70b"),
+            [Some(true)]
+        );
+        c.providers.get_mut("openai").unwrap().reasoning = Some(true);
+        assert_eq!(reasons(&c, "smart"), [Some(true), Some(true)]);
+        c.models.get_mut("smart").unwrap().reasoning = Some(false);
+        assert_eq!(reasons(&c, "smart"), [Some(false), Some(false)]);
+        // The alias's setting is for the alias: the same route asked for by name keeps the
+        // provider's.
+        assert_eq!(reasons(&c, "openai/gpt-4o"), [Some(true)]);
+        // And the keys parse.
+        let c = Config::parse(
+            "[providers.local]\ndialect = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\n\
+             reasoning = true\n[models.fast]\nroute = \"local/m\"\nreasoning = false\n",
+        )
+        .unwrap();
+        assert_eq!(c.providers["local"].reasoning, Some(true));
+        assert_eq!(c.models["fast"].reasoning, Some(false));
     }
 
     #[test]

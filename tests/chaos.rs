@@ -156,6 +156,7 @@ fn register(
             ModelConfig {
                 route: format!("{}/{name}", provider_of(primary)),
                 fallbacks: vec![format!("{}/{name}", provider_of(other(primary)))],
+                reasoning: None,
             },
         );
     }

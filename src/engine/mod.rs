@@ -149,13 +149,14 @@ impl Engine {
         route: &Route,
     ) -> Result<Vec<u8>, GatewayError> {
         let provider = self.provider(route)?;
+        let caps = crate::route::capabilities(&self.config, &request.model, route);
         let mut request = request.clone();
         request.model.clone_from(&route.model);
         request.stream = true;
         request.include_usage = true;
         let body = match provider.dialect {
-            Dialect::OpenAi => request.to_openai()?,
-            Dialect::Anthropic => request.to_anthropic(&self.defaults)?,
+            Dialect::OpenAi => request.to_openai_for(caps)?,
+            Dialect::Anthropic => request.to_anthropic_for(&self.defaults, caps)?,
         };
         serde_json::to_vec(&body)
             .map_err(|e| GatewayError::Internal(format!("serializing request: {e}")))

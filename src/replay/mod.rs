@@ -202,6 +202,7 @@ impl Replay {
                 ModelConfig {
                     route: route.into(),
                     fallbacks: Vec::new(),
+                    reasoning: None,
                 },
             );
         }

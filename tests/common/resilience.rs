@@ -257,6 +257,7 @@ pub fn alias(config: &mut Config, name: &str, route: &str, fallbacks: &[&str]) {
         ModelConfig {
             route: route.into(),
             fallbacks: fallbacks.iter().map(|s| (*s).to_owned()).collect(),
+            reasoning: None,
         },
     );
 }

@@ -29,11 +29,14 @@ impl ChatRequest {
         req.system = match o.take("system") {
             None => Vec::new(),
             Some(Value::String(s)) => vec![SystemPart::text(s)],
-            Some(Value::Array(blocks)) => blocks
-                .iter()
-                .enumerate()
-                .map(|(i, b)| read_system_block(b, &idx("system", i)))
-                .collect::<Result<_, _>>()?,
+            Some(Value::Array(blocks)) => {
+                req.system_blocks = true;
+                blocks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| read_system_block(b, &idx("system", i)))
+                    .collect::<Result<_, _>>()?
+            }
             Some(other) => {
                 return Err(RequestError::invalid(
                     "system",
@@ -57,23 +60,34 @@ impl ChatRequest {
                 .map(|(i, t)| read_tool(t, &idx("tools", i)))
                 .collect::<Result<_, _>>()?;
         }
-        if let Some(mut tc) = o.obj("tool_choice")? {
-            req.tool_choice = Some(match tc.req_str("type")?.as_str() {
-                "auto" => ToolChoice::Auto,
-                "none" => ToolChoice::None,
-                "any" => ToolChoice::Required,
-                "tool" => ToolChoice::Tool {
+        if let Some(raw) = o.take("tool_choice") {
+            let mut tc = Obj::new(&raw, "tool_choice")?;
+            let choice = match tc.req_str("type")?.as_str() {
+                "auto" => Some(ToolChoice::Auto),
+                "none" => Some(ToolChoice::None),
+                "any" => Some(ToolChoice::Required),
+                "tool" => Some(ToolChoice::Tool {
                     name: tc.req_str("name")?,
-                },
-                other => {
-                    return Err(RequestError::invalid(
-                        tc.path("type"),
-                        format!("unknown tool_choice type {other:?}"),
-                    ));
+                }),
+                // A newer choice: same-dialect passthrough, refused by the other.
+                _ => None,
+            };
+            match choice {
+                None => o.put("tool_choice", raw),
+                Some(choice) => {
+                    req.tool_choice = Some(choice);
+                    match tc.bool("disable_parallel_tool_use")? {
+                        Some(true) => req.parallel_tool_calls = Some(false),
+                        Some(false) => tc.put("disable_parallel_tool_use", Value::Bool(false)),
+                        None => {}
+                    }
+                    // Fields of a known choice that the model does not interpret: merged
+                    // back into it same-dialect.
+                    let rest = tc.rest();
+                    if !rest.is_empty() {
+                        o.put("tool_choice", Value::Object(rest));
+                    }
                 }
-            });
-            if tc.bool("disable_parallel_tool_use")? == Some(true) {
-                req.parallel_tool_calls = Some(false);
             }
         }
         req.temperature = o.f64("temperature")?;
@@ -102,19 +116,18 @@ impl ChatRequest {
         }
         if let Some(thinking) = o.take("thinking") {
             let mut t = Obj::new(&thinking, "thinking")?;
-            match t.req_str("type")?.as_str() {
-                "enabled" => {
-                    req.reasoning = Some(Reasoning {
-                        effort: None,
-                        budget_tokens: t.u32("budget_tokens")?,
-                        extra: t.rest(),
-                    });
-                }
-                // Thinking off is the default; nothing to keep.
-                "disabled" => {}
-                // `adaptive` and newer forms: same-dialect passthrough.
-                _ => o.put("thinking", thinking),
-            }
+            let ty = t.req_str("type")?;
+            let budget_tokens = match ty.as_str() {
+                "enabled" => t.u32("budget_tokens")?,
+                _ => None,
+            };
+            req.reasoning = Some(Reasoning {
+                effort: None,
+                budget_tokens,
+                // `adaptive`, `disabled` and newer forms are kept by name.
+                mode: budget_tokens.is_none().then_some(ty),
+                extra: t.rest(),
+            });
         }
         req.extra = o.rest();
         Ok(req)
@@ -127,6 +140,7 @@ fn read_system_block(b: &Value, path: &str) -> Result<SystemPart, RequestError> 
         "text" => Ok(SystemPart {
             text: o.req_str("text")?,
             cache_control: o.take("cache_control"),
+            extra: o.rest(),
         }),
         other => Err(RequestError::invalid(
             o.path("type"),
@@ -138,20 +152,34 @@ fn read_system_block(b: &Value, path: &str) -> Result<SystemPart, RequestError> 
 fn read_message(out: &mut Vec<Message>, m: &Value, i: usize) -> Result<(), RequestError> {
     let path = idx("messages", i);
     let mut o = Obj::new(m, &path)?;
+    let origin = |part_offset, as_string| {
+        Some(Origin {
+            index: i,
+            part_offset,
+            as_string,
+        })
+    };
     let role = match o.req_str("role")?.as_str() {
         "user" => Role::User,
         "assistant" => Role::Assistant,
-        other => {
-            return Err(RequestError::invalid(
-                o.path("role"),
-                format!("expected \"user\" or \"assistant\", got {other:?}"),
-            ));
+        // A mid-conversation system turn.
+        "system" => Role::System,
+        _ => {
+            out.push(Message {
+                origin: origin(0, false),
+                ..Message::new(Role::Native, vec![native(m)])
+            });
+            return Ok(());
         }
     };
     let content_path = o.path("content");
+    let mut as_string = false;
     let parts = match o.take("content") {
         None => Vec::new(),
-        Some(Value::String(s)) => vec![Part::text(s)],
+        Some(Value::String(s)) => {
+            as_string = true;
+            vec![Part::text(s)]
+        }
         Some(Value::Array(blocks)) => blocks
             .iter()
             .enumerate()
@@ -168,13 +196,10 @@ fn read_message(out: &mut Vec<Message>, m: &Value, i: usize) -> Result<(), Reque
         }
     };
     let extra = o.rest();
-    if role == Role::Assistant || parts.is_empty() {
+    if role != Role::User || parts.is_empty() {
         out.push(Message {
             extra,
-            origin: Some(Origin {
-                index: i,
-                part_offset: 0,
-            }),
+            origin: origin(0, as_string),
             ..Message::new(role, parts)
         });
         return Ok(());
@@ -193,10 +218,7 @@ fn read_message(out: &mut Vec<Message>, m: &Value, i: usize) -> Result<(), Reque
                 out.extend(current.take());
                 current = Some(Message {
                     extra: extra.clone(),
-                    origin: Some(Origin {
-                        index: i,
-                        part_offset: j,
-                    }),
+                    origin: origin(j, as_string),
                     ..Message::new(want, vec![part])
                 });
             }
@@ -230,6 +252,10 @@ fn read_block(b: &Value, path: &str) -> Result<Part, RequestError> {
                 // Files API and newer sources: same-dialect only.
                 _ => return Ok(native(b)),
             };
+            if !s.rest().is_empty() {
+                // A source field the model does not know: kept whole, same-dialect only.
+                return Ok(native(b));
+            }
             Part::Image {
                 source,
                 detail: None,
@@ -258,9 +284,13 @@ fn read_block(b: &Value, path: &str) -> Result<Part, RequestError> {
         "tool_result" => {
             let call_id = o.req_str("tool_use_id")?;
             let content_path = o.path("content");
+            let mut as_string = false;
             let content = match o.take("content") {
                 None => Vec::new(),
-                Some(Value::String(s)) => vec![Part::text(s)],
+                Some(Value::String(s)) => {
+                    as_string = true;
+                    vec![Part::text(s)]
+                }
                 Some(Value::Array(blocks)) => blocks
                     .iter()
                     .enumerate()
@@ -276,20 +306,37 @@ fn read_block(b: &Value, path: &str) -> Result<Part, RequestError> {
                     ));
                 }
             };
+            let is_error = match o.bool("is_error")? {
+                Some(false) => {
+                    // Said explicitly: kept same-dialect.
+                    o.put("is_error", Value::Bool(false));
+                    false
+                }
+                other => other.unwrap_or(false),
+            };
             Part::ToolResult {
                 call_id,
                 content,
-                is_error: o.bool("is_error")?.unwrap_or(false),
+                is_error,
+                as_string,
                 extra: o.rest(),
             }
         }
         "thinking" => Part::Reasoning {
             text: o.req_str("thinking")?,
-            signature: o.str("signature")?,
+            // A block cut before its `signature_delta` comes back with `""`: unsigned.
+            signature: o.str("signature")?.filter(|s| !s.is_empty()),
+            extra: o.rest(),
         },
-        "redacted_thinking" => Part::RedactedReasoning {
-            data: o.req_str("data")?,
-        },
+        "redacted_thinking" => {
+            let data = o.req_str("data")?;
+            if o.rest().is_empty() {
+                Part::RedactedReasoning { data }
+            } else {
+                // Fields the model does not know: kept whole, same-dialect only.
+                native(b)
+            }
+        }
         // document, search_result, server_tool_use, web_search_tool_result, ...
         _ => native(b),
     };
@@ -306,7 +353,9 @@ fn native(b: &Value) -> Part {
 fn read_tool(t: &Value, path: &str) -> Result<Tool, RequestError> {
     let mut o = Obj::new(t, path)?;
     match o.str("type")?.as_deref() {
-        None | Some("custom") => {}
+        None => {}
+        // Said explicitly: kept same-dialect.
+        Some("custom") => o.put("type", Value::String("custom".into())),
         // Server tools (web_search_20250305, bash_20250124, ...).
         Some(_) => {
             return Ok(Tool::Native {

@@ -3,11 +3,12 @@
 use serde_json::{Map, Value, json};
 
 use super::AnthropicDefaults;
+use super::capability::Capabilities;
 use super::error::RequestError;
 use super::openai_in::check_arguments;
 use super::openai_out::extend;
 use super::rules::{OPENAI_ONLY, check};
-use super::unified::{ChatRequest, ImageSource, Part, Role, Tool, ToolChoice};
+use super::unified::{ChatRequest, ImageSource, Part, Role, SystemPart, Tool, ToolChoice};
 use crate::dialect::Dialect;
 
 const TARGET: Dialect = Dialect::Anthropic;
@@ -16,12 +17,23 @@ const TARGET: Dialect = Dialect::Anthropic;
 pub const MIN_THINKING_BUDGET: u32 = 1024;
 
 impl ChatRequest {
-    /// Writes the request as an Anthropic Messages body; `defaults` fills what Anthropic
-    /// requires and the request may lack (`max_tokens`, the thinking budget of an effort).
+    /// Writes the request as an Anthropic Messages body for the family defaults of its
+    /// model ([`Capabilities::of`]); see [`ChatRequest::to_anthropic_for`].
+    pub fn to_anthropic(&self, defaults: &AnthropicDefaults) -> Result<Value, RequestError> {
+        self.to_anthropic_for(defaults, Capabilities::of(&self.model))
+    }
+
+    /// Writes the request as an Anthropic Messages body for a model with `caps`;
+    /// `defaults` fills what Anthropic requires and the request may lack (`max_tokens`, the
+    /// thinking budget of an effort).
     ///
     /// Fails when the request holds something Anthropic cannot express (see the decision
     /// table in [`crate::request`]).
-    pub fn to_anthropic(&self, defaults: &AnthropicDefaults) -> Result<Value, RequestError> {
+    pub fn to_anthropic_for(
+        &self,
+        defaults: &AnthropicDefaults,
+        caps: Capabilities,
+    ) -> Result<Value, RequestError> {
         let same = self.source == Some(TARGET);
         if let Some(n) = self.n.filter(|&n| n > 1) {
             return Err(RequestError::unsupported(
@@ -42,9 +54,9 @@ impl ChatRequest {
         }
         let mut body = Map::new();
         body.insert("model".into(), json!(self.model));
-        let (thinking, max_tokens) = self.thinking(defaults, same)?;
+        let (thinking, max_tokens) = self.thinking(defaults, same, caps)?;
         body.insert("max_tokens".into(), json!(max_tokens));
-        if let Some(system) = self.system_value() {
+        if let Some(system) = self.system_value(same)? {
             body.insert("system".into(), system);
         }
         body.insert("messages".into(), Value::Array(self.messages_value(same)?));
@@ -54,9 +66,11 @@ impl ChatRequest {
                 tools.push(write_tool(t, i, same)?);
             }
             body.insert("tools".into(), Value::Array(tools));
-            if let Some(tc) = self.tool_choice_value() {
-                body.insert("tool_choice".into(), tc);
-            }
+        }
+        if (same || !self.tools.is_empty())
+            && let Some(tc) = self.tool_choice_value()
+        {
+            body.insert("tool_choice".into(), tc);
         }
         if let Some(t) = self.temperature {
             body.insert("temperature".into(), json!(t));
@@ -95,17 +109,31 @@ impl ChatRequest {
         &self,
         d: &AnthropicDefaults,
         same: bool,
+        caps: Capabilities,
     ) -> Result<(Option<Value>, u32), RequestError> {
-        let Some(r) = &self.reasoning else {
-            return Ok((None, self.max_tokens.unwrap_or(d.default_max_tokens)));
+        let cap = self.max_tokens.unwrap_or(d.default_max_tokens);
+        let Some(r) = self
+            .reasoning
+            .as_ref()
+            .filter(|_| caps.sends_reasoning(same))
+        else {
+            return Ok((None, cap));
         };
         let (budget, explicit) = match (r.budget_tokens, r.effort) {
             (Some(b), _) => (b, true),
             (None, Some(e)) => match d.budgets.budget(e) {
                 Some(b) => (b, false),
-                None => return Ok((None, self.max_tokens.unwrap_or(d.default_max_tokens))),
+                None => return Ok((None, cap)),
             },
-            (None, None) => return Ok((None, self.max_tokens.unwrap_or(d.default_max_tokens))),
+            // `adaptive` and other modes: Anthropic's own words, so only to Anthropic.
+            (None, None) => {
+                let thinking = r.mode.as_ref().filter(|_| same).map(|mode| {
+                    let mut t = json!({"type": mode});
+                    extend(&mut t, &r.extra);
+                    t
+                });
+                return Ok((thinking, cap));
+            }
         };
         let max_param = if self.legacy_max_tokens || same {
             "max_tokens"
@@ -145,50 +173,72 @@ impl ChatRequest {
         Ok((Some(t), max_tokens))
     }
 
-    /// The top-level `system`: leading parts plus hoisted later system messages.
-    fn system_value(&self) -> Option<Value> {
-        let mut blocks: Vec<(String, Option<Value>)> = self
-            .system
+    /// The top-level `system`: the leading parts, plus, from OpenAI, the later system
+    /// messages hoisted (an Anthropic request keeps its mid-conversation system turns in
+    /// place).
+    fn system_value(&self, same: bool) -> Result<Option<Value>, RequestError> {
+        let mut parts: Vec<&SystemPart> = self.system.iter().collect();
+        let mut hoisted: Vec<SystemPart> = Vec::new();
+        let system_messages = self
+            .messages
             .iter()
-            .map(|p| (p.text.clone(), p.cache_control.clone()))
-            .collect();
-        for m in self.messages.iter().filter(|m| m.role == Role::System) {
-            for p in &m.content {
-                if let Part::Text { text, .. } = p {
-                    blocks.push((text.clone(), None));
+            .enumerate()
+            .filter(|(_, m)| !same && matches!(m.role, Role::System | Role::Developer));
+        for (i, m) in system_messages {
+            for (j, p) in m.content.iter().enumerate() {
+                match p {
+                    Part::Text { text, .. } => hoisted.push(SystemPart::text(text.clone())),
+                    _ => {
+                        return Err(RequestError::unsupported(
+                            m.part_path(i, j),
+                            TARGET,
+                            "Anthropic system prompts hold text only",
+                        ));
+                    }
                 }
             }
         }
-        blocks.retain(|(t, _)| !t.is_empty());
-        match blocks.as_slice() {
+        parts.extend(&hoisted);
+        parts.retain(|p| !p.text.is_empty());
+        let plain = |p: &SystemPart| p.cache_control.is_none() && (!same || p.extra.is_empty());
+        Ok(match parts.as_slice() {
             [] => None,
-            [(text, None)] => Some(json!(text)),
+            [one] if plain(one) && !(same && self.system_blocks) => Some(json!(one.text)),
             many => Some(Value::Array(
                 many.iter()
-                    .map(|(text, cc)| {
-                        let mut b = json!({"type": "text", "text": text});
-                        if let Some(cc) = cc {
-                            extend(
-                                &mut b,
-                                &Map::from_iter([("cache_control".into(), cc.clone())]),
-                            );
+                    .map(|p| {
+                        let mut b = json!({"type": "text", "text": p.text});
+                        let mut add = Map::new();
+                        if let Some(cc) = &p.cache_control {
+                            add.insert("cache_control".into(), cc.clone());
                         }
+                        if same {
+                            add.extend(p.extra.clone());
+                        }
+                        extend(&mut b, &add);
                         b
                     })
                     .collect(),
             )),
-        }
+        })
     }
 
-    /// Messages with tool results in user turns, empty turns left out and consecutive
-    /// turns of the same role merged (Anthropic wants strict alternation).
+    /// Messages with tool results in user turns and empty turns left out. Towards
+    /// Anthropic from OpenAI, consecutive turns of the same role are merged (Anthropic wants
+    /// alternation); within Anthropic only the pieces of one client message are joined
+    /// again, so the client's turns reach the upstream as sent.
     fn messages_value(&self, same: bool) -> Result<Vec<Value>, RequestError> {
-        let mut out: Vec<(&'static str, Vec<Value>, Map<String, Value>)> = Vec::new();
+        let mut out: Vec<Turn> = Vec::new();
         for (i, m) in self.messages.iter().enumerate() {
             let role = match m.role {
                 Role::User | Role::Tool => "user",
                 Role::Assistant => "assistant",
-                Role::System => continue,
+                Role::System if same => "system",
+                Role::System | Role::Developer => continue,
+                Role::Native => {
+                    out.push(Turn::Verbatim(m.native_for(i, TARGET)?));
+                    continue;
+                }
             };
             let mut blocks = Vec::new();
             for (j, p) in m.content.iter().enumerate() {
@@ -200,22 +250,28 @@ impl ChatRequest {
                 continue;
             }
             let extra = if same { m.extra.clone() } else { Map::new() };
+            let index = m.origin.map(|o| o.index);
             match out.last_mut() {
-                Some((r, have, x)) if *r == role => {
+                Some(Turn::Built {
+                    role: r,
+                    index: at,
+                    blocks: have,
+                    extra: x,
+                    ..
+                }) if *r == role && (!same || at.is_none() || index.is_none() || *at == index) => {
                     have.extend(blocks);
                     x.extend(extra);
                 }
-                _ => out.push((role, blocks, extra)),
+                _ => out.push(Turn::Built {
+                    role,
+                    index,
+                    blocks,
+                    extra,
+                    as_string: same && m.origin.is_some_and(|o| o.as_string),
+                }),
             }
         }
-        Ok(out
-            .into_iter()
-            .map(|(role, blocks, extra)| {
-                let mut v = json!({"role": role, "content": blocks});
-                extend(&mut v, &extra);
-                v
-            })
-            .collect())
+        Ok(out.into_iter().map(Turn::into_value).collect())
     }
 
     fn tool_choice_value(&self) -> Option<Value> {
@@ -236,6 +292,54 @@ impl ChatRequest {
         }
         Some(v)
     }
+}
+
+/// One turn of the Anthropic `messages` being written.
+enum Turn {
+    /// A message of a role the gateway does not know, as the client wrote it.
+    Verbatim(Value),
+    /// A turn built from unified messages.
+    Built {
+        role: &'static str,
+        /// Index of the client message it comes from, if any.
+        index: Option<usize>,
+        blocks: Vec<Value>,
+        extra: Map<String, Value>,
+        /// The client wrote its content as a string.
+        as_string: bool,
+    },
+}
+
+impl Turn {
+    fn into_value(self) -> Value {
+        match self {
+            Turn::Verbatim(v) => v,
+            Turn::Built {
+                role,
+                mut blocks,
+                extra,
+                as_string,
+                ..
+            } => {
+                let content = match blocks.as_mut_slice() {
+                    [only] if as_string && is_plain_text(only) => only["text"].take(),
+                    _ => Value::Array(blocks),
+                };
+                let mut v = json!({"role": role, "content": content});
+                extend(&mut v, &extra);
+                v
+            }
+        }
+    }
+}
+
+/// `{"type": "text", "text": ...}` and nothing else.
+fn is_plain_text(block: &Value) -> bool {
+    block.as_object().is_some_and(|b| {
+        b.len() == 2
+            && b.get("type").and_then(Value::as_str) == Some("text")
+            && b["text"].is_string()
+    })
 }
 
 /// Anthropic tool ids must match `^[a-zA-Z0-9_-]+$`; other characters become `_`
@@ -288,15 +392,20 @@ fn write_block(p: &Part, path: &str, same: bool) -> Result<Option<Value>, Reques
             call_id,
             content,
             is_error,
+            as_string,
             extra,
         } => {
             let mut v = json!({"type": "tool_result", "tool_use_id": sanitize_id(call_id)});
             let mut add = Map::new();
             match content.as_slice() {
+                // The client's own string, kept as it was.
+                [Part::Text { text, .. }] if same && *as_string => {
+                    add.insert("content".into(), json!(text));
+                }
                 // Empty result: no content (Anthropic rejects empty text blocks).
                 [] => {}
                 [Part::Text { text, .. }] if text.is_empty() => {}
-                [Part::Text { text, extra }] if !same || extra.is_empty() => {
+                [Part::Text { text, .. }] if !same => {
                     add.insert("content".into(), json!(text));
                 }
                 parts => {
@@ -316,11 +425,14 @@ fn write_block(p: &Part, path: &str, same: bool) -> Result<Option<Value>, Reques
         Part::Reasoning {
             text,
             signature: Some(sig),
-        } => json!({"type": "thinking", "thinking": text, "signature": sig}),
-        // Unsigned thinking cannot be sent back to Anthropic.
-        Part::Reasoning {
-            signature: None, ..
-        } => return Ok(None),
+            extra,
+        } if !sig.is_empty() => with(
+            json!({"type": "thinking", "thinking": text, "signature": sig}),
+            extra,
+        ),
+        // Unsigned thinking (none, or empty: cut before its signature) cannot be sent back
+        // to Anthropic.
+        Part::Reasoning { .. } => return Ok(None),
         Part::RedactedReasoning { data } => json!({"type": "redacted_thinking", "data": data}),
         Part::Native {
             dialect: Dialect::Anthropic,

@@ -10,33 +10,42 @@
 //! # Same dialect, other dialect
 //!
 //! Everything both dialects can express is modelled. What only one dialect has stays in
-//! `extra` maps (top level, message, content part, tool, thinking) and in
-//! [`Part::Native`] / [`Tool::Native`]; [`ChatRequest::source`] records the dialect, and
-//! these are written back only when the target is the source. Towards the other dialect
-//! a passthrough field is dropped or refused per the table below (unlisted top-level
-//! fields are dropped; message- and part-level extras such as OpenAI `name` or Anthropic
-//! `citations` are dropped), and native blocks and tools are refused.
+//! `extra` maps (top level, message, content part, system block, tool, tool choice,
+//! thinking) and in [`Part::Native`] / [`Tool::Native`] / [`Role::Native`] (a block, tool or
+//! whole message of a kind the gateway does not know); [`ChatRequest::source`] records the
+//! dialect, and these are written back only when the target is the source, so a request
+//! reaches an upstream of its own dialect as the client wrote it (the shape of string
+//! content included), except for what the gateway must change: the model, streaming, an
+//! empty thinking signature, and reasoning for a model that does not reason. Towards the
+//! other dialect a passthrough field is dropped or refused per the table below (unlisted
+//! top-level fields are dropped; message- and part-level extras such as OpenAI `name` or
+//! Anthropic `citations` are dropped), and native blocks, tools and roles are refused.
+//!
+//! Reasoning parameters are written only for a model that reasons ([`Capabilities`]: the
+//! family defaults of [`reasons_by_family`], overridden by the gateway's configuration):
+//! never for one that does not; for an unknown one, only the client's own settings within
+//! its dialect.
 //!
 //! # Decisions
 //!
 //! | Item | OpenAI -> Anthropic | Anthropic -> OpenAI |
 //! |---|---|---|
-//! | system prompt | leading `system`/`developer` messages (string or text parts) -> `system` (a string if one part without `cache_control`, else text blocks); later ones are hoisted there too, in order | `system` string or blocks -> one leading `system` message (string if one part, else text parts); `cache_control` dropped |
-//! | roles | `tool` messages -> `tool_result` blocks in a `user` turn; consecutive same-role turns merged; empty turns left out | user turn with `tool_result` blocks -> one `tool` message per result, then a `user` message with the rest, in order |
+//! | system prompt | leading `system`/`developer` messages (string or text parts) -> `system` (a string if one part without `cache_control`, else text blocks); later ones are hoisted there too, in order; parts other than text refused | `system` string or blocks -> one leading `system` message (string if one part, else text parts); `cache_control` dropped |
+//! | roles | `tool` messages -> `tool_result` blocks in a `user` turn; consecutive same-role turns merged; empty turns left out; unknown roles (legacy `function`, newer ones) refused | user turn with `tool_result` blocks -> one `tool` message per result, then a `user` message with the rest, in order; a mid-conversation `system` turn -> a `system` message where it stands (text only, `cache_control` dropped); unknown roles refused |
 //! | text | empty text parts left out (Anthropic rejects them) | single plain text -> string content, else parts |
 //! | images | `image_url` `data:<type>;base64,` -> `base64` source; `http(s)` -> `url` source; `detail` dropped; other URLs refused when read | `base64` -> data URL; `url` -> URL; `file` source refused |
 //! | tool calls | `tool_calls[].function.arguments` (JSON text; `""` = `{}`; must be an object, checked when read) -> `tool_use.input`; ids outside `[A-Za-z0-9_-]` get `_` | `tool_use.input` -> arguments JSON text |
 //! | tool results | content text -> `tool_result` content (none when empty) | text content -> `tool` message; images/documents in a result refused; `is_error` dropped |
-//! | thinking in history | - | `thinking`/`redacted_thinking` blocks dropped (OpenAI cannot take them back); same-dialect they are kept; unsigned thinking is never sent to Anthropic |
+//! | thinking in history | - | `thinking`/`redacted_thinking` blocks dropped (OpenAI cannot take them back); same-dialect they are kept; unsigned thinking (no `signature`, or `""` from a block cut before its signature) is never sent to Anthropic |
 //! | tools | `function` -> `{name, description, input_schema}` (missing `parameters` = empty object schema); `strict` dropped; other tool types refused | custom tools -> `function` tools; `cache_control` dropped; server tools (`web_search_...`) refused |
-//! | `tool_choice` | `auto`/`none`/`required`/`{function}` -> `auto`/`none`/`any`/`{tool}`; other forms refused; sent only when there are tools | the reverse |
+//! | `tool_choice` | `auto`/`none`/`required`/`{function}` -> `auto`/`none`/`any`/`{tool}`; other forms refused; sent only when there are tools | the reverse; other types refused |
 //! | `parallel_tool_calls: false` | `disable_parallel_tool_use: true` (on `auto` if no choice given; not on `none`) | the reverse |
 //! | `stop` | string or array -> `stop_sequences` | `stop_sequences` -> `stop` array (OpenAI's 4-item limit is left to the upstream) |
 //! | max tokens | `max_completion_tokens` or `max_tokens` (both: error) -> `max_tokens`; absent: [`AnthropicDefaults::default_max_tokens`] | `max_tokens` -> `max_completion_tokens` |
 //! | `temperature` | 0..=1 passed; above 1 refused (no silent clamp) | passed unchanged |
 //! | `top_p` | passed | passed |
 //! | `top_k` | - | dropped |
-//! | reasoning | `reasoning_effort` -> `thinking {type: enabled, budget_tokens}` per [`EffortBudgets`]; `none` -> no thinking; see below for `max_tokens` | `thinking.budget_tokens` -> effort: <= 2048 `low`, <= 8192 `medium`, else `high`; `disabled` -> nothing; `adaptive` and other types dropped |
+//! | reasoning (only to a model that reasons, see above) | `reasoning_effort` -> `thinking {type: enabled, budget_tokens}` per [`EffortBudgets`]; `none` -> no thinking; see below for `max_tokens` | `thinking.budget_tokens` -> effort: <= 2048 `low`, <= 8192 `medium`, else `high`; `adaptive` -> `output_config.effort` (`max` -> `high`), none without it; `disabled` and other types -> nothing |
 //! | `stream`, usage | `stream`; Anthropic always reports usage | `stream`; `stream_options.include_usage: true` when streaming |
 //! | user id | `user` -> `metadata.user_id` | the reverse |
 //! | `n` | 1 left out; above 1 refused (Anthropic has one answer per request) | - |
@@ -49,6 +58,7 @@
 //! | `input_audio`, `file`, `refusal` parts | refused | - |
 //! | `document`, `search_result`, `server_tool_use`, `*_tool_result` blocks | - | refused |
 //! | `container`, `mcp_servers`, `output_format`, `output_config.format` | - | refused |
+//! | `output_config.effort` | - | the effort of `adaptive` thinking (above); dropped otherwise |
 //! | `service_tier`, `context_management`, other `metadata` | - | dropped |
 //! | `cache_control` | - | dropped (OpenAI caches prompts automatically) |
 //! | other unknown top-level fields | dropped | dropped |
@@ -63,6 +73,7 @@
 
 mod anthropic_in;
 mod anthropic_out;
+mod capability;
 mod error;
 mod fields;
 mod openai_in;
@@ -74,6 +85,7 @@ mod unified;
 mod tests;
 
 pub use anthropic_out::MIN_THINKING_BUDGET;
+pub use capability::{Capabilities, reasons_by_family};
 pub use error::RequestError;
 pub use unified::{
     ChatRequest, Effort, FunctionTool, ImageSource, Message, Origin, Part, Reasoning, Role,

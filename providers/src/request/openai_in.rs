@@ -5,8 +5,8 @@ use serde_json::{Map, Value};
 use super::error::RequestError;
 use super::fields::{Obj, idx, kind, text_parts};
 use super::unified::{
-    ChatRequest, Effort, FunctionTool, ImageSource, Message, Origin, Part, Reasoning, Role,
-    SystemPart, Tool, ToolChoice,
+    ChatRequest, Effort, FunctionTool, ImageSource, Message, Origin, Part, Reasoning, Role, Tool,
+    ToolChoice,
 };
 use crate::dialect::Dialect;
 
@@ -121,19 +121,26 @@ fn read_message(req: &mut ChatRequest, m: &Value, i: usize) -> Result<(), Reques
     let origin = Some(Origin {
         index: i,
         part_offset: 0,
+        as_string: matches!(content, Some(Value::String(_))),
     });
     let message = match role.as_str() {
         "system" | "developer" => {
-            let texts = match content {
-                Some(c) => text_parts(c, &content_path)?,
+            let parts = match content {
                 None => Vec::new(),
+                Some(Value::String(s)) => vec![Part::text(s)],
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .enumerate()
+                    .map(|(j, p)| read_text_part(p, &idx(&content_path, j)))
+                    .collect::<Result<_, _>>()?,
+                Some(other) => return Err(not_content(&content_path, &other)),
             };
-            if req.messages.is_empty() {
-                // Leading system prompt; `name` on a system message is dropped.
-                req.system.extend(texts.into_iter().map(SystemPart::text));
-                return Ok(());
-            }
-            Message::new(Role::System, texts.into_iter().map(Part::text).collect())
+            let role = if role == "system" {
+                Role::System
+            } else {
+                Role::Developer
+            };
+            Message::new(role, parts)
         }
         "user" => {
             let parts = match content {
@@ -155,7 +162,7 @@ fn read_message(req: &mut ChatRequest, m: &Value, i: usize) -> Result<(), Reques
                 Some(Value::Array(items)) => items
                     .iter()
                     .enumerate()
-                    .map(|(j, p)| read_assistant_part(p, &idx(&content_path, j)))
+                    .map(|(j, p)| read_text_part(p, &idx(&content_path, j)))
                     .collect::<Result<_, _>>()?,
                 Some(other) => return Err(not_content(&content_path, &other)),
             };
@@ -177,17 +184,20 @@ fn read_message(req: &mut ChatRequest, m: &Value, i: usize) -> Result<(), Reques
                 Part::tool_result(call_id, texts.into_iter().map(Part::text).collect(), false);
             Message::new(Role::Tool, vec![result])
         }
-        "function" => {
-            return Err(RequestError::invalid(
-                o.path("role"),
-                "legacy role \"function\" is not supported; use tool_calls and role \"tool\"",
-            ));
-        }
-        other => {
-            return Err(RequestError::invalid(
-                o.path("role"),
-                format!("unknown role {other:?}"),
-            ));
+        // Legacy `function` and newer roles: same-dialect passthrough, refused by the
+        // other.
+        _ => {
+            req.messages.push(Message {
+                origin,
+                ..Message::new(
+                    Role::Native,
+                    vec![Part::Native {
+                        dialect: Dialect::OpenAi,
+                        raw: m.clone(),
+                    }],
+                )
+            });
+            return Ok(());
         }
     };
     req.messages.push(Message {
@@ -240,7 +250,8 @@ fn read_user_part(p: &Value, path: &str) -> Result<Part, RequestError> {
     }
 }
 
-fn read_assistant_part(p: &Value, path: &str) -> Result<Part, RequestError> {
+/// A part of assistant or system content: text, or kept whole.
+fn read_text_part(p: &Value, path: &str) -> Result<Part, RequestError> {
     let mut o = Obj::new(p, path)?;
     match o.req_str("type")?.as_str() {
         "text" => Ok(Part::Text {

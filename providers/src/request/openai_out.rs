@@ -3,19 +3,28 @@
 use serde_json::{Map, Value, json};
 
 use super::EffortBudgets;
+use super::capability::Capabilities;
 use super::error::RequestError;
 use super::rules::{ANTHROPIC_ONLY, check};
-use super::unified::{ChatRequest, ImageSource, Message, Part, Role, Tool, ToolChoice};
+use super::unified::{
+    ChatRequest, Effort, ImageSource, Message, Part, Reasoning, Role, Tool, ToolChoice,
+};
 use crate::dialect::Dialect;
 
 const TARGET: Dialect = Dialect::OpenAi;
 
 impl ChatRequest {
-    /// Writes the request as an OpenAI Chat Completions body.
+    /// Writes the request as an OpenAI Chat Completions body for the family defaults of its
+    /// model ([`Capabilities::of`]); see [`ChatRequest::to_openai_for`].
+    pub fn to_openai(&self) -> Result<Value, RequestError> {
+        self.to_openai_for(Capabilities::of(&self.model))
+    }
+
+    /// Writes the request as an OpenAI Chat Completions body for a model with `caps`.
     ///
     /// Fails when the request holds something OpenAI cannot express (see the decision
     /// table in [`crate::request`]).
-    pub fn to_openai(&self) -> Result<Value, RequestError> {
+    pub fn to_openai_for(&self, caps: Capabilities) -> Result<Value, RequestError> {
         let same = self.source == Some(TARGET);
         if !same {
             check(&self.extra, ANTHROPIC_ONLY, TARGET)?;
@@ -78,15 +87,8 @@ impl ChatRequest {
         if self.stream && self.include_usage {
             body.insert("stream_options".into(), json!({"include_usage": true}));
         }
-        if let Some(r) = &self.reasoning {
-            let effort = match (r.effort, r.budget_tokens) {
-                (Some(e), _) => Some(e),
-                (None, Some(b)) => Some(EffortBudgets::default().effort_for_budget(b)),
-                (None, None) => None,
-            };
-            if let Some(e) = effort {
-                body.insert("reasoning_effort".into(), json!(e.as_str()));
-            }
+        if let Some(e) = self.effort().filter(|_| caps.sends_reasoning(same)) {
+            body.insert("reasoning_effort".into(), json!(e.as_str()));
         }
         if let Some(u) = &self.user {
             body.insert("user".into(), json!(u));
@@ -100,6 +102,28 @@ impl ChatRequest {
             }
         }
         Ok(Value::Object(body))
+    }
+
+    /// The OpenAI reasoning effort: the client's own, or from Anthropic's thinking budget,
+    /// or, for adaptive thinking, from Anthropic's `output_config.effort` (`max` is `high`).
+    fn effort(&self) -> Option<Effort> {
+        let Reasoning {
+            effort,
+            budget_tokens,
+            mode,
+            ..
+        } = self.reasoning.as_ref()?;
+        match (effort, budget_tokens, mode.as_deref()) {
+            (Some(e), _, _) => Some(*e),
+            (None, Some(b), _) => Some(EffortBudgets::default().effort_for_budget(*b)),
+            (None, None, Some("adaptive")) => {
+                match self.extra.get("output_config")?.get("effort")?.as_str()? {
+                    "max" => Some(Effort::High),
+                    e => Effort::parse(e).filter(|e| *e != Effort::None),
+                }
+            }
+            _ => None,
+        }
     }
 }
 
@@ -147,8 +171,33 @@ fn write_message(
     let role = match m.role {
         Role::User => "user",
         Role::Assistant => "assistant",
-        Role::System => "system",
-        Role::Tool => return write_tool_results(out, m, i),
+        Role::System | Role::Developer => {
+            // An OpenAI client's own system parts pass as they are.
+            if let Some(j) = m
+                .content
+                .iter()
+                .position(|p| !same && !matches!(p, Part::Text { .. }))
+            {
+                // Worded as Anthropic words its own refusal of a system turn ("role
+                // 'system' is not supported ..."): Claude Code then resends without it.
+                return Err(RequestError::unsupported(
+                    m.part_path(i, j),
+                    TARGET,
+                    "role 'system' is not supported with content other than text \
+                     (OpenAI system messages hold text only)",
+                ));
+            }
+            if m.role == Role::System {
+                "system"
+            } else {
+                "developer"
+            }
+        }
+        Role::Tool => return write_tool_results(out, m, i, same),
+        Role::Native => {
+            out.push(m.native_for(i, TARGET)?);
+            return Ok(());
+        }
     };
     let mut parts: Vec<Value> = Vec::new();
     let mut plain = true; // every part is a text part without extras
@@ -206,6 +255,7 @@ fn write_message(
             }
             // Thinking from an earlier Anthropic turn: OpenAI cannot take it back.
             Part::Reasoning { .. } | Part::RedactedReasoning { .. } => {}
+            Part::Native { dialect, raw } if *dialect != TARGET && is_thinking(raw) => {}
             Part::Native {
                 dialect: Dialect::OpenAi,
                 raw,
@@ -226,7 +276,9 @@ fn write_message(
         // Only reasoning, which OpenAI cannot take: the whole message goes.
         return Ok(());
     }
-    let content = if plain && parts.len() == 1 {
+    // One plain text is a string, unless the client wrote it as an array.
+    let as_string = !same || m.origin.is_none_or(|o| o.as_string);
+    let content = if plain && parts.len() == 1 && as_string {
         parts.swap_remove(0)["text"].take()
     } else if parts.is_empty() && (!calls.is_empty() || m.role == Role::Assistant) {
         Value::Null
@@ -247,8 +299,19 @@ fn write_message(
     Ok(())
 }
 
+/// An Anthropic `redacted_thinking` block kept whole (it had fields the gateway does not
+/// know): dropped like any thinking.
+fn is_thinking(raw: &Value) -> bool {
+    raw.get("type").and_then(Value::as_str) == Some("redacted_thinking")
+}
+
 /// One OpenAI `tool` message per tool result.
-fn write_tool_results(out: &mut Vec<Value>, m: &Message, i: usize) -> Result<(), RequestError> {
+fn write_tool_results(
+    out: &mut Vec<Value>,
+    m: &Message,
+    i: usize,
+    same: bool,
+) -> Result<(), RequestError> {
     for (j, p) in m.content.iter().enumerate() {
         let Part::ToolResult {
             call_id, content, ..
@@ -274,9 +337,18 @@ fn write_tool_results(out: &mut Vec<Value>, m: &Message, i: usize) -> Result<(),
         }
         let content = match texts.as_slice() {
             [] => json!(""),
-            t => text_content(t),
+            [one] if !same || m.origin.is_none_or(|o| o.as_string) => json!(one),
+            t => Value::Array(
+                t.iter()
+                    .map(|t| json!({"type": "text", "text": t}))
+                    .collect(),
+            ),
         };
-        out.push(json!({"role": "tool", "tool_call_id": call_id, "content": content}));
+        let mut v = json!({"role": "tool", "tool_call_id": call_id, "content": content});
+        if same {
+            extend(&mut v, &m.extra);
+        }
+        out.push(v);
     }
     Ok(())
 }

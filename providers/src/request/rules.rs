@@ -84,6 +84,14 @@ pub(crate) const OPENAI_ONLY: &[(&str, Rule)] = &[
 
 /// Anthropic-only parameters, going to OpenAI. (`top_k` is modelled and dropped.)
 pub(crate) const ANTHROPIC_ONLY: &[(&str, Rule)] = &[
+    (
+        "tool_choice",
+        // Kept here with its `type` only when the type is not one the model knows.
+        Rule::RefuseIf(
+            has_type,
+            "only \"auto\", \"any\", \"tool\" and \"none\" are translated",
+        ),
+    ),
     ("thinking", Rule::Drop),
     ("service_tier", Rule::Drop),
     ("metadata", Rule::Drop),
@@ -124,6 +132,10 @@ fn non_empty_object(v: &Value) -> bool {
 fn not_text_only(v: &Value) -> bool {
     v.as_array()
         .is_some_and(|a| a.iter().any(|m| m.as_str() != Some("text")))
+}
+
+fn has_type(v: &Value) -> bool {
+    v.get("type").is_some()
 }
 
 fn has_format(v: &Value) -> bool {

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::error::RequestError;
 use crate::dialect::Dialect;
 use crate::event::Extra;
 
@@ -16,8 +17,9 @@ use crate::event::Extra;
 pub struct ChatRequest {
     /// Model name, passed through unchanged (model mapping is the gateway's job).
     pub model: String,
-    /// The leading system prompt, in order (OpenAI leading `system`/`developer` messages,
-    /// Anthropic top-level `system`).
+    /// The system prompt ahead of the conversation: Anthropic's top-level `system`. (An
+    /// OpenAI request's `system`/`developer` messages stay in [`ChatRequest::messages`]
+    /// where they stand.)
     pub system: Vec<SystemPart>,
     /// The conversation. Tool results live in [`Role::Tool`] messages only.
     pub messages: Vec<Message>,
@@ -53,6 +55,10 @@ pub struct ChatRequest {
     pub n: Option<u32>,
     /// Dialect the request was parsed from; `extra` maps are written only to it.
     pub source: Option<Dialect>,
+    /// Anthropic: the client wrote `system` as an array of blocks, which a same-dialect
+    /// request keeps even for one plain block (it is a string otherwise).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub system_blocks: bool,
     /// Top-level fields of the source dialect that the unified model does not interpret.
     pub extra: Extra,
 }
@@ -65,6 +71,9 @@ pub struct SystemPart {
     /// Anthropic `cache_control` of the block (dropped towards OpenAI).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_control: Option<Value>,
+    /// Same-dialect fields of the block.
+    #[serde(default, skip_serializing_if = "Extra::is_empty")]
+    pub extra: Extra,
 }
 
 impl SystemPart {
@@ -73,6 +82,7 @@ impl SystemPart {
         SystemPart {
             text: text.into(),
             cache_control: None,
+            extra: Extra::new(),
         }
     }
 }
@@ -87,9 +97,18 @@ pub enum Role {
     Assistant,
     /// Tool results ([`Part::ToolResult`] only).
     Tool,
-    /// A system or developer message after the first turn (OpenAI only; hoisted into the
-    /// top-level system prompt towards Anthropic).
+    /// A system message inside the conversation: an OpenAI `system` message, or an
+    /// Anthropic mid-conversation `{"role": "system"}` turn. Text only towards OpenAI (a
+    /// `system` message where it stands); towards Anthropic from OpenAI hoisted into the
+    /// top-level system prompt; Anthropic to Anthropic kept in place.
     System,
+    /// An OpenAI `developer` message: a system message under the name OpenAI's reasoning
+    /// models use; `developer` to OpenAI, hoisted like [`Role::System`] towards Anthropic.
+    Developer,
+    /// A role the unified model does not know: the message's one part is a [`Part::Native`]
+    /// holding the whole message, written back verbatim to its dialect and refused by the
+    /// other.
+    Native,
 }
 
 /// Where a message came from in the client's body, so that errors found while writing
@@ -101,6 +120,9 @@ pub struct Origin {
     /// Index in the source message's `content` of this message's first part (an
     /// Anthropic user message with tool results and text becomes two messages).
     pub part_offset: usize,
+    /// The client wrote the content as one string rather than an array of parts; a
+    /// same-dialect request keeps that shape.
+    pub as_string: bool,
 }
 
 /// One message of the conversation. Equality ignores [`Message::origin`].
@@ -138,6 +160,28 @@ impl Message {
     /// The client's path of this message (`messages[3]`); `i` is its unified index.
     pub(crate) fn path(&self, i: usize) -> String {
         format!("messages[{}]", self.origin.map_or(i, |o| o.index))
+    }
+
+    /// A [`Role::Native`] message as its client wrote it, when `target` is its dialect;
+    /// otherwise the refusal naming its role. `i` is its unified index.
+    pub(crate) fn native_for(&self, i: usize, target: Dialect) -> Result<Value, RequestError> {
+        match self.content.as_slice() {
+            [Part::Native { dialect, raw }] if *dialect == target => Ok(raw.clone()),
+            parts => {
+                let role = parts
+                    .iter()
+                    .find_map(|p| match p {
+                        Part::Native { raw, .. } => raw.get("role").and_then(Value::as_str),
+                        _ => None,
+                    })
+                    .unwrap_or("unknown");
+                Err(RequestError::unsupported(
+                    format!("{}.role", self.path(i)),
+                    target,
+                    format!("message role {role:?} has no {target} equivalent"),
+                ))
+            }
+        }
     }
 
     /// The client's path of part `j` of this message; `i` is its unified index.
@@ -209,6 +253,10 @@ pub enum Part {
         /// The tool failed (Anthropic `is_error`; OpenAI has no such flag).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         is_error: bool,
+        /// The client wrote the content as one string (Anthropic `"content": "..."`); a
+        /// same-dialect request keeps that shape.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        as_string: bool,
         /// Same-dialect block fields.
         #[serde(default, skip_serializing_if = "Extra::is_empty")]
         extra: Extra,
@@ -217,9 +265,13 @@ pub enum Part {
     Reasoning {
         /// The reasoning text.
         text: String,
-        /// Provider signature, needed to send it back to the same provider.
+        /// Provider signature, needed to send it back to the same provider. An empty
+        /// signature (a block cut before its `signature_delta`) is read as none.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         signature: Option<String>,
+        /// Same-dialect block fields.
+        #[serde(default, skip_serializing_if = "Extra::is_empty")]
+        extra: Extra,
     },
     /// Encrypted reasoning (Anthropic `redacted_thinking`).
     RedactedReasoning {
@@ -266,6 +318,7 @@ impl Part {
             call_id: call_id.into(),
             content,
             is_error,
+            as_string: false,
             extra: Extra::new(),
         }
     }
@@ -391,6 +444,11 @@ pub struct Reasoning {
     /// Anthropic `thinking.budget_tokens`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_tokens: Option<u32>,
+    /// Anthropic `thinking.type` other than `enabled` (`adaptive`: the model decides how
+    /// much to think; `disabled`; newer ones): written back verbatim to Anthropic, and
+    /// towards OpenAI the effort comes from Anthropic's `output_config.effort`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
     /// Same-dialect fields of the Anthropic `thinking` object (`display`, ...).
     #[serde(default, skip_serializing_if = "Extra::is_empty")]
     pub extra: Extra,

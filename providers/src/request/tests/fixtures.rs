@@ -54,7 +54,7 @@ fn essence(r: &ChatRequest) -> Value {
                 Part::Native { raw, .. } => Some(raw.clone()),
             })
             .collect();
-        if m.role == Role::System {
+        if matches!(m.role, Role::System | Role::Developer) {
             system.extend(
                 parts
                     .iter()

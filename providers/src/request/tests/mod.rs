@@ -1,21 +1,27 @@
 //! Tests of request translation: fixture round trips and one test per mapping rule.
 
 mod fixtures;
+mod same_dialect;
 mod to_anthropic;
 mod to_openai;
 
 use serde_json::{Value, json};
 
-use super::{AnthropicDefaults, ChatRequest, RequestError};
+use super::{AnthropicDefaults, Capabilities, ChatRequest, RequestError};
 
-/// OpenAI body -> Anthropic body with the default settings.
+/// A target model that reasons.
+const REASONS: Capabilities = Capabilities {
+    reasons: Some(true),
+};
+
+/// OpenAI body -> Anthropic body with the default settings, for a model that reasons.
 fn o2a(body: Value) -> Result<Value, RequestError> {
-    ChatRequest::from_openai(&body)?.to_anthropic(&AnthropicDefaults::default())
+    ChatRequest::from_openai(&body)?.to_anthropic_for(&AnthropicDefaults::default(), REASONS)
 }
 
-/// Anthropic body -> OpenAI body.
+/// Anthropic body -> OpenAI body, for a model that reasons.
 fn a2o(body: Value) -> Result<Value, RequestError> {
-    ChatRequest::from_anthropic(&body)?.to_openai()
+    ChatRequest::from_anthropic(&body)?.to_openai_for(REASONS)
 }
 
 /// A minimal OpenAI body with these messages.

@@ -270,7 +270,7 @@ fn reasoning_effort_becomes_a_thinking_budget() {
     };
     let a = ChatRequest::from_openai(&body)
         .unwrap()
-        .to_anthropic(&d)
+        .to_anthropic_for(&d, super::REASONS)
         .unwrap();
     assert_eq!(a["thinking"]["budget_tokens"], json!(3000));
     assert_eq!(a["max_tokens"], json!(4000));

@@ -257,7 +257,7 @@ fn anthropic_only_parameters_dropped_or_refused() {
 fn malformed_bodies_name_the_field() {
     assert_eq!(err_param(a2o(json!({"messages": []}))), "model");
     assert_eq!(
-        err_param(a2o(anthropic(json!([{"role": "system", "content": "x"}])))),
+        err_param(a2o(anthropic(json!([{"role": "critic", "content": "x"}])))),
         "messages[0].role"
     );
     assert_eq!(
