@@ -251,6 +251,7 @@ fn alias(config: &mut Config, name: &str, route: &str) {
         ModelConfig {
             route: route.into(),
             fallbacks: Vec::new(),
+            reasoning: None,
         },
     );
 }
