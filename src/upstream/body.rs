@@ -133,9 +133,13 @@ impl Stream for EventStream {
                         this.fail(e);
                     }
                 }
-                Poll::Ready(Some(Err(_))) | Poll::Ready(None) => {
+                Poll::Ready(item @ (Some(Err(_)) | None)) => {
                     // A read error is a cut body (reset, truncated chunked encoding): the
                     // decoder says whether the answer was whole anyway and where it broke.
+                    // The transport's words go to the log only.
+                    if let Some(Err(e)) = &item {
+                        tracing::debug!(provider = %this.provider, error = %super::source_chain(e), "upstream body broke");
+                    }
                     let result = this.decoder.finish(&mut this.scratch);
                     this.decoded();
                     match result {
@@ -184,8 +188,12 @@ pub(super) async fn status_error(
             break;
         }
     }
-    let (error_type, message) = parse_error_body(dialect, &body)
-        .unwrap_or_else(|| (default_type(status).to_owned(), lossy_snippet(&body)));
+    let (error_type, message) = parse_error_body(dialect, &body).unwrap_or_else(|| {
+        (
+            crate::error::anthropic_type_for(status).to_owned(),
+            lossy_snippet(&body),
+        )
+    });
     GatewayError::UpstreamStatus {
         provider: provider.to_owned(),
         status,
@@ -207,22 +215,10 @@ fn parse_error_body(dialect: Dialect, body: &[u8]) -> Option<(String, String)> {
             .or_else(|| err.get("code").and_then(Value::as_str)),
         Dialect::Anthropic => err.get("type").and_then(Value::as_str),
     }
+    .filter(|t| !t.is_empty())
     .unwrap_or("api_error")
     .to_owned();
     Some((ty, message))
-}
-
-fn default_type(status: u16) -> &'static str {
-    match status {
-        400 => "invalid_request_error",
-        401 => "authentication_error",
-        403 => "permission_error",
-        404 => "not_found_error",
-        413 => "request_too_large",
-        429 => "rate_limit_error",
-        529 => "overloaded_error",
-        _ => "api_error",
-    }
 }
 
 fn lossy_snippet(body: &[u8]) -> String {
