@@ -142,6 +142,20 @@ const ANTHROPIC_TYPES: [&str; 10] = [
     "overloaded_error",
 ];
 
+/// The status of a provider's error type that says the request itself was refused.
+fn refused_status(code: &str) -> Option<StatusCode> {
+    Some(match code {
+        "invalid_request_error" => StatusCode::BAD_REQUEST,
+        "authentication_error" => StatusCode::UNAUTHORIZED,
+        "billing_error" => StatusCode::PAYMENT_REQUIRED,
+        "permission_error" => StatusCode::FORBIDDEN,
+        "not_found_error" => StatusCode::NOT_FOUND,
+        "request_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+        "rate_limit_error" | "insufficient_quota" => StatusCode::TOO_MANY_REQUESTS,
+        _ => return None,
+    })
+}
+
 /// The Anthropic error type of an HTTP status.
 pub(crate) fn anthropic_type_for(status: u16) -> &'static str {
     match status {
@@ -241,6 +255,15 @@ impl GatewayError {
             GatewayError::UpstreamStatus { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
             }
+            // A provider that refused the request inside a 200 stream (vLLM and other
+            // compatible servers do): its refusal, not a bad gateway, so SDKs do not retry it.
+            GatewayError::Stream {
+                source: DecodeError::Upstream { error, .. },
+                ..
+            } if !error.retryable => refused_status(&error.code).unwrap_or(StatusCode::BAD_REQUEST),
+            GatewayError::Ended(info) if !info.retryable => {
+                refused_status(&info.code).unwrap_or(StatusCode::BAD_GATEWAY)
+            }
             GatewayError::Connection { .. }
             | GatewayError::Stream { .. }
             | GatewayError::Ended(_) => StatusCode::BAD_GATEWAY,
@@ -311,10 +334,16 @@ impl GatewayError {
             GatewayError::Timeout { .. } => {
                 ("server_error".into(), Some("upstream_timeout".into()))
             }
-            GatewayError::Stream { source, .. } => {
-                ("server_error".into(), Some(source.to_error_info().code))
+            GatewayError::Stream { .. } | GatewayError::Ended(_) => {
+                let code = self.to_error_info().code;
+                // A refusal keeps the provider's word as its type, as an HTTP error does.
+                let ty = if self.status().is_client_error() {
+                    code.clone()
+                } else {
+                    "server_error".into()
+                };
+                (ty, Some(code))
             }
-            GatewayError::Ended(info) => ("server_error".into(), Some(info.code.clone())),
             GatewayError::Untranslatable { .. } => (
                 "invalid_request_error".into(),
                 Some("untranslatable_answer".into()),
@@ -441,6 +470,34 @@ mod tests {
             .collect()
     }
 
+    /// Provider error types that refuse the request itself.
+    const REFUSALS: [&str; 8] = [
+        "invalid_request_error",
+        "authentication_error",
+        "billing_error",
+        "permission_error",
+        "not_found_error",
+        "request_too_large",
+        "rate_limit_error",
+        "insufficient_quota",
+    ];
+
+    /// An error code as providers and the gateway send them, or free text.
+    fn code(rng: &mut fastrand::Rng) -> String {
+        const OTHERS: [&str; 5] = [
+            "overloaded_error",
+            "api_error",
+            "server_error",
+            "incomplete_stream",
+            "upstream_frame_too_large",
+        ];
+        match rng.u8(..3) {
+            0 => REFUSALS[rng.usize(..REFUSALS.len())].to_owned(),
+            1 => OTHERS[rng.usize(..OTHERS.len())].to_owned(),
+            _ => text(rng),
+        }
+    }
+
     fn dialect(rng: &mut fastrand::Rng) -> Dialect {
         Dialect::ALL[rng.usize(..Dialect::ALL.len())]
     }
@@ -523,7 +580,7 @@ mod tests {
                     },
                     2 => DecodeError::Upstream {
                         dialect,
-                        error: UpstreamError::from_code(text(rng), text(rng)),
+                        error: UpstreamError::from_code(code(rng), text(rng)),
                     },
                     _ => DecodeError::Incomplete {
                         dialect,
@@ -551,7 +608,7 @@ mod tests {
                 what: text(rng),
             },
             14 => GatewayError::Ended(ErrorInfo {
-                code: text(rng),
+                code: code(rng),
                 message: text(rng),
                 retryable: rng.bool(),
             }),
@@ -583,6 +640,12 @@ mod tests {
             | GatewayError::Untranslatable { .. }
             | GatewayError::Hub(_)
             | GatewayError::Upgrade(_) => true,
+            // The provider refused the request inside its stream.
+            GatewayError::Stream {
+                source: DecodeError::Upstream { error, .. },
+                ..
+            } => !error.retryable,
+            GatewayError::Ended(info) if !info.retryable => REFUSALS.contains(&info.code.as_str()),
             GatewayError::MissingKey { .. }
             | GatewayError::Connection { .. }
             | GatewayError::Timeout { .. }

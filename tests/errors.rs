@@ -277,3 +277,47 @@ async fn an_unreachable_provider_is_named_without_its_url_or_credentials() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_inside_a_200_stream_is_a_4xx_and_not_retried() {
+    let h = fast().await;
+    // vLLM-style OpenAI-compatible servers answer a bad request with a 200 stream whose first
+    // chunk is the error; Anthropic can send `event: error` first.
+    h.replay.insert_fixture(
+        Dialect::OpenAi,
+        "x_refused_in_stream",
+        "data: {\"error\":{\"object\":\"error\",\"message\":\"max_tokens must be at least 1, got 0.\",\"type\":\"BadRequestError\",\"param\":null,\"code\":400}}\n\n",
+    );
+    h.replay.insert_fixture(
+        Dialect::Anthropic,
+        "x_refused_in_stream",
+        "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"permission_error\",\"message\":\"max_tokens must be at least 1, got 0.\"}}\n\n",
+    );
+    let mut sent = 0;
+    for (source, status) in [(Dialect::OpenAi, 400), (Dialect::Anthropic, 403)] {
+        let model = format!("{}/x_refused_in_stream", source.as_str());
+        for door in Dialect::ALL {
+            for stream in [true, false] {
+                let case = format!("{model} at the {door} door, stream={stream}");
+                let r = h.chat(door, &[], &chat_body(door, &model, stream)).await;
+                sent += 1;
+                assert_eq!(r.status(), status, "{case}");
+                let (ty, message) = body_error(door, &gw::json_of(r).await);
+                assert!(
+                    message.contains("max_tokens must be at least 1"),
+                    "{case}: {message}"
+                );
+                if door == Dialect::Anthropic {
+                    let want = if status == 400 {
+                        "invalid_request_error"
+                    } else {
+                        "permission_error"
+                    };
+                    assert_eq!(ty, want, "{case}");
+                }
+                assert_clean(&case, &message);
+                assert_eq!(h.replay.requests().len(), sent, "{case}: retried");
+            }
+        }
+    }
+}
