@@ -9,6 +9,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+#[path = "common/gateway.rs"]
+mod gw;
 
 use common::{all_fixtures, dialect_of, expected, for_each_fixture};
 use providers::event::BlockKind;
@@ -570,4 +572,50 @@ fn an_error_end_is_never_a_clean_end_at_any_door() {
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fixture_ends_as_its_row_says_in_the_gateways_agent_event_stream() {
+    let rows = table();
+    let h = gw::start().await;
+    let base = format!("http://{}", h.gateway);
+    let mut failures = Vec::new();
+    let mut cases = 0;
+    for f in all_fixtures() {
+        let from = dialect_of(&f);
+        let want = expected(f.dialect, &f.body);
+        let Some(value) = want.finish_reason.as_deref() else {
+            continue;
+        };
+        let when = if !want.tool_calls.is_empty() {
+            When::ToolCalls
+        } else if !want.refusal.is_empty() {
+            When::Refusal
+        } else {
+            When::Plain
+        };
+        let row = row_for(&rows, from, value, when);
+        let stem = f.name.rsplit('/').next().unwrap().trim_end_matches(".sse");
+        let model = format!("{}/{stem}", from.as_str());
+        // The request's dialect does not matter to the native door: ask in both.
+        for dialect in Dialect::ALL {
+            cases += 1;
+            let r = gw::post_stream(&base, dialect, &model).await;
+            let mut reader = gw::NativeReader::default();
+            reader.feed(&gw::body_bytes(r).await);
+            let end = reader.envelopes().into_iter().find_map(|e| match e.event {
+                AgentEvent::StreamEnd(end) => Some(end),
+                _ => None,
+            });
+            let got = end.map(|e| serde_json::to_value(e.reason).unwrap());
+            if got.as_ref().and_then(Value::as_str) != Some(row.normalized.as_str()) {
+                failures.push(format!(
+                    "{model} asked as {dialect}: stream.end reason {got:?}, the table says {}",
+                    row.normalized
+                ));
+            }
+        }
+    }
+    assert!(cases >= 2 * 25, "only {cases} cases");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
