@@ -321,3 +321,25 @@ async fn a_refusal_inside_a_200_stream_is_a_4xx_and_not_retried() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_the_provider_echoes_is_redacted() {
+    let h = fast().await;
+    h.replay.insert_fixture(
+        Dialect::OpenAi,
+        "x_key_echoed",
+        "data: {\"error\":{\"message\":\"Incorrect API key provided: sk-proj-****************************WXyz. You can find your API key in your account.\",\"type\":\"invalid_request_error\",\"code\":\"invalid_api_key\"}}\n\n",
+    );
+    for door in Dialect::ALL {
+        let r = h
+            .chat(door, &[], &chat_body(door, "openai/x_key_echoed", false))
+            .await;
+        assert_eq!(r.status(), 400, "{door}");
+        let (_, message) = body_error(door, &gw::json_of(r).await);
+        assert!(
+            message.contains("Incorrect API key provided: [redacted]."),
+            "{door}: {message}"
+        );
+        assert!(!message.contains("WXyz"), "{door}: {message}");
+    }
+}

@@ -93,7 +93,10 @@ impl EventStream {
         Ok(first)
     }
 
-    fn fail(&mut self, source: providers::DecodeError) {
+    fn fail(&mut self, mut source: providers::DecodeError) {
+        if let providers::DecodeError::Upstream { error, .. } = &mut source {
+            error.message = crate::secret::redact_keys(&error.message);
+        }
         self.failed = Some(GatewayError::Stream {
             provider: self.provider.clone(),
             source,
@@ -198,7 +201,7 @@ pub(super) async fn status_error(
         provider: provider.to_owned(),
         status,
         error_type,
-        message,
+        message: crate::secret::redact_keys(&message),
         retry_after,
     }
 }
