@@ -123,9 +123,21 @@ async fn a_request_no_route_can_express_is_a_4xx_in_the_door_dialect() {
             Dialect::OpenAi => "anthropic/text_basic",
             Dialect::Anthropic => "openai/text_basic",
         };
-        for (param, body) in untranslatable(door, model, &mut rng) {
-            let case = format!("{param} at the {door} door (stream {})", body["stream"]);
-            let r = h.chat(door, &[], &body).await;
+        for ((param, body), resumable) in untranslatable(door, model, &mut rng)
+            .into_iter()
+            .flat_map(|case| [(case.clone(), false), (case, true)])
+        {
+            let case = format!(
+                "{param} at the {door} door (stream {}, resumable {resumable})",
+                body["stream"]
+            );
+            // A resumable answer goes through the hub: refused all the same, before it starts.
+            let headers: &[(&str, &str)] = if resumable {
+                &[("streamgate-resumable", "true")]
+            } else {
+                &[]
+            };
+            let r = h.chat(door, headers, &body).await;
             assert_eq!(r.status(), 400, "{case}");
             let body = gw::json_of(r).await;
             let (ty, message) = body_error(door, &body);
@@ -139,7 +151,7 @@ async fn a_request_no_route_can_express_is_a_4xx_in_the_door_dialect() {
             checked += 1;
         }
     }
-    assert!(checked >= 20, "{checked}");
+    assert!(checked >= 40, "{checked}");
     // Refused before any provider was asked, so never retried either.
     assert!(h.replay.requests().is_empty(), "{:?}", h.replay.requests());
 }
