@@ -1,5 +1,12 @@
 //! Gateway errors: what failed and where, which HTTP status it earns, and how it looks in each
 //! door's dialect. Provider keys never appear in any of them.
+//!
+//! The `Display` text of every error is what a client reads (in an error body, a stream's
+//! `error` event, a WebSocket `error` frame, a seam's reason): a stable sentence in the
+//! gateway's words. Transport error chains (hyper, reqwest, io) and URLs are logged where
+//! they happen and never carried here. A request that can never succeed as sent (it cannot be
+//! translated for its route, or its answer cannot be written in the client's dialect) is a
+//! 4xx, so that SDKs do not retry it.
 
 use std::time::Duration;
 
@@ -62,13 +69,13 @@ pub enum GatewayError {
         /// The provider's `Retry-After`, if any.
         retry_after: Option<Duration>,
     },
-    /// The provider could not be reached.
-    #[error("provider {provider:?} is unreachable: {reason}")]
-    Unreachable {
+    /// The connection to the provider failed, or broke before its answer.
+    #[error("provider {provider:?} {fault}")]
+    Connection {
         /// Provider name.
         provider: String,
-        /// Connection error, without URL credentials.
-        reason: String,
+        /// What happened to the connection.
+        fault: ConnectionFault,
     },
     /// The provider took too long.
     #[error("provider {provider:?} timed out {phase}")]
@@ -98,9 +105,17 @@ pub enum GatewayError {
         retry_after: Option<Duration>,
     },
     /// The upstream's answer cannot be expressed in the client's dialect (e.g. several choices
-    /// for an Anthropic client).
-    #[error("the upstream's answer cannot be expressed for this client: {0}")]
-    Untranslatable(String),
+    /// for an Anthropic client): asking again gets the same answer, so it is the client's to
+    /// change (another model or door).
+    #[error(
+        "the answer cannot be written in the {door} dialect: it has {what}; ask another model or use the other door"
+    )]
+    Untranslatable {
+        /// The client's dialect.
+        door: Dialect,
+        /// What the dialect cannot express.
+        what: String,
+    },
     /// A stream followed through the hub ended with this error event.
     #[error("{}", .0.message)]
     Ended(ErrorInfo),
@@ -127,6 +142,98 @@ pub fn retry_after_secs(wait: Duration) -> u64 {
     wait.as_secs_f64().ceil().max(1.0) as u64
 }
 
+/// Anthropic's error types (its API reference, "Errors").
+const ANTHROPIC_TYPES: [&str; 10] = [
+    "invalid_request_error",
+    "authentication_error",
+    "billing_error",
+    "permission_error",
+    "not_found_error",
+    "request_too_large",
+    "rate_limit_error",
+    "api_error",
+    "timeout_error",
+    "overloaded_error",
+];
+
+/// The status of a provider's error type that says the request itself was refused.
+fn refused_status(code: &str) -> Option<StatusCode> {
+    Some(match code {
+        "invalid_request_error" => StatusCode::BAD_REQUEST,
+        "authentication_error" => StatusCode::UNAUTHORIZED,
+        "billing_error" => StatusCode::PAYMENT_REQUIRED,
+        "permission_error" => StatusCode::FORBIDDEN,
+        "not_found_error" => StatusCode::NOT_FOUND,
+        "request_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+        "rate_limit_error" | "insufficient_quota" => StatusCode::TOO_MANY_REQUESTS,
+        _ => return None,
+    })
+}
+
+/// The Anthropic error type of an HTTP status.
+pub(crate) fn anthropic_type_for(status: u16) -> &'static str {
+    match status {
+        400 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        402 => "billing_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        504 => "timeout_error",
+        503 | 529 => "overloaded_error",
+        _ => "api_error",
+    }
+}
+
+/// What happened to a provider connection, in words a client can act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectionFault {
+    /// Nothing accepted the connection.
+    #[error("is unreachable: the connection was refused")]
+    Refused,
+    /// The provider's host name does not resolve.
+    #[error("is unreachable: its host name does not resolve")]
+    Dns,
+    /// The TLS handshake failed (certificate, protocol).
+    #[error("is unreachable: the TLS handshake failed")]
+    Tls,
+    /// Connecting failed otherwise (network unreachable, proxy).
+    #[error("is unreachable: the connection could not be made")]
+    Connect,
+    /// Connected, then the connection was reset or closed before a response head arrived.
+    #[error("closed the connection before its response began")]
+    ClosedBeforeResponse,
+    /// The response began, then the connection broke while its body was read.
+    #[error("broke the connection while its answer was being read")]
+    ClosedDuringBody,
+    /// The response is not the JSON the endpoint returns.
+    #[error("answered with a body that is not JSON")]
+    NotJson,
+}
+
+impl ConnectionFault {
+    /// Whether the provider was never reached (nothing was sent).
+    pub fn unreachable(self) -> bool {
+        matches!(
+            self,
+            ConnectionFault::Refused
+                | ConnectionFault::Dns
+                | ConnectionFault::Tls
+                | ConnectionFault::Connect
+        )
+    }
+
+    /// The OpenAI `error.code` of this fault.
+    fn code(self) -> &'static str {
+        match self {
+            f if f.unreachable() => "upstream_unreachable",
+            ConnectionFault::NotJson => "upstream_invalid_answer",
+            _ => "upstream_connection_closed",
+        }
+    }
+}
+
 /// Which of an upstream call's timers fired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TimeoutPhase {
@@ -150,6 +257,7 @@ impl GatewayError {
         match self {
             GatewayError::MalformedJson(_)
             | GatewayError::Request(_)
+            | GatewayError::Untranslatable { .. }
             | GatewayError::Upgrade(_) => StatusCode::BAD_REQUEST,
             GatewayError::UnknownModel { .. } | GatewayError::NotFound { .. } => {
                 StatusCode::NOT_FOUND
@@ -161,10 +269,18 @@ impl GatewayError {
             GatewayError::UpstreamStatus { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
             }
-            GatewayError::Unreachable { .. }
+            // A provider that refused the request inside a 200 stream (vLLM and other
+            // compatible servers do): its refusal, not a bad gateway, so SDKs do not retry it.
+            GatewayError::Stream {
+                source: DecodeError::Upstream { error, .. },
+                ..
+            } if !error.retryable => refused_status(&error.code).unwrap_or(StatusCode::BAD_REQUEST),
+            GatewayError::Ended(info) if !info.retryable => {
+                refused_status(&info.code).unwrap_or(StatusCode::BAD_GATEWAY)
+            }
+            GatewayError::Connection { .. }
             | GatewayError::Stream { .. }
-            | GatewayError::Ended(_)
-            | GatewayError::Untranslatable(_) => StatusCode::BAD_GATEWAY,
+            | GatewayError::Ended(_) => StatusCode::BAD_GATEWAY,
             GatewayError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -183,6 +299,7 @@ impl GatewayError {
         match self {
             GatewayError::MalformedJson(_)
             | GatewayError::Request(_)
+            | GatewayError::Untranslatable { .. }
             | GatewayError::Upgrade(_) => "invalid_request_error".into(),
             GatewayError::UnknownModel { .. }
             | GatewayError::NotFound { .. }
@@ -196,8 +313,7 @@ impl GatewayError {
             GatewayError::Unavailable { .. } => "overloaded_error".into(),
             GatewayError::RateLimited(_) => "rate_limit_error".into(),
             GatewayError::MissingKey { .. }
-            | GatewayError::Unreachable { .. }
-            | GatewayError::Untranslatable(_)
+            | GatewayError::Connection { .. }
             | GatewayError::Internal(_) => "api_error".into(),
         }
     }
@@ -226,19 +342,26 @@ impl GatewayError {
             GatewayError::MissingKey { .. } => {
                 ("server_error".into(), Some("missing_provider_key".into()))
             }
-            GatewayError::Unreachable { .. } => {
-                ("server_error".into(), Some("upstream_unreachable".into()))
+            GatewayError::Connection { fault, .. } => {
+                ("server_error".into(), Some(fault.code().into()))
             }
             GatewayError::Timeout { .. } => {
                 ("server_error".into(), Some("upstream_timeout".into()))
             }
-            GatewayError::Stream { source, .. } => {
-                ("server_error".into(), Some(source.to_error_info().code))
+            GatewayError::Stream { .. } | GatewayError::Ended(_) => {
+                let code = self.to_error_info().code;
+                // A refusal keeps the provider's word as its type, as an HTTP error does.
+                let ty = if self.status().is_client_error() {
+                    code.clone()
+                } else {
+                    "server_error".into()
+                };
+                (ty, Some(code))
             }
-            GatewayError::Ended(info) => ("server_error".into(), Some(info.code.clone())),
-            GatewayError::Untranslatable(_) => {
-                ("server_error".into(), Some("untranslatable_answer".into()))
-            }
+            GatewayError::Untranslatable { .. } => (
+                "invalid_request_error".into(),
+                Some("untranslatable_answer".into()),
+            ),
             GatewayError::Unavailable { .. } => {
                 ("server_error".into(), Some("upstreams_unavailable".into()))
             }
@@ -277,14 +400,21 @@ impl GatewayError {
                 json!({"error": {"message": message, "type": ty, "param": null, "code": code}})
             }
             Dialect::Anthropic => {
-                json!({"type": "error", "error": {"type": self.anthropic_type(), "message": message}})
+                // Anthropic clients (Claude Code among them) act on the error type: a word
+                // outside Anthropic's vocabulary (an OpenAI provider's, a stream code) is
+                // replaced by the one Anthropic uses for the status.
+                let mut ty = self.anthropic_type();
+                if !ANTHROPIC_TYPES.contains(&ty.as_str()) {
+                    ty = anthropic_type_for(self.status().as_u16()).to_owned();
+                }
+                json!({"type": "error", "error": {"type": ty, "message": message}})
             }
         }
     }
 
     /// The `error` event for this failure once a stream has started.
     pub fn to_error_info(&self) -> ErrorInfo {
-        match self {
+        let mut info = match self {
             GatewayError::Ended(info) => info.clone(),
             GatewayError::Stream { source, .. } => {
                 let mut info = source.to_error_info();
@@ -296,7 +426,12 @@ impl GatewayError {
                 message: other.to_string(),
                 retryable: other.retryable(),
             },
+        };
+        if info.code.is_empty() {
+            // A provider that sent an empty error type: clients still need a code.
+            info.code = anthropic_type_for(self.status().as_u16()).to_owned();
         }
+        info
     }
 
     /// Whether the same request may succeed when tried again (later, or elsewhere).
@@ -305,7 +440,7 @@ impl GatewayError {
             GatewayError::UpstreamStatus { status, .. } => {
                 matches!(status, 408 | 409 | 429 | 500..=599)
             }
-            GatewayError::Unreachable { .. }
+            GatewayError::Connection { .. }
             | GatewayError::Timeout { .. }
             | GatewayError::Unavailable { .. }
             | GatewayError::RateLimited(_) => true,
@@ -319,6 +454,398 @@ impl GatewayError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limit::{LimitKind, Limited, Scope};
+    use providers::{CutPoint, UpstreamError};
+
+    /// What gateway text never shows a client: transport types and chains, URLs.
+    const INTERNAL: [&str; 14] = [
+        "hyper",
+        "reqwest",
+        "error sending request",
+        "client error (",
+        "tcp connect error",
+        "os error",
+        "Os {",
+        "Kind(",
+        "Error {",
+        "source:",
+        "http://",
+        "https://",
+        "tungstenite",
+        "axum",
+    ];
+
+    /// Free text a client or provider could send: from an alphabet that cannot spell any of
+    /// [`INTERNAL`], so a hit can only come from the gateway.
+    fn text(rng: &mut fastrand::Rng) -> String {
+        const ALPHABET: &[u8] = b"abcdef0123456789 _-.";
+        (0..rng.usize(0..30))
+            .map(|_| ALPHABET[rng.usize(..ALPHABET.len())] as char)
+            .collect()
+    }
+
+    /// Provider error types that refuse the request itself.
+    const REFUSALS: [&str; 8] = [
+        "invalid_request_error",
+        "authentication_error",
+        "billing_error",
+        "permission_error",
+        "not_found_error",
+        "request_too_large",
+        "rate_limit_error",
+        "insufficient_quota",
+    ];
+
+    /// An error code as providers and the gateway send them, or free text.
+    fn code(rng: &mut fastrand::Rng) -> String {
+        const OTHERS: [&str; 5] = [
+            "overloaded_error",
+            "api_error",
+            "server_error",
+            "incomplete_stream",
+            "upstream_frame_too_large",
+        ];
+        match rng.u8(..3) {
+            0 => REFUSALS[rng.usize(..REFUSALS.len())].to_owned(),
+            1 => OTHERS[rng.usize(..OTHERS.len())].to_owned(),
+            _ => text(rng),
+        }
+    }
+
+    fn dialect(rng: &mut fastrand::Rng) -> Dialect {
+        Dialect::ALL[rng.usize(..Dialect::ALL.len())]
+    }
+
+    /// Variant `k` (modulo the variant count) with random contents, and the variant's name.
+    fn arbitrary(rng: &mut fastrand::Rng, k: usize) -> GatewayError {
+        let provider = text(rng);
+        match k % 18 {
+            0 => GatewayError::MalformedJson(text(rng)),
+            1 => GatewayError::Request(RequestError::Invalid {
+                param: text(rng),
+                message: text(rng),
+            }),
+            2 => GatewayError::Request(RequestError::Unsupported {
+                param: text(rng),
+                target: dialect(rng),
+                message: text(rng),
+            }),
+            3 => GatewayError::UnknownModel { model: text(rng) },
+            4 => GatewayError::NotFound { path: text(rng) },
+            5 => GatewayError::BodyTooLarge {
+                limit: rng.usize(..),
+            },
+            6 => GatewayError::MissingKey {
+                provider,
+                env_var: text(rng),
+            },
+            7 => GatewayError::UpstreamStatus {
+                provider,
+                status: rng.u16(400..600),
+                error_type: text(rng),
+                message: text(rng),
+                retry_after: rng
+                    .bool()
+                    .then(|| Duration::from_millis(rng.u64(..100_000))),
+            },
+            8 => {
+                let faults = [
+                    ConnectionFault::Refused,
+                    ConnectionFault::Dns,
+                    ConnectionFault::Tls,
+                    ConnectionFault::Connect,
+                    ConnectionFault::ClosedBeforeResponse,
+                    ConnectionFault::ClosedDuringBody,
+                    ConnectionFault::NotJson,
+                ];
+                GatewayError::Connection {
+                    provider,
+                    fault: faults[rng.usize(..faults.len())],
+                }
+            }
+            9 => {
+                let phases = [
+                    TimeoutPhase::Connect,
+                    TimeoutPhase::FirstByte,
+                    TimeoutPhase::Idle,
+                    TimeoutPhase::Total,
+                ];
+                GatewayError::Timeout {
+                    provider,
+                    phase: phases[rng.usize(..phases.len())],
+                }
+            }
+            10 => {
+                let dialect = dialect(rng);
+                let source = match rng.u8(..4) {
+                    0 => DecodeError::Malformed {
+                        dialect,
+                        line: rng.u64(..),
+                        offset: rng.u64(..),
+                        reason: text(rng),
+                    },
+                    1 => DecodeError::TooLarge {
+                        dialect,
+                        source: providers::sse::SseError::TooLarge {
+                            line: rng.u64(..),
+                            offset: rng.u64(..),
+                            limit: rng.usize(..),
+                        },
+                    },
+                    2 => DecodeError::Upstream {
+                        dialect,
+                        error: UpstreamError::from_code(code(rng), text(rng)),
+                    },
+                    _ => DecodeError::Incomplete {
+                        dialect,
+                        cut: CutPoint::InToolCall { name: text(rng) },
+                    },
+                };
+                GatewayError::Stream { provider, source }
+            }
+            11 => {
+                let limits = [
+                    LimitKind::RequestsPerMinute,
+                    LimitKind::TokensPerMinute,
+                    LimitKind::ConcurrentStreams,
+                    LimitKind::Upstream,
+                ];
+                GatewayError::RateLimited(Limited {
+                    limit: limits[rng.usize(..limits.len())],
+                    retry_after: Duration::from_millis(rng.u64(..1_000_000)),
+                    scope: [Scope::Key, Scope::Model, Scope::Route][rng.usize(..3)],
+                })
+            }
+            12 => GatewayError::Unavailable {
+                message: text(rng),
+                retry_after: rng
+                    .bool()
+                    .then(|| Duration::from_millis(rng.u64(..1_000_000))),
+            },
+            13 => GatewayError::Untranslatable {
+                door: dialect(rng),
+                what: text(rng),
+            },
+            14 => GatewayError::Ended(ErrorInfo {
+                code: code(rng),
+                message: text(rng),
+                retryable: rng.bool(),
+            }),
+            15 => GatewayError::Hub(match rng.u8(..4) {
+                0 => HubError::UnknownStream { id: text(rng) },
+                1 => HubError::SeqBeyondEnd {
+                    id: text(rng),
+                    after: rng.u64(..),
+                    last: rng.bool().then(|| rng.u64(..)),
+                },
+                2 => HubError::DuplicateStream { id: text(rng) },
+                _ => HubError::InvalidId { id: text(rng) },
+            }),
+            16 => GatewayError::Upgrade(text(rng)),
+            _ => GatewayError::Internal(text(rng)),
+        }
+    }
+
+    /// The status class each variant must have: the client's own mistakes and requests that
+    /// can never succeed as sent are 4xx; the provider's and the gateway's failures 5xx.
+    fn want_client_error(e: &GatewayError) -> Option<bool> {
+        Some(match e {
+            GatewayError::MalformedJson(_)
+            | GatewayError::Request(_)
+            | GatewayError::UnknownModel { .. }
+            | GatewayError::NotFound { .. }
+            | GatewayError::BodyTooLarge { .. }
+            | GatewayError::RateLimited(_)
+            | GatewayError::Untranslatable { .. }
+            | GatewayError::Hub(_)
+            | GatewayError::Upgrade(_) => true,
+            // The provider refused the request inside its stream.
+            GatewayError::Stream {
+                source: DecodeError::Upstream { error, .. },
+                ..
+            } => !error.retryable,
+            GatewayError::Ended(info) if !info.retryable => REFUSALS.contains(&info.code.as_str()),
+            GatewayError::MissingKey { .. }
+            | GatewayError::Connection { .. }
+            | GatewayError::Timeout { .. }
+            | GatewayError::Stream { .. }
+            | GatewayError::Unavailable { .. }
+            | GatewayError::Ended(_)
+            | GatewayError::Internal(_) => false,
+            // The provider's own status passes through.
+            GatewayError::UpstreamStatus { .. } => return None,
+        })
+    }
+
+    fn clean(what: &str, text: &str) -> Result<(), String> {
+        match INTERNAL.iter().find(|m| text.contains(*m)) {
+            Some(m) => Err(format!("{what} shows {m:?}: {text}")),
+            None => Ok(()),
+        }
+    }
+
+    fn check(e: &GatewayError) -> Result<(), String> {
+        let status = e.status();
+        match want_client_error(e) {
+            Some(true) if !status.is_client_error() => return Err(format!("status {status}")),
+            Some(false) if !status.is_server_error() => return Err(format!("status {status}")),
+            None => {
+                if let GatewayError::UpstreamStatus { status: s, .. } = e
+                    && status.as_u16() != *s
+                {
+                    return Err(format!("status {status}, the provider's was {s}"));
+                }
+            }
+            _ => {}
+        }
+        // SDKs retry 408, 409, 429 and 5xx: no other 4xx may claim that retrying helps.
+        if status.is_client_error() && !matches!(status.as_u16(), 408 | 409 | 429) && e.retryable()
+        {
+            return Err(format!("{status} but retryable"));
+        }
+        clean("message", &e.to_string())?;
+        let oa = e.body(Dialect::OpenAi);
+        let message = oa["error"]["message"]
+            .as_str()
+            .ok_or("OpenAI body without message")?;
+        clean("OpenAI body", message)?;
+        if message.is_empty() && !e.to_string().is_empty() {
+            return Err("OpenAI message lost".into());
+        }
+        if !oa["error"]["type"].is_string() || oa["error"].get("param").is_none() {
+            return Err(format!("OpenAI body shape: {oa}"));
+        }
+        if !(oa["error"]["code"].is_string() || oa["error"]["code"].is_null()) {
+            return Err(format!("OpenAI code: {oa}"));
+        }
+        let an = e.body(Dialect::Anthropic);
+        let ty = an["error"]["type"].as_str().unwrap_or_default();
+        if an["type"] != "error" || !ANTHROPIC_TYPES.contains(&ty) {
+            return Err(format!("Anthropic body shape: {an}"));
+        }
+        clean(
+            "Anthropic body",
+            an["error"]["message"]
+                .as_str()
+                .ok_or("no Anthropic message")?,
+        )?;
+        let info = e.to_error_info();
+        clean("error event", &info.message)?;
+        if info.code.is_empty() {
+            return Err("error event without a code".into());
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn every_variant_has_its_status_class_and_a_clean_body_in_both_dialects() {
+        let mut rng = fastrand::Rng::with_seed(0x0e77_0e77);
+        let mut failures = Vec::new();
+        for k in 0..18 * 200 {
+            let e = arbitrary(&mut rng, k);
+            if let Err(why) = check(&e) {
+                failures.push(format!("{e:?}: {why}"));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn the_generator_covers_every_variant() {
+        // Exhaustive on purpose: a new variant stops this compiling until it is generated.
+        fn index(e: &GatewayError) -> usize {
+            match e {
+                GatewayError::MalformedJson(_) => 0,
+                GatewayError::Request(RequestError::Invalid { .. }) => 1,
+                GatewayError::Request(RequestError::Unsupported { .. }) => 2,
+                GatewayError::UnknownModel { .. } => 3,
+                GatewayError::NotFound { .. } => 4,
+                GatewayError::BodyTooLarge { .. } => 5,
+                GatewayError::MissingKey { .. } => 6,
+                GatewayError::UpstreamStatus { .. } => 7,
+                GatewayError::Connection { .. } => 8,
+                GatewayError::Timeout { .. } => 9,
+                GatewayError::Stream { .. } => 10,
+                GatewayError::RateLimited(_) => 11,
+                GatewayError::Unavailable { .. } => 12,
+                GatewayError::Untranslatable { .. } => 13,
+                GatewayError::Ended(_) => 14,
+                GatewayError::Hub(_) => 15,
+                GatewayError::Upgrade(_) => 16,
+                GatewayError::Internal(_) => 17,
+            }
+        }
+        let mut rng = fastrand::Rng::with_seed(1);
+        for k in 0..18 {
+            assert_eq!(index(&arbitrary(&mut rng, k)), k);
+        }
+    }
+
+    #[test]
+    fn a_broken_connection_is_not_called_unreachable() {
+        for fault in [
+            ConnectionFault::ClosedBeforeResponse,
+            ConnectionFault::ClosedDuringBody,
+            ConnectionFault::NotJson,
+        ] {
+            let e = GatewayError::Connection {
+                provider: "anthropic".into(),
+                fault,
+            };
+            assert!(!e.to_string().contains("unreachable"), "{e}");
+            assert_eq!(
+                e.body(Dialect::OpenAi)["error"]["code"],
+                fault.code(),
+                "{fault:?}"
+            );
+            assert_ne!(fault.code(), "upstream_unreachable");
+        }
+        let refused = GatewayError::Connection {
+            provider: "anthropic".into(),
+            fault: ConnectionFault::Refused,
+        };
+        assert_eq!(
+            refused.to_string(),
+            "provider \"anthropic\" is unreachable: the connection was refused"
+        );
+    }
+
+    #[test]
+    fn an_untranslatable_answer_is_a_4xx_in_the_door_dialect() {
+        let e = GatewayError::Untranslatable {
+            door: Dialect::Anthropic,
+            what: "more than one choice".into(),
+        };
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        assert!(!e.retryable());
+        let an = e.body(Dialect::Anthropic);
+        assert_eq!(an["error"]["type"], "invalid_request_error");
+        assert!(
+            an["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("more than one choice")
+        );
+    }
+
+    #[test]
+    fn an_openai_provider_error_type_reaches_anthropic_clients_in_their_words() {
+        let e = GatewayError::UpstreamStatus {
+            provider: "openai".into(),
+            status: 429,
+            error_type: "insufficient_quota".into(),
+            message: "You exceeded your current quota".into(),
+            retry_after: None,
+        };
+        assert_eq!(
+            e.body(Dialect::Anthropic)["error"]["type"],
+            "rate_limit_error"
+        );
+        assert_eq!(
+            e.body(Dialect::OpenAi)["error"]["type"],
+            "insufficient_quota"
+        );
+    }
 
     #[test]
     fn errors_render_in_the_door_dialect_with_their_status() {

@@ -31,9 +31,73 @@ impl fmt::Display for Secret {
     }
 }
 
+/// `text` (a provider's error message) with every word that looks like a key replaced by
+/// `[redacted]`: providers echo the key they refused, masked or not ("Incorrect API key
+/// provided: sk-proj-****abcd"), and that key is the gateway's, not the client's.
+pub fn redact_keys(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while !rest.is_empty() {
+        let word_end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let (word, tail) = rest.split_at(word_end);
+        // Quotes and punctuation around it belong to the sentence, not to the key.
+        let inner = word.trim_start_matches(['"', '\'', '(']);
+        let core = inner.trim_end_matches(['.', ',', ';', ':', ')', '"', '\'']);
+        if looks_like_key(core) {
+            out.push_str(&word[..word.len() - inner.len()]);
+            out.push_str("[redacted]");
+            out.push_str(&inner[core.len()..]);
+        } else {
+            out.push_str(word);
+        }
+        let space_end = tail
+            .find(|c: char| !c.is_whitespace())
+            .unwrap_or(tail.len());
+        out.push_str(&tail[..space_end]);
+        rest = &tail[space_end..];
+    }
+    out
+}
+
+/// OpenAI-style (`sk-`, `sk_`), Anthropic (`sk-ant-`), Google (`AIza`) keys, and any masked
+/// token (`****`).
+fn looks_like_key(word: &str) -> bool {
+    (word.len() >= 8 && (word.starts_with("sk-") || word.starts_with("sk_")))
+        || (word.len() >= 20 && word.starts_with("AIza"))
+        || word.contains("***")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_echoed_by_providers_are_redacted() {
+        let cases = [
+            (
+                "Incorrect API key provided: sk-proj-********************abcd. You can find your API key at https://platform.openai.com/account/api-keys.",
+                "Incorrect API key provided: [redacted]. You can find your API key at https://platform.openai.com/account/api-keys.",
+            ),
+            (
+                "invalid key sk-ant-api03-AbCdEf0123456789, try again",
+                "invalid key [redacted], try again",
+            ),
+            (
+                "API key not valid: AIzaSyA1234567890abcdefghijk",
+                "API key not valid: [redacted]",
+            ),
+            (
+                "key \"sk_live_abcdefgh\" refused",
+                "key \"[redacted]\" refused",
+            ),
+            ("invalid x-api-key", "invalid x-api-key"),
+            ("ask-me sky sk-1 anything", "ask-me sky sk-1 anything"),
+            ("  two  spaces\nand lines ", "  two  spaces\nand lines "),
+        ];
+        for (text, want) in cases {
+            assert_eq!(redact_keys(text), want, "{text}");
+        }
+    }
 
     #[test]
     fn never_prints_its_value() {

@@ -27,7 +27,7 @@ pub fn classify(error: &GatewayError, client_key: bool) -> Action {
         | GatewayError::UnknownModel { .. }
         | GatewayError::NotFound { .. }
         | GatewayError::BodyTooLarge { .. }
-        | GatewayError::Untranslatable(_)
+        | GatewayError::Untranslatable { .. }
         | GatewayError::Unavailable { .. }
         | GatewayError::RateLimited(_)
         | GatewayError::Hub(_)
@@ -35,7 +35,7 @@ pub fn classify(error: &GatewayError, client_key: bool) -> Action {
         | GatewayError::Internal(_) => Action::Client,
         // Another provider may well have its key configured.
         GatewayError::MissingKey { .. } => Action::Failover,
-        GatewayError::Unreachable { .. } => Action::Retry,
+        GatewayError::Connection { .. } => Action::Retry,
         GatewayError::Timeout { phase, .. } => match phase {
             TimeoutPhase::Connect => Action::Retry,
             // It accepted the request and then said nothing: asking it again only waits
@@ -169,9 +169,9 @@ mod tests {
                 Action::Failover,
             ),
             (
-                GatewayError::Unreachable {
+                GatewayError::Connection {
                     provider: "p".into(),
-                    reason: "refused".into(),
+                    fault: crate::error::ConnectionFault::Refused,
                 },
                 Action::Retry,
             ),

@@ -109,7 +109,9 @@ pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, Gateway
         if too_large {
             GatewayError::BodyTooLarge { limit }
         } else {
-            GatewayError::MalformedJson(format!("reading the body failed: {e}"))
+            // The transport's words (hyper's) stay in the log.
+            tracing::debug!(error = %e, "reading a request body failed");
+            GatewayError::MalformedJson("it could not be read to its end".into())
         }
     })
 }
@@ -178,12 +180,7 @@ fn sse(door: Dialect, options: EncodeOptions, events: Events) -> Response {
             };
             if let Err(e) = result {
                 failed = true;
-                tracing::error!(error = %e, "encoding for the client failed");
-                let _ = encode_failure(
-                    &mut encoder,
-                    &GatewayError::Untranslatable(e.to_string()),
-                    &mut out,
-                );
+                let _ = encode_failure(&mut encoder, &encode_error(door, e), &mut out);
             }
         }
         std::future::ready((!out.is_empty()).then(|| Bytes::from(out)))
@@ -214,7 +211,19 @@ async fn whole(door: Dialect, mut events: Events) -> Response {
     }
     match encode_response(door, assembler.message()) {
         Ok(body) => json_response(StatusCode::OK, &body),
-        Err(e) => error_response(door, &GatewayError::Untranslatable(e.to_string())),
+        Err(e) => error_response(door, &encode_error(door, e)),
+    }
+}
+
+/// An answer the door's encoder refused: one the dialect cannot express is the client's to
+/// change (4xx); any other refusal is the gateway's bug.
+fn encode_error(door: Dialect, e: providers::EncodeError) -> GatewayError {
+    tracing::error!(error = %e, "encoding for the client failed");
+    match e {
+        providers::EncodeError::Unsupported { what, .. } => {
+            GatewayError::Untranslatable { door, what }
+        }
+        other => GatewayError::Internal(format!("the answer could not be encoded: {other}")),
     }
 }
 

@@ -93,7 +93,10 @@ impl EventStream {
         Ok(first)
     }
 
-    fn fail(&mut self, source: providers::DecodeError) {
+    fn fail(&mut self, mut source: providers::DecodeError) {
+        if let providers::DecodeError::Upstream { error, .. } = &mut source {
+            error.message = crate::secret::redact_keys(&error.message);
+        }
         self.failed = Some(GatewayError::Stream {
             provider: self.provider.clone(),
             source,
@@ -133,9 +136,13 @@ impl Stream for EventStream {
                         this.fail(e);
                     }
                 }
-                Poll::Ready(Some(Err(_))) | Poll::Ready(None) => {
+                Poll::Ready(item @ (Some(Err(_)) | None)) => {
                     // A read error is a cut body (reset, truncated chunked encoding): the
                     // decoder says whether the answer was whole anyway and where it broke.
+                    // The transport's words go to the log only.
+                    if let Some(Err(e)) = &item {
+                        tracing::debug!(provider = %this.provider, error = %super::source_chain(e), "upstream body broke");
+                    }
                     let result = this.decoder.finish(&mut this.scratch);
                     this.decoded();
                     match result {
@@ -184,13 +191,17 @@ pub(super) async fn status_error(
             break;
         }
     }
-    let (error_type, message) = parse_error_body(dialect, &body)
-        .unwrap_or_else(|| (default_type(status).to_owned(), lossy_snippet(&body)));
+    let (error_type, message) = parse_error_body(dialect, &body).unwrap_or_else(|| {
+        (
+            crate::error::anthropic_type_for(status).to_owned(),
+            lossy_snippet(&body),
+        )
+    });
     GatewayError::UpstreamStatus {
         provider: provider.to_owned(),
         status,
         error_type,
-        message,
+        message: crate::secret::redact_keys(&message),
         retry_after,
     }
 }
@@ -207,22 +218,10 @@ fn parse_error_body(dialect: Dialect, body: &[u8]) -> Option<(String, String)> {
             .or_else(|| err.get("code").and_then(Value::as_str)),
         Dialect::Anthropic => err.get("type").and_then(Value::as_str),
     }
+    .filter(|t| !t.is_empty())
     .unwrap_or("api_error")
     .to_owned();
     Some((ty, message))
-}
-
-fn default_type(status: u16) -> &'static str {
-    match status {
-        400 => "invalid_request_error",
-        401 => "authentication_error",
-        403 => "permission_error",
-        404 => "not_found_error",
-        413 => "request_too_large",
-        429 => "rate_limit_error",
-        529 => "overloaded_error",
-        _ => "api_error",
-    }
 }
 
 fn lossy_snippet(body: &[u8]) -> String {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use providers::AgentEvent;
 
 use crate::config::{Config, ProviderConfig};
-use crate::error::{GatewayError, TimeoutPhase};
+use crate::error::{ConnectionFault, GatewayError, TimeoutPhase};
 use crate::route::Route;
 
 pub use body::EventStream;
@@ -128,45 +128,222 @@ impl Upstream {
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| GatewayError::Unreachable {
+            .map_err(|e| send_error(&route.provider, &e))?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            tracing::warn!(provider = %route.provider, error = %e, "upstream answer is not JSON");
+            GatewayError::Connection {
                 provider: route.provider.clone(),
-                reason: format!("reading the answer failed: {e}"),
-            })?;
-        serde_json::from_slice(&bytes).map_err(|e| GatewayError::Unreachable {
-            provider: route.provider.clone(),
-            reason: format!("the answer is not JSON: {e}"),
+                fault: ConnectionFault::NotJson,
+            }
         })
     }
 }
 
-/// Maps a reqwest send error to what a client should hear, without the URL's secrets.
+/// Maps a reqwest error (sending, or reading a body) to what a client should hear. The error's
+/// source chain, which says why in the transport's words, goes to the log; its own text, which
+/// names the URL (and so any credentials in it), goes nowhere.
 fn send_error(provider: &str, e: &reqwest::Error) -> GatewayError {
-    if e.is_timeout() && e.is_connect() {
+    let chain = source_chain(e);
+    tracing::warn!(provider, error = %chain, "upstream connection failed");
+    if e.is_timeout() {
         return GatewayError::Timeout {
             provider: provider.to_owned(),
-            phase: TimeoutPhase::Connect,
+            phase: if e.is_connect() {
+                TimeoutPhase::Connect
+            } else {
+                TimeoutPhase::FirstByte
+            },
         };
     }
-    let mut reason = if e.is_connect() {
-        "connection failed".to_owned()
+    if e.is_builder() {
+        return GatewayError::Internal(format!(
+            "the request to provider {provider:?} could not be built (check its base_url)"
+        ));
+    }
+    let fault = if e.is_connect() {
+        connect_fault(e)
+    } else if e.is_body() || e.is_decode() {
+        ConnectionFault::ClosedDuringBody
     } else {
-        "request failed".to_owned()
+        ConnectionFault::ClosedBeforeResponse
     };
-    // The source chain says why (refused, DNS, TLS) and carries no credentials.
+    GatewayError::Connection {
+        provider: provider.to_owned(),
+        fault,
+    }
+}
+
+/// The error's sources joined with `: `, without the error's own text (which carries the URL).
+pub(super) fn source_chain(e: &reqwest::Error) -> String {
+    let mut out = String::new();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
-        reason.push_str(": ");
-        reason.push_str(&s.to_string());
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&s.to_string());
         source = s.source();
     }
-    GatewayError::Unreachable {
-        provider: provider.to_owned(),
-        reason,
+    if out.is_empty() {
+        out.push_str("no cause given");
     }
+    out
+}
+
+/// Why connecting failed, from the typed errors of the chain (the resolver's only by its
+/// wording, which hyper-util does not type).
+fn connect_fault(e: &reqwest::Error) -> ConnectionFault {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<rustls::Error>().is_some() {
+            return ConnectionFault::Tls;
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return ConnectionFault::Refused;
+            }
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+            {
+                return ConnectionFault::Tls;
+            }
+        }
+        if s.to_string().starts_with("dns error") {
+            return ConnectionFault::Dns;
+        }
+        source = s.source();
+    }
+    ConnectionFault::Connect
 }
 
 /// rustls needs one process-wide crypto provider; ring builds without a C toolchain quirk.
 pub(crate) fn install_crypto_provider() {
     // Err means another part of the process installed one first, which is fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// Credentials a base URL may carry; never shown to a client.
+    const SECRETS: [&str; 2] = ["hunter2", "sk-leak-123"];
+
+    fn client() -> reqwest::Client {
+        install_crypto_provider();
+        reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap()
+    }
+
+    fn url(port: u16) -> String {
+        format!("http://user:hunter2@127.0.0.1:{port}/v1/messages?key=sk-leak-123")
+    }
+
+    /// The client's view of `e`: no transport words, no URL, no credentials.
+    fn assert_clean(e: &GatewayError) {
+        let shown = [
+            e.to_string(),
+            e.body(providers::Dialect::OpenAi).to_string(),
+            e.body(providers::Dialect::Anthropic).to_string(),
+            e.to_error_info().message,
+        ];
+        for text in shown {
+            for bad in SECRETS.iter().chain(&[
+                "127.0.0.1",
+                "hyper",
+                "reqwest",
+                "error sending",
+                "os error",
+            ]) {
+                assert!(!text.contains(bad), "{bad:?} in {text}");
+            }
+        }
+    }
+
+    /// A server on 127.0.0.1 that reads one request and answers `reply` (then closes).
+    async fn serve_once(reply: &'static [u8]) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 64 << 10];
+            // Whatever of the request arrives first; the reply does not depend on it.
+            let _ = socket.read(&mut buf).await;
+            let _ = socket.write_all(reply).await;
+            let _ = socket.flush().await;
+            drop(socket);
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_unreachable_without_the_url() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let e = client().post(url(port)).send().await.unwrap_err();
+        // reqwest's own text names the URL: exactly what must not reach a client.
+        assert!(e.to_string().contains("hunter2") || e.to_string().contains("127.0.0.1"));
+        let g = send_error("anthropic", &e);
+        assert!(
+            matches!(
+                g,
+                GatewayError::Connection {
+                    fault: ConnectionFault::Refused,
+                    ..
+                }
+            ),
+            "{g:?}"
+        );
+        assert_clean(&g);
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_before_the_head_is_not_unreachable() {
+        let port = serve_once(b"").await;
+        let e = client().post(url(port)).send().await.unwrap_err();
+        let g = send_error("anthropic", &e);
+        assert!(
+            matches!(
+                g,
+                GatewayError::Connection {
+                    fault: ConnectionFault::ClosedBeforeResponse,
+                    ..
+                }
+            ),
+            "{g:?}"
+        );
+        assert!(!g.to_string().contains("unreachable"), "{g}");
+        assert_clean(&g);
+    }
+
+    #[tokio::test]
+    async fn a_body_cut_after_the_head_is_not_unreachable() {
+        let port = serve_once(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"input_tokens\":",
+        )
+        .await;
+        let response = client().post(url(port)).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let e = response.bytes().await.unwrap_err();
+        let g = send_error("anthropic", &e);
+        assert!(
+            matches!(
+                g,
+                GatewayError::Connection {
+                    fault: ConnectionFault::ClosedDuringBody,
+                    ..
+                }
+            ),
+            "{g:?}"
+        );
+        assert!(!g.to_string().contains("unreachable"), "{g}");
+        assert_clean(&g);
+    }
 }

@@ -264,9 +264,13 @@ pub fn seen_body(door: Dialect, body: &Value) -> Seen {
                     )
                 })
                 .collect();
-            let finish = choice["finish_reason"]
-                .as_str()
-                .map(|r| normalize_finish(door, r, !calls.is_empty()));
+            let finish = choice["finish_reason"].as_str().map(|r| {
+                match normalize_finish(door, r, !calls.is_empty()) {
+                    // OpenAI ends a refusal with `stop`: the refusal text is the finish.
+                    FinishReason::Stop if msg["refusal"].is_string() => FinishReason::Refusal,
+                    reason => reason,
+                }
+            });
             Seen {
                 text: msg["content"].as_str().unwrap_or_default().to_owned(),
                 reasoning: msg["reasoning_content"]

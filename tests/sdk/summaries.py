@@ -367,6 +367,7 @@ OPENAI_TO_ANTHROPIC_STOP = {
     "tool_calls": "tool_use",
     "function_call": "tool_use",
     "content_filter": "refusal",
+    "refusal": "refusal",
 }
 
 
@@ -374,8 +375,9 @@ def neutral_from_openai(s: dict, *, for_anthropic_client: bool) -> dict:
     """Choice 0 of an OpenAI summary, as the content both dialects can carry.
 
     With `for_anthropic_client`, the finish reason is the Anthropic stop_reason the gateway
-    must write for it (an OpenAI `stop` with tool calls is `tool_use`), and the refusal text
-    joins the text (an OpenAI refusal becomes an Anthropic text block)."""
+    must write for it (an OpenAI `stop` with tool calls is `tool_use`, with refusal text
+    `refusal`), and the refusal text joins the text (an OpenAI refusal becomes an Anthropic
+    text block)."""
     c = s["choices"].get(0) or _finish_choice(_new_choice())
     u = s["usage"]
     finish = c["finish_reason"]
@@ -383,6 +385,9 @@ def neutral_from_openai(s: dict, *, for_anthropic_client: bool) -> dict:
     if for_anthropic_client:
         if finish == "stop" and c["tool_calls"]:
             finish = "tool_calls"
+        elif finish == "stop" and c["refusal"]:
+            # OpenAI ends a refusal with `stop`: the refusal is the finish.
+            finish = "refusal"
         finish = OPENAI_TO_ANTHROPIC_STOP.get(finish, "end_turn")
         text += c["refusal"]
     return {

@@ -38,6 +38,8 @@ struct ChoiceState {
     seen: bool,
     text: Option<u32>,
     refusal: Option<u32>,
+    /// A refusal was streamed: OpenAI still finishes it with `stop`, the refusal is the finish.
+    refused: bool,
     reasoning: Option<u32>,
     tools: Vec<ToolState>,
     finish: Option<String>,
@@ -282,6 +284,7 @@ impl Decoder {
                 self.close(reasoning, out);
                 let i = self.alloc(ci, OpenKind::Refusal);
                 self.choices[slot].refusal = Some(i);
+                self.choices[slot].refused = true;
                 out.push(block_start(i, BlockKind::Refusal, ci));
                 i
             }
@@ -447,7 +450,7 @@ impl Decoder {
     fn stream_end(&mut self) -> AgentEvent {
         let (reason, provider_reason, extra) = match self.choices.first_mut() {
             Some(c) => (
-                normalize(c.finish.as_deref(), !c.tools.is_empty()),
+                normalize(c.finish.as_deref(), !c.tools.is_empty(), c.refused),
                 c.finish.clone(),
                 c.end_extra.take(),
             ),
@@ -461,7 +464,7 @@ impl Decoder {
             .filter(|(_, c)| c.seen)
             .map(|(i, c)| ChoiceEnd {
                 choice: i as u32,
-                reason: normalize(c.finish.as_deref(), !c.tools.is_empty()),
+                reason: normalize(c.finish.as_deref(), !c.tools.is_empty(), c.refused),
                 provider_reason: c.finish.clone(),
             })
             .collect();
@@ -533,13 +536,16 @@ fn choice_extra(logprobs: Option<Box<Value>>, filter: Option<Box<Value>>) -> Opt
     extra
 }
 
-/// Maps an OpenAI finish reason to the normalized one (table in the rules).
-pub(crate) fn normalize(reason: Option<&str>, had_tool_calls: bool) -> FinishReason {
+/// Maps an OpenAI finish reason to the normalized one (table in docs/protocol.md). OpenAI
+/// ends a refusal (`delta.refusal`) with a plain `stop`: the refusal itself is the finish, so
+/// that a client of another dialect learns it was refused.
+pub(crate) fn normalize(reason: Option<&str>, had_tool_calls: bool, refused: bool) -> FinishReason {
     match reason {
         Some("length") => FinishReason::Length,
         Some("tool_calls" | "function_call") => FinishReason::ToolCalls,
         Some("content_filter") => FinishReason::ContentFilter,
         _ if had_tool_calls => FinishReason::ToolCalls,
+        _ if refused => FinishReason::Refusal,
         _ => FinishReason::Stop,
     }
 }

@@ -65,6 +65,8 @@ enum Kind {
 struct ChoiceProgress {
     role_sent: bool,
     tools: u32,
+    /// Refusal text was written: the client already sees the refusal (see [`openai_reason`]).
+    refused: bool,
 }
 
 impl Encoder {
@@ -206,7 +208,7 @@ impl Encoder {
             return Ok(());
         }
         if self.started {
-            let reason = self.finish_reason(end.reason, end.provider_reason.as_deref());
+            let reason = self.finish_reason(0, end.reason, end.provider_reason.as_deref());
             self.chunk(
                 out,
                 0,
@@ -215,7 +217,7 @@ impl Encoder {
                 Some(reason),
             )?;
             for c in &end.other_choices {
-                let reason = self.finish_reason(c.reason, c.provider_reason.as_deref());
+                let reason = self.finish_reason(c.choice, c.reason, c.provider_reason.as_deref());
                 self.chunk(out, c.choice, DeltaOut::default(), None, Some(reason))?;
             }
             if self.options.include_usage
@@ -233,10 +235,18 @@ impl Encoder {
         Ok(())
     }
 
-    fn finish_reason<'a>(&self, reason: FinishReason, provider: Option<&'a str>) -> &'a str {
+    fn finish_reason<'a>(
+        &self,
+        choice: u32,
+        reason: FinishReason,
+        provider: Option<&'a str>,
+    ) -> &'a str {
         match provider {
             Some(p) if self.same => p,
-            _ => openai_reason(reason),
+            _ => {
+                let refused = self.choices.get(choice as usize).is_some_and(|c| c.refused);
+                openai_reason(reason, refused)
+            }
         }
     }
 
@@ -301,6 +311,7 @@ impl EventEncoder for Encoder {
             AgentEvent::RefusalDelta { index, text } => {
                 let b = self.block(*index)?;
                 if !text.is_empty() {
+                    self.choice_state(b.choice).refused = true;
                     let delta = DeltaOut {
                         refusal: Some(text),
                         ..DeltaOut::default()
@@ -436,9 +447,12 @@ impl Encoder {
     }
 }
 
-/// The OpenAI finish reason for a normalized one (table in the rules).
-fn openai_reason(reason: FinishReason) -> &'static str {
+/// The OpenAI finish reason for a normalized one (table in the rules). `refused`: the choice
+/// carries refusal text, which is how OpenAI says "refused" (with `stop`); a refusal without
+/// it (Anthropic's) can only be told by `content_filter`.
+fn openai_reason(reason: FinishReason, refused: bool) -> &'static str {
     match reason {
+        FinishReason::Refusal if refused => "stop",
         FinishReason::Stop | FinishReason::PauseTurn | FinishReason::Error => "stop",
         FinishReason::Length => "length",
         FinishReason::ToolCalls => "tool_calls",
@@ -559,7 +573,7 @@ fn response_choice(message: &Message, choice: u32, same: bool) -> CompletionChoi
         };
         Some(match provider {
             Some(p) if same => p.to_owned(),
-            _ => openai_reason(reason).to_owned(),
+            _ => openai_reason(reason, refusal.is_some()).to_owned(),
         })
     });
     let logprobs = logprobs.filter(|_| same).map(|(content, refusal)| {

@@ -318,8 +318,12 @@ fn refusal() {
             ..
         }
     )));
-    assert_eq!(end_of(&events).reason, FinishReason::Stop);
+    // OpenAI finishes a refusal with `stop`; the normalized reason is the refusal.
+    let end = end_of(&events);
+    assert_eq!(end.reason, FinishReason::Refusal);
+    assert_eq!(end.provider_reason.as_deref(), Some("stop"));
     let body = encode_response(Dialect::OpenAi, &m).unwrap();
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
     assert_eq!(body["choices"][0]["message"]["content"], Value::Null);
     assert_eq!(
         body["choices"][0]["message"]["refusal"],

@@ -173,9 +173,9 @@ mod tests {
             ErrorCode::RateLimited
         );
         assert_eq!(
-            error_code(&GatewayError::Unreachable {
+            error_code(&GatewayError::Connection {
                 provider: "p".into(),
-                reason: "refused".into()
+                fault: crate::error::ConnectionFault::ClosedBeforeResponse,
             }),
             ErrorCode::Unavailable
         );
