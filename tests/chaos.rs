@@ -130,6 +130,7 @@ fn register(
             ModelConfig {
                 route: format!("{}/{name}", provider_of(primary)),
                 fallbacks: vec![format!("{}/{name}", provider_of(other(primary)))],
+                hedge_after_ms: None,
             },
         );
     }

@@ -146,8 +146,11 @@ pub enum AgentEvent {
         model: String,
         /// Seq of the first event produced by the new route.
         at_seq: u64,
-        /// Why.
+        /// Why: the failure's message, or `hedge`.
         reason: String,
+        /// What moved the answer; omitted for a failure.
+        #[serde(default, skip_serializing_if = "FailoverCause::is_failure")]
+        cause: FailoverCause,
     },
     /// A rate limit was hit (emitted by the gateway).
     #[serde(rename = "rate_limited")]
@@ -245,11 +248,54 @@ pub struct Usage {
     /// Same-dialect passthrough fields (`service_tier`, `server_tool_use`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extra: Option<Extra>,
+    /// Whether the counts are the provider's or partly the gateway's estimate. Serialized
+    /// only when estimated (`"basis":"estimated"`); the OpenAI and Anthropic doors have no
+    /// field for it and never write it.
+    #[serde(default, skip_serializing_if = "UsageBasis::is_reported")]
+    pub basis: UsageBasis,
+}
+
+/// Where a usage report's counts come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsageBasis {
+    /// Every count is the provider's.
+    #[default]
+    Reported,
+    /// At least one count is the gateway's estimate: an attempt ended before its provider
+    /// reported usage (a broken connection, a hedge that lost the race), or a count a client
+    /// needs came before the provider's.
+    Estimated,
+}
+
+impl UsageBasis {
+    /// Whether every count is the provider's.
+    pub fn is_reported(&self) -> bool {
+        *self == UsageBasis::Reported
+    }
+
+    /// The basis of a total over parts of these bases: estimated if any part is.
+    pub fn and(self, other: UsageBasis) -> UsageBasis {
+        if self == UsageBasis::Estimated || other == UsageBasis::Estimated {
+            UsageBasis::Estimated
+        } else {
+            UsageBasis::Reported
+        }
+    }
 }
 
 impl Usage {
-    /// Applies a later usage report: every field it carries replaces ours.
+    /// Applies a later usage report: every field it carries replaces ours, and its basis
+    /// replaces ours when it carries the counts ours had (a provider's report supersedes an
+    /// estimate it covers).
     pub fn merge(&mut self, later: &Usage) {
+        let covers = |mine: Option<u64>, theirs: Option<u64>| mine.is_none() || theirs.is_some();
+        if later.basis == UsageBasis::Estimated
+            || (covers(self.input_tokens, later.input_tokens)
+                && covers(self.output_tokens, later.output_tokens))
+        {
+            self.basis = later.basis;
+        }
         fn take(dst: &mut Option<u64>, src: Option<u64>) {
             if src.is_some() {
                 *dst = src;
@@ -266,6 +312,25 @@ impl Usage {
                 mine.insert(k.clone(), v.clone());
             }
         }
+    }
+}
+
+/// What moved an answer to another route.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailoverCause {
+    /// The route failed (its error is the `reason`).
+    #[default]
+    Failure,
+    /// The route was slow to produce its first event: a fallback started in parallel
+    /// answered first, and the slow route was cancelled.
+    Hedge,
+}
+
+impl FailoverCause {
+    /// Whether the route failed.
+    pub fn is_failure(&self) -> bool {
+        *self == FailoverCause::Failure
     }
 }
 

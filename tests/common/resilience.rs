@@ -257,6 +257,7 @@ pub fn alias(config: &mut Config, name: &str, route: &str, fallbacks: &[&str]) {
         ModelConfig {
             route: route.into(),
             fallbacks: fallbacks.iter().map(|s| (*s).to_owned()).collect(),
+            hedge_after_ms: None,
         },
     );
 }
