@@ -135,7 +135,7 @@ async fn the_first_route_with_content_answers_and_a_hedge_win_is_a_failover_seam
     // Each case its own model strings (the knobs differ by a tag), alternating the primary's
     // dialect, so that the answer says which route gave it.
     fn routes(i: usize, p: u64, f: u64) -> (Upstream, Upstream) {
-        let (pd, fd) = if i % 2 == 0 {
+        let (pd, fd) = if i.is_multiple_of(2) {
             (Dialect::OpenAi, Dialect::Anthropic)
         } else {
             (Dialect::Anthropic, Dialect::OpenAi)
@@ -150,7 +150,7 @@ async fn the_first_route_with_content_answers_and_a_hedge_win_is_a_failover_seam
         let h = &h;
         async move {
             let (primary, fallback) = routes(i, p, f);
-            let door = if i % 3 == 0 {
+            let door = if i.is_multiple_of(3) {
                 Dialect::Anthropic
             } else {
                 Dialect::OpenAi
