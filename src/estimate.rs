@@ -108,4 +108,30 @@ mod tests {
         .unwrap();
         assert_eq!(input_tokens(&request), 3);
     }
+    proptest::proptest! {
+        #[test]
+        fn complete_keeps_reports_and_estimates_only_what_is_missing_or_short(
+            input in proptest::option::of(0u64..100_000),
+            output in proptest::option::of(0u64..100_000),
+            estimate in 0u64..100_000,
+            texts in proptest::collection::vec("\\PC{0,40}", 0..20),
+        ) {
+            let mut produced = Produced::default();
+            let mut bytes = 0;
+            for text in &texts {
+                bytes += text.len();
+                produced.add(&AgentEvent::TextDelta { index: 0, text: text.clone(), extra: None });
+                // Events the model did not generate count nothing.
+                produced.add(&AgentEvent::BlockEnd { index: 0 });
+            }
+            proptest::prop_assert_eq!(produced.tokens(), bytes.div_ceil(4) as u64);
+            let reported = Usage { input_tokens: input, output_tokens: output, ..Usage::default() };
+            let done = complete(&reported, estimate, produced);
+            proptest::prop_assert_eq!(done.input_tokens, Some(input.unwrap_or(estimate)));
+            let out = output.unwrap_or(0).max(produced.tokens());
+            proptest::prop_assert_eq!(done.output_tokens, Some(out));
+            let estimated = input.is_none() || output.is_none_or(|n| n < produced.tokens());
+            proptest::prop_assert_eq!(done.basis == UsageBasis::Estimated, estimated);
+        }
+    }
 }

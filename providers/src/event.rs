@@ -504,4 +504,189 @@ mod tests {
         assert_eq!(u.input_tokens, Some(10));
         assert_eq!(u.output_tokens, Some(30));
     }
+    #[test]
+    fn usage_basis_is_serialized_only_when_estimated() {
+        let reported = Usage {
+            input_tokens: Some(3),
+            ..Usage::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&AgentEvent::Usage(reported.clone())).unwrap(),
+            r#"{"type":"usage","input_tokens":3}"#
+        );
+        let estimated = Usage {
+            basis: UsageBasis::Estimated,
+            ..reported
+        };
+        let json = serde_json::to_string(&AgentEvent::Usage(estimated.clone())).unwrap();
+        assert_eq!(
+            json,
+            r#"{"type":"usage","input_tokens":3,"basis":"estimated"}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<AgentEvent>(&json).unwrap(),
+            AgentEvent::Usage(estimated)
+        );
+    }
+
+    #[test]
+    fn a_report_covering_an_estimate_replaces_its_basis() {
+        let estimate = Usage {
+            input_tokens: Some(10),
+            output_tokens: Some(0),
+            basis: UsageBasis::Estimated,
+            ..Usage::default()
+        };
+        // Output only: the input is still the estimate.
+        let mut u = estimate.clone();
+        u.merge(&Usage {
+            output_tokens: Some(5),
+            ..Usage::default()
+        });
+        assert_eq!(u.basis, UsageBasis::Estimated);
+        // Both counts: the provider's report.
+        u.merge(&Usage {
+            input_tokens: Some(12),
+            output_tokens: Some(7),
+            ..Usage::default()
+        });
+        assert_eq!(u.basis, UsageBasis::Reported);
+        // An estimate merged later is an estimate.
+        u.merge(&estimate);
+        assert_eq!(u.basis, UsageBasis::Estimated);
+    }
+
+    #[test]
+    fn failover_cause_is_serialized_only_for_a_hedge() {
+        let failover = |cause| AgentEvent::Failover {
+            from: "a/x".into(),
+            to: "b/y".into(),
+            model: "y".into(),
+            at_seq: 1,
+            reason: "r".into(),
+            cause,
+        };
+        let failure = serde_json::to_value(failover(FailoverCause::Failure)).unwrap();
+        assert!(failure.get("cause").is_none(), "{failure}");
+        let hedge = serde_json::to_string(&failover(FailoverCause::Hedge)).unwrap();
+        assert!(hedge.contains(r#""cause":"hedge""#), "{hedge}");
+        assert_eq!(
+            serde_json::from_str::<AgentEvent>(&hedge).unwrap(),
+            failover(FailoverCause::Hedge)
+        );
+    }
+
+    #[test]
+    fn door_encoders_never_write_the_estimate_marker() {
+        use crate::{Dialect, EncodeOptions, StreamEncoder};
+        let start = |dialect| {
+            AgentEvent::StreamStart(StreamStart {
+                id: "id".into(),
+                model: "m".into(),
+                dialect,
+                created: Some(0),
+                request_id: None,
+                provider: None,
+                extra: None,
+            })
+        };
+        let usage = AgentEvent::Usage(Usage {
+            input_tokens: Some(4),
+            output_tokens: Some(2),
+            basis: UsageBasis::Estimated,
+            ..Usage::default()
+        });
+        for source in [Dialect::OpenAi, Dialect::Anthropic] {
+            for door in [Dialect::OpenAi, Dialect::Anthropic] {
+                for ending in [
+                    AgentEvent::StreamEnd(StreamEnd {
+                        reason: FinishReason::Stop,
+                        provider_reason: None,
+                        stop_sequence: None,
+                        other_choices: Vec::new(),
+                        extra: None,
+                    }),
+                    AgentEvent::Error(ErrorInfo {
+                        code: "incomplete_stream".into(),
+                        message: "cut".into(),
+                        retryable: true,
+                    }),
+                ] {
+                    let events = [start(source), usage.clone(), ending];
+                    let body = StreamEncoder::encode_all(
+                        door,
+                        EncodeOptions {
+                            include_usage: true,
+                        },
+                        &events,
+                    )
+                    .unwrap();
+                    let body = String::from_utf8(body).unwrap();
+                    assert!(
+                        !body.contains("basis") && !body.contains("estimated"),
+                        "{source} -> {door}: {body}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_openai_usage_chunk_comes_before_an_error_chunk() {
+        use crate::{Dialect, EncodeOptions, StreamEncoder};
+        let events = [
+            AgentEvent::StreamStart(StreamStart {
+                id: "id".into(),
+                model: "m".into(),
+                dialect: Dialect::OpenAi,
+                created: Some(0),
+                request_id: None,
+                provider: None,
+                extra: None,
+            }),
+            AgentEvent::Usage(Usage {
+                input_tokens: Some(4),
+                output_tokens: Some(2),
+                ..Usage::default()
+            }),
+            AgentEvent::Error(ErrorInfo {
+                code: "incomplete_stream".into(),
+                message: "cut".into(),
+                retryable: true,
+            }),
+        ];
+        for include_usage in [true, false] {
+            let body = StreamEncoder::encode_all(
+                Dialect::OpenAi,
+                EncodeOptions { include_usage },
+                &events,
+            )
+            .unwrap();
+            let frames: Vec<Value> = String::from_utf8(body)
+                .unwrap()
+                .split("\n\n")
+                .filter_map(|f| f.strip_prefix("data: "))
+                .map(|d| serde_json::from_str(d).unwrap())
+                .collect();
+            let kinds: Vec<&str> = frames
+                .iter()
+                .map(|f| {
+                    if f.get("error").is_some() {
+                        "error"
+                    } else if f["usage"]["total_tokens"] == 6 {
+                        "usage"
+                    } else {
+                        "other"
+                    }
+                })
+                .filter(|k| *k != "other")
+                .collect();
+            let want: &[&str] = if include_usage {
+                &["usage", "error"]
+            } else {
+                &["error"]
+            };
+            assert_eq!(kinds, want, "include_usage {include_usage}");
+        }
+    }
 }

@@ -22,6 +22,9 @@ use serde_json::Value;
 
 pub use overlap::{MIN_REPEAT, overlap};
 
+#[cfg(test)]
+mod usage_tests;
+
 /// The `reason` of a `failover` seam that a hedge won.
 pub const HEDGE_REASON: &str = "hedge";
 
