@@ -61,8 +61,7 @@ fn usage_sums_reported_and_estimated_attempts() {
                 splicer.push(usage(Some(reported_in), Some(reported_first_out)), &mut out);
             }
             let mut produced = 0usize;
-            let mut index = 0;
-            for _ in 0..rng.usize(0..4) {
+            for index in 0..rng.u32(0..4) {
                 let reasoning = rng.u8(0..4) == 0;
                 let tool = !reasoning && rng.u8(0..4) == 0;
                 if tool {
@@ -118,7 +117,6 @@ fn usage_sums_reported_and_estimated_attempts() {
                     }
                     splicer.push(AgentEvent::BlockEnd { index }, &mut out);
                 }
-                index += 1;
             }
             let produced_tokens = produced.div_ceil(4) as u64;
             if last {
