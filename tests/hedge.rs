@@ -296,3 +296,58 @@ fn usage_at(dialect: Dialect, name: &'static str, frames: Option<usize>) -> Usag
     let (events, _) = StreamDecoder::decode_all(dialect, &body);
     usage_of(&events)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_a_twenty_second_first_token_is_raced() {
+    // No hedge setting anywhere: the documented default applies.
+    let primary = Upstream::new(Dialect::OpenAi, "first_token_delay_ms=20000", "text_basic");
+    let fallback = Upstream::new(Dialect::Anthropic, "", "text_basic");
+    let h = rs::start(1, |c| {
+        // The default first-byte timeout (120 s), not the test's: only the hedge may win.
+        for p in c.providers.values_mut() {
+            p.first_byte_timeout_ms = 120_000;
+        }
+        rs::alias(c, "default", &primary.route(), &[&fallback.route()]);
+    })
+    .await;
+    let began = std::time::Instant::now();
+    let events = events(&h, Dialect::OpenAi, "default").await;
+    let took = began.elapsed();
+    assert_eq!(Assembler::assemble(&events).text(), fallback.text());
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            AgentEvent::Failover {
+                cause: FailoverCause::Hedge,
+                ..
+            }
+        )),
+        "no hedge seam"
+    );
+    // The slow primary cannot have answered before its 20 s: the fallback did, after the
+    // default 10 s.
+    assert!(
+        took >= Duration::from_secs(10) && took < Duration::from_secs(20),
+        "answered after {took:?}"
+    );
+}
+
+#[test]
+fn hedge_settings_parse_globally_and_per_alias() {
+    let c = streamgate::config::Config::parse(
+        r#"
+        [streaming.retryPolicy]
+        hedgeAfterMs = 250
+
+        [models.fast]
+        route = "openai/gpt-4o"
+        fallbacks = ["anthropic/claude-sonnet-4-5"]
+        hedge_after_ms = 0
+        "#,
+    )
+    .unwrap();
+    assert_eq!(c.streaming.retry_policy.hedge_after_ms, 250);
+    assert_eq!(c.models["fast"].hedge_after_ms, Some(0));
+    let default = streamgate::config::Config::default();
+    assert_eq!(default.streaming.retry_policy.hedge_after_ms, 10_000);
+}
