@@ -431,9 +431,10 @@ impl Run {
             stream,
         } = winner;
         if let Some(mut seam) = seam {
-            // Name the model the provider says is answering.
-            if let (Seam::Failover { model, .. }, Some(AgentEvent::StreamStart(start))) =
-                (&mut seam, first.first())
+            // Name the model the provider says is answering (unless a hedge answered instead:
+            // its own seam follows).
+            if let (false, Seam::Failover { model, .. }, Some(AgentEvent::StreamStart(start))) =
+                (hedged, &mut seam, first.first())
             {
                 model.clone_from(&start.model);
             }
@@ -485,6 +486,7 @@ impl Run {
         self.stream = Some(stream);
         Ok(())
     }
+
     /// How long the current attempt may go without content before the next route is
     /// started next to it; None when it is not hedged (hedging off, no next route, or the
     /// budget would be spent before).
@@ -508,6 +510,13 @@ impl Run {
         if winner.hedge {
             if let Some(error) = &raced.primary_failed {
                 self.report_failure(self.at, error);
+            } else if breaker_state(&self.engine, &self.routes[self.at]) == "half_open" {
+                // The primary was its breaker's probe and was cancelled: a probe that lost
+                // to a fallback did not show the route serving again, and an unreported probe
+                // would keep the breaker half-open with no probe left to let through.
+                self.engine
+                    .breakers
+                    .failure(&self.routes[self.at].to_string());
             }
             let route = &self.routes[winner.route];
             let provider = self.engine.provider(route)?;
@@ -545,13 +554,7 @@ fn hedge_contender<'a>(
 ) -> Option<hedge::Contender<impl Future<Output = hedge::Opening> + 'a>> {
     let route = routes.get(at)?;
     let name = route.to_string();
-    let closed = engine
-        .breakers
-        .snapshot()
-        .iter()
-        .find(|s| s.route == name)
-        .is_none_or(|s| s.state == "closed");
-    if !closed
+    if breaker_state(engine, route) != "closed"
         || engine.upstream.backoff().blocked_for(&name).is_some()
         || !engine.breakers.allow(&name)
     {
@@ -578,4 +581,16 @@ fn hedge_contender<'a>(
             .upstream
             .open(route, provider, body, &call.key, &call.forward),
     })
+}
+
+/// The state of `route`'s circuit breaker as `/admin/routes` shows it (`closed` for a route
+/// it has not seen), read without taking a probe as [`crate::resilience::breaker::Breakers::allow`] would.
+fn breaker_state(engine: &Engine, route: &Route) -> &'static str {
+    let name = route.to_string();
+    engine
+        .breakers
+        .snapshot()
+        .into_iter()
+        .find(|s| s.route == name)
+        .map_or("closed", |s| s.state)
 }
