@@ -351,3 +351,55 @@ fn hedge_settings_parse_globally_and_per_alias() {
     let default = streamgate::config::Config::default();
     assert_eq!(default.streaming.retry_policy.hedge_after_ms, 10_000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_open_probe_that_loses_the_race_opens_its_breaker_again() {
+    let primary = Upstream::new(Dialect::OpenAi, "first_token_delay_ms=30000", "text_basic");
+    let fallback = Upstream::new(Dialect::Anthropic, "", "text_basic");
+    let h = rs::start(1, |c| {
+        c.streaming.circuit_breaker.failure_threshold = 1;
+        c.streaming.circuit_breaker.cooldown_ms = 300;
+        c.providers.get_mut("openai").unwrap().first_byte_timeout_ms = 1_000;
+        // Two aliases over the same primary: one without hedging, whose first-byte timeout
+        // opens the primary's breaker; one that hedges.
+        rs::alias(c, "unhedged", &primary.route(), &[&fallback.route()]);
+        c.models.get_mut("unhedged").unwrap().hedge_after_ms = Some(0);
+        rs::alias(c, "hedged", &primary.route(), &[&fallback.route()]);
+        c.models.get_mut("hedged").unwrap().hedge_after_ms = Some(200);
+    })
+    .await;
+    let state = || async {
+        let r = h.client.get(h.url("/admin/routes")).send().await.unwrap();
+        let v: serde_json::Value = gw::json_of(r).await;
+        v["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["route"] == primary.route().as_str())
+            .map(|r| r["state"].as_str().unwrap().to_owned())
+    };
+    let first = events(&h, Dialect::OpenAi, "unhedged").await;
+    assert_eq!(Assembler::assemble(&first).text(), fallback.text());
+    assert_eq!(state().await.as_deref(), Some("open"));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The cooldown is over: this request's primary attempt is the probe, and loses the race.
+    let probe = events(&h, Dialect::OpenAi, "hedged").await;
+    assert_eq!(Assembler::assemble(&probe).text(), fallback.text());
+    assert!(probe.iter().any(|e| matches!(
+        e,
+        AgentEvent::Failover {
+            cause: FailoverCause::Hedge,
+            ..
+        }
+    )));
+    assert_eq!(
+        requests_for(&h, primary.dialect, &primary.model),
+        2,
+        "the second request probed the primary"
+    );
+    assert_eq!(
+        state().await.as_deref(),
+        Some("open"),
+        "the lost probe is reported, not left half-open"
+    );
+}
