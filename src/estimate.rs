@@ -108,6 +108,7 @@ mod tests {
         .unwrap();
         assert_eq!(input_tokens(&request), 3);
     }
+
     proptest::proptest! {
         #[test]
         fn complete_keeps_reports_and_estimates_only_what_is_missing_or_short(
