@@ -144,6 +144,11 @@ pub struct RetryPolicyConfig {
     /// client with half its arguments (the continuation produces the call whole).
     #[serde(default = "default_true")]
     pub hold_tool_calls: bool,
+    /// An attempt that has produced no content this many milliseconds after it was sent is
+    /// raced by the next route of its alias, started in parallel; the first to produce
+    /// content answers (0 = never). Overridden per alias by `[models.ALIAS] hedge_after_ms`.
+    #[serde(default = "default_hedge_after_ms")]
+    pub hedge_after_ms: u64,
 }
 
 impl Default for RetryPolicyConfig {
@@ -156,6 +161,7 @@ impl Default for RetryPolicyConfig {
             time_to_fallback_ms: default_time_to_fallback_ms(),
             max_duration_ms: 0,
             hold_tool_calls: true,
+            hedge_after_ms: default_hedge_after_ms(),
         }
     }
 }
@@ -224,6 +230,13 @@ fn default_jitter() -> f64 {
 }
 fn default_time_to_fallback_ms() -> u64 {
     60_000
+}
+/// Ten seconds: a first token slower than that is rare for a healthy chat model (it is
+/// normal for reasoning models that do not stream their reasoning: raise it for their
+/// aliases), and a fallback's first token usually comes within a few seconds, so an answer
+/// stalled 20 s upstream starts within about 15 s.
+fn default_hedge_after_ms() -> u64 {
+    10_000
 }
 fn default_true() -> bool {
     true
@@ -325,6 +338,9 @@ pub struct ModelConfig {
     /// else by model family.
     #[serde(default)]
     pub reasoning: Option<bool>,
+    /// This alias's `[streaming.retryPolicy] hedgeAfterMs` (0 = never hedge it).
+    #[serde(default)]
+    pub hedge_after_ms: Option<u64>,
 }
 
 /// `[translation]`.

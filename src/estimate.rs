@@ -1,10 +1,15 @@
 //! Token estimates for when a provider cannot say: one token per 4 bytes of every text the
 //! model reads (system, messages, tool calls and results, tool definitions), rounded up; an
-//! image counts 1,000 tokens. Used by count_tokens over non-Anthropic routes and for the input
-//! count an Anthropic client needs in `message_start` before an OpenAI-dialect upstream reports
-//! its usage at the end.
+//! image counts 1,000 tokens. Used by count_tokens over non-Anthropic routes, by the rate
+//! limiter's borrow, for the input count an Anthropic client needs in `message_start` before an
+//! OpenAI-dialect upstream reports its usage at the end, and for the usage of an attempt that
+//! ended before its provider reported it ([`Produced`], [`complete`]).
 
 use providers::request::{ChatRequest, Part};
+use providers::{AgentEvent, Usage, UsageBasis};
+
+/// Bytes per estimated token.
+const BYTES_PER_TOKEN: usize = 4;
 
 /// Bytes of text the model reads, over 4, rounded up.
 pub fn input_tokens(request: &ChatRequest) -> u64 {
@@ -34,7 +39,58 @@ pub fn input_tokens(request: &ChatRequest) -> u64 {
         .iter()
         .map(|t| serde_json::to_string(t).map(|s| s.len()).unwrap_or(0))
         .sum();
-    (system + messages + tools).div_ceil(4) as u64
+    tokens(system + messages + tools)
+}
+
+fn tokens(bytes: usize) -> u64 {
+    bytes.div_ceil(BYTES_PER_TOKEN) as u64
+}
+
+/// What one attempt generated, as far as its events show: the bytes of its text, refusal and
+/// reasoning, and of the tool calls it produced (names and argument fragments), counted as
+/// they arrive, whether or not they reached the client.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Produced {
+    bytes: usize,
+}
+
+impl Produced {
+    /// Counts `event` if the model generated it.
+    pub fn add(&mut self, event: &AgentEvent) {
+        let n = match event {
+            AgentEvent::TextDelta { text, .. }
+            | AgentEvent::RefusalDelta { text, .. }
+            | AgentEvent::ReasoningDelta { text, .. } => text.len(),
+            AgentEvent::ToolCallStart { name, .. } => name.len(),
+            AgentEvent::ToolCallDelta { arguments, .. } => arguments.len(),
+            _ => 0,
+        };
+        self.bytes = self.bytes.saturating_add(n);
+    }
+
+    /// Estimated output tokens.
+    pub fn tokens(&self) -> u64 {
+        tokens(self.bytes)
+    }
+}
+
+/// The usage of an attempt that ended before its provider finished reporting: `reported`
+/// (what it did report), with the input estimated as `input` when it reported none, and the
+/// output as what it `produced` when that is more than it reported (a count reported at the
+/// start, such as Anthropic's `message_start`, cannot cover what came after). Marked
+/// [`UsageBasis::Estimated`] when an estimate was used.
+pub fn complete(reported: &Usage, input: u64, produced: Produced) -> Usage {
+    let mut usage = reported.clone();
+    if usage.input_tokens.is_none() {
+        usage.input_tokens = Some(input);
+        usage.basis = UsageBasis::Estimated;
+    }
+    let output = produced.tokens();
+    if usage.output_tokens.is_none_or(|n| n < output) {
+        usage.output_tokens = Some(output);
+        usage.basis = UsageBasis::Estimated;
+    }
+    usage
 }
 
 #[cfg(test)]
@@ -51,5 +107,32 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(input_tokens(&request), 3);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn complete_keeps_reports_and_estimates_only_what_is_missing_or_short(
+            input in proptest::option::of(0u64..100_000),
+            output in proptest::option::of(0u64..100_000),
+            estimate in 0u64..100_000,
+            texts in proptest::collection::vec("\\PC{0,40}", 0..20),
+        ) {
+            let mut produced = Produced::default();
+            let mut bytes = 0;
+            for text in &texts {
+                bytes += text.len();
+                produced.add(&AgentEvent::TextDelta { index: 0, text: text.clone(), extra: None });
+                // Events the model did not generate count nothing.
+                produced.add(&AgentEvent::BlockEnd { index: 0 });
+            }
+            proptest::prop_assert_eq!(produced.tokens(), bytes.div_ceil(4) as u64);
+            let reported = Usage { input_tokens: input, output_tokens: output, ..Usage::default() };
+            let done = complete(&reported, estimate, produced);
+            proptest::prop_assert_eq!(done.input_tokens, Some(input.unwrap_or(estimate)));
+            let out = output.unwrap_or(0).max(produced.tokens());
+            proptest::prop_assert_eq!(done.output_tokens, Some(out));
+            let estimated = input.is_none() || output.is_none_or(|n| n < produced.tokens());
+            proptest::prop_assert_eq!(done.basis == UsageBasis::Estimated, estimated);
+        }
     }
 }

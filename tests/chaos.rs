@@ -157,6 +157,7 @@ fn register(
                 route: format!("{}/{name}", provider_of(primary)),
                 fallbacks: vec![format!("{}/{name}", provider_of(other(primary)))],
                 reasoning: None,
+                hedge_after_ms: None,
             },
         );
     }

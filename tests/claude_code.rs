@@ -113,6 +113,7 @@ fn aliases(c: &mut Config, cases: &[Case], route: &str) {
                 route: route.to_owned(),
                 fallbacks: Vec::new(),
                 reasoning: None,
+                hedge_after_ms: None,
             },
         );
     }
@@ -227,6 +228,7 @@ async fn claude_code_requests_translate_for_an_openai_upstream() {
                 route: "openai/o3".into(),
                 fallbacks: Vec::new(),
                 reasoning: None,
+                hedge_after_ms: None,
             },
         );
     })

@@ -252,6 +252,7 @@ fn alias(config: &mut Config, name: &str, route: &str) {
             route: route.into(),
             fallbacks: Vec::new(),
             reasoning: None,
+            hedge_after_ms: None,
         },
     );
 }

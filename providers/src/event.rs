@@ -146,8 +146,11 @@ pub enum AgentEvent {
         model: String,
         /// Seq of the first event produced by the new route.
         at_seq: u64,
-        /// Why.
+        /// Why: the failure's message, or `hedge`.
         reason: String,
+        /// What moved the answer; omitted for a failure.
+        #[serde(default, skip_serializing_if = "FailoverCause::is_failure")]
+        cause: FailoverCause,
     },
     /// A rate limit was hit (emitted by the gateway).
     #[serde(rename = "rate_limited")]
@@ -245,11 +248,54 @@ pub struct Usage {
     /// Same-dialect passthrough fields (`service_tier`, `server_tool_use`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extra: Option<Extra>,
+    /// Whether the counts are the provider's or partly the gateway's estimate. Serialized
+    /// only when estimated (`"basis":"estimated"`); the OpenAI and Anthropic doors have no
+    /// field for it and never write it.
+    #[serde(default, skip_serializing_if = "UsageBasis::is_reported")]
+    pub basis: UsageBasis,
+}
+
+/// Where a usage report's counts come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsageBasis {
+    /// Every count is the provider's.
+    #[default]
+    Reported,
+    /// At least one count is the gateway's estimate: an attempt ended before its provider
+    /// reported usage (a broken connection, a hedge that lost the race), or a count a client
+    /// needs came before the provider's.
+    Estimated,
+}
+
+impl UsageBasis {
+    /// Whether every count is the provider's.
+    pub fn is_reported(&self) -> bool {
+        *self == UsageBasis::Reported
+    }
+
+    /// The basis of a total over parts of these bases: estimated if any part is.
+    pub fn and(self, other: UsageBasis) -> UsageBasis {
+        if self == UsageBasis::Estimated || other == UsageBasis::Estimated {
+            UsageBasis::Estimated
+        } else {
+            UsageBasis::Reported
+        }
+    }
 }
 
 impl Usage {
-    /// Applies a later usage report: every field it carries replaces ours.
+    /// Applies a later usage report: every field it carries replaces ours, and its basis
+    /// replaces ours when it carries the counts ours had (a provider's report supersedes an
+    /// estimate it covers).
     pub fn merge(&mut self, later: &Usage) {
+        let covers = |mine: Option<u64>, theirs: Option<u64>| mine.is_none() || theirs.is_some();
+        if later.basis == UsageBasis::Estimated
+            || (covers(self.input_tokens, later.input_tokens)
+                && covers(self.output_tokens, later.output_tokens))
+        {
+            self.basis = later.basis;
+        }
         fn take(dst: &mut Option<u64>, src: Option<u64>) {
             if src.is_some() {
                 *dst = src;
@@ -266,6 +312,25 @@ impl Usage {
                 mine.insert(k.clone(), v.clone());
             }
         }
+    }
+}
+
+/// What moved an answer to another route.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailoverCause {
+    /// The route failed (its error is the `reason`).
+    #[default]
+    Failure,
+    /// The route was slow to produce its first event: a fallback started in parallel
+    /// answered first, and the slow route was cancelled.
+    Hedge,
+}
+
+impl FailoverCause {
+    /// Whether the route failed.
+    pub fn is_failure(&self) -> bool {
+        *self == FailoverCause::Failure
     }
 }
 
@@ -438,5 +503,190 @@ mod tests {
         });
         assert_eq!(u.input_tokens, Some(10));
         assert_eq!(u.output_tokens, Some(30));
+    }
+    #[test]
+    fn usage_basis_is_serialized_only_when_estimated() {
+        let reported = Usage {
+            input_tokens: Some(3),
+            ..Usage::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&AgentEvent::Usage(reported.clone())).unwrap(),
+            r#"{"type":"usage","input_tokens":3}"#
+        );
+        let estimated = Usage {
+            basis: UsageBasis::Estimated,
+            ..reported
+        };
+        let json = serde_json::to_string(&AgentEvent::Usage(estimated.clone())).unwrap();
+        assert_eq!(
+            json,
+            r#"{"type":"usage","input_tokens":3,"basis":"estimated"}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<AgentEvent>(&json).unwrap(),
+            AgentEvent::Usage(estimated)
+        );
+    }
+
+    #[test]
+    fn a_report_covering_an_estimate_replaces_its_basis() {
+        let estimate = Usage {
+            input_tokens: Some(10),
+            output_tokens: Some(0),
+            basis: UsageBasis::Estimated,
+            ..Usage::default()
+        };
+        // Output only: the input is still the estimate.
+        let mut u = estimate.clone();
+        u.merge(&Usage {
+            output_tokens: Some(5),
+            ..Usage::default()
+        });
+        assert_eq!(u.basis, UsageBasis::Estimated);
+        // Both counts: the provider's report.
+        u.merge(&Usage {
+            input_tokens: Some(12),
+            output_tokens: Some(7),
+            ..Usage::default()
+        });
+        assert_eq!(u.basis, UsageBasis::Reported);
+        // An estimate merged later is an estimate.
+        u.merge(&estimate);
+        assert_eq!(u.basis, UsageBasis::Estimated);
+    }
+
+    #[test]
+    fn failover_cause_is_serialized_only_for_a_hedge() {
+        let failover = |cause| AgentEvent::Failover {
+            from: "a/x".into(),
+            to: "b/y".into(),
+            model: "y".into(),
+            at_seq: 1,
+            reason: "r".into(),
+            cause,
+        };
+        let failure = serde_json::to_value(failover(FailoverCause::Failure)).unwrap();
+        assert!(failure.get("cause").is_none(), "{failure}");
+        let hedge = serde_json::to_string(&failover(FailoverCause::Hedge)).unwrap();
+        assert!(hedge.contains(r#""cause":"hedge""#), "{hedge}");
+        assert_eq!(
+            serde_json::from_str::<AgentEvent>(&hedge).unwrap(),
+            failover(FailoverCause::Hedge)
+        );
+    }
+
+    #[test]
+    fn door_encoders_never_write_the_estimate_marker() {
+        use crate::{Dialect, EncodeOptions, StreamEncoder};
+        let start = |dialect| {
+            AgentEvent::StreamStart(StreamStart {
+                id: "id".into(),
+                model: "m".into(),
+                dialect,
+                created: Some(0),
+                request_id: None,
+                provider: None,
+                extra: None,
+            })
+        };
+        let usage = AgentEvent::Usage(Usage {
+            input_tokens: Some(4),
+            output_tokens: Some(2),
+            basis: UsageBasis::Estimated,
+            ..Usage::default()
+        });
+        for source in [Dialect::OpenAi, Dialect::Anthropic] {
+            for door in [Dialect::OpenAi, Dialect::Anthropic] {
+                for ending in [
+                    AgentEvent::StreamEnd(StreamEnd {
+                        reason: FinishReason::Stop,
+                        provider_reason: None,
+                        stop_sequence: None,
+                        other_choices: Vec::new(),
+                        extra: None,
+                    }),
+                    AgentEvent::Error(ErrorInfo {
+                        code: "incomplete_stream".into(),
+                        message: "cut".into(),
+                        retryable: true,
+                    }),
+                ] {
+                    let events = [start(source), usage.clone(), ending];
+                    let body = StreamEncoder::encode_all(
+                        door,
+                        EncodeOptions {
+                            include_usage: true,
+                        },
+                        &events,
+                    )
+                    .unwrap();
+                    let body = String::from_utf8(body).unwrap();
+                    assert!(
+                        !body.contains("basis") && !body.contains("estimated"),
+                        "{source} -> {door}: {body}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_openai_usage_chunk_comes_before_an_error_chunk() {
+        use crate::{Dialect, EncodeOptions, StreamEncoder};
+        let events = [
+            AgentEvent::StreamStart(StreamStart {
+                id: "id".into(),
+                model: "m".into(),
+                dialect: Dialect::OpenAi,
+                created: Some(0),
+                request_id: None,
+                provider: None,
+                extra: None,
+            }),
+            AgentEvent::Usage(Usage {
+                input_tokens: Some(4),
+                output_tokens: Some(2),
+                ..Usage::default()
+            }),
+            AgentEvent::Error(ErrorInfo {
+                code: "incomplete_stream".into(),
+                message: "cut".into(),
+                retryable: true,
+            }),
+        ];
+        for include_usage in [true, false] {
+            let body = StreamEncoder::encode_all(
+                Dialect::OpenAi,
+                EncodeOptions { include_usage },
+                &events,
+            )
+            .unwrap();
+            let frames: Vec<Value> = String::from_utf8(body)
+                .unwrap()
+                .split("\n\n")
+                .filter_map(|f| f.strip_prefix("data: "))
+                .map(|d| serde_json::from_str(d).unwrap())
+                .collect();
+            let kinds: Vec<&str> = frames
+                .iter()
+                .map(|f| {
+                    if f.get("error").is_some() {
+                        "error"
+                    } else if f["usage"]["total_tokens"] == 6 {
+                        "usage"
+                    } else {
+                        "other"
+                    }
+                })
+                .filter(|k| *k != "other")
+                .collect();
+            let want: &[&str] = if include_usage {
+                &["usage", "error"]
+            } else {
+                &["error"]
+            };
+            assert_eq!(kinds, want, "include_usage {include_usage}");
+        }
     }
 }

@@ -30,5 +30,7 @@ pub use decode::StreamDecoder;
 pub use dialect::Dialect;
 pub use encode::{EncodeOptions, StreamEncoder, encode_response};
 pub use error::{CutPoint, DecodeError, EncodeError, UpstreamError};
-pub use event::{AgentEvent, FinishReason, StreamEnd, StreamStart, Usage};
+pub use event::{
+    AgentEvent, FailoverCause, FinishReason, StreamEnd, StreamStart, Usage, UsageBasis,
+};
 pub use stamp::{Envelope, Stamper};

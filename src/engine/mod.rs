@@ -5,6 +5,7 @@
 //! anything reached the client switches attempts freely; a failure after it continues the
 //! answer through the [`crate::splice::Splicer`], so the client sees one stream.
 
+mod hedge;
 mod resume;
 mod run;
 
@@ -202,6 +203,19 @@ impl Engine {
             self.next_request.fetch_add(1, Ordering::Relaxed) & 0xffff
         );
         run::start(Arc::clone(self), call, request_id, permit, prior).await
+    }
+
+    /// How long an answer for `model` may go without content before its next route is
+    /// started in parallel: the alias's `hedge_after_ms`, else `[streaming.retryPolicy]
+    /// hedgeAfterMs`; None when that is 0 (hedging off).
+    fn hedge_after(&self, model: &str) -> Option<Duration> {
+        let ms = self
+            .config
+            .models
+            .get(model)
+            .and_then(|m| m.hedge_after_ms)
+            .unwrap_or(self.config.streaming.retry_policy.hedge_after_ms);
+        (ms > 0).then(|| Duration::from_millis(ms))
     }
 
     /// The configuration of `route`'s provider.

@@ -8,16 +8,17 @@
 //! continue the answer, and the splicer joins it to what was sent.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use providers::{AgentEvent, Dialect, Usage};
+use providers::{AgentEvent, Dialect, Usage, UsageBasis};
 use tokio::time::{Instant, Sleep};
 
-use super::{Answer, Call, Engine, Events, unix_now};
+use super::{Answer, Call, Engine, Events, hedge, unix_now};
 use crate::error::GatewayError;
 use crate::limit::Permit;
 use crate::resilience::breaker::Pass;
@@ -150,6 +151,7 @@ impl Run {
                     tracing::warn!(route = %self.routes[self.at], error = %e, "attempt failed");
                     if let Err(last) = self.recover(e, &mut out).await {
                         self.splicer.wind_down(&mut out);
+                        self.settle();
                         self.done = true;
                         let mut batch: Vec<_> = out.into_iter().map(Ok).collect();
                         batch.push(Err(last));
@@ -190,11 +192,17 @@ impl Run {
         };
         let before = out.len();
         self.splicer.push(event, out);
-        if let Some(AgentEvent::Usage(total)) = out[before..].last() {
-            // The splicer reports usage summed over attempts: settle the token borrow with it.
-            let used = total.input_tokens.unwrap_or(0) + total.output_tokens.unwrap_or(0);
-            self.permit.settle(used);
+        if matches!(out[before..].last(), Some(AgentEvent::Usage(_))) {
+            self.settle();
         }
+    }
+
+    /// Settles the token borrow with the usage summed over every attempt so far (estimates
+    /// of broken attempts included).
+    fn settle(&mut self) {
+        let total = self.splicer.usage();
+        let used = total.input_tokens.unwrap_or(0) + total.output_tokens.unwrap_or(0);
+        self.permit.settle(used);
     }
 
     /// After a failure: retry, fail over or continue until an attempt opens, or give the
@@ -211,9 +219,7 @@ impl Run {
         loop {
             let route = self.routes[self.at].clone();
             let action = classify(&error, self.uses_client_key(&route));
-            if !matches!(action, Action::Client | Action::ContinueWithoutPrefill) {
-                self.report_failure();
-            }
+            self.report_failure_of(self.at, &error);
             let reason = error.to_string();
             let seam = match action {
                 Action::Client => return Err(error),
@@ -403,34 +409,88 @@ impl Run {
             .or_insert_with(|| self.engine.continuation_mode(&provider));
         let request = continue_request(&self.call.request, &self.cont, mode);
         let body = self.engine.upstream_body(&request, &route)?;
-        let (first, stream) = self
-            .engine
-            .upstream
-            .open(&route, &provider, body, &self.call.key, &self.call.forward)
-            .await?;
+        let input = crate::estimate::input_tokens(&request);
+        let hedge_after = self.hedge_after();
+        let open =
+            self.engine
+                .upstream
+                .open(&route, &provider, body, &self.call.key, &self.call.forward);
+        let winner = match hedge_after {
+            None => {
+                let (first, stream) = open.await?;
+                hedge::Winner {
+                    route: self.at,
+                    hedge: false,
+                    input,
+                    first,
+                    stream,
+                }
+            }
+            Some(after) => {
+                let primary = hedge::Contender {
+                    route: self.at,
+                    input,
+                    open,
+                };
+                let (engine, call, routes, modes, cont) = (
+                    &self.engine,
+                    &self.call,
+                    &self.routes,
+                    &self.modes,
+                    &self.cont,
+                );
+                let next = self.at + 1;
+                let hedge = || hedge_contender(engine, call, routes, next, modes, cont);
+                let raced = hedge::race(primary, after, hedge).await;
+                self.raced(raced)?
+            }
+        };
+        let hedge::Winner {
+            route: won,
+            hedge: hedged,
+            input,
+            first,
+            stream,
+        } = winner;
         if let Some(mut seam) = seam {
-            // Name the model the provider says is answering.
-            if let (Seam::Failover { model, .. }, Some(AgentEvent::StreamStart(start))) =
-                (&mut seam, first.first())
+            // Name the model the provider says is answering (unless a hedge answered instead:
+            // its own seam follows).
+            if let (false, Seam::Failover { model, .. }, Some(AgentEvent::StreamStart(start))) =
+                (hedged, &mut seam, first.first())
             {
                 model.clone_from(&start.model);
             }
             self.splicer.seam(seam, out);
         }
+        if hedged {
+            let (from, to) = (&route, &self.routes[won]);
+            let model = match first.first() {
+                Some(AgentEvent::StreamStart(start)) => start.model.clone(),
+                _ => to.model.clone(),
+            };
+            tracing::warn!(from = %from, to = %to, "hedge answered first");
+            let seam = Seam::Hedge {
+                from: from.to_string(),
+                to: to.to_string(),
+                model,
+            };
+            self.splicer.seam(seam, out);
+        }
+        let provider = self.engine.provider(&self.routes[self.at])?.clone();
         let max = self.engine.config().streaming.retry_policy.max_duration_ms;
         if max > 0 {
             self.attempt_timer
                 .as_mut()
                 .reset(Instant::now() + Duration::from_millis(max));
         }
-        let estimate = (self.call.door == Dialect::Anthropic
+        self.splicer.begin_attempt(input);
+        let estimate_first = self.call.door == Dialect::Anthropic
             && provider.dialect == Dialect::OpenAi
-            && !self.splicer.output_started())
-        .then(|| crate::estimate::input_tokens(&self.call.request));
+            && !self.splicer.output_started();
         for event in first {
             let is_start = matches!(event, AgentEvent::StreamStart(_));
             self.push(event, out);
-            if is_start && let Some(input) = estimate {
+            if is_start && estimate_first {
                 // An Anthropic client reads its input count from message_start, but an
                 // OpenAI-dialect upstream reports usage only at the end: start with an
                 // estimate, which the real count replaces (usage is latest-wins).
@@ -438,6 +498,7 @@ impl Run {
                     AgentEvent::Usage(Usage {
                         input_tokens: Some(input),
                         output_tokens: Some(0),
+                        basis: UsageBasis::Estimated,
                         ..Usage::default()
                     }),
                     out,
@@ -447,4 +508,99 @@ impl Run {
         self.stream = Some(stream);
         Ok(())
     }
+
+    /// How long the current attempt may go without content before the next route is
+    /// started next to it; None when it is not hedged (hedging off, no next route, or the
+    /// budget would be spent before).
+    fn hedge_after(&self) -> Option<Duration> {
+        let after = self.engine.hedge_after(&self.call.request.model)?;
+        (self.at + 1 < self.routes.len() && Instant::now() + after < self.budget_end)
+            .then_some(after)
+    }
+
+    /// Books a race: the usage of the attempts that do not go on, the failures for the
+    /// breakers, and, when the hedge won, the move to its route.
+    fn raced(&mut self, raced: hedge::Raced) -> Result<hedge::Winner, GatewayError> {
+        for usage in &raced.spent {
+            self.splicer.add_usage(usage);
+        }
+        if let Some((at, error)) = &raced.hedge_failed {
+            tracing::warn!(route = %self.routes[*at], error = %error, "hedge failed");
+            self.report_failure_of(*at, error);
+        }
+        let winner = raced.result?;
+        if winner.hedge {
+            if let Some(error) = &raced.primary_failed {
+                self.report_failure_of(self.at, error);
+            } else if self.pass.as_ref().is_some_and(Pass::probing) {
+                // The primary was its breaker's probe and was cancelled: a probe that lost
+                // to a fallback did not show the route serving again.
+                self.report_failure();
+            }
+            let route = &self.routes[winner.route];
+            let provider = self.engine.provider(route)?;
+            let mode = self.engine.continuation_mode(provider);
+            self.modes.entry(route.provider.clone()).or_insert(mode);
+            self.at = winner.route;
+            self.tries = 1;
+            self.backoff = Backoff::new(&self.engine.policy);
+            self.engine.failovers.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(winner)
+    }
+
+    /// Tells `routes[at]`'s breaker about `error` if it is the route's failure, not the
+    /// client's (through the run's pass when `at` is the current route).
+    fn report_failure_of(&mut self, at: usize, error: &GatewayError) {
+        let route = &self.routes[at];
+        let action = classify(error, self.uses_client_key(route));
+        if matches!(action, Action::Client | Action::ContinueWithoutPrefill) {
+            return;
+        }
+        if at == self.at {
+            self.report_failure();
+        } else {
+            self.engine.breakers.failure(&route.to_string());
+        }
+    }
+}
+
+/// The hedge for an attempt on `routes[at - 1]`: `routes[at]`, if that route is not
+/// rate-limited and its circuit breaker is closed (a hedge never takes a half-open breaker's
+/// single probe: the race may cancel it before it reports). A free function over the parts of
+/// the run it reads, so that the race borrows them and not the whole run with its stream.
+fn hedge_contender<'a>(
+    engine: &'a Engine,
+    call: &'a Call,
+    routes: &'a [Route],
+    at: usize,
+    modes: &HashMap<String, Mode>,
+    cont: &Continuation,
+) -> Option<hedge::Contender<impl Future<Output = hedge::Opening> + 'a>> {
+    let route = routes.get(at)?;
+    let name = route.to_string();
+    if !engine.breakers.closed(&name) || engine.upstream.backoff().blocked_for(&name).is_some() {
+        return None;
+    }
+    let provider = engine.provider(route).ok()?;
+    let mode = modes
+        .get(&route.provider)
+        .copied()
+        .unwrap_or_else(|| engine.continuation_mode(provider));
+    let request = continue_request(&call.request, cont, mode);
+    let body = match engine.upstream_body(&request, route) {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::warn!(route = %route, error = %e, "no hedge: the request does not translate");
+            return None;
+        }
+    };
+    tracing::info!(route = %route, "first event is slow: hedging");
+    Some(hedge::Contender {
+        route: at,
+        input: crate::estimate::input_tokens(&request),
+        open: engine
+            .upstream
+            .open(route, provider, body, &call.key, &call.forward),
+    })
 }

@@ -26,6 +26,7 @@
 //! | `error_after=N` | N frames, then the dialect's mid-stream error event ("replay: injected error"), then end. |
 //! | `overloaded_after=N` | N frames, then an overload error: Anthropic `event: error` with `overloaded_error` / "Overloaded"; OpenAI a `data: {"error":{...}}` chunk (`server_error`, "That model is currently overloaded ..."), then end. |
 //! | `malformed_after=N` | N frames, then a `data: {not json` frame, then the rest of the body. |
+//! | `first_token_delay_ms=MS` | send the head at once and the first frame only after MS milliseconds: a serving stack slow to its first token (what hedging races). |
 //! | `slow` | `drip=100`. |
 //! | `drip=MS` | pause MS milliseconds before every write after the first. |
 //! | `chunk=N` | write the body in pieces of at most N bytes (cuts frames, lines and UTF-8 sequences). |
@@ -49,6 +50,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub struct Fault {
     /// Pause before every write after the first.
     pub drip: Option<Duration>,
+    /// Pause between the response head and the first frame.
+    pub first_token_delay: Option<Duration>,
     /// Send the response head, then no frame at all (first-byte timeout).
     pub stall: bool,
     /// Send this many frames, then go silent with the connection open (idle timeout).
@@ -120,6 +123,9 @@ impl Fault {
             match name {
                 "slow" => fault.drip = Some(SLOW),
                 "drip" => fault.drip = Some(Duration::from_millis(number()?)),
+                "first_token_delay_ms" => {
+                    fault.first_token_delay = Some(Duration::from_millis(number()?));
+                }
                 "stall" => flag(&mut fault.stall)?,
                 "hang" => flag(&mut fault.hang)?,
                 "no_prefill" => flag(&mut fault.no_prefill)?,
@@ -272,6 +278,10 @@ mod tests {
         assert_eq!(f.status, Some(529));
         assert_eq!(f.retry_after_ms, Some(250));
         assert_eq!(f.retry_after_date, Some(3));
+        let (f, _) = Fault::parse("times=1,first_token_delay_ms=20000:m").unwrap();
+        assert_eq!(f.first_token_delay, Some(Duration::from_secs(20)));
+        assert_eq!(f.cleared(), Fault::default());
+        assert!(Fault::parse("first_token_delay_ms:m").is_err());
         let (f, _) = Fault::parse("overloaded_after=1,cut_after=2,malformed_after=3:m").unwrap();
         assert_eq!(f.overloaded_after, Some(1));
         assert_eq!(f.cut_after, Some(2));

@@ -606,3 +606,50 @@ fn stopping_knobs_plan() {
     let malformed_end = writes(&plan_of("malformed_after=999:x")).concat();
     assert!(malformed_end.ends_with(b"data: {not json\n\n"));
 }
+
+#[tokio::test]
+async fn first_token_delay_sends_the_head_at_once_and_the_body_after_the_delay() {
+    let replay = spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    for dialect in Dialect::ALL {
+        let mut response = client()
+            .post(format!("{}{}", replay.url(), path(dialect)))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(
+                serde_json::to_vec(&user_only("first_token_delay_ms=1500:text_basic", true))
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{dialect}: the head comes at once");
+        // Nothing of the body within a third of the delay (a loaded machine only delays it
+        // more), then the whole recording.
+        let early = tokio::time::timeout(Duration::from_millis(500), response.chunk()).await;
+        assert!(early.is_err(), "{dialect}: a frame before the delay");
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.unwrap() {
+            body.extend_from_slice(&chunk);
+        }
+        assert_eq!(body, frames_of(dialect, "text_basic").concat(), "{dialect}");
+    }
+}
+
+#[test]
+fn first_token_delay_pauses_before_the_first_write_only() {
+    let body = fixture(Dialect::OpenAi, "text_basic").unwrap();
+    for model in ["x", "reset_after=3:x", "chunk=7:x"] {
+        let base = Fault::parse(model).unwrap().0;
+        let delayed = Fault {
+            first_token_delay: Some(Duration::from_millis(20_000)),
+            ..base.clone()
+        };
+        let plain = plan(Dialect::OpenAi, &Bytes::copy_from_slice(body), &base);
+        let steps = plan(Dialect::OpenAi, &Bytes::copy_from_slice(body), &delayed);
+        assert_eq!(
+            steps[0],
+            Step::Pause(Duration::from_millis(20_000)),
+            "{model}"
+        );
+        assert_eq!(steps[1..], plain[..], "{model}");
+    }
+}

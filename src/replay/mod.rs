@@ -203,6 +203,7 @@ impl Replay {
                     route: route.into(),
                     fallbacks: Vec::new(),
                     reasoning: None,
+                    hedge_after_ms: None,
                 },
             );
         }
@@ -528,7 +529,11 @@ fn plan(dialect: Dialect, body: &Bytes, fault: &Fault) -> Vec<Step> {
             .map_or(frames.len(), |n| n.min(frames.len()))]
     };
     let non_ascii = !body.is_ascii();
-    let mut steps: Vec<Step> = Vec::new();
+    let mut steps: Vec<Step> = fault
+        .first_token_delay
+        .map(Step::Pause)
+        .into_iter()
+        .collect();
     let write = |frame: &Bytes, steps: &mut Vec<Step>| {
         if fault.drip_bytes {
             steps.extend((0..frame.len()).map(|i| Step::Send(frame.slice(i..=i))));

@@ -109,6 +109,11 @@ impl Pass {
     pub fn route(&self) -> &str {
         &self.route
     }
+
+    /// Whether this pass holds its route's half-open probe.
+    pub fn probing(&self) -> bool {
+        self.probe.is_some()
+    }
 }
 
 impl Drop for Pass {
@@ -181,6 +186,17 @@ impl Breakers {
             breakers: Arc::clone(self),
             route: route.to_owned(),
             probe,
+        })
+    }
+
+    /// Whether `route`'s breaker is closed (a route it has not seen is), read without taking
+    /// a probe as [`Breakers::allow`] would.
+    pub fn closed(&self, route: &str) -> bool {
+        self.with(|inner| {
+            inner
+                .states
+                .get(route)
+                .is_none_or(|s| matches!(s, State::Closed { .. }))
         })
     }
 

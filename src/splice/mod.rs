@@ -20,10 +20,16 @@ mod overlap;
 use std::collections::HashMap;
 
 use providers::event::ErrorInfo;
-use providers::{AgentEvent, Dialect, Usage};
+use providers::{AgentEvent, Dialect, FailoverCause, Usage};
 use serde_json::Value;
 
 pub use overlap::{MIN_REPEAT, overlap};
+
+#[cfg(test)]
+mod usage_tests;
+
+/// The `reason` of a `failover` seam that a hedge won.
+pub const HEDGE_REASON: &str = "hedge";
 
 /// What the attempt that broke leaves for the next one to continue.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -62,6 +68,16 @@ pub enum Seam {
         model: String,
         /// What failed.
         reason: String,
+    },
+    /// Another route, started in parallel because the current one was slow to produce its
+    /// first event, answered first (see [`crate::engine`]'s hedging).
+    Hedge {
+        /// `provider/model` that was slow (cancelled).
+        from: String,
+        /// `provider/model` taking over.
+        to: String,
+        /// Upstream model name of the new route.
+        model: String,
     },
 }
 
@@ -120,6 +136,9 @@ pub struct Splicer {
     trimmed: String,
     usage_done: Usage,
     usage_now: Usage,
+    /// What the current attempt cost so far, to estimate its usage if it breaks before its
+    /// provider reports it. None outside an attempt the engine announced.
+    attempt: Option<AttemptCost>,
     /// Dialect of the first attempt's `stream.start`: the door's encoder passes through
     /// provider fields of that dialect only.
     first_dialect: Option<Dialect>,
@@ -159,6 +178,14 @@ impl CallKey {
     }
 }
 
+/// The estimate of the current attempt's usage.
+#[derive(Debug, Clone, Copy)]
+struct AttemptCost {
+    /// Estimated input tokens of the request it was sent.
+    input: u64,
+    produced: crate::estimate::Produced,
+}
+
 #[derive(Debug)]
 struct HeadBuffer {
     client: u32,
@@ -187,6 +214,7 @@ impl Splicer {
             trimmed: String::new(),
             usage_done: Usage::default(),
             usage_now: Usage::default(),
+            attempt: None,
             first_dialect: None,
             foreign: false,
         }
@@ -207,8 +235,27 @@ impl Splicer {
         sum(&self.usage_done, &self.usage_now)
     }
 
+    /// A new attempt is open, sent a request of about `input_tokens` (see
+    /// [`crate::estimate`]): if it breaks before its provider reports usage, its usage is
+    /// estimated from that and from what it streamed.
+    pub fn begin_attempt(&mut self, input_tokens: u64) {
+        self.attempt = Some(AttemptCost {
+            input: input_tokens,
+            produced: crate::estimate::Produced::default(),
+        });
+    }
+
+    /// Adds the usage of an attempt whose events never reached this splicer (a hedge that
+    /// lost the race and was cancelled) to the total.
+    pub fn add_usage(&mut self, usage: &Usage) {
+        self.usage_done = sum(&self.usage_done, usage);
+    }
+
     /// One event of the current attempt; appends what the client gets.
     pub fn push(&mut self, event: AgentEvent, out: &mut Vec<AgentEvent>) {
+        if let Some(cost) = &mut self.attempt {
+            cost.produced.add(&event);
+        }
         if let AgentEvent::StreamStart(start) = &event {
             let first = *self.first_dialect.get_or_insert(start.dialect);
             self.foreign = start.dialect != first;
@@ -415,6 +462,10 @@ impl Splicer {
             }
         }
         self.open_text = open_text;
+        if let Some(cost) = self.attempt.take() {
+            // The provider billed what it produced even though it never said how much.
+            self.usage_now = crate::estimate::complete(&self.usage_now, cost.input, cost.produced);
+        }
         self.usage_done = sum(&self.usage_done, &self.usage_now);
         self.usage_now = Usage::default();
         let prefix = self.sent_text.trim_end().to_owned();
@@ -450,6 +501,15 @@ impl Splicer {
                 model,
                 at_seq: self.emitted + 1,
                 reason,
+                cause: FailoverCause::Failure,
+            },
+            Seam::Hedge { from, to, model } => AgentEvent::Failover {
+                from,
+                to,
+                model,
+                at_seq: self.emitted + 1,
+                reason: HEDGE_REASON.to_owned(),
+                cause: FailoverCause::Hedge,
             },
         };
         self.emit(event, out);
@@ -586,6 +646,7 @@ fn sum(a: &Usage, b: &Usage) -> Usage {
         cache_write_tokens: add(a.cache_write_tokens, b.cache_write_tokens),
         reasoning_tokens: add(a.reasoning_tokens, b.reasoning_tokens),
         extra: b.extra.clone().or_else(|| a.extra.clone()),
+        basis: a.basis.and(b.basis),
     }
 }
 

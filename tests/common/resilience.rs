@@ -258,6 +258,7 @@ pub fn alias(config: &mut Config, name: &str, route: &str, fallbacks: &[&str]) {
             route: route.into(),
             fallbacks: fallbacks.iter().map(|s| (*s).to_owned()).collect(),
             reasoning: None,
+            hedge_after_ms: None,
         },
     );
 }

@@ -13,7 +13,9 @@ use super::wire::{
 use crate::decode::{FrameDecoder, FrameError};
 use crate::dialect::Dialect;
 use crate::error::{CutPoint, UpstreamError};
-use crate::event::{AgentEvent, BlockKind, Extra, FinishReason, StreamEnd, StreamStart, Usage};
+use crate::event::{
+    AgentEvent, BlockKind, Extra, FinishReason, StreamEnd, StreamStart, Usage, UsageBasis,
+};
 use crate::sse::SseFrame;
 
 /// Decoder state for one stream.
@@ -132,6 +134,7 @@ impl Decoder {
             cache_write_tokens: w.cache_creation_input_tokens,
             reasoning_tokens,
             extra,
+            basis: UsageBasis::Reported,
         }
     }
 

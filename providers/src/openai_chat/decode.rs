@@ -9,6 +9,7 @@ use crate::dialect::Dialect;
 use crate::error::{CutPoint, UpstreamError};
 use crate::event::{
     AgentEvent, BlockKind, ChoiceEnd, Extra, FinishReason, StreamEnd, StreamStart, Usage,
+    UsageBasis,
 };
 use crate::sse::SseFrame;
 
@@ -558,6 +559,7 @@ fn convert_usage(u: WireUsage) -> Usage {
         cache_write_tokens: None,
         reasoning_tokens: u.completion_tokens_details.and_then(|d| d.reasoning_tokens),
         extra: None,
+        basis: UsageBasis::Reported,
     }
 }
 

@@ -220,15 +220,7 @@ impl Encoder {
                 let reason = self.finish_reason(c.choice, c.reason, c.provider_reason.as_deref());
                 self.chunk(out, c.choice, DeltaOut::default(), None, Some(reason))?;
             }
-            if self.options.include_usage
-                && let Some(u) = &self.usage
-            {
-                out.extend_from_slice(b"data: ");
-                out.extend_from_slice(&self.head);
-                out.extend_from_slice(b"],\"usage\":");
-                serde_json::to_writer(&mut *out, &usage_out(u)).map_err(Self::json_err)?;
-                out.extend_from_slice(b"}\n\n");
-            }
+            self.usage_chunk(out)?;
         }
         write_frame(out, None, "[DONE]");
         self.finished = true;
@@ -250,7 +242,25 @@ impl Encoder {
         }
     }
 
+    /// The usage chunk (`choices: []`), when the client asked for it and counts are known.
+    fn usage_chunk(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        if self.options.include_usage
+            && self.started
+            && let Some(u) = &self.usage
+        {
+            out.extend_from_slice(b"data: ");
+            out.extend_from_slice(&self.head);
+            out.extend_from_slice(b"],\"usage\":");
+            serde_json::to_writer(&mut *out, &usage_out(u)).map_err(Self::json_err)?;
+            out.extend_from_slice(b"}\n\n");
+        }
+        Ok(())
+    }
+
+    /// The error frame that ends a failed stream. The usage chunk goes first: the attempts
+    /// were billed, and a client that asked for usage must be able to count them.
     fn error(&mut self, code: &str, message: &str, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        self.usage_chunk(out)?;
         let frame = ErrorFrame {
             error: ErrorBody {
                 message,

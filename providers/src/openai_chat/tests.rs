@@ -814,6 +814,7 @@ fn chunks_after_a_failover_name_the_model_that_answers() {
             model: "claude-sonnet-4-5".into(),
             at_seq: at as u64 + 1,
             reason: "overloaded".into(),
+            cause: crate::event::FailoverCause::Failure,
         },
     );
     let body = String::from_utf8(encode(&events, true)).unwrap();
