@@ -50,8 +50,8 @@ else
             exit 1
         fi
         echo "tests/sdk/setup.sh: npm ci in tests/sdk/claude_code (pinned Claude Code CLIs)" >&2
-        # The current CLI declares node >= 22 but ships a native binary that never runs on Node:
-        # an engine-strict npm config must not refuse it on Node 20 (README, "Test").
+        # The current CLI declares node >= 22, but Node only runs its installer (the CLI is a
+        # native binary): an engine-strict npm config must not refuse it on Node 20.
         (cd "$cc" && npm ci --no-audit --no-fund --engine-strict=false --loglevel=error) >&2
         if ! cc_ok; then
             echo "tests/sdk/setup.sh: a pinned Claude Code CLI does not answer --version" \
