@@ -70,26 +70,7 @@ pub(super) async fn start(
     prior: &[AgentEvent],
 ) -> Result<Answer, GatewayError> {
     let plan = route::plan(engine.config(), &call.request.model)?;
-    let policy = engine.policy;
-    let hold = engine.config().streaming.retry_policy.hold_tool_calls;
-    let mut run = Run {
-        backoff: Backoff::new(&policy),
-        budget_end: later(Instant::now(), policy.time_to_fallback),
-        engine,
-        call,
-        request_id,
-        routes: plan.routes,
-        at: 0,
-        tries: 0,
-        splicer: Splicer::new(hold),
-        cont: Continuation::default(),
-        modes: HashMap::new(),
-        stream: None,
-        attempt_timer: Box::pin(tokio::time::sleep(Duration::from_secs(u32::MAX.into()))),
-        done: false,
-        permit,
-        pass: None,
-    };
+    let mut run = Run::new(engine, call, request_id, permit, plan.routes);
     run.at = run.first_open_route().await?;
     let mut out = Vec::new();
     let seam = (!prior.is_empty()).then(|| run.replay(prior, &mut out));
@@ -115,7 +96,48 @@ pub(super) async fn start(
     })
 }
 
+impl Drop for Run {
+    /// However the answer stops (finished, failed, its client gone mid-stream, its upstream
+    /// ended without `stream.end`), the token borrow is settled with what it cost as far as
+    /// the gateway can tell: reported usage where the providers said, estimates where they
+    /// did not. An answer no provider started costs nothing.
+    fn drop(&mut self) {
+        let total = self.splicer.usage_if_ended_now();
+        let used = total.input_tokens.unwrap_or(0) + total.output_tokens.unwrap_or(0);
+        self.permit.settle(used);
+    }
+}
+
 impl Run {
+    fn new(
+        engine: Arc<Engine>,
+        call: Call,
+        request_id: String,
+        permit: Permit,
+        routes: Vec<Route>,
+    ) -> Run {
+        let policy = engine.policy;
+        let hold = engine.config().streaming.retry_policy.hold_tool_calls;
+        Run {
+            backoff: Backoff::new(&policy),
+            budget_end: later(Instant::now(), policy.time_to_fallback),
+            engine,
+            call,
+            request_id,
+            routes,
+            at: 0,
+            tries: 0,
+            splicer: Splicer::new(hold),
+            cont: Continuation::default(),
+            modes: HashMap::new(),
+            stream: None,
+            attempt_timer: Box::pin(tokio::time::sleep(Duration::from_secs(u32::MAX.into()))),
+            done: false,
+            permit,
+            pass: None,
+        }
+    }
+
     /// The next batch of client events; None once the answer is over.
     async fn step(&mut self) -> Option<Vec<Result<AgentEvent, GatewayError>>> {
         if self.done {
@@ -604,3 +626,6 @@ fn hedge_contender<'a>(
             .open(route, provider, body, &call.key, &call.forward),
     })
 }
+
+#[cfg(test)]
+mod tests;
