@@ -517,3 +517,46 @@ async fn after_a_provider_error_an_untranslatable_fallback_leaves_that_error() {
     }
     assert!(checked >= 20, "{checked}");
 }
+
+/// When the only routes that can express the request rest behind an open breaker, the client
+/// gets their 503 with `Retry-After` (come back later), not the 400 (never come back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_routes_that_can_express_it_rest_the_client_gets_their_503() {
+    let h = gw::start_with(|c| {
+        c.streaming.retry_policy.max_attempts = 1;
+        c.streaming.circuit_breaker.failure_threshold = 1;
+        c.streaming.circuit_breaker.cooldown_ms = 600_000;
+        for door in Dialect::ALL {
+            alias(
+                c,
+                format!("resting-{door}"),
+                format!("{}/text_basic", provider(other(door))),
+                format!("{}/status=500:text_basic", provider(door)),
+            );
+        }
+    })
+    .await;
+    let mut rng = fastrand::Rng::with_seed(0x5_04);
+    for door in Dialect::ALL {
+        let model = format!("resting-{door}");
+        let cases = untranslatable(door, &model, &mut rng);
+        // The first opens the fallback's breaker (its provider's 500 reaches the client).
+        let r = h.chat(door, &[], &cases[0].1).await;
+        assert_eq!(r.status(), 500, "{door}");
+        body_bytes(r).await;
+        for (param, body) in &cases {
+            let case = format!("{param} at the {door} door (stream {})", body["stream"]);
+            let r = h.chat(door, &[], body).await;
+            assert_eq!(r.status(), 503, "{case}");
+            let retry_after: u64 = r.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((1..=600).contains(&retry_after), "{case}: {retry_after}");
+            let body = gw::json_of(r).await;
+            let (ty, _) = body_error(door, &body);
+            assert_ne!(ty, "invalid_request_error", "{case}: {body}");
+        }
+    }
+}
