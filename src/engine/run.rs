@@ -343,23 +343,18 @@ impl Run {
         tracing::info!(route = %route, error = %error, "the request cannot be expressed for this route: skipping it");
         let reason = error.to_string();
         self.untranslatable.push(self.at);
-        self.translation_error.get_or_insert(error);
+        let first = self.translation_error.take().unwrap_or(error);
         // The pass goes back unreported: a half-open probe is not spent on a route that was
         // never asked.
         self.pass = None;
         if let Some(seam) = self.failover(route, reason) {
+            self.translation_error = Some(first);
             return Ok(seam);
         }
         if let Some(error) = self.provider_error.take() {
             return Err(error);
         }
-        if let Some(error) = self.resting_error() {
-            return Err(error);
-        }
-        Err(self
-            .translation_error
-            .take()
-            .unwrap_or_else(|| GatewayError::Internal("no route and no error".into())))
+        Err(self.resting_error().unwrap_or(first))
     }
 
     /// The current route answered: through the run's pass when it is that route's, so a probe
