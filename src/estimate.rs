@@ -74,6 +74,22 @@ impl Produced {
     }
 }
 
+/// The usage of an attempt that finished (sent its `stream.end`): `reported`, with only what
+/// its provider never reported estimated (input as `input`, output as what it `produced`). A
+/// finished attempt's own counts stand, even below the estimate.
+pub fn fill(reported: &Usage, input: u64, produced: Produced) -> Usage {
+    let mut usage = reported.clone();
+    if usage.input_tokens.is_none() {
+        usage.input_tokens = Some(input);
+        usage.basis = UsageBasis::Estimated;
+    }
+    if usage.output_tokens.is_none() {
+        usage.output_tokens = Some(produced.tokens());
+        usage.basis = UsageBasis::Estimated;
+    }
+    usage
+}
+
 /// The usage of an attempt that ended before its provider finished reporting: `reported`
 /// (what it did report), with the input estimated as `input` when it reported none, and the
 /// output as what it `produced` when that is more than it reported (a count reported at the
@@ -111,7 +127,7 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn complete_keeps_reports_and_estimates_only_what_is_missing_or_short(
+        fn complete_and_fill_keep_reports_and_estimate_only_what_is_missing_or_short(
             input in proptest::option::of(0u64..100_000),
             output in proptest::option::of(0u64..100_000),
             estimate in 0u64..100_000,
@@ -133,6 +149,11 @@ mod tests {
             proptest::prop_assert_eq!(done.output_tokens, Some(out));
             let estimated = input.is_none() || output.is_none_or(|n| n < produced.tokens());
             proptest::prop_assert_eq!(done.basis == UsageBasis::Estimated, estimated);
+            let filled = fill(&reported, estimate, produced);
+            proptest::prop_assert_eq!(filled.input_tokens, Some(input.unwrap_or(estimate)));
+            proptest::prop_assert_eq!(filled.output_tokens, Some(output.unwrap_or(produced.tokens())));
+            let estimated = input.is_none() || output.is_none();
+            proptest::prop_assert_eq!(filled.basis == UsageBasis::Estimated, estimated);
         }
     }
 }

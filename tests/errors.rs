@@ -355,3 +355,208 @@ async fn a_key_the_provider_echoes_is_redacted() {
         assert!(!message.contains("WXyz"), "{door}: {message}");
     }
 }
+
+/// The replay endpoint of a dialect's provider.
+fn endpoint(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::OpenAi => "/v1/chat/completions",
+        Dialect::Anthropic => "/v1/messages",
+    }
+}
+
+fn provider(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::OpenAi => "openai",
+        Dialect::Anthropic => "anthropic",
+    }
+}
+
+fn other(dialect: Dialect) -> Dialect {
+    match dialect {
+        Dialect::OpenAi => Dialect::Anthropic,
+        Dialect::Anthropic => Dialect::OpenAi,
+    }
+}
+
+fn alias(c: &mut streamgate::config::Config, name: String, route: String, fallback: String) {
+    c.models.insert(
+        name,
+        streamgate::config::ModelConfig {
+            route,
+            fallbacks: vec![fallback],
+            reasoning: None,
+            hedge_after_ms: None,
+        },
+    );
+}
+
+/// Requests the replay got on `dialect`'s endpoint for `model` (its knobs and fixture).
+fn sent(h: &Harness, dialect: Dialect, model: &str) -> usize {
+    h.replay
+        .requests()
+        .iter()
+        .filter(|r| r.path == endpoint(dialect) && r.model() == Some(model))
+        .count()
+}
+
+/// A mixed-dialect plan: a route whose dialect cannot express the request is skipped (and its
+/// breaker never hears of it) for one that can; only when none can, the client gets the
+/// translation's 4xx, never having reached a provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_that_cannot_express_the_request_is_skipped_not_blamed() {
+    let h = gw::start_with(|c| {
+        c.streaming.retry_policy.backoff_ms = 10;
+        c.streaming.retry_policy.max_backoff_ms = 20;
+        // Low: blaming the skipped route would open its breaker within the cases below.
+        c.streaming.circuit_breaker.failure_threshold = 2;
+        for door in Dialect::ALL {
+            let (same, other) = (provider(door), provider(other(door)));
+            alias(
+                c,
+                format!("skip-{door}"),
+                format!("{other}/text_basic"),
+                format!("{same}/text_basic"),
+            );
+            alias(
+                c,
+                format!("nowhere-{door}"),
+                format!("{other}/text_basic"),
+                format!("{other}/chunk=64:text_basic"),
+            );
+        }
+    })
+    .await;
+    let mut rng = fastrand::Rng::with_seed(0x4_07);
+    let mut checked = 0;
+    for door in Dialect::ALL {
+        let skip = format!("skip-{door}");
+        for (param, body) in untranslatable(door, &skip, &mut rng) {
+            let case = format!("{param} at the {door} door (stream {})", body["stream"]);
+            let before = (
+                sent(&h, other(door), "text_basic"),
+                sent(&h, door, "text_basic"),
+            );
+            let r = h.chat(door, &[], &body).await;
+            assert_eq!(r.status(), 200, "{case}: the fallback answers");
+            let bytes = body_bytes(r).await;
+            if body["stream"] == true {
+                assert_eq!(stream_error(&bytes), None, "{case}");
+            }
+            let after = (
+                sent(&h, other(door), "text_basic"),
+                sent(&h, door, "text_basic"),
+            );
+            assert_eq!(
+                (after.0 - before.0, after.1 - before.1),
+                (0, 1),
+                "{case}: (first route, fallback) requests"
+            );
+            checked += 1;
+        }
+        // The skipped route was never blamed: a request it can express still goes to it.
+        let before = sent(&h, other(door), "text_basic");
+        let r = h.chat(door, &[], &chat_body(door, &skip, true)).await;
+        assert_eq!(r.status(), 200);
+        body_bytes(r).await;
+        assert_eq!(sent(&h, other(door), "text_basic") - before, 1, "{door}");
+
+        let nowhere = format!("nowhere-{door}");
+        let requests = h.replay.requests().len();
+        for (param, body) in untranslatable(door, &nowhere, &mut rng) {
+            let case = format!("{param} at the {door} door (stream {})", body["stream"]);
+            let r = h.chat(door, &[], &body).await;
+            assert_eq!(r.status(), 400, "{case}: no route can express it");
+            let body = gw::json_of(r).await;
+            let (ty, message) = body_error(door, &body);
+            assert_eq!(ty, "invalid_request_error", "{case}: {body}");
+            assert!(message.contains(&param), "{case}: {message}");
+            checked += 1;
+        }
+        assert_eq!(h.replay.requests().len(), requests, "no provider was asked");
+    }
+    assert!(checked >= 40, "{checked}");
+}
+
+/// When the first route failed at its provider and the routes left cannot express the request,
+/// the client gets that provider's error, not the translation's 4xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_provider_error_an_untranslatable_fallback_leaves_that_error() {
+    let h = gw::start_with(|c| {
+        let retry = &mut c.streaming.retry_policy;
+        retry.backoff_ms = 10;
+        retry.max_backoff_ms = 20;
+        retry.max_attempts = 2;
+        c.streaming.circuit_breaker.failure_threshold = 10_000;
+        for door in Dialect::ALL {
+            alias(
+                c,
+                format!("broken-{door}"),
+                format!("{}/status=503:text_basic", provider(door)),
+                format!("{}/text_basic", provider(other(door))),
+            );
+        }
+    })
+    .await;
+    let mut rng = fastrand::Rng::with_seed(0x5_03);
+    let mut checked = 0;
+    for door in Dialect::ALL {
+        let broken = format!("broken-{door}");
+        for (param, body) in untranslatable(door, &broken, &mut rng) {
+            let case = format!("{param} at the {door} door (stream {})", body["stream"]);
+            let before = sent(&h, other(door), "text_basic");
+            let r = h.chat(door, &[], &body).await;
+            assert_eq!(r.status(), 503, "{case}: the primary's error");
+            let body = gw::json_of(r).await;
+            let (ty, message) = body_error(door, &body);
+            assert_ne!(ty, "invalid_request_error", "{case}: {body}");
+            assert!(message.contains("503"), "{case}: {message}");
+            assert_clean(&case, &message);
+            assert_eq!(sent(&h, other(door), "text_basic"), before, "{case}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "{checked}");
+}
+
+/// When the only routes that can express the request rest behind an open breaker, the client
+/// gets their 503 with `Retry-After` (come back later), not the 400 (never come back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_routes_that_can_express_it_rest_the_client_gets_their_503() {
+    let h = gw::start_with(|c| {
+        c.streaming.retry_policy.max_attempts = 1;
+        c.streaming.circuit_breaker.failure_threshold = 1;
+        c.streaming.circuit_breaker.cooldown_ms = 600_000;
+        for door in Dialect::ALL {
+            alias(
+                c,
+                format!("resting-{door}"),
+                format!("{}/text_basic", provider(other(door))),
+                format!("{}/status=500:text_basic", provider(door)),
+            );
+        }
+    })
+    .await;
+    let mut rng = fastrand::Rng::with_seed(0x5_04);
+    for door in Dialect::ALL {
+        let model = format!("resting-{door}");
+        let cases = untranslatable(door, &model, &mut rng);
+        // The first opens the fallback's breaker (its provider's 500 reaches the client).
+        let r = h.chat(door, &[], &cases[0].1).await;
+        assert_eq!(r.status(), 500, "{door}");
+        body_bytes(r).await;
+        for (param, body) in &cases {
+            let case = format!("{param} at the {door} door (stream {})", body["stream"]);
+            let r = h.chat(door, &[], body).await;
+            assert_eq!(r.status(), 503, "{case}");
+            let retry_after: u64 = r.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((1..=600).contains(&retry_after), "{case}: {retry_after}");
+            let body = gw::json_of(r).await;
+            let (ty, _) = body_error(door, &body);
+            assert_ne!(ty, "invalid_request_error", "{case}: {body}");
+        }
+    }
+}

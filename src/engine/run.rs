@@ -56,6 +56,29 @@ struct Run {
     /// The current route's breaker admission; dropped unreported with the run (the client
     /// left, the answer was abandoned), it gives back a half-open probe.
     pass: Option<Pass>,
+    /// Routes of the plan skipped because the request cannot be expressed in their dialect.
+    untranslatable: Vec<usize>,
+    /// The first of those translation errors: the client's answer when no route can express
+    /// the request.
+    translation_error: Option<GatewayError>,
+    /// The last error a provider (or the way to it) gave: the client's answer, rather than a
+    /// translation error, when the routes left cannot express the request.
+    provider_error: Option<GatewayError>,
+}
+
+/// Why an attempt did not go on.
+enum Failed {
+    /// The request cannot be expressed for the route's provider: the route is skipped, and
+    /// its circuit breaker is not told (the route did nothing wrong).
+    Untranslatable(GatewayError),
+    /// The attempt failed: opening it, or its stream.
+    Attempt(GatewayError),
+}
+
+impl From<GatewayError> for Failed {
+    fn from(error: GatewayError) -> Self {
+        Failed::Attempt(error)
+    }
 }
 
 /// Opens the first attempt that answers and returns the answer's event stream.
@@ -70,26 +93,7 @@ pub(super) async fn start(
     prior: &[AgentEvent],
 ) -> Result<Answer, GatewayError> {
     let plan = route::plan(engine.config(), &call.request.model)?;
-    let policy = engine.policy;
-    let hold = engine.config().streaming.retry_policy.hold_tool_calls;
-    let mut run = Run {
-        backoff: Backoff::new(&policy),
-        budget_end: later(Instant::now(), policy.time_to_fallback),
-        engine,
-        call,
-        request_id,
-        routes: plan.routes,
-        at: 0,
-        tries: 0,
-        splicer: Splicer::new(hold),
-        cont: Continuation::default(),
-        modes: HashMap::new(),
-        stream: None,
-        attempt_timer: Box::pin(tokio::time::sleep(Duration::from_secs(u32::MAX.into()))),
-        done: false,
-        permit,
-        pass: None,
-    };
+    let mut run = Run::new(engine, call, request_id, permit, plan.routes);
     run.at = run.first_open_route().await?;
     let mut out = Vec::new();
     let seam = (!prior.is_empty()).then(|| run.replay(prior, &mut out));
@@ -115,7 +119,51 @@ pub(super) async fn start(
     })
 }
 
+impl Drop for Run {
+    /// However the answer stops (finished, failed, its client gone mid-stream, its upstream
+    /// ended without `stream.end`), the token borrow is settled with what it cost as far as
+    /// the gateway can tell: reported usage where the providers said, estimates where they
+    /// did not. An answer no provider started costs nothing.
+    fn drop(&mut self) {
+        let total = self.splicer.usage_if_ended_now();
+        let used = total.input_tokens.unwrap_or(0) + total.output_tokens.unwrap_or(0);
+        self.permit.settle(used);
+    }
+}
+
 impl Run {
+    fn new(
+        engine: Arc<Engine>,
+        call: Call,
+        request_id: String,
+        permit: Permit,
+        routes: Vec<Route>,
+    ) -> Run {
+        let policy = engine.policy;
+        let hold = engine.config().streaming.retry_policy.hold_tool_calls;
+        Run {
+            backoff: Backoff::new(&policy),
+            budget_end: later(Instant::now(), policy.time_to_fallback),
+            engine,
+            call,
+            request_id,
+            routes,
+            at: 0,
+            tries: 0,
+            splicer: Splicer::new(hold),
+            cont: Continuation::default(),
+            modes: HashMap::new(),
+            stream: None,
+            attempt_timer: Box::pin(tokio::time::sleep(Duration::from_secs(u32::MAX.into()))),
+            done: false,
+            permit,
+            pass: None,
+            untranslatable: Vec::new(),
+            translation_error: None,
+            provider_error: None,
+        }
+    }
+
     /// The next batch of client events; None once the answer is over.
     async fn step(&mut self) -> Option<Vec<Result<AgentEvent, GatewayError>>> {
         if self.done {
@@ -149,7 +197,7 @@ impl Run {
                 }
                 Some(Err(e)) => {
                     tracing::warn!(route = %self.routes[self.at], error = %e, "attempt failed");
-                    if let Err(last) = self.recover(e, &mut out).await {
+                    if let Err(last) = self.recover(Failed::Attempt(e), &mut out).await {
                         self.splicer.wind_down(&mut out);
                         self.settle();
                         self.done = true;
@@ -209,7 +257,7 @@ impl Run {
     /// error that ends the answer.
     async fn recover(
         &mut self,
-        mut error: GatewayError,
+        mut failed: Failed,
         out: &mut Vec<AgentEvent>,
     ) -> Result<(), GatewayError> {
         if self.stream.take().is_some() {
@@ -218,6 +266,17 @@ impl Run {
         }
         loop {
             let route = self.routes[self.at].clone();
+            let error = match failed {
+                Failed::Attempt(error) => error,
+                Failed::Untranslatable(error) => {
+                    let seam = self.skip_untranslatable(&route, error)?;
+                    match self.attempt(out, Some(seam)).await {
+                        Ok(()) => return Ok(()),
+                        Err(e) => failed = e,
+                    }
+                    continue;
+                }
+            };
             let action = classify(&error, self.uses_client_key(&route));
             self.report_failure_of(self.at, &error);
             let reason = error.to_string();
@@ -262,11 +321,40 @@ impl Run {
                     None => return Err(error),
                 },
             };
+            self.provider_error = Some(error);
             match self.attempt(out, seam).await {
                 Ok(()) => return Ok(()),
-                Err(e) => error = e,
+                Err(e) => failed = e,
             }
         }
+    }
+
+    /// The request cannot be expressed for `route` (a mixed-dialect plan: `n > 1` towards
+    /// Anthropic, an OpenAI-only parameter...): moves to the next route without blaming this
+    /// one, and returns the seam to mark. When no route is left, the error for the client:
+    /// the last provider error if an earlier route failed, else the 503 / 429 of routes that
+    /// could express it but are resting, else the first translation error (a 4xx: the request
+    /// can never succeed on this plan).
+    fn skip_untranslatable(
+        &mut self,
+        route: &Route,
+        error: GatewayError,
+    ) -> Result<Seam, GatewayError> {
+        tracing::info!(route = %route, error = %error, "the request cannot be expressed for this route: skipping it");
+        let reason = error.to_string();
+        self.untranslatable.push(self.at);
+        let first = self.translation_error.take().unwrap_or(error);
+        // The pass goes back unreported: a half-open probe is not spent on a route that was
+        // never asked.
+        self.pass = None;
+        if let Some(seam) = self.failover(route, reason) {
+            self.translation_error = Some(first);
+            return Ok(seam);
+        }
+        if let Some(error) = self.provider_error.take() {
+            return Err(error);
+        }
+        Err(self.resting_error().unwrap_or(first))
     }
 
     /// The current route answered: through the run's pass when it is that route's, so a probe
@@ -353,13 +441,7 @@ impl Run {
             if let Some(first) = self.first_allowed(0) {
                 return Ok(first);
             }
-            let backoff = self.engine.upstream.backoff();
-            let limited = self
-                .routes
-                .iter()
-                .filter_map(|r| backoff.limited(&r.to_string()))
-                .min_by_key(|l| l.retry_after);
-            if let Some(limited) = limited {
+            if let Some(limited) = self.soonest_limited(|_| true) {
                 if !self.fits_budget(limited.retry_after) {
                     return Err(GatewayError::RateLimited(limited));
                 }
@@ -371,20 +453,47 @@ impl Run {
                 tokio::time::sleep(limited.retry_after).await;
                 continue;
             }
-            let breakers = &self.engine.breakers;
-            let retry_after = self
-                .routes
-                .iter()
-                .filter_map(|r| breakers.retry_in(&r.to_string()))
-                .min();
-            return Err(GatewayError::Unavailable {
-                message: format!(
-                    "every route for {:?} is cooling down after repeated failures",
-                    self.call.request.model
-                ),
-                retry_after,
-            });
+            return Err(self.cooling_down(|_| true));
         }
+    }
+
+    /// The soonest end of an upstream 429's rest among the routes `include` selects.
+    fn soonest_limited(&self, include: impl Fn(usize) -> bool) -> Option<crate::limit::Limited> {
+        let backoff = self.engine.upstream.backoff();
+        (0..self.routes.len())
+            .filter(|&i| include(i))
+            .filter_map(|i| backoff.limited(&self.routes[i].to_string()))
+            .min_by_key(|l| l.retry_after)
+    }
+
+    /// The 503 of routes whose breakers are open, with the soonest time one lets a request
+    /// through among those `include` selects.
+    fn cooling_down(&self, include: impl Fn(usize) -> bool) -> GatewayError {
+        let breakers = &self.engine.breakers;
+        let retry_after = (0..self.routes.len())
+            .filter(|&i| include(i))
+            .filter_map(|i| breakers.retry_in(&self.routes[i].to_string()))
+            .min();
+        GatewayError::Unavailable {
+            message: format!(
+                "every route for {:?} is cooling down after repeated failures",
+                self.call.request.model
+            ),
+            retry_after,
+        }
+    }
+
+    /// When the routes that can express the request were not tried because they rest (an
+    /// upstream 429's backoff, an open breaker): the 429 or 503 that says when to come back.
+    fn resting_error(&self) -> Option<GatewayError> {
+        let expressible = |i: usize| !self.untranslatable.contains(&i);
+        if let Some(limited) = self.soonest_limited(expressible) {
+            return Some(GatewayError::RateLimited(limited));
+        }
+        let breakers = &self.engine.breakers;
+        let open = (0..self.routes.len())
+            .any(|i| expressible(i) && breakers.retry_in(&self.routes[i].to_string()).is_some());
+        open.then(|| self.cooling_down(expressible))
     }
 
     fn uses_client_key(&self, route: &Route) -> bool {
@@ -399,7 +508,7 @@ impl Run {
         &mut self,
         out: &mut Vec<AgentEvent>,
         seam: Option<Seam>,
-    ) -> Result<(), GatewayError> {
+    ) -> Result<(), Failed> {
         self.tries += 1;
         let route = self.routes[self.at].clone();
         let provider = self.engine.provider(&route)?.clone();
@@ -408,7 +517,11 @@ impl Run {
             .entry(route.provider.clone())
             .or_insert_with(|| self.engine.continuation_mode(&provider));
         let request = continue_request(&self.call.request, &self.cont, mode);
-        let body = self.engine.upstream_body(&request, &route)?;
+        let body = match self.engine.upstream_body(&request, &route) {
+            Ok(body) => body,
+            Err(e @ GatewayError::Request(_)) => return Err(Failed::Untranslatable(e)),
+            Err(e) => return Err(e.into()),
+        };
         let input = crate::estimate::input_tokens(&request);
         let hedge_after = self.hedge_after();
         let open =
@@ -604,3 +717,6 @@ fn hedge_contender<'a>(
             .open(route, provider, body, &call.key, &call.forward),
     })
 }
+
+#[cfg(test)]
+mod tests;

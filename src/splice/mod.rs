@@ -235,6 +235,22 @@ impl Splicer {
         sum(&self.usage_done, &self.usage_now)
     }
 
+    /// What the answer cost if it ended now: [`Splicer::usage`], with the current attempt's
+    /// usage completed by estimate as if it broke here ([`crate::estimate::complete`]), or, when
+    /// it finished, with only what its provider never reported estimated
+    /// ([`crate::estimate::fill`]). What the rate limiter is settled with when an answer stops
+    /// without a final report (its client left, its upstream ended without `stream.end`).
+    pub fn usage_if_ended_now(&self) -> Usage {
+        let now = match &self.attempt {
+            Some(cost) if self.ended => {
+                crate::estimate::fill(&self.usage_now, cost.input, cost.produced)
+            }
+            Some(cost) => crate::estimate::complete(&self.usage_now, cost.input, cost.produced),
+            None => self.usage_now.clone(),
+        };
+        sum(&self.usage_done, &now)
+    }
+
     /// A new attempt is open, sent a request of about `input_tokens` (see
     /// [`crate::estimate`]): if it breaks before its provider reports usage, its usage is
     /// estimated from that and from what it streamed.

@@ -136,7 +136,11 @@ fn usage_sums_reported_and_estimated_attempts() {
                 want_in += input;
                 want_out += output;
             } else {
+                // What the rate limiter is settled with if the answer stops here (its client
+                // leaves) is what the break counts.
+                let if_ended = splicer.usage_if_ended_now();
                 splicer.interrupt(&mut out);
+                assert_eq!(splicer.usage(), if_ended, "case {case}");
                 if anthropic {
                     want_in += reported_in;
                     want_out += reported_first_out.max(produced_tokens);
@@ -149,6 +153,11 @@ fn usage_sums_reported_and_estimated_attempts() {
             }
         }
         let total = splicer.usage();
+        assert_eq!(
+            splicer.usage_if_ended_now(),
+            total,
+            "case {case}: a final report stands"
+        );
         assert_eq!(
             (total.input_tokens, total.output_tokens),
             (Some(want_in), Some(want_out)),
@@ -216,4 +225,67 @@ fn a_cancelled_attempts_usage_is_added() {
         (Some(17), Some(20))
     );
     assert_eq!(total.basis, UsageBasis::Estimated);
+}
+
+#[test]
+fn an_attempt_that_finishes_without_a_report_is_estimated_if_the_answer_ends_there() {
+    let mut rng = fastrand::Rng::with_seed(0x5eed_0602);
+    for case in 0..200 {
+        let mut splicer = Splicer::new(true);
+        let mut out = Vec::new();
+        let input = rng.u64(1..5_000);
+        splicer.begin_attempt(input);
+        splicer.push(start(Dialect::OpenAi), &mut out);
+        splicer.push(
+            AgentEvent::BlockStart {
+                index: 0,
+                block: BlockKind::Text,
+                choice: 0,
+                extra: None,
+            },
+            &mut out,
+        );
+        let mut bytes = 0;
+        for _ in 0..rng.usize(0..20) {
+            let text = format!("{} ", word(&mut rng));
+            bytes += text.len();
+            splicer.push(
+                AgentEvent::TextDelta {
+                    index: 0,
+                    text,
+                    extra: None,
+                },
+                &mut out,
+            );
+        }
+        let output = bytes.div_ceil(4) as u64;
+        let estimate = |splicer: &Splicer| {
+            let u = splicer.usage_if_ended_now();
+            (u.input_tokens, u.output_tokens, u.basis)
+        };
+        // Mid-stream (the client leaves here): the request's estimate and what streamed.
+        assert_eq!(
+            estimate(&splicer),
+            (Some(input), Some(output), UsageBasis::Estimated),
+            "case {case}"
+        );
+        splicer.push(AgentEvent::BlockEnd { index: 0 }, &mut out);
+        splicer.push(
+            AgentEvent::StreamEnd(StreamEnd {
+                reason: FinishReason::Stop,
+                provider_reason: None,
+                stop_sequence: None,
+                other_choices: Vec::new(),
+                extra: None,
+            }),
+            &mut out,
+        );
+        // Finished without any usage report: still estimated, not free.
+        assert_eq!(splicer.usage(), Usage::default(), "case {case}");
+        assert_eq!(
+            estimate(&splicer),
+            (Some(input), Some(output), UsageBasis::Estimated),
+            "case {case}"
+        );
+    }
 }

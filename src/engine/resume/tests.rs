@@ -425,3 +425,121 @@ fn a_second_restart_counts_the_first_restarts_continuation_as_sent() {
     assert_eq!(splicer.usage().input_tokens, Some(20), "not 30");
     assert_eq!(splicer.usage().output_tokens, Some(2));
 }
+
+/// The usage a client last saw in `events`.
+fn last_usage(events: &[AgentEvent]) -> Usage {
+    events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            AgentEvent::Usage(u) => Some(u.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+/// As the engine restarts on the journal: the restored events are not an attempt it announced
+/// (no estimate is made of their text, which every earlier attempt sent and was counted for
+/// already), and the journaled usage is the running total the client saw. So a restart keeps
+/// that total exactly, however little of the restored text it covers (an Anthropic attempt cut
+/// after `message_start` reported an output of 1 for all its text), and each new attempt adds
+/// only its own usage, reported or estimated.
+#[test]
+fn restarts_never_change_the_usage_a_client_saw_beyond_each_new_attempts_own() {
+    let mut rng = fastrand::Rng::with_seed(0x5eed_0903);
+    for case in 0..300 {
+        let mut journal: Vec<AgentEvent> = Vec::new();
+        let mut expected = Usage::default();
+        for restart in 0..rng.usize(1..7) {
+            let what = format!("case {case} restart {restart}");
+            let mut splicer = Splicer::new(true);
+            let mut out = journal.clone();
+            if !journal.is_empty() {
+                restore(&mut splicer, &journal);
+                splicer.interrupt(&mut out);
+                let seen = last_usage(&journal);
+                assert_eq!(splicer.usage(), seen, "{what}: the restart adds nothing");
+                assert_eq!(splicer.usage_if_ended_now(), seen, "{what}");
+                splicer.seam(
+                    Seam::Retry {
+                        attempt: 1,
+                        delay_ms: 0,
+                        reason: "restarted".into(),
+                    },
+                    &mut out,
+                );
+            }
+            // The new attempt, announced as the engine does, with the estimate of its request.
+            let input = rng.u64(1..3_000);
+            splicer.begin_attempt(input);
+            let anthropic = rng.bool();
+            splicer.push(
+                AgentEvent::StreamStart(StreamStart {
+                    id: "m".into(),
+                    model: "m".into(),
+                    dialect: if anthropic {
+                        Dialect::Anthropic
+                    } else {
+                        Dialect::OpenAi
+                    },
+                    created: None,
+                    request_id: None,
+                    provider: None,
+                    extra: None,
+                }),
+                &mut out,
+            );
+            let mut own = Usage::default();
+            if anthropic {
+                own = Usage {
+                    input_tokens: Some(rng.u64(1..3_000)),
+                    output_tokens: Some(1),
+                    ..Usage::default()
+                };
+                splicer.push(AgentEvent::Usage(own.clone()), &mut out);
+            }
+            if journal.is_empty() {
+                splicer.push(
+                    AgentEvent::BlockStart {
+                        index: 0,
+                        block: BlockKind::Text,
+                        choice: 0,
+                        extra: None,
+                    },
+                    &mut out,
+                );
+            }
+            for _ in 0..rng.usize(0..50) {
+                splicer.push(
+                    AgentEvent::TextDelta {
+                        index: 0,
+                        text: "several words of text ".into(),
+                        extra: None,
+                    },
+                    &mut out,
+                );
+            }
+            if rng.u8(..3) == 0 {
+                // A report late in the attempt (OpenAI's only one, Anthropic's running count).
+                own = Usage {
+                    input_tokens: own.input_tokens.or(Some(rng.u64(1..3_000))),
+                    output_tokens: Some(rng.u64(1..500)),
+                    ..Usage::default()
+                };
+                splicer.push(AgentEvent::Usage(own.clone()), &mut out);
+            }
+            // The process dies here, with everything journaled.
+            if own != Usage::default() {
+                expected.input_tokens = add(expected.input_tokens, own.input_tokens);
+                expected.output_tokens = add(expected.output_tokens, own.output_tokens);
+            }
+            let seen = last_usage(&out);
+            assert_eq!(
+                (seen.input_tokens, seen.output_tokens),
+                (expected.input_tokens, expected.output_tokens),
+                "{what}: every attempt's own reports, once"
+            );
+            journal = out;
+        }
+    }
+}
