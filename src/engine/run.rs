@@ -594,7 +594,7 @@ impl Run {
         if max > 0 {
             self.attempt_timer
                 .as_mut()
-                .reset(Instant::now() + Duration::from_millis(max));
+                .reset(later(Instant::now(), Duration::from_millis(max)));
         }
         self.splicer.begin_attempt(input);
         let estimate_first = self.call.door == Dialect::Anthropic
@@ -627,8 +627,7 @@ impl Run {
     /// budget would be spent before).
     fn hedge_after(&self) -> Option<Duration> {
         let after = self.engine.hedge_after(&self.call.request.model)?;
-        (self.at + 1 < self.routes.len() && Instant::now() + after < self.budget_end)
-            .then_some(after)
+        (self.at + 1 < self.routes.len() && self.fits_budget(after)).then_some(after)
     }
 
     /// Books a race: the usage of the attempts that do not go on, the failures for the
