@@ -163,6 +163,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Gateway keys (`[keys.NAME]` in the configuration).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Show what a running gateway holds: its streams (`GET /admin/streams`).
     #[command(after_help = STATUS_HELP)]
     Status {
@@ -178,6 +183,18 @@ enum Command {
         /// Print the gateway's JSON as is.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// `streamgate keys ...`.
+#[derive(Debug, Subcommand)]
+enum KeysAction {
+    /// Print a fresh random key (give it to the client) and the `[keys.NAME]` lines with its
+    /// SHA-256 (paste them into the configuration; the key itself is kept nowhere).
+    New {
+        /// The key's name in the configuration.
+        #[arg(default_value = "NAME")]
+        name: String,
     },
 }
 
@@ -264,6 +281,9 @@ fn run(command: Command) -> Outcome {
             config: config.as_deref(),
             json,
         }),
+        Command::Keys {
+            action: KeysAction::New { name },
+        } => new_key(&name),
         Command::Status {
             // The streams view is the only one: shown with or without the flag.
             streaming: _,
@@ -275,6 +295,36 @@ fn run(command: Command) -> Outcome {
             buffer,
             json,
         }),
+    }
+}
+
+/// `streamgate keys new NAME`: the key on the first line, the configuration lines after.
+fn new_key(name: &str) -> Outcome {
+    let check = crate::keys::GatewayKeyConfig {
+        env: Some("-".into()),
+        ..Default::default()
+    };
+    if let Err(e) = check.validate(name) {
+        report(&e);
+        return Outcome::Bad;
+    }
+    let key = match crate::keys::generate() {
+        Ok(key) => key,
+        Err(e) => {
+            report(&format!("no randomness from the operating system: {e}"));
+            return Outcome::Bad;
+        }
+    };
+    let hash = crate::keys::hex(&crate::keys::sha256(&key));
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    let written = writeln!(
+        out,
+        "{key}\n\n# the key above goes to the client; these lines go into the configuration\n[keys.{name}]\nsha256 = \"{hash}\""
+    );
+    match written {
+        Ok(()) => Outcome::Complete,
+        Err(_) => Outcome::Bad,
     }
 }
 

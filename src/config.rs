@@ -38,6 +38,9 @@ pub struct Config {
     /// `[streams]`: detached streams, resume, journal, WebSocket door.
     #[serde(default)]
     pub streams: crate::hub::StreamsConfig,
+    /// `[keys.NAME]`: gateway keys. None configured = an open gateway.
+    #[serde(default)]
+    pub keys: BTreeMap<String, crate::keys::GatewayKeyConfig>,
 }
 
 /// `[streaming]`: keeping answers alive. Keys are camelCase, as the original design wrote them.
@@ -424,8 +427,16 @@ impl Config {
         Ok(config)
     }
 
+    /// Whether gateway keys are configured (then every door asks for one).
+    pub fn has_gateway_keys(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         self.limits.validate().map_err(ConfigError::Invalid)?;
+        for (name, key) in &self.keys {
+            key.validate(name).map_err(ConfigError::Invalid)?;
+        }
         for (alias, model) in &self.models {
             for route in std::iter::once(&model.route).chain(&model.fallbacks) {
                 let Some((provider, upstream)) = route.split_once('/') else {
@@ -472,6 +483,7 @@ impl Default for Config {
             streaming: StreamingConfig::default(),
             limits: crate::limit::LimitConfig::default(),
             streams: crate::hub::StreamsConfig::default(),
+            keys: BTreeMap::new(),
         }
     }
 }

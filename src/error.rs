@@ -45,6 +45,18 @@ pub enum GatewayError {
         /// The configured limit.
         limit: usize,
     },
+    /// Gateway keys are configured and the request brought none that matches.
+    #[error("{}", match .0 {
+        crate::keys::AuthFailure::Missing => "a gateway key is required: send it as Authorization: Bearer or x-api-key",
+        crate::keys::AuthFailure::Invalid => "the gateway key is not valid",
+    })]
+    Unauthenticated(crate::keys::AuthFailure),
+    /// The request's gateway key may not use the model asked for.
+    #[error("this gateway key may not use model {model:?}")]
+    ModelNotAllowed {
+        /// What the client asked for.
+        model: String,
+    },
     /// The provider's key variable is not set (and the client brought no key of its own).
     #[error(
         "provider {provider:?} has no API key: environment variable {env_var} is not set on the gateway"
@@ -263,6 +275,8 @@ impl GatewayError {
                 StatusCode::NOT_FOUND
             }
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            GatewayError::ModelNotAllowed { .. } => StatusCode::FORBIDDEN,
             GatewayError::MissingKey { .. } | GatewayError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -306,6 +320,8 @@ impl GatewayError {
             | GatewayError::Hub(HubError::UnknownStream { .. }) => "not_found_error".into(),
             GatewayError::Hub(_) => "invalid_request_error".into(),
             GatewayError::BodyTooLarge { .. } => "request_too_large".into(),
+            GatewayError::Unauthenticated(_) => "authentication_error".into(),
+            GatewayError::ModelNotAllowed { .. } => "permission_error".into(),
             GatewayError::UpstreamStatus { error_type, .. } => error_type.clone(),
             GatewayError::Stream { source, .. } => source.to_error_info().code,
             GatewayError::Ended(info) => info.code.clone(),
@@ -337,6 +353,14 @@ impl GatewayError {
             GatewayError::BodyTooLarge { .. } => (
                 "invalid_request_error".into(),
                 Some("request_too_large".into()),
+            ),
+            GatewayError::Unauthenticated(_) => (
+                "invalid_request_error".into(),
+                Some("invalid_api_key".into()),
+            ),
+            GatewayError::ModelNotAllowed { .. } => (
+                "invalid_request_error".into(),
+                Some("permission_denied".into()),
             ),
             GatewayError::UpstreamStatus { error_type, .. } => (error_type.clone(), None),
             GatewayError::MissingKey { .. } => {
@@ -519,7 +543,7 @@ mod tests {
     /// Variant `k` (modulo the variant count) with random contents, and the variant's name.
     fn arbitrary(rng: &mut fastrand::Rng, k: usize) -> GatewayError {
         let provider = text(rng);
-        match k % 18 {
+        match k % 20 {
             0 => GatewayError::MalformedJson(text(rng)),
             1 => GatewayError::Request(RequestError::Invalid {
                 param: text(rng),
@@ -642,6 +666,12 @@ mod tests {
                 _ => HubError::InvalidId { id: text(rng) },
             }),
             16 => GatewayError::Upgrade(text(rng)),
+            18 => GatewayError::Unauthenticated(if rng.bool() {
+                crate::keys::AuthFailure::Missing
+            } else {
+                crate::keys::AuthFailure::Invalid
+            }),
+            19 => GatewayError::ModelNotAllowed { model: text(rng) },
             _ => GatewayError::Internal(text(rng)),
         }
     }
@@ -658,6 +688,8 @@ mod tests {
             | GatewayError::RateLimited(_)
             | GatewayError::Untranslatable { .. }
             | GatewayError::Hub(_)
+            | GatewayError::Unauthenticated(_)
+            | GatewayError::ModelNotAllowed { .. }
             | GatewayError::Upgrade(_) => true,
             // The provider refused the request inside its stream.
             GatewayError::Stream {
@@ -741,7 +773,7 @@ mod tests {
     fn every_variant_has_its_status_class_and_a_clean_body_in_both_dialects() {
         let mut rng = fastrand::Rng::with_seed(0x0e77_0e77);
         let mut failures = Vec::new();
-        for k in 0..18 * 200 {
+        for k in 0..20 * 200 {
             let e = arbitrary(&mut rng, k);
             if let Err(why) = check(&e) {
                 failures.push(format!("{e:?}: {why}"));
@@ -773,10 +805,12 @@ mod tests {
                 GatewayError::Hub(_) => 15,
                 GatewayError::Upgrade(_) => 16,
                 GatewayError::Internal(_) => 17,
+                GatewayError::Unauthenticated(_) => 18,
+                GatewayError::ModelNotAllowed { .. } => 19,
             }
         }
         let mut rng = fastrand::Rng::with_seed(1);
-        for k in 0..18 {
+        for k in 0..20 {
             assert_eq!(index(&arbitrary(&mut rng, k)), k);
         }
     }

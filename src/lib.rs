@@ -19,6 +19,7 @@
 //! - [`ws`]: the WebSocket door's protocol without I/O: subprotocols, frames, per-message
 //!   compression, sharding, and the reference client's decoder.
 //! - [`estimate`]: token estimates where providers give none.
+//! - [`keys`]: gateway keys: authentication, allowed models, the identity limits count.
 //! - [`limit`]: rate limits per client key and model (governor), upstream rate-limit backoff.
 //! - [`error`]: gateway errors, their status and their shape in each dialect.
 //! - [`journal`]: the durable on-disk journal of every stream's Agent Events, and recovery.
@@ -35,6 +36,7 @@ pub mod error;
 pub mod estimate;
 pub mod hub;
 pub mod journal;
+pub mod keys;
 pub mod limit;
 pub mod replay;
 pub mod resilience;

@@ -458,6 +458,7 @@ fn call(model: &str) -> streamgate::engine::Call {
             key: None,
         },
         forward: streamgate::upstream::ForwardHeaders::default(),
+        caller: streamgate::keys::Caller::open(),
     }
 }
 

@@ -36,8 +36,10 @@ pub struct Call {
     pub door: Dialect,
     /// The request, in unified form (it remembers its source dialect).
     pub request: ChatRequest,
-    /// The client's credential.
+    /// The client's credential for pass-through providers.
     pub key: ClientKey,
+    /// The gateway key that authenticated the request (limits count against it).
+    pub caller: crate::keys::Caller,
     /// Client headers that pass through to providers.
     pub forward: ForwardHeaders,
 }
@@ -67,6 +69,7 @@ pub struct Engine {
     policy: RetryPolicy,
     breakers: Arc<Breakers>,
     limiter: crate::limit::Limiter,
+    keyring: crate::keys::Keyring,
     next_request: AtomicU64,
     retries: AtomicU64,
     failovers: AtomicU64,
@@ -104,8 +107,17 @@ impl Engine {
             failure_threshold: breaker.failure_threshold.max(1),
             cooldown: Duration::from_millis(breaker.cooldown_ms),
         }));
-        let limiter = crate::limit::Limiter::new(&config.limits)
-            .map_err(|e| GatewayError::Internal(format!("rate limits: {e}")))?;
+        let keyring = crate::keys::Keyring::new(&config.keys)
+            .map_err(|e| GatewayError::Internal(format!("gateway keys: {e}")))?;
+        let limiter = crate::limit::Limiter::with_gateway_keys(
+            &config.limits,
+            |var| std::env::var(var).ok(),
+            config
+                .keys
+                .iter()
+                .map(|(name, k)| (name.as_str(), k.quotas())),
+        )
+        .map_err(|e| GatewayError::Internal(format!("rate limits: {e}")))?;
         Ok(Engine {
             config: Arc::new(config),
             upstream,
@@ -113,6 +125,7 @@ impl Engine {
             policy,
             breakers,
             limiter,
+            keyring,
             next_request: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             failovers: AtomicU64::new(0),
@@ -122,6 +135,11 @@ impl Engine {
     /// The configuration in force.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The gateway keys every door authenticates against.
+    pub fn keyring(&self) -> &crate::keys::Keyring {
+        &self.keyring
     }
 
     /// The upstream clients (for calls that are not answers, such as count_tokens).
@@ -186,10 +204,15 @@ impl Engine {
         call: Call,
         prior: &[AgentEvent],
     ) -> Result<Answer, GatewayError> {
+        call.caller.check_model(&call.request.model)?;
+        let client = call
+            .caller
+            .client_id()
+            .unwrap_or_else(|| crate::limit::ClientId::from_client_key(&call.key));
         let permit = self
             .limiter
             .acquire(
-                &crate::limit::ClientId::from_client_key(&call.key),
+                &client,
                 &call.request.model,
                 crate::limit::TokenEstimate::for_request(
                     &call.request,

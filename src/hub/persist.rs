@@ -236,6 +236,8 @@ impl Hub {
                         // gateway's own provider keys.
                         key: ClientKey { door, key: None },
                         forward,
+                        // A resumed answer was admitted when it started.
+                        caller: crate::keys::Caller::open(),
                     };
                     engine.resume(call, &prior).await
                 };

@@ -20,13 +20,17 @@ impl ClientId {
 
     /// The identity of `credential`; none (or an empty one) is [`ClientId::ANONYMOUS`].
     pub fn from_credential(credential: Option<&str>) -> ClientId {
-        static SEED: OnceLock<RandomState> = OnceLock::new();
         match credential {
-            Some(key) if !key.is_empty() => {
-                ClientId(Some(SEED.get_or_init(RandomState::new).hash_one(key)))
-            }
+            Some(key) if !key.is_empty() => ClientId(Some(seed().hash_one(key))),
             _ => ClientId::ANONYMOUS,
         }
+    }
+
+    /// The identity of the gateway key named `name` ([`crate::keys`]): every request
+    /// authenticated by that key counts against it, whatever else it carries.
+    pub fn gateway_key(name: &str) -> ClientId {
+        // Tagged, so that no credential hashes to a key name's identity by construction.
+        ClientId(Some(seed().hash_one(("gateway-key", name))))
     }
 
     /// The identity of the key a client presented at a door (the same key at either door is the
@@ -44,6 +48,12 @@ impl ClientId {
     pub fn is_anonymous(&self) -> bool {
         self.0.is_none()
     }
+}
+
+/// The per-process hash seed of every identity.
+fn seed() -> &'static RandomState {
+    static SEED: OnceLock<RandomState> = OnceLock::new();
+    SEED.get_or_init(RandomState::new)
 }
 
 impl fmt::Display for ClientId {

@@ -169,7 +169,20 @@ impl Limiter {
         config: &LimitConfig,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Limiter, MissingKeyVar> {
-        let mut keys = HashMap::new();
+        Limiter::with_gateway_keys(config, env, std::iter::empty())
+    }
+
+    /// A limiter for `config` and for the gateway keys `gateway` (each key's name and its own
+    /// limits, which fall back to `per_key` field by field, like `keys.NAME`).
+    pub fn with_gateway_keys<'a>(
+        config: &LimitConfig,
+        env: impl Fn(&str) -> Option<String>,
+        gateway: impl IntoIterator<Item = (&'a str, Quotas)>,
+    ) -> Result<Limiter, MissingKeyVar> {
+        let mut keys: HashMap<ClientId, Quotas> = gateway
+            .into_iter()
+            .map(|(name, q)| (ClientId::gateway_key(name), q.or(config.per_key)))
+            .collect();
         for (name, key) in &config.keys {
             let id = match &key.key_env {
                 Some(var) => {
@@ -196,6 +209,7 @@ impl Limiter {
             .chain(keys.values().copied())
             .chain(models.values().copied());
         let rpm = Rpm::new(all.filter_map(|q| q.requests_per_minute));
+        let unlimited = config.is_unlimited() && keys.values().all(Quotas::is_unlimited);
         Ok(Limiter {
             inner: Arc::new(Inner {
                 queue: Duration::from_millis(config.queue_ms),
@@ -205,7 +219,7 @@ impl Limiter {
                 per_model: config.per_model,
                 keys,
                 models,
-                unlimited: config.is_unlimited(),
+                unlimited,
                 rpm,
                 budgets: Mutex::new(Budgets::default()),
                 changed: Notify::new(),

@@ -27,6 +27,8 @@ pub fn classify(error: &GatewayError, client_key: bool) -> Action {
         | GatewayError::UnknownModel { .. }
         | GatewayError::NotFound { .. }
         | GatewayError::BodyTooLarge { .. }
+        | GatewayError::Unauthenticated(_)
+        | GatewayError::ModelNotAllowed { .. }
         | GatewayError::Untranslatable { .. }
         | GatewayError::Unavailable { .. }
         | GatewayError::RateLimited(_)

@@ -14,6 +14,7 @@ use super::streams::STREAM_ID_HEADER;
 use crate::batch::ready_batches;
 use crate::engine::{Call, Events};
 use crate::error::GatewayError;
+use crate::keys::{Caller, Keyring};
 use crate::secret::Secret;
 use crate::upstream::{ClientKey, ForwardHeaders};
 
@@ -67,6 +68,7 @@ async fn start(
     request: Request,
 ) -> Result<(bool, EncodeOptions, Option<String>, Events), GatewayError> {
     let (parts, body) = request.into_parts();
+    let caller = authenticate(state.engine.keyring(), door, &parts.headers)?;
     let limit = state.engine.config().server.max_body_bytes;
     let bytes = read_body(body, limit).await?;
     let request = parse_request(door, &bytes)?;
@@ -81,7 +83,8 @@ async fn start(
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
     if resumable {
         let entry =
-            super::streams::start_parsed(state, door, None, bytes, request, &parts.headers).await?;
+            super::streams::start_parsed(state, caller, door, None, bytes, request, &parts.headers)
+                .await?;
         let id = entry.id().to_owned();
         let events = super::streams::agent_events(entry.subscribe(None)?);
         return Ok((streaming, options, Some(id), events));
@@ -89,8 +92,9 @@ async fn start(
     let call = Call {
         door,
         request,
-        key: client_key(door, &parts.headers),
+        key: client_key(door, &parts.headers, state.engine.keyring()),
         forward: ForwardHeaders::from_headers(&parts.headers),
+        caller,
     };
     let answer = state.engine.answer(call).await?;
     tracing::info!(door = %door, route = %answer.route, stream = streaming, "answering");
@@ -131,18 +135,35 @@ pub(crate) fn parse_request(door: Dialect, bytes: &[u8]) -> Result<ChatRequest, 
     })
 }
 
-/// The credential the client's SDK sent: `Authorization: Bearer` (both SDKs can) or
-/// Anthropic's `x-api-key`.
-pub(super) fn client_key(door: Dialect, headers: &HeaderMap) -> ClientKey {
-    let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    let bearer = text(header::AUTHORIZATION).and_then(|v| {
-        v.strip_prefix("Bearer ")
-            .or_else(|| v.strip_prefix("bearer "))
-    });
-    let api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
-    let key = match door {
-        Dialect::Anthropic => api_key.or(bearer),
-        Dialect::OpenAi => bearer,
+/// The caller a request's headers authenticate at `door`: its gateway key (401 in the door's
+/// dialect when keys are configured and none matches), or anyone on an open gateway.
+pub(super) fn authenticate(
+    keyring: &Keyring,
+    door: Dialect,
+    headers: &HeaderMap,
+) -> Result<Caller, GatewayError> {
+    keyring
+        .authenticate(crate::keys::presented(door, headers))
+        .map_err(GatewayError::Unauthenticated)
+}
+
+/// The client's own provider key, for providers with `pass_through_client_key`. On an open
+/// gateway it is the credential the client's SDK sent: `Authorization: Bearer` (both SDKs
+/// can) or Anthropic's `x-api-key`. With gateway keys those carry the gateway key, and a
+/// provider key comes in its own header, [`crate::keys::PROVIDER_KEY_HEADER`].
+pub(super) fn client_key(door: Dialect, headers: &HeaderMap, keyring: &Keyring) -> ClientKey {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let key = if keyring.is_open() {
+        let bearer = text(header::AUTHORIZATION.as_str()).and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+        match door {
+            Dialect::Anthropic => text("x-api-key").or(bearer),
+            Dialect::OpenAi => bearer,
+        }
+    } else {
+        text(crate::keys::PROVIDER_KEY_HEADER)
     };
     ClientKey {
         door,

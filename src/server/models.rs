@@ -26,8 +26,15 @@ pub fn model_ids(config: &Config) -> Vec<String> {
 
 /// `GET /v1/models`: OpenAI's list shape, or Anthropic's when the Anthropic SDK asks.
 pub async fn list(State(engine): State<EngineState>, headers: HeaderMap) -> Response {
-    let ids = model_ids(engine.config());
-    let body = match super::door_dialect(&headers) {
+    let dialect = super::door_dialect(&headers);
+    let caller = match super::door::authenticate(engine.keyring(), dialect, &headers) {
+        Ok(caller) => caller,
+        Err(e) => return super::door::error_response(dialect, &e),
+    };
+    // A key limited to some models sees only those.
+    let mut ids = model_ids(engine.config());
+    ids.retain(|id| caller.allows(id));
+    let body = match dialect {
         Dialect::OpenAi => json!({
             "object": "list",
             "data": ids.iter().map(|id| json!({

@@ -24,11 +24,14 @@ use providers::{AgentEvent, Dialect, Envelope};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::door::{client_key, error_response, json_response, parse_request, read_body};
+use super::door::{
+    authenticate, client_key, error_response, json_response, parse_request, read_body,
+};
 use super::{AppState, door_dialect};
 use crate::engine::{Call, Events};
 use crate::error::GatewayError;
 use crate::hub::{Entry, NewStream, StoredEvent, Subscription};
+use crate::keys::Caller;
 use crate::upstream::ForwardHeaders;
 
 /// Response header naming the stream (request header too, on `POST /v1/streams`, for a
@@ -50,8 +53,9 @@ pub async fn start(State(state): State<AppState>, request: Request) -> Response 
         .get(STREAM_ID_HEADER)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let started = async {
+        let caller = authenticate(state.engine.keyring(), dialect, &parts.headers)?;
         let bytes = read_body(body, state.engine.config().server.max_body_bytes).await?;
-        let entry = start_stream(&state, dialect, id, bytes, &parts.headers).await?;
+        let entry = start_stream(&state, caller, dialect, id, bytes, &parts.headers).await?;
         Ok::<_, GatewayError>(entry.subscribe(None)?)
     };
     match started.await {
@@ -65,18 +69,20 @@ pub async fn start(State(state): State<AppState>, request: Request) -> Response 
 /// come back as such; later ones end the stream with an `error` event.
 pub(crate) async fn start_stream(
     state: &AppState,
+    caller: Caller,
     door: Dialect,
     id: Option<String>,
     body: Bytes,
     headers: &HeaderMap,
 ) -> Result<Arc<Entry>, GatewayError> {
     let request = parse_request(door, &body)?;
-    start_parsed(state, door, id, body, request, headers).await
+    start_parsed(state, caller, door, id, body, request, headers).await
 }
 
 /// [`start_stream`] for a request the caller has parsed already.
 pub(crate) async fn start_parsed(
     state: &AppState,
+    caller: Caller,
     door: Dialect,
     id: Option<String>,
     body: Bytes,
@@ -90,8 +96,9 @@ pub(crate) async fn start_parsed(
     let call = Call {
         door,
         request,
-        key: client_key(door, headers),
+        key: client_key(door, headers, state.engine.keyring()),
         forward: forward.clone(),
+        caller,
     };
     let answer = state.engine.answer(call).await?;
     let entry = state
@@ -144,6 +151,9 @@ pub async fn resume(
     headers: HeaderMap,
 ) -> Response {
     let dialect = door_dialect(&headers);
+    if let Err(e) = authenticate(state.engine.keyring(), dialect, &headers) {
+        return error_response(dialect, &e);
+    }
     let after = match query {
         Ok(Query(q)) => match q.after {
             Some(after) => Some(after),
@@ -182,6 +192,10 @@ pub async fn cancel(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
+    let dialect = door_dialect(&headers);
+    if let Err(e) = authenticate(state.engine.keyring(), dialect, &headers) {
+        return error_response(dialect, &e);
+    }
     match state.hub.get(&id) {
         Ok(entry) => {
             let was_live = entry.cancel();
@@ -190,7 +204,7 @@ pub async fn cancel(
                 &json!({"id": id, "object": "stream.cancel", "cancelled": was_live}),
             )
         }
-        Err(e) => error_response(door_dialect(&headers), &e.into()),
+        Err(e) => error_response(dialect, &e.into()),
     }
 }
 

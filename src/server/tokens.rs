@@ -10,7 +10,9 @@ use providers::Dialect;
 use serde_json::{Value, json};
 
 use super::EngineState;
-use super::door::{client_key, error_response, json_response, parse_request, read_body};
+use super::door::{
+    authenticate, client_key, error_response, json_response, parse_request, read_body,
+};
 use crate::error::GatewayError;
 use crate::route;
 use crate::upstream::ForwardHeaders;
@@ -35,8 +37,10 @@ pub async fn count_tokens(State(engine): State<EngineState>, request: Request) -
 
 async fn count(engine: &EngineState, request: Request) -> Result<Value, GatewayError> {
     let (parts, body) = request.into_parts();
+    let caller = authenticate(engine.keyring(), Dialect::Anthropic, &parts.headers)?;
     let bytes = read_body(body, engine.config().server.max_body_bytes).await?;
     let request = parse_request(Dialect::Anthropic, &bytes)?;
+    caller.check_model(&request.model)?;
     let plan = route::plan(engine.config(), &request.model)?;
     let Some(route) = plan.routes.first() else {
         return Err(GatewayError::Internal("empty route plan".into()));
@@ -59,7 +63,7 @@ async fn count(engine: &EngineState, request: Request) -> Result<Value, GatewayE
             provider,
             "/v1/messages/count_tokens",
             body,
-            &client_key(Dialect::Anthropic, &parts.headers),
+            &client_key(Dialect::Anthropic, &parts.headers, engine.keyring()),
             &forward,
         )
         .await

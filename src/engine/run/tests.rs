@@ -43,6 +43,7 @@ fn call() -> Call {
             key: None,
         },
         forward: ForwardHeaders::default(),
+        caller: crate::keys::Caller::open(),
     }
 }
 

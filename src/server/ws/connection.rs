@@ -51,6 +51,8 @@ pub(super) struct Conn {
     /// The upgrade request's headers: the credentials (`Authorization`, `x-api-key`) and
     /// pass-through headers of every `start`, and the dialect guess when a `start` names none.
     pub(super) headers: HeaderMap,
+    /// The gateway key the upgrade authenticated: every stream of the connection is its.
+    pub(super) caller: crate::keys::Caller,
     /// The negotiated per-message compression.
     pub(super) compression: Compression,
     /// `[streams.websocket]`.
@@ -258,12 +260,14 @@ pub(super) async fn run(
     socket: WebSocket,
     state: AppState,
     headers: HeaderMap,
+    caller: crate::keys::Caller,
     compression: Compression,
     settings: WebSocketSettings,
 ) {
     let conn = Arc::new(Conn {
         state,
         headers,
+        caller,
         compression,
         settings,
         outbox: Outbox::default(),

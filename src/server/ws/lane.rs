@@ -78,7 +78,15 @@ async fn start(
     body: Bytes,
 ) -> Option<(Subscription, Arc<Entry>)> {
     let started = async {
-        let entry = start_stream(&conn.state, dialect, id.clone(), body, &conn.headers).await?;
+        let entry = start_stream(
+            &conn.state,
+            conn.caller.clone(),
+            dialect,
+            id.clone(),
+            body,
+            &conn.headers,
+        )
+        .await?;
         guard.name(entry.id());
         // Subscribed at once: between the start and here the stream counted as detached.
         let subscription = entry.subscribe(None)?;

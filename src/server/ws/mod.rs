@@ -44,6 +44,16 @@ pub async fn upgrade(
         // Not an upgrade (wrong method, headers or HTTP version): axum's own answer.
         Err(rejection) => return rejection.into_response(),
     };
+    // Browsers cannot set headers: they offer the key as a subprotocol instead.
+    let presented = crate::keys::ws_presented(&headers)
+        .or_else(|| crate::keys::presented(super::door_dialect(&headers), &headers));
+    let caller = match state.engine.keyring().authenticate(presented) {
+        Ok(caller) => caller,
+        Err(failure) => {
+            let error = GatewayError::Unauthenticated(failure);
+            return error_response(super::door_dialect(&headers), &error);
+        }
+    };
     let settings = state.hub.config().websocket.clone();
     let (ws, compression) = match offered(&headers) {
         None if settings.compression.contains(Compression::None) => (ws, Compression::None),
@@ -67,7 +77,7 @@ pub async fn upgrade(
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         .on_upgrade(move |socket| async move {
-            connection::run(socket, state, headers, compression, settings).await;
+            connection::run(socket, state, headers, caller, compression, settings).await;
             drop(tracked);
         })
 }
@@ -86,12 +96,21 @@ const READ_BUFFER: usize = 2 << 10;
 /// Bytes of encoded messages gathered before a write (the writer also flushes when idle).
 const WRITE_BUFFER: usize = 4 << 10;
 
-/// Every `Sec-WebSocket-Protocol` value of the request, joined with `,` (None without one).
+/// Every `Sec-WebSocket-Protocol` entry of the request but a key
+/// ([`crate::keys::WS_PROTOCOL_PREFIX`], which is never chosen, nor named in an error),
+/// joined with `,` (None without one).
 fn offered(headers: &HeaderMap) -> Option<String> {
     let values: Vec<String> = headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .flat_map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty() && !p.starts_with(crate::keys::WS_PROTOCOL_PREFIX))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
         .collect();
     (!values.is_empty()).then(|| values.join(","))
 }
