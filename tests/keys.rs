@@ -423,3 +423,108 @@ async fn without_keys_the_gateway_stays_open() {
         );
     }
 }
+
+/// Total tokens a non-streaming answer reports, in either dialect.
+fn usage_total(door: Dialect, body: &serde_json::Value) -> u64 {
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    match door {
+        Dialect::OpenAi => {
+            n(&body["usage"]["prompt_tokens"]) + n(&body["usage"]["completion_tokens"])
+        }
+        Dialect::Anthropic => {
+            n(&body["usage"]["input_tokens"]) + n(&body["usage"]["output_tokens"])
+        }
+    }
+}
+
+/// A day budget smaller than one answer: the first answer goes (the budget was not yet
+/// spent), is settled with its real usage, and every later request of that key is a 429 in
+/// its door's dialect until the UTC day ends; `/admin/keys` shows that spend, never the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_day_budget_refuses_with_429_and_shows_in_admin() {
+    let mut keys = None;
+    let h = gw::start_with(|c| {
+        let k = add_keys(c);
+        c.keys.get_mut("full").unwrap().budget_tokens_per_day = std::num::NonZeroU64::new(5);
+        c.keys.get_mut("narrow").unwrap().budget_tokens_per_month =
+            std::num::NonZeroU64::new(1_000_000);
+        keys = Some(k);
+    })
+    .await;
+    let keys = keys.unwrap();
+    let auth = bearer(&keys.full);
+    let r = h
+        .chat(
+            Dialect::Anthropic,
+            &[("authorization", &auth)],
+            &chat_body(Dialect::Anthropic, MODEL, false),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let used = usage_total(Dialect::Anthropic, &json_of(r).await);
+    assert!(used > 5, "the recording reports {used} tokens");
+    // The spend is settled when the answer's run ends, just after its body went out.
+    let admin = |h: &gw::Harness| {
+        let request = h.client.get(h.url("/admin/keys"));
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    let mut text = admin(&h).await;
+    for _ in 0..100 {
+        if text.contains(&format!("\"spent_tokens_today\":{used}")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        text = admin(&h).await;
+    }
+    let list: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let full = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "full")
+        .unwrap();
+    assert_eq!(full["spent_tokens_today"], used, "{list}");
+    assert_eq!(full["spent_tokens_this_month"], used, "{list}");
+    assert_eq!(full["budget_tokens_per_day"], 5, "{list}");
+    for secret in [
+        &keys.full,
+        &keys.narrow,
+        &hex(&sha256(&keys.full)),
+        &hex(&sha256(&keys.narrow)),
+    ] {
+        assert!(
+            !text.contains(secret.as_str()),
+            "admin shows a key or its hash"
+        );
+    }
+    for door in [Dialect::OpenAi, Dialect::Anthropic] {
+        let r = h
+            .chat(
+                door,
+                &[("authorization", &auth)],
+                &chat_body(door, MODEL, false),
+            )
+            .await;
+        assert_eq!(r.status(), 429, "{door}");
+        let after: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=86_400).contains(&after), "{after}");
+        let body = json_of(r).await;
+        match door {
+            Dialect::OpenAi => assert_eq!(body["error"]["code"], "insufficient_quota", "{body}"),
+            Dialect::Anthropic => assert_eq!(body["error"]["type"], "rate_limit_error", "{body}"),
+        }
+    }
+    // The other key's budget is its own.
+    let r = h
+        .chat(
+            Dialect::OpenAi,
+            &[("authorization", &bearer(&keys.narrow))],
+            &chat_body(Dialect::OpenAi, MODEL, false),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+}

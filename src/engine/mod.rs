@@ -115,7 +115,7 @@ impl Engine {
             config
                 .keys
                 .iter()
-                .map(|(name, k)| (name.as_str(), k.quotas())),
+                .map(|(name, k)| (name.as_str(), k.quotas(), k.budget())),
         )
         .map_err(|e| GatewayError::Internal(format!("rate limits: {e}")))?;
         Ok(Engine {
@@ -135,6 +135,11 @@ impl Engine {
     /// The configuration in force.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The rate limiter (and the gateway keys' spend, for `/admin/keys`).
+    pub fn limiter(&self) -> &crate::limit::Limiter {
+        &self.limiter
     }
 
     /// The gateway keys every door authenticates against.

@@ -5,7 +5,7 @@ use std::num::{NonZeroU32, NonZeroU64};
 
 use serde::Deserialize;
 
-use crate::limit::Quotas;
+use crate::limit::{Budget, Quotas};
 
 /// Longest key name: names show in `/admin` and in logs.
 pub const MAX_NAME_LEN: usize = 64;
@@ -33,6 +33,13 @@ pub struct GatewayKeyConfig {
     /// See [`Quotas::concurrent_streams`]; unset: `[limits.per_key]`'s.
     #[serde(default)]
     pub concurrent_streams: Option<NonZeroU32>,
+    /// Tokens (input + output, as the providers report them) this key may use per UTC day;
+    /// once spent, 429 until the day ends.
+    #[serde(default)]
+    pub budget_tokens_per_day: Option<NonZeroU64>,
+    /// Tokens this key may use per UTC calendar month; once spent, 429 until the month ends.
+    #[serde(default)]
+    pub budget_tokens_per_month: Option<NonZeroU64>,
 }
 
 impl GatewayKeyConfig {
@@ -42,6 +49,14 @@ impl GatewayKeyConfig {
             requests_per_minute: self.requests_per_minute,
             tokens_per_minute: self.tokens_per_minute,
             concurrent_streams: self.concurrent_streams,
+        }
+    }
+
+    /// The key's token budgets.
+    pub fn budget(&self) -> Budget {
+        Budget {
+            per_day: self.budget_tokens_per_day.map(NonZeroU64::get),
+            per_month: self.budget_tokens_per_month.map(NonZeroU64::get),
         }
     }
 

@@ -18,6 +18,10 @@ pub enum LimitKind {
     ConcurrentStreams,
     /// The upstream said to slow down ([`super::UpstreamBackoff`]).
     Upstream,
+    /// A gateway key's `budget_tokens_per_day` is spent (until the next UTC day).
+    TokensPerDay,
+    /// A gateway key's `budget_tokens_per_month` is spent (until the next UTC month).
+    TokensPerMonth,
 }
 
 impl LimitKind {
@@ -28,6 +32,8 @@ impl LimitKind {
             LimitKind::TokensPerMinute => "tokens_per_minute",
             LimitKind::ConcurrentStreams => "concurrent_streams",
             LimitKind::Upstream => "upstream",
+            LimitKind::TokensPerDay => "budget_tokens_per_day",
+            LimitKind::TokensPerMonth => "budget_tokens_per_month",
         }
     }
 
@@ -45,6 +51,8 @@ impl LimitKind {
             LimitKind::TokensPerMinute => "tokens per minute",
             LimitKind::ConcurrentStreams => "concurrent streams",
             LimitKind::Upstream => "the upstream provider's rate limit",
+            LimitKind::TokensPerDay => "the token budget of the day (UTC)",
+            LimitKind::TokensPerMonth => "the token budget of the month (UTC)",
         }
     }
 }
@@ -120,16 +128,20 @@ impl Limited {
     }
 
     /// OpenAI's 429 body: `type` is `tokens` for token limits, `requests` otherwise.
+    /// A spent budget is OpenAI's `insufficient_quota`, which its SDKs do not retry.
     pub fn openai_body(&self) -> Value {
-        let ty = match self.limit {
-            LimitKind::TokensPerMinute => "tokens",
-            _ => "requests",
+        let (ty, code) = match self.limit {
+            LimitKind::TokensPerMinute => ("tokens", "rate_limit_exceeded"),
+            LimitKind::TokensPerDay | LimitKind::TokensPerMonth => {
+                ("insufficient_quota", "insufficient_quota")
+            }
+            _ => ("requests", "rate_limit_exceeded"),
         };
         json!({"error": {
             "message": self.to_string(),
             "type": ty,
             "param": null,
-            "code": "rate_limit_exceeded",
+            "code": code,
         }})
     }
 

@@ -63,6 +63,7 @@ mod config;
 mod headers;
 mod limited;
 mod rpm;
+mod spend;
 #[cfg(test)]
 mod tests;
 
@@ -87,6 +88,7 @@ pub use limited::{LimitKind, Limited, Scope};
 
 use budget::{Budgets, Subject};
 use rpm::Rpm;
+pub use spend::{Budget, SpendBook, Spent};
 
 /// The `Retry-After` hint for a full concurrency budget: streams end when they end.
 pub const CONCURRENCY_RETRY_HINT: Duration = Duration::from_secs(1);
@@ -134,6 +136,8 @@ pub struct MissingKeyVar {
 #[derive(Debug, Clone)]
 pub struct Limiter {
     inner: Arc<Inner>,
+    /// Gateway keys' token budgets per day and month, and what each spent.
+    spend: Arc<SpendBook>,
 }
 
 #[derive(Debug)]
@@ -177,12 +181,15 @@ impl Limiter {
     pub fn with_gateway_keys<'a>(
         config: &LimitConfig,
         env: impl Fn(&str) -> Option<String>,
-        gateway: impl IntoIterator<Item = (&'a str, Quotas)>,
+        gateway: impl IntoIterator<Item = (&'a str, Quotas, Budget)>,
     ) -> Result<Limiter, MissingKeyVar> {
-        let mut keys: HashMap<ClientId, Quotas> = gateway
-            .into_iter()
-            .map(|(name, q)| (ClientId::gateway_key(name), q.or(config.per_key)))
-            .collect();
+        let mut keys = HashMap::new();
+        let mut budgets = HashMap::new();
+        for (name, quotas, budget) in gateway {
+            let id = ClientId::gateway_key(name);
+            keys.insert(id, quotas.or(config.per_key));
+            budgets.insert(id, budget);
+        }
         for (name, key) in &config.keys {
             let id = match &key.key_env {
                 Some(var) => {
@@ -211,6 +218,7 @@ impl Limiter {
         let rpm = Rpm::new(all.filter_map(|q| q.requests_per_minute));
         let unlimited = config.is_unlimited() && keys.values().all(Quotas::is_unlimited);
         Ok(Limiter {
+            spend: Arc::new(SpendBook::new(budgets)),
             inner: Arc::new(Inner {
                 queue: Duration::from_millis(config.queue_ms),
                 max_queued: config.max_queued,
@@ -245,9 +253,45 @@ impl Limiter {
             .unwrap_or(self.inner.per_model)
     }
 
+    /// What the gateway key `name` spent today and this month (UTC), and its budget.
+    pub fn spent(&self, name: &str) -> (Spent, Budget) {
+        self.spend
+            .spent(&ClientId::gateway_key(name), std::time::SystemTime::now())
+    }
+
     /// Admits one request of `client` for `model` that may use `estimate` tokens, waiting up to
-    /// `queue_ms` for room; the [`Permit`] holds its stream slots and its token borrow.
+    /// `queue_ms` for room; the [`Permit`] holds its stream slots and its token borrow. A
+    /// gateway key whose day or month budget is spent is refused at once.
     pub async fn acquire(
+        &self,
+        client: &ClientId,
+        model: &str,
+        estimate: TokenEstimate,
+    ) -> Result<Permit, Limited> {
+        let amount = estimate.total();
+        if !self.spend.counts(client) {
+            return self.acquire_rates(client, model, estimate).await;
+        }
+        self.spend
+            .admit(client, amount, std::time::SystemTime::now())?;
+        match self.acquire_rates(client, model, estimate).await {
+            Ok(mut permit) => {
+                permit.spend = Some(SpendCharge {
+                    book: Arc::clone(&self.spend),
+                    client: *client,
+                    charged: amount,
+                });
+                Ok(permit)
+            }
+            Err(limited) => {
+                self.spend
+                    .adjust(client, -to_i64(amount), std::time::SystemTime::now());
+                Err(limited)
+            }
+        }
+    }
+
+    async fn acquire_rates(
         &self,
         client: &ClientId,
         model: &str,
@@ -356,6 +400,7 @@ impl Limiter {
             borrowed: request.amount,
             charged: request.amount,
             waited: Duration::ZERO,
+            spend: None,
         })
     }
 
@@ -427,6 +472,16 @@ pub struct Permit {
     borrowed: u64,
     charged: u64,
     waited: Duration,
+    /// The charge against a gateway key's day and month budgets, settled with the permit.
+    spend: Option<SpendCharge>,
+}
+
+/// A request's charge in a [`SpendBook`].
+#[derive(Debug)]
+struct SpendCharge {
+    book: Arc<SpendBook>,
+    client: ClientId,
+    charged: u64,
 }
 
 impl Permit {
@@ -439,6 +494,7 @@ impl Permit {
             borrowed: 0,
             charged: 0,
             waited: Duration::ZERO,
+            spend: None,
         }
     }
 
@@ -446,6 +502,13 @@ impl Permit {
     /// what is charged now: the difference is refunded or debited. May be called again with a
     /// newer total; each call replaces the previous charge.
     pub fn settle(&mut self, actual_total_tokens: u64) {
+        if let Some(spend) = &mut self.spend {
+            let delta = to_i64(actual_total_tokens) - to_i64(spend.charged);
+            spend.charged = actual_total_tokens;
+            spend
+                .book
+                .adjust(&spend.client, delta, std::time::SystemTime::now());
+        }
         let delta = to_i64(actual_total_tokens) - to_i64(self.charged);
         self.charged = actual_total_tokens;
         let Some(inner) = &self.inner else { return };

@@ -4,6 +4,7 @@
 
 mod body;
 mod door;
+mod keys;
 
 pub(crate) use door::{json_response, parse_request};
 mod models;
@@ -94,6 +95,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health))
         .route("/readyz", get(models::ready))
         .route("/admin/routes", get(models::admin_routes))
+        .route("/admin/keys", get(keys::admin))
         .fallback(door::not_found)
         .with_state(state)
 }

@@ -1,0 +1,37 @@
+//! `GET /admin/keys`: every gateway key by name, with its limits and what it spent today and
+//! this month (UTC). Never the key nor its hash.
+
+use axum::extract::State;
+use axum::response::Response;
+use http::StatusCode;
+use serde_json::{Value, json};
+
+use super::EngineState;
+use super::door::json_response;
+use crate::limit::ClientId;
+
+/// The handler.
+pub async fn admin(State(engine): State<EngineState>) -> Response {
+    let config = engine.config();
+    let data: Vec<Value> = engine
+        .keyring()
+        .names()
+        .map(|name| {
+            let (spent, budget) = engine.limiter().spent(name);
+            let quotas = engine.limiter().key_quotas(&ClientId::gateway_key(name));
+            let models = config.keys.get(name).map(|k| k.models.clone());
+            json!({
+                "name": name,
+                "models": models.unwrap_or_default(),
+                "spent_tokens_today": spent.today,
+                "spent_tokens_this_month": spent.this_month,
+                "budget_tokens_per_day": budget.per_day,
+                "budget_tokens_per_month": budget.per_month,
+                "requests_per_minute": quotas.requests_per_minute,
+                "tokens_per_minute": quotas.tokens_per_minute,
+                "concurrent_streams": quotas.concurrent_streams,
+            })
+        })
+        .collect();
+    json_response(StatusCode::OK, &json!({"object": "list", "data": data}))
+}
