@@ -247,7 +247,7 @@ async fn every_fsync_policy_serves_and_recovers() {
             }
         }
         let state = state.expect("the journal reopens");
-        let entry = state.hub.get(&id).unwrap();
+        let entry = state.hub.get(None, &id).unwrap();
         assert!(entry.is_finished(), "{fsync}");
         let kept: Vec<Envelope> = entry
             .events()

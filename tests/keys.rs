@@ -528,3 +528,212 @@ async fn a_spent_day_budget_refuses_with_429_and_shows_in_admin() {
         .await;
     assert_eq!(r.status(), 200);
 }
+
+/// `POST /v1/streams` with `key`, for `model`, with the client's own `id` if any.
+async fn start_stream(h_url: &str, key: &str, model: &str, id: Option<&str>) -> reqwest::Response {
+    let mut request = gw::client()
+        .post(format!("{h_url}/v1/streams"))
+        .header("authorization", bearer(key))
+        .header("streamgate-dialect", "openai")
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&chat_body(Dialect::OpenAi, model, true)).unwrap());
+    if let Some(id) = id {
+        request = request.header("streamgate-stream-id", id);
+    }
+    request.send().await.unwrap()
+}
+
+/// The `stream` of every envelope of a native SSE body.
+fn envelope_ids(body: &[u8]) -> Vec<String> {
+    let mut reader = gw::NativeReader::default();
+    reader.feed(body);
+    reader
+        .envelopes()
+        .iter()
+        .map(|e| e.stream.clone())
+        .collect()
+}
+
+/// Ids clients choose, generated: each key may use any, the other key never reaches it (404
+/// like an id never used, for GET and DELETE), and both keys may hold the same id at once,
+/// each seeing its own stream under the id it chose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_belong_to_the_key_that_started_them() {
+    let mut keys = None;
+    let h = gw::start_with(|c| {
+        keys = Some(add_keys(c));
+        c.keys.get_mut("narrow").unwrap().requests_per_minute = None;
+    })
+    .await;
+    let keys = keys.unwrap();
+    let base = format!("http://{}", h.gateway);
+    let mut rng = fastrand::Rng::with_seed(0x6f776e);
+    const ID_CHARS: &[u8] = b"abcXYZ019._:-";
+    for round in 0..12 {
+        let len = rng.usize(1..24);
+        let id: String = (0..len)
+            .map(|_| char::from(ID_CHARS[rng.usize(..ID_CHARS.len())]))
+            .collect();
+        let (owner, other) = if round % 2 == 0 {
+            (&keys.full, &keys.narrow)
+        } else {
+            (&keys.narrow, &keys.full)
+        };
+        let r = start_stream(&base, owner, MODEL, Some(&id)).await;
+        assert_eq!(r.status(), 200, "{id}");
+        assert_eq!(gw::stream_id(&r), id);
+        let ids = envelope_ids(&gw::body_bytes(r).await);
+        assert!(!ids.is_empty() && ids.iter().all(|s| *s == id), "{ids:?}");
+        // The other key: 404, the same answer as for an id nobody used.
+        let never = format!("{id}-never");
+        for (method, what) in [
+            (reqwest::Method::GET, &id),
+            (reqwest::Method::DELETE, &id),
+            (reqwest::Method::GET, &never),
+        ] {
+            let r = h
+                .client
+                .request(method.clone(), h.url(&format!("/v1/streams/{what}")))
+                .header("authorization", bearer(other))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 404, "{method} {what}");
+            let body = json_of(r).await;
+            assert_eq!(body["error"]["code"], "stream_not_found", "{body}");
+        }
+        // The owner still has it, not cancelled by the other's DELETE.
+        let r = h
+            .client
+            .get(h.url(&format!("/v1/streams/{id}?after=0")))
+            .header("authorization", bearer(owner))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status() == 200 || r.status() == 204, "{}", r.status());
+        // The other key may take the same id for its own stream.
+        let r = start_stream(&base, other, MODEL, Some(&id)).await;
+        assert_eq!(r.status(), 200, "the same id under another key");
+        assert_eq!(gw::stream_id(&r), id);
+        gw::body_bytes(r).await;
+    }
+    // Generated ids: 128 random bits each, never repeated.
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..8 {
+        let r = start_stream(&base, &keys.full, MODEL, None).await;
+        let id = gw::stream_id(&r);
+        let random = id.strip_prefix("st_").unwrap();
+        assert!(
+            random.len() >= 32 && random.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{id}"
+        );
+        assert!(seen.insert(id));
+        gw::body_bytes(r).await;
+    }
+}
+
+/// A WebSocket client of one key cannot resume or cancel another key's stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_resume_and_cancel_see_only_the_keys_own_streams() {
+    let (h, keys) = start().await;
+    let base = format!("http://{}", h.gateway);
+    let r = start_stream(&base, &keys.full, MODEL, Some("mine")).await;
+    gw::body_bytes(r).await;
+    let offer = format!("streamgate.v1, streamgate.key.{}", keys.narrow);
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_request(&h, Some(&offer), &[]))
+        .await
+        .unwrap();
+    let mut decoder = ClientDecoder::new(Compression::None, DecoderLimits::default());
+    for frame in [
+        ClientFrame::Resume {
+            stream: "mine".into(),
+            after: None,
+        },
+        ClientFrame::Cancel {
+            stream: "mine".into(),
+        },
+    ] {
+        let streamgate::ws::Message::Text(text) =
+            streamgate::ws::encode_client_frame(Compression::None, &frame)
+        else {
+            panic!("uncompressed frames are text");
+        };
+        ws.send(Message::Text(text.into())).await.unwrap();
+        let incoming = loop {
+            let next = tokio::time::timeout(gw::BOUND, ws.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            if let Message::Text(t) = next
+                && let Some(incoming) = decoder
+                    .decode(streamgate::ws::Message::Text(t.as_str().to_owned()))
+                    .unwrap()
+            {
+                break incoming;
+            }
+        };
+        match incoming {
+            Incoming::Error { code, .. } => {
+                assert_eq!(code, streamgate::ws::ErrorCode::UnknownStream, "{frame:?}")
+            }
+            other => panic!("{frame:?}: {other:?}"),
+        }
+    }
+    // Its owner resumes it.
+    let r = h
+        .client
+        .get(h.url("/v1/streams/mine"))
+        .header("authorization", bearer(&keys.full))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// Ownership survives a restart on the journal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ownership_survives_a_restart() {
+    let replay = streamgate::replay::spawn(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let journal = tempfile::tempdir().unwrap();
+    let mut config = replay.config();
+    config.streams.journal.dir = journal.path().to_owned();
+    let keys = add_keys(&mut config);
+    let (addr, stop) = gw::serve_gateway(config.clone()).await;
+    let r = start_stream(&format!("http://{addr}"), &keys.full, MODEL, Some("kept")).await;
+    assert_eq!(r.status(), 200);
+    gw::body_bytes(r).await;
+    let _ = stop.send(());
+    // The first gateway's hub goes when its last task does: wait for the journal's lock.
+    let mut state = None;
+    for _ in 0..500 {
+        match streamgate::server::AppState::new(config.clone()) {
+            Ok(s) => {
+                state = Some(s);
+                break;
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+        }
+    }
+    let state = state.expect("the journal reopens");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(streamgate::server::serve(
+        state,
+        listener,
+        std::future::pending(),
+    ));
+    let get = |key: String| async move {
+        gw::client()
+            .get(format!("http://{addr}/v1/streams/kept"))
+            .header("authorization", bearer(&key))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(get(keys.narrow.clone()).await, 404);
+    assert_eq!(get(keys.full.clone()).await, 200);
+}

@@ -39,6 +39,8 @@ pub enum Status {
 pub struct StreamInfo {
     /// Stream id.
     pub id: String,
+    /// The gateway key that started it (None on an open gateway).
+    pub owner: Option<String>,
     /// Live or finished.
     pub status: Status,
     /// The door it came through.
@@ -71,6 +73,10 @@ struct State {
 /// A stream's shared state. Cheap to read concurrently; written only by its generation task.
 #[derive(Debug)]
 pub struct Entry {
+    /// The hub's key for it: the id, namespaced by its owner ([`super::scoped`]).
+    key: String,
+    /// The owner's part of `key`, and the id the client knows.
+    owner: Option<String>,
     id: String,
     door: Dialect,
     route: String,
@@ -85,14 +91,19 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// An entry under the hub's `key` (which names its owner, if any: [`super::scoped`]).
     pub(super) fn new(
-        id: String,
+        key: String,
         door: Dialect,
         route: String,
         created_ms: u64,
         recovered: bool,
     ) -> Self {
+        let (owner, id) = super::unscoped(&key);
+        let (owner, id) = (owner.map(str::to_owned), id.to_owned());
         Entry {
+            key,
+            owner,
             id,
             door,
             route,
@@ -105,9 +116,19 @@ impl Entry {
         }
     }
 
-    /// The stream's id.
+    /// The stream's id, as its client knows it.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The hub's key for the stream (its id namespaced by its owner): what the journal keeps.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The gateway key that started the stream (None on an open gateway).
+    pub fn owner(&self) -> Option<&str> {
+        self.owner.as_deref()
     }
 
     /// The door the stream came through.
@@ -185,6 +206,7 @@ impl Entry {
         let state = self.state();
         StreamInfo {
             id: self.id.clone(),
+            owner: self.owner.clone(),
             status: if state.finished.is_some() {
                 Status::Finished
             } else {

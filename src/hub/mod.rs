@@ -66,6 +66,8 @@ pub enum HubError {
 pub struct NewStream {
     /// The client's own id for it, if it chose one.
     pub id: Option<String>,
+    /// The gateway key starting it (None on an open gateway): only that key finds it.
+    pub owner: Option<String>,
     /// The door it came through.
     pub door: Dialect,
     /// The client's request body as received (the journal keeps it to continue the answer
@@ -132,10 +134,10 @@ impl Hub {
         self.streams.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Checks a client-chosen id before any work starts for it.
-    pub fn check_id(&self, id: &str) -> Result<(), HubError> {
+    /// Checks an id `owner`'s client chose before any work starts for it.
+    pub fn check_id(&self, owner: Option<&str>, id: &str) -> Result<(), HubError> {
         valid_id(id)?;
-        if self.streams().contains_key(id) {
+        if self.streams().contains_key(&scoped(owner, id)) {
             return Err(HubError::DuplicateStream { id: id.to_owned() });
         }
         Ok(())
@@ -148,15 +150,17 @@ impl Hub {
         new: NewStream,
         answer: Answer,
     ) -> Result<Arc<Entry>, HubError> {
+        let owner = new.owner.as_deref();
         let id = match new.id {
             Some(id) => {
-                self.check_id(&id)?;
+                self.check_id(owner, &id)?;
                 id
             }
             None => new_id(),
         };
+        let key = scoped(owner, &id);
         let entry = Arc::new(Entry::new(
-            id.clone(),
+            key.clone(),
             new.door,
             answer.route.to_string(),
             unix_now_ms(),
@@ -164,15 +168,15 @@ impl Hub {
         ));
         {
             let mut streams = self.streams();
-            if streams.contains_key(&id) {
+            if streams.contains_key(&key) {
                 return Err(HubError::DuplicateStream { id });
             }
-            streams.insert(id.clone(), Arc::clone(&entry));
+            streams.insert(key.clone(), Arc::clone(&entry));
         }
         if let Some(persist) = &self.persist {
             persist
                 .append(OwnedRecord::Open {
-                    stream: id.clone(),
+                    stream: key,
                     created_ms: unix_now_ms(),
                     door: new.door.as_str(),
                     body: new.body.clone(),
@@ -191,14 +195,15 @@ impl Hub {
         Ok(entry)
     }
 
-    /// The stream named `id`.
+    /// The stream `owner` named `id`: another key's stream of that id is as unknown as one
+    /// that never was (existence is not confirmed to anyone else).
     ///
     /// An id outside [`crate::stream_id`]'s rule is refused as such (not "unknown"), so every
     /// door that names a stream agrees with the doors that start one.
-    pub fn get(&self, id: &str) -> Result<Arc<Entry>, HubError> {
+    pub fn get(&self, owner: Option<&str>, id: &str) -> Result<Arc<Entry>, HubError> {
         valid_id(id)?;
         self.streams()
-            .get(id)
+            .get(&scoped(owner, id))
             .cloned()
             .ok_or_else(|| HubError::UnknownStream { id: id.to_owned() })
     }
@@ -290,7 +295,7 @@ impl Hub {
     }
 
     fn insert(&self, entry: Arc<Entry>) {
-        self.streams().insert(entry.id().to_owned(), entry);
+        self.streams().insert(entry.key().to_owned(), entry);
     }
 
     /// Hands a batch of events to the journal (before any subscriber sees them).
@@ -298,7 +303,7 @@ impl Hub {
         if let (Some(persist), Some(first)) = (&self.persist, events.first()) {
             persist
                 .append(OwnedRecord::Events {
-                    stream: entry.id().to_owned(),
+                    stream: entry.key().to_owned(),
                     first_seq: first.seq,
                     events: events.iter().map(|e| e.json.clone()).collect(),
                 })
@@ -310,7 +315,7 @@ impl Hub {
     fn finish(&self, entry: &Entry) {
         if let Some(persist) = &self.persist {
             persist.append_now(OwnedRecord::End {
-                stream: entry.id().to_owned(),
+                stream: entry.key().to_owned(),
             });
         }
         entry.finish();
@@ -332,10 +337,43 @@ fn valid_id(id: &str) -> Result<(), HubError> {
     })
 }
 
-/// A fresh, unguessable stream id: time-ordered prefix, random suffix (ids must not repeat
-/// across restarts, since the journal brings old streams back).
+/// A fresh, unguessable stream id: time-ordered prefix, 128 random bits from the operating
+/// system's CSPRNG (ids must not repeat across restarts, since the journal brings old streams
+/// back, and must not be guessed).
 pub fn new_id() -> String {
-    format!("st_{:x}{:016x}", unix_now_ms(), fastrand::u64(..))
+    let mut random = [0u8; 16];
+    if getrandom::fill(&mut random).is_err() {
+        // No OS randomness (never seen on Linux): SipHash keys drawn by the standard library,
+        // itself seeded from the OS, over a counter, rather than no stream at all.
+        use std::hash::BuildHasher;
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let state = std::hash::RandomState::new();
+        random[..8].copy_from_slice(&state.hash_one(n).to_le_bytes());
+        random[8..].copy_from_slice(&state.hash_one(!n).to_le_bytes());
+    }
+    format!("st_{:x}{}", unix_now_ms(), crate::keys::hex(&random))
+}
+
+/// Separates an owner from an id in a hub key: neither an id ([`crate::stream_id`]) nor a key
+/// name ([`crate::keys::MAX_NAME_LEN`]'s rule) may contain it, so `owner~id` is unambiguous.
+const OWNER_SEPARATOR: char = '~';
+
+/// The hub's key for `owner`'s stream `id`: the id alone on an open gateway, else `owner~id`,
+/// so that two keys' ids never collide and the journal keeps who owns each stream.
+fn scoped(owner: Option<&str>, id: &str) -> String {
+    match owner {
+        None => id.to_owned(),
+        Some(owner) => format!("{owner}{OWNER_SEPARATOR}{id}"),
+    }
+}
+
+/// The owner and the id of a hub key ([`scoped`]'s inverse).
+fn unscoped(key: &str) -> (Option<&str>, &str) {
+    match key.split_once(OWNER_SEPARATOR) {
+        Some((owner, id)) => (Some(owner), id),
+        None => (None, key),
+    }
 }
 
 #[cfg(test)]

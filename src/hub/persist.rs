@@ -236,8 +236,12 @@ impl Hub {
                         // gateway's own provider keys.
                         key: ClientKey { door, key: None },
                         forward,
-                        // A resumed answer was admitted when it started.
-                        caller: crate::keys::Caller::open(),
+                        // Its owner's limits and budgets go on counting it, as long as the
+                        // key is configured; it was admitted when it started.
+                        caller: entry
+                            .owner()
+                            .and_then(|name| engine.keyring().caller_named(name))
+                            .unwrap_or_default(),
                     };
                     engine.resume(call, &prior).await
                 };

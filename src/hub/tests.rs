@@ -77,10 +77,10 @@ async fn over_the_cap_the_streams_that_ended_first_go_first() {
     }
     hub.sweep();
     assert!(
-        hub.get("a").is_err(),
+        hub.get(None, "a").is_err(),
         "the oldest finished stream is forgotten"
     );
-    assert!(hub.get("b").is_ok() && hub.get("c").is_ok());
+    assert!(hub.get(None, "b").is_ok() && hub.get(None, "c").is_ok());
     assert_eq!(hub.stats().evicted, 1);
     assert!(hub.stats().buffer_bytes <= 250);
 }
@@ -91,8 +91,8 @@ async fn a_live_stream_is_never_cut_whatever_it_holds() {
     stream(&hub, "done", 100, true).await;
     let live = stream(&hub, "live", 1000, false).await;
     hub.sweep();
-    assert!(hub.get("done").is_err());
-    assert_eq!(hub.get("live").unwrap().next_seq(), 1);
+    assert!(hub.get(None, "done").is_err());
+    assert_eq!(hub.get(None, "live").unwrap().next_seq(), 1);
     assert!(!live.is_finished());
 }
 
@@ -111,9 +111,9 @@ async fn what_the_cap_forgot_does_not_come_back_after_a_restart() {
         hub.sweep();
     }
     let hub = Hub::open(config, &engine).unwrap();
-    assert!(hub.get("a").is_err(), "forgotten in the journal too");
+    assert!(hub.get(None, "a").is_err(), "forgotten in the journal too");
     for id in ["b", "c"] {
-        let entry = hub.get(id).unwrap();
+        let entry = hub.get(None, id).unwrap();
         assert!(entry.is_finished(), "{id}");
         assert_eq!(entry.events()[0].json, event(100).json);
     }
@@ -135,12 +135,15 @@ async fn an_id_reused_after_it_was_forgotten_is_the_new_stream_after_a_restart()
             for round in 1..=4 {
                 stream(&hub, "reused", 100 * round, true).await;
                 hub.sweep();
-                assert!(hub.get("reused").is_err(), "{segment_bytes}: forgotten");
+                assert!(
+                    hub.get(None, "reused").is_err(),
+                    "{segment_bytes}: forgotten"
+                );
             }
             stream(&hub, "reused", 1000, true).await;
         }
         let hub = Hub::open(config, &engine).unwrap();
-        let entry = hub.get("reused").unwrap();
+        let entry = hub.get(None, "reused").unwrap();
         assert_eq!(entry.events().len(), 1, "{segment_bytes}");
         assert_eq!(entry.events()[0].json, event(1000).json, "{segment_bytes}");
         assert!(entry.is_finished(), "{segment_bytes}");

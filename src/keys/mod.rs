@@ -91,6 +91,11 @@ impl Caller {
         self.key.as_deref()
     }
 
+    /// The name of the key, which owns the streams it starts (None on an open gateway).
+    pub fn owner(&self) -> Option<&str> {
+        self.key.as_deref().map(GatewayKey::name)
+    }
+
     /// The key's rate-limit identity, None on an open gateway (then the client's credential,
     /// whatever it is, identifies it as before).
     pub fn client_id(&self) -> Option<ClientId> {
@@ -193,6 +198,17 @@ impl Keyring {
             }
         }
         Err(AuthFailure::Invalid)
+    }
+
+    /// The caller of the key named `name`, if it is still configured (a stream recovered from
+    /// the journal goes on counting against its owner).
+    pub fn caller_named(&self, name: &str) -> Option<Caller> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k.name == name)
+            .map(|(k, _)| Caller {
+                key: Some(Arc::clone(k)),
+            })
     }
 
     /// The configured keys' names, in configuration order.

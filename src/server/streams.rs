@@ -90,8 +90,9 @@ pub(crate) async fn start_parsed(
     headers: &HeaderMap,
 ) -> Result<Arc<Entry>, GatewayError> {
     if let Some(id) = &id {
-        state.hub.check_id(id)?;
+        state.hub.check_id(caller.owner(), id)?;
     }
+    let owner = caller.owner().map(str::to_owned);
     let forward = ForwardHeaders::from_headers(headers);
     let call = Call {
         door,
@@ -106,6 +107,7 @@ pub(crate) async fn start_parsed(
         .start(
             NewStream {
                 id,
+                owner,
                 door,
                 body,
                 forward,
@@ -151,9 +153,10 @@ pub async fn resume(
     headers: HeaderMap,
 ) -> Response {
     let dialect = door_dialect(&headers);
-    if let Err(e) = authenticate(state.engine.keyring(), dialect, &headers) {
-        return error_response(dialect, &e);
-    }
+    let caller = match authenticate(state.engine.keyring(), dialect, &headers) {
+        Ok(caller) => caller,
+        Err(e) => return error_response(dialect, &e),
+    };
     let after = match query {
         Ok(Query(q)) => match q.after {
             Some(after) => Some(after),
@@ -169,7 +172,7 @@ pub async fn resume(
             );
         }
     };
-    let entry = match state.hub.get(&id) {
+    let entry = match state.hub.get(caller.owner(), &id) {
         Ok(entry) => entry,
         Err(e) => return error_response(dialect, &e.into()),
     };
@@ -193,10 +196,11 @@ pub async fn cancel(
     headers: HeaderMap,
 ) -> Response {
     let dialect = door_dialect(&headers);
-    if let Err(e) = authenticate(state.engine.keyring(), dialect, &headers) {
-        return error_response(dialect, &e);
-    }
-    match state.hub.get(&id) {
+    let caller = match authenticate(state.engine.keyring(), dialect, &headers) {
+        Ok(caller) => caller,
+        Err(e) => return error_response(dialect, &e),
+    };
+    match state.hub.get(caller.owner(), &id) {
         Ok(entry) => {
             let was_live = entry.cancel();
             json_response(

@@ -165,13 +165,15 @@ impl Conn {
     fn handle(self: &Arc<Self>, frame: ClientFrame) -> Option<ServerFrame> {
         match frame {
             ClientFrame::Ping { data } => Some(ServerFrame::Pong { data }),
-            ClientFrame::Cancel { stream } => match self.state.hub.get(&stream) {
-                Ok(entry) => {
-                    entry.cancel();
-                    None
+            ClientFrame::Cancel { stream } => {
+                match self.state.hub.get(self.caller.owner(), &stream) {
+                    Ok(entry) => {
+                        entry.cancel();
+                        None
+                    }
+                    Err(e) => Some(error_frame(Some(stream), &e.into())),
                 }
-                Err(e) => Some(error_frame(Some(stream), &e.into())),
-            },
+            }
             ClientFrame::Resume { stream, after } => {
                 let guard = match self.open_lane(Some(&stream)) {
                     Ok(guard) => guard,
@@ -180,7 +182,7 @@ impl Conn {
                 let subscription = self
                     .state
                     .hub
-                    .get(&stream)
+                    .get(self.caller.owner(), &stream)
                     .and_then(|entry| entry.subscribe(after));
                 match subscription {
                     Ok(subscription) => {
