@@ -737,3 +737,72 @@ async fn ownership_survives_a_restart() {
     assert_eq!(get(keys.narrow.clone()).await, 404);
     assert_eq!(get(keys.full.clone()).await, 200);
 }
+
+/// With gateway keys and a pass-through provider: the gateway key authenticates and never
+/// leaves the gateway; the client's provider key comes in `streamgate-provider-key` and
+/// reaches only a provider of its door's dialect; without it the configured key is used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pass_through_provider_keys_travel_apart_from_the_gateway_key() {
+    let mut keys = None;
+    let h = gw::start_with(|c| {
+        keys = Some(add_keys(c));
+        for p in c.providers.values_mut() {
+            p.pass_through_client_key = true;
+        }
+    })
+    .await;
+    let keys = keys.unwrap();
+    let auth = bearer(&keys.full);
+    let provider_key = "sk-client-own-provider-key-77";
+    for (door, model, header) in [
+        (Dialect::OpenAi, "openai/text_basic", "authorization"),
+        (Dialect::Anthropic, "anthropic/text_basic", "x-api-key"),
+    ] {
+        let gateway_key: (&str, &str) = match door {
+            Dialect::OpenAi => ("authorization", &auth),
+            Dialect::Anthropic => ("x-api-key", &keys.full),
+        };
+        let r = h
+            .chat(
+                door,
+                &[gateway_key, ("streamgate-provider-key", provider_key)],
+                &chat_body(door, model, true),
+            )
+            .await;
+        assert_eq!(r.status(), 200, "{door}");
+        gw::body_bytes(r).await;
+        let rec = h.replay.requests().pop().unwrap();
+        let sent = rec.header(header).unwrap_or_default().to_owned();
+        assert!(
+            sent.ends_with(provider_key),
+            "{door}: upstream got {header}: {sent}"
+        );
+        for (name, value) in &rec.headers {
+            let value = value.to_str().unwrap_or_default();
+            assert!(
+                !value.contains(&keys.full),
+                "{door}: the gateway key reached the provider in {name}"
+            );
+        }
+    }
+    // The provider key of one dialect never reaches the other's provider.
+    let r = h
+        .chat(
+            Dialect::OpenAi,
+            &[
+                ("authorization", &auth),
+                ("streamgate-provider-key", provider_key),
+            ],
+            &chat_body(Dialect::OpenAi, "anthropic/text_basic", true),
+        )
+        .await;
+    gw::body_bytes(r).await;
+    let rec = h.replay.requests().pop().unwrap();
+    for (name, value) in &rec.headers {
+        let value = value.to_str().unwrap_or_default();
+        assert!(
+            !value.contains(provider_key) && !value.contains(&keys.full),
+            "{name}: {value}"
+        );
+    }
+}

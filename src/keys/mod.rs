@@ -306,6 +306,25 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Any string but a configured key is refused, however close to one it is.
+        #[test]
+        fn only_configured_keys_authenticate(
+            guess in "\\PC{0,80}|sg-[0-9a-f]{60,68}",
+            flip in 0usize..67,
+        ) {
+            let real = ["sg-aaa", "sg-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"];
+            let ring = ring(&[("a", real[0]), ("b", real[1])]);
+            let mut near = real[1].to_owned().into_bytes();
+            near[flip] ^= 1;
+            let near = String::from_utf8_lossy(&near).into_owned();
+            for presented in [guess.as_str(), near.as_str()] {
+                let got = ring.authenticate(Some(presented));
+                proptest::prop_assert_eq!(got.is_ok(), real.contains(&presented), "{:?}", presented);
+            }
+        }
+    }
+
     #[test]
     fn generated_keys_differ_and_parse_back() {
         let a = generate().unwrap();
