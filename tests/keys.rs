@@ -406,6 +406,18 @@ async fn the_websocket_takes_the_key_as_a_subprotocol_and_never_echoes_it() {
             }
         }
     }
+    // A valid key next to nothing we speak: refused (400) without naming the key.
+    let request = ws_request(&h, Some(&format!("streamgate.v2, {key_offer}")), &[]);
+    let Err(tungstenite::Error::Http(response)) = tokio_tungstenite::connect_async(request).await
+    else {
+        panic!("an offer of nothing we speak must be refused");
+    };
+    assert_eq!(response.status(), 400);
+    let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).into_owned();
+    assert!(
+        body.contains("streamgate.v2") && !body.contains(&keys.narrow),
+        "{body}"
+    );
     // A non-browser client may send the key as a header instead.
     let auth = bearer(&keys.full);
     let request = ws_request(&h, None, &[("authorization", &auth)]);

@@ -244,15 +244,7 @@ pub fn generate() -> Result<String, getrandom::Error> {
 /// The key a client presented in HTTP headers: `Authorization: Bearer` (both SDKs can send
 /// it) or `x-api-key` (the Anthropic SDK's), whichever is there, the door's own first.
 pub fn presented(door: providers::Dialect, headers: &http::HeaderMap) -> Option<&str> {
-    let bearer = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .filter(|k| !k.is_empty());
+    let bearer = bearer(headers).map(str::trim).filter(|k| !k.is_empty());
     let api_key = headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
@@ -262,6 +254,17 @@ pub fn presented(door: providers::Dialect, headers: &http::HeaderMap) -> Option<
         providers::Dialect::Anthropic => api_key.or(bearer),
         providers::Dialect::OpenAi => bearer.or(api_key),
     }
+}
+
+/// The credential of an `Authorization: Bearer` header, if any.
+pub fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
 }
 
 /// The key a WebSocket client offered as a subprotocol (`streamgate.key.<key>`), if any.

@@ -88,7 +88,8 @@ pub use limited::{LimitKind, Limited, Scope};
 
 use budget::{Budgets, Subject};
 use rpm::Rpm;
-pub use spend::{Budget, SpendBook, Spent};
+use spend::SpendBook;
+pub use spend::{Budget, Spent};
 
 /// The `Retry-After` hint for a full concurrency budget: streams end when they end.
 pub const CONCURRENCY_RETRY_HINT: Duration = Duration::from_secs(1);

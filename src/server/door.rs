@@ -154,10 +154,7 @@ pub(super) fn authenticate(
 pub(super) fn client_key(door: Dialect, headers: &HeaderMap, keyring: &Keyring) -> ClientKey {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let key = if keyring.is_open() {
-        let bearer = text(header::AUTHORIZATION.as_str()).and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        });
+        let bearer = crate::keys::bearer(headers);
         match door {
             Dialect::Anthropic => text("x-api-key").or(bearer),
             Dialect::OpenAi => bearer,
