@@ -713,4 +713,34 @@ mod tests {
             "{dangling}"
         );
     }
+
+    #[test]
+    fn gateway_keys_parse_and_bad_ones_are_errors() {
+        let hash = "ab".repeat(32);
+        let c = Config::parse(&format!(
+            "[keys.team_a]\nsha256 = \"{hash}\"\nmodels = [\"smart\"]\n\
+             requests_per_minute = 5\nbudget_tokens_per_day = 100\n\
+             [keys.ci]\nenv = \"CI_KEY\"\n"
+        ))
+        .unwrap();
+        assert!(c.has_gateway_keys());
+        assert!(!Config::default().has_gateway_keys());
+        let a = &c.keys["team_a"];
+        assert_eq!(a.models, ["smart"]);
+        assert_eq!(a.quotas().requests_per_minute.map(|n| n.get()), Some(5));
+        assert_eq!(a.budget().per_day, Some(100));
+        for (bad, why) in [
+            ("[keys.a]\nsha256 = \"abc\"\n", "64 hex"),
+            (
+                &*format!("[keys.a]\nsha256 = \"{hash}\"\nenv = \"X\"\n"),
+                "exactly one",
+            ),
+            ("[keys.a]\nmodels = []\n", "exactly one"),
+            ("[keys.\"a b\"]\nenv = \"X\"\n", "key name"),
+            ("[keys.a]\nenv = \"X\"\nkey = \"sg-1\"\n", "unknown field"),
+        ] {
+            let e = Config::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
 }
