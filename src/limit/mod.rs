@@ -38,9 +38,11 @@
 //! | `keys.NAME.key_env` | required except for `anonymous` | environment variable holding the client key the override is for |
 //!
 //! The three limits can be set in `per_key`, `per_model`, `keys.NAME` and `models.NAME`; an
-//! override's unset fields fall back to `per_key` / `per_model`. A client is identified by a
-//! keyed hash of the credential it presents (`Authorization: Bearer` or `x-api-key`); clients
-//! without one share the `anonymous` budget. A model is the name the client asked for (alias,
+//! override's unset fields fall back to `per_key` / `per_model`. With gateway keys
+//! (`[keys.NAME]`, [`crate::keys`]) a client is its authenticated key's name, with that key's
+//! own limits and day/month token budgets ([`Budget`]); on an open gateway it is a keyed hash
+//! of the credential it presents (`Authorization: Bearer` or `x-api-key`), and clients without
+//! one share the `anonymous` budget. A model is the name the client asked for (alias,
 //! `provider/model` or bare name). A request must fit both its key's and its model's budgets.
 //!
 //! Over a limit the answer is 429 in the door's dialect with `Retry-After` (whole seconds,
