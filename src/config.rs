@@ -268,6 +268,21 @@ pub struct ServerConfig {
     /// Largest request body accepted, in bytes (413 above).
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Allow a non-loopback `listen` (or `admin_listen`) without gateway keys: anyone who
+    /// reaches the port spends the provider keys. Off by default; `--allow-open` sets it too.
+    #[serde(default)]
+    pub open: bool,
+    /// Environment variable holding the admin key, which `/admin/*` then requires as
+    /// `Authorization: Bearer`. Separate from gateway keys.
+    #[serde(default)]
+    pub admin_key_env: Option<String>,
+    /// The admin key as the hex SHA-256 of the key (instead of `admin_key_env`).
+    #[serde(default)]
+    pub admin_key_sha256: Option<String>,
+    /// A listener of its own for `/admin/*` (loopback only unless `open`); the main
+    /// listener then serves no admin route.
+    #[serde(default)]
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -275,6 +290,10 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: default_listen(),
             max_body_bytes: default_max_body_bytes(),
+            open: false,
+            admin_key_env: None,
+            admin_key_sha256: None,
+            admin_listen: None,
         }
     }
 }
@@ -385,6 +404,13 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// Whether any gateway key is configured, so that callers must authenticate. The gateway
+    /// keys feature (issue #10, point 1) fills this in; until then no key exists and
+    /// a non-loopback listener needs `[server] open`.
+    pub fn has_gateway_keys(&self) -> bool {
+        false
+    }
+
     /// Loads `path`, or the built-in default when `path` is None.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         match path {
