@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use providers::Dialect;
 use serde::Deserialize;
@@ -283,6 +283,19 @@ pub struct ServerConfig {
     /// listener then serves no admin route.
     #[serde(default)]
     pub admin_listen: Option<SocketAddr>,
+    /// `[server.tls]`: serve HTTPS and WSS (on every listener) instead of plain HTTP.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[server.tls]`: the certificate chain and private key, PEM files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -294,6 +307,7 @@ impl Default for ServerConfig {
             admin_key_env: None,
             admin_key_sha256: None,
             admin_listen: None,
+            tls: None,
         }
     }
 }

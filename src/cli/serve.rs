@@ -21,6 +21,9 @@ pub enum ServeError {
     /// The admin key settings are unusable.
     #[error(transparent)]
     AdminKey(#[from] crate::server::admin::AdminKeyError),
+    /// `[server.tls]` is unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::server::tls::TlsError),
     /// Binding or serving failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -43,6 +46,9 @@ pub fn run(
     server::exposure::check(&config)?;
     // Checked again by `serve`; here so that a bad setting stops before the journal opens.
     server::admin::AdminKey::from_config(&config.server)?;
+    if let Some(tls) = &config.server.tls {
+        server::tls::acceptor(tls)?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

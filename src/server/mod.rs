@@ -10,6 +10,7 @@ pub mod exposure;
 pub(crate) use door::{json_response, parse_request};
 mod models;
 pub mod streams;
+pub mod tls;
 mod tokens;
 mod ws;
 
@@ -192,10 +193,12 @@ pub async fn serve_with_admin(
              [server] admin_key_env, admin_key_sha256 nor admin_listen is set"
         );
     }
-    let listener = listener.tap_io(|tcp| {
-        // A socket that refuses NODELAY still works, only slower to flush.
-        let _ = tcp.set_nodelay(true);
-    });
+    let tls = server_config
+        .tls
+        .as_ref()
+        .map(tls::acceptor)
+        .transpose()
+        .map_err(std::io::Error::other)?;
     state.hub.spawn_janitor();
     let going_away = state.shutdown.clone();
     let websockets = state.websockets.clone();
@@ -204,20 +207,18 @@ pub async fn serve_with_admin(
             tracing::info!(%addr, keyed = key.is_some(), "admin routes listening");
             let stop = state.shutdown.clone();
             let app = admin_router(state.clone(), key.as_ref());
+            let tls = tls.clone();
             Some(tokio::spawn(async move {
-                axum::serve(own, app)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await
+                serve_on(own, tls, app, stop.cancelled_owned()).await
             }))
         }
         _ => None,
     };
-    let served = axum::serve(listener, router(state, &placement))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            going_away.cancel();
-        })
-        .await;
+    let served = serve_on(listener, tls, router(state, &placement), async move {
+        shutdown.await;
+        going_away.cancel();
+    })
+    .await;
     // Hyper drained the HTTP requests; WebSocket connections are closing with 1001.
     websockets.close();
     let _ = tokio::time::timeout(WEBSOCKET_DRAIN, websockets.wait()).await;
@@ -228,6 +229,31 @@ pub async fn serve_with_admin(
         }
     }
     served
+}
+
+/// Serves `app` on `listener` (TLS-terminated with `tls`) until `shutdown`, then drains it.
+async fn serve_on(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    match tls {
+        Some(acceptor) => {
+            axum::serve(tls::TlsListener::new(listener, acceptor)?, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => {
+            let listener = listener.tap_io(|tcp| {
+                // A socket that refuses NODELAY still works, only slower to flush.
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
 }
 
 /// The longest [`serve`] waits after shutdown for WebSocket connections to finish their
