@@ -251,3 +251,59 @@ fn missing_admin_key_env_is_a_startup_error() {
         "{stderr}"
     );
 }
+
+/// `demo` refuses a non-loopback address the same way.
+#[test]
+fn demo_refuses_an_open_listen_address() {
+    let out = Command::new(env!("CARGO_BIN_EXE_streamgate"))
+        .args(["demo", "--json", "--listen", "0.0.0.0:0"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--allow-open"), "{stderr}");
+    assert!(out.stdout.is_empty(), "nothing was served");
+}
+
+/// With `--allow-open` and no gateway keys, `serve` starts and warns (each start).
+#[test]
+fn open_without_keys_warns_at_start() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    for _start in 0..2 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_streamgate"))
+            .args(["serve", "--allow-open", "--listen", "0.0.0.0:0"])
+            .env_remove("STREAMGATE_CONFIG")
+            .env("RUST_LOG", "info")
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut seen = Vec::new();
+        let mut warned = false;
+        while let Ok(line) = rx.recv_timeout(gw::BOUND) {
+            warned |= line.contains("WARN") && line.contains("without gateway keys");
+            let listening = line.contains("streamgate listening");
+            seen.push(line);
+            if listening {
+                break;
+            }
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(warned, "{seen:#?}");
+    }
+}
