@@ -307,3 +307,30 @@ fn open_without_keys_warns_at_start() {
         assert!(warned, "{seen:#?}");
     }
 }
+
+/// The library's `serve` checks the listeners it is given too, not only the CLI.
+#[tokio::test]
+async fn serve_refuses_a_bound_open_listener() {
+    let replay = replay::spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let journal = tempfile::tempdir().unwrap();
+    let mut config = replay.config();
+    config.streams.journal.dir = journal.path().to_owned();
+    for (main, admin) in [("0.0.0.0:0", None), ("127.0.0.1:0", Some("0.0.0.0:0"))] {
+        let state = AppState::new(config.clone()).unwrap();
+        let listener = TcpListener::bind(main).await.unwrap();
+        let admin = match admin {
+            Some(a) => Some(TcpListener::bind(a).await.unwrap()),
+            None => None,
+        };
+        let served = tokio::time::timeout(
+            gw::BOUND,
+            streamgate::server::serve_with_admin(state, listener, admin, std::future::pending()),
+        )
+        .await
+        .expect("refused at once, not served");
+        let e = served.unwrap_err().to_string();
+        assert!(e.contains("[server] open"), "{e}");
+    }
+}

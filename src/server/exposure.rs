@@ -23,16 +23,35 @@ pub struct ExposureError {
 /// logs a warning when the gateway is open to the network without keys (at every start).
 pub fn check(config: &Config) -> Result<(), ExposureError> {
     let server = &config.server;
-    let exposed = std::iter::once((server.listen, "[server] listen"))
-        .chain(server.admin_listen.map(|a| (a, "[server] admin_listen")))
+    check_addrs(config, server.listen, server.admin_listen, true)
+}
+
+/// [`check`] for the addresses actually bound (a library caller may bind its own listener),
+/// without the warning.
+pub fn check_bound(
+    config: &Config,
+    main: SocketAddr,
+    admin: Option<SocketAddr>,
+) -> Result<(), ExposureError> {
+    check_addrs(config, main, admin, false)
+}
+
+fn check_addrs(
+    config: &Config,
+    main: SocketAddr,
+    admin: Option<SocketAddr>,
+    warn: bool,
+) -> Result<(), ExposureError> {
+    let exposed = std::iter::once((main, MAIN))
+        .chain(admin.map(|a| (a, ADMIN)))
         .filter(|(addr, _)| !addr.ip().is_loopback());
     for (addr, setting) in exposed {
-        if !server.open {
+        if !config.server.open {
             // The admin listener is guarded by its own key, never by gateway keys.
-            if setting == "[server] admin_listen" || !config.has_gateway_keys() {
+            if setting == ADMIN || !config.has_gateway_keys() {
                 return Err(ExposureError { addr, setting });
             }
-        } else if !config.has_gateway_keys() {
+        } else if warn && !config.has_gateway_keys() {
             tracing::warn!(
                 %addr,
                 setting,
@@ -43,6 +62,9 @@ pub fn check(config: &Config) -> Result<(), ExposureError> {
     }
     Ok(())
 }
+
+const MAIN: &str = "[server] listen";
+const ADMIN: &str = "[server] admin_listen";
 
 #[cfg(test)]
 mod tests {

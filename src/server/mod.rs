@@ -178,7 +178,17 @@ pub async fn serve_with_admin(
     admin_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let server_config = &state.engine.config().server;
+    let config = state.engine.config();
+    exposure::check_bound(
+        config,
+        listener.local_addr()?,
+        admin_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?,
+    )
+    .map_err(std::io::Error::other)?;
+    let server_config = &config.server;
     let key = AdminKey::from_config(server_config).map_err(std::io::Error::other)?;
     let placement = match (&admin_listener, key) {
         (Some(own), key) => AdminPlacement::Own {
