@@ -197,11 +197,17 @@ pub async fn serve_with_admin(
         },
         (None, key) => AdminPlacement::decide(key, listener.local_addr()?),
     };
-    if matches!(placement, AdminPlacement::Hidden) {
-        tracing::warn!(
+    match &placement {
+        AdminPlacement::Hidden => tracing::warn!(
             "the admin routes are off: the listener is not loopback and neither \
              [server] admin_key_env, admin_key_sha256 nor admin_listen is set"
-        );
+        ),
+        AdminPlacement::Own { addr, key: None } if !addr.ip().is_loopback() => tracing::warn!(
+            %addr,
+            "the admin listener is open to the network without an admin key \
+             ([server] admin_key_env or admin_key_sha256)"
+        ),
+        _ => {}
     }
     let tls = server_config
         .tls
