@@ -74,7 +74,10 @@ Examples:
   streamgate status --json | jq '.data[] | select(.status==\"live\")'
 
 Exit codes: 0 shown, 1 the gateway answered with an error, 2 bad usage or the gateway
-cannot be reached.";
+cannot be reached.
+
+The admin key, when the gateway requires one ([server] admin_key_env or admin_key_sha256), is
+read from STREAMGATE_ADMIN_KEY.";
 
 /// streamgate: one Agent Event Stream over OpenAI and Anthropic streaming responses.
 #[derive(Debug, Parser)]
@@ -95,6 +98,10 @@ enum Command {
         /// Address to listen on (overrides `server.listen`; default 127.0.0.1:8080).
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
+        /// Listen on a non-loopback address without gateway keys (same as `[server] open =
+        /// true`): anyone who reaches the port spends the provider keys.
+        #[arg(long)]
+        allow_open: bool,
     },
     /// Run the gateway over a built-in replay of the recorded OpenAI and Anthropic streams (no
     /// keys, no network) and print how to call it.
@@ -115,6 +122,10 @@ enum Command {
         /// removed when the demo stops.
         #[arg(long, value_name = "DIR")]
         journal: Option<PathBuf>,
+        /// Listen on a non-loopback address without gateway keys (same as `[server] open =
+        /// true`): anyone who reaches the port spends the provider keys.
+        #[arg(long)]
+        allow_open: bool,
     },
     /// Decode a provider SSE body and print its Agent Events as JSON lines (with envelope).
     #[command(after_help = EVENTS_EXAMPLES)]
@@ -230,7 +241,11 @@ pub fn main() -> ExitCode {
 
 fn run(command: Command) -> Outcome {
     match command {
-        Command::Serve { config, listen } => match serve::run(config.as_deref(), listen) {
+        Command::Serve {
+            config,
+            listen,
+            allow_open,
+        } => match serve::run(config.as_deref(), listen, allow_open) {
             Ok(()) => Outcome::Complete,
             Err(e) => {
                 report(&e.to_string());
@@ -242,7 +257,8 @@ fn run(command: Command) -> Outcome {
             json,
             chaos,
             journal,
-        } => match demo::run(listen, json, chaos, journal) {
+            allow_open,
+        } => match demo::run(listen, json, chaos, journal, allow_open) {
             Ok(()) => Outcome::Complete,
             Err(e) => {
                 report(&e.to_string());

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use providers::Dialect;
 use serde::Deserialize;
@@ -271,6 +271,34 @@ pub struct ServerConfig {
     /// Largest request body accepted, in bytes (413 above).
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Allow a non-loopback `listen` (or `admin_listen`) without gateway keys: anyone who
+    /// reaches the port spends the provider keys. Off by default; `--allow-open` sets it too.
+    #[serde(default)]
+    pub open: bool,
+    /// Environment variable holding the admin key, which `/admin/*` then requires as
+    /// `Authorization: Bearer`. Separate from gateway keys.
+    #[serde(default)]
+    pub admin_key_env: Option<String>,
+    /// The admin key as the hex SHA-256 of the key (instead of `admin_key_env`).
+    #[serde(default)]
+    pub admin_key_sha256: Option<String>,
+    /// A listener of its own for `/admin/*` (loopback only unless `open`); the main
+    /// listener then serves no admin route.
+    #[serde(default)]
+    pub admin_listen: Option<SocketAddr>,
+    /// `[server.tls]`: serve HTTPS and WSS (on every listener) instead of plain HTTP.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[server.tls]`: the certificate chain and private key, PEM files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -278,6 +306,11 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: default_listen(),
             max_body_bytes: default_max_body_bytes(),
+            open: false,
+            admin_key_env: None,
+            admin_key_sha256: None,
+            admin_listen: None,
+            tls: None,
         }
     }
 }
@@ -388,6 +421,13 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// Whether any gateway key is configured, so that callers must authenticate. The gateway
+    /// keys feature (issue #10, point 1) fills this in; until then no key exists and
+    /// a non-loopback listener needs `[server] open`.
+    pub fn has_gateway_keys(&self) -> bool {
+        false
+    }
+
     /// Loads `path`, or the built-in default when `path` is None.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         match path {

@@ -16,12 +16,13 @@ use crate::server;
 /// With `chaos`, the replay upstream misbehaves on that fraction of the requests (seeded from
 /// the clock; the seed is logged) and the gateway retries more.
 /// With `journal`, streams are journaled there and survive a restart; without, in a temporary
-/// directory removed at exit.
+/// directory removed at exit. A non-loopback `listen` needs `allow_open` (`--allow-open`).
 pub fn run(
     listen: SocketAddr,
     json: bool,
     chaos: Option<f64>,
     journal: Option<PathBuf>,
+    allow_open: bool,
 ) -> Result<(), ServeError> {
     init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -31,6 +32,8 @@ pub fn run(
         let replay = replay::spawn(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let mut config = replay.config();
         config.server.listen = listen;
+        config.server.open |= allow_open;
+        server::exposure::check(&config)?;
         if let Some(rate) = chaos {
             let seed = crate::engine::unix_now();
             replay.set_chaos(rate, seed);

@@ -15,18 +15,39 @@ pub enum ServeError {
     /// The engine could not be built.
     #[error(transparent)]
     Engine(#[from] crate::error::GatewayError),
+    /// The listen address would expose the gateway without keys.
+    #[error(transparent)]
+    Exposure(#[from] crate::server::exposure::ExposureError),
+    /// The admin key settings are unusable.
+    #[error(transparent)]
+    AdminKey(#[from] crate::server::admin::AdminKeyError),
+    /// `[server.tls]` is unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::server::tls::TlsError),
     /// Binding or serving failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
 
 /// Loads the config (`--config`, else `STREAMGATE_CONFIG`, else the built-in default) and
-/// serves it on `listen` (else the config's `server.listen`).
-pub fn run(config: Option<&Path>, listen: Option<SocketAddr>) -> Result<(), ServeError> {
+/// serves it on `listen` (else the config's `server.listen`). `allow_open` is
+/// `--allow-open`, the same as `[server] open = true`.
+pub fn run(
+    config: Option<&Path>,
+    listen: Option<SocketAddr>,
+    allow_open: bool,
+) -> Result<(), ServeError> {
     init_logging();
     let mut config = Config::load(config)?;
     if let Some(listen) = listen {
         config.server.listen = listen;
+    }
+    config.server.open |= allow_open;
+    server::exposure::check(&config)?;
+    // Checked again by `serve`; here so that a bad setting stops before the journal opens.
+    server::admin::AdminKey::from_config(&config.server)?;
+    if let Some(tls) = &config.server.tls {
+        server::tls::acceptor(tls)?;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -10,6 +10,7 @@ use super::pump::Outcome;
 use super::report;
 use crate::client::{ClientError, StreamClient, StreamsView};
 use crate::config::ReconnectConfig;
+use crate::secret::Secret;
 
 /// What `status` was asked to show.
 #[derive(Debug)]
@@ -22,6 +23,9 @@ pub(super) struct Status<'a> {
     pub json: bool,
 }
 
+/// The environment variable holding the admin key, sent as `Authorization: Bearer`.
+pub const ADMIN_KEY_ENV: &str = "STREAMGATE_ADMIN_KEY";
+
 /// Runs `status`: 0 when shown, 1 when the gateway answered with an error or something
 /// unreadable, 2 when it cannot be reached (or the URL is bad).
 pub(super) fn run(status: &Status<'_>) -> Outcome {
@@ -31,6 +35,10 @@ pub(super) fn run(status: &Status<'_>) -> Outcome {
         .map_err(|e| e.to_string())
         .and_then(|runtime| {
             StreamClient::new(status.url, ReconnectConfig::default())
+                .map(|client| match std::env::var(ADMIN_KEY_ENV) {
+                    Ok(key) if !key.is_empty() => client.with_admin_key(Secret::new(key)),
+                    _ => client,
+                })
                 .map_err(|e| e.chain())
                 .map(|client| runtime.block_on(client.streams()))
         });

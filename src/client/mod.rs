@@ -65,6 +65,8 @@ pub struct StreamClient {
     reconnect: ReconnectConfig,
     /// Told about every reconnect before its wait.
     on_reconnect: Option<ReconnectHook>,
+    /// Sent as `Authorization: Bearer` on the admin routes.
+    admin_key: Option<crate::secret::Secret>,
 }
 
 impl fmt::Debug for StreamClient {
@@ -73,6 +75,7 @@ impl fmt::Debug for StreamClient {
             .field("base", &self.base.as_str())
             .field("reconnect", &self.reconnect)
             .field("on_reconnect", &self.on_reconnect.is_some())
+            .field("admin_key", &self.admin_key.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -113,7 +116,15 @@ impl StreamClient {
             base,
             reconnect,
             on_reconnect: None,
+            admin_key: None,
         })
+    }
+
+    /// Sends `key` as `Authorization: Bearer` on the admin routes (`[server] admin_key_env`
+    /// or `admin_key_sha256` on the gateway).
+    pub fn with_admin_key(mut self, key: crate::secret::Secret) -> Self {
+        self.admin_key = Some(key);
+        self
     }
 
     /// Calls `hook` before every reconnect, with why and how long it waits.
@@ -172,12 +183,11 @@ impl StreamClient {
 
     /// `GET /admin/streams`: the streams the gateway keeps and its totals.
     pub async fn streams(&self) -> Result<StreamsView, ClientError> {
-        let answer = self
-            .http
-            .get(self.url(&["admin", "streams"])?)
-            .send()
-            .await
-            .map_err(ClientError::Transport)?;
+        let mut request = self.http.get(self.url(&["admin", "streams"])?);
+        if let Some(key) = &self.admin_key {
+            request = request.bearer_auth(key.expose());
+        }
+        let answer = request.send().await.map_err(ClientError::Transport)?;
         if answer.status() != StatusCode::OK {
             return Err(error_answer(answer, "", None).await);
         }

@@ -2,13 +2,16 @@
 //! Agent Event Stream doors (SSE and WebSocket), model list, health. Each door is an encoder
 //! from Agent Events to its dialect.
 
+pub mod admin;
 mod body;
 mod door;
 mod keys;
+pub mod exposure;
 
 pub(crate) use door::{json_response, parse_request};
 mod models;
 pub mod streams;
+pub mod tls;
 mod tokens;
 mod ws;
 
@@ -28,6 +31,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::error::GatewayError;
 use crate::hub::Hub;
+use admin::{AdminKey, AdminPlacement};
 
 /// Shared by every handler: the engine that answers and the hub that keeps streams.
 #[derive(Debug, Clone)]
@@ -76,8 +80,35 @@ impl AppState {
     }
 }
 
-/// The gateway's routes.
-pub fn router(state: AppState) -> Router {
+/// The gateway's routes, with the admin routes where `admin` puts them (on this router,
+/// keyed or not, or not at all).
+pub fn router(state: AppState, admin: &AdminPlacement) -> Router {
+    let public = public_routes();
+    let routes = match admin {
+        AdminPlacement::LoopbackOpen => public.merge(admin_routes()),
+        AdminPlacement::Keyed(key) => public.merge(keyed(admin_routes(), key.clone())),
+        AdminPlacement::Own { .. } | AdminPlacement::Hidden => public,
+    };
+    routes.fallback(door::not_found).with_state(state)
+}
+
+/// The routes of `[server] admin_listen`'s own listener.
+fn admin_router(state: AppState, key: Option<&AdminKey>) -> Router {
+    let routes = match key {
+        Some(key) => keyed(admin_routes(), key.clone()),
+        None => admin_routes(),
+    };
+    routes.fallback(door::not_found).with_state(state)
+}
+
+fn keyed(routes: Router<AppState>, key: AdminKey) -> Router<AppState> {
+    routes.layer(axum::middleware::from_fn_with_state(
+        key,
+        admin::require_key,
+    ))
+}
+
+fn public_routes() -> Router<AppState> {
     Router::new()
         .route("/v1/chat/completions", post(door::openai))
         .route("/chat/completions", post(door::openai))
@@ -88,16 +119,18 @@ pub fn router(state: AppState) -> Router {
             "/v1/streams/{id}",
             get(streams::resume).delete(streams::cancel),
         )
-        .route("/admin/streams", get(streams::admin))
         .route("/v1/ws", get(ws::upgrade))
         .route("/v1/models", get(models::list))
         .route("/models", get(models::list))
         .route("/healthz", get(health))
         .route("/readyz", get(models::ready))
+}
+
+fn admin_routes() -> Router<AppState> {
+    Router::new()
+        .route("/admin/streams", get(streams::admin))
         .route("/admin/routes", get(models::admin_routes))
         .route("/admin/keys", get(keys::admin))
-        .fallback(door::not_found)
-        .with_state(state)
 }
 
 async fn health() -> &'static str {
@@ -123,6 +156,7 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Serves the gateway on `listener` until `shutdown` resolves, then drains open requests
 /// (and closes WebSocket connections with 1001, waiting up to [`WEBSOCKET_DRAIN`]).
+/// Binds `[server] admin_listen` when configured.
 ///
 /// Accepted sockets get TCP_NODELAY: every SSE event is written as it is encoded, and Nagle's
 /// algorithm would otherwise hold small frames back for tens of milliseconds.
@@ -131,23 +165,113 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = listener.tap_io(|tcp| {
-        // A socket that refuses NODELAY still works, only slower to flush.
-        let _ = tcp.set_nodelay(true);
-    });
+    let admin = match state.engine.config().server.admin_listen {
+        Some(addr) => Some(bind(addr)?),
+        None => None,
+    };
+    serve_with_admin(state, listener, admin, shutdown).await
+}
+
+/// [`serve`] with the admin listener already bound (`[server] admin_listen`'s, or None to
+/// serve the admin routes on `listener` as [`AdminPlacement::decide`] says).
+pub async fn serve_with_admin(
+    state: AppState,
+    listener: TcpListener,
+    admin_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let config = state.engine.config();
+    exposure::check_bound(
+        config,
+        listener.local_addr()?,
+        admin_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?,
+    )
+    .map_err(std::io::Error::other)?;
+    let server_config = &config.server;
+    let key = AdminKey::from_config(server_config).map_err(std::io::Error::other)?;
+    let placement = match (&admin_listener, key) {
+        (Some(own), key) => AdminPlacement::Own {
+            addr: own.local_addr()?,
+            key,
+        },
+        (None, key) => AdminPlacement::decide(key, listener.local_addr()?),
+    };
+    match &placement {
+        AdminPlacement::Hidden => tracing::warn!(
+            "the admin routes are off: the listener is not loopback and neither \
+             [server] admin_key_env, admin_key_sha256 nor admin_listen is set"
+        ),
+        AdminPlacement::Own { addr, key: None } if !addr.ip().is_loopback() => tracing::warn!(
+            %addr,
+            "the admin listener is open to the network without an admin key \
+             ([server] admin_key_env or admin_key_sha256)"
+        ),
+        _ => {}
+    }
+    let tls = server_config
+        .tls
+        .as_ref()
+        .map(tls::acceptor)
+        .transpose()
+        .map_err(std::io::Error::other)?;
     state.hub.spawn_janitor();
     let going_away = state.shutdown.clone();
     let websockets = state.websockets.clone();
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            going_away.cancel();
-        })
-        .await;
+    let admin_task = match (admin_listener, &placement) {
+        (Some(own), AdminPlacement::Own { addr, key }) => {
+            tracing::info!(%addr, keyed = key.is_some(), "admin routes listening");
+            let stop = state.shutdown.clone();
+            let app = admin_router(state.clone(), key.as_ref());
+            let tls = tls.clone();
+            Some(tokio::spawn(async move {
+                serve_on(own, tls, app, stop.cancelled_owned()).await
+            }))
+        }
+        _ => None,
+    };
+    let served = serve_on(listener, tls, router(state, &placement), async move {
+        shutdown.await;
+        going_away.cancel();
+    })
+    .await;
     // Hyper drained the HTTP requests; WebSocket connections are closing with 1001.
     websockets.close();
     let _ = tokio::time::timeout(WEBSOCKET_DRAIN, websockets.wait()).await;
+    if let Some(task) = admin_task {
+        // Its shutdown followed ours (the same token); a failed admin listener is logged.
+        if let Ok(Err(e)) = task.await {
+            tracing::warn!(error = %e, "the admin listener failed");
+        }
+    }
     served
+}
+
+/// Serves `app` on `listener` (TLS-terminated with `tls`) until `shutdown`, then drains it.
+async fn serve_on(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    match tls {
+        Some(acceptor) => {
+            axum::serve(tls::TlsListener::new(listener, acceptor)?, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => {
+            let listener = listener.tap_io(|tcp| {
+                // A socket that refuses NODELAY still works, only slower to flush.
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
 }
 
 /// The longest [`serve`] waits after shutdown for WebSocket connections to finish their
