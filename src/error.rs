@@ -14,6 +14,7 @@ use crate::hub::HubError;
 use http::StatusCode;
 use providers::event::ErrorInfo;
 use providers::request::RequestError;
+use providers::untrusted::untrusted;
 use providers::{DecodeError, Dialect};
 use serde_json::{Value, json};
 
@@ -28,7 +29,7 @@ pub enum GatewayError {
     #[error(transparent)]
     Request(#[from] RequestError),
     /// No alias, provider or model family matches the requested model.
-    #[error("model {model:?} is not configured: no alias, provider prefix or known family matches")]
+    #[error("model {} is not configured: no alias, provider prefix or known family matches", untrusted(.model))]
     UnknownModel {
         /// What the client asked for.
         model: String,
@@ -859,6 +860,26 @@ mod tests {
         let an = e.body(Dialect::Anthropic);
         assert_eq!(an["type"], "error");
         assert_eq!(an["error"]["type"], "not_found_error");
+    }
+
+    #[test]
+    fn a_forged_model_name_is_capped_and_escaped_in_both_dialects() {
+        let model = format!(
+            "gpt-4o\n2026-01-01T00:00:00Z  INFO forged{}",
+            "x".repeat(10 << 10)
+        );
+        let e = GatewayError::UnknownModel { model };
+        for door in Dialect::ALL {
+            let body = e.body(door).to_string();
+            let message = e.body(door)["error"]["message"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            assert!(!message.contains('\n'), "{message}");
+            assert!(message.contains("gpt-4o\\n2026"), "{message}");
+            assert!(message.len() < 300, "{} bytes", message.len());
+            assert!(body.len() < 500, "{} bytes", body.len());
+        }
     }
 
     #[test]
