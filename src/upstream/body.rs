@@ -37,6 +37,8 @@ pub struct EventStream {
     /// fires, it is re-armed from `last_data` if data came since.
     idle_timer: Option<Pin<Box<Sleep>>>,
     last_data: Instant,
+    /// The variables of the gateway's own provider keys, scrubbed from a provider's words.
+    key_vars: std::sync::Arc<[String]>,
 }
 
 impl std::fmt::Debug for EventStream {
@@ -56,6 +58,7 @@ impl EventStream {
         dialect: Dialect,
         response: reqwest::Response,
         idle: Duration,
+        key_vars: std::sync::Arc<[String]>,
     ) -> Self {
         EventStream {
             provider,
@@ -68,6 +71,7 @@ impl EventStream {
             idle,
             idle_timer: None,
             last_data: Instant::now(),
+            key_vars,
         }
     }
 
@@ -94,8 +98,16 @@ impl EventStream {
     }
 
     fn fail(&mut self, mut source: providers::DecodeError) {
-        if let providers::DecodeError::Upstream { error, .. } = &mut source {
-            error.message = crate::secret::redact_keys(&error.message);
+        let own = super::own_keys(&self.key_vars);
+        match &mut source {
+            providers::DecodeError::Upstream { error, .. } => {
+                error.message = crate::secret::scrub(&error.message, &own);
+                error.code = crate::secret::scrub(&error.code, &own);
+            }
+            providers::DecodeError::Malformed { reason, .. } => {
+                *reason = crate::secret::scrub(reason, &own);
+            }
+            _ => {}
         }
         self.failed = Some(GatewayError::Stream {
             provider: self.provider.clone(),
@@ -179,6 +191,7 @@ pub(super) async fn status_error(
     provider: &str,
     dialect: Dialect,
     response: reqwest::Response,
+    own_keys: &[crate::secret::Secret],
 ) -> GatewayError {
     let status = response.status().as_u16();
     let retry_after = crate::limit::retry_after(response.headers(), std::time::SystemTime::now());
@@ -200,8 +213,8 @@ pub(super) async fn status_error(
     GatewayError::UpstreamStatus {
         provider: provider.to_owned(),
         status,
-        error_type,
-        message: crate::secret::redact_keys(&message),
+        error_type: crate::secret::scrub(&error_type, own_keys),
+        message: crate::secret::scrub(&message, own_keys),
         retry_after,
     }
 }

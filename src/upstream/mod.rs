@@ -26,6 +26,9 @@ pub struct Upstream {
     clients: HashMap<String, reqwest::Client>,
     /// What providers said about their rate limits, per route.
     backoff: std::sync::Arc<crate::limit::UpstreamBackoff>,
+    /// The variables holding the gateway's own provider keys: their values are scrubbed from
+    /// any text a provider relays (read when needed, so a rotated key is scrubbed too).
+    key_vars: std::sync::Arc<[String]>,
 }
 
 impl Upstream {
@@ -42,9 +45,15 @@ impl Upstream {
                 .map_err(|e| GatewayError::Internal(format!("building HTTP client: {e}")))?;
             clients.insert(name.clone(), client);
         }
+        let key_vars = config
+            .providers
+            .values()
+            .filter_map(|p| p.api_key_env.clone())
+            .collect();
         Ok(Upstream {
             clients,
             backoff: std::sync::Arc::default(),
+            key_vars,
         })
     }
 
@@ -82,9 +91,21 @@ impl Upstream {
             self.backoff
                 .observe(&route.to_string(), status.as_u16(), response.headers());
             if !status.is_success() {
-                return Err(body::status_error(&route.provider, provider.dialect, response).await);
+                return Err(body::status_error(
+                    &route.provider,
+                    provider.dialect,
+                    response,
+                    &own_keys(&self.key_vars),
+                )
+                .await);
             }
-            let mut stream = EventStream::new(name, provider.dialect, response, idle);
+            let mut stream = EventStream::new(
+                name,
+                provider.dialect,
+                response,
+                idle,
+                self.key_vars.clone(),
+            );
             let first = stream.first_events().await?;
             Ok((first, stream))
         };
@@ -123,7 +144,13 @@ impl Upstream {
             .await
             .map_err(|e| send_error(&route.provider, &e))?;
         if !response.status().is_success() {
-            return Err(body::status_error(&route.provider, provider.dialect, response).await);
+            return Err(body::status_error(
+                &route.provider,
+                provider.dialect,
+                response,
+                &own_keys(&self.key_vars),
+            )
+            .await);
         }
         let bytes = response
             .bytes()
@@ -137,6 +164,14 @@ impl Upstream {
             }
         })
     }
+}
+
+/// The current values of the gateway's provider key variables.
+pub(super) fn own_keys(vars: &[String]) -> Vec<crate::secret::Secret> {
+    vars.iter()
+        .filter_map(|var| std::env::var(var).ok())
+        .map(crate::secret::Secret::new)
+        .collect()
 }
 
 /// Maps a reqwest error (sending, or reading a body) to what a client should hear. The error's
@@ -345,5 +380,26 @@ mod tests {
         );
         assert!(!g.to_string().contains("unreachable"), "{g}");
         assert_clean(&g);
+    }
+
+    #[tokio::test]
+    async fn a_provider_echoing_the_gateways_key_is_scrubbed_whatever_the_key_looks_like() {
+        // A key of no known shape (a self-hosted server's token), echoed whole in a 401.
+        let port = serve_once(
+            b"HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n{\"error\":{\"message\":\"token my-own-token-77 is not valid\",\"type\":\"my-own-token-77\"}}",
+        )
+        .await;
+        let response = client().post(url(port)).send().await.unwrap();
+        let own = [crate::secret::Secret::new("my-own-token-77")];
+        let g = body::status_error("vllm", providers::Dialect::OpenAi, response, &own).await;
+        for text in [
+            g.to_string(),
+            g.body(providers::Dialect::OpenAi).to_string(),
+            g.body(providers::Dialect::Anthropic).to_string(),
+            g.to_error_info().message,
+        ] {
+            assert!(!text.contains("my-own-token"), "{text}");
+        }
+        assert!(g.to_string().contains("is not valid"), "{g}");
     }
 }
