@@ -70,6 +70,15 @@ pub enum GatewayError {
         /// The provider's `Retry-After`, if any.
         retry_after: Option<Duration>,
     },
+    /// The provider refused the gateway's own key (401/403): the operator's to fix, never the
+    /// client's, and the provider's words (which may quote the key) go to the log only.
+    #[error("the gateway's credentials for provider {provider:?} were refused")]
+    CredentialsRefused {
+        /// Provider name.
+        provider: String,
+        /// The provider's status (401 or 403).
+        status: u16,
+    },
     /// The connection to the provider failed, or broke before its answer.
     #[error("provider {provider:?} {fault}")]
     Connection {
@@ -280,6 +289,7 @@ impl GatewayError {
                 refused_status(&info.code).unwrap_or(StatusCode::BAD_GATEWAY)
             }
             GatewayError::Connection { .. }
+            | GatewayError::CredentialsRefused { .. }
             | GatewayError::Stream { .. }
             | GatewayError::Ended(_) => StatusCode::BAD_GATEWAY,
             GatewayError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -315,6 +325,7 @@ impl GatewayError {
             GatewayError::RateLimited(_) => "rate_limit_error".into(),
             GatewayError::MissingKey { .. }
             | GatewayError::Connection { .. }
+            | GatewayError::CredentialsRefused { .. }
             | GatewayError::Internal(_) => "api_error".into(),
         }
     }
@@ -343,6 +354,10 @@ impl GatewayError {
             GatewayError::MissingKey { .. } => {
                 ("server_error".into(), Some("missing_provider_key".into()))
             }
+            GatewayError::CredentialsRefused { .. } => (
+                "server_error".into(),
+                Some("upstream_credentials_refused".into()),
+            ),
             GatewayError::Connection { fault, .. } => {
                 ("server_error".into(), Some(fault.code().into()))
             }
@@ -520,7 +535,7 @@ mod tests {
     /// Variant `k` (modulo the variant count) with random contents, and the variant's name.
     fn arbitrary(rng: &mut fastrand::Rng, k: usize) -> GatewayError {
         let provider = text(rng);
-        match k % 18 {
+        match k % 19 {
             0 => GatewayError::MalformedJson(text(rng)),
             1 => GatewayError::Request(RequestError::Invalid {
                 param: text(rng),
@@ -643,7 +658,11 @@ mod tests {
                 _ => HubError::InvalidId { id: text(rng) },
             }),
             16 => GatewayError::Upgrade(text(rng)),
-            _ => GatewayError::Internal(text(rng)),
+            17 => GatewayError::Internal(text(rng)),
+            _ => GatewayError::CredentialsRefused {
+                provider,
+                status: [401, 403][rng.usize(..2)],
+            },
         }
     }
 
@@ -668,6 +687,7 @@ mod tests {
             GatewayError::Ended(info) if !info.retryable => REFUSALS.contains(&info.code.as_str()),
             GatewayError::MissingKey { .. }
             | GatewayError::Connection { .. }
+            | GatewayError::CredentialsRefused { .. }
             | GatewayError::Timeout { .. }
             | GatewayError::Stream { .. }
             | GatewayError::Unavailable { .. }
@@ -742,7 +762,7 @@ mod tests {
     fn every_variant_has_its_status_class_and_a_clean_body_in_both_dialects() {
         let mut rng = fastrand::Rng::with_seed(0x0e77_0e77);
         let mut failures = Vec::new();
-        for k in 0..18 * 200 {
+        for k in 0..19 * 200 {
             let e = arbitrary(&mut rng, k);
             if let Err(why) = check(&e) {
                 failures.push(format!("{e:?}: {why}"));
@@ -774,10 +794,11 @@ mod tests {
                 GatewayError::Hub(_) => 15,
                 GatewayError::Upgrade(_) => 16,
                 GatewayError::Internal(_) => 17,
+                GatewayError::CredentialsRefused { .. } => 18,
             }
         }
         let mut rng = fastrand::Rng::with_seed(1);
-        for k in 0..18 {
+        for k in 0..19 {
             assert_eq!(index(&arbitrary(&mut rng, k)), k);
         }
     }

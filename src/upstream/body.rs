@@ -12,6 +12,8 @@ use providers::{AgentEvent, Dialect, StreamDecoder};
 use serde_json::Value;
 use tokio::time::{Instant, Sleep};
 
+use providers::untrusted::untrusted;
+
 use crate::error::{GatewayError, TimeoutPhase};
 
 /// Largest error body read from a provider; the rest is not worth holding.
@@ -192,6 +194,7 @@ pub(super) async fn status_error(
     dialect: Dialect,
     response: reqwest::Response,
     own_keys: &[crate::secret::Secret],
+    gateway_key: bool,
 ) -> GatewayError {
     let status = response.status().as_u16();
     let retry_after = crate::limit::retry_after(response.headers(), std::time::SystemTime::now());
@@ -210,11 +213,26 @@ pub(super) async fn status_error(
             lossy_snippet(&body),
         )
     });
+    let error_type = crate::secret::scrub(&error_type, own_keys);
+    let message = crate::secret::scrub(&message, own_keys);
+    if gateway_key && matches!(status, 401 | 403) {
+        tracing::warn!(
+            provider,
+            status,
+            error_type = %untrusted(&error_type),
+            message = %untrusted(&message),
+            "the provider refused the gateway's credentials"
+        );
+        return GatewayError::CredentialsRefused {
+            provider: provider.to_owned(),
+            status,
+        };
+    }
     GatewayError::UpstreamStatus {
         provider: provider.to_owned(),
         status,
-        error_type: crate::secret::scrub(&error_type, own_keys),
-        message: crate::secret::scrub(&message, own_keys),
+        error_type,
+        message,
         retry_after,
     }
 }

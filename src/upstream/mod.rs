@@ -96,6 +96,7 @@ impl Upstream {
                     provider.dialect,
                     response,
                     &own_keys(&self.key_vars),
+                    !request::uses_client_key(provider, key),
                 )
                 .await);
             }
@@ -149,6 +150,7 @@ impl Upstream {
                 provider.dialect,
                 response,
                 &own_keys(&self.key_vars),
+                !request::uses_client_key(provider, key),
             )
             .await);
         }
@@ -391,7 +393,7 @@ mod tests {
         .await;
         let response = client().post(url(port)).send().await.unwrap();
         let own = [crate::secret::Secret::new("my-own-token-77")];
-        let g = body::status_error("vllm", providers::Dialect::OpenAi, response, &own).await;
+        let g = body::status_error("vllm", providers::Dialect::OpenAi, response, &own, false).await;
         for text in [
             g.to_string(),
             g.body(providers::Dialect::OpenAi).to_string(),
@@ -401,5 +403,37 @@ mod tests {
             assert!(!text.contains("my-own-token"), "{text}");
         }
         assert!(g.to_string().contains("is not valid"), "{g}");
+    }
+
+    #[tokio::test]
+    async fn a_refusal_of_the_gateways_key_is_a_502_without_the_providers_words() {
+        for (status, dialect) in [
+            (&b"401 Unauthorized"[..], providers::Dialect::OpenAi),
+            (&b"403 Forbidden"[..], providers::Dialect::Anthropic),
+        ] {
+            let mut reply = b"HTTP/1.1 ".to_vec();
+            reply.extend_from_slice(status);
+            reply.extend_from_slice(b"\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n{\"type\":\"error\",\"error\":{\"type\":\"authentication_error\",\"message\":\"invalid x-api-key gw-key-9 sk-ant-api03-abcdefgh\"}}");
+            let port = serve_once(Box::leak(reply.into_boxed_slice())).await;
+            let response = client().post(url(port)).send().await.unwrap();
+            let own = [crate::secret::Secret::new("gw-key-9")];
+            let g = body::status_error("anthropic", dialect, response, &own, true).await;
+            assert!(
+                matches!(g, GatewayError::CredentialsRefused { .. }),
+                "{g:?}"
+            );
+            assert_eq!(g.status(), http::StatusCode::BAD_GATEWAY);
+            for door in providers::Dialect::ALL {
+                let body = g.body(door).to_string();
+                assert!(body.contains("credentials for provider"), "{body}");
+                for bad in ["gw-key", "sk-ant", "x-api-key", "authentication_error"] {
+                    assert!(!body.contains(bad), "{bad} in {body}");
+                }
+            }
+            assert_eq!(
+                crate::resilience::classify::classify(&g, false),
+                crate::resilience::classify::Action::Failover
+            );
+        }
     }
 }
