@@ -7,6 +7,7 @@ mod door;
 
 pub(crate) use door::{json_response, parse_request};
 mod models;
+mod panic;
 pub mod streams;
 mod tokens;
 mod ws;
@@ -95,6 +96,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(models::ready))
         .route("/admin/routes", get(models::admin_routes))
         .fallback(door::not_found)
+        .layer(panic::layer())
         .with_state(state)
 }
 
