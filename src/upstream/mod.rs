@@ -436,4 +436,55 @@ mod tests {
             );
         }
     }
+
+    /// Captures what is logged while it is the default subscriber.
+    #[derive(Clone, Default)]
+    struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_logged_on_one_line_capped_and_without_the_key() {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+        let forged = format!(
+            "bad key gw-key-9\\n2026-01-01T00:00:00Z  INFO forged line{}",
+            "y".repeat(10 << 10)
+        );
+        let reply = format!(
+            "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n{{\"error\":{{\"message\":\"{forged}\",\"type\":\"invalid_api_key\"}}}}"
+        );
+        let port = serve_once(Box::leak(reply.into_bytes().into_boxed_slice())).await;
+        let response = client().post(url(port)).send().await.unwrap();
+        let own = [crate::secret::Secret::new("gw-key-9")];
+        let g =
+            body::status_error("openai", providers::Dialect::OpenAi, response, &own, true).await;
+        assert!(
+            matches!(g, GatewayError::CredentialsRefused { .. }),
+            "{g:?}"
+        );
+        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        assert!(
+            lines[0].contains("refused the gateway's credentials"),
+            "{text}"
+        );
+        assert!(lines[0].contains("bad key [redacted]\\n2026"), "{text}");
+        assert!(!text.contains("gw-key"), "{text}");
+        assert!(text.len() < 1000, "{} bytes logged", text.len());
+    }
 }
