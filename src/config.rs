@@ -421,13 +421,6 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Whether any gateway key is configured, so that callers must authenticate. The gateway
-    /// keys feature (issue #10, point 1) fills this in; until then no key exists and
-    /// a non-loopback listener needs `[server] open`.
-    pub fn has_gateway_keys(&self) -> bool {
-        false
-    }
-
     /// Loads `path`, or the built-in default when `path` is None.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         match path {

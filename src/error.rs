@@ -14,6 +14,7 @@ use crate::hub::HubError;
 use http::StatusCode;
 use providers::event::ErrorInfo;
 use providers::request::RequestError;
+use providers::untrusted::untrusted;
 use providers::{DecodeError, Dialect};
 use serde_json::{Value, json};
 
@@ -28,7 +29,7 @@ pub enum GatewayError {
     #[error(transparent)]
     Request(#[from] RequestError),
     /// No alias, provider or model family matches the requested model.
-    #[error("model {model:?} is not configured: no alias, provider prefix or known family matches")]
+    #[error("model {} is not configured: no alias, provider prefix or known family matches", untrusted(.model))]
     UnknownModel {
         /// What the client asked for.
         model: String,
@@ -80,6 +81,15 @@ pub enum GatewayError {
         message: String,
         /// The provider's `Retry-After`, if any.
         retry_after: Option<Duration>,
+    },
+    /// The provider refused the gateway's own key (401/403): the operator's to fix, never the
+    /// client's, and the provider's words (which may quote the key) go to the log only.
+    #[error("the gateway's credentials for provider {provider:?} were refused")]
+    CredentialsRefused {
+        /// Provider name.
+        provider: String,
+        /// The provider's status (401 or 403).
+        status: u16,
     },
     /// The connection to the provider failed, or broke before its answer.
     #[error("provider {provider:?} {fault}")]
@@ -293,6 +303,7 @@ impl GatewayError {
                 refused_status(&info.code).unwrap_or(StatusCode::BAD_GATEWAY)
             }
             GatewayError::Connection { .. }
+            | GatewayError::CredentialsRefused { .. }
             | GatewayError::Stream { .. }
             | GatewayError::Ended(_) => StatusCode::BAD_GATEWAY,
             GatewayError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -330,6 +341,7 @@ impl GatewayError {
             GatewayError::RateLimited(_) => "rate_limit_error".into(),
             GatewayError::MissingKey { .. }
             | GatewayError::Connection { .. }
+            | GatewayError::CredentialsRefused { .. }
             | GatewayError::Internal(_) => "api_error".into(),
         }
     }
@@ -366,6 +378,10 @@ impl GatewayError {
             GatewayError::MissingKey { .. } => {
                 ("server_error".into(), Some("missing_provider_key".into()))
             }
+            GatewayError::CredentialsRefused { .. } => (
+                "server_error".into(),
+                Some("upstream_credentials_refused".into()),
+            ),
             GatewayError::Connection { fault, .. } => {
                 ("server_error".into(), Some(fault.code().into()))
             }
@@ -543,7 +559,7 @@ mod tests {
     /// Variant `k` (modulo the variant count) with random contents, and the variant's name.
     fn arbitrary(rng: &mut fastrand::Rng, k: usize) -> GatewayError {
         let provider = text(rng);
-        match k % 20 {
+        match k % 21 {
             0 => GatewayError::MalformedJson(text(rng)),
             1 => GatewayError::Request(RequestError::Invalid {
                 param: text(rng),
@@ -666,13 +682,17 @@ mod tests {
                 _ => HubError::InvalidId { id: text(rng) },
             }),
             16 => GatewayError::Upgrade(text(rng)),
+            17 => GatewayError::Internal(text(rng)),
             18 => GatewayError::Unauthenticated(if rng.bool() {
                 crate::keys::AuthFailure::Missing
             } else {
                 crate::keys::AuthFailure::Invalid
             }),
             19 => GatewayError::ModelNotAllowed { model: text(rng) },
-            _ => GatewayError::Internal(text(rng)),
+            _ => GatewayError::CredentialsRefused {
+                provider,
+                status: [401, 403][rng.usize(..2)],
+            },
         }
     }
 
@@ -699,6 +719,7 @@ mod tests {
             GatewayError::Ended(info) if !info.retryable => REFUSALS.contains(&info.code.as_str()),
             GatewayError::MissingKey { .. }
             | GatewayError::Connection { .. }
+            | GatewayError::CredentialsRefused { .. }
             | GatewayError::Timeout { .. }
             | GatewayError::Stream { .. }
             | GatewayError::Unavailable { .. }
@@ -773,7 +794,7 @@ mod tests {
     fn every_variant_has_its_status_class_and_a_clean_body_in_both_dialects() {
         let mut rng = fastrand::Rng::with_seed(0x0e77_0e77);
         let mut failures = Vec::new();
-        for k in 0..20 * 200 {
+        for k in 0..21 * 200 {
             let e = arbitrary(&mut rng, k);
             if let Err(why) = check(&e) {
                 failures.push(format!("{e:?}: {why}"));
@@ -807,10 +828,11 @@ mod tests {
                 GatewayError::Internal(_) => 17,
                 GatewayError::Unauthenticated(_) => 18,
                 GatewayError::ModelNotAllowed { .. } => 19,
+                GatewayError::CredentialsRefused { .. } => 20,
             }
         }
         let mut rng = fastrand::Rng::with_seed(1);
-        for k in 0..20 {
+        for k in 0..21 {
             assert_eq!(index(&arbitrary(&mut rng, k)), k);
         }
     }
@@ -893,6 +915,26 @@ mod tests {
         let an = e.body(Dialect::Anthropic);
         assert_eq!(an["type"], "error");
         assert_eq!(an["error"]["type"], "not_found_error");
+    }
+
+    #[test]
+    fn a_forged_model_name_is_capped_and_escaped_in_both_dialects() {
+        let model = format!(
+            "gpt-4o\n2026-01-01T00:00:00Z  INFO forged{}",
+            "x".repeat(10 << 10)
+        );
+        let e = GatewayError::UnknownModel { model };
+        for door in Dialect::ALL {
+            let body = e.body(door).to_string();
+            let message = e.body(door)["error"]["message"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            assert!(!message.contains('\n'), "{message}");
+            assert!(message.contains("gpt-4o\\n2026"), "{message}");
+            assert!(message.len() < 300, "{} bytes", message.len());
+            assert!(body.len() < 500, "{} bytes", body.len());
+        }
     }
 
     #[test]

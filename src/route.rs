@@ -30,6 +30,9 @@ pub struct Plan {
     pub routes: Vec<Route>,
 }
 
+/// Longest model name routed, in bytes.
+pub const MAX_MODEL_LEN: usize = 256;
+
 /// Resolves `model` against the configuration:
 /// 1. an alias in `[models]`: its route, then its fallbacks;
 /// 2. `PROVIDER/MODEL` where PROVIDER is configured (MODEL may itself contain `/`);
@@ -37,6 +40,13 @@ pub struct Plan {
 ///    `o3*`, `o4*`, `chatgpt-*` to the OpenAI one (the provider named `anthropic`/`openai`,
 ///    else the first configured provider of that dialect).
 pub fn plan(config: &Config, model: &str) -> Result<Plan, GatewayError> {
+    // No provider names a model so: refused before it reaches a route, a log line or a
+    // provider (a newline in it would forge a log line).
+    if model.len() > MAX_MODEL_LEN || model.chars().any(char::is_control) {
+        return Err(GatewayError::UnknownModel {
+            model: model.to_owned(),
+        });
+    }
     if let Some(alias) = config.models.get(model) {
         let routes = std::iter::once(&alias.route)
             .chain(&alias.fallbacks)
@@ -118,6 +128,22 @@ fn provider_for(config: &Config, dialect: Dialect) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn model_names_with_control_characters_or_too_long_never_route() {
+        let c = config();
+        for bad in [
+            "anthropic/claude\nFORGED".to_owned(),
+            "claude-x\r".to_owned(),
+            "gpt-4o\u{1b}[31m".to_owned(),
+            format!("anthropic/{}", "x".repeat(MAX_MODEL_LEN)),
+        ] {
+            let e = plan(&c, &bad).unwrap_err();
+            assert!(matches!(e, GatewayError::UnknownModel { .. }), "{e:?}");
+            assert!(!e.to_string().contains('\n') && !e.to_string().contains('\r'));
+        }
+        assert!(plan(&c, "anthropic/claude-x").is_ok());
+    }
 
     fn config() -> Config {
         Config::parse(

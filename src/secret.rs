@@ -59,6 +59,19 @@ pub fn redact_keys(text: &str) -> String {
     out
 }
 
+/// `text` relayed from a provider with the gateway's own configured keys (`own`, their actual
+/// values) removed, wherever and however they appear, then with key-shaped words redacted
+/// ([`redact_keys`]): a provider key need not look like one.
+pub fn scrub(text: &str, own: &[Secret]) -> String {
+    let mut text = text.to_owned();
+    for key in own.iter().filter(|k| !k.0.is_empty()) {
+        if text.contains(&key.0) {
+            text = text.replace(&key.0, "[redacted]");
+        }
+    }
+    redact_keys(&text)
+}
+
 /// OpenAI-style (`sk-`, `sk_`), Anthropic (`sk-ant-`), Google (`AIza`) keys, and any masked
 /// token (`****`).
 fn looks_like_key(word: &str) -> bool {
@@ -97,6 +110,17 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(redact_keys(text), want, "{text}");
         }
+    }
+
+    #[test]
+    fn the_gateways_own_keys_are_scrubbed_whatever_their_shape() {
+        let own = [Secret::new("local-vllm-token-42"), Secret::new("")];
+        let text = "token local-vllm-token-42 refused (local-vllm-token-42); sk-other-123456 too";
+        assert_eq!(
+            scrub(text, &own),
+            "token [redacted] refused ([redacted]); [redacted] too"
+        );
+        assert_eq!(scrub("nothing here", &own), "nothing here");
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod openai_chat;
 pub mod request;
 pub mod sse;
 pub mod stamp;
+pub mod untrusted;
 
 pub use assemble::{Assembler, Message};
 pub use decode::StreamDecoder;

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use providers::untrusted::untrusted;
 use providers::{Dialect, Stamper};
 use serde::Serialize;
 
@@ -31,13 +32,13 @@ use persist::Persist;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HubError {
     /// No stream has this id (never had, or it was forgotten after its retention).
-    #[error("no stream {id:?}: it never existed or is no longer retained")]
+    #[error("no stream {}: it never existed or is no longer retained", untrusted(.id))]
     UnknownStream {
         /// The id asked for.
         id: String,
     },
     /// A resume from a seq the stream has not reached.
-    #[error("stream {id:?} has no event after seq {after}: its last seq is {}", last.map_or("none (no events yet)".to_string(), |l| l.to_string()))]
+    #[error("stream {} has no event after seq {after}: its last seq is {}", untrusted(.id), last.map_or("none (no events yet)".to_string(), |l| l.to_string()))]
     SeqBeyondEnd {
         /// The stream.
         id: String,
@@ -47,14 +48,14 @@ pub enum HubError {
         last: Option<u64>,
     },
     /// A client-chosen stream id already names another stream.
-    #[error("stream id {id:?} is already in use")]
+    #[error("stream id {} is already in use", untrusted(.id))]
     DuplicateStream {
         /// The id.
         id: String,
     },
     /// A stream id outside [`crate::stream_id`]'s rule: characters other than
     /// `[A-Za-z0-9._:-]`, empty or too long.
-    #[error("stream id {id:?} is not valid: 1 to 128 characters of A-Z a-z 0-9 . _ : -")]
+    #[error("stream id {} is not valid: 1 to 128 characters of A-Z a-z 0-9 . _ : -", untrusted(.id))]
     InvalidId {
         /// The id.
         id: String,

@@ -29,7 +29,7 @@ impl Journal {
             segment_bytes,
         } = config;
         let durable = fsync != FsyncPolicy::Never;
-        fs::create_dir_all(&dir).map_err(|source| JournalError::CreateDir {
+        create_dir(&dir).map_err(|source| JournalError::CreateDir {
             path: dir.clone(),
             source,
         })?;
@@ -139,4 +139,14 @@ impl Journal {
         };
         Ok((Journal { shared, flusher }, recovered))
     }
+}
+
+/// Creates the journal directory (and missing parents) readable by the gateway's user only:
+/// its segments hold prompts and answers.
+fn create_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
 }

@@ -61,11 +61,12 @@ pub(crate) fn create(dir: &Path, n: u64, durable: bool) -> Result<File, JournalE
         path: path.clone(),
         source,
     };
-    let mut file = OpenOptions::new()
-        .append(true)
-        .create_new(true)
-        .open(&path)
-        .map_err(open_err)?;
+    let mut options = OpenOptions::new();
+    options.append(true).create_new(true);
+    // Segments hold prompts and answers: readable by the gateway's user only.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&path).map_err(open_err)?;
     file.write_all(&header())
         .map_err(|source| JournalError::Write {
             path: path.clone(),

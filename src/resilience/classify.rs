@@ -35,8 +35,10 @@ pub fn classify(error: &GatewayError, client_key: bool) -> Action {
         | GatewayError::Hub(_)
         | GatewayError::Ended(_)
         | GatewayError::Internal(_) => Action::Client,
-        // Another provider may well have its key configured.
-        GatewayError::MissingKey { .. } => Action::Failover,
+        // Another provider may well have its key configured (and accepted).
+        GatewayError::MissingKey { .. } | GatewayError::CredentialsRefused { .. } => {
+            Action::Failover
+        }
         GatewayError::Connection { .. } => Action::Retry,
         GatewayError::Timeout { phase, .. } => match phase {
             TimeoutPhase::Connect => Action::Retry,

@@ -10,6 +10,7 @@ pub mod exposure;
 
 pub(crate) use door::{json_response, parse_request};
 mod models;
+mod panic;
 pub mod streams;
 pub mod tls;
 mod tokens;
@@ -89,7 +90,10 @@ pub fn router(state: AppState, admin: &AdminPlacement) -> Router {
         AdminPlacement::Keyed(key) => public.merge(keyed(admin_routes(), key.clone())),
         AdminPlacement::Own { .. } | AdminPlacement::Hidden => public,
     };
-    routes.fallback(door::not_found).with_state(state)
+    routes
+        .fallback(door::not_found)
+        .layer(panic::layer())
+        .with_state(state)
 }
 
 /// The routes of `[server] admin_listen`'s own listener.
@@ -130,7 +134,6 @@ fn admin_routes() -> Router<AppState> {
     Router::new()
         .route("/admin/streams", get(streams::admin))
         .route("/admin/routes", get(models::admin_routes))
-        .route("/admin/keys", get(keys::admin))
 }
 
 async fn health() -> &'static str {

@@ -12,6 +12,8 @@ use providers::{AgentEvent, Dialect, StreamDecoder};
 use serde_json::Value;
 use tokio::time::{Instant, Sleep};
 
+use providers::untrusted::untrusted;
+
 use crate::error::{GatewayError, TimeoutPhase};
 
 /// Largest error body read from a provider; the rest is not worth holding.
@@ -37,6 +39,8 @@ pub struct EventStream {
     /// fires, it is re-armed from `last_data` if data came since.
     idle_timer: Option<Pin<Box<Sleep>>>,
     last_data: Instant,
+    /// The variables of the gateway's own provider keys, scrubbed from a provider's words.
+    key_vars: std::sync::Arc<[String]>,
 }
 
 impl std::fmt::Debug for EventStream {
@@ -56,6 +60,7 @@ impl EventStream {
         dialect: Dialect,
         response: reqwest::Response,
         idle: Duration,
+        key_vars: std::sync::Arc<[String]>,
     ) -> Self {
         EventStream {
             provider,
@@ -68,6 +73,7 @@ impl EventStream {
             idle,
             idle_timer: None,
             last_data: Instant::now(),
+            key_vars,
         }
     }
 
@@ -94,8 +100,16 @@ impl EventStream {
     }
 
     fn fail(&mut self, mut source: providers::DecodeError) {
-        if let providers::DecodeError::Upstream { error, .. } = &mut source {
-            error.message = crate::secret::redact_keys(&error.message);
+        let own = super::own_keys(&self.key_vars);
+        match &mut source {
+            providers::DecodeError::Upstream { error, .. } => {
+                error.message = crate::secret::scrub(&error.message, &own);
+                error.code = crate::secret::scrub(&error.code, &own);
+            }
+            providers::DecodeError::Malformed { reason, .. } => {
+                *reason = crate::secret::scrub(reason, &own);
+            }
+            _ => {}
         }
         self.failed = Some(GatewayError::Stream {
             provider: self.provider.clone(),
@@ -179,6 +193,8 @@ pub(super) async fn status_error(
     provider: &str,
     dialect: Dialect,
     response: reqwest::Response,
+    own_keys: &[crate::secret::Secret],
+    gateway_key: bool,
 ) -> GatewayError {
     let status = response.status().as_u16();
     let retry_after = crate::limit::retry_after(response.headers(), std::time::SystemTime::now());
@@ -197,11 +213,26 @@ pub(super) async fn status_error(
             lossy_snippet(&body),
         )
     });
+    let error_type = crate::secret::scrub(&error_type, own_keys);
+    let message = crate::secret::scrub(&message, own_keys);
+    if gateway_key && matches!(status, 401 | 403) {
+        tracing::warn!(
+            provider,
+            status,
+            error_type = %untrusted(&error_type),
+            message = %untrusted(&message),
+            "the provider refused the gateway's credentials"
+        );
+        return GatewayError::CredentialsRefused {
+            provider: provider.to_owned(),
+            status,
+        };
+    }
     GatewayError::UpstreamStatus {
         provider: provider.to_owned(),
         status,
         error_type,
-        message: crate::secret::redact_keys(&message),
+        message,
         retry_after,
     }
 }

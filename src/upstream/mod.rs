@@ -26,6 +26,9 @@ pub struct Upstream {
     clients: HashMap<String, reqwest::Client>,
     /// What providers said about their rate limits, per route.
     backoff: std::sync::Arc<crate::limit::UpstreamBackoff>,
+    /// The variables holding the gateway's own provider keys: their values are scrubbed from
+    /// any text a provider relays (read when needed, so a rotated key is scrubbed too).
+    key_vars: std::sync::Arc<[String]>,
 }
 
 impl Upstream {
@@ -42,9 +45,15 @@ impl Upstream {
                 .map_err(|e| GatewayError::Internal(format!("building HTTP client: {e}")))?;
             clients.insert(name.clone(), client);
         }
+        let key_vars = config
+            .providers
+            .values()
+            .filter_map(|p| p.api_key_env.clone())
+            .collect();
         Ok(Upstream {
             clients,
             backoff: std::sync::Arc::default(),
+            key_vars,
         })
     }
 
@@ -82,9 +91,22 @@ impl Upstream {
             self.backoff
                 .observe(&route.to_string(), status.as_u16(), response.headers());
             if !status.is_success() {
-                return Err(body::status_error(&route.provider, provider.dialect, response).await);
+                return Err(body::status_error(
+                    &route.provider,
+                    provider.dialect,
+                    response,
+                    &own_keys(&self.key_vars),
+                    !request::uses_client_key(provider, key),
+                )
+                .await);
             }
-            let mut stream = EventStream::new(name, provider.dialect, response, idle);
+            let mut stream = EventStream::new(
+                name,
+                provider.dialect,
+                response,
+                idle,
+                self.key_vars.clone(),
+            );
             let first = stream.first_events().await?;
             Ok((first, stream))
         };
@@ -123,7 +145,14 @@ impl Upstream {
             .await
             .map_err(|e| send_error(&route.provider, &e))?;
         if !response.status().is_success() {
-            return Err(body::status_error(&route.provider, provider.dialect, response).await);
+            return Err(body::status_error(
+                &route.provider,
+                provider.dialect,
+                response,
+                &own_keys(&self.key_vars),
+                !request::uses_client_key(provider, key),
+            )
+            .await);
         }
         let bytes = response
             .bytes()
@@ -137,6 +166,14 @@ impl Upstream {
             }
         })
     }
+}
+
+/// The current values of the gateway's provider key variables.
+pub(super) fn own_keys(vars: &[String]) -> Vec<crate::secret::Secret> {
+    vars.iter()
+        .filter_map(|var| std::env::var(var).ok())
+        .map(crate::secret::Secret::new)
+        .collect()
 }
 
 /// Maps a reqwest error (sending, or reading a body) to what a client should hear. The error's
@@ -345,5 +382,109 @@ mod tests {
         );
         assert!(!g.to_string().contains("unreachable"), "{g}");
         assert_clean(&g);
+    }
+
+    #[tokio::test]
+    async fn a_provider_echoing_the_gateways_key_is_scrubbed_whatever_the_key_looks_like() {
+        // A key of no known shape (a self-hosted server's token), echoed whole in a 401.
+        let port = serve_once(
+            b"HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n{\"error\":{\"message\":\"token my-own-token-77 is not valid\",\"type\":\"my-own-token-77\"}}",
+        )
+        .await;
+        let response = client().post(url(port)).send().await.unwrap();
+        let own = [crate::secret::Secret::new("my-own-token-77")];
+        let g = body::status_error("vllm", providers::Dialect::OpenAi, response, &own, false).await;
+        for text in [
+            g.to_string(),
+            g.body(providers::Dialect::OpenAi).to_string(),
+            g.body(providers::Dialect::Anthropic).to_string(),
+            g.to_error_info().message,
+        ] {
+            assert!(!text.contains("my-own-token"), "{text}");
+        }
+        assert!(g.to_string().contains("is not valid"), "{g}");
+    }
+
+    #[tokio::test]
+    async fn a_refusal_of_the_gateways_key_is_a_502_without_the_providers_words() {
+        for (status, dialect) in [
+            (&b"401 Unauthorized"[..], providers::Dialect::OpenAi),
+            (&b"403 Forbidden"[..], providers::Dialect::Anthropic),
+        ] {
+            let mut reply = b"HTTP/1.1 ".to_vec();
+            reply.extend_from_slice(status);
+            reply.extend_from_slice(b"\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n{\"type\":\"error\",\"error\":{\"type\":\"authentication_error\",\"message\":\"invalid x-api-key gw-key-9 sk-ant-api03-abcdefgh\"}}");
+            let port = serve_once(Box::leak(reply.into_boxed_slice())).await;
+            let response = client().post(url(port)).send().await.unwrap();
+            let own = [crate::secret::Secret::new("gw-key-9")];
+            let g = body::status_error("anthropic", dialect, response, &own, true).await;
+            assert!(
+                matches!(g, GatewayError::CredentialsRefused { .. }),
+                "{g:?}"
+            );
+            assert_eq!(g.status(), http::StatusCode::BAD_GATEWAY);
+            for door in providers::Dialect::ALL {
+                let body = g.body(door).to_string();
+                assert!(body.contains("credentials for provider"), "{body}");
+                for bad in ["gw-key", "sk-ant", "x-api-key", "authentication_error"] {
+                    assert!(!body.contains(bad), "{bad} in {body}");
+                }
+            }
+            assert_eq!(
+                crate::resilience::classify::classify(&g, false),
+                crate::resilience::classify::Action::Failover
+            );
+        }
+    }
+
+    /// Captures what is logged while it is the default subscriber.
+    #[derive(Clone, Default)]
+    struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_logged_on_one_line_capped_and_without_the_key() {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+        let forged = format!(
+            "bad key gw-key-9\\n2026-01-01T00:00:00Z  INFO forged line{}",
+            "y".repeat(10 << 10)
+        );
+        let reply = format!(
+            "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n{{\"error\":{{\"message\":\"{forged}\",\"type\":\"invalid_api_key\"}}}}"
+        );
+        let port = serve_once(Box::leak(reply.into_bytes().into_boxed_slice())).await;
+        let response = client().post(url(port)).send().await.unwrap();
+        let own = [crate::secret::Secret::new("gw-key-9")];
+        let g =
+            body::status_error("openai", providers::Dialect::OpenAi, response, &own, true).await;
+        assert!(
+            matches!(g, GatewayError::CredentialsRefused { .. }),
+            "{g:?}"
+        );
+        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        assert!(
+            lines[0].contains("refused the gateway's credentials"),
+            "{text}"
+        );
+        assert!(lines[0].contains("bad key [redacted]\\n2026"), "{text}");
+        assert!(!text.contains("gw-key"), "{text}");
+        assert!(text.len() < 1000, "{} bytes logged", text.len());
     }
 }

@@ -42,8 +42,7 @@ pub fn choose_key(
     provider: &ProviderConfig,
     client: &ClientKey,
 ) -> Result<Option<Secret>, GatewayError> {
-    if provider.pass_through_client_key
-        && client.door == provider.dialect
+    if uses_client_key(provider, client)
         && let Some(key) = &client.key
     {
         return Ok(Some(key.clone()));
@@ -58,6 +57,11 @@ pub fn choose_key(
             }),
         },
     }
+}
+
+/// Whether a request to `provider` carries the client's own key (not the gateway's).
+pub fn uses_client_key(provider: &ProviderConfig, client: &ClientKey) -> bool {
+    provider.pass_through_client_key && client.door == provider.dialect && client.key.is_some()
 }
 
 /// The full URL of the streaming endpoint for `provider`.

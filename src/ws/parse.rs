@@ -38,7 +38,7 @@ pub enum FrameError {
     #[error("frame has no \"op\" field")]
     MissingOp,
     /// An `op` the protocol does not have.
-    #[error("unknown op {0:?} (expected start, resume, cancel or ping)")]
+    #[error("unknown op {} (expected start, resume, cancel or ping)", providers::untrusted::untrusted(.0))]
     UnknownOp(String),
     /// A known op whose fields are wrong (missing, mistyped, unknown).
     #[error("invalid {op} frame: {reason}")]
@@ -49,7 +49,7 @@ pub enum FrameError {
         reason: String,
     },
     /// A `start` id or a stream reference that is empty, too long or has other characters.
-    #[error("invalid {field} {value:?}: 1 to 128 characters of {allowed}")]
+    #[error("invalid {field} {}: 1 to 128 characters of {allowed}", providers::untrusted::untrusted(.value))]
     BadId {
         /// `id` or `stream`.
         field: &'static str,

@@ -2,6 +2,8 @@
 //! and compaction, concurrency and each fsync policy. Helpers here, tests one file per topic.
 
 mod compaction;
+#[cfg(unix)]
+mod permissions;
 mod policy;
 mod recovery;
 
