@@ -13,3 +13,6 @@ cargo build --locked --bin streamgate
 python="$(tests/sdk/setup.sh)"
 # pytest exits non-zero (5) when it collects nothing, so an empty suite fails here too.
 PYTHONDONTWRITEBYTECODE=1 "$python" -m pytest tests/sdk -p no:cacheprovider -q
+# Fuzzing (docs/fuzzing.md): every decoder of network or disk bytes, ~40 s each
+# (FUZZ_SECONDS), seeded from fixtures/; a crash fails the run.
+fuzz/run.sh
