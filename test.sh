@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The one test command (README): lint, every test of the workspace, the full chaos run, then the
-# official OpenAI and Anthropic Python SDKs against the gateway (tests/sdk, over `streamgate demo`).
+# The one test command (README): lint, every test of the workspace, the full chaos run, the
+# official OpenAI and Anthropic Python SDKs against the gateway (tests/sdk, over `streamgate demo`),
+# then the fuzz targets (fuzz/run.sh).
 set -euo pipefail
 cd "$(dirname "$0")"
 cargo fmt --all -- --check
