@@ -94,6 +94,16 @@ pub use recover::{Recovered, RecoveredStream};
 use compact::Ledger;
 use sync::{Flusher, Syncer};
 
+/// What recovery makes of one segment file's bytes, without I/O: the streams its records
+/// rebuild, as [`Journal::open`] would from a journal holding only this segment (`last`: it is
+/// the newest one, where a torn tail is expected). Public for the fuzzer (`fuzz/`): segment
+/// bytes are untrusted input to the scanner and the record decoder.
+pub fn recover_segment(buf: &[u8], last: bool) -> Vec<RecoveredStream> {
+    let mut replay = recover::Replay::default();
+    segment::scan(buf, last, |offset, entry| replay.apply(&entry, 1, offset));
+    replay.finish()
+}
+
 /// Where the journal lives and how hard it tries to survive a power failure. The gateway's
 /// config (`[streams.journal]`) is turned into this.
 #[derive(Debug, Clone, PartialEq, Eq)]

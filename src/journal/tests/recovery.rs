@@ -292,3 +292,33 @@ fn gaps_and_overlaps_on_disk_come_back_gap_free() {
     assert_eq!(gap.events, events("gap", 0..2), "stopped at the gap");
     assert!(!gap.ended, "a stream missing events is not complete");
 }
+
+#[test]
+fn recover_segment_reads_a_segment_file_as_open_does() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (j, _) = open(dir.path());
+        append_open(&j, "done");
+        append_events(&j, "done", 0..3);
+        append_end(&j, "done");
+        append_open(&j, "gone");
+        append_forget(&j, "gone");
+        append_open(&j, "running");
+        append_events(&j, "running", 0..2);
+    }
+    let bytes = fs::read(segment::path(dir.path(), 1)).unwrap();
+    let (_j, r) = open(dir.path());
+    assert_eq!(recover_segment(&bytes, true), r.streams);
+    assert_eq!(names(&r), vec!["done", "running"]);
+    // A torn tail is cut the same way; in an older segment the damage ends the reading there.
+    let torn = &bytes[..bytes.len() - 3];
+    let streams = recover_segment(torn, true);
+    assert_eq!(streams.len(), 2);
+    assert_eq!(streams[..1], r.streams[..1]);
+    assert_eq!(streams[1].stream, "running");
+    assert!(
+        streams[1].events.is_empty(),
+        "the torn events record is cut off"
+    );
+    assert!(recover_segment(&bytes[..5], false).is_empty());
+}
