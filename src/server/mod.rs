@@ -134,6 +134,7 @@ fn admin_routes() -> Router<AppState> {
     Router::new()
         .route("/admin/streams", get(streams::admin))
         .route("/admin/routes", get(models::admin_routes))
+        .route("/admin/keys", get(keys::admin))
 }
 
 async fn health() -> &'static str {
