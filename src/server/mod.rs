@@ -5,8 +5,8 @@
 pub mod admin;
 mod body;
 mod door;
-mod keys;
 pub mod exposure;
+mod keys;
 
 pub(crate) use door::{json_response, parse_request};
 mod models;
