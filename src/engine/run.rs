@@ -497,9 +497,9 @@ impl Run {
     }
 
     fn uses_client_key(&self, route: &Route) -> bool {
-        self.engine.provider(route).is_ok_and(|p| {
-            p.pass_through_client_key && p.dialect == self.call.door && self.call.key.key.is_some()
-        })
+        self.engine
+            .provider(route)
+            .is_ok_and(|p| crate::upstream::uses_client_key(p, &self.call.key))
     }
 
     /// One attempt on the current route: translate, send, wait for its first events, and

@@ -18,7 +18,7 @@ use crate::error::{ConnectionFault, GatewayError, TimeoutPhase};
 use crate::route::Route;
 
 pub use body::EventStream;
-pub use request::{ClientKey, ForwardHeaders};
+pub use request::{ClientKey, ForwardHeaders, uses_client_key};
 
 /// Pooled HTTP clients, one per configured provider.
 #[derive(Debug, Clone)]
