@@ -401,3 +401,73 @@ async fn a_body_that_arrives_in_time_is_answered() {
         "{json}"
     );
 }
+
+#[tokio::test]
+async fn a_head_over_64_kib_is_refused_with_431() {
+    let h = gateway(|_| {}).await;
+    let mut stream = connect_from(LOCAL, h.gateway).await;
+    let huge = format!(
+        "GET /healthz HTTP/1.1\r\nhost: gateway\r\nx-big: {}\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    // The gateway may answer and close before taking all of it.
+    let _ = stream.write_all(huge.as_bytes()).await;
+    let answer = read_to_close(&mut stream).await;
+    assert_eq!(
+        status_of(&answer),
+        431,
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+}
+
+/// An HTTP/2 (prior knowledge) connection to the gateway, its request sender, and the task
+/// driving it (which ends when the gateway closes the connection).
+async fn http2(
+    gateway: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let io = hyper_util::rt::TokioIo::new(connect_from(LOCAL, gateway).await);
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .unwrap();
+    (send, tokio::spawn(async move { drop(conn.await) }))
+}
+
+async fn http2_health(
+    send: &mut hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    gateway: SocketAddr,
+) -> u16 {
+    let request = http::Request::get(format!("http://{gateway}/healthz"))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let response = tokio::time::timeout(gw::BOUND, send.send_request(request))
+        .await
+        .unwrap()
+        .unwrap();
+    response.status().as_u16()
+}
+
+#[tokio::test]
+async fn http2_connections_live_between_requests_and_close_when_idle() {
+    // A header timeout far shorter than the pause: HTTP/2 between requests is on the idle
+    // clock only.
+    let h = gateway(|c| c.server.header_read_timeout_ms = 300).await;
+    let (mut send, driver) = http2(h.gateway).await;
+    for _ in 0..2 {
+        assert_eq!(http2_health(&mut send, h.gateway).await, 200);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    assert!(!driver.is_finished(), "the connection was closed");
+
+    let h = gateway(|c| c.server.keep_alive_idle_ms = 300).await;
+    let (mut send, driver) = http2(h.gateway).await;
+    assert_eq!(http2_health(&mut send, h.gateway).await, 200);
+    tokio::time::timeout(gw::BOUND, driver)
+        .await
+        .expect("the idle HTTP/2 connection was not closed")
+        .unwrap();
+}
