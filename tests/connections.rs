@@ -471,3 +471,46 @@ async fn http2_connections_live_between_requests_and_close_when_idle() {
         .expect("the idle HTTP/2 connection was not closed")
         .unwrap();
 }
+
+#[tokio::test]
+async fn shutdown_drains_answers_in_flight_and_closes_the_rest_at_once() {
+    let replay = streamgate::replay::spawn(SocketAddr::from((LOCAL, 0)))
+        .await
+        .unwrap();
+    let mut config = replay.config();
+    let journal = tempfile::tempdir().unwrap();
+    config.streams.journal.dir = journal.path().to_owned();
+    // Far past the bound: only shutdown can close the slow head in time.
+    config.server.header_read_timeout_ms = 600_000;
+    let (gateway, stop) = gw::serve_gateway(config).await;
+
+    let body = serde_json::to_vec(&gw::chat_body(
+        providers::Dialect::OpenAi,
+        "openai/drip=50:text_basic",
+        true,
+    ))
+    .unwrap();
+    let mut answering = connect_from(LOCAL, gateway).await;
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n",
+        body.len()
+    );
+    answering.write_all(head.as_bytes()).await.unwrap();
+    answering.write_all(&body).await.unwrap();
+    // The response has started: the request is in flight.
+    let mut first = [0u8; 12];
+    answering.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+
+    let mut slow = connect_from(LOCAL, gateway).await;
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nho")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.send(()).unwrap();
+
+    assert!(read_to_close(&mut slow).await.is_empty());
+    let rest = String::from_utf8(read_to_close(&mut answering).await).unwrap();
+    assert!(rest.contains("data: [DONE]"), "the answer was cut: {rest}");
+}

@@ -89,8 +89,8 @@ const REFUSAL_LINGER: Duration = Duration::from_secs(2);
 const REFUSAL_READ_BYTES: usize = 64 * 1024;
 
 /// Serves `app` on `listener` (TLS-terminated with `tls`) under `limits` until `shutdown`,
-/// then stops accepting and waits for open requests to finish (idle connections close at
-/// once; HTTP/2 gets GOAWAY).
+/// then stops accepting and waits for open requests to finish (connections between requests,
+/// a slow head included, close at once; HTTP/2 ones with requests open get GOAWAY).
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
@@ -256,6 +256,10 @@ impl Connection {
                     return;
                 }
                 () = stop.cancelled(), if !stopping => {
+                    // Between requests (a slow head included) there is nothing to drain.
+                    if !activity.busy() {
+                        return;
+                    }
                     stopping = true;
                     conn.as_mut().graceful_shutdown();
                 }

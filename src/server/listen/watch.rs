@@ -95,6 +95,12 @@ impl Activity {
         InFlight(Arc::clone(self))
     }
 
+    /// Whether a request is in flight (else the connection is between requests, and closing
+    /// it loses nothing the client was promised).
+    pub fn busy(&self) -> bool {
+        self.lock().in_flight > 0
+    }
+
     /// When the connection expires as things stand, and why (None while requests are in
     /// flight).
     fn deadline(&self, clocks: Clocks) -> Option<(Instant, Expiry)> {
