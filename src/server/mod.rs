@@ -163,8 +163,9 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 /// Binds `[server] admin_listen` when configured.
 ///
 /// Connections are bounded as `[server]` says (`max_connections`, `header_read_timeout_ms`,
-/// ...: see [`listen`]), on each listener. Accepted sockets get TCP_NODELAY: every SSE event is written as it is encoded, and Nagle's
-/// algorithm would otherwise hold small frames back for tens of milliseconds.
+/// ...: see `listen`), on each listener. Accepted sockets get TCP_NODELAY: every SSE event is
+/// written as it is encoded, and Nagle's algorithm would otherwise hold small frames back for
+/// tens of milliseconds.
 pub async fn serve(
     state: AppState,
     listener: TcpListener,
@@ -223,6 +224,7 @@ pub async fn serve_with_admin(
         .transpose()
         .map_err(std::io::Error::other)?;
     let limits = listen::Limits::from_config(server_config);
+    listen::fit_open_files(limits.max_connections());
     state.hub.spawn_janitor();
     let going_away = state.shutdown.clone();
     let websockets = state.websockets.clone();

@@ -15,9 +15,11 @@
 //!   closed after `keep_alive_idle_ms`; neither touches a request in flight (a long streaming
 //!   answer runs as long as it runs).
 //! - Bodies ([`bodies`]): the whole request body within `body_read_timeout_ms` of its head.
+//! - Descriptors ([`files`]): the soft open-file limit is raised to fit `max_connections`.
 
 mod admit;
 mod bodies;
+mod files;
 mod watch;
 
 use std::convert::Infallible;
@@ -46,6 +48,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::ServerConfig;
 use admit::{Admission, Refusal, Slot};
 pub(crate) use bodies::BodyTimedOut;
+pub(crate) use files::fit as fit_open_files;
 use watch::{Activity, Clocks, Watched};
 
 /// `[server]`'s bounds on client connections.
@@ -58,6 +61,11 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// `[server] max_connections`.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+
     /// The bounds `server` sets.
     pub fn from_config(server: &ServerConfig) -> Self {
         Limits {
