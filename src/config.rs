@@ -289,6 +289,26 @@ pub struct ServerConfig {
     /// `[server.tls]`: serve HTTPS and WSS (on every listener) instead of plain HTTP.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// Open client connections at once, on each listener (WebSocket ones included); one more
+    /// is answered `503` with `Retry-After` and closed.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Open connections from one client address (an IPv6 client: its /64); one more is
+    /// answered `429` and closed. Behind a reverse proxy every client has the proxy's address:
+    /// raise it to `max_connections` there.
+    #[serde(default = "default_max_connections_per_address")]
+    pub max_connections_per_address: usize,
+    /// The whole head of a request (and before the first one, the TLS handshake) must arrive
+    /// within this, counted from the connection's opening or from the first byte of the head.
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// A connection with no request in flight and nothing arriving is closed after this.
+    #[serde(default = "default_keep_alive_idle_ms")]
+    pub keep_alive_idle_ms: u64,
+    /// The whole request body must arrive within this, counted from the end of its head
+    /// (`408` in the door's dialect after it).
+    #[serde(default = "default_body_read_timeout_ms")]
+    pub body_read_timeout_ms: u64,
 }
 
 /// `[server.tls]`: the certificate chain and private key, PEM files.
@@ -301,6 +321,28 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 
+impl ServerConfig {
+    /// A zero cap or timeout would refuse or cut every connection: refused at start-up.
+    fn validate(&self) -> Result<(), String> {
+        let zero = [
+            ("max_connections", self.max_connections as u64),
+            (
+                "max_connections_per_address",
+                self.max_connections_per_address as u64,
+            ),
+            ("header_read_timeout_ms", self.header_read_timeout_ms),
+            ("keep_alive_idle_ms", self.keep_alive_idle_ms),
+            ("body_read_timeout_ms", self.body_read_timeout_ms),
+        ]
+        .into_iter()
+        .find(|(_, v)| *v == 0);
+        match zero {
+            Some((key, _)) => Err(format!("server.{key} must be at least 1")),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -311,6 +353,11 @@ impl Default for ServerConfig {
             admin_key_sha256: None,
             admin_listen: None,
             tls: None,
+            max_connections: default_max_connections(),
+            max_connections_per_address: default_max_connections_per_address(),
+            header_read_timeout_ms: default_header_read_timeout_ms(),
+            keep_alive_idle_ms: default_keep_alive_idle_ms(),
+            body_read_timeout_ms: default_body_read_timeout_ms(),
         }
     }
 }
@@ -466,6 +513,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        self.server.validate().map_err(ConfigError::Invalid)?;
         self.limits.validate().map_err(ConfigError::Invalid)?;
         for (name, key) in &self.keys {
             key.validate(name).map_err(ConfigError::Invalid)?;
@@ -568,6 +616,21 @@ fn default_listen() -> SocketAddr {
 }
 fn default_max_body_bytes() -> usize {
     32 * 1024 * 1024
+}
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_max_connections_per_address() -> usize {
+    1_000
+}
+fn default_header_read_timeout_ms() -> u64 {
+    10_000
+}
+fn default_keep_alive_idle_ms() -> u64 {
+    60_000
+}
+fn default_body_read_timeout_ms() -> u64 {
+    60_000
 }
 fn default_connect_timeout_ms() -> u64 {
     10_000

@@ -46,6 +46,12 @@ pub enum GatewayError {
         /// The configured limit.
         limit: usize,
     },
+    /// The request body did not arrive within `server.body_read_timeout_ms`.
+    #[error("the request body did not arrive within {timeout_ms} ms")]
+    BodyTimeout {
+        /// The configured timeout.
+        timeout_ms: u64,
+    },
     /// Gateway keys are configured and the request brought none that matches.
     #[error("{}", match .0 {
         crate::keys::AuthFailure::Missing => "a gateway key is required: send it as Authorization: Bearer or x-api-key",
@@ -285,6 +291,7 @@ impl GatewayError {
                 StatusCode::NOT_FOUND
             }
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             GatewayError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             GatewayError::ModelNotAllowed { .. } => StatusCode::FORBIDDEN,
             GatewayError::MissingKey { .. } | GatewayError::Internal(_) => {
@@ -331,6 +338,7 @@ impl GatewayError {
             | GatewayError::Hub(HubError::UnknownStream { .. }) => "not_found_error".into(),
             GatewayError::Hub(_) => "invalid_request_error".into(),
             GatewayError::BodyTooLarge { .. } => "request_too_large".into(),
+            GatewayError::BodyTimeout { .. } => "timeout_error".into(),
             GatewayError::Unauthenticated(_) => "authentication_error".into(),
             GatewayError::ModelNotAllowed { .. } => "permission_error".into(),
             GatewayError::UpstreamStatus { error_type, .. } => error_type.clone(),
@@ -365,6 +373,10 @@ impl GatewayError {
             GatewayError::BodyTooLarge { .. } => (
                 "invalid_request_error".into(),
                 Some("request_too_large".into()),
+            ),
+            GatewayError::BodyTimeout { .. } => (
+                "invalid_request_error".into(),
+                Some("request_body_timeout".into()),
             ),
             GatewayError::Unauthenticated(_) => (
                 "invalid_request_error".into(),
@@ -559,7 +571,7 @@ mod tests {
     /// Variant `k` (modulo the variant count) with random contents, and the variant's name.
     fn arbitrary(rng: &mut fastrand::Rng, k: usize) -> GatewayError {
         let provider = text(rng);
-        match k % 21 {
+        match k % 22 {
             0 => GatewayError::MalformedJson(text(rng)),
             1 => GatewayError::Request(RequestError::Invalid {
                 param: text(rng),
@@ -689,6 +701,9 @@ mod tests {
                 crate::keys::AuthFailure::Invalid
             }),
             19 => GatewayError::ModelNotAllowed { model: text(rng) },
+            20 => GatewayError::BodyTimeout {
+                timeout_ms: rng.u64(..),
+            },
             _ => GatewayError::CredentialsRefused {
                 provider,
                 status: [401, 403][rng.usize(..2)],
@@ -705,6 +720,7 @@ mod tests {
             | GatewayError::UnknownModel { .. }
             | GatewayError::NotFound { .. }
             | GatewayError::BodyTooLarge { .. }
+            | GatewayError::BodyTimeout { .. }
             | GatewayError::RateLimited(_)
             | GatewayError::Untranslatable { .. }
             | GatewayError::Hub(_)
@@ -794,7 +810,7 @@ mod tests {
     fn every_variant_has_its_status_class_and_a_clean_body_in_both_dialects() {
         let mut rng = fastrand::Rng::with_seed(0x0e77_0e77);
         let mut failures = Vec::new();
-        for k in 0..21 * 200 {
+        for k in 0..22 * 200 {
             let e = arbitrary(&mut rng, k);
             if let Err(why) = check(&e) {
                 failures.push(format!("{e:?}: {why}"));
@@ -828,11 +844,12 @@ mod tests {
                 GatewayError::Internal(_) => 17,
                 GatewayError::Unauthenticated(_) => 18,
                 GatewayError::ModelNotAllowed { .. } => 19,
-                GatewayError::CredentialsRefused { .. } => 20,
+                GatewayError::BodyTimeout { .. } => 20,
+                GatewayError::CredentialsRefused { .. } => 21,
             }
         }
         let mut rng = fastrand::Rng::with_seed(1);
-        for k in 0..21 {
+        for k in 0..22 {
             assert_eq!(index(&arbitrary(&mut rng, k)), k);
         }
     }

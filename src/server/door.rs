@@ -101,16 +101,24 @@ async fn start(
     Ok((streaming, options, None, answer.events))
 }
 
-/// The body, up to `limit` bytes (413 beyond).
+/// The body, up to `limit` bytes (413 beyond), within the listener's body read timeout (408
+/// after it).
 pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, GatewayError> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
-        // to_bytes reports the limit through its error's source chain.
-        let too_large =
+        // to_bytes reports the limit, and the listener its deadline, through the error's
+        // source chain.
+        let mut chain =
             std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
                 e.source()
-            })
-            .any(|e| e.to_string().contains("length limit"));
-        if too_large {
+            });
+        if let Some(timed_out) = chain
+            .clone()
+            .find_map(|e| e.downcast_ref::<super::listen::BodyTimedOut>())
+        {
+            GatewayError::BodyTimeout {
+                timeout_ms: timed_out.timeout_ms,
+            }
+        } else if chain.any(|e| e.to_string().contains("length limit")) {
             GatewayError::BodyTooLarge { limit }
         } else {
             // The transport's words (hyper's) stay in the log.

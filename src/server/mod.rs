@@ -7,6 +7,7 @@ mod body;
 mod door;
 pub mod exposure;
 mod keys;
+mod listen;
 
 pub(crate) use door::{json_response, parse_request};
 mod models;
@@ -22,7 +23,6 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::FromRef;
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use providers::Dialect;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -162,8 +162,10 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 /// (and closes WebSocket connections with 1001, waiting up to [`WEBSOCKET_DRAIN`]).
 /// Binds `[server] admin_listen` when configured.
 ///
-/// Accepted sockets get TCP_NODELAY: every SSE event is written as it is encoded, and Nagle's
-/// algorithm would otherwise hold small frames back for tens of milliseconds.
+/// Connections are bounded as `[server]` says (`max_connections`, `header_read_timeout_ms`,
+/// ...: see `listen`), on each listener. Accepted sockets get TCP_NODELAY: every SSE event is
+/// written as it is encoded, and Nagle's algorithm would otherwise hold small frames back for
+/// tens of milliseconds.
 pub async fn serve(
     state: AppState,
     listener: TcpListener,
@@ -221,6 +223,8 @@ pub async fn serve_with_admin(
         .map(tls::acceptor)
         .transpose()
         .map_err(std::io::Error::other)?;
+    let limits = listen::Limits::from_config(server_config);
+    listen::fit_open_files(limits.max_connections());
     state.hub.spawn_janitor();
     let going_away = state.shutdown.clone();
     let websockets = state.websockets.clone();
@@ -231,12 +235,13 @@ pub async fn serve_with_admin(
             let app = admin_router(state.clone(), key.as_ref());
             let tls = tls.clone();
             Some(tokio::spawn(async move {
-                serve_on(own, tls, app, stop.cancelled_owned()).await
+                listen::serve(own, tls, app, limits, stop.cancelled_owned()).await
             }))
         }
         _ => None,
     };
-    let served = serve_on(listener, tls, router(state, &placement), async move {
+    let app = router(state, &placement);
+    let served = listen::serve(listener, tls, app, limits, async move {
         shutdown.await;
         going_away.cancel();
     })
@@ -251,31 +256,6 @@ pub async fn serve_with_admin(
         }
     }
     served
-}
-
-/// Serves `app` on `listener` (TLS-terminated with `tls`) until `shutdown`, then drains it.
-async fn serve_on(
-    listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    app: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    match tls {
-        Some(acceptor) => {
-            axum::serve(tls::TlsListener::new(listener, acceptor)?, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-        None => {
-            let listener = listener.tap_io(|tcp| {
-                // A socket that refuses NODELAY still works, only slower to flush.
-                let _ = tcp.set_nodelay(true);
-            });
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-    }
 }
 
 /// The longest [`serve`] waits after shutdown for WebSocket connections to finish their
