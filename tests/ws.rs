@@ -436,9 +436,11 @@ async fn hundred_streams_on_one_connection_uncompressed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_streams_on_one_connection_lz4_with_tiny_buffers() {
-    // Two events per lane: every stream keeps stopping and catching up from the hub.
+    // Two events per lane, 16 KiB for all lanes together: every stream keeps stopping and
+    // catching up from the hub, and web search results (~40 KB) go alone.
     hundred_streams("streamgate.v1+lz4, streamgate.v1", |config| {
         config.streams.websocket.buffer_events = 2;
+        config.streams.websocket.buffer_bytes = 16 << 10;
     })
     .await;
 }

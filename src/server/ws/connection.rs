@@ -276,8 +276,8 @@ pub(super) async fn run(
         headers,
         caller,
         compression,
+        outbox: Outbox::new(settings.buffer_bytes),
         settings,
-        outbox: Outbox::default(),
         closed: CancellationToken::new(),
         following: Mutex::new(Following::default()),
     });
