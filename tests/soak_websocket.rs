@@ -8,6 +8,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "common/openai_deltas.rs"]
+mod openai_deltas;
 #[path = "common/process.rs"]
 mod process;
 
@@ -15,8 +17,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use openai_deltas::openai_deltas;
 use providers::{AgentEvent, Dialect};
-use serde_json::{Value, json};
+use serde_json::json;
 use streamgate::ws::{
     ClientDecoder, ClientFrame, Compression, DecoderLimits, Incoming, encode_client_frame,
 };
@@ -49,27 +52,6 @@ const DELTAS: usize = 8000;
 /// write-buffer cap plus one lane of `buffer_events`. The margin is the allocator's on a busy
 /// CI machine.
 const PEAK_RSS_BOUND: u64 = 128 << 20;
-
-/// An OpenAI recording of `count` content deltas of about 1 KiB each.
-fn many_deltas(count: usize) -> String {
-    let chunk = |delta: Value, finish: Value| {
-        json!({"id": "chatcmpl-soak", "object": "chat.completion.chunk", "created": 1,
-               "model": "gpt-4o", "choices": [{"index": 0, "delta": delta,
-               "logprobs": null, "finish_reason": finish}]})
-    };
-    let mut body = String::new();
-    let mut frame = |delta, finish| body.push_str(&format!("data: {}\n\n", chunk(delta, finish)));
-    frame(json!({"role": "assistant", "content": ""}), Value::Null);
-    for i in 0..count {
-        frame(
-            json!({ "content": format!("{i:06} {} ", "soak ".repeat(200)) }),
-            Value::Null,
-        );
-    }
-    frame(json!({}), json!("stop"));
-    body.push_str("data: [DONE]\n\n");
-    body
-}
 
 fn start(id: &str, model: &str) -> Message {
     let frame = ClientFrame::Start {
@@ -182,7 +164,11 @@ async fn ping_floods_and_non_reading_clients_stay_within_the_memory_bound() {
     let replay = streamgate::replay::spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .unwrap();
-    replay.insert_fixture(Dialect::OpenAi, "megabytes", many_deltas(DELTAS));
+    replay.insert_fixture(
+        Dialect::OpenAi,
+        "megabytes",
+        openai_deltas((0..DELTAS).map(|i| format!("{i:06} {} ", "soak ".repeat(200)))),
+    );
     let config = format!(
         "{}\n[streams.websocket]\nwrite_timeout_ms = 1000\nmax_pings_per_second = 10\n",
         process::replay_providers(&replay.url())

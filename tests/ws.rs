@@ -8,6 +8,8 @@
 
 #[path = "common/gateway.rs"]
 mod gw;
+#[path = "common/openai_deltas.rs"]
+mod openai_deltas;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use gw::chat_body;
+use openai_deltas::openai_deltas;
 use providers::{AgentEvent, Dialect, Envelope, StreamDecoder};
 use serde_json::{Value, json};
 use streamgate::ws::{
@@ -460,25 +463,6 @@ async fn hundred_streams_on_one_connection_gzip_with_small_chunks() {
     assert!(shards > 1000, "only {shards} shard messages");
 }
 
-/// An OpenAI recording whose second chunk carries `text` as one content delta.
-fn one_big_delta(text: &str) -> String {
-    let chunk = |delta: Value, finish: Value| {
-        json!({"id": "chatcmpl-big", "object": "chat.completion.chunk", "created": 1,
-               "model": "gpt-4o", "choices": [{"index": 0, "delta": delta,
-               "logprobs": null, "finish_reason": finish}]})
-    };
-    let mut body = String::new();
-    for frame in [
-        chunk(json!({"role": "assistant", "content": ""}), Value::Null),
-        chunk(json!({"content": text}), Value::Null),
-        chunk(json!({}), json!("stop")),
-    ] {
-        body.push_str(&format!("data: {frame}\n\n"));
-    }
-    body.push_str("data: [DONE]\n\n");
-    body
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_one_mib_event_is_sharded_and_reassembled_byte_exact() {
     const CHUNK: usize = 64 << 10;
@@ -488,8 +472,11 @@ async fn a_one_mib_event_is_sharded_and_reassembled_byte_exact() {
     let unit = "Lorem \"ipsum\" \\ dolor\nsit amet, é café 😀 ";
     let text: String = unit.repeat((1 << 20) / unit.len() + 1);
     assert!(text.len() >= 1 << 20);
-    h.replay
-        .insert_fixture(Dialect::OpenAi, "one_mib_delta", one_big_delta(&text));
+    h.replay.insert_fixture(
+        Dialect::OpenAi,
+        "one_mib_delta",
+        openai_deltas([text.clone()]),
+    );
     for offer in streamgate::ws::SUBPROTOCOLS {
         let mut client = connect(&h, Some(offer)).await;
         let c = client.c;
@@ -1103,25 +1090,6 @@ async fn raw_close_code(socket: &mut (impl tokio::io::AsyncRead + Unpin)) -> Opt
     }
 }
 
-/// An OpenAI recording of `count` content deltas of about 1 KiB each (distinct texts).
-fn many_deltas(count: usize) -> String {
-    let chunk = |delta: Value, finish: Value| {
-        json!({"id": "chatcmpl-many", "object": "chat.completion.chunk", "created": 1,
-               "model": "gpt-4o", "choices": [{"index": 0, "delta": delta,
-               "logprobs": null, "finish_reason": finish}]})
-    };
-    let mut body = String::new();
-    let mut frame = |delta, finish| body.push_str(&format!("data: {}\n\n", chunk(delta, finish)));
-    frame(json!({"role": "assistant", "content": ""}), Value::Null);
-    for i in 0..count {
-        let text = format!("{i:06} {} ", "streamgate ".repeat(93));
-        frame(json!({ "content": text }), Value::Null);
-    }
-    frame(json!({}), json!("stop"));
-    body.push_str("data: [DONE]\n\n");
-    body
-}
-
 /// A stream's envelopes as the SSE door gives them once it exists (it may still be starting
 /// on a WebSocket connection), following it live to its end.
 async fn followed_when_started(h: &gw::Harness, id: &str) -> Vec<Envelope> {
@@ -1158,8 +1126,11 @@ async fn a_client_that_stops_reading_is_closed_with_4002_and_its_stream_resumes_
     })
     .await;
     // ~8 MiB of events: more than the kernel buffers of a loopback connection take.
-    h.replay
-        .insert_fixture(Dialect::OpenAi, "megabytes", many_deltas(8000));
+    h.replay.insert_fixture(
+        Dialect::OpenAi,
+        "megabytes",
+        openai_deltas((0..8000).map(|i| format!("{i:06} {} ", "streamgate ".repeat(93)))),
+    );
     let mut slow = connect_with_receive_buffer(h.gateway, 4096, None).await;
     slow.send(&start(
         Some("big"),
