@@ -1071,6 +1071,16 @@ async fn heartbeats_arrive_and_a_client_that_stops_answering_is_closed_with_4001
 /// Reads server frames off the socket without answering any: the code of the first close
 /// frame (None if the connection ends before one).
 async fn raw_close_code(socket: &mut (impl tokio::io::AsyncRead + Unpin)) -> Option<u16> {
+    raw_until_close(socket, &mut Vec::new()).await
+}
+
+/// Reads server frames off the socket without answering any (and as fast as the socket
+/// gives them, decoding nothing), keeping text messages in `texts`: the code of the first
+/// close frame (None if the connection ends before one).
+async fn raw_until_close(
+    socket: &mut (impl tokio::io::AsyncRead + Unpin),
+    texts: &mut Vec<String>,
+) -> Option<u16> {
     use tokio::io::AsyncReadExt;
     loop {
         let mut head = [0u8; 2];
@@ -1080,12 +1090,17 @@ async fn raw_close_code(socket: &mut (impl tokio::io::AsyncRead + Unpin)) -> Opt
             127 => socket.read_u64().await.ok()?,
             n => u64::from(n),
         };
-        // Server frames are never masked; this test's frames are pings and the close.
+        // Server frames are never masked, nor fragmented (one frame per message).
         assert!(len < 1 << 20, "a {len}-byte frame");
+        assert!(head[0] & 0x80 != 0, "a fragmented message");
         let mut payload = vec![0u8; len as usize];
         socket.read_exact(&mut payload).await.ok()?;
-        if head[0] & 0x0f == 0x8 {
-            return (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+        match head[0] & 0x0f {
+            0x1 => texts.push(String::from_utf8(payload).unwrap()),
+            0x8 => {
+                return (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+            }
+            _ => {}
         }
     }
 }
@@ -1160,16 +1175,20 @@ async fn a_client_that_stops_reading_is_closed_with_4002_and_its_stream_resumes_
     assert_eq!(error_code_of(&probe).as_deref(), Some("cancelled"));
     assert!(probe.len() < recorded(PROBE).len(), "cut short");
 
-    // Reading again: what was in the buffers, then the close frame.
+    // Reading again, raw and fast (the close frame waits at most 2 s for the client to take
+    // what is buffered before it): what was in the buffers, then the close frame.
+    let mut texts = Vec::new();
+    let mut raw = tokio::io::BufReader::with_capacity(64 << 10, slow.ws.into_inner());
+    let code = tokio::time::timeout(gw::BOUND, raw_until_close(&mut raw, &mut texts))
+        .await
+        .expect("no close within the bound");
     let mut read = Streams::default();
-    let code = loop {
-        match slow.recv().await {
-            Got::In(incoming) => read.take(incoming),
-            Got::Ping => {}
-            Got::Close(code) => break code,
-            Got::End => break None,
+    for text in texts {
+        let incoming = slow.decoder.decode(streamgate::ws::Message::Text(text));
+        if let Some(incoming) = incoming.unwrap() {
+            read.take(incoming);
         }
-    };
+    }
     assert_eq!(code, Some(4002), "closed as a slow consumer");
     let mut first = read.events.remove("big").unwrap_or_default();
     assert!(
