@@ -8,6 +8,8 @@
 
 #[path = "common/gateway.rs"]
 mod gw;
+#[path = "common/openai_deltas.rs"]
+mod openai_deltas;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use gw::chat_body;
+use openai_deltas::openai_deltas;
 use providers::{AgentEvent, Dialect, Envelope, StreamDecoder};
 use serde_json::{Value, json};
 use streamgate::ws::{
@@ -101,29 +104,24 @@ async fn connect_to(addr: SocketAddr, offer: Option<&str>, headers: &[(&str, &st
         .await
         .unwrap()
         .unwrap();
-    let answered = response
-        .headers()
-        .get("sec-websocket-protocol")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let c = match (&answered, offer) {
-        (None, None) => Compression::None,
-        (Some(name), Some(offer)) => {
-            let c = streamgate::ws::negotiate(name).unwrap();
-            assert_eq!(
-                streamgate::ws::negotiate(offer),
-                Some(c),
-                "the first offered name wins"
-            );
-            c
-        }
-        other => panic!("subprotocol answer {other:?} for offer {offer:?}"),
-    };
-    Client {
-        ws,
-        c,
-        decoder: ClientDecoder::new(c, DecoderLimits::default()),
-        shards: 0,
-    }
+    Client::upgraded(ws, &response, offer)
+}
+
+/// A connection whose socket has a receive buffer of about `bytes` (the kernel doubles it and
+/// has a floor), so that a client that does not read stops the gateway's writes soon.
+async fn connect_with_receive_buffer(addr: SocketAddr, bytes: u32, offer: Option<&str>) -> Client {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(bytes).unwrap();
+    let tcp = socket.connect(addr).await.unwrap();
+    let request = upgrade_request(addr, offer, &[]);
+    let (ws, response) = tokio::time::timeout(
+        gw::BOUND,
+        tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    Client::upgraded(ws, &response, offer)
 }
 
 fn start(id: Option<&str>, dialect: Dialect, model: &str, detach: bool) -> ClientFrame {
@@ -143,6 +141,37 @@ fn to_tungstenite(m: streamgate::ws::Message) -> Message {
 }
 
 impl Client {
+    /// The client of an upgraded connection, checking the subprotocol answered to `offer`.
+    fn upgraded(
+        ws: Ws,
+        response: &tungstenite::handshake::client::Response,
+        offer: Option<&str>,
+    ) -> Client {
+        let answered = response
+            .headers()
+            .get("sec-websocket-protocol")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let c = match (&answered, offer) {
+            (None, None) => Compression::None,
+            (Some(name), Some(offer)) => {
+                let c = streamgate::ws::negotiate(name).unwrap();
+                assert_eq!(
+                    streamgate::ws::negotiate(offer),
+                    Some(c),
+                    "the first offered name wins"
+                );
+                c
+            }
+            other => panic!("subprotocol answer {other:?} for offer {offer:?}"),
+        };
+        Client {
+            ws,
+            c,
+            decoder: ClientDecoder::new(c, DecoderLimits::default()),
+            shards: 0,
+        }
+    }
+
     async fn send(&mut self, frame: &ClientFrame) {
         let message = to_tungstenite(encode_client_frame(self.c, frame));
         self.ws.send(message).await.unwrap();
@@ -410,9 +439,11 @@ async fn hundred_streams_on_one_connection_uncompressed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_streams_on_one_connection_lz4_with_tiny_buffers() {
-    // Two events per lane: every stream keeps stopping and catching up from the hub.
+    // Two events per lane, 16 KiB for all lanes together: every stream keeps stopping and
+    // catching up from the hub, and web search results (~40 KB) go alone.
     hundred_streams("streamgate.v1+lz4, streamgate.v1", |config| {
         config.streams.websocket.buffer_events = 2;
+        config.streams.websocket.buffer_bytes = 16 << 10;
     })
     .await;
 }
@@ -432,25 +463,6 @@ async fn hundred_streams_on_one_connection_gzip_with_small_chunks() {
     assert!(shards > 1000, "only {shards} shard messages");
 }
 
-/// An OpenAI recording whose second chunk carries `text` as one content delta.
-fn one_big_delta(text: &str) -> String {
-    let chunk = |delta: Value, finish: Value| {
-        json!({"id": "chatcmpl-big", "object": "chat.completion.chunk", "created": 1,
-               "model": "gpt-4o", "choices": [{"index": 0, "delta": delta,
-               "logprobs": null, "finish_reason": finish}]})
-    };
-    let mut body = String::new();
-    for frame in [
-        chunk(json!({"role": "assistant", "content": ""}), Value::Null),
-        chunk(json!({"content": text}), Value::Null),
-        chunk(json!({}), json!("stop")),
-    ] {
-        body.push_str(&format!("data: {frame}\n\n"));
-    }
-    body.push_str("data: [DONE]\n\n");
-    body
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_one_mib_event_is_sharded_and_reassembled_byte_exact() {
     const CHUNK: usize = 64 << 10;
@@ -460,8 +472,11 @@ async fn a_one_mib_event_is_sharded_and_reassembled_byte_exact() {
     let unit = "Lorem \"ipsum\" \\ dolor\nsit amet, é café 😀 ";
     let text: String = unit.repeat((1 << 20) / unit.len() + 1);
     assert!(text.len() >= 1 << 20);
-    h.replay
-        .insert_fixture(Dialect::OpenAi, "one_mib_delta", one_big_delta(&text));
+    h.replay.insert_fixture(
+        Dialect::OpenAi,
+        "one_mib_delta",
+        openai_deltas([text.clone()]),
+    );
     for offer in streamgate::ws::SUBPROTOCOLS {
         let mut client = connect(&h, Some(offer)).await;
         let c = client.c;
@@ -1056,6 +1071,16 @@ async fn heartbeats_arrive_and_a_client_that_stops_answering_is_closed_with_4001
 /// Reads server frames off the socket without answering any: the code of the first close
 /// frame (None if the connection ends before one).
 async fn raw_close_code(socket: &mut (impl tokio::io::AsyncRead + Unpin)) -> Option<u16> {
+    raw_until_close(socket, &mut Vec::new()).await
+}
+
+/// Reads server frames off the socket without answering any (and as fast as the socket
+/// gives them, decoding nothing), keeping text messages in `texts`: the code of the first
+/// close frame (None if the connection ends before one).
+async fn raw_until_close(
+    socket: &mut (impl tokio::io::AsyncRead + Unpin),
+    texts: &mut Vec<String>,
+) -> Option<u16> {
     use tokio::io::AsyncReadExt;
     loop {
         let mut head = [0u8; 2];
@@ -1065,14 +1090,192 @@ async fn raw_close_code(socket: &mut (impl tokio::io::AsyncRead + Unpin)) -> Opt
             127 => socket.read_u64().await.ok()?,
             n => u64::from(n),
         };
-        // Server frames are never masked; this test's frames are pings and the close.
+        // Server frames are never masked, nor fragmented (one frame per message).
         assert!(len < 1 << 20, "a {len}-byte frame");
+        assert!(head[0] & 0x80 != 0, "a fragmented message");
         let mut payload = vec![0u8; len as usize];
         socket.read_exact(&mut payload).await.ok()?;
-        if head[0] & 0x0f == 0x8 {
-            return (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+        match head[0] & 0x0f {
+            0x1 => texts.push(String::from_utf8(payload).unwrap()),
+            0x8 => {
+                return (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+            }
+            _ => {}
         }
     }
+}
+
+/// A stream's envelopes as the SSE door gives them once it exists (it may still be starting
+/// on a WebSocket connection), following it live to its end.
+async fn followed_when_started(h: &gw::Harness, id: &str) -> Vec<Envelope> {
+    let deadline = Instant::now() + gw::BOUND;
+    loop {
+        let status = h
+            .client
+            .head(h.url(&format!("/v1/streams/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if status.is_success() {
+            return replayed(h, id).await;
+        }
+        assert!(Instant::now() < deadline, "{id} never started: {status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A client that stops reading while the gateway has megabytes for it: once its socket takes
+/// no write for `write_timeout_ms`, the gateway closes it with 4002 (the close frame goes
+/// out when the client reads again within the close grace), a `detach: false` stream of it
+/// is cancelled, and the detached one stays whole in the hub: a new connection resumes it
+/// right after the last event the slow client read. Meanwhile another client on the same
+/// gateway streams a whole answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_with_4002_and_its_stream_resumes_elsewhere() {
+    // A probe that would take 15 s (300 frames, 50 ms apart) unless cancelled by the close.
+    const PROBE: &str = "openai/drip=50:text_long_obfuscation";
+    let h = gw::start_with(|config| {
+        config.streams.websocket.write_timeout_ms = 300;
+        config.streams.websocket.buffer_events = 8;
+    })
+    .await;
+    // ~8 MiB of events: more than the kernel buffers of a loopback connection take.
+    h.replay.insert_fixture(
+        Dialect::OpenAi,
+        "megabytes",
+        openai_deltas((0..8000).map(|i| format!("{i:06} {} ", "streamgate ".repeat(93)))),
+    );
+    let mut slow = connect_with_receive_buffer(h.gateway, 4096, None).await;
+    slow.send(&start(
+        Some("big"),
+        Dialect::OpenAi,
+        "openai/megabytes",
+        true,
+    ))
+    .await;
+    slow.send(&start(Some("probe"), Dialect::OpenAi, PROBE, false))
+        .await;
+
+    // Another client keeps getting whole answers meanwhile.
+    let mut other = connect(&h, Some("streamgate.v1+zstd")).await;
+    other
+        .send(&start(Some("meanwhile"), Dialect::OpenAi, LONG, true))
+        .await;
+    let mut theirs = Streams::default();
+    theirs.until_ended(&mut other, 1).await;
+    assert_whole(theirs.of("meanwhile"), "meanwhile");
+    assert_eq!(
+        differences_from_recording(LONG, theirs.of("meanwhile")),
+        Vec::<String>::new()
+    );
+
+    // The probe ends cancelled long before its 15 s: the slow connection was closed.
+    let probe = followed_when_started(&h, "probe").await;
+    assert_eq!(error_code_of(&probe).as_deref(), Some("cancelled"));
+    assert!(probe.len() < recorded(PROBE).len(), "cut short");
+
+    // Reading again, raw and fast (the close frame waits at most 2 s for the client to take
+    // what is buffered before it): what was in the buffers, then the close frame.
+    let mut texts = Vec::new();
+    let mut raw = tokio::io::BufReader::with_capacity(64 << 10, slow.ws.into_inner());
+    let code = tokio::time::timeout(gw::BOUND, raw_until_close(&mut raw, &mut texts))
+        .await
+        .expect("no close within the bound");
+    let mut read = Streams::default();
+    for text in texts {
+        let incoming = slow.decoder.decode(streamgate::ws::Message::Text(text));
+        if let Some(incoming) = incoming.unwrap() {
+            read.take(incoming);
+        }
+    }
+    assert_eq!(code, Some(4002), "closed as a slow consumer");
+    let mut first = read.events.remove("big").unwrap_or_default();
+    assert!(
+        !first
+            .iter()
+            .any(|e| matches!(e.event, AgentEvent::StreamEnd(_))),
+        "the slow client got all of it: nothing was held back"
+    );
+
+    // The stream went on in the hub; a new connection gets exactly the rest.
+    let after = first.last().map(|e| e.seq);
+    let mut client = connect(&h, Some("streamgate.v1+lz4")).await;
+    client
+        .send(&ClientFrame::Resume {
+            stream: "big".into(),
+            after,
+        })
+        .await;
+    let mut rest = Streams::default();
+    rest.until_ended(&mut client, 1).await;
+    let rest = rest.events.remove("big").unwrap();
+    assert_eq!(rest[0].seq, after.map_or(0, |s| s + 1), "exactly the rest");
+    first.extend(rest);
+    assert_whole(&first, "big");
+    assert!(first.len() > 8000, "{} events for 8000 deltas", first.len());
+    assert_eq!(first, replayed(&h, "big").await, "what the hub kept");
+}
+
+/// A client flooding WebSocket pings and `{"op":"ping"}` frames while reading: the answers
+/// (tungstenite's pongs and `pong` frames together) stay within the configured rate, counted
+/// over the time the client measured (the gateway cannot have read a ping before the first
+/// was sent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_flood_is_answered_at_most_at_the_configured_rate() {
+    const RATE: u32 = 5;
+    const FLOOD: Duration = Duration::from_secs(2);
+    let h = gw::start_with(|config| config.streams.websocket.max_pings_per_second = RATE).await;
+    let client = connect(&h, None).await;
+    let (mut tx, mut rx) = client.ws.split();
+    let began = Instant::now();
+    let flood = tokio::spawn(async move {
+        let op_ping = to_tungstenite(encode_client_frame(
+            Compression::None,
+            &ClientFrame::Ping { data: None },
+        ));
+        let mut sent = 0u64;
+        while began.elapsed() < FLOOD {
+            let ping = if sent.is_multiple_of(2) {
+                Message::Ping(Default::default())
+            } else {
+                op_ping.clone()
+            };
+            // A send that waits: the gateway stopped reading, the kernel buffers are full.
+            if let Ok(result) = tokio::time::timeout(Duration::from_millis(50), tx.send(ping)).await
+            {
+                result.unwrap();
+                sent += 1;
+            }
+        }
+        sent
+    });
+    let mut pongs = 0u64;
+    loop {
+        let left = FLOOD.saturating_sub(began.elapsed());
+        let Ok(next) = tokio::time::timeout(left, rx.next()).await else {
+            break;
+        };
+        match next.unwrap().unwrap() {
+            Message::Pong(_) => pongs += 1,
+            Message::Text(text) if text.as_str().starts_with(r#"{"op":"pong""#) => pongs += 1,
+            Message::Ping(_) => {}
+            other => panic!("unexpected: {other:?}"),
+        }
+    }
+    let elapsed = began.elapsed().as_secs_f64();
+    let sent = flood.await.unwrap();
+    // The burst, the ping read before each wait, then the rate.
+    let bound = f64::from(RATE) + 1.0 + f64::from(RATE) * elapsed;
+    assert!(pongs >= 1, "no ping answered at all");
+    assert!(
+        pongs as f64 <= bound,
+        "{pongs} answers in {elapsed:.2} s at {RATE}/s (bound {bound:.1})"
+    );
+    assert!(
+        sent as f64 > 4.0 * bound,
+        "only {sent} pings sent: not a flood"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,6 +25,10 @@
 //! idle_timeout_ms = 60000    # no frame at all from the client: close 4000
 //! max_streams = 256          # streams one connection follows at once
 //! buffer_events = 1024       # events of one stream queued for a slow connection
+//! buffer_bytes = 4194304     # encoded bytes queued for one connection, all its streams
+//! write_timeout_ms = 10000   # a client that takes no write for this long: close 4002
+//! max_write_buffer_bytes = 131072  # encoded bytes waiting for the socket, per connection
+//! max_pings_per_second = 10  # pings (protocol and `op: ping`) answered; more wait their turn
 //! compression = ["none", "lz4", "zstd", "gzip"]  # modes offered (true = all, false = none)
 //! ```
 //!
@@ -46,6 +50,10 @@
 //! | `websocket.idle_timeout_ms` | 60000 | without any frame from the client (data, ping or pong) for this long the connection is closed with code 4000. 0: no idle timeout |
 //! | `websocket.max_streams` | 256 | streams one connection may follow at once; beyond it `start`/`resume` get a `too_many_streams` error frame (the connection goes on) |
 //! | `websocket.buffer_events` | 1024 | events of one stream queued for a connection; a stream whose queue is full stops pulling from the hub (nothing is lost, it catches up later) while the others go on. Also settable as `streaming.bufferSize` |
+//! | `websocket.buffer_bytes` | 4194304 | bytes of encoded messages queued for one connection over all its streams; a stream that finds them spent waits (it stops pulling from the hub, nothing is lost) until the writer has sent enough. An event larger than this still goes, alone. At least 1 |
+//! | `websocket.write_timeout_ms` | 10000 | while messages wait for a connection, a write (at most the write buffer: 4 KiB plus one message) that the client's socket does not take within this long closes the connection with 4002 (client not reading); its streams stay in the hub (detached) and resumable. At least 1 |
+//! | `websocket.max_write_buffer_bytes` | 131072 | encoded bytes one connection may hold for its socket (tungstenite's `max_write_buffer_size`); raised to at least `chunkSize` plus 4 KiB and a compression margin so the largest message fits. A write that would overflow it closes the connection with 4002 |
+//! | `websocket.max_pings_per_second` | 10 | pings one connection gets answered per second, WebSocket protocol pings and `{"op":"ping"}` frames together (bursts of as many); past it the gateway stops reading that connection until the next ping is due, so a flood waits in the client's own socket. At least 1 |
 //! | `websocket.compression` | all | the per-message compression modes offered (`none`, `lz4`, `zstd`, `gzip`; one name, a list, `true` for all or `false` for `none` only). A client whose `Sec-WebSocket-Protocol` names only modes not offered is refused with 400 `websocket_upgrade_refused`, as for unknown names; a client sending no subprotocol gets `none` only when `none` is offered. Also settable as `streaming.compression` |
 
 use std::path::PathBuf;
@@ -169,6 +177,24 @@ pub struct WebSocketSettings {
     /// catches up from the hub later, so nothing is lost and other streams go on).
     #[serde(default = "default_buffer_events")]
     pub buffer_events: usize,
+    /// Bytes of encoded messages queued for one connection over all its streams; a stream
+    /// finding them spent waits as for a full `buffer_events` queue. An event larger than this
+    /// still goes, alone.
+    #[serde(default = "default_buffer_bytes")]
+    pub buffer_bytes: usize,
+    /// Milliseconds a write may wait for the client's socket while messages are waiting;
+    /// past it the connection is closed with 4002 (a client that stopped reading is not
+    /// buffered for). At least 1.
+    #[serde(default = "default_write_timeout_ms")]
+    pub write_timeout_ms: u64,
+    /// Encoded bytes one connection may hold for its socket; raised to fit the largest
+    /// message (`chunkSize` plus a margin). Overflowing it closes the connection with 4002.
+    #[serde(default = "default_max_write_buffer_bytes")]
+    pub max_write_buffer_bytes: usize,
+    /// Pings (protocol and `op: ping`) answered per second on one connection, in bursts of as
+    /// many; past it the connection is not read until the next ping is due. At least 1.
+    #[serde(default = "default_max_pings_per_second")]
+    pub max_pings_per_second: u32,
     /// The compression modes offered: a client offering only subprotocols of other modes is
     /// refused at the upgrade (and one offering none needs `none` offered).
     #[serde(default)]
@@ -184,6 +210,10 @@ impl Default for WebSocketSettings {
             idle_timeout_ms: default_idle_timeout_ms(),
             max_streams: default_max_streams(),
             buffer_events: default_buffer_events(),
+            buffer_bytes: default_buffer_bytes(),
+            write_timeout_ms: default_write_timeout_ms(),
+            max_write_buffer_bytes: default_max_write_buffer_bytes(),
+            max_pings_per_second: default_max_pings_per_second(),
             compression: crate::ws::CompressionOffer::default(),
         }
     }
@@ -230,4 +260,16 @@ fn default_max_streams() -> usize {
 }
 fn default_buffer_events() -> usize {
     1024
+}
+fn default_buffer_bytes() -> usize {
+    4 << 20
+}
+fn default_write_timeout_ms() -> u64 {
+    10_000
+}
+fn default_max_write_buffer_bytes() -> usize {
+    128 << 10
+}
+fn default_max_pings_per_second() -> u32 {
+    10
 }

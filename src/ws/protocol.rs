@@ -226,11 +226,15 @@ pub enum CloseCode {
     IdleTimeout,
     /// 4001: the client stopped answering the gateway's heartbeats (WebSocket pings).
     HeartbeatLost,
+    /// 4002: the client does not read: messages waited and its socket took no write for
+    /// `write_timeout_ms`, or they overflowed the connection's write buffer. Its streams stay
+    /// in the hub (detached) and can be resumed on another connection.
+    SlowConsumer,
 }
 
 impl CloseCode {
     /// Every close code, for tables and tests.
-    pub const ALL: [CloseCode; 8] = [
+    pub const ALL: [CloseCode; 9] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::ProtocolError,
@@ -239,6 +243,7 @@ impl CloseCode {
         CloseCode::MessageTooBig,
         CloseCode::IdleTimeout,
         CloseCode::HeartbeatLost,
+        CloseCode::SlowConsumer,
     ];
 
     /// The numeric code of the close frame.
@@ -252,6 +257,7 @@ impl CloseCode {
             CloseCode::MessageTooBig => 1009,
             CloseCode::IdleTimeout => 4000,
             CloseCode::HeartbeatLost => 4001,
+            CloseCode::SlowConsumer => 4002,
         }
     }
 
@@ -266,6 +272,7 @@ impl CloseCode {
             CloseCode::MessageTooBig => "message too big",
             CloseCode::IdleTimeout => "idle timeout",
             CloseCode::HeartbeatLost => "heartbeat lost",
+            CloseCode::SlowConsumer => "client not reading",
         }
     }
 
@@ -380,7 +387,7 @@ mod tests {
         let codes: Vec<u16> = CloseCode::ALL.iter().map(|c| c.code()).collect();
         assert_eq!(
             codes,
-            [1000, 1001, 1002, 1007, 1008, 1009, 4000, 4001],
+            [1000, 1001, 1002, 1007, 1008, 1009, 4000, 4001, 4002],
             "close code values"
         );
         for c in CloseCode::ALL {

@@ -6,8 +6,12 @@
 //!   asks the hub, `ping` and refusals queue a reply on the control queue. It also owns the
 //!   clocks: a WebSocket ping every `heartbeat_ms`, close 4001 when nothing came for two
 //!   heartbeats, close 4000 when nothing came for `idle_timeout_ms`, close 1001 at shutdown.
+//!   Pings (protocol or `op: ping`) beyond `max_pings_per_second` pause the reading
+//!   ([`super::pace`]).
 //! - The **writer** sends control replies first, then one message of each lane in turn
-//!   ([`super::outbox`]), flushing whenever nothing more is ready.
+//!   ([`super::outbox`]), flushing whenever nothing more is ready. A write the client's socket
+//!   does not take within `write_timeout_ms`, or one overflowing the write buffer, closes
+//!   the connection with 4002: a client that stopped reading is not buffered for.
 //! - When either ends, the connection closes: lanes stop (their streams stay in the hub,
 //!   detached, or are cancelled if started with `detach: false`), the close frame goes out
 //!   (bounded by [`CLOSE_GRACE`]) and the client's close reply is awaited as long.
@@ -27,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::lane::{self, Follow};
 use super::outbox::{LaneSender, Outbox};
+use super::pace::PingPace;
 use super::{error_code, lane::to_message};
 use crate::error::GatewayError;
 use crate::hub::WebSocketSettings;
@@ -271,8 +276,8 @@ pub(super) async fn run(
         headers,
         caller,
         compression,
+        outbox: Outbox::new(settings.buffer_bytes),
         settings,
-        outbox: Outbox::default(),
         closed: CancellationToken::new(),
         following: Mutex::new(Following::default()),
     });
@@ -281,7 +286,7 @@ pub(super) async fn run(
     let (control, mut replies) = mpsc::channel::<Message>(CONTROL_QUEUE);
     let outcome = tokio::select! {
         outcome = read(&conn, &mut stream, &control) => outcome,
-        () = write(&conn, &mut sink, &mut replies) => Outcome::Gone,
+        outcome = write(&conn, &mut sink, &mut replies) => outcome,
     };
     conn.closed.cancel();
     conn.outbox.close();
@@ -332,6 +337,7 @@ async fn read(
         pings
     });
     let mut last_seen = Instant::now();
+    let mut pace = PingPace::new(settings.max_pings_per_second, last_seen);
     loop {
         let idle_at = idle.map(|d| last_seen + d);
         let lost_at = heartbeat.map(|h| last_seen + 2 * h);
@@ -356,11 +362,24 @@ async fn read(
         let message = match message {
             Message::Text(text) => crate::ws::Message::Text(text.as_str().to_owned()),
             Message::Binary(bytes) => crate::ws::Message::Binary(bytes.into()),
-            Message::Ping(_) | Message::Pong(_) => continue,
+            // tungstenite queued the pong already (keeping only the latest one).
+            Message::Ping(_) => {
+                if let Some(outcome) = wait(conn, pace.take(Instant::now())).await {
+                    return outcome;
+                }
+                continue;
+            }
+            Message::Pong(_) => continue,
             Message::Close(_) => return Outcome::PeerClosed,
         };
+        let mut paused = Duration::ZERO;
         let reply = match decode_client_message(conn.compression, message, limits) {
-            Ok(frame) => conn.handle(frame),
+            Ok(frame) => {
+                if matches!(frame, ClientFrame::Ping { .. }) {
+                    paused = pace.take(Instant::now());
+                }
+                conn.handle(frame)
+            }
             Err(e) => {
                 if let Some(code) = e.close_code() {
                     return Outcome::Close(code);
@@ -378,6 +397,21 @@ async fn read(
                 Err(mpsc::error::TrySendError::Closed(_)) => return Outcome::Gone,
             }
         }
+        if let Some(outcome) = wait(conn, paused).await {
+            return outcome;
+        }
+    }
+}
+
+/// Holds the reader back for `pause` (a ping over the rate), unless the gateway shuts down
+/// meanwhile: then the close to send.
+async fn wait(conn: &Conn, pause: Duration) -> Option<Outcome> {
+    if pause.is_zero() {
+        return None;
+    }
+    tokio::select! {
+        () = conn.state.shutdown.cancelled() => Some(Outcome::Close(CloseCode::GoingAway)),
+        () = tokio::time::sleep(pause) => None,
     }
 }
 
@@ -401,35 +435,68 @@ fn read_failed(error: axum::Error) -> Outcome {
     }
 }
 
-/// The writer: control replies first, then the lanes round-robin.
+/// The writer: control replies first, then the lanes round-robin, until the socket is gone
+/// (or the client stops taking writes: close 4002).
 async fn write(
     conn: &Conn,
     sink: &mut SplitSink<WebSocket, Message>,
     replies: &mut mpsc::Receiver<Message>,
-) {
+) -> Outcome {
+    let timeout = Duration::from_millis(conn.settings.write_timeout_ms.max(1));
     loop {
         let next = match replies.try_recv() {
             Ok(message) => Some(message),
             Err(mpsc::error::TryRecvError::Empty) => conn.outbox.next_message(),
-            Err(mpsc::error::TryRecvError::Disconnected) => return,
+            Err(mpsc::error::TryRecvError::Disconnected) => return Outcome::Gone,
         };
         let message = match next {
             Some(message) => message,
             None => {
-                if sink.flush().await.is_err() {
-                    return;
+                if let Err(outcome) = within(timeout, sink.flush()).await {
+                    return outcome;
                 }
                 tokio::select! {
                     reply = replies.recv() => match reply {
                         Some(message) => message,
-                        None => return,
+                        None => return Outcome::Gone,
                     },
                     () = conn.outbox.woken() => continue,
                 }
             }
         };
-        if sink.feed(message).await.is_err() {
-            return;
+        // `feed` waits while tungstenite cannot write its buffer out: the client is not
+        // reading and the kernel's buffers are full.
+        if let Err(outcome) = within(timeout, sink.feed(message)).await {
+            return outcome;
+        }
+    }
+}
+
+/// One write (or flush) the socket must take within `timeout`; the outcome ending the
+/// connection when it does not.
+async fn within(
+    timeout: Duration,
+    write: impl Future<Output = Result<(), axum::Error>>,
+) -> Result<(), Outcome> {
+    match tokio::time::timeout(timeout, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(write_failed(e)),
+        Err(_) => {
+            tracing::debug!(?timeout, "websocket: the client takes no writes");
+            Err(Outcome::Close(CloseCode::SlowConsumer))
+        }
+    }
+}
+
+/// A write error: which close it calls for.
+fn write_failed(error: axum::Error) -> Outcome {
+    let inner = error.into_inner();
+    match inner.downcast_ref::<tungstenite::Error>() {
+        // `max_write_buffer_size`: what waits for the socket would pass the cap.
+        Some(tungstenite::Error::WriteBufferFull(_)) => Outcome::Close(CloseCode::SlowConsumer),
+        _ => {
+            tracing::debug!(error = %inner, "websocket: write failed");
+            Outcome::Gone
         }
     }
 }

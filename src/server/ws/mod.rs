@@ -10,11 +10,13 @@
 //!   timeout, shutdown), the writer, and the close;
 //! - [`lane`]: one followed stream: start it (or take a resumed subscription), encode its
 //!   events into messages, queue them for the writer;
-//! - [`outbox`]: the lanes' bounded queues and the writer's round-robin over them.
+//! - [`outbox`]: the lanes' bounded queues and the writer's round-robin over them;
+//! - [`pace`]: how fast a connection's pings are answered.
 
 mod connection;
 mod lane;
 mod outbox;
+mod pace;
 
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
@@ -76,6 +78,7 @@ pub async fn upgrade(
         .max_frame_size(limit)
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(write_buffer_limit(&settings))
         .on_upgrade(move |socket| async move {
             connection::run(socket, state, headers, caller, compression, settings).await;
             drop(tracked);
@@ -95,6 +98,19 @@ fn refuse(headers: &HeaderMap, why: &str, settings: &WebSocketSettings) -> Respo
 const READ_BUFFER: usize = 2 << 10;
 /// Bytes of encoded messages gathered before a write (the writer also flushes when idle).
 const WRITE_BUFFER: usize = 4 << 10;
+
+/// Most bytes tungstenite may hold for the socket (`max_write_buffer_bytes`), never less
+/// than [`WRITE_BUFFER`] plus the largest message the gateway writes: an event frame or shard
+/// of `chunkSize` bytes, grown a little by compression (a 64th covers lz4, zstd and gzip on
+/// incompressible input) and its frame header. Below that, a message could never be written
+/// (and tungstenite refuses a cap at or below its write buffer).
+fn write_buffer_limit(settings: &WebSocketSettings) -> usize {
+    let largest = settings.chunk_size.max(crate::ws::MIN_CHUNK_SIZE);
+    let fits = WRITE_BUFFER
+        .saturating_add(largest)
+        .saturating_add(largest / 64 + (4 << 10));
+    settings.max_write_buffer_bytes.max(fits)
+}
 
 /// Every `Sec-WebSocket-Protocol` entry of the request but a key
 /// ([`crate::keys::WS_PROTOCOL_PREFIX`], which is never chosen, nor named in an error),
@@ -210,6 +226,42 @@ mod tests {
         assert_eq!(transport_limit(&settings), 8 << 20);
         settings.max_frame_bytes = 1000;
         assert_eq!(transport_limit(&settings), 64 << 10);
+    }
+
+    #[test]
+    fn the_write_buffer_cap_fits_the_largest_message() {
+        let mut settings = WebSocketSettings::default();
+        assert_eq!(write_buffer_limit(&settings), 128 << 10);
+        settings.max_write_buffer_bytes = 0;
+        for chunk in [0, 256, 4096, 64 << 10, 1 << 20, usize::MAX] {
+            settings.chunk_size = chunk;
+            let limit = write_buffer_limit(&settings);
+            assert!(limit > WRITE_BUFFER, "{chunk}: {limit}");
+            assert!(
+                limit >= WRITE_BUFFER.saturating_add(chunk.max(crate::ws::MIN_CHUNK_SIZE)),
+                "{chunk}: {limit}"
+            );
+        }
+        // Every mode's message of an incompressible full chunk fits beside a full buffer.
+        settings.chunk_size = 64 << 10;
+        let mut noise = 0x2545_f491_4f6c_dd1du64;
+        let json: Vec<u8> = (0..settings.chunk_size)
+            .map(|_| {
+                noise ^= noise << 13;
+                noise ^= noise >> 7;
+                noise ^= noise << 17;
+                b' ' + (noise % 94) as u8
+            })
+            .collect();
+        for c in Compression::ALL {
+            let message = crate::ws::encode_server_message_min(c, &json, 0);
+            // 14: the largest frame header of a server (unmasked) frame.
+            assert!(
+                WRITE_BUFFER + message.len() + 14 <= write_buffer_limit(&settings),
+                "{c}: {}",
+                message.len()
+            );
+        }
     }
 
     #[test]
