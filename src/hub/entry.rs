@@ -1,5 +1,6 @@
 //! One stream in the hub: its events so far, who follows it, and how it ended.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -88,6 +89,9 @@ pub struct Entry {
     /// Number of subscribers; the generation task watches it for the detach timer.
     subscribers: watch::Sender<usize>,
     cancel: CancellationToken,
+    /// Set when the memory cap ended the stream (its cancel token is cancelled too): the
+    /// generation task then ends it with a `memory_cap` error instead of `cancelled`.
+    cut: AtomicBool,
 }
 
 impl Entry {
@@ -113,6 +117,7 @@ impl Entry {
             version: watch::Sender::new(0),
             subscribers: watch::Sender::new(0),
             cancel: CancellationToken::new(),
+            cut: AtomicBool::new(false),
         }
     }
 
@@ -192,6 +197,19 @@ impl Entry {
         live
     }
 
+    /// Marks the stream cut by the memory cap and stops its generation task. Returns false
+    /// when it was cut already.
+    pub(super) fn cut(&self) -> bool {
+        let first = !self.cut.swap(true, Ordering::AcqRel);
+        self.cancel.cancel();
+        first
+    }
+
+    /// Whether the memory cap cut the stream.
+    pub(super) fn was_cut(&self) -> bool {
+        self.cut.load(Ordering::Acquire)
+    }
+
     pub(super) fn cancelled(&self) -> &CancellationToken {
         &self.cancel
     }
@@ -254,6 +272,25 @@ impl Entry {
     }
 }
 
+/// Bytes of event JSON one batch of a subscription holds at most (and at least one event):
+/// a door copies a batch into its write, so a subscriber far behind (one that does not read,
+/// or resumes from the start) holds this much beyond the hub's shared copy, not the stream.
+pub const MAX_BATCH_BYTES: usize = 256 << 10;
+
+/// The first events of `events` that fit in [`MAX_BATCH_BYTES`] (never fewer than one).
+fn capped_batch(events: &[StoredEvent]) -> Vec<StoredEvent> {
+    let mut bytes = 0;
+    let n = events
+        .iter()
+        .position(|e| {
+            bytes += e.json.len();
+            bytes > MAX_BATCH_BYTES
+        })
+        .unwrap_or(events.len())
+        .max(1);
+    events[..n].to_vec()
+}
+
 /// A client following one stream. Dropping it unsubscribes (and may start the detach timer).
 #[derive(Debug)]
 pub struct Subscription {
@@ -279,8 +316,8 @@ impl Subscription {
                 let state = self.entry.state();
                 let len = state.events.len() as u64;
                 if self.next < len {
-                    let batch = state.events[self.next as usize..].to_vec();
-                    self.next = len;
+                    let batch = capped_batch(&state.events[self.next as usize..]);
+                    self.next += batch.len() as u64;
                     return Some(batch);
                 }
                 if state.finished.is_some() {
