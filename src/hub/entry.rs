@@ -25,6 +25,19 @@ pub struct StoredEvent {
     pub json: Bytes,
 }
 
+impl StoredEvent {
+    /// The kept form of a stamped event.
+    pub(super) fn of(envelope: &providers::Envelope) -> StoredEvent {
+        // serde_json cannot fail on these types; an empty object keeps the seq.
+        let json = serde_json::to_vec(envelope).unwrap_or_else(|_| b"{}".to_vec());
+        StoredEvent {
+            seq: envelope.seq,
+            kind: envelope.event.kind(),
+            json: Bytes::from(json),
+        }
+    }
+}
+
 /// Where a stream is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -69,6 +82,15 @@ struct State {
     bytes: usize,
     finished: Option<Instant>,
     detached_since: Option<Instant>,
+    /// Set when the hub forgot the stream (retention, memory cap): its events are dropped,
+    /// and this is how many it had. Subscribers behind it get a `stream_forgotten` end.
+    forgotten: Option<u64>,
+}
+
+impl State {
+    fn len(&self) -> u64 {
+        self.forgotten.unwrap_or(self.events.len() as u64)
+    }
 }
 
 /// A stream's shared state. Cheap to read concurrently; written only by its generation task.
@@ -182,7 +204,20 @@ impl Entry {
 
     /// The seq the next event will get (= number of events).
     pub fn next_seq(&self) -> u64 {
-        self.state().events.len() as u64
+        self.state().len()
+    }
+
+    /// Drops the events (the hub forgot the stream): a subscriber that does not read must
+    /// not keep alive what the hub let go. Returns the bytes freed.
+    pub(super) fn forget(&self) -> usize {
+        let freed = {
+            let mut state = self.state();
+            state.forgotten = Some(state.len());
+            state.events = Vec::new();
+            std::mem::take(&mut state.bytes)
+        };
+        self.version.send_modify(|v| *v += 1);
+        freed
     }
 
     /// Every event so far (for tests and recovery).
@@ -232,7 +267,7 @@ impl Entry {
             },
             door: self.door,
             route: self.route.clone(),
-            seq: state.events.len() as u64,
+            seq: state.len(),
             buffer_bytes: state.bytes,
             subscribers,
             detached_ms: state
@@ -277,6 +312,25 @@ impl Entry {
 /// or resumes from the start) holds this much beyond the hub's shared copy, not the stream.
 pub const MAX_BATCH_BYTES: usize = 256 << 10;
 
+/// The `error` code a subscriber gets when the stream it was behind on was forgotten.
+pub const FORGOTTEN_CODE: &str = "stream_forgotten";
+
+/// What a subscriber behind on a forgotten stream gets instead of the events it missed: an
+/// `error` and a `stream.end` from its next seq on.
+fn forgotten_tail(id: &str, next: u64) -> Vec<StoredEvent> {
+    let mut stamper = providers::Stamper::resume(id.to_owned(), next);
+    providers::AgentEvent::terminal_failure(providers::event::ErrorInfo {
+        code: FORGOTTEN_CODE.into(),
+        message: "the gateway forgot this stream (its retention ran out or its memory was \
+                  needed) before this client read all of it"
+            .into(),
+        retryable: false,
+    })
+    .into_iter()
+    .map(|event| StoredEvent::of(&stamper.stamp(event)))
+    .collect()
+}
+
 /// The first events of `events` that fit in [`MAX_BATCH_BYTES`] (never fewer than one).
 fn capped_batch(events: &[StoredEvent]) -> Vec<StoredEvent> {
     let mut bytes = 0;
@@ -314,6 +368,14 @@ impl Subscription {
             self.version.borrow_and_update();
             {
                 let state = self.entry.state();
+                if let Some(len) = state.forgotten {
+                    if self.next >= len {
+                        return None;
+                    }
+                    let tail = forgotten_tail(self.entry.id(), self.next);
+                    self.next = len;
+                    return Some(tail);
+                }
                 let len = state.events.len() as u64;
                 if self.next < len {
                     let batch = capped_batch(&state.events[self.next as usize..]);

@@ -5,7 +5,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::StreamExt;
 
 use crate::batch::ready_batches;
@@ -175,17 +174,7 @@ pub(super) async fn publish(
     }
     let stored: Vec<StoredEvent> = events
         .into_iter()
-        .map(|event| {
-            let kind = event.kind();
-            let envelope = stamper.stamp(event);
-            // serde_json cannot fail on these types; an empty object keeps the seq.
-            let json = serde_json::to_vec(&envelope).unwrap_or_else(|_| b"{}".to_vec());
-            StoredEvent {
-                seq: envelope.seq,
-                kind,
-                json: Bytes::from(json),
-            }
-        })
+        .map(|event| StoredEvent::of(&stamper.stamp(event)))
         .collect();
     let bytes = stored.iter().map(|e| e.json.len()).sum();
     if !admit {

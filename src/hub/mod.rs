@@ -24,7 +24,9 @@ use serde::Serialize;
 
 pub use capacity::{LiveScope, LiveSlot};
 pub use config::{FsyncMode, JournalSettings, StreamsConfig, WebSocketSettings};
-pub use entry::{Entry, MAX_BATCH_BYTES, Status, StoredEvent, StreamInfo, Subscription};
+pub use entry::{
+    Entry, FORGOTTEN_CODE, MAX_BATCH_BYTES, Status, StoredEvent, StreamInfo, Subscription,
+};
 pub use persist::OpenError;
 
 use crate::engine::{Answer, Engine, unix_now_ms};
@@ -307,7 +309,7 @@ impl Hub {
             streams.map.retain(|id, e| {
                 let keep = e.finished_at().is_none_or(|t| t.elapsed() < retention);
                 if !keep {
-                    freed += e.bytes();
+                    freed += e.forget();
                     forgotten.push(id.clone());
                 }
                 keep
@@ -333,7 +335,7 @@ impl Hub {
             };
             if is_kept(&streams.map, &entry) {
                 streams.map.remove(entry.key());
-                self.kept.fetch_sub(entry.bytes(), Ordering::Relaxed);
+                self.kept.fetch_sub(entry.forget(), Ordering::Relaxed);
                 forgotten.push(entry.key().to_owned());
             }
         }
@@ -451,7 +453,7 @@ impl Hub {
             streams.ended.push_back(Arc::downgrade(&entry));
         }
         if let Some(old) = streams.map.insert(entry.key().to_owned(), entry) {
-            self.kept.fetch_sub(old.bytes(), Ordering::Relaxed);
+            self.kept.fetch_sub(old.forget(), Ordering::Relaxed);
         }
     }
 
