@@ -484,3 +484,40 @@ async fn a_subscriber_behind_a_forgotten_stream_frees_it_and_gets_stream_forgott
     assert!(matches!(tail[1].event, AgentEvent::StreamEnd(_)));
     assert!(sub.next_batch().await.is_none());
 }
+
+#[tokio::test]
+async fn a_stream_the_memory_cap_ended_comes_back_finished_after_a_restart() {
+    use providers::AgentEvent;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(1 << 20);
+    config.journal.enabled = true;
+    config.journal.dir = dir.path().to_owned();
+    let engine = engine();
+    let kept = {
+        let hub = Hub::open(config.clone(), &engine).unwrap();
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let slot = hub.reserve(None).unwrap();
+        let entry = hub
+            .start(new_stream("cut"), endless(1000, &dropped), slot)
+            .await
+            .unwrap();
+        let events = follow(&entry, None).await;
+        // The generation task lets go of the hub just after the stream's end.
+        while Arc::strong_count(&hub) > 1 {
+            tokio::task::yield_now().await;
+        }
+        events
+    };
+    let hub = Hub::open(config, &engine).unwrap();
+    let entry = hub.get(None, "cut").unwrap();
+    assert!(
+        entry.is_finished(),
+        "not continued as if it were still running"
+    );
+    let back = follow(&entry, None).await;
+    assert_eq!(back.len(), kept.len());
+    assert!(
+        matches!(&back[back.len() - 2].event, AgentEvent::Error(i) if i.code == super::MEMORY_CAP_CODE)
+    );
+    assert_eq!(hub.live.total(), 0, "nothing generating after the restart");
+}
