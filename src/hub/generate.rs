@@ -152,7 +152,7 @@ fn memory_cap() -> [AgentEvent; 2] {
     stop_with(
         MEMORY_CAP_CODE,
         "the gateway's memory for kept events (streams.max_bytes) is full and this stream kept \
-         more than its share: it was ended; the events before this one stay resumable",
+         more than its share: it was ended here, after every event it had kept",
         true,
     )
 }

@@ -4,8 +4,9 @@
 //! A stream's generation task ([`generate`]) appends stamped events to its [`Entry`]; any
 //! number of [`Subscription`]s follow it from a seq, reading what is kept and then what comes
 //! live. When the last client leaves, generation goes on for `detach_ms`; a finished stream
-//! stays resumable for `retention_ms`, within `max_bytes` of memory for all streams. Every
-//! event is journaled before any client sees it (docs/journal.md).
+//! stays resumable for `retention_ms`. All streams, live ones included, keep at most
+//! `max_bytes` of events, and at most `max_live` (`max_live_per_key` per key) generate at
+//! once ([`capacity`]). Every event is journaled before any client sees it (docs/journal.md).
 
 mod capacity;
 mod config;
