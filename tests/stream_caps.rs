@@ -94,8 +94,12 @@ async fn assert_refused(r: reqwest::Response, dialect: Dialect, status: u16, wha
     }
 }
 
-/// The `error` frame a WebSocket `start` gets on `h` (no key: an open gateway).
-async fn websocket_start_error(h: &gw::Harness) -> (ErrorCode, String) {
+/// A WebSocket `start` of `model` on `h` (no key: an open gateway), followed to its
+/// `stream.end`: its events, or the `error` frame that refused it.
+async fn websocket_start(
+    h: &gw::Harness,
+    model: &str,
+) -> Result<Vec<Envelope>, (ErrorCode, String)> {
     let request = format!("ws://{}/v1/ws", h.gateway)
         .into_client_request()
         .unwrap();
@@ -106,7 +110,7 @@ async fn websocket_start_error(h: &gw::Harness) -> (ErrorCode, String) {
     let frame = ClientFrame::Start {
         id: Some("ws".into()),
         dialect: Some(Dialect::OpenAi),
-        request: chat_body(Dialect::OpenAi, "openai/text_basic", true),
+        request: chat_body(Dialect::OpenAi, model, true),
         detach: true,
     };
     let streamgate::ws::Message::Text(text) =
@@ -116,6 +120,7 @@ async fn websocket_start_error(h: &gw::Harness) -> (ErrorCode, String) {
     };
     ws.send(Message::Text(text.into())).await.unwrap();
     let mut decoder = ClientDecoder::new(Compression::None, DecoderLimits::default());
+    let mut events = Vec::new();
     loop {
         let next = tokio::time::timeout(gw::BOUND, ws.next())
             .await
@@ -128,11 +133,40 @@ async fn websocket_start_error(h: &gw::Harness) -> (ErrorCode, String) {
                 .unwrap()
         {
             match incoming {
-                Incoming::Error { code, message, .. } => return (code, message),
-                other => panic!("a start over the cap: {other:?}"),
+                Incoming::Error { code, message, .. } => return Err((code, message)),
+                Incoming::Event(e) => {
+                    let end = matches!(e.event, providers::AgentEvent::StreamEnd(_));
+                    events.push(e);
+                    if end {
+                        return Ok(events);
+                    }
+                }
+                Incoming::Started { .. } | Incoming::Pong(_) => {}
             }
         }
     }
+}
+
+/// Asserts `events` are every kept event in order, then a `memory_cap` error and the end.
+fn assert_memory_cap_end(events: &[Envelope], what: &str) {
+    let n = events.len();
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.seq, i as u64, "{what}: every kept event, in order");
+    }
+    match &events[n - 2].event {
+        providers::AgentEvent::Error(info) => {
+            assert_eq!(info.code, "memory_cap", "{what}: {info:?}")
+        }
+        other => panic!("{what}: not a memory_cap end: {other:?}"),
+    }
+    assert!(
+        matches!(events[n - 1].event, providers::AgentEvent::StreamEnd(_)),
+        "{what}"
+    );
+    assert!(
+        n > 100 && n < 4000,
+        "{what}: kept up to the cap: {n} events"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,7 +194,7 @@ async fn over_max_live_every_hub_door_answers_503_before_any_upstream_call() {
         )
         .await;
     }
-    let (code, message) = websocket_start_error(&h).await;
+    let (code, message) = websocket_start(&h, "openai/text_basic").await.unwrap_err();
     assert_eq!(code, ErrorCode::Unavailable, "{message}");
     assert!(message.contains("max_live"), "{message}");
     assert_eq!(
@@ -287,18 +321,7 @@ async fn a_live_stream_over_its_share_ends_with_memory_cap_at_every_door() {
     let id = gw::stream_id(&r);
     let events = envelopes(&gw::body_bytes(r).await);
     let n = events.len();
-    for (i, e) in events.iter().enumerate() {
-        assert_eq!(e.seq, i as u64, "every kept event, in order");
-    }
-    match &events[n - 2].event {
-        providers::AgentEvent::Error(info) => assert_eq!(info.code, "memory_cap", "{info:?}"),
-        other => panic!("not a memory_cap end: {other:?}"),
-    }
-    assert!(matches!(
-        events[n - 1].event,
-        providers::AgentEvent::StreamEnd(_)
-    ));
-    assert!(n > 100 && n < 4000, "kept up to the cap: {n} events");
+    assert_memory_cap_end(&events, "native SSE");
     // The hub shows it cut, and what it keeps stays within the cap.
     let admin: Value = json_of(h.client.get(h.url("/admin/streams")).send().await.unwrap()).await;
     assert!(
