@@ -35,24 +35,6 @@ const PEAK_RSS_BOUND: u64 = BASE + 3 * MAX_BYTES + UNREAD as u64 * (1 << 20);
 /// Unread streams.
 const UNREAD: usize = 25;
 
-/// An OpenAI chat stream of `chunks` text deltas of `size` bytes each, then its end.
-fn long_answer(chunks: usize, size: usize) -> String {
-    let head = r#"data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":"#;
-    let mut body = format!(
-        "{head}{{\"role\":\"assistant\",\"content\":\"\"}},\"finish_reason\":null}}]}}\n\n"
-    );
-    let text = "z".repeat(size);
-    for _ in 0..chunks {
-        body.push_str(&format!(
-            "{head}{{\"content\":\"{text}\"}},\"finish_reason\":null}}]}}\n\n"
-        ));
-    }
-    body.push_str(&format!(
-        "{head}{{}},\"finish_reason\":\"stop\"}}]}}\n\ndata: [DONE]\n\n"
-    ));
-    body
-}
-
 fn post(client: &reqwest::Client, url: &str, model: &str) -> reqwest::RequestBuilder {
     client
         .post(format!("{url}/v1/streams"))
@@ -93,7 +75,11 @@ async fn twenty_five_unread_long_streams_stay_within_the_memory_cap() {
         .await
         .unwrap();
     // About 4 MB of text each: 100 MB over the 25 streams, three times the cap.
-    replay.insert_fixture(Dialect::OpenAi, "x_soak", long_answer(4000, 1000));
+    replay.insert_fixture(
+        Dialect::OpenAi,
+        "x_soak",
+        gw::long_openai_answer(4000, 1000),
+    );
     let mut gateway = process::GatewayProcess::serve(&format!(
         "{}\n[streams]\nmax_bytes = {MAX_BYTES}\n",
         process::replay_providers(&replay.url())

@@ -280,24 +280,6 @@ async fn over_max_live_per_key_only_that_key_gets_429_and_a_stream_that_ended_fr
     }
 }
 
-/// An OpenAI chat stream of `chunks` text deltas of `size` bytes each, then its end.
-fn long_answer(chunks: usize, size: usize) -> String {
-    let head = r#"data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":"#;
-    let mut body = format!(
-        "{head}{{\"role\":\"assistant\",\"content\":\"\"}},\"finish_reason\":null}}]}}\n\n"
-    );
-    let text = "y".repeat(size);
-    for _ in 0..chunks {
-        body.push_str(&format!(
-            "{head}{{\"content\":\"{text}\"}},\"finish_reason\":null}}]}}\n\n"
-        ));
-    }
-    body.push_str(&format!(
-        "{head}{{}},\"finish_reason\":\"stop\"}}]}}\n\ndata: [DONE]\n\n"
-    ));
-    body
-}
-
 /// The envelopes of a native SSE body.
 fn envelopes(body: &[u8]) -> Vec<Envelope> {
     String::from_utf8_lossy(body)
@@ -313,7 +295,7 @@ async fn a_live_stream_over_its_share_ends_with_memory_cap_at_every_door() {
     let h = gw::start_with(|c| c.streams.max_bytes = MAX).await;
     // About 2 MB of answer: eight times the cap.
     h.replay
-        .insert_fixture(Dialect::OpenAi, "x_long", long_answer(4000, 500));
+        .insert_fixture(Dialect::OpenAi, "x_long", gw::long_openai_answer(4000, 500));
     let model = "openai/x_long";
 
     let r = native(&h, None, Dialect::OpenAi, model).await;
