@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use crate::hub::HubError;
+use crate::hub::{HubError, LiveScope};
 use http::StatusCode;
 use providers::event::ErrorInfo;
 use providers::request::RequestError;
@@ -321,6 +321,14 @@ impl GatewayError {
                 HubError::SeqBeyondEnd { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
                 HubError::DuplicateStream { .. } => StatusCode::CONFLICT,
                 HubError::InvalidId { .. } => StatusCode::BAD_REQUEST,
+                HubError::TooManyLive {
+                    scope: LiveScope::Key,
+                    ..
+                } => StatusCode::TOO_MANY_REQUESTS,
+                HubError::TooManyLive {
+                    scope: LiveScope::Gateway,
+                    ..
+                } => StatusCode::SERVICE_UNAVAILABLE,
             },
         }
     }
@@ -336,6 +344,14 @@ impl GatewayError {
             GatewayError::UnknownModel { .. }
             | GatewayError::NotFound { .. }
             | GatewayError::Hub(HubError::UnknownStream { .. }) => "not_found_error".into(),
+            GatewayError::Hub(HubError::TooManyLive {
+                scope: LiveScope::Key,
+                ..
+            }) => "rate_limit_error".into(),
+            GatewayError::Hub(HubError::TooManyLive {
+                scope: LiveScope::Gateway,
+                ..
+            }) => "overloaded_error".into(),
             GatewayError::Hub(_) => "invalid_request_error".into(),
             GatewayError::BodyTooLarge { .. } => "request_too_large".into(),
             GatewayError::BodyTimeout { .. } => "timeout_error".into(),
@@ -419,6 +435,14 @@ impl GatewayError {
             }
             GatewayError::RateLimited(_) => ("requests".into(), Some("rate_limit_exceeded".into())),
             GatewayError::Internal(_) => ("server_error".into(), None),
+            GatewayError::Hub(HubError::TooManyLive { scope, .. }) => (
+                match scope {
+                    LiveScope::Key => "requests",
+                    LiveScope::Gateway => "server_error",
+                }
+                .into(),
+                Some("too_many_live_streams".into()),
+            ),
             GatewayError::Hub(e) => (
                 "invalid_request_error".into(),
                 Some(
@@ -427,6 +451,7 @@ impl GatewayError {
                         HubError::SeqBeyondEnd { .. } => "seq_beyond_end",
                         HubError::DuplicateStream { .. } => "duplicate_stream",
                         HubError::InvalidId { .. } => "invalid_stream_id",
+                        HubError::TooManyLive { .. } => "too_many_live_streams",
                     }
                     .into(),
                 ),
@@ -495,7 +520,8 @@ impl GatewayError {
             GatewayError::Connection { .. }
             | GatewayError::Timeout { .. }
             | GatewayError::Unavailable { .. }
-            | GatewayError::RateLimited(_) => true,
+            | GatewayError::RateLimited(_)
+            | GatewayError::Hub(HubError::TooManyLive { .. }) => true,
             GatewayError::Stream { source, .. } => source.to_error_info().retryable,
             GatewayError::Ended(info) => info.retryable,
             _ => false,
@@ -683,8 +709,12 @@ mod tests {
                 message: text(rng),
                 retryable: rng.bool(),
             }),
-            15 => GatewayError::Hub(match rng.u8(..4) {
+            15 => GatewayError::Hub(match rng.u8(..5) {
                 0 => HubError::UnknownStream { id: text(rng) },
+                4 => HubError::TooManyLive {
+                    scope: [LiveScope::Gateway, LiveScope::Key][rng.usize(..2)],
+                    limit: rng.usize(..),
+                },
                 1 => HubError::SeqBeyondEnd {
                     id: text(rng),
                     after: rng.u64(..),
@@ -715,6 +745,11 @@ mod tests {
     /// can never succeed as sent are 4xx; the provider's and the gateway's failures 5xx.
     fn want_client_error(e: &GatewayError) -> Option<bool> {
         Some(match e {
+            // The gateway is full: its failure, not the client's.
+            GatewayError::Hub(HubError::TooManyLive {
+                scope: LiveScope::Gateway,
+                ..
+            }) => false,
             GatewayError::MalformedJson(_)
             | GatewayError::Request(_)
             | GatewayError::UnknownModel { .. }

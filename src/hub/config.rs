@@ -8,6 +8,8 @@
 //! detach_ms = 60000          # generation goes on this long after the last client left
 //! retention_ms = 600000      # a finished stream stays resumable this long
 //! max_bytes = 268435456      # event JSON kept in memory over all streams (256 MiB)
+//! max_live = 1024            # live streams in the hub at once (0: no cap)
+//! max_live_per_key = 64      # live streams of one gateway key at once (0: no cap)
 //! doors_resumable = false    # every OpenAI/Anthropic door answer resumable (else: per request)
 //! sse_keepalive_ms = 15000   # an SSE comment after this long without an event
 //!
@@ -36,7 +38,9 @@
 //! |---|---|---|
 //! | `detach_ms` | 60000 | when the last client of a live stream leaves, generation goes on this long; if nobody follows it again by then, the upstream call is dropped and the stream ends with an `error` event of code `detached_timeout` |
 //! | `retention_ms` | 600000 | a finished stream can be fetched again (`GET /v1/streams/{id}`) this long after it ended |
-//! | `max_bytes` | 268435456 | memory for kept event JSON over all streams; above it the finished streams that ended first are forgotten first (live streams are never cut) |
+//! | `max_bytes` | 268435456 | memory for kept event JSON over all streams, live ones included; above it the finished streams that ended first are forgotten first; if live streams alone are still over it, a live stream keeping more than its share (`max_bytes` / live streams) is ended with an `error` event of code `memory_cap` (its upstream call dropped, its events so far kept and resumable) |
+//! | `max_live` | 1024 | streams generating in the hub at once (native `/v1/streams`, WebSocket `start`, resumable door answers; a stream without a client counts until it ends). One more is refused before any upstream call: 503 with `Retry-After`, OpenAI code `too_many_live_streams`, Anthropic `overloaded_error`, WebSocket `unavailable`. 0: no cap |
+//! | `max_live_per_key` | 64 | the same per gateway key: 429 with `Retry-After` (Anthropic `rate_limit_error`, WebSocket `rate_limited`). An open gateway (no keys) has only `max_live`. 0: no cap |
 //! | `doors_resumable` | false | every answer of `/v1/chat/completions` and `/v1/messages` goes through the hub and carries `streamgate-stream-id`; without it, a request opts in with the header `streamgate-resumable: true` |
 //! | `sse_keepalive_ms` | 15000 | the native SSE door (`/v1/streams`) writes a `: keep-alive` comment after this long without an event, so proxies and clients can tell a slow stream from a dead connection (0: never) |
 //! | `journal.enabled` | true | journal every event on disk before any client sees it; without it a restart forgets every stream |
@@ -71,10 +75,20 @@ pub struct StreamsConfig {
     /// Milliseconds a finished stream stays resumable.
     #[serde(default = "default_retention_ms")]
     pub retention_ms: u64,
-    /// Bytes of event JSON kept in memory over all streams. Above it, the finished streams
-    /// that ended first are forgotten first; live streams are never cut short.
+    /// Bytes of event JSON kept in memory over all streams, live ones included. Above it, the
+    /// finished streams that ended first are forgotten first; if live streams alone are over
+    /// it, a live stream over its share (`max_bytes` / live streams) is ended with a
+    /// `memory_cap` error.
     #[serde(default = "default_max_bytes")]
     pub max_bytes: usize,
+    /// Live streams in the hub at once; one more is refused (503) before any upstream call.
+    /// 0: no cap.
+    #[serde(default = "default_max_live")]
+    pub max_live: usize,
+    /// Live streams of one gateway key at once; one more is refused (429) before any
+    /// upstream call. An open gateway has only `max_live`. 0: no cap.
+    #[serde(default = "default_max_live_per_key")]
+    pub max_live_per_key: usize,
     /// Whether every answer of the OpenAI and Anthropic doors is resumable (else only those
     /// that ask with the `streamgate-resumable: true` header).
     #[serde(default)]
@@ -97,6 +111,8 @@ impl Default for StreamsConfig {
             detach_ms: default_detach_ms(),
             retention_ms: default_retention_ms(),
             max_bytes: default_max_bytes(),
+            max_live: default_max_live(),
+            max_live_per_key: default_max_live_per_key(),
             doors_resumable: false,
             sse_keepalive_ms: default_sse_keepalive_ms(),
             journal: JournalSettings::default(),
@@ -227,6 +243,12 @@ fn default_retention_ms() -> u64 {
 }
 fn default_max_bytes() -> usize {
     256 << 20
+}
+fn default_max_live() -> usize {
+    1024
+}
+fn default_max_live_per_key() -> usize {
+    64
 }
 fn default_sse_keepalive_ms() -> u64 {
     15_000

@@ -1,5 +1,6 @@
 //! One stream in the hub: its events so far, who follows it, and how it ended.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -22,6 +23,19 @@ pub struct StoredEvent {
     pub kind: &'static str,
     /// The serialized envelope.
     pub json: Bytes,
+}
+
+impl StoredEvent {
+    /// The kept form of a stamped event.
+    pub(super) fn of(envelope: &providers::Envelope) -> StoredEvent {
+        // serde_json cannot fail on these types; an empty object keeps the seq.
+        let json = serde_json::to_vec(envelope).unwrap_or_else(|_| b"{}".to_vec());
+        StoredEvent {
+            seq: envelope.seq,
+            kind: envelope.event.kind(),
+            json: Bytes::from(json),
+        }
+    }
 }
 
 /// Where a stream is in its life.
@@ -68,6 +82,15 @@ struct State {
     bytes: usize,
     finished: Option<Instant>,
     detached_since: Option<Instant>,
+    /// Set when the hub forgot the stream (retention, memory cap): its events are dropped,
+    /// and this is how many it had. Subscribers behind it get a `stream_forgotten` end.
+    forgotten: Option<u64>,
+}
+
+impl State {
+    fn len(&self) -> u64 {
+        self.forgotten.unwrap_or(self.events.len() as u64)
+    }
 }
 
 /// A stream's shared state. Cheap to read concurrently; written only by its generation task.
@@ -88,6 +111,9 @@ pub struct Entry {
     /// Number of subscribers; the generation task watches it for the detach timer.
     subscribers: watch::Sender<usize>,
     cancel: CancellationToken,
+    /// Set when the memory cap ended the stream (its cancel token is cancelled too): the
+    /// generation task then ends it with a `memory_cap` error instead of `cancelled`.
+    cut: AtomicBool,
 }
 
 impl Entry {
@@ -113,6 +139,7 @@ impl Entry {
             version: watch::Sender::new(0),
             subscribers: watch::Sender::new(0),
             cancel: CancellationToken::new(),
+            cut: AtomicBool::new(false),
         }
     }
 
@@ -177,7 +204,20 @@ impl Entry {
 
     /// The seq the next event will get (= number of events).
     pub fn next_seq(&self) -> u64 {
-        self.state().events.len() as u64
+        self.state().len()
+    }
+
+    /// Drops the events (the hub forgot the stream): a subscriber that does not read must
+    /// not keep alive what the hub let go. Returns the bytes freed.
+    pub(super) fn forget(&self) -> usize {
+        let freed = {
+            let mut state = self.state();
+            state.forgotten = Some(state.len());
+            state.events = Vec::new();
+            std::mem::take(&mut state.bytes)
+        };
+        self.version.send_modify(|v| *v += 1);
+        freed
     }
 
     /// Every event so far (for tests and recovery).
@@ -190,6 +230,19 @@ impl Entry {
         let live = !self.is_finished();
         self.cancel.cancel();
         live
+    }
+
+    /// Marks the stream cut by the memory cap and stops its generation task. Returns false
+    /// when it was cut already.
+    pub(super) fn cut(&self) -> bool {
+        let first = !self.cut.swap(true, Ordering::AcqRel);
+        self.cancel.cancel();
+        first
+    }
+
+    /// Whether the memory cap cut the stream.
+    pub(super) fn was_cut(&self) -> bool {
+        self.cut.load(Ordering::Acquire)
     }
 
     pub(super) fn cancelled(&self) -> &CancellationToken {
@@ -214,7 +267,7 @@ impl Entry {
             },
             door: self.door,
             route: self.route.clone(),
-            seq: state.events.len() as u64,
+            seq: state.len(),
             buffer_bytes: state.bytes,
             subscribers,
             detached_ms: state
@@ -254,6 +307,44 @@ impl Entry {
     }
 }
 
+/// Bytes of event JSON one batch of a subscription holds at most (and at least one event):
+/// a door copies a batch into its write, so a subscriber far behind (one that does not read,
+/// or resumes from the start) holds this much beyond the hub's shared copy, not the stream.
+pub const MAX_BATCH_BYTES: usize = 256 << 10;
+
+/// The `error` code a subscriber gets when the stream it was behind on was forgotten.
+pub const FORGOTTEN_CODE: &str = "stream_forgotten";
+
+/// What a subscriber behind on a forgotten stream gets instead of the events it missed: an
+/// `error` and a `stream.end` from its next seq on.
+fn forgotten_tail(id: &str, next: u64) -> Vec<StoredEvent> {
+    let mut stamper = providers::Stamper::resume(id.to_owned(), next);
+    providers::AgentEvent::terminal_failure(providers::event::ErrorInfo {
+        code: FORGOTTEN_CODE.into(),
+        message: "the gateway forgot this stream (its retention ran out or its memory was \
+                  needed) before this client read all of it"
+            .into(),
+        retryable: false,
+    })
+    .into_iter()
+    .map(|event| StoredEvent::of(&stamper.stamp(event)))
+    .collect()
+}
+
+/// The first events of `events` that fit in [`MAX_BATCH_BYTES`] (never fewer than one).
+fn capped_batch(events: &[StoredEvent]) -> Vec<StoredEvent> {
+    let mut bytes = 0;
+    let n = events
+        .iter()
+        .position(|e| {
+            bytes += e.json.len();
+            bytes > MAX_BATCH_BYTES
+        })
+        .unwrap_or(events.len())
+        .max(1);
+    events[..n].to_vec()
+}
+
 /// A client following one stream. Dropping it unsubscribes (and may start the detach timer).
 #[derive(Debug)]
 pub struct Subscription {
@@ -277,10 +368,18 @@ impl Subscription {
             self.version.borrow_and_update();
             {
                 let state = self.entry.state();
+                if let Some(len) = state.forgotten {
+                    if self.next >= len {
+                        return None;
+                    }
+                    let tail = forgotten_tail(self.entry.id(), self.next);
+                    self.next = len;
+                    return Some(tail);
+                }
                 let len = state.events.len() as u64;
                 if self.next < len {
-                    let batch = state.events[self.next as usize..].to_vec();
-                    self.next = len;
+                    let batch = capped_batch(&state.events[self.next as usize..]);
+                    self.next += batch.len() as u64;
                     return Some(batch);
                 }
                 if state.finished.is_some() {

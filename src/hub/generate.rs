@@ -5,7 +5,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::StreamExt;
 
 use crate::batch::ready_batches;
@@ -13,8 +12,8 @@ use providers::event::ErrorInfo;
 use providers::{AgentEvent, Stamper};
 use tokio::time::Sleep;
 
-use super::Hub;
 use super::entry::{Entry, StoredEvent};
+use super::{Hub, LiveSlot, MEMORY_CAP_CODE};
 use crate::engine::Events;
 
 /// Events taken from the engine at once (one journal write, one wake-up of the subscribers).
@@ -23,13 +22,15 @@ const MAX_BATCH: usize = 256;
 /// Scheduler turns the upstream gets to add to a batch (see [`crate::batch`]).
 const BATCH_YIELDS: u32 = 2;
 
-/// Runs until the answer ends, is cancelled, or stays without a client for `detach`.
+/// Runs until the answer ends, is cancelled, is cut by the memory cap, or stays without a
+/// client for `detach`; the stream holds `slot` until then.
 pub(super) async fn run(
     hub: Arc<Hub>,
     entry: Arc<Entry>,
     mut stamper: Stamper,
     events: Events,
     detach: Duration,
+    slot: LiveSlot,
 ) {
     let mut events = Box::pin(ready_batches(events, MAX_BATCH, BATCH_YIELDS));
     // The tail of a full batch that is part of a tool call, kept for the next batch.
@@ -40,7 +41,11 @@ pub(super) async fn run(
     loop {
         let outcome = tokio::select! {
             biased;
-            () = entry.cancelled().cancelled() => Some(stop("cancelled", "the stream was cancelled by a client")),
+            () = entry.cancelled().cancelled() => Some(if entry.was_cut() {
+                memory_cap()
+            } else {
+                stop("cancelled", "the stream was cancelled by a client")
+            }),
             () = async { if let Some(t) = timer.as_mut() { t.await } }, if timer.is_some() => {
                 tracing::info!(stream = entry.id(), "no client came back: cancelling the detached stream");
                 Some(stop("detached_timeout", "no client followed the stream within the detach time"))
@@ -72,21 +77,35 @@ pub(super) async fn run(
                     if full && !failed {
                         carry = split_open_call(&mut out);
                     }
-                    publish(&hub, &entry, &mut stamper, out).await;
-                    if failed { None } else { continue }
+                    if !publish(&hub, &entry, &mut stamper, out, true).await {
+                        Some(memory_cap())
+                    } else if failed {
+                        None
+                    } else {
+                        continue;
+                    }
                 }
             },
         };
-        let mut last = std::mem::take(&mut carry);
+        // A cut stream keeps nothing more than its end: the carried events are dropped.
+        let cut = entry.was_cut();
+        let mut last = if cut {
+            Vec::new()
+        } else {
+            std::mem::take(&mut carry)
+        };
         if let Some(terminal) = outcome {
             last.extend(terminal);
         }
-        publish(&hub, &entry, &mut stamper, last).await;
+        if !publish(&hub, &entry, &mut stamper, last, !cut).await {
+            publish(&hub, &entry, &mut stamper, memory_cap().into(), false).await;
+        }
         break;
     }
     // Dropping the engine's events here cancels the upstream call if it is still open.
     drop(events);
     hub.finish(&entry);
+    drop(slot);
 }
 
 /// Events of one tool call kept back at most (then the batch goes as it is).
@@ -117,40 +136,56 @@ fn split_open_call(batch: &mut Vec<AgentEvent>) -> Vec<AgentEvent> {
 
 /// The `error` and `stream.end` of a stream the gateway stops.
 fn stop(code: &str, message: &str) -> [AgentEvent; 2] {
+    stop_with(code, message, false)
+}
+
+fn stop_with(code: &str, message: &str, retryable: bool) -> [AgentEvent; 2] {
     AgentEvent::terminal_failure(ErrorInfo {
         code: code.into(),
         message: message.into(),
-        retryable: false,
+        retryable,
     })
 }
 
+/// The `error` and `stream.end` of a stream the memory cap ended.
+fn memory_cap() -> [AgentEvent; 2] {
+    stop_with(
+        MEMORY_CAP_CODE,
+        "the gateway's memory for kept events (streams.max_bytes) is full and this stream kept \
+         more than its share: it was ended here, after every event it had kept",
+        true,
+    )
+}
+
 /// Stamps, journals, then hands the events to the subscribers: an event reaches a client
-/// only once the journal has it.
+/// only once the journal has it. With `admit`, the memory cap may refuse them
+/// ([`Hub::admit`]): then nothing is journaled or kept, `stamper` is set back to the next
+/// seq kept, and false comes back (the stream is cut and must end). Without, they are kept
+/// past the cap (a stream's last events).
 pub(super) async fn publish(
     hub: &Hub,
     entry: &Entry,
     stamper: &mut Stamper,
     events: Vec<AgentEvent>,
-) {
+    admit: bool,
+) -> bool {
     if events.is_empty() {
-        return;
+        return true;
     }
     let stored: Vec<StoredEvent> = events
         .into_iter()
-        .map(|event| {
-            let kind = event.kind();
-            let envelope = stamper.stamp(event);
-            // serde_json cannot fail on these types; an empty object keeps the seq.
-            let json = serde_json::to_vec(&envelope).unwrap_or_else(|_| b"{}".to_vec());
-            StoredEvent {
-                seq: envelope.seq,
-                kind,
-                json: Bytes::from(json),
-            }
-        })
+        .map(|event| StoredEvent::of(&stamper.stamp(event)))
         .collect();
+    let bytes = stored.iter().map(|e| e.json.len()).sum();
+    if !admit {
+        hub.add_kept(bytes);
+    } else if !hub.admit(entry, bytes) {
+        *stamper = Stamper::resume(entry.id().to_owned(), entry.next_seq());
+        return false;
+    }
     hub.journal_events(entry, &stored).await;
     entry.append(stored);
+    true
 }
 
 #[cfg(test)]

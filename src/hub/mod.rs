@@ -4,28 +4,35 @@
 //! A stream's generation task ([`generate`]) appends stamped events to its [`Entry`]; any
 //! number of [`Subscription`]s follow it from a seq, reading what is kept and then what comes
 //! live. When the last client leaves, generation goes on for `detach_ms`; a finished stream
-//! stays resumable for `retention_ms`, within `max_bytes` of memory for all streams. Every
-//! event is journaled before any client sees it (docs/journal.md).
+//! stays resumable for `retention_ms`. All streams, live ones included, keep at most
+//! `max_bytes` of events, and at most `max_live` (`max_live_per_key` per key) generate at
+//! once ([`capacity`]). Every event is journaled before any client sees it (docs/journal.md).
 
+mod capacity;
 mod config;
 mod entry;
 mod generate;
 mod persist;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use providers::untrusted::untrusted;
 use providers::{Dialect, Stamper};
 use serde::Serialize;
 
+pub use capacity::{LiveScope, LiveSlot};
 pub use config::{FsyncMode, JournalSettings, StreamsConfig, WebSocketSettings};
-pub use entry::{Entry, Status, StoredEvent, StreamInfo, Subscription};
+pub use entry::{
+    Entry, FORGOTTEN_CODE, MAX_BATCH_BYTES, Status, StoredEvent, StreamInfo, Subscription,
+};
 pub use persist::OpenError;
 
 use crate::engine::{Answer, Engine, unix_now_ms};
 use crate::journal::{JournalStats, OwnedRecord};
+use capacity::LiveCounts;
 use persist::Persist;
 
 /// Why the hub refused.
@@ -60,7 +67,22 @@ pub enum HubError {
         /// The id.
         id: String,
     },
+    /// One more live stream would pass `streams.max_live` or `streams.max_live_per_key`.
+    #[error("too many live streams {}: at most {limit} (streams.{}); retry when one has ended", .scope.words(), .scope.config_key())]
+    TooManyLive {
+        /// Which cap.
+        scope: LiveScope,
+        /// Its value.
+        limit: usize,
+    },
 }
+
+/// The `Retry-After` hint of [`HubError::TooManyLive`]: room comes back when some stream
+/// ends, which nobody can predict; a second keeps well-behaved clients from spinning.
+pub const LIVE_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The `error` code of a live stream the memory cap ended.
+pub const MEMORY_CAP_CODE: &str = "memory_cap";
 
 /// A stream about to start.
 #[derive(Debug, Clone)]
@@ -91,14 +113,37 @@ pub struct HubStats {
     pub max_bytes: usize,
     /// Streams forgotten so far (retention or memory cap).
     pub evicted: u64,
+    /// Live streams ended by the memory cap so far.
+    pub cut: u64,
+    /// `streams.max_live`.
+    pub max_live: usize,
+    /// `streams.max_live_per_key`.
+    pub max_live_per_key: usize,
+}
+
+/// The map of streams and the order finished ones ended in (the memory cap forgets them in
+/// that order without sorting).
+#[derive(Debug, Default)]
+struct Streams {
+    map: HashMap<String, Arc<Entry>>,
+    /// Finished streams, first ended first; entries already forgotten are skipped (and
+    /// pruned by the sweep).
+    ended: VecDeque<Weak<Entry>>,
 }
 
 /// Every stream the gateway keeps.
 #[derive(Debug)]
 pub struct Hub {
     config: StreamsConfig,
-    streams: Mutex<HashMap<String, Arc<Entry>>>,
-    evicted: std::sync::atomic::AtomicU64,
+    streams: Mutex<Streams>,
+    evicted: AtomicU64,
+    /// Live streams, against `max_live` and `max_live_per_key`.
+    live: Arc<LiveCounts>,
+    /// Bytes of event JSON of every stream in the map (and of batches being admitted).
+    kept: AtomicUsize,
+    /// Live streams cut by the memory cap whose generation task has not ended them yet.
+    cutting: AtomicUsize,
+    cut: AtomicU64,
     persist: Option<Persist>,
 }
 
@@ -113,9 +158,13 @@ impl Hub {
             (None, Vec::new())
         };
         let hub = Arc::new(Hub {
+            live: LiveCounts::new(config.max_live, config.max_live_per_key),
             config,
-            streams: Mutex::new(HashMap::new()),
-            evicted: std::sync::atomic::AtomicU64::new(0),
+            streams: Mutex::new(Streams::default()),
+            evicted: AtomicU64::new(0),
+            kept: AtomicUsize::new(0),
+            cutting: AtomicUsize::new(0),
+            cut: AtomicU64::new(0),
             persist,
         });
         if !recovered.is_empty() {
@@ -130,7 +179,7 @@ impl Hub {
         &self.config
     }
 
-    fn streams(&self) -> MutexGuard<'_, HashMap<String, Arc<Entry>>> {
+    fn streams(&self) -> MutexGuard<'_, Streams> {
         // Map operations are single calls: a poisoned map is still consistent.
         self.streams.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -138,18 +187,29 @@ impl Hub {
     /// Checks an id `owner`'s client chose before any work starts for it.
     pub fn check_id(&self, owner: Option<&str>, id: &str) -> Result<(), HubError> {
         valid_id(id)?;
-        if self.streams().contains_key(&scoped(owner, id)) {
+        if self.streams().map.contains_key(&scoped(owner, id)) {
             return Err(HubError::DuplicateStream { id: id.to_owned() });
         }
         Ok(())
     }
 
+    /// A place for one more live stream of `owner` under `max_live` and `max_live_per_key`:
+    /// taken before the engine calls any upstream, handed to [`Hub::start`], given back when
+    /// the stream ends (or when dropped unused).
+    pub fn reserve(&self, owner: Option<&str>) -> Result<LiveSlot, HubError> {
+        self.live
+            .reserve(owner)
+            .map_err(|(scope, limit)| HubError::TooManyLive { scope, limit })
+    }
+
     /// Registers a stream for `answer` and starts its generation task, detached from
-    /// whoever asked. Subscribe to the returned entry to follow it.
+    /// whoever asked; `slot` ([`Hub::reserve`]) is held until the stream ends. Subscribe to
+    /// the returned entry to follow it.
     pub async fn start(
         self: &Arc<Self>,
         new: NewStream,
         answer: Answer,
+        slot: LiveSlot,
     ) -> Result<Arc<Entry>, HubError> {
         let owner = new.owner.as_deref();
         let id = match new.id {
@@ -169,10 +229,10 @@ impl Hub {
         ));
         {
             let mut streams = self.streams();
-            if streams.contains_key(&key) {
+            if streams.map.contains_key(&key) {
                 return Err(HubError::DuplicateStream { id });
             }
-            streams.insert(key.clone(), Arc::clone(&entry));
+            streams.map.insert(key.clone(), Arc::clone(&entry));
         }
         if let Some(persist) = &self.persist {
             persist
@@ -192,6 +252,7 @@ impl Hub {
             Stamper::new(id),
             answer.events,
             Duration::from_millis(self.config.detach_ms),
+            slot,
         ));
         Ok(entry)
     }
@@ -204,6 +265,7 @@ impl Hub {
     pub fn get(&self, owner: Option<&str>, id: &str) -> Result<Arc<Entry>, HubError> {
         valid_id(id)?;
         self.streams()
+            .map
             .get(&scoped(owner, id))
             .cloned()
             .ok_or_else(|| HubError::UnknownStream { id: id.to_owned() })
@@ -211,7 +273,7 @@ impl Hub {
 
     /// Every stream kept, newest first.
     pub fn list(&self) -> Vec<StreamInfo> {
-        let mut list: Vec<StreamInfo> = self.streams().values().map(|e| e.info()).collect();
+        let mut list: Vec<StreamInfo> = self.streams().map.values().map(|e| e.info()).collect();
         list.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(a.id.cmp(&b.id)));
         list
     }
@@ -219,14 +281,22 @@ impl Hub {
     /// Totals over every stream kept.
     pub fn stats(&self) -> HubStats {
         let streams = self.streams();
-        let live = streams.values().filter(|e| !e.is_finished()).count();
+        let live = streams.map.values().filter(|e| !e.is_finished()).count();
         HubStats {
             live,
-            finished: streams.len() - live,
-            buffer_bytes: streams.values().map(|e| e.bytes()).sum(),
+            finished: streams.map.len() - live,
+            buffer_bytes: self.kept_bytes(),
             max_bytes: self.config.max_bytes,
-            evicted: self.evicted.load(std::sync::atomic::Ordering::Relaxed),
+            evicted: self.evicted.load(Ordering::Relaxed),
+            cut: self.cut.load(Ordering::Relaxed),
+            max_live: self.config.max_live,
+            max_live_per_key: self.config.max_live_per_key,
         }
+    }
+
+    /// Bytes of event JSON kept over all streams.
+    pub fn kept_bytes(&self) -> usize {
+        self.kept.load(Ordering::Relaxed)
     }
 
     /// Forgets finished streams past their retention, then, while memory is over
@@ -236,43 +306,124 @@ impl Hub {
         let mut forgotten = Vec::new();
         {
             let mut streams = self.streams();
-            streams.retain(|id, e| {
+            let mut freed = 0;
+            streams.map.retain(|id, e| {
                 let keep = e.finished_at().is_none_or(|t| t.elapsed() < retention);
                 if !keep {
+                    freed += e.forget();
                     forgotten.push(id.clone());
                 }
                 keep
             });
-            let mut total: usize = streams.values().map(|e| e.bytes()).sum();
-            if total > self.config.max_bytes {
-                let mut finished: Vec<_> = streams
-                    .iter()
-                    .filter_map(|(id, e)| e.finished_at().map(|t| (t, id.clone(), e.bytes())))
-                    .collect();
-                finished.sort();
-                for (_, id, bytes) in finished {
-                    if total <= self.config.max_bytes {
-                        break;
-                    }
-                    streams.remove(&id);
-                    total -= bytes;
-                    forgotten.push(id);
-                }
-            }
-            // Journaled before the lock goes: a client may reuse a forgotten id at once, and
-            // the new stream's Open must come after this Forget, or a restart would drop it.
-            if let Some(persist) = &self.persist {
-                for stream in &forgotten {
-                    persist.append_now(OwnedRecord::Forget {
-                        stream: stream.clone(),
-                    });
-                }
+            self.kept.fetch_sub(freed, Ordering::Relaxed);
+            let Streams { map, ended } = &mut *streams;
+            ended.retain(|w| w.upgrade().is_some_and(|e| is_kept(map, &e)));
+            self.forget_ended(&mut streams, &mut forgotten);
+            self.journal_forgotten(&forgotten);
+        }
+        self.count_forgotten(forgotten.len());
+    }
+
+    /// Forgets finished streams, first ended first, while the kept bytes are over
+    /// `max_bytes`. Each stream is looked at once over its life: O(1) per stream.
+    fn forget_ended(&self, streams: &mut Streams, forgotten: &mut Vec<String>) {
+        while self.kept_bytes() > self.config.max_bytes {
+            let Some(weak) = streams.ended.pop_front() else {
+                break;
+            };
+            let Some(entry) = weak.upgrade() else {
+                continue;
+            };
+            if is_kept(&streams.map, &entry) {
+                streams.map.remove(entry.key());
+                self.kept.fetch_sub(entry.forget(), Ordering::Relaxed);
+                forgotten.push(entry.key().to_owned());
             }
         }
-        if !forgotten.is_empty() {
-            self.evicted
-                .fetch_add(forgotten.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            tracing::debug!(count = forgotten.len(), "streams forgotten");
+    }
+
+    /// Journals `forgotten` streams. Called before the map's lock goes: a client may reuse a
+    /// forgotten id at once, and the new stream's Open must come after this Forget, or a
+    /// restart would drop it.
+    fn journal_forgotten(&self, forgotten: &[String]) {
+        if let Some(persist) = &self.persist {
+            for stream in forgotten {
+                persist.append_now(OwnedRecord::Forget {
+                    stream: stream.clone(),
+                });
+            }
+        }
+    }
+
+    fn count_forgotten(&self, n: usize) {
+        if n > 0 {
+            self.evicted.fetch_add(n as u64, Ordering::Relaxed);
+            tracing::debug!(count = n, "streams forgotten");
+        }
+    }
+
+    /// Whether `entry` may keep `bytes` more of event JSON, counting them if so. Over
+    /// `max_bytes`, finished streams are forgotten first; if live streams alone are still
+    /// over it, `entry` is cut when it is over its share ([`capacity::share`]), else the
+    /// largest live stream over its share is cut (it stops at its next batch). False: `entry`
+    /// is cut and must end without these events.
+    pub(crate) fn admit(&self, entry: &Entry, bytes: usize) -> bool {
+        if entry.was_cut() {
+            return false;
+        }
+        let max = self.config.max_bytes;
+        if self.kept.fetch_add(bytes, Ordering::Relaxed) + bytes <= max {
+            return true;
+        }
+        {
+            let mut streams = self.streams();
+            let mut forgotten = Vec::new();
+            self.forget_ended(&mut streams, &mut forgotten);
+            self.journal_forgotten(&forgotten);
+            drop(streams);
+            self.count_forgotten(forgotten.len());
+        }
+        if self.kept_bytes() <= max {
+            return true;
+        }
+        let share = capacity::share(max, self.live.total());
+        if entry.bytes() + bytes > share {
+            self.kept.fetch_sub(bytes, Ordering::Relaxed);
+            self.cut_stream(entry, share);
+            return false;
+        }
+        // A stream cut already frees its share as soon as it ends: no need to look further.
+        if self.cutting.load(Ordering::Relaxed) == 0 {
+            let largest = self
+                .streams()
+                .map
+                .values()
+                .filter(|e| !e.is_finished() && !e.was_cut())
+                .max_by_key(|e| e.bytes())
+                .cloned();
+            if let Some(largest) = largest.filter(|e| e.bytes() > share) {
+                self.cut_stream(&largest, share);
+            }
+        }
+        true
+    }
+
+    /// Counts bytes kept past the cap: the last events of a stream that is ending.
+    pub(crate) fn add_kept(&self, bytes: usize) {
+        self.kept.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn cut_stream(&self, entry: &Entry, share: usize) {
+        if entry.cut() {
+            self.cutting.fetch_add(1, Ordering::Relaxed);
+            self.cut.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                stream = entry.id(),
+                kept_bytes = entry.bytes(),
+                share,
+                max_bytes = self.config.max_bytes,
+                "memory cap: ending a live stream over its share"
+            );
         }
     }
 
@@ -295,8 +446,16 @@ impl Hub {
         self.persist.as_ref().map(|p| p.appender.journal().stats())
     }
 
+    /// Puts a stream with its events so far in the map (recovery, tests).
     fn insert(&self, entry: Arc<Entry>) {
-        self.streams().insert(entry.key().to_owned(), entry);
+        self.kept.fetch_add(entry.bytes(), Ordering::Relaxed);
+        let mut streams = self.streams();
+        if entry.is_finished() {
+            streams.ended.push_back(Arc::downgrade(&entry));
+        }
+        if let Some(old) = streams.map.insert(entry.key().to_owned(), entry) {
+            self.kept.fetch_sub(old.forget(), Ordering::Relaxed);
+        }
     }
 
     /// Hands a batch of events to the journal (before any subscriber sees them).
@@ -313,14 +472,26 @@ impl Hub {
     }
 
     /// The generation task is over: journaled as ended, then followers are told.
-    fn finish(&self, entry: &Entry) {
+    fn finish(&self, entry: &Arc<Entry>) {
         if let Some(persist) = &self.persist {
             persist.append_now(OwnedRecord::End {
                 stream: entry.key().to_owned(),
             });
         }
         entry.finish();
+        if entry.was_cut() {
+            let _ = self
+                .cutting
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
+        self.streams().ended.push_back(Arc::downgrade(entry));
     }
+}
+
+/// Whether `entry` is the stream `map` keeps under its key (not one forgotten, whose id a
+/// newer stream may have taken).
+fn is_kept(map: &HashMap<String, Arc<Entry>>, entry: &Arc<Entry>) -> bool {
+    map.get(entry.key()).is_some_and(|e| Arc::ptr_eq(e, entry))
 }
 
 /// [`crate::stream_id::is_valid`] as a hub error; the id in it is cut to the longest valid

@@ -206,16 +206,20 @@ impl Hub {
             ));
             let next = kept.len() as u64;
             entry.append(kept);
-            self.insert(Arc::clone(&entry));
             let complete = matches!(prior.last(), Some(AgentEvent::StreamEnd(_)));
-            if stream.ended || complete {
-                if !stream.ended {
-                    self.finish(&entry);
-                } else {
-                    entry.finish();
-                }
+            if stream.ended {
+                entry.finish();
+            }
+            self.insert(Arc::clone(&entry));
+            if stream.ended {
                 continue;
             }
+            if complete {
+                self.finish(&entry);
+                continue;
+            }
+            // Admitted before the restart: continued past the live caps, but counted.
+            let slot = self.live.force(entry.owner());
             tracing::info!(
                 stream = stream.stream,
                 events = next,
@@ -248,14 +252,16 @@ impl Hub {
                 match answer.await {
                     Ok(answer) => {
                         let detach = Duration::from_millis(hub.config.detach_ms);
-                        super::generate::run(hub, entry, stamper, answer.events, detach).await;
+                        super::generate::run(hub, entry, stamper, answer.events, detach, slot)
+                            .await;
                     }
                     Err(e) => {
                         let e: GatewayError = e;
                         tracing::warn!(stream = entry.id(), error = %e, "journal: the interrupted stream could not be continued");
                         let events = AgentEvent::terminal_failure(e.to_error_info()).into();
-                        super::generate::publish(&hub, &entry, &mut stamper, events).await;
+                        super::generate::publish(&hub, &entry, &mut stamper, events, false).await;
                         hub.finish(&entry);
+                        drop(slot);
                     }
                 }
             });

@@ -92,6 +92,8 @@ pub(crate) async fn start_parsed(
     if let Some(id) = &id {
         state.hub.check_id(caller.owner(), id)?;
     }
+    // Before the engine: a stream over a live cap costs no upstream call.
+    let slot = state.hub.reserve(caller.owner())?;
     let owner = caller.owner().map(str::to_owned);
     let forward = ForwardHeaders::from_headers(headers);
     let call = Call {
@@ -113,6 +115,7 @@ pub(crate) async fn start_parsed(
                 forward,
             },
             answer,
+            slot,
         )
         .await?;
     tracing::info!(stream = entry.id(), route = %entry.info().route, "agent event stream");
