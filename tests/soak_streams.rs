@@ -8,9 +8,12 @@
 
 #[path = "common/gateway.rs"]
 mod gw;
+#[path = "common/openai_deltas.rs"]
+mod openai_deltas;
 #[path = "common/process.rs"]
 mod process;
 
+use openai_deltas::openai_deltas;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -78,7 +81,7 @@ async fn twenty_five_unread_long_streams_stay_within_the_memory_cap() {
     replay.insert_fixture(
         Dialect::OpenAi,
         "x_soak",
-        gw::long_openai_answer(4000, 1000),
+        openai_deltas((0..4000).map(|_| "y".repeat(1000))),
     );
     let mut gateway = process::GatewayProcess::serve(&format!(
         "{}\n[streams]\nmax_bytes = {MAX_BYTES}\n",

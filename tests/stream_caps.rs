@@ -8,9 +8,12 @@
 
 #[path = "common/gateway.rs"]
 mod gw;
+#[path = "common/openai_deltas.rs"]
+mod openai_deltas;
 
 use futures_util::{SinkExt, StreamExt};
 use gw::{chat_body, json_of};
+use openai_deltas::openai_deltas;
 use providers::{Dialect, Envelope};
 use serde_json::Value;
 use streamgate::config::Config;
@@ -294,8 +297,11 @@ async fn a_live_stream_over_its_share_ends_with_memory_cap_at_every_door() {
     const MAX: usize = 256 << 10;
     let h = gw::start_with(|c| c.streams.max_bytes = MAX).await;
     // About 2 MB of answer: eight times the cap.
-    h.replay
-        .insert_fixture(Dialect::OpenAi, "x_long", gw::long_openai_answer(4000, 500));
+    h.replay.insert_fixture(
+        Dialect::OpenAi,
+        "x_long",
+        openai_deltas((0..4000).map(|_| "y".repeat(500))),
+    );
     let model = "openai/x_long";
 
     let r = native(&h, None, Dialect::OpenAi, model).await;

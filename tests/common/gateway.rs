@@ -448,22 +448,3 @@ impl NativeReader {
         self.frames.iter().map(|(_, e)| e.clone()).collect()
     }
 }
-
-/// An OpenAI chat stream body (for `replay.insert_fixture`) of `chunks` text deltas of `size`
-/// bytes each, then its end: an answer as long as a test needs.
-pub fn long_openai_answer(chunks: usize, size: usize) -> String {
-    let head = r#"data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":"#;
-    let mut body = format!(
-        "{head}{{\"role\":\"assistant\",\"content\":\"\"}},\"finish_reason\":null}}]}}\n\n"
-    );
-    let text = "y".repeat(size);
-    for _ in 0..chunks {
-        body.push_str(&format!(
-            "{head}{{\"content\":\"{text}\"}},\"finish_reason\":null}}]}}\n\n"
-        ));
-    }
-    body.push_str(&format!(
-        "{head}{{}},\"finish_reason\":\"stop\"}}]}}\n\ndata: [DONE]\n\n"
-    ));
-    body
-}

@@ -16,8 +16,17 @@ fn needed(max_connections: usize) -> u64 {
         .saturating_add(RESERVE)
 }
 
+/// Descriptors without which `max_connections` cannot even be held: the connections
+/// themselves (idle and slow ones have no upstream call) and the reserve.
+fn required(max_connections: usize) -> u64 {
+    u64::try_from(max_connections)
+        .unwrap_or(u64::MAX)
+        .saturating_add(RESERVE)
+}
+
 /// Raises the soft open-file limit towards what `max_connections` needs (never above the hard
-/// limit, never lowering it), and warns when it still falls short.
+/// limit, never lowering it), and warns when it cannot hold even the connections themselves
+/// (a limit between the two only matters when most connections have an upstream call open).
 pub fn fit(max_connections: usize) {
     let want = needed(max_connections);
     let limit = getrlimit(Resource::Nofile);
@@ -38,7 +47,7 @@ pub fn fit(max_connections: usize) {
         tracing::debug!(error = %e, "raising the open-file limit failed");
     }
     let now = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
-    if now < want {
+    if now < required(max_connections) {
         tracing::warn!(
             open_file_limit = now,
             max_connections,
