@@ -46,6 +46,12 @@ pub enum GatewayError {
         /// The configured limit.
         limit: usize,
     },
+    /// The request body holds more JSON values than `server.max_body_json_values`.
+    #[error("request body holds more than {limit} JSON values")]
+    TooManyJsonValues {
+        /// The configured limit.
+        limit: usize,
+    },
     /// Gateway keys are configured and the request brought none that matches.
     #[error("{}", match .0 {
         crate::keys::AuthFailure::Missing => "a gateway key is required: send it as Authorization: Bearer or x-api-key",
@@ -284,7 +290,9 @@ impl GatewayError {
             GatewayError::UnknownModel { .. } | GatewayError::NotFound { .. } => {
                 StatusCode::NOT_FOUND
             }
-            GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::BodyTooLarge { .. } | GatewayError::TooManyJsonValues { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             GatewayError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             GatewayError::ModelNotAllowed { .. } => StatusCode::FORBIDDEN,
             GatewayError::MissingKey { .. } | GatewayError::Internal(_) => {
@@ -330,7 +338,9 @@ impl GatewayError {
             | GatewayError::NotFound { .. }
             | GatewayError::Hub(HubError::UnknownStream { .. }) => "not_found_error".into(),
             GatewayError::Hub(_) => "invalid_request_error".into(),
-            GatewayError::BodyTooLarge { .. } => "request_too_large".into(),
+            GatewayError::BodyTooLarge { .. } | GatewayError::TooManyJsonValues { .. } => {
+                "request_too_large".into()
+            }
             GatewayError::Unauthenticated(_) => "authentication_error".into(),
             GatewayError::ModelNotAllowed { .. } => "permission_error".into(),
             GatewayError::UpstreamStatus { error_type, .. } => error_type.clone(),
@@ -362,7 +372,7 @@ impl GatewayError {
             GatewayError::NotFound { .. } => {
                 ("invalid_request_error".into(), Some("not_found".into()))
             }
-            GatewayError::BodyTooLarge { .. } => (
+            GatewayError::BodyTooLarge { .. } | GatewayError::TooManyJsonValues { .. } => (
                 "invalid_request_error".into(),
                 Some("request_too_large".into()),
             ),
@@ -559,7 +569,7 @@ mod tests {
     /// Variant `k` (modulo the variant count) with random contents, and the variant's name.
     fn arbitrary(rng: &mut fastrand::Rng, k: usize) -> GatewayError {
         let provider = text(rng);
-        match k % 21 {
+        match k % 22 {
             0 => GatewayError::MalformedJson(text(rng)),
             1 => GatewayError::Request(RequestError::Invalid {
                 param: text(rng),
@@ -689,9 +699,12 @@ mod tests {
                 crate::keys::AuthFailure::Invalid
             }),
             19 => GatewayError::ModelNotAllowed { model: text(rng) },
-            _ => GatewayError::CredentialsRefused {
+            20 => GatewayError::CredentialsRefused {
                 provider,
                 status: [401, 403][rng.usize(..2)],
+            },
+            _ => GatewayError::TooManyJsonValues {
+                limit: rng.usize(..),
             },
         }
     }
@@ -705,6 +718,7 @@ mod tests {
             | GatewayError::UnknownModel { .. }
             | GatewayError::NotFound { .. }
             | GatewayError::BodyTooLarge { .. }
+            | GatewayError::TooManyJsonValues { .. }
             | GatewayError::RateLimited(_)
             | GatewayError::Untranslatable { .. }
             | GatewayError::Hub(_)
@@ -794,7 +808,7 @@ mod tests {
     fn every_variant_has_its_status_class_and_a_clean_body_in_both_dialects() {
         let mut rng = fastrand::Rng::with_seed(0x0e77_0e77);
         let mut failures = Vec::new();
-        for k in 0..21 * 200 {
+        for k in 0..22 * 200 {
             let e = arbitrary(&mut rng, k);
             if let Err(why) = check(&e) {
                 failures.push(format!("{e:?}: {why}"));
@@ -829,10 +843,11 @@ mod tests {
                 GatewayError::Unauthenticated(_) => 18,
                 GatewayError::ModelNotAllowed { .. } => 19,
                 GatewayError::CredentialsRefused { .. } => 20,
+                GatewayError::TooManyJsonValues { .. } => 21,
             }
         }
         let mut rng = fastrand::Rng::with_seed(1);
-        for k in 0..21 {
+        for k in 0..22 {
             assert_eq!(index(&arbitrary(&mut rng, k)), k);
         }
     }

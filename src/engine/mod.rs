@@ -5,6 +5,7 @@
 //! anything reached the client switches attempts freely; a failure after it continues the
 //! answer through the [`crate::splice::Splicer`], so the client sees one stream.
 
+mod caps;
 mod hedge;
 mod resume;
 mod run;
@@ -18,13 +19,14 @@ use futures_util::Stream;
 use providers::request::{AnthropicDefaults, ChatRequest};
 use providers::{AgentEvent, Dialect};
 
-use crate::config::{Config, ContinuationMode, ProviderConfig};
+use crate::config::{Config, ContinuationMode, ModelConfig, ProviderConfig};
 use crate::error::GatewayError;
 use crate::resilience::RetryPolicy;
 use crate::resilience::breaker::{BreakerConfig, Breakers};
 use crate::resilience::continuation::Mode;
 use crate::route::Route;
 use crate::upstream::{ClientKey, ForwardHeaders, Upstream};
+pub use caps::OutputCaps;
 
 /// The events of one answer, ending after `stream.end` or at the first `Err`.
 pub type Events = Pin<Box<dyn Stream<Item = Result<AgentEvent, GatewayError>> + Send>>;
@@ -174,13 +176,11 @@ impl Engine {
     ) -> Result<Vec<u8>, GatewayError> {
         let provider = self.provider(route)?;
         let caps = crate::route::capabilities(&self.config, &request.model, route);
-        let mut request = request.clone();
-        request.model.clone_from(&route.model);
-        request.stream = true;
-        request.include_usage = true;
         let body = match provider.dialect {
-            Dialect::OpenAi => request.to_openai_for(caps)?,
-            Dialect::Anthropic => request.to_anthropic_for(&self.defaults, caps)?,
+            Dialect::OpenAi => request.to_openai_upstream(&route.model, caps)?,
+            Dialect::Anthropic => {
+                request.to_anthropic_upstream(&route.model, &self.defaults, caps)?
+            }
         };
         serde_json::to_vec(&body)
             .map_err(|e| GatewayError::Internal(format!("serializing request: {e}")))
@@ -206,10 +206,20 @@ impl Engine {
 
     async fn answer_after(
         self: &Arc<Self>,
-        call: Call,
+        mut call: Call,
         prior: &[AgentEvent],
     ) -> Result<Answer, GatewayError> {
         call.caller.check_model(&call.request.model)?;
+        let alias_caps = self
+            .config
+            .models
+            .get(&call.request.model)
+            .map(ModelConfig::output_caps)
+            .unwrap_or_default();
+        call.caller
+            .output_caps()
+            .and(alias_caps)
+            .apply(&mut call.request)?;
         let client = call
             .caller
             .client_id()

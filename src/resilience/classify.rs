@@ -27,6 +27,7 @@ pub fn classify(error: &GatewayError, client_key: bool) -> Action {
         | GatewayError::UnknownModel { .. }
         | GatewayError::NotFound { .. }
         | GatewayError::BodyTooLarge { .. }
+        | GatewayError::TooManyJsonValues { .. }
         | GatewayError::Unauthenticated(_)
         | GatewayError::ModelNotAllowed { .. }
         | GatewayError::Untranslatable { .. }

@@ -75,7 +75,11 @@ pub(crate) async fn start_stream(
     body: Bytes,
     headers: &HeaderMap,
 ) -> Result<Arc<Entry>, GatewayError> {
-    let request = parse_request(door, &body)?;
+    let request = parse_request(
+        door,
+        &body,
+        state.engine.config().server.max_body_json_values,
+    )?;
     start_parsed(state, caller, door, id, body, request, headers).await
 }
 

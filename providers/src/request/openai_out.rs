@@ -6,6 +6,7 @@ use super::EffortBudgets;
 use super::capability::Capabilities;
 use super::error::RequestError;
 use super::rules::{ANTHROPIC_ONLY, check};
+use super::unified::Head;
 use super::unified::{
     ChatRequest, Effort, ImageSource, Message, Part, Reasoning, Role, Tool, ToolChoice,
 };
@@ -25,12 +26,26 @@ impl ChatRequest {
     /// Fails when the request holds something OpenAI cannot express (see the decision
     /// table in [`crate::request`]).
     pub fn to_openai_for(&self, caps: Capabilities) -> Result<Value, RequestError> {
+        self.write_openai(Head::of(self), caps)
+    }
+
+    /// [`ChatRequest::to_openai_for`] as sent to an upstream: for `model`, streaming with
+    /// usage, whatever the request says (without a copy of the request to change it).
+    pub fn to_openai_upstream(
+        &self,
+        model: &str,
+        caps: Capabilities,
+    ) -> Result<Value, RequestError> {
+        self.write_openai(Head::upstream(model), caps)
+    }
+
+    fn write_openai(&self, head: Head<'_>, caps: Capabilities) -> Result<Value, RequestError> {
         let same = self.source == Some(TARGET);
         if !same {
             check(&self.extra, ANTHROPIC_ONLY, TARGET)?;
         }
         let mut body = Map::new();
-        body.insert("model".into(), json!(self.model));
+        body.insert("model".into(), json!(head.model));
         let mut messages = Vec::new();
         if !self.system.is_empty() {
             let texts: Vec<&str> = self.system.iter().map(|p| p.text.as_str()).collect();
@@ -83,8 +98,8 @@ impl ChatRequest {
         if !self.stop.is_empty() {
             body.insert("stop".into(), json!(self.stop));
         }
-        body.insert("stream".into(), json!(self.stream));
-        if self.stream && self.include_usage {
+        body.insert("stream".into(), json!(head.stream));
+        if head.stream && head.include_usage {
             body.insert("stream_options".into(), json!({"include_usage": true}));
         }
         if let Some(e) = self.effort().filter(|_| caps.sends_reasoning(same)) {

@@ -453,3 +453,32 @@ pub struct Reasoning {
     #[serde(default, skip_serializing_if = "Extra::is_empty")]
     pub extra: Extra,
 }
+
+/// The fields a writer takes from outside the request's content: the model, and whether to
+/// stream (with usage). The request's own, or the gateway's for an upstream.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Head<'a> {
+    pub(crate) model: &'a str,
+    pub(crate) stream: bool,
+    pub(crate) include_usage: bool,
+}
+
+impl Head<'_> {
+    /// As the request says.
+    pub(crate) fn of(request: &ChatRequest) -> Head<'_> {
+        Head {
+            model: &request.model,
+            stream: request.stream,
+            include_usage: request.include_usage,
+        }
+    }
+
+    /// What the gateway sends every upstream: `model`, a stream, with usage.
+    pub(crate) fn upstream(model: &str) -> Head<'_> {
+        Head {
+            model,
+            stream: true,
+            include_usage: true,
+        }
+    }
+}
