@@ -35,7 +35,7 @@ pub enum GatewayError {
         model: String,
     },
     /// No such endpoint.
-    #[error("no endpoint at {path}")]
+    #[error("no endpoint at {}", untrusted(.path))]
     NotFound {
         /// The path asked for.
         path: String,
@@ -59,7 +59,7 @@ pub enum GatewayError {
     })]
     Unauthenticated(crate::keys::AuthFailure),
     /// The request's gateway key may not use the model asked for.
-    #[error("this gateway key may not use model {model:?}")]
+    #[error("this gateway key may not use model {}", untrusted(.model))]
     ModelNotAllowed {
         /// What the client asked for.
         model: String,

@@ -1,5 +1,6 @@
 //! Reading an Anthropic Messages request body into the unified model.
 
+use crate::untrusted::untrusted;
 use serde_json::Value;
 
 use super::error::RequestError;
@@ -83,7 +84,7 @@ impl ChatRequest {
                     other => {
                         return Err(RequestError::invalid(
                             "tool_choice.type",
-                            format!("unknown tool choice {other:?}"),
+                            format!("unknown tool choice {}", untrusted(other)),
                         ));
                     }
                 });
@@ -154,7 +155,7 @@ fn read_system_block(b: Value, path: &str) -> Result<SystemPart, RequestError> {
         }),
         other => Err(RequestError::invalid(
             o.path("type"),
-            format!("system blocks must be text, got {other:?}"),
+            format!("system blocks must be text, got {}", untrusted(other)),
         )),
     }
 }
@@ -184,7 +185,7 @@ fn read_message(out: &mut Vec<Message>, m: Value, i: usize) -> Result<(), Reques
         other => {
             return Err(RequestError::invalid(
                 o.path("role"),
-                format!("unknown role {other:?}"),
+                format!("unknown role {}", untrusted(other)),
             ));
         }
     };
@@ -325,7 +326,7 @@ fn read_block(b: Value, path: &str) -> Result<Part, RequestError> {
                 other => {
                     return Err(RequestError::invalid(
                         s.path("type"),
-                        format!("unknown image source {other:?}"),
+                        format!("unknown image source {}", untrusted(other)),
                     ));
                 }
             };
@@ -409,7 +410,7 @@ fn read_block(b: Value, path: &str) -> Result<Part, RequestError> {
         other => {
             return Err(RequestError::invalid(
                 o.path("type"),
-                format!("unknown block type {other:?}"),
+                format!("unknown block type {}", untrusted(other)),
             ));
         }
     };

@@ -1,5 +1,6 @@
 //! Writing the unified model as an Anthropic Messages request body.
 
+use crate::untrusted::untrusted;
 use serde_json::{Map, Value, json};
 
 use super::AnthropicDefaults;
@@ -464,7 +465,10 @@ fn write_block(p: &Part, path: &str, same: bool) -> Result<Option<Value>, Reques
             return Err(RequestError::unsupported(
                 path,
                 TARGET,
-                format!("OpenAI content part of type {ty:?} has no Anthropic equivalent"),
+                format!(
+                    "OpenAI content part of type {} has no Anthropic equivalent",
+                    untrusted(ty)
+                ),
             ));
         }
     };
@@ -506,7 +510,10 @@ fn write_tool(t: &Tool, i: usize, same: bool) -> Result<Value, RequestError> {
             Err(RequestError::unsupported(
                 format!("tools[{i}]"),
                 TARGET,
-                format!("OpenAI tool of type {ty:?} has no Anthropic equivalent"),
+                format!(
+                    "OpenAI tool of type {} has no Anthropic equivalent",
+                    untrusted(ty)
+                ),
             ))
         }
     }

@@ -1,5 +1,6 @@
 //! Reading a JSON body field by field, with the path of each field for error messages.
 
+use crate::untrusted::untrusted;
 use serde_json::{Map, Value};
 
 use super::error::RequestError;
@@ -164,7 +165,7 @@ pub(crate) fn text_parts(v: Value, path: &str) -> Result<Vec<String>, RequestErr
                     "text" => o.req_str("text"),
                     other => Err(RequestError::invalid(
                         p,
-                        format!("expected a text part, got type {other:?}"),
+                        format!("expected a text part, got type {}", untrusted(other)),
                     )),
                 }
             })

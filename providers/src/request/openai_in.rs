@@ -1,5 +1,6 @@
 //! Reading an OpenAI Chat Completions request body into the unified model.
 
+use crate::untrusted::untrusted;
 use serde_json::{Map, Value};
 
 use super::error::RequestError;
@@ -103,7 +104,8 @@ impl ChatRequest {
                 RequestError::invalid(
                     "reasoning_effort",
                     format!(
-                        "unknown effort {e:?} (expected none, minimal, low, medium, high or xhigh)"
+                        "unknown effort {} (expected none, minimal, low, medium, high or xhigh)",
+                        untrusted(&e)
                     ),
                 )
             })?;
@@ -217,7 +219,7 @@ fn read_message(req: &mut ChatRequest, m: Value, i: usize) -> Result<(), Request
         other => {
             return Err(RequestError::invalid(
                 o.path("role"),
-                format!("unknown role {other:?}"),
+                format!("unknown role {}", untrusted(other)),
             ));
         }
     };
@@ -272,7 +274,7 @@ fn read_user_part(p: Value, path: &str) -> Result<Part, RequestError> {
         }
         other => Err(RequestError::invalid(
             o.path("type"),
-            format!("unknown part type {other:?}"),
+            format!("unknown part type {}", untrusted(other)),
         )),
     }
 }
@@ -327,7 +329,10 @@ fn read_tool_call(c: Value, path: &str) -> Result<Part, RequestError> {
         Some(other) => {
             return Err(RequestError::invalid(
                 o.path("type"),
-                format!("unsupported tool call type {other:?} (expected \"function\")"),
+                format!(
+                    "unsupported tool call type {} (expected \"function\")",
+                    untrusted(other)
+                ),
             ));
         }
     }

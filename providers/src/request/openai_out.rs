@@ -1,5 +1,6 @@
 //! Writing the unified model as an OpenAI Chat Completions request body.
 
+use crate::untrusted::untrusted;
 use serde_json::{Map, Value, json};
 
 use super::EffortBudgets;
@@ -173,7 +174,10 @@ fn refuse_native(path: String, raw: &Value) -> RequestError {
     RequestError::unsupported(
         path,
         TARGET,
-        format!("Anthropic content block of type {ty:?} has no OpenAI equivalent"),
+        format!(
+            "Anthropic content block of type {} has no OpenAI equivalent",
+            untrusted(ty)
+        ),
     )
 }
 
@@ -397,7 +401,10 @@ fn write_tool(t: &Tool, i: usize, same: bool) -> Result<Value, RequestError> {
             Err(RequestError::unsupported(
                 format!("tools[{i}]"),
                 TARGET,
-                format!("Anthropic server tool {ty:?} has no OpenAI Chat equivalent"),
+                format!(
+                    "Anthropic server tool {} has no OpenAI Chat equivalent",
+                    untrusted(ty)
+                ),
             ))
         }
     }

@@ -4,6 +4,7 @@
 //! has and that the unified model does not interpret live in `extra` maps, which are
 //! written back only when the target dialect is [`ChatRequest::source`].
 
+use crate::untrusted::untrusted;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -178,7 +179,10 @@ impl Message {
                 Err(RequestError::unsupported(
                     format!("{}.role", self.path(i)),
                     target,
-                    format!("message role {role:?} has no {target} equivalent"),
+                    format!(
+                        "message role {} has no {target} equivalent",
+                        untrusted(role)
+                    ),
                 ))
             }
         }
