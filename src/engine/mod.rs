@@ -10,6 +10,8 @@ mod hedge;
 mod resume;
 mod run;
 
+pub use caps::OutputCaps;
+
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,7 +28,6 @@ use crate::resilience::breaker::{BreakerConfig, Breakers};
 use crate::resilience::continuation::Mode;
 use crate::route::Route;
 use crate::upstream::{ClientKey, ForwardHeaders, Upstream};
-pub use caps::OutputCaps;
 
 /// The events of one answer, ending after `stream.end` or at the first `Err`.
 pub type Events = Pin<Box<dyn Stream<Item = Result<AgentEvent, GatewayError>> + Send>>;

@@ -1,6 +1,5 @@
 //! Reading an Anthropic Messages request body into the unified model.
 
-use crate::untrusted::untrusted;
 use serde_json::Value;
 
 use super::error::RequestError;
@@ -10,6 +9,7 @@ use super::unified::{
     Tool, ToolChoice,
 };
 use crate::dialect::Dialect;
+use crate::untrusted::untrusted;
 
 impl ChatRequest {
     /// Reads an Anthropic Messages request body (`POST /v1/messages`).

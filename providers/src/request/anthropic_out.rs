@@ -1,6 +1,5 @@
 //! Writing the unified model as an Anthropic Messages request body.
 
-use crate::untrusted::untrusted;
 use serde_json::{Map, Value, json};
 
 use super::AnthropicDefaults;
@@ -9,9 +8,9 @@ use super::error::RequestError;
 use super::openai_in::check_arguments;
 use super::openai_out::extend;
 use super::rules::{OPENAI_ONLY, check};
-use super::unified::Head;
-use super::unified::{ChatRequest, ImageSource, Part, Role, SystemPart, Tool, ToolChoice};
+use super::unified::{ChatRequest, Head, ImageSource, Part, Role, SystemPart, Tool, ToolChoice};
 use crate::dialect::Dialect;
+use crate::untrusted::untrusted;
 
 const TARGET: Dialect = Dialect::Anthropic;
 

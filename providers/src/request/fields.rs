@@ -1,9 +1,9 @@
 //! Reading a JSON body field by field, with the path of each field for error messages.
 
-use crate::untrusted::untrusted;
 use serde_json::{Map, Value};
 
 use super::error::RequestError;
+use crate::untrusted::untrusted;
 
 /// `path.key` (or `key` at the top level).
 pub(crate) fn at(path: &str, key: &str) -> String {

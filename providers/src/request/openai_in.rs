@@ -1,6 +1,5 @@
 //! Reading an OpenAI Chat Completions request body into the unified model.
 
-use crate::untrusted::untrusted;
 use serde_json::{Map, Value};
 
 use super::error::RequestError;
@@ -10,6 +9,7 @@ use super::unified::{
     ToolChoice,
 };
 use crate::dialect::Dialect;
+use crate::untrusted::untrusted;
 
 impl ChatRequest {
     /// Reads an OpenAI Chat Completions request body (`POST /v1/chat/completions`).

@@ -1,17 +1,16 @@
 //! Writing the unified model as an OpenAI Chat Completions request body.
 
-use crate::untrusted::untrusted;
 use serde_json::{Map, Value, json};
 
 use super::EffortBudgets;
 use super::capability::Capabilities;
 use super::error::RequestError;
 use super::rules::{ANTHROPIC_ONLY, check};
-use super::unified::Head;
 use super::unified::{
-    ChatRequest, Effort, ImageSource, Message, Part, Reasoning, Role, Tool, ToolChoice,
+    ChatRequest, Effort, Head, ImageSource, Message, Part, Reasoning, Role, Tool, ToolChoice,
 };
 use crate::dialect::Dialect;
+use crate::untrusted::untrusted;
 
 const TARGET: Dialect = Dialect::OpenAi;
 

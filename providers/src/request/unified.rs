@@ -4,13 +4,13 @@
 //! has and that the unified model does not interpret live in `extra` maps, which are
 //! written back only when the target dialect is [`ChatRequest::source`].
 
-use crate::untrusted::untrusted;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error::RequestError;
 use crate::dialect::Dialect;
 use crate::event::Extra;
+use crate::untrusted::untrusted;
 
 /// A chat request in the unified model. Build one with [`ChatRequest::from_openai`] or
 /// [`ChatRequest::from_anthropic`], or by hand (`ChatRequest::default()` then set fields).
