@@ -31,9 +31,8 @@ const BODY_BYTES: usize = 30 * 1024 * 1024;
 /// the tree of at most `max_body_json_values` (1M) values it is parsed into (80 to 200 bytes
 /// a value with `preserve_order`), and the body written for the upstream (a tree again, then
 /// its bytes): 200 to 300 MB for the densest shape accepted. Three at once plus the
-/// allocator's per-thread arenas and the process's own 25 MB: measured 790 MB. Before the
-/// value census, the copy-free parse and the copy-free upstream body, these shapes took
-/// 1 to 2.6 GB each.
+/// allocator's per-thread arenas and the process's own 25 MB: measured 740-790 MB. Without
+/// the value census, the two refused shapes alone took the gateway to 6.1 and 7.3 GB.
 const PEAK_RSS_BOUND: u64 = 1024 * 1024 * 1024;
 
 /// Upper bound for one exchange on a loaded 2-core machine.
