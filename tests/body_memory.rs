@@ -235,19 +235,28 @@ async fn an_oversized_body_is_refused_before_it_is_read() {
 
     // Content-Length over the limit, and only a few bytes of the body ever sent: the answer
     // comes without the rest.
-    let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
-    let framing = format!("content-length: {}\r\n", default_limit + 1);
-    stream
-        .write_all(head(gateway.addr, &framing).as_bytes())
-        .await
-        .unwrap();
-    stream.write_all(b"{\"model\":").await.unwrap();
-    let response = read_response(&mut stream).await;
-    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
-    assert!(
-        response.contains("\"type\":\"invalid_request_error\""),
-        "{response}"
-    );
+    // Each door answers in its dialect.
+    for (path, extra, shape) in [
+        (
+            "/v1/chat/completions",
+            "",
+            r#"{"error":{"message":"request body exceeds the limit of 8388608 bytes","type":"invalid_request_error""#,
+        ),
+        (
+            "/v1/messages",
+            "anthropic-version: 2023-06-01\r\n",
+            r#"{"type":"error","error":{"type":"request_too_large""#,
+        ),
+    ] {
+        let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
+        let framing = format!("{extra}content-length: {}\r\n", default_limit + 1);
+        let head = head(gateway.addr, &framing).replacen("/v1/chat/completions", path, 1);
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(b"{\"model\":").await.unwrap();
+        let response = read_response(&mut stream).await;
+        assert!(response.starts_with("HTTP/1.1 413"), "{path}: {response}");
+        assert!(response.contains(shape), "{path}: {response}");
+    }
 
     // Chunked: the answer comes once the limit is passed, while the client would go on
     // (it sends one MiB past the limit and never the last chunk, then waits).
