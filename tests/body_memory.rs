@@ -4,7 +4,8 @@
 //! huge number of keys, deep nesting, a sea of tiny values), one after the other and three at
 //! once, and its peak resident memory (`VmHWM` in /proc) stays under [`PEAK_RSS_BOUND`].
 //! With the default limits, an oversized body gets 413 in the door's dialect before it is
-//! read to its end, whether its `Content-Length` says so or it comes chunked.
+//! read to its end, whether its `Content-Length` says so or it comes chunked; nesting past
+//! the JSON parser's recursion limit is a 400.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -257,6 +258,15 @@ async fn an_oversized_body_is_refused_before_it_is_read() {
         assert!(response.starts_with("HTTP/1.1 413"), "{path}: {response}");
         assert!(response.contains(shape), "{path}: {response}");
     }
+
+    // Nesting past serde_json's recursion limit (128) is a 400 naming nothing of the body.
+    let deep = format!(
+        r#"{{"model":"openai/text_basic","messages":[{{"role":"user","content":"hi"}}],"x":{}{}}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    let status = post(&gateway.url, deep.into_bytes()).await;
+    assert_eq!(status, 400);
 
     // Chunked: the answer comes once the limit is passed, while the client would go on
     // (it sends one MiB past the limit and never the last chunk, then waits).
