@@ -111,6 +111,16 @@ async fn caps_reach_the_upstream_request_at_every_door() {
         })
         .await;
         let auth = format!("Bearer {key}");
+        // The key's caps show in /admin/keys.
+        let admin = json_of(h.client.get(h.url("/admin/keys")).send().await.unwrap()).await;
+        let listed = &admin["data"][0];
+        assert_eq!(listed["name"], "capped", "{admin}");
+        assert_eq!(
+            listed["max_output_tokens"],
+            json!(caps.key_tokens),
+            "{admin}"
+        );
+        assert_eq!(listed["max_n"], json!(caps.key_n), "{admin}");
         for _ in 0..12 {
             let door = [Dialect::OpenAi, Dialect::Anthropic][rng.usize(..2)];
             let (alias, _, upstream) = ALIASES[rng.usize(..2)];
