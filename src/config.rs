@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
 use providers::Dialect;
@@ -268,9 +269,16 @@ pub struct ServerConfig {
     /// Address to listen on.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// Largest request body accepted, in bytes (413 above).
+    /// Largest request body accepted, in bytes (413 above, told by `Content-Length` before
+    /// the body is read, or as soon as a chunked body passes it). 8 MiB by default: see
+    /// docs/configuration.md for what real clients send.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Most JSON values (scalars, arrays, objects, object keys) a request body may hold (413
+    /// above). Counted before the body is built into a tree, whose memory follows the number
+    /// of values more than the bytes: 30 MB of `[0,0,...]` would build a 500 MB tree.
+    #[serde(default = "default_max_body_json_values")]
+    pub max_body_json_values: usize,
     /// Allow a non-loopback `listen` (or `admin_listen`) without gateway keys: anyone who
     /// reaches the port spends the provider keys. Off by default; `--allow-open` sets it too.
     #[serde(default)]
@@ -348,6 +356,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: default_listen(),
             max_body_bytes: default_max_body_bytes(),
+            max_body_json_values: default_max_body_json_values(),
             open: false,
             admin_key_env: None,
             admin_key_sha256: None,
@@ -424,6 +433,24 @@ pub struct ModelConfig {
     /// This alias's `[streaming.retryPolicy] hedgeAfterMs` (0 = never hedge it).
     #[serde(default)]
     pub hedge_after_ms: Option<u64>,
+    /// Most output tokens a request for this alias may ask for: a higher `max_tokens` (or
+    /// `max_completion_tokens`) is lowered to it, and a request without one gets it. With a
+    /// key's own cap, the lower one applies.
+    #[serde(default)]
+    pub max_output_tokens: Option<NonZeroU32>,
+    /// Most choices (`n`) a request for this alias may ask for; more is a 400.
+    #[serde(default)]
+    pub max_n: Option<NonZeroU32>,
+}
+
+impl ModelConfig {
+    /// The alias's output caps.
+    pub fn output_caps(&self) -> crate::engine::OutputCaps {
+        crate::engine::OutputCaps {
+            max_output_tokens: self.max_output_tokens,
+            max_n: self.max_n,
+        }
+    }
 }
 
 /// `[translation]`.
@@ -615,7 +642,10 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
 }
 fn default_max_body_bytes() -> usize {
-    32 * 1024 * 1024
+    8 * 1024 * 1024
+}
+fn default_max_body_json_values() -> usize {
+    1_000_000
 }
 fn default_max_connections() -> usize {
     10_000

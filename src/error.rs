@@ -35,7 +35,7 @@ pub enum GatewayError {
         model: String,
     },
     /// No such endpoint.
-    #[error("no endpoint at {path}")]
+    #[error("no endpoint at {}", untrusted(.path))]
     NotFound {
         /// The path asked for.
         path: String,
@@ -52,6 +52,12 @@ pub enum GatewayError {
         /// The configured timeout.
         timeout_ms: u64,
     },
+    /// The request body holds more JSON values than `server.max_body_json_values`.
+    #[error("request body holds more than {limit} JSON values")]
+    TooManyJsonValues {
+        /// The configured limit.
+        limit: usize,
+    },
     /// Gateway keys are configured and the request brought none that matches.
     #[error("{}", match .0 {
         crate::keys::AuthFailure::Missing => "a gateway key is required: send it as Authorization: Bearer or x-api-key",
@@ -59,7 +65,7 @@ pub enum GatewayError {
     })]
     Unauthenticated(crate::keys::AuthFailure),
     /// The request's gateway key may not use the model asked for.
-    #[error("this gateway key may not use model {model:?}")]
+    #[error("this gateway key may not use model {}", untrusted(.model))]
     ModelNotAllowed {
         /// What the client asked for.
         model: String,
@@ -290,7 +296,9 @@ impl GatewayError {
             GatewayError::UnknownModel { .. } | GatewayError::NotFound { .. } => {
                 StatusCode::NOT_FOUND
             }
-            GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::BodyTooLarge { .. } | GatewayError::TooManyJsonValues { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             GatewayError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             GatewayError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             GatewayError::ModelNotAllowed { .. } => StatusCode::FORBIDDEN,
@@ -353,7 +361,9 @@ impl GatewayError {
                 ..
             }) => "overloaded_error".into(),
             GatewayError::Hub(_) => "invalid_request_error".into(),
-            GatewayError::BodyTooLarge { .. } => "request_too_large".into(),
+            GatewayError::BodyTooLarge { .. } | GatewayError::TooManyJsonValues { .. } => {
+                "request_too_large".into()
+            }
             GatewayError::BodyTimeout { .. } => "timeout_error".into(),
             GatewayError::Unauthenticated(_) => "authentication_error".into(),
             GatewayError::ModelNotAllowed { .. } => "permission_error".into(),
@@ -386,7 +396,7 @@ impl GatewayError {
             GatewayError::NotFound { .. } => {
                 ("invalid_request_error".into(), Some("not_found".into()))
             }
-            GatewayError::BodyTooLarge { .. } => (
+            GatewayError::BodyTooLarge { .. } | GatewayError::TooManyJsonValues { .. } => (
                 "invalid_request_error".into(),
                 Some("request_too_large".into()),
             ),
@@ -597,7 +607,7 @@ mod tests {
     /// Variant `k` (modulo the variant count) with random contents, and the variant's name.
     fn arbitrary(rng: &mut fastrand::Rng, k: usize) -> GatewayError {
         let provider = text(rng);
-        match k % 22 {
+        match k % 23 {
             0 => GatewayError::MalformedJson(text(rng)),
             1 => GatewayError::Request(RequestError::Invalid {
                 param: text(rng),
@@ -734,9 +744,12 @@ mod tests {
             20 => GatewayError::BodyTimeout {
                 timeout_ms: rng.u64(..),
             },
-            _ => GatewayError::CredentialsRefused {
+            21 => GatewayError::CredentialsRefused {
                 provider,
                 status: [401, 403][rng.usize(..2)],
+            },
+            _ => GatewayError::TooManyJsonValues {
+                limit: rng.usize(..),
             },
         }
     }
@@ -756,6 +769,7 @@ mod tests {
             | GatewayError::NotFound { .. }
             | GatewayError::BodyTooLarge { .. }
             | GatewayError::BodyTimeout { .. }
+            | GatewayError::TooManyJsonValues { .. }
             | GatewayError::RateLimited(_)
             | GatewayError::Untranslatable { .. }
             | GatewayError::Hub(_)
@@ -845,7 +859,7 @@ mod tests {
     fn every_variant_has_its_status_class_and_a_clean_body_in_both_dialects() {
         let mut rng = fastrand::Rng::with_seed(0x0e77_0e77);
         let mut failures = Vec::new();
-        for k in 0..22 * 200 {
+        for k in 0..23 * 200 {
             let e = arbitrary(&mut rng, k);
             if let Err(why) = check(&e) {
                 failures.push(format!("{e:?}: {why}"));
@@ -881,10 +895,11 @@ mod tests {
                 GatewayError::ModelNotAllowed { .. } => 19,
                 GatewayError::BodyTimeout { .. } => 20,
                 GatewayError::CredentialsRefused { .. } => 21,
+                GatewayError::TooManyJsonValues { .. } => 22,
             }
         }
         let mut rng = fastrand::Rng::with_seed(1);
-        for k in 0..22 {
+        for k in 0..23 {
             assert_eq!(index(&arbitrary(&mut rng, k)), k);
         }
     }

@@ -158,6 +158,8 @@ fn register(
                 fallbacks: vec![format!("{}/{name}", provider_of(other(primary)))],
                 reasoning: None,
                 hedge_after_ms: None,
+                max_output_tokens: None,
+                max_n: None,
             },
         );
     }

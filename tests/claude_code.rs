@@ -114,6 +114,8 @@ fn aliases(c: &mut Config, cases: &[Case], route: &str) {
                 fallbacks: Vec::new(),
                 reasoning: None,
                 hedge_after_ms: None,
+                max_output_tokens: None,
+                max_n: None,
             },
         );
     }
@@ -229,6 +231,8 @@ async fn claude_code_requests_translate_for_an_openai_upstream() {
                 fallbacks: Vec::new(),
                 reasoning: None,
                 hedge_after_ms: None,
+                max_output_tokens: None,
+                max_n: None,
             },
         );
     })

@@ -386,6 +386,8 @@ fn alias(c: &mut streamgate::config::Config, name: String, route: String, fallba
             fallbacks: vec![fallback],
             reasoning: None,
             hedge_after_ms: None,
+            max_output_tokens: None,
+            max_n: None,
         },
     );
 }

@@ -253,6 +253,8 @@ fn alias(config: &mut Config, name: &str, route: &str) {
             fallbacks: Vec::new(),
             reasoning: None,
             hedge_after_ms: None,
+            max_output_tokens: None,
+            max_n: None,
         },
     );
 }

@@ -37,7 +37,7 @@ impl fmt::Display for Dialect {
 
 /// A dialect name that is not one we speak.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown dialect {0:?} (expected \"openai\" or \"anthropic\")")]
+#[error("unknown dialect {} (expected \"openai\" or \"anthropic\")", crate::untrusted::untrusted(.0))]
 pub struct UnknownDialect(pub String);
 
 impl FromStr for Dialect {

@@ -5,9 +5,12 @@
 //! anything reached the client switches attempts freely; a failure after it continues the
 //! answer through the [`crate::splice::Splicer`], so the client sees one stream.
 
+mod caps;
 mod hedge;
 mod resume;
 mod run;
+
+pub use caps::OutputCaps;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,7 +21,7 @@ use futures_util::Stream;
 use providers::request::{AnthropicDefaults, ChatRequest};
 use providers::{AgentEvent, Dialect};
 
-use crate::config::{Config, ContinuationMode, ProviderConfig};
+use crate::config::{Config, ContinuationMode, ModelConfig, ProviderConfig};
 use crate::error::GatewayError;
 use crate::resilience::RetryPolicy;
 use crate::resilience::breaker::{BreakerConfig, Breakers};
@@ -174,13 +177,11 @@ impl Engine {
     ) -> Result<Vec<u8>, GatewayError> {
         let provider = self.provider(route)?;
         let caps = crate::route::capabilities(&self.config, &request.model, route);
-        let mut request = request.clone();
-        request.model.clone_from(&route.model);
-        request.stream = true;
-        request.include_usage = true;
         let body = match provider.dialect {
-            Dialect::OpenAi => request.to_openai_for(caps)?,
-            Dialect::Anthropic => request.to_anthropic_for(&self.defaults, caps)?,
+            Dialect::OpenAi => request.to_openai_upstream(&route.model, caps)?,
+            Dialect::Anthropic => {
+                request.to_anthropic_upstream(&route.model, &self.defaults, caps)?
+            }
         };
         serde_json::to_vec(&body)
             .map_err(|e| GatewayError::Internal(format!("serializing request: {e}")))
@@ -206,10 +207,20 @@ impl Engine {
 
     async fn answer_after(
         self: &Arc<Self>,
-        call: Call,
+        mut call: Call,
         prior: &[AgentEvent],
     ) -> Result<Answer, GatewayError> {
         call.caller.check_model(&call.request.model)?;
+        let alias_caps = self
+            .config
+            .models
+            .get(&call.request.model)
+            .map(ModelConfig::output_caps)
+            .unwrap_or_default();
+        call.caller
+            .output_caps()
+            .and(alias_caps)
+            .apply(&mut call.request)?;
         let client = call
             .caller
             .client_id()

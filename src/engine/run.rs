@@ -446,7 +446,7 @@ impl Run {
                     return Err(GatewayError::RateLimited(limited));
                 }
                 tracing::info!(
-                    model = %self.call.request.model,
+                    model = %providers::untrusted::untrusted(&self.call.request.model),
                     wait_ms = limited.retry_after.as_millis() as u64,
                     "every route is rate-limited upstream: waiting for the soonest"
                 );

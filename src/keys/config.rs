@@ -5,6 +5,7 @@ use std::num::{NonZeroU32, NonZeroU64};
 
 use serde::Deserialize;
 
+use crate::engine::OutputCaps;
 use crate::limit::{Budget, Quotas};
 
 /// Longest key name: names show in `/admin` and in logs.
@@ -40,6 +41,14 @@ pub struct GatewayKeyConfig {
     /// Tokens this key may use per UTC calendar month; once spent, 429 until the month ends.
     #[serde(default)]
     pub budget_tokens_per_month: Option<NonZeroU64>,
+    /// Most output tokens a request of this key may ask for: a higher `max_tokens` (or
+    /// `max_completion_tokens`) is lowered to it, and a request without one gets it. With
+    /// the alias's own cap, the lower one applies.
+    #[serde(default)]
+    pub max_output_tokens: Option<NonZeroU32>,
+    /// Most choices (`n`) a request of this key may ask for; more is a 400.
+    #[serde(default)]
+    pub max_n: Option<NonZeroU32>,
 }
 
 impl GatewayKeyConfig {
@@ -49,6 +58,14 @@ impl GatewayKeyConfig {
             requests_per_minute: self.requests_per_minute,
             tokens_per_minute: self.tokens_per_minute,
             concurrent_streams: self.concurrent_streams,
+        }
+    }
+
+    /// The key's output caps.
+    pub fn output_caps(&self) -> OutputCaps {
+        OutputCaps {
+            max_output_tokens: self.max_output_tokens,
+            max_n: self.max_n,
         }
     }
 

@@ -9,6 +9,7 @@
 
 mod config;
 
+use crate::engine::OutputCaps;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -65,6 +66,7 @@ pub enum AuthFailure {
 pub struct GatewayKey {
     name: String,
     models: Vec<String>,
+    caps: OutputCaps,
 }
 
 impl GatewayKey {
@@ -114,6 +116,11 @@ impl Caller {
         }
     }
 
+    /// The key's output caps (none on an open gateway).
+    pub fn output_caps(&self) -> OutputCaps {
+        self.key.as_ref().map(|k| k.caps).unwrap_or_default()
+    }
+
     /// Whether the key may use `model`.
     pub fn allows(&self, model: &str) -> bool {
         self.check_model(model).is_ok()
@@ -157,6 +164,7 @@ impl Keyring {
             let key = GatewayKey {
                 name: name.clone(),
                 models: key.models.clone(),
+                caps: key.output_caps(),
             };
             entries.push((Arc::new(key), hash));
         }

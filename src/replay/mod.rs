@@ -204,6 +204,8 @@ impl Replay {
                     fallbacks: Vec::new(),
                     reasoning: None,
                     hedge_after_ms: None,
+                    max_output_tokens: None,
+                    max_n: None,
                 },
             );
         }

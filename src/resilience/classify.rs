@@ -28,6 +28,7 @@ pub fn classify(error: &GatewayError, client_key: bool) -> Action {
         | GatewayError::NotFound { .. }
         | GatewayError::BodyTooLarge { .. }
         | GatewayError::BodyTimeout { .. }
+        | GatewayError::TooManyJsonValues { .. }
         | GatewayError::Unauthenticated(_)
         | GatewayError::ModelNotAllowed { .. }
         | GatewayError::Untranslatable { .. }

@@ -11,6 +11,8 @@
 //! the reasoning of the broken attempt was already streamed), and a break inside a tool call
 //! forces that tool, so that a continuation never turns an expected call into prose.
 
+use std::borrow::Cow;
+
 use providers::request::{ChatRequest, Message, Part, Role, ToolChoice};
 
 use crate::splice::Continuation;
@@ -29,11 +31,16 @@ pub const CONTINUE_INSTRUCTION: &str = "Your previous answer was cut off. Contin
 where it stopped: do not repeat anything already written, do not add any preamble or comment.";
 
 /// `original` rewritten to continue after `cont`.
-pub fn continue_request(original: &ChatRequest, cont: &Continuation, mode: Mode) -> ChatRequest {
-    let mut request = original.clone();
+pub fn continue_request<'a>(
+    original: &'a ChatRequest,
+    cont: &Continuation,
+    mode: Mode,
+) -> Cow<'a, ChatRequest> {
     if !cont.output_started {
-        return request;
+        // The request as the client sent it: no copy (it can be tens of megabytes).
+        return Cow::Borrowed(original);
     }
+    let mut request = original.clone();
     request.reasoning = None;
     if let Some(name) = &cont.in_tool_call
         && request
@@ -55,7 +62,7 @@ pub fn continue_request(original: &ChatRequest, cont: &Continuation, mode: Mode)
             ));
         }
     }
-    request
+    Cow::Owned(request)
 }
 
 fn tool_name(tool: &providers::request::Tool) -> Option<&str> {
@@ -88,7 +95,8 @@ mod tests {
             in_tool_call: None,
             output_started: true,
         };
-        let r = continue_request(&original(), &cont, Mode::Prefill);
+        let original = original();
+        let r = continue_request(&original, &cont, Mode::Prefill);
         assert!(r.reasoning.is_none());
         let last = r.messages.last().unwrap();
         assert_eq!(last.role, Role::Assistant);
@@ -106,7 +114,8 @@ mod tests {
             in_tool_call: Some("get_weather".into()),
             output_started: true,
         };
-        let r = continue_request(&original(), &cont, Mode::Instruction);
+        let original = original();
+        let r = continue_request(&original, &cont, Mode::Instruction);
         let roles: Vec<Role> = r.messages.iter().map(|m| m.role).collect();
         assert_eq!(roles, [Role::User, Role::Assistant, Role::User]);
         assert_eq!(
@@ -119,7 +128,12 @@ mod tests {
 
     #[test]
     fn nothing_sent_means_a_plain_restart() {
-        let r = continue_request(&original(), &Continuation::default(), Mode::Prefill);
-        assert_eq!(r, original());
+        let original = original();
+        let r = continue_request(&original, &Continuation::default(), Mode::Prefill);
+        assert!(
+            matches!(r, Cow::Borrowed(_)),
+            "no copy when nothing was sent yet"
+        );
+        assert_eq!(*r, original);
     }
 }

@@ -6,7 +6,7 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use providers::request::ChatRequest;
+use providers::request::{CensusError, ChatRequest};
 use providers::{AgentEvent, Assembler, Dialect, EncodeOptions, StreamEncoder, encode_response};
 
 use super::AppState;
@@ -71,7 +71,11 @@ async fn start(
     let caller = authenticate(state.engine.keyring(), door, &parts.headers)?;
     let limit = state.engine.config().server.max_body_bytes;
     let bytes = read_body(body, limit).await?;
-    let request = parse_request(door, &bytes)?;
+    let request = parse_request(
+        door,
+        &bytes,
+        state.engine.config().server.max_body_json_values,
+    )?;
     let streaming = request.stream;
     let options = EncodeOptions {
         include_usage: request.include_usage,
@@ -89,6 +93,8 @@ async fn start(
         let events = super::streams::agent_events(entry.subscribe(None)?);
         return Ok((streaming, options, Some(id), events));
     }
+    // Not kept for the answer: the unified request holds what it needs.
+    drop(bytes);
     let call = Call {
         door,
         request,
@@ -104,6 +110,11 @@ async fn start(
 /// The body, up to `limit` bytes (413 beyond), within the listener's body read timeout (408
 /// after it).
 pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, GatewayError> {
+    // A `Content-Length` over the limit is refused before a byte of the body is read (a
+    // chunked body is cut off by `to_bytes` as soon as it passes the limit).
+    if usize::try_from(axum::body::HttpBody::size_hint(&body).lower()).map_or(true, |n| n > limit) {
+        return Err(GatewayError::BodyTooLarge { limit });
+    }
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         // to_bytes reports the limit, and the listener its deadline, through the error's
         // source chain.
@@ -128,8 +139,19 @@ pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, Gateway
     })
 }
 
-/// Parses a door's JSON body into the unified request.
-pub(crate) fn parse_request(door: Dialect, bytes: &[u8]) -> Result<ChatRequest, GatewayError> {
+/// Parses a door's JSON body into the unified request, refusing a body of more than
+/// `max_values` JSON values before building anything (see [`providers::request::count_values`]).
+/// The tree is built once and taken apart into the request, never copied, so parsing costs
+/// the body's strings once plus at most about a hundred bytes per value.
+pub(crate) fn parse_request(
+    door: Dialect,
+    bytes: &[u8],
+    max_values: usize,
+) -> Result<ChatRequest, GatewayError> {
+    providers::request::count_values(bytes, max_values).map_err(|e| match e {
+        CensusError::TooManyValues { limit } => GatewayError::TooManyJsonValues { limit },
+        CensusError::Syntax(message) => GatewayError::MalformedJson(message),
+    })?;
     let value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| GatewayError::MalformedJson(e.to_string()))?;
     if !value.is_object() {
@@ -138,8 +160,8 @@ pub(crate) fn parse_request(door: Dialect, bytes: &[u8]) -> Result<ChatRequest, 
         ));
     }
     Ok(match door {
-        Dialect::OpenAi => ChatRequest::from_openai(&value)?,
-        Dialect::Anthropic => ChatRequest::from_anthropic(&value)?,
+        Dialect::OpenAi => ChatRequest::from_openai_value(value)?,
+        Dialect::Anthropic => ChatRequest::from_anthropic_value(value)?,
     })
 }
 

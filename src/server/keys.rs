@@ -1,5 +1,5 @@
-//! `GET /admin/keys`: every gateway key by name, with its limits and what it spent today and
-//! this month (UTC). Never the key nor its hash.
+//! `GET /admin/keys`: every gateway key by name, with its limits, output caps and what it
+//! spent today and this month (UTC). Never the key nor its hash.
 
 use axum::extract::State;
 use axum::response::Response;
@@ -19,7 +19,9 @@ pub async fn admin(State(engine): State<EngineState>) -> Response {
         .map(|name| {
             let (spent, budget) = engine.limiter().spent(name);
             let quotas = engine.limiter().key_quotas(&ClientId::gateway_key(name));
-            let models = config.keys.get(name).map(|k| k.models.clone());
+            let key = config.keys.get(name);
+            let models = key.map(|k| k.models.clone());
+            let caps = key.map(|k| k.output_caps()).unwrap_or_default();
             json!({
                 "name": name,
                 "models": models.unwrap_or_default(),
@@ -30,6 +32,8 @@ pub async fn admin(State(engine): State<EngineState>) -> Response {
                 "requests_per_minute": quotas.requests_per_minute,
                 "tokens_per_minute": quotas.tokens_per_minute,
                 "concurrent_streams": quotas.concurrent_streams,
+                "max_output_tokens": caps.max_output_tokens,
+                "max_n": caps.max_n,
             })
         })
         .collect();

@@ -75,7 +75,11 @@ pub(crate) async fn start_stream(
     body: Bytes,
     headers: &HeaderMap,
 ) -> Result<Arc<Entry>, GatewayError> {
-    let request = parse_request(door, &body)?;
+    let request = parse_request(
+        door,
+        &body,
+        state.engine.config().server.max_body_json_values,
+    )?;
     start_parsed(state, caller, door, id, body, request, headers).await
 }
 
@@ -169,9 +173,11 @@ pub async fn resume(
             },
         },
         Err(e) => {
+            // The parser's words can quote the query: logged escaped, not echoed.
+            tracing::debug!(error = %providers::untrusted::untrusted(&e.to_string()), "bad ?after=");
             return error_response(
                 dialect,
-                &GatewayError::MalformedJson(format!("after must be a seq number: {e}")),
+                &GatewayError::MalformedJson("after must be a seq number".into()),
             );
         }
     };
@@ -301,7 +307,8 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, GatewayError> {
             }
             text.parse().map(Some).map_err(|_| {
                 GatewayError::MalformedJson(format!(
-                    "Last-Event-ID must be a seq number, got {text:?}"
+                    "Last-Event-ID must be a seq number, got {}",
+                    providers::untrusted::untrusted(text)
                 ))
             })
         }

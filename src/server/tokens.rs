@@ -39,7 +39,11 @@ async fn count(engine: &EngineState, request: Request) -> Result<Value, GatewayE
     let (parts, body) = request.into_parts();
     let caller = authenticate(engine.keyring(), Dialect::Anthropic, &parts.headers)?;
     let bytes = read_body(body, engine.config().server.max_body_bytes).await?;
-    let request = parse_request(Dialect::Anthropic, &bytes)?;
+    let request = parse_request(
+        Dialect::Anthropic,
+        &bytes,
+        engine.config().server.max_body_json_values,
+    )?;
     caller.check_model(&request.model)?;
     let plan = route::plan(engine.config(), &request.model)?;
     let Some(route) = plan.routes.first() else {

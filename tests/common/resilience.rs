@@ -259,6 +259,8 @@ pub fn alias(config: &mut Config, name: &str, route: &str, fallbacks: &[&str]) {
             fallbacks: fallbacks.iter().map(|s| (*s).to_owned()).collect(),
             reasoning: None,
             hedge_after_ms: None,
+            max_output_tokens: None,
+            max_n: None,
         },
     );
 }

@@ -3,12 +3,13 @@
 use serde_json::Value;
 
 use super::error::RequestError;
-use super::fields::{Obj, idx, kind};
+use super::fields::{Obj, idx, kind, peek_str};
 use super::unified::{
     ChatRequest, FunctionTool, ImageSource, Message, Origin, Part, Reasoning, Role, SystemPart,
     Tool, ToolChoice,
 };
 use crate::dialect::Dialect;
+use crate::untrusted::untrusted;
 
 impl ChatRequest {
     /// Reads an Anthropic Messages request body (`POST /v1/messages`).
@@ -16,7 +17,14 @@ impl ChatRequest {
     /// A user message holding `tool_result` blocks becomes [`Role::Tool`] message(s) for
     /// the tool results and [`Role::User`] message(s) for the rest, in order. Fields the
     /// unified model does not interpret are kept in [`ChatRequest::extra`].
+    /// Copies `body`; [`ChatRequest::from_anthropic_value`] takes it over.
     pub fn from_anthropic(body: &Value) -> Result<ChatRequest, RequestError> {
+        ChatRequest::from_anthropic_value(body.clone())
+    }
+
+    /// [`ChatRequest::from_anthropic`] taking the body over: its strings move into the
+    /// request, nothing is copied.
+    pub fn from_anthropic_value(body: Value) -> Result<ChatRequest, RequestError> {
         let mut o = Obj::new(body, "")?;
         let mut req = ChatRequest {
             model: o.req_str("model")?,
@@ -32,7 +40,7 @@ impl ChatRequest {
             Some(Value::Array(blocks)) => {
                 req.system_blocks = true;
                 blocks
-                    .iter()
+                    .into_iter()
                     .enumerate()
                     .map(|(i, b)| read_system_block(b, &idx("system", i)))
                     .collect::<Result<_, _>>()?
@@ -50,43 +58,46 @@ impl ChatRequest {
         let messages = o
             .arr("messages")?
             .ok_or_else(|| RequestError::invalid("messages", "required field is missing"))?;
-        for (i, m) in messages.iter().enumerate() {
+        for (i, m) in messages.into_iter().enumerate() {
             read_message(&mut req.messages, m, i)?;
         }
         if let Some(tools) = o.arr("tools")? {
             req.tools = tools
-                .iter()
+                .into_iter()
                 .enumerate()
                 .map(|(i, t)| read_tool(t, &idx("tools", i)))
                 .collect::<Result<_, _>>()?;
         }
         if let Some(raw) = o.take("tool_choice") {
-            let mut tc = Obj::new(&raw, "tool_choice")?;
-            let choice = match tc.req_str("type")?.as_str() {
-                "auto" => Some(ToolChoice::Auto),
-                "none" => Some(ToolChoice::None),
-                "any" => Some(ToolChoice::Required),
-                "tool" => Some(ToolChoice::Tool {
-                    name: tc.req_str("name")?,
-                }),
+            if peek_str(&raw, "type").is_some_and(|t| !KNOWN_CHOICES.contains(&t)) {
                 // A newer choice: same-dialect passthrough, refused by the other.
-                _ => None,
-            };
-            match choice {
-                None => o.put("tool_choice", raw),
-                Some(choice) => {
-                    req.tool_choice = Some(choice);
-                    match tc.bool("disable_parallel_tool_use")? {
-                        Some(true) => req.parallel_tool_calls = Some(false),
-                        Some(false) => tc.put("disable_parallel_tool_use", Value::Bool(false)),
-                        None => {}
+                o.put("tool_choice", raw);
+            } else {
+                let mut tc = Obj::new(raw, "tool_choice")?;
+                req.tool_choice = Some(match tc.req_str("type")?.as_str() {
+                    "auto" => ToolChoice::Auto,
+                    "none" => ToolChoice::None,
+                    "any" => ToolChoice::Required,
+                    "tool" => ToolChoice::Tool {
+                        name: tc.req_str("name")?,
+                    },
+                    other => {
+                        return Err(RequestError::invalid(
+                            "tool_choice.type",
+                            format!("unknown tool choice {}", untrusted(other)),
+                        ));
                     }
-                    // Fields of a known choice that the model does not interpret: merged
-                    // back into it same-dialect.
-                    let rest = tc.rest();
-                    if !rest.is_empty() {
-                        o.put("tool_choice", Value::Object(rest));
-                    }
+                });
+                match tc.bool("disable_parallel_tool_use")? {
+                    Some(true) => req.parallel_tool_calls = Some(false),
+                    Some(false) => tc.put("disable_parallel_tool_use", Value::Bool(false)),
+                    None => {}
+                }
+                // Fields of a known choice that the model does not interpret: merged
+                // back into it same-dialect.
+                let rest = tc.rest();
+                if !rest.is_empty() {
+                    o.put("tool_choice", Value::Object(rest));
                 }
             }
         }
@@ -115,7 +126,7 @@ impl ChatRequest {
             }
         }
         if let Some(thinking) = o.take("thinking") {
-            let mut t = Obj::new(&thinking, "thinking")?;
+            let mut t = Obj::new(thinking, "thinking")?;
             let ty = t.req_str("type")?;
             let budget_tokens = match ty.as_str() {
                 "enabled" => t.u32("budget_tokens")?,
@@ -134,7 +145,7 @@ impl ChatRequest {
     }
 }
 
-fn read_system_block(b: &Value, path: &str) -> Result<SystemPart, RequestError> {
+fn read_system_block(b: Value, path: &str) -> Result<SystemPart, RequestError> {
     let mut o = Obj::new(b, path)?;
     match o.req_str("type")?.as_str() {
         "text" => Ok(SystemPart {
@@ -144,14 +155,13 @@ fn read_system_block(b: &Value, path: &str) -> Result<SystemPart, RequestError> 
         }),
         other => Err(RequestError::invalid(
             o.path("type"),
-            format!("system blocks must be text, got {other:?}"),
+            format!("system blocks must be text, got {}", untrusted(other)),
         )),
     }
 }
 
-fn read_message(out: &mut Vec<Message>, m: &Value, i: usize) -> Result<(), RequestError> {
+fn read_message(out: &mut Vec<Message>, m: Value, i: usize) -> Result<(), RequestError> {
     let path = idx("messages", i);
-    let mut o = Obj::new(m, &path)?;
     let origin = |part_offset, as_string| {
         Some(Origin {
             index: i,
@@ -159,17 +169,24 @@ fn read_message(out: &mut Vec<Message>, m: &Value, i: usize) -> Result<(), Reque
             as_string,
         })
     };
+    if peek_str(&m, "role").is_some_and(|r| !["user", "assistant", "system"].contains(&r)) {
+        out.push(Message {
+            origin: origin(0, false),
+            ..Message::new(Role::Native, vec![native(m)])
+        });
+        return Ok(());
+    }
+    let mut o = Obj::new(m, &path)?;
     let role = match o.req_str("role")?.as_str() {
         "user" => Role::User,
         "assistant" => Role::Assistant,
         // A mid-conversation system turn.
         "system" => Role::System,
-        _ => {
-            out.push(Message {
-                origin: origin(0, false),
-                ..Message::new(Role::Native, vec![native(m)])
-            });
-            return Ok(());
+        other => {
+            return Err(RequestError::invalid(
+                o.path("role"),
+                format!("unknown role {}", untrusted(other)),
+            ));
         }
     };
     let content_path = o.path("content");
@@ -181,7 +198,7 @@ fn read_message(out: &mut Vec<Message>, m: &Value, i: usize) -> Result<(), Reque
             vec![Part::text(s)]
         }
         Some(Value::Array(blocks)) => blocks
-            .iter()
+            .into_iter()
             .enumerate()
             .map(|(j, b)| read_block(b, &idx(&content_path, j)))
             .collect::<Result<_, _>>()?,
@@ -195,7 +212,7 @@ fn read_message(out: &mut Vec<Message>, m: &Value, i: usize) -> Result<(), Reque
             ));
         }
     };
-    let extra = o.rest();
+    let mut extra = o.rest();
     if role != Role::User || parts.is_empty() {
         out.push(Message {
             extra,
@@ -217,7 +234,10 @@ fn read_message(out: &mut Vec<Message>, m: &Value, i: usize) -> Result<(), Reque
             _ => {
                 out.extend(current.take());
                 current = Some(Message {
-                    extra: extra.clone(),
+                    // On the first piece only: the pieces are joined again (extras merged)
+                    // when written back, and a copy per piece would let a message of many
+                    // alternating blocks multiply its extras.
+                    extra: std::mem::take(&mut extra),
                     origin: origin(j, as_string),
                     ..Message::new(want, vec![part])
                 });
@@ -228,7 +248,60 @@ fn read_message(out: &mut Vec<Message>, m: &Value, i: usize) -> Result<(), Reque
     Ok(())
 }
 
-fn read_block(b: &Value, path: &str) -> Result<Part, RequestError> {
+/// Tool choices read into the unified model; others are kept whole.
+const KNOWN_CHOICES: &[&str] = &["auto", "none", "any", "tool"];
+
+/// Block types read into the unified model; others are kept whole.
+const KNOWN_BLOCKS: &[&str] = &[
+    "text",
+    "image",
+    "tool_use",
+    "tool_result",
+    "thinking",
+    "redacted_thinking",
+];
+
+/// Image sources read into the unified model, with the fields each has.
+const KNOWN_SOURCES: &[(&str, &[&str])] = &[
+    ("base64", &["type", "media_type", "data"]),
+    ("url", &["type", "url"]),
+];
+
+/// Whether a block is kept whole ([`native`]) rather than read: a block type the model does
+/// not know, an image of a source it does not know (Files API, newer sources, or a field it
+/// does not know), a redacted thinking block with fields besides its data. Decided before
+/// the block is taken over, so keeping it whole needs no copy; a malformed block is not
+/// kept whole (reading it reports the error).
+fn kept_whole(b: &Value) -> bool {
+    let Some(ty) = peek_str(b, "type") else {
+        return false;
+    };
+    match ty {
+        "image" => {
+            let Some(source) = b.get("source").and_then(Value::as_object) else {
+                return false;
+            };
+            match source.get("type").and_then(Value::as_str) {
+                None => false,
+                Some(st) => KNOWN_SOURCES
+                    .iter()
+                    .find(|(known, _)| *known == st)
+                    .is_none_or(|(_, fields)| source.keys().any(|k| !fields.contains(&k.as_str()))),
+            }
+        }
+        "redacted_thinking" => {
+            peek_str(b, "data").is_some()
+                && b.as_object()
+                    .is_some_and(|m| m.keys().any(|k| k != "type" && k != "data"))
+        }
+        other => !KNOWN_BLOCKS.contains(&other),
+    }
+}
+
+fn read_block(b: Value, path: &str) -> Result<Part, RequestError> {
+    if kept_whole(&b) {
+        return Ok(native(b));
+    }
     let mut o = Obj::new(b, path)?;
     let ty = o.req_str("type")?;
     let part = match ty.as_str() {
@@ -240,7 +313,8 @@ fn read_block(b: &Value, path: &str) -> Result<Part, RequestError> {
             let raw_source = o.take("source").ok_or_else(|| {
                 RequestError::invalid(o.path("source"), "required field is missing")
             })?;
-            let mut s = Obj::new(&raw_source, &o.path("source"))?;
+            let mut s = Obj::new(raw_source, &o.path("source"))?;
+            // Other sources and fields were kept whole above.
             let source = match s.req_str("type")?.as_str() {
                 "base64" => ImageSource::Base64 {
                     media_type: s.req_str("media_type")?,
@@ -249,13 +323,13 @@ fn read_block(b: &Value, path: &str) -> Result<Part, RequestError> {
                 "url" => ImageSource::Url {
                     url: s.req_str("url")?,
                 },
-                // Files API and newer sources: same-dialect only.
-                _ => return Ok(native(b)),
+                other => {
+                    return Err(RequestError::invalid(
+                        s.path("type"),
+                        format!("unknown image source {}", untrusted(other)),
+                    ));
+                }
             };
-            if !s.rest().is_empty() {
-                // A source field the model does not know: kept whole, same-dialect only.
-                return Ok(native(b));
-            }
             Part::Image {
                 source,
                 detail: None,
@@ -292,7 +366,7 @@ fn read_block(b: &Value, path: &str) -> Result<Part, RequestError> {
                     vec![Part::text(s)]
                 }
                 Some(Value::Array(blocks)) => blocks
-                    .iter()
+                    .into_iter()
                     .enumerate()
                     .map(|(k, b)| read_block(b, &idx(&content_path, k)))
                     .collect::<Result<_, _>>()?,
@@ -328,41 +402,40 @@ fn read_block(b: &Value, path: &str) -> Result<Part, RequestError> {
             signature: o.str("signature")?.filter(|s| !s.is_empty()),
             extra: o.rest(),
         },
-        "redacted_thinking" => {
-            let data = o.req_str("data")?;
-            if o.rest().is_empty() {
-                Part::RedactedReasoning { data }
-            } else {
-                // Fields the model does not know: kept whole, same-dialect only.
-                native(b)
-            }
+        // Fields the model does not know were kept whole above.
+        "redacted_thinking" => Part::RedactedReasoning {
+            data: o.req_str("data")?,
+        },
+        // document, search_result, server_tool_use, ...: kept whole above.
+        other => {
+            return Err(RequestError::invalid(
+                o.path("type"),
+                format!("unknown block type {}", untrusted(other)),
+            ));
         }
-        // document, search_result, server_tool_use, web_search_tool_result, ...
-        _ => native(b),
     };
     Ok(part)
 }
 
-fn native(b: &Value) -> Part {
+fn native(b: Value) -> Part {
     Part::Native {
         dialect: Dialect::Anthropic,
-        raw: b.clone(),
+        raw: b,
     }
 }
 
-fn read_tool(t: &Value, path: &str) -> Result<Tool, RequestError> {
-    let mut o = Obj::new(t, path)?;
-    match o.str("type")?.as_deref() {
-        None => {}
-        // Said explicitly: kept same-dialect.
-        Some("custom") => o.put("type", Value::String("custom".into())),
+fn read_tool(t: Value, path: &str) -> Result<Tool, RequestError> {
+    if peek_str(&t, "type").is_some_and(|ty| ty != "custom") {
         // Server tools (web_search_20250305, bash_20250124, ...).
-        Some(_) => {
-            return Ok(Tool::Native {
-                dialect: Dialect::Anthropic,
-                raw: t.clone(),
-            });
-        }
+        return Ok(Tool::Native {
+            dialect: Dialect::Anthropic,
+            raw: t,
+        });
+    }
+    let mut o = Obj::new(t, path)?;
+    if o.str("type")?.is_some() {
+        // Said explicitly: kept same-dialect.
+        o.put("type", Value::String("custom".into()));
     }
     Ok(Tool::Function(FunctionTool {
         name: o.req_str("name")?,

@@ -8,8 +8,9 @@ use super::error::RequestError;
 use super::openai_in::check_arguments;
 use super::openai_out::extend;
 use super::rules::{OPENAI_ONLY, check};
-use super::unified::{ChatRequest, ImageSource, Part, Role, SystemPart, Tool, ToolChoice};
+use super::unified::{ChatRequest, Head, ImageSource, Part, Role, SystemPart, Tool, ToolChoice};
 use crate::dialect::Dialect;
+use crate::untrusted::untrusted;
 
 const TARGET: Dialect = Dialect::Anthropic;
 
@@ -34,6 +35,26 @@ impl ChatRequest {
         defaults: &AnthropicDefaults,
         caps: Capabilities,
     ) -> Result<Value, RequestError> {
+        self.write_anthropic(Head::of(self), defaults, caps)
+    }
+
+    /// [`ChatRequest::to_anthropic_for`] as sent to an upstream: for `model`, streaming,
+    /// whatever the request says (without a copy of the request to change it).
+    pub fn to_anthropic_upstream(
+        &self,
+        model: &str,
+        defaults: &AnthropicDefaults,
+        caps: Capabilities,
+    ) -> Result<Value, RequestError> {
+        self.write_anthropic(Head::upstream(model), defaults, caps)
+    }
+
+    fn write_anthropic(
+        &self,
+        head: Head<'_>,
+        defaults: &AnthropicDefaults,
+        caps: Capabilities,
+    ) -> Result<Value, RequestError> {
         let same = self.source == Some(TARGET);
         if let Some(n) = self.n.filter(|&n| n > 1) {
             return Err(RequestError::unsupported(
@@ -53,7 +74,7 @@ impl ChatRequest {
             check(&self.extra, OPENAI_ONLY, TARGET)?;
         }
         let mut body = Map::new();
-        body.insert("model".into(), json!(self.model));
+        body.insert("model".into(), json!(head.model));
         let (thinking, max_tokens) = self.thinking(defaults, same, caps)?;
         body.insert("max_tokens".into(), json!(max_tokens));
         if let Some(system) = self.system_value(same)? {
@@ -84,7 +105,7 @@ impl ChatRequest {
         if !self.stop.is_empty() {
             body.insert("stop_sequences".into(), json!(self.stop));
         }
-        body.insert("stream".into(), json!(self.stream));
+        body.insert("stream".into(), json!(head.stream));
         if let Some(u) = &self.user {
             body.insert("metadata".into(), json!({"user_id": u}));
         }
@@ -443,7 +464,10 @@ fn write_block(p: &Part, path: &str, same: bool) -> Result<Option<Value>, Reques
             return Err(RequestError::unsupported(
                 path,
                 TARGET,
-                format!("OpenAI content part of type {ty:?} has no Anthropic equivalent"),
+                format!(
+                    "OpenAI content part of type {} has no Anthropic equivalent",
+                    untrusted(ty)
+                ),
             ));
         }
     };
@@ -485,7 +509,10 @@ fn write_tool(t: &Tool, i: usize, same: bool) -> Result<Value, RequestError> {
             Err(RequestError::unsupported(
                 format!("tools[{i}]"),
                 TARGET,
-                format!("OpenAI tool of type {ty:?} has no Anthropic equivalent"),
+                format!(
+                    "OpenAI tool of type {} has no Anthropic equivalent",
+                    untrusted(ty)
+                ),
             ))
         }
     }

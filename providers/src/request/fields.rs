@@ -3,6 +3,7 @@
 use serde_json::{Map, Value};
 
 use super::error::RequestError;
+use crate::untrusted::untrusted;
 
 /// `path.key` (or `key` at the top level).
 pub(crate) fn at(path: &str, key: &str) -> String {
@@ -30,6 +31,12 @@ pub(crate) fn kind(v: &Value) -> &'static str {
     }
 }
 
+/// The string at `key` of `v`, when `v` is an object and the field a string: a look before a
+/// value is taken over, to decide whether it is kept whole.
+pub(crate) fn peek_str<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
 /// A JSON object being taken apart: each `take` removes the field, what remains is the
 /// passthrough.
 #[derive(Debug)]
@@ -39,16 +46,18 @@ pub(crate) struct Obj {
 }
 
 impl Obj {
-    /// The object at `path`, or an error naming `what` it should have been.
-    pub(crate) fn new(v: &Value, path: &str) -> Result<Obj, RequestError> {
+    /// The object at `path`, or an error naming `what` it should have been. Takes the value
+    /// over: a body is taken apart, never copied (a copy per nesting level multiplied the
+    /// memory a large body costs).
+    pub(crate) fn new(v: Value, path: &str) -> Result<Obj, RequestError> {
         match v {
             Value::Object(map) => Ok(Obj {
-                map: map.clone(),
+                map,
                 path: path.to_owned(),
             }),
             other => Err(RequestError::invalid(
                 path,
-                format!("expected an object, got {}", kind(other)),
+                format!("expected an object, got {}", kind(&other)),
             )),
         }
     }
@@ -126,7 +135,7 @@ impl Obj {
         let path = self.path(key);
         match self.take(key) {
             None => Ok(None),
-            Some(v) => Obj::new(&v, &path).map(Some),
+            Some(v) => Obj::new(v, &path).map(Some),
         }
     }
 
@@ -147,7 +156,7 @@ pub(crate) fn text_parts(v: Value, path: &str) -> Result<Vec<String>, RequestErr
     match v {
         Value::String(s) => Ok(vec![s]),
         Value::Array(items) => items
-            .iter()
+            .into_iter()
             .enumerate()
             .map(|(i, item)| {
                 let p = idx(path, i);
@@ -156,7 +165,7 @@ pub(crate) fn text_parts(v: Value, path: &str) -> Result<Vec<String>, RequestErr
                     "text" => o.req_str("text"),
                     other => Err(RequestError::invalid(
                         p,
-                        format!("expected a text part, got type {other:?}"),
+                        format!("expected a text part, got type {}", untrusted(other)),
                     )),
                 }
             })

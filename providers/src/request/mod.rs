@@ -74,6 +74,7 @@
 mod anthropic_in;
 mod anthropic_out;
 mod capability;
+mod census;
 mod error;
 mod fields;
 mod openai_in;
@@ -86,6 +87,7 @@ mod tests;
 
 pub use anthropic_out::MIN_THINKING_BUDGET;
 pub use capability::{Capabilities, reasons_by_family};
+pub use census::{CensusError, count_values};
 pub use error::RequestError;
 pub use unified::{
     ChatRequest, Effort, FunctionTool, ImageSource, Message, Origin, Part, Reasoning, Role,

@@ -3,18 +3,26 @@
 use serde_json::{Map, Value};
 
 use super::error::RequestError;
-use super::fields::{Obj, idx, kind, text_parts};
+use super::fields::{Obj, idx, kind, peek_str, text_parts};
 use super::unified::{
     ChatRequest, Effort, FunctionTool, ImageSource, Message, Origin, Part, Reasoning, Role, Tool,
     ToolChoice,
 };
 use crate::dialect::Dialect;
+use crate::untrusted::untrusted;
 
 impl ChatRequest {
     /// Reads an OpenAI Chat Completions request body (`POST /v1/chat/completions`).
     ///
     /// Fields the unified model does not interpret are kept in [`ChatRequest::extra`].
+    /// Copies `body`; [`ChatRequest::from_openai_value`] takes it over.
     pub fn from_openai(body: &Value) -> Result<ChatRequest, RequestError> {
+        ChatRequest::from_openai_value(body.clone())
+    }
+
+    /// [`ChatRequest::from_openai`] taking the body over: its strings move into the request,
+    /// nothing is copied.
+    pub fn from_openai_value(body: Value) -> Result<ChatRequest, RequestError> {
         let mut o = Obj::new(body, "")?;
         let mut req = ChatRequest {
             model: o.req_str("model")?,
@@ -24,12 +32,12 @@ impl ChatRequest {
         let messages = o
             .arr("messages")?
             .ok_or_else(|| RequestError::invalid("messages", "required field is missing"))?;
-        for (i, m) in messages.iter().enumerate() {
+        for (i, m) in messages.into_iter().enumerate() {
             read_message(&mut req, m, i)?;
         }
         if let Some(tools) = o.arr("tools")? {
             req.tools = tools
-                .iter()
+                .into_iter()
                 .enumerate()
                 .map(|(i, t)| read_tool(t, &idx("tools", i)))
                 .collect::<Result<_, _>>()?;
@@ -96,7 +104,8 @@ impl ChatRequest {
                 RequestError::invalid(
                     "reasoning_effort",
                     format!(
-                        "unknown effort {e:?} (expected none, minimal, low, medium, high or xhigh)"
+                        "unknown effort {} (expected none, minimal, low, medium, high or xhigh)",
+                        untrusted(&e)
                     ),
                 )
             })?;
@@ -112,8 +121,30 @@ impl ChatRequest {
     }
 }
 
-fn read_message(req: &mut ChatRequest, m: &Value, i: usize) -> Result<(), RequestError> {
+/// Roles read into the unified model; others are kept whole.
+const KNOWN_ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool"];
+
+fn read_message(req: &mut ChatRequest, m: Value, i: usize) -> Result<(), RequestError> {
     let path = idx("messages", i);
+    if peek_str(&m, "role").is_some_and(|r| !KNOWN_ROLES.contains(&r)) {
+        // Legacy `function` and newer roles: same-dialect passthrough, refused by the
+        // other.
+        req.messages.push(Message {
+            origin: Some(Origin {
+                index: i,
+                part_offset: 0,
+                as_string: matches!(m.get("content"), Some(Value::String(_))),
+            }),
+            ..Message::new(
+                Role::Native,
+                vec![Part::Native {
+                    dialect: Dialect::OpenAi,
+                    raw: m,
+                }],
+            )
+        });
+        return Ok(());
+    }
     let mut o = Obj::new(m, &path)?;
     let role = o.req_str("role")?;
     let content = o.take("content");
@@ -129,7 +160,7 @@ fn read_message(req: &mut ChatRequest, m: &Value, i: usize) -> Result<(), Reques
                 None => Vec::new(),
                 Some(Value::String(s)) => vec![Part::text(s)],
                 Some(Value::Array(items)) => items
-                    .iter()
+                    .into_iter()
                     .enumerate()
                     .map(|(j, p)| read_text_part(p, &idx(&content_path, j)))
                     .collect::<Result<_, _>>()?,
@@ -147,7 +178,7 @@ fn read_message(req: &mut ChatRequest, m: &Value, i: usize) -> Result<(), Reques
                 None => Vec::new(),
                 Some(Value::String(s)) => vec![Part::text(s)],
                 Some(Value::Array(items)) => items
-                    .iter()
+                    .into_iter()
                     .enumerate()
                     .map(|(j, p)| read_user_part(p, &idx(&content_path, j)))
                     .collect::<Result<_, _>>()?,
@@ -160,7 +191,7 @@ fn read_message(req: &mut ChatRequest, m: &Value, i: usize) -> Result<(), Reques
                 None => Vec::new(),
                 Some(Value::String(s)) => vec![Part::text(s)],
                 Some(Value::Array(items)) => items
-                    .iter()
+                    .into_iter()
                     .enumerate()
                     .map(|(j, p)| read_text_part(p, &idx(&content_path, j)))
                     .collect::<Result<_, _>>()?,
@@ -168,7 +199,7 @@ fn read_message(req: &mut ChatRequest, m: &Value, i: usize) -> Result<(), Reques
             };
             if let Some(calls) = o.arr("tool_calls")? {
                 let calls_path = o.path("tool_calls");
-                for (k, c) in calls.iter().enumerate() {
+                for (k, c) in calls.into_iter().enumerate() {
                     parts.push(read_tool_call(c, &idx(&calls_path, k))?);
                 }
             }
@@ -184,20 +215,12 @@ fn read_message(req: &mut ChatRequest, m: &Value, i: usize) -> Result<(), Reques
                 Part::tool_result(call_id, texts.into_iter().map(Part::text).collect(), false);
             Message::new(Role::Tool, vec![result])
         }
-        // Legacy `function` and newer roles: same-dialect passthrough, refused by the
-        // other.
-        _ => {
-            req.messages.push(Message {
-                origin,
-                ..Message::new(
-                    Role::Native,
-                    vec![Part::Native {
-                        dialect: Dialect::OpenAi,
-                        raw: m.clone(),
-                    }],
-                )
-            });
-            return Ok(());
+        // Unknown roles were kept whole above.
+        other => {
+            return Err(RequestError::invalid(
+                o.path("role"),
+                format!("unknown role {}", untrusted(other)),
+            ));
         }
     };
     req.messages.push(Message {
@@ -218,7 +241,13 @@ fn not_content(path: &str, v: &Value) -> RequestError {
     )
 }
 
-fn read_user_part(p: &Value, path: &str) -> Result<Part, RequestError> {
+fn read_user_part(p: Value, path: &str) -> Result<Part, RequestError> {
+    if peek_str(&p, "type").is_some_and(|t| t != "text" && t != "image_url") {
+        return Ok(Part::Native {
+            dialect: Dialect::OpenAi,
+            raw: p,
+        });
+    }
     let mut o = Obj::new(p, path)?;
     let ty = o.req_str("type")?;
     match ty.as_str() {
@@ -243,27 +272,28 @@ fn read_user_part(p: &Value, path: &str) -> Result<Part, RequestError> {
                 extra: o.rest(),
             })
         }
-        _ => Ok(Part::Native {
-            dialect: Dialect::OpenAi,
-            raw: p.clone(),
-        }),
+        other => Err(RequestError::invalid(
+            o.path("type"),
+            format!("unknown part type {}", untrusted(other)),
+        )),
     }
 }
 
 /// A part of assistant or system content: text, or kept whole.
-fn read_text_part(p: &Value, path: &str) -> Result<Part, RequestError> {
-    let mut o = Obj::new(p, path)?;
-    match o.req_str("type")?.as_str() {
-        "text" => Ok(Part::Text {
-            text: o.req_str("text")?,
-            extra: o.rest(),
-        }),
+fn read_text_part(p: Value, path: &str) -> Result<Part, RequestError> {
+    if peek_str(&p, "type").is_some_and(|t| t != "text") {
         // `refusal` parts and anything newer: same-dialect only.
-        _ => Ok(Part::Native {
+        return Ok(Part::Native {
             dialect: Dialect::OpenAi,
-            raw: p.clone(),
-        }),
+            raw: p,
+        });
     }
+    let mut o = Obj::new(p, path)?;
+    o.req_str("type")?;
+    Ok(Part::Text {
+        text: o.req_str("text")?,
+        extra: o.rest(),
+    })
 }
 
 /// `data:image/png;base64,...` or `http(s)://...`.
@@ -291,7 +321,7 @@ pub(crate) fn parse_image_url(url: &str) -> Option<ImageSource> {
     None
 }
 
-fn read_tool_call(c: &Value, path: &str) -> Result<Part, RequestError> {
+fn read_tool_call(c: Value, path: &str) -> Result<Part, RequestError> {
     let mut o = Obj::new(c, path)?;
     let id = o.req_str("id")?;
     match o.str("type")?.as_deref() {
@@ -299,7 +329,10 @@ fn read_tool_call(c: &Value, path: &str) -> Result<Part, RequestError> {
         Some(other) => {
             return Err(RequestError::invalid(
                 o.path("type"),
-                format!("unsupported tool call type {other:?} (expected \"function\")"),
+                format!(
+                    "unsupported tool call type {} (expected \"function\")",
+                    untrusted(other)
+                ),
             ));
         }
     }
@@ -341,14 +374,23 @@ pub(crate) fn check_arguments(
     }
 }
 
-fn read_tool(t: &Value, path: &str) -> Result<Tool, RequestError> {
-    let mut o = Obj::new(t, path)?;
-    if o.str("type")?.as_deref() != Some("function") {
+fn read_tool(t: Value, path: &str) -> Result<Tool, RequestError> {
+    // Anything but a function tool (a missing type included) is kept whole; a type that is
+    // not a string is an error below.
+    let kept_whole = t.is_object()
+        && match t.get("type") {
+            None | Some(Value::Null) => true,
+            Some(Value::String(ty)) => ty != "function",
+            Some(_) => false,
+        };
+    if kept_whole {
         return Ok(Tool::Native {
             dialect: Dialect::OpenAi,
-            raw: t.clone(),
+            raw: t,
         });
     }
+    let mut o = Obj::new(t, path)?;
+    o.str("type")?;
     let mut f = o
         .obj("function")?
         .ok_or_else(|| RequestError::invalid(o.path("function"), "required field is missing"))?;

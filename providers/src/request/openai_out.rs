@@ -7,9 +7,10 @@ use super::capability::Capabilities;
 use super::error::RequestError;
 use super::rules::{ANTHROPIC_ONLY, check};
 use super::unified::{
-    ChatRequest, Effort, ImageSource, Message, Part, Reasoning, Role, Tool, ToolChoice,
+    ChatRequest, Effort, Head, ImageSource, Message, Part, Reasoning, Role, Tool, ToolChoice,
 };
 use crate::dialect::Dialect;
+use crate::untrusted::untrusted;
 
 const TARGET: Dialect = Dialect::OpenAi;
 
@@ -25,12 +26,26 @@ impl ChatRequest {
     /// Fails when the request holds something OpenAI cannot express (see the decision
     /// table in [`crate::request`]).
     pub fn to_openai_for(&self, caps: Capabilities) -> Result<Value, RequestError> {
+        self.write_openai(Head::of(self), caps)
+    }
+
+    /// [`ChatRequest::to_openai_for`] as sent to an upstream: for `model`, streaming with
+    /// usage, whatever the request says (without a copy of the request to change it).
+    pub fn to_openai_upstream(
+        &self,
+        model: &str,
+        caps: Capabilities,
+    ) -> Result<Value, RequestError> {
+        self.write_openai(Head::upstream(model), caps)
+    }
+
+    fn write_openai(&self, head: Head<'_>, caps: Capabilities) -> Result<Value, RequestError> {
         let same = self.source == Some(TARGET);
         if !same {
             check(&self.extra, ANTHROPIC_ONLY, TARGET)?;
         }
         let mut body = Map::new();
-        body.insert("model".into(), json!(self.model));
+        body.insert("model".into(), json!(head.model));
         let mut messages = Vec::new();
         if !self.system.is_empty() {
             let texts: Vec<&str> = self.system.iter().map(|p| p.text.as_str()).collect();
@@ -83,8 +98,8 @@ impl ChatRequest {
         if !self.stop.is_empty() {
             body.insert("stop".into(), json!(self.stop));
         }
-        body.insert("stream".into(), json!(self.stream));
-        if self.stream && self.include_usage {
+        body.insert("stream".into(), json!(head.stream));
+        if head.stream && head.include_usage {
             body.insert("stream_options".into(), json!({"include_usage": true}));
         }
         if let Some(e) = self.effort().filter(|_| caps.sends_reasoning(same)) {
@@ -158,7 +173,10 @@ fn refuse_native(path: String, raw: &Value) -> RequestError {
     RequestError::unsupported(
         path,
         TARGET,
-        format!("Anthropic content block of type {ty:?} has no OpenAI equivalent"),
+        format!(
+            "Anthropic content block of type {} has no OpenAI equivalent",
+            untrusted(ty)
+        ),
     )
 }
 
@@ -382,7 +400,10 @@ fn write_tool(t: &Tool, i: usize, same: bool) -> Result<Value, RequestError> {
             Err(RequestError::unsupported(
                 format!("tools[{i}]"),
                 TARGET,
-                format!("Anthropic server tool {ty:?} has no OpenAI Chat equivalent"),
+                format!(
+                    "Anthropic server tool {} has no OpenAI Chat equivalent",
+                    untrusted(ty)
+                ),
             ))
         }
     }

@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::error::RequestError;
 use crate::dialect::Dialect;
 use crate::event::Extra;
+use crate::untrusted::untrusted;
 
 /// A chat request in the unified model. Build one with [`ChatRequest::from_openai`] or
 /// [`ChatRequest::from_anthropic`], or by hand (`ChatRequest::default()` then set fields).
@@ -178,7 +179,10 @@ impl Message {
                 Err(RequestError::unsupported(
                     format!("{}.role", self.path(i)),
                     target,
-                    format!("message role {role:?} has no {target} equivalent"),
+                    format!(
+                        "message role {} has no {target} equivalent",
+                        untrusted(role)
+                    ),
                 ))
             }
         }
@@ -452,4 +456,33 @@ pub struct Reasoning {
     /// Same-dialect fields of the Anthropic `thinking` object (`display`, ...).
     #[serde(default, skip_serializing_if = "Extra::is_empty")]
     pub extra: Extra,
+}
+
+/// The fields a writer takes from outside the request's content: the model, and whether to
+/// stream (with usage). The request's own, or the gateway's for an upstream.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Head<'a> {
+    pub(crate) model: &'a str,
+    pub(crate) stream: bool,
+    pub(crate) include_usage: bool,
+}
+
+impl Head<'_> {
+    /// As the request says.
+    pub(crate) fn of(request: &ChatRequest) -> Head<'_> {
+        Head {
+            model: &request.model,
+            stream: request.stream,
+            include_usage: request.include_usage,
+        }
+    }
+
+    /// What the gateway sends every upstream: `model`, a stream, with usage.
+    pub(crate) fn upstream(model: &str) -> Head<'_> {
+        Head {
+            model,
+            stream: true,
+            include_usage: true,
+        }
+    }
 }
