@@ -305,9 +305,13 @@ impl GatewayError {
             GatewayError::MissingKey { .. } | GatewayError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
-            GatewayError::UpstreamStatus { status, .. } => {
-                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
-            }
+            // Only a provider's errors are relayed as they are: anything else that is not an
+            // answer (a redirect the gateway does not follow, an informational or unknown
+            // code) is the provider misbehaving, a bad gateway to the client.
+            GatewayError::UpstreamStatus { status, .. } => StatusCode::from_u16(*status)
+                .ok()
+                .filter(|s| s.is_client_error() || s.is_server_error())
+                .unwrap_or(StatusCode::BAD_GATEWAY),
             // A provider that refused the request inside a 200 stream (vLLM and other
             // compatible servers do): its refusal, not a bad gateway, so SDKs do not retry it.
             GatewayError::Stream {
@@ -629,7 +633,12 @@ mod tests {
             },
             7 => GatewayError::UpstreamStatus {
                 provider,
-                status: rng.u16(400..600),
+                // Mostly the provider errors the gateway relays, sometimes any code at all.
+                status: if rng.bool() {
+                    rng.u16(400..600)
+                } else {
+                    rng.u16(..)
+                },
                 error_type: text(rng),
                 message: text(rng),
                 retry_after: rng
@@ -808,10 +817,11 @@ mod tests {
             Some(true) if !status.is_client_error() => return Err(format!("status {status}")),
             Some(false) if !status.is_server_error() => return Err(format!("status {status}")),
             None => {
-                if let GatewayError::UpstreamStatus { status: s, .. } = e
-                    && status.as_u16() != *s
-                {
-                    return Err(format!("status {status}, the provider's was {s}"));
+                if let GatewayError::UpstreamStatus { status: s, .. } = e {
+                    let want = if (400..600).contains(s) { *s } else { 502 };
+                    if status.as_u16() != want {
+                        return Err(format!("status {status}, the provider's was {s}"));
+                    }
                 }
             }
             _ => {}

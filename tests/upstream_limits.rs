@@ -339,6 +339,38 @@ async fn a_429_longer_than_the_budget_is_passed_on_at_once_with_its_retry_after(
     );
 }
 
+/// A provider that answers with a redirect (to any host) is never followed: the request, and
+/// with it the provider key (`x-api-key` survives reqwest's cross-host redirect), stays with
+/// the configured provider, and the client gets an error in its door's dialect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirecting_provider_is_never_followed() {
+    let elsewhere = upstream(Arc::new(|_, _| Reply::Stream(Duration::ZERO, Vec::new()))).await;
+    for status in [301, 302, 303, 307, 308] {
+        let target = format!("http://{}/v1/chat/completions", elsewhere.addr);
+        let up = upstream(Arc::new(move |_, _| {
+            Reply::Status(status, vec![("location".into(), target.clone())])
+        }))
+        .await;
+        let g = gateway(&up, |c| c.streaming.retry_policy.max_attempts = 1).await;
+        for door in DOORS {
+            for stream in [true, false] {
+                match g.ask(door, "up/m", stream).await {
+                    Outcome::Refused(code, _, _) => {
+                        assert!(code >= 400, "{status} at {door}: {code}")
+                    }
+                    Outcome::Whole => panic!("{status} at {door}: the redirect was followed"),
+                }
+            }
+        }
+        assert!(up.hits.load(Ordering::SeqCst) >= 1, "{status}");
+    }
+    assert_eq!(
+        elsewhere.hits.load(Ordering::SeqCst),
+        0,
+        "no request reached the redirect's target"
+    );
+}
+
 /// `route`'s line of `/admin/routes`.
 async fn route_status(g: &Gateway, route: &str) -> Value {
     g.routes()

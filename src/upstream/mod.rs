@@ -39,6 +39,10 @@ impl Upstream {
         for (name, provider) in &config.providers {
             let client = reqwest::Client::builder()
                 .connect_timeout(Duration::from_millis(provider.connect_timeout_ms))
+                // Never follow a redirect: reqwest drops `Authorization` on a cross-host
+                // redirect but not `x-api-key`, and no provider API redirects its endpoints,
+                // so a 3xx is answered as the provider's error instead of sending a key on.
+                .redirect(reqwest::redirect::Policy::none())
                 .tcp_nodelay(true)
                 .pool_idle_timeout(Duration::from_secs(90))
                 .build()
