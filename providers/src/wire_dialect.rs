@@ -95,8 +95,8 @@ pub trait WireDialect: Sync {
     /// The fields of a provider's `error` object naming its type, the first present wins.
     fn error_type_fields(&self) -> &'static [&'static str];
 
-    /// A provider's error body as `(type, message)`; `None` when it is not this dialect's
-    /// error shape. A missing or empty type reads as `api_error`.
+    /// A provider's error body as `(type, message)`; `None` when it has no
+    /// `error.message` (not JSON, an HTML page). A missing or empty type reads as `api_error`.
     fn parse_error_body(&self, body: &[u8]) -> Option<(String, String)> {
         let v: Value = serde_json::from_slice(body).ok()?;
         let err = v.get("error")?;

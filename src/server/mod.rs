@@ -271,7 +271,8 @@ pub async fn serve_with_admin(
 /// closing handshake (each bounds its own close; this bounds them all).
 const WEBSOCKET_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The dialect a door speaks, for rendering errors on routes shared by both.
+/// The dialect a client speaks on a route every door shares (`/v1/models`, 404s): the first
+/// whose marker headers it sent (`anthropic-version`), else the default door.
 pub(crate) fn door_dialect(headers: &http::HeaderMap) -> Dialect {
     providers::dialects::all()
         .find(|w| w.marker_headers().iter().any(|h| headers.contains_key(*h)))
