@@ -714,4 +714,26 @@ mod tests {
         assert_eq!(f.concat(), b"event: a\ndata: 1\n\ndata: 2\r\n\r\n\ndata: 3");
         assert_eq!(&f[2][..], b"data: 3");
     }
+
+    /// The provider-shaped errors are the providers' own bytes (what clients and the
+    /// gateway's decoders were tested against), whichever code renders them.
+    #[test]
+    fn imitated_errors_are_the_providers_bytes() {
+        assert_eq!(
+            error_event(Dialect::OpenAi),
+            "data: {\"error\":{\"message\":\"replay: injected error\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n"
+        );
+        assert_eq!(
+            error_event(Dialect::Anthropic),
+            "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"replay: injected error\"}}\n\n"
+        );
+        assert_eq!(
+            overloaded_event(Dialect::OpenAi),
+            "data: {\"error\":{\"message\":\"That model is currently overloaded with other requests. You can retry your request.\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n"
+        );
+        assert_eq!(
+            overloaded_event(Dialect::Anthropic),
+            "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n"
+        );
+    }
 }
