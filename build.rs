@@ -1,6 +1,6 @@
-//! Embeds every recorded stream under `fixtures/{anthropic,openai_chat}/*.sse` into the binary,
-//! so that the replay upstream (`streamgate demo`, the gateway tests) works from any directory
-//! and a new recording is served without a code change.
+//! Embeds every recorded stream under `fixtures/<dir>/*.sse` into the binary, so that the
+//! replay upstream (`streamgate demo`, the gateway tests) works from any directory and a new
+//! recording, or a new dialect's folder, is served without a code change.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -11,7 +11,17 @@ fn main() {
         "/// (directory, model name = file stem, SSE body) of every embedded fixture.\n\
          pub static FIXTURES: &[(&str, &str, &[u8])] = &[\n",
     );
-    for dir in ["anthropic", "openai_chat"] {
+    println!("cargo:rerun-if-changed={}", root.display());
+    let mut dirs: Vec<String> = match std::fs::read_dir(&root) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    dirs.sort();
+    for dir in &dirs {
         let path = root.join(dir);
         println!("cargo:rerun-if-changed={}", path.display());
         let mut files: Vec<_> = match std::fs::read_dir(&path) {

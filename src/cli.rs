@@ -17,7 +17,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::builder::TypedValueParser;
+use clap::{Parser, Subcommand};
 use providers::Dialect;
 
 use pump::{ConvertSink, EventsSink, Outcome, pump};
@@ -131,8 +132,8 @@ enum Command {
     #[command(after_help = EVENTS_EXAMPLES)]
     Events {
         /// Dialect of the input body.
-        #[arg(long, value_enum)]
-        from: DialectArg,
+        #[arg(long, value_parser = dialect_arg())]
+        from: Dialect,
         /// The SSE body; standard input when omitted.
         file: Option<PathBuf>,
         /// Stream id of the envelope; default: the provider's response id from `stream.start`
@@ -144,11 +145,11 @@ enum Command {
     #[command(after_help = CONVERT_EXAMPLES)]
     Convert {
         /// Dialect of the input body.
-        #[arg(long, value_enum)]
-        from: DialectArg,
+        #[arg(long, value_parser = dialect_arg())]
+        from: Dialect,
         /// Dialect to write.
-        #[arg(long, value_enum)]
-        to: DialectArg,
+        #[arg(long, value_parser = dialect_arg())]
+        to: Dialect,
         /// The SSE body; standard input when omitted.
         file: Option<PathBuf>,
         /// Do not write the OpenAI usage-only chunk (`stream_options.include_usage: false`).
@@ -212,24 +213,11 @@ enum KeysAction {
 /// Where `tail` and `status` find the gateway by default (`serve`'s default address).
 const DEFAULT_URL: &str = "http://127.0.0.1:8080";
 
-/// A dialect name on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum DialectArg {
-    /// OpenAI Chat Completions.
-    #[value(name = "openai")]
-    OpenAi,
-    /// Anthropic Messages.
-    #[value(name = "anthropic")]
-    Anthropic,
-}
-
-impl From<DialectArg> for Dialect {
-    fn from(d: DialectArg) -> Self {
-        match d {
-            DialectArg::OpenAi => Dialect::OpenAi,
-            DialectArg::Anthropic => Dialect::Anthropic,
-        }
-    }
+/// A dialect name on the command line: every registered dialect, each with its title.
+fn dialect_arg() -> impl clap::builder::TypedValueParser<Value = Dialect> {
+    let names = providers::dialects::all()
+        .map(|w| clap::builder::PossibleValue::new(w.dialect().as_str()).help(w.title()));
+    clap::builder::PossibleValuesParser::new(names).try_map(|name| name.parse::<Dialect>())
 }
 
 /// Runs the CLI with the process arguments.
@@ -272,7 +260,7 @@ fn run(command: Command) -> Outcome {
         } => with_input(file, |input, name| {
             let stdout = io::stdout();
             let mut sink = EventsSink::new(stdout.lock(), stream_id);
-            pump(input, name, from.into(), &mut sink)
+            pump(input, name, from, &mut sink)
         }),
         Command::Convert {
             from,
@@ -281,8 +269,8 @@ fn run(command: Command) -> Outcome {
             no_usage,
         } => with_input(file, |input, name| {
             let stdout = io::stdout();
-            let mut sink = ConvertSink::new(stdout.lock(), to.into(), !no_usage);
-            pump(input, name, from.into(), &mut sink)
+            let mut sink = ConvertSink::new(stdout.lock(), to, !no_usage);
+            pump(input, name, from, &mut sink)
         }),
         Command::Tail {
             stream_id,
@@ -384,10 +372,24 @@ mod tests {
     }
 
     #[test]
-    fn dialect_names_match_the_library() {
-        for d in [DialectArg::OpenAi, DialectArg::Anthropic] {
-            let name = d.to_possible_value().map(|v| v.get_name().to_owned());
-            assert_eq!(name.as_deref(), Some(Dialect::from(d).as_str()));
+    fn every_registered_dialect_is_accepted() {
+        for from in Dialect::ALL {
+            for to in Dialect::ALL {
+                let args = [
+                    "streamgate",
+                    "convert",
+                    "--from",
+                    from.as_str(),
+                    "--to",
+                    to.as_str(),
+                ];
+                let cli = Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+                let Command::Convert { from: f, to: t, .. } = cli.command else {
+                    panic!("{args:?} is not convert");
+                };
+                assert_eq!((f, t), (from, to));
+            }
         }
+        assert!(Cli::try_parse_from(["streamgate", "events", "--from", "gemini"]).is_err());
     }
 }

@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use crate::hub::{HubError, LiveScope};
 use http::StatusCode;
+use providers::error::ErrorReport;
 use providers::event::ErrorInfo;
 use providers::request::RequestError;
 use providers::untrusted::untrusted;
 use providers::{DecodeError, Dialect};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Everything that can go wrong while answering a request.
 #[derive(Debug, thiserror::Error)]
@@ -176,20 +177,6 @@ pub fn retry_after_secs(wait: Duration) -> u64 {
     wait.as_secs_f64().ceil().max(1.0) as u64
 }
 
-/// Anthropic's error types (its API reference, "Errors").
-const ANTHROPIC_TYPES: [&str; 10] = [
-    "invalid_request_error",
-    "authentication_error",
-    "billing_error",
-    "permission_error",
-    "not_found_error",
-    "request_too_large",
-    "rate_limit_error",
-    "api_error",
-    "timeout_error",
-    "overloaded_error",
-];
-
 /// The status of a provider's error type that says the request itself was refused.
 fn refused_status(code: &str) -> Option<StatusCode> {
     Some(match code {
@@ -205,20 +192,7 @@ fn refused_status(code: &str) -> Option<StatusCode> {
 }
 
 /// The Anthropic error type of an HTTP status.
-pub(crate) fn anthropic_type_for(status: u16) -> &'static str {
-    match status {
-        400 | 422 => "invalid_request_error",
-        401 => "authentication_error",
-        402 => "billing_error",
-        403 => "permission_error",
-        404 => "not_found_error",
-        413 => "request_too_large",
-        429 => "rate_limit_error",
-        504 => "timeout_error",
-        503 | 529 => "overloaded_error",
-        _ => "api_error",
-    }
-}
+pub(crate) use providers::anthropic::error_type_for as anthropic_type_for;
 
 /// What happened to a provider connection, in words a client can act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -475,31 +449,25 @@ impl GatewayError {
 
     /// The response body in `door`'s dialect.
     pub fn body(&self, door: Dialect) -> Value {
+        door.wire().error_body(&self.report())
+    }
+
+    /// The error described for any dialect to render.
+    pub fn report(&self) -> ErrorReport {
         if let GatewayError::Request(e) = self {
-            return match door {
-                Dialect::OpenAi => e.to_openai_error_body(),
-                Dialect::Anthropic => e.to_anthropic_error_body(),
-            };
+            return e.report();
         }
         if let GatewayError::RateLimited(l) = self {
-            return l.body(door);
+            return l.report();
         }
-        let message = self.to_string();
-        match door {
-            Dialect::OpenAi => {
-                let (ty, code) = self.openai_type_and_code();
-                json!({"error": {"message": message, "type": ty, "param": null, "code": code}})
-            }
-            Dialect::Anthropic => {
-                // Anthropic clients (Claude Code among them) act on the error type: a word
-                // outside Anthropic's vocabulary (an OpenAI provider's, a stream code) is
-                // replaced by the one Anthropic uses for the status.
-                let mut ty = self.anthropic_type();
-                if !ANTHROPIC_TYPES.contains(&ty.as_str()) {
-                    ty = anthropic_type_for(self.status().as_u16()).to_owned();
-                }
-                json!({"type": "error", "error": {"type": ty, "message": message}})
-            }
+        let (kind, code) = self.openai_type_and_code();
+        ErrorReport {
+            status: self.status().as_u16(),
+            message: self.to_string(),
+            class: self.anthropic_type(),
+            kind,
+            code,
+            param: None,
         }
     }
 
@@ -547,6 +515,7 @@ impl GatewayError {
 mod tests {
     use super::*;
     use crate::limit::{LimitKind, Limited, Scope};
+    use providers::anthropic::ERROR_TYPES as ANTHROPIC_TYPES;
     use providers::{CutPoint, UpstreamError};
 
     /// What gateway text never shows a client: transport types and chains, URLs.

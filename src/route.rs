@@ -99,14 +99,9 @@ fn parse_route(config: &Config, text: &str) -> Option<Route> {
 
 /// The dialect family a bare model name belongs to.
 fn family(model: &str) -> Option<Dialect> {
-    if model.starts_with("claude-") {
-        return Some(Dialect::Anthropic);
-    }
-    const OPENAI: [&str; 5] = ["gpt-", "o1", "o3", "o4", "chatgpt-"];
-    OPENAI
-        .iter()
-        .any(|p| model.starts_with(p))
-        .then_some(Dialect::OpenAi)
+    providers::dialects::all()
+        .find(|w| w.model_prefixes().iter().any(|p| model.starts_with(p)))
+        .map(|w| w.dialect())
 }
 
 fn provider_for(config: &Config, dialect: Dialect) -> Option<String> {

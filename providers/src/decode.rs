@@ -1,52 +1,18 @@
 //! Provider SSE body -> Agent Events, for any dialect: the SSE parser feeding a dialect's
 //! frame decoder, with positions attached to every error.
 
-use crate::anthropic;
+use crate::codec::{FrameDecoder, FrameError};
 use crate::dialect::Dialect;
-use crate::error::{CutPoint, DecodeError, UpstreamError};
+use crate::error::DecodeError;
 use crate::event::AgentEvent;
-use crate::openai_chat;
 use crate::sse::{SseError, SseFrame, SseParser};
-
-/// What a dialect's frame decoder reports; [`StreamDecoder`] adds the position.
-#[derive(Debug)]
-pub(crate) enum FrameError {
-    /// The frame's JSON did not parse.
-    Json(serde_json::Error),
-    /// The frame parsed but broke the dialect's rules.
-    Protocol(String),
-    /// The frame is the provider reporting an error.
-    Upstream(UpstreamError),
-}
-
-impl From<serde_json::Error> for FrameError {
-    fn from(e: serde_json::Error) -> Self {
-        FrameError::Json(e)
-    }
-}
-
-/// One dialect's state machine from SSE frames to events.
-pub(crate) trait FrameDecoder {
-    /// Handles one SSE frame, appending the events it produces.
-    fn frame(&mut self, frame: &SseFrame<'_>, out: &mut Vec<AgentEvent>) -> Result<(), FrameError>;
-
-    /// The body ended. Appends closing events when the answer was whole (finish reason seen
-    /// but terminator missing), or says where it was cut.
-    fn eof(&mut self, out: &mut Vec<AgentEvent>) -> Result<(), CutPoint>;
-}
 
 /// Decodes one provider SSE body, fed in chunks of any size.
 #[derive(Debug)]
 pub struct StreamDecoder {
     dialect: Dialect,
     parser: SseParser,
-    inner: Inner,
-}
-
-#[derive(Debug)]
-enum Inner {
-    OpenAi(openai_chat::Decoder),
-    Anthropic(anthropic::Decoder),
+    inner: Box<dyn FrameDecoder>,
 }
 
 impl StreamDecoder {
@@ -57,14 +23,10 @@ impl StreamDecoder {
 
     /// A decoder for `dialect` using a configured parser (e.g. a smaller frame limit).
     pub fn with_parser(dialect: Dialect, parser: SseParser) -> Self {
-        let inner = match dialect {
-            Dialect::OpenAi => Inner::OpenAi(openai_chat::Decoder::default()),
-            Dialect::Anthropic => Inner::Anthropic(anthropic::Decoder::default()),
-        };
         StreamDecoder {
             dialect,
             parser,
-            inner,
+            inner: dialect.wire().frame_decoder(),
         }
     }
 
@@ -79,11 +41,9 @@ impl StreamDecoder {
         let inner = &mut self.inner;
         self.parser
             .feed(bytes, &mut |frame: &SseFrame<'_>| {
-                let r = match inner {
-                    Inner::OpenAi(d) => d.frame(frame, out),
-                    Inner::Anthropic(d) => d.frame(frame, out),
-                };
-                r.map_err(|e| Located::Frame(located(dialect, frame, e)))
+                inner
+                    .frame(frame, out)
+                    .map_err(|e| Located::Frame(located(dialect, frame, e)))
             })
             .map_err(|e| match e {
                 Located::Frame(e) => e,
@@ -94,11 +54,7 @@ impl StreamDecoder {
     /// Ends the body: Ok when the answer was whole, `Incomplete` when it was cut.
     pub fn finish(&mut self, out: &mut Vec<AgentEvent>) -> Result<(), DecodeError> {
         self.parser.finish();
-        let r = match &mut self.inner {
-            Inner::OpenAi(d) => d.eof(out),
-            Inner::Anthropic(d) => d.eof(out),
-        };
-        r.map_err(|cut| DecodeError::Incomplete {
+        self.inner.eof(out).map_err(|cut| DecodeError::Incomplete {
             dialect: self.dialect,
             cut,
         })

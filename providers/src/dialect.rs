@@ -37,18 +37,27 @@ impl fmt::Display for Dialect {
 
 /// A dialect name that is not one we speak.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown dialect {} (expected \"openai\" or \"anthropic\")", crate::untrusted::untrusted(.0))]
+#[error("unknown dialect {} (expected {})", crate::untrusted::untrusted(.0), expected())]
 pub struct UnknownDialect(pub String);
+
+/// `"a", "b" or "c"`: every name, for the error.
+fn expected() -> String {
+    let names: Vec<String> = Dialect::ALL.iter().map(|d| format!("\"{d}\"")).collect();
+    match names.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
 
 impl FromStr for Dialect {
     type Err = UnknownDialect;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "openai" => Ok(Dialect::OpenAi),
-            "anthropic" => Ok(Dialect::Anthropic),
-            other => Err(UnknownDialect(other.to_owned())),
-        }
+        Dialect::ALL
+            .into_iter()
+            .find(|d| d.as_str() == s)
+            .ok_or_else(|| UnknownDialect(s.to_owned()))
     }
 }
 
@@ -62,6 +71,10 @@ mod tests {
             assert_eq!(d.as_str().parse::<Dialect>(), Ok(d));
             assert_eq!(serde_json::to_string(&d).unwrap(), format!("\"{d}\""));
         }
-        assert!("gemini".parse::<Dialect>().is_err());
+        let e = "gemini".parse::<Dialect>().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown dialect \"gemini\" (expected \"openai\" or \"anthropic\")"
+        );
     }
 }

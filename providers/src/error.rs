@@ -152,6 +152,41 @@ pub enum EncodeError {
     },
 }
 
+/// An error answer described once, in the words every dialect needs to render it: each
+/// dialect's [`crate::dialects::WireDialect::error_body`] picks the fields its clients read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorReport {
+    /// The HTTP status the error is answered with.
+    pub status: u16,
+    /// The human-readable message.
+    pub message: String,
+    /// The broad class, in the vocabulary of Anthropic's error types
+    /// (`invalid_request_error`, `not_found_error`, `rate_limit_error`, ...); a dialect with
+    /// a closed vocabulary replaces a word outside it with the one for the status.
+    pub class: String,
+    /// The specific type (OpenAI's `error.type`: `invalid_request_error`, `server_error`,
+    /// `requests`, a provider's own word, ...).
+    pub kind: String,
+    /// A machine-readable code, where one exists (OpenAI's `error.code`).
+    pub code: Option<String>,
+    /// The request parameter at fault, where one is known (OpenAI's `error.param`).
+    pub param: Option<String>,
+}
+
+impl ErrorReport {
+    /// A report whose class and type are the same word, with no code or parameter.
+    pub fn new(status: u16, class: &str, message: impl Into<String>) -> Self {
+        ErrorReport {
+            status,
+            message: message.into(),
+            class: class.to_owned(),
+            kind: class.to_owned(),
+            code: None,
+            param: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -230,7 +230,7 @@ impl<W: Write> Sink for ConvertSink<W> {
     fn event(&mut self, mut event: AgentEvent) -> Result<(), SinkError> {
         if let AgentEvent::StreamStart(start) = &mut event
             && start.created.is_none()
-            && self.to == Dialect::OpenAi
+            && self.to.wire().stamps_created()
         {
             start.created = Some(unix_now());
         }

@@ -177,12 +177,12 @@ impl Engine {
     ) -> Result<Vec<u8>, GatewayError> {
         let provider = self.provider(route)?;
         let caps = crate::route::capabilities(&self.config, &request.model, route);
-        let body = match provider.dialect {
-            Dialect::OpenAi => request.to_openai_upstream(&route.model, caps)?,
-            Dialect::Anthropic => {
-                request.to_anthropic_upstream(&route.model, &self.defaults, caps)?
-            }
-        };
+        let body = provider.dialect.wire().upstream_request(
+            request,
+            &route.model,
+            &self.defaults,
+            caps,
+        )?;
         serde_json::to_vec(&body)
             .map_err(|e| GatewayError::Internal(format!("serializing request: {e}")))
     }
@@ -272,7 +272,7 @@ impl Engine {
         match provider.continuation {
             Some(ContinuationMode::Prefill) => Mode::Prefill,
             Some(ContinuationMode::Instruction) => Mode::Instruction,
-            None if provider.dialect == Dialect::Anthropic => Mode::Prefill,
+            None if provider.dialect.wire().prefill_by_default() => Mode::Prefill,
             None => Mode::Instruction,
         }
     }

@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use providers::{AgentEvent, Dialect, Usage, UsageBasis};
+use providers::{AgentEvent, Usage, UsageBasis};
 use tokio::time::{Instant, Sleep};
 
 use super::{Answer, Call, Engine, Events, hedge, unix_now};
@@ -597,16 +597,16 @@ impl Run {
                 .reset(later(Instant::now(), Duration::from_millis(max)));
         }
         self.splicer.begin_attempt(input);
-        let estimate_first = self.call.door == Dialect::Anthropic
-            && provider.dialect == Dialect::OpenAi
+        let estimate_first = self.call.door.wire().input_usage_first()
+            && !provider.dialect.wire().input_usage_first()
             && !self.splicer.output_started();
         for event in first {
             let is_start = matches!(event, AgentEvent::StreamStart(_));
             self.push(event, out);
             if is_start && estimate_first {
-                // An Anthropic client reads its input count from message_start, but an
-                // OpenAI-dialect upstream reports usage only at the end: start with an
-                // estimate, which the real count replaces (usage is latest-wins).
+                // A client reading its input count at the start (Anthropic's, from
+                // message_start) of an upstream reporting usage only at the end (OpenAI's):
+                // start with an estimate, which the real count replaces (latest-wins).
                 self.splicer.push(
                     AgentEvent::Usage(Usage {
                         input_tokens: Some(input),

@@ -249,19 +249,25 @@ pub fn generate() -> Result<String, getrandom::Error> {
     Ok(format!("{KEY_PREFIX}{}", hex(&bytes)))
 }
 
-/// The key a client presented in HTTP headers: `Authorization: Bearer` (both SDKs can send
-/// it) or `x-api-key` (the Anthropic SDK's), whichever is there, the door's own first.
+/// The key a client presented in HTTP headers: `Authorization: Bearer` (every SDK can send
+/// it) or a dialect's own key header (the Anthropic SDK's `x-api-key`), whichever is there,
+/// the door's own first.
 pub fn presented(door: providers::Dialect, headers: &http::HeaderMap) -> Option<&str> {
     let bearer = bearer(headers).map(str::trim).filter(|k| !k.is_empty());
-    let api_key = headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|k| !k.is_empty());
-    match door {
-        providers::Dialect::Anthropic => api_key.or(bearer),
-        providers::Dialect::OpenAi => bearer.or(api_key),
-    }
+    let named = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+    };
+    let own = door.wire().key_header().map_or(bearer, named);
+    own.or_else(|| {
+        providers::dialects::all()
+            .filter_map(|w| w.key_header())
+            .find_map(named)
+    })
+    .or(bearer)
 }
 
 /// The credential of an `Authorization: Bearer` header, if any.

@@ -4,8 +4,9 @@
 use std::fmt;
 use std::time::Duration;
 
+use providers::error::ErrorReport;
 use providers::{AgentEvent, Dialect};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Which limit refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,9 +128,10 @@ impl Limited {
         }
     }
 
-    /// OpenAI's 429 body: `type` is `tokens` for token limits, `requests` otherwise.
-    /// A spent budget is OpenAI's `insufficient_quota`, which its SDKs do not retry.
-    pub fn openai_body(&self) -> Value {
+    /// The 429 described for any dialect. OpenAI's `type` is `tokens` for token limits,
+    /// `requests` otherwise; a spent budget is OpenAI's `insufficient_quota`, which its SDKs
+    /// do not retry.
+    pub fn report(&self) -> ErrorReport {
         let (ty, code) = match self.limit {
             LimitKind::TokensPerMinute => ("tokens", "rate_limit_exceeded"),
             LimitKind::TokensPerDay | LimitKind::TokensPerMonth => {
@@ -137,25 +139,16 @@ impl Limited {
             }
             _ => ("requests", "rate_limit_exceeded"),
         };
-        json!({"error": {
-            "message": self.to_string(),
-            "type": ty,
-            "param": null,
-            "code": code,
-        }})
-    }
-
-    /// Anthropic's 429 body.
-    pub fn anthropic_body(&self) -> Value {
-        json!({"type": "error", "error": {"type": "rate_limit_error", "message": self.to_string()}})
+        ErrorReport {
+            kind: ty.to_owned(),
+            code: Some(code.to_owned()),
+            ..ErrorReport::new(429, "rate_limit_error", self.to_string())
+        }
     }
 
     /// The 429 body in `door`'s dialect.
     pub fn body(&self, door: Dialect) -> Value {
-        match door {
-            Dialect::OpenAi => self.openai_body(),
-            Dialect::Anthropic => self.anthropic_body(),
-        }
+        door.wire().error_body(&self.report())
     }
 }
 

@@ -2,7 +2,7 @@ use std::num::{NonZeroU32, NonZeroU64};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderValue};
-use providers::AgentEvent;
+use providers::{AgentEvent, Dialect};
 
 use super::budget::Subject;
 use super::*;
@@ -304,7 +304,7 @@ fn limited_renders_in_both_dialects_and_as_an_event() {
         retry_after: Duration::from_millis(1200),
         scope: Scope::Key,
     };
-    let oa = tokens.openai_body();
+    let oa = tokens.body(Dialect::OpenAi);
     assert_eq!(oa["error"]["type"], "tokens");
     assert_eq!(oa["error"]["code"], "rate_limit_exceeded");
     assert!(oa["error"]["param"].is_null());
@@ -314,7 +314,7 @@ fn limited_renders_in_both_dialects_and_as_an_event() {
             .unwrap()
             .contains("tokens per minute")
     );
-    let an = tokens.anthropic_body();
+    let an = tokens.body(Dialect::Anthropic);
     assert_eq!(an["type"], "error");
     assert_eq!(an["error"]["type"], "rate_limit_error");
     assert!(
@@ -330,7 +330,7 @@ fn limited_renders_in_both_dialects_and_as_an_event() {
         retry_after: Duration::from_micros(1500),
         scope: Scope::Model,
     };
-    assert_eq!(streams.openai_body()["error"]["type"], "requests");
+    assert_eq!(streams.body(Dialect::OpenAi)["error"]["type"], "requests");
     assert_eq!(streams.retry_after_secs(), 1);
     match streams.to_event() {
         AgentEvent::RateLimited {

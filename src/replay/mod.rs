@@ -44,6 +44,7 @@ use axum::response::Response;
 use axum::routing::post;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
+use providers::error::ErrorReport;
 use providers::{
     AgentEvent, Assembler, Dialect, EncodeOptions, StreamDecoder, StreamEncoder, encode_response,
 };
@@ -56,10 +57,7 @@ pub use fault::Fault;
 
 /// The fixture directory of a dialect.
 pub fn fixture_dir(dialect: Dialect) -> &'static str {
-    match dialect {
-        Dialect::OpenAi => "openai_chat",
-        Dialect::Anthropic => "anthropic",
-    }
+    dialect.wire().fixture_dir()
 }
 
 /// The embedded fixture `name` (file stem) of `dialect`.
@@ -156,10 +154,21 @@ pub async fn spawn(addr: SocketAddr) -> io::Result<Replay> {
         cancel: CancellationToken::new(),
         chaos: Mutex::new(None),
     });
-    let app = Router::new()
-        .route("/v1/chat/completions", post(openai))
-        .route("/chat/completions", post(openai))
-        .route("/v1/messages", post(anthropic))
+    let mut app = Router::new();
+    for wire in providers::dialects::all() {
+        let dialect = wire.dialect();
+        for path in wire.door_paths() {
+            app = app.route(
+                path,
+                post(
+                    move |State(shared): State<Arc<Shared>>, request: Request| async move {
+                        answer(&shared, dialect, request).await
+                    },
+                ),
+            );
+        }
+    }
+    let app = app
         .route("/v1/messages/count_tokens", post(count_tokens))
         .with_state(shared.clone());
     let cancel = shared.cancel.clone();
@@ -267,14 +276,6 @@ impl Drop for Replay {
     fn drop(&mut self) {
         self.shared.cancel.cancel();
     }
-}
-
-async fn openai(State(shared): State<Arc<Shared>>, request: Request) -> Response {
-    answer(&shared, Dialect::OpenAi, request).await
-}
-
-async fn anthropic(State(shared): State<Arc<Shared>>, request: Request) -> Response {
-    answer(&shared, Dialect::Anthropic, request).await
 }
 
 async fn count_tokens(State(shared): State<Arc<Shared>>, request: Request) -> Response {
@@ -393,10 +394,10 @@ async fn answer(shared: &Arc<Shared>, dialect: Dialect, request: Request) -> Res
 /// The answer of a `status` fault: the dialect's error body and any retry headers.
 fn status_answer(dialect: Dialect, status: u16, fault: &Fault) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let message = match (dialect, status.as_u16()) {
-        (Dialect::Anthropic, 529) => "Overloaded",
-        _ => "replay: injected failure",
-    };
+    let message = dialect
+        .wire()
+        .status_message(status.as_u16())
+        .unwrap_or("replay: injected failure");
     let mut response = error(dialect, status, message);
     let headers = response.headers_mut();
     if let Some(secs) = fault.retry_after {
@@ -417,14 +418,11 @@ fn status_answer(dialect: Dialect, status: u16, fault: &Fault) -> Response {
 fn no_prefill(dialect: Dialect) -> Response {
     const MESSAGE: &str = "This model does not support assistant message prefill. The \
 conversation must end with a user message.";
-    let body = match dialect {
-        Dialect::Anthropic => json!({"type": "error", "error": {
-            "type": "invalid_request_error", "message": MESSAGE
-        }}),
-        Dialect::OpenAi => json!({"error": {
-            "message": MESSAGE, "type": "invalid_request_error", "param": "messages", "code": null
-        }}),
+    let report = ErrorReport {
+        param: Some("messages".into()),
+        ..ErrorReport::new(400, "invalid_request_error", MESSAGE)
     };
+    let body = dialect.wire().error_body(&report);
     json_response(StatusCode::BAD_REQUEST, &body)
 }
 
@@ -645,34 +643,26 @@ fn stream(shared: &Arc<Shared>, dialect: Dialect, body: Bytes, fault: &Fault) ->
 
 /// A provider's mid-stream error event.
 fn error_event(dialect: Dialect) -> String {
-    match dialect {
-        Dialect::OpenAi => "data: {\"error\":{\"message\":\"replay: injected error\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n".to_owned(),
-        Dialect::Anthropic => "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"replay: injected error\"}}\n\n".to_owned(),
-    }
+    let report = ErrorReport {
+        kind: "server_error".into(),
+        ..ErrorReport::new(500, "overloaded_error", "replay: injected error")
+    };
+    dialect.wire().error_frame(&report)
 }
 
 /// A provider's mid-stream overload error, as each provider sends it.
 fn overloaded_event(dialect: Dialect) -> String {
-    match dialect {
-        Dialect::OpenAi => "data: {\"error\":{\"message\":\"That model is currently overloaded with other requests. You can retry your request.\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n".to_owned(),
-        Dialect::Anthropic => "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n".to_owned(),
-    }
+    let wire = dialect.wire();
+    let report = ErrorReport {
+        kind: "server_error".into(),
+        ..ErrorReport::new(529, "overloaded_error", wire.overloaded_message())
+    };
+    wire.error_frame(&report)
 }
 
 fn not_found(dialect: Dialect, model: &str) -> Response {
-    match dialect {
-        Dialect::OpenAi => json_response(
-            StatusCode::NOT_FOUND,
-            &json!({"error": {
-                "message": format!("The model `{model}` does not exist or you do not have access to it."),
-                "type": "invalid_request_error", "param": null, "code": "model_not_found"
-            }}),
-        ),
-        Dialect::Anthropic => json_response(
-            StatusCode::NOT_FOUND,
-            &json!({"type": "error", "error": {"type": "not_found_error", "message": format!("model: {model}")}}),
-        ),
-    }
+    let report = dialect.wire().unknown_model_error(model);
+    json_response(StatusCode::NOT_FOUND, &dialect.wire().error_body(&report))
 }
 
 /// An error answer in `dialect`'s shape.
@@ -686,13 +676,8 @@ fn error(dialect: Dialect, status: StatusCode, message: &str) -> Response {
         529 => "overloaded_error",
         _ => "api_error",
     };
-    let body = match dialect {
-        Dialect::OpenAi => {
-            json!({"error": {"message": message, "type": ty, "param": null, "code": null}})
-        }
-        Dialect::Anthropic => json!({"type": "error", "error": {"type": ty, "message": message}}),
-    };
-    json_response(status, &body)
+    let report = ErrorReport::new(status.as_u16(), ty, message);
+    json_response(status, &dialect.wire().error_body(&report))
 }
 
 use crate::server::json_response;
@@ -728,5 +713,27 @@ mod tests {
         assert_eq!(&f[1][..], b"data: 2\r\n\r\n\n");
         assert_eq!(f.concat(), b"event: a\ndata: 1\n\ndata: 2\r\n\r\n\ndata: 3");
         assert_eq!(&f[2][..], b"data: 3");
+    }
+
+    /// The provider-shaped errors are the providers' own bytes (what clients and the
+    /// gateway's decoders were tested against), whichever code renders them.
+    #[test]
+    fn imitated_errors_are_the_providers_bytes() {
+        assert_eq!(
+            error_event(Dialect::OpenAi),
+            "data: {\"error\":{\"message\":\"replay: injected error\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n"
+        );
+        assert_eq!(
+            error_event(Dialect::Anthropic),
+            "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"replay: injected error\"}}\n\n"
+        );
+        assert_eq!(
+            overloaded_event(Dialect::OpenAi),
+            "data: {\"error\":{\"message\":\"That model is currently overloaded with other requests. You can retry your request.\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n"
+        );
+        assert_eq!(
+            overloaded_event(Dialect::Anthropic),
+            "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n"
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! streaming and not, over any upstream.
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -22,16 +22,6 @@ use crate::upstream::{ClientKey, ForwardHeaders};
 /// not already on.
 pub const RESUMABLE_HEADER: &str = "streamgate-resumable";
 
-/// `POST /v1/chat/completions`.
-pub async fn openai(State(state): State<AppState>, request: Request) -> Response {
-    chat(state, Dialect::OpenAi, request).await
-}
-
-/// `POST /v1/messages`.
-pub async fn anthropic(State(state): State<AppState>, request: Request) -> Response {
-    chat(state, Dialect::Anthropic, request).await
-}
-
 /// Any other path: a 404 in the dialect the client seems to speak.
 pub async fn not_found(headers: HeaderMap, uri: http::Uri) -> Response {
     error_response(
@@ -42,7 +32,7 @@ pub async fn not_found(headers: HeaderMap, uri: http::Uri) -> Response {
     )
 }
 
-async fn chat(state: AppState, door: Dialect, request: Request) -> Response {
+pub(super) async fn chat(state: AppState, door: Dialect, request: Request) -> Response {
     let (streaming, options, stream_id, events) = match start(&state, door, request).await {
         Ok(started) => started,
         Err(e) => return error_response(door, &e),
@@ -159,10 +149,7 @@ pub(crate) fn parse_request(
             "the body must be a JSON object".into(),
         ));
     }
-    Ok(match door {
-        Dialect::OpenAi => ChatRequest::from_openai_value(value)?,
-        Dialect::Anthropic => ChatRequest::from_anthropic_value(value)?,
-    })
+    Ok(door.wire().parse_request(value)?)
 }
 
 /// The caller a request's headers authenticate at `door`: its gateway key (401 in the door's
@@ -185,9 +172,9 @@ pub(super) fn client_key(door: Dialect, headers: &HeaderMap, keyring: &Keyring) 
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let key = if keyring.is_open() {
         let bearer = crate::keys::bearer(headers);
-        match door {
-            Dialect::Anthropic => text("x-api-key").or(bearer),
-            Dialect::OpenAi => bearer,
+        match door.wire().key_header() {
+            Some(name) => text(name).or(bearer),
+            None => bearer,
         }
     } else {
         text(crate::keys::PROVIDER_KEY_HEADER)

@@ -21,7 +21,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::FromRef;
+use axum::extract::{FromRef, Request, State};
 use axum::routing::{get, post};
 use providers::Dialect;
 use tokio::net::TcpListener;
@@ -113,10 +113,19 @@ fn keyed(routes: Router<AppState>, key: AdminKey) -> Router<AppState> {
 }
 
 fn public_routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/chat/completions", post(door::openai))
-        .route("/chat/completions", post(door::openai))
-        .route("/v1/messages", post(door::anthropic))
+    let mut routes = Router::new();
+    for wire in providers::dialects::all() {
+        let dialect = wire.dialect();
+        for path in wire.door_paths() {
+            routes = routes.route(
+                path,
+                post(move |State(state): State<AppState>, request: Request| {
+                    door::chat(state, dialect, request)
+                }),
+            );
+        }
+    }
+    routes
         .route("/v1/messages/count_tokens", post(tokens::count_tokens))
         .route("/v1/streams", post(streams::start))
         .route(
@@ -262,11 +271,10 @@ pub async fn serve_with_admin(
 /// closing handshake (each bounds its own close; this bounds them all).
 const WEBSOCKET_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The dialect a door speaks, for rendering errors on routes shared by both.
+/// The dialect a client speaks on a route every door shares (`/v1/models`, 404s): the first
+/// whose marker headers it sent (`anthropic-version`), else the default door.
 pub(crate) fn door_dialect(headers: &http::HeaderMap) -> Dialect {
-    if headers.contains_key("anthropic-version") || headers.contains_key("x-api-key") {
-        Dialect::Anthropic
-    } else {
-        Dialect::OpenAi
-    }
+    providers::dialects::all()
+        .find(|w| w.marker_headers().iter().any(|h| headers.contains_key(*h)))
+        .map_or(providers::dialects::DEFAULT_DOOR, |w| w.dialect())
 }

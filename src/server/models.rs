@@ -4,7 +4,6 @@
 use axum::extract::State;
 use axum::response::Response;
 use http::{HeaderMap, StatusCode};
-use providers::Dialect;
 use serde_json::{Value, json};
 
 use super::EngineState;
@@ -34,23 +33,7 @@ pub async fn list(State(engine): State<EngineState>, headers: HeaderMap) -> Resp
     // A key limited to some models sees only those.
     let mut ids = model_ids(engine.config());
     ids.retain(|id| caller.allows(id));
-    let body = match dialect {
-        Dialect::OpenAi => json!({
-            "object": "list",
-            "data": ids.iter().map(|id| json!({
-                "id": id, "object": "model", "created": 0, "owned_by": "streamgate"
-            })).collect::<Vec<Value>>(),
-        }),
-        Dialect::Anthropic => json!({
-            "data": ids.iter().map(|id| json!({
-                "type": "model", "id": id, "display_name": id,
-                "created_at": "1970-01-01T00:00:00Z"
-            })).collect::<Vec<Value>>(),
-            "has_more": false,
-            "first_id": ids.first(),
-            "last_id": ids.last(),
-        }),
-    };
+    let body = dialect.wire().models_body(&ids);
     json_response(StatusCode::OK, &body)
 }
 

@@ -45,7 +45,7 @@ pub const DIALECT_HEADER: &str = "streamgate-dialect";
 pub async fn start(State(state): State<AppState>, request: Request) -> Response {
     let dialect = match request_dialect(request.headers()) {
         Ok(d) => d,
-        Err(e) => return error_response(Dialect::OpenAi, &e),
+        Err(e) => return error_response(providers::dialects::DEFAULT_DOOR, &e),
     };
     let (parts, body) = request.into_parts();
     let id = parts

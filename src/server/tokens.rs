@@ -27,30 +27,30 @@ const COUNT_FIELDS: [&str; 6] = [
     "thinking",
 ];
 
+/// `count_tokens` is an Anthropic Messages endpoint: it answers in that dialect, and only
+/// that dialect's providers can count.
+const DOOR: Dialect = Dialect::Anthropic;
+
 /// The handler.
 pub async fn count_tokens(State(engine): State<EngineState>, request: Request) -> Response {
     match count(&engine, request).await {
         Ok(body) => json_response(StatusCode::OK, &body),
-        Err(e) => error_response(Dialect::Anthropic, &e),
+        Err(e) => error_response(DOOR, &e),
     }
 }
 
 async fn count(engine: &EngineState, request: Request) -> Result<Value, GatewayError> {
     let (parts, body) = request.into_parts();
-    let caller = authenticate(engine.keyring(), Dialect::Anthropic, &parts.headers)?;
+    let caller = authenticate(engine.keyring(), DOOR, &parts.headers)?;
     let bytes = read_body(body, engine.config().server.max_body_bytes).await?;
-    let request = parse_request(
-        Dialect::Anthropic,
-        &bytes,
-        engine.config().server.max_body_json_values,
-    )?;
+    let request = parse_request(DOOR, &bytes, engine.config().server.max_body_json_values)?;
     caller.check_model(&request.model)?;
     let plan = route::plan(engine.config(), &request.model)?;
     let Some(route) = plan.routes.first() else {
         return Err(GatewayError::Internal("empty route plan".into()));
     };
     let provider = engine.provider(route)?;
-    if provider.dialect != Dialect::Anthropic {
+    if provider.dialect != DOOR {
         return Ok(json!({ "input_tokens": crate::estimate::input_tokens(&request) }));
     }
     let mut upstream: Value = serde_json::from_slice(&engine.upstream_body(&request, route)?)
@@ -67,7 +67,7 @@ async fn count(engine: &EngineState, request: Request) -> Result<Value, GatewayE
             provider,
             "/v1/messages/count_tokens",
             body,
-            &client_key(Dialect::Anthropic, &parts.headers, engine.keyring()),
+            &client_key(DOOR, &parts.headers, engine.keyring()),
             &forward,
         )
         .await

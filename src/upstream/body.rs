@@ -9,7 +9,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use providers::{AgentEvent, Dialect, StreamDecoder};
-use serde_json::Value;
 use tokio::time::{Instant, Sleep};
 
 use providers::untrusted::untrusted;
@@ -237,22 +236,9 @@ pub(super) async fn status_error(
     }
 }
 
-/// `{"error":{"type","message"}}` (OpenAI) or `{"type":"error","error":{...}}` (Anthropic).
+/// The provider's `(type, message)`, read from its error body in `dialect`'s shape.
 fn parse_error_body(dialect: Dialect, body: &[u8]) -> Option<(String, String)> {
-    let v: Value = serde_json::from_slice(body).ok()?;
-    let err = v.get("error")?;
-    let message = err.get("message")?.as_str()?.to_owned();
-    let ty = match dialect {
-        Dialect::OpenAi => err
-            .get("type")
-            .and_then(Value::as_str)
-            .or_else(|| err.get("code").and_then(Value::as_str)),
-        Dialect::Anthropic => err.get("type").and_then(Value::as_str),
-    }
-    .filter(|t| !t.is_empty())
-    .unwrap_or("api_error")
-    .to_owned();
-    Some((ty, message))
+    dialect.wire().parse_error_body(body)
 }
 
 fn lossy_snippet(body: &[u8]) -> String {

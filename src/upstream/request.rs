@@ -66,20 +66,12 @@ pub fn uses_client_key(provider: &ProviderConfig, client: &ClientKey) -> bool {
 
 /// The full URL of the streaming endpoint for `provider`.
 pub fn endpoint(provider: &ProviderConfig) -> String {
-    match provider.dialect {
-        Dialect::OpenAi => api_url(provider, "/chat/completions"),
-        Dialect::Anthropic => api_url(provider, "/v1/messages"),
-    }
+    api_url(provider, provider.dialect.wire().upstream_path())
 }
 
-/// `path` under the provider's API root. OpenAI base URLs include their version (`.../v1`);
-/// Anthropic's is the host, and one written with its `/v1` is tolerated.
+/// `path` under the provider's API root, as its dialect writes base URLs.
 pub fn api_url(provider: &ProviderConfig, path: &str) -> String {
-    let base = provider.base_url.trim_end_matches('/');
-    match provider.dialect {
-        Dialect::OpenAi => format!("{base}{path}"),
-        Dialect::Anthropic => format!("{}{path}", base.strip_suffix("/v1").unwrap_or(base)),
-    }
+    provider.dialect.wire().api_url(&provider.base_url, path)
 }
 
 /// Builds a POST of `body` to `url` with every header the provider expects.
@@ -98,27 +90,21 @@ pub fn build(
         .header(http::header::CONTENT_TYPE, "application/json")
         .header(http::header::ACCEPT, "text/event-stream")
         .body(body);
-    match provider.dialect {
-        Dialect::OpenAi => {
-            if let Some(key) = &key {
-                request = request.bearer_auth(key.expose());
-            }
-            if let Some(org) = &provider.organization {
-                request = request.header("openai-organization", org);
-            }
-            if let Some(project) = &provider.project {
-                request = request.header("openai-project", project);
-            }
-        }
-        Dialect::Anthropic => {
-            if let Some(key) = &key {
-                request = request.header("x-api-key", key.expose());
-            }
-            request = request.header("anthropic-version", &provider.anthropic_version);
-            if let Some(beta) = &forward.anthropic_beta {
-                request = request.header("anthropic-beta", beta);
-            }
-        }
+    let wire = provider.dialect.wire();
+    if let Some(key) = &key {
+        request = match wire.key_header() {
+            None => request.bearer_auth(key.expose()),
+            Some(name) => request.header(name, key.expose()),
+        };
+    }
+    let settings = providers::dialects::UpstreamSettings {
+        organization: provider.organization.as_deref(),
+        project: provider.project.as_deref(),
+        anthropic_version: &provider.anthropic_version,
+        anthropic_beta: forward.anthropic_beta.as_deref(),
+    };
+    for (name, value) in wire.upstream_headers(&settings) {
+        request = request.header(name, value);
     }
     Ok(request)
 }

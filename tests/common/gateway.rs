@@ -84,12 +84,9 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
-/// The chat path of a door.
+/// The chat path of a door (its canonical one).
 pub fn door_path(door: Dialect) -> &'static str {
-    match door {
-        Dialect::OpenAi => "/v1/chat/completions",
-        Dialect::Anthropic => "/v1/messages",
-    }
+    door.wire().door_paths()[0]
 }
 
 /// A minimal chat request of `door`'s dialect.

@@ -10,9 +10,6 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-/// Fixture directories of the dialects we speak (`openai_responses/` is a future dialect).
-pub const DIALECT_DIRS: [(&str, &str); 2] = [("openai", "openai_chat"), ("anthropic", "anthropic")];
-
 /// The fixture root.
 pub fn fixtures_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
@@ -54,11 +51,11 @@ pub fn fixtures_in(dialect: &'static str, dir: &str) -> Vec<Fixture> {
     out
 }
 
-/// Every fixture of every dialect we speak.
+/// Every fixture of every registered dialect (`providers::dialects`), so a new registration
+/// is covered by every fixture-driven test.
 pub fn all_fixtures() -> Vec<Fixture> {
-    DIALECT_DIRS
-        .iter()
-        .flat_map(|(dialect, dir)| fixtures_in(dialect, dir))
+    providers::dialects::all()
+        .flat_map(|w| fixtures_in(w.dialect().as_str(), w.fixture_dir()))
         .collect()
 }
 

@@ -10,7 +10,7 @@ use super::wire::{
     ContentBlock, ContentBlockDelta, ContentBlockStart, ContentBlockStop, Delta, ErrorEvent,
     EventType, MESSAGE_KNOWN_FIELDS, MessageDelta, MessageStart, WireUsage,
 };
-use crate::decode::{FrameDecoder, FrameError};
+use crate::codec::{FrameDecoder, FrameError};
 use crate::dialect::Dialect;
 use crate::error::{CutPoint, UpstreamError};
 use crate::event::{

@@ -16,8 +16,8 @@ use super::wire::{
     ResponseUsage, TypeOnly, UsageOut,
 };
 use crate::assemble::{BlockContent, Message};
+use crate::codec::{EncodeOptions, EventEncoder};
 use crate::dialect::Dialect;
-use crate::encode::{EncodeOptions, EventEncoder};
 use crate::error::EncodeError;
 use crate::event::{AgentEvent, BlockKind, Extra, FinishReason, StreamEnd, StreamStart, Usage};
 use crate::sse::write_json_frame;

@@ -1,10 +1,12 @@
 //! Anthropic Messages (`POST /v1/messages`).
 
 mod decode;
+mod dialect;
 mod encode;
 pub mod wire;
 
 pub use decode::Decoder;
+pub use dialect::{AnthropicMessages, ERROR_TYPES, error_type_for};
 pub use encode::{Encoder, response_body};
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use serde::de::IgnoredAny;
 use serde_json::Value;
 
 use super::wire::{Choice, Chunk, Str, ToolCallChunk, WireUsage};
-use crate::decode::{FrameDecoder, FrameError};
+use crate::codec::{FrameDecoder, FrameError};
 use crate::dialect::Dialect;
 use crate::error::{CutPoint, UpstreamError};
 use crate::event::{

@@ -8,8 +8,8 @@ use super::wire::{
     ResponseToolCall, ToolCallOut, WireUsage,
 };
 use crate::assemble::{BlockContent, Message};
+use crate::codec::{EncodeOptions, EventEncoder};
 use crate::dialect::Dialect;
-use crate::encode::{EncodeOptions, EventEncoder};
 use crate::error::EncodeError;
 use crate::event::{AgentEvent, Extra, FinishReason, StreamEnd, Usage};
 use crate::sse::{write_frame, write_json_frame};

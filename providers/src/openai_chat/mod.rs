@@ -1,11 +1,13 @@
 //! OpenAI Chat Completions (`POST /v1/chat/completions`) and compatible servers.
 
 mod decode;
+mod dialect;
 mod encode;
 mod fast;
 pub mod wire;
 
 pub use decode::Decoder;
+pub use dialect::OpenAiChat;
 pub use encode::{Encoder, response_body};
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Why a request could not be read or translated, and how to tell the client.
 
-use serde_json::{Value, json};
+use crate::error::ErrorReport;
 
 use crate::dialect::Dialect;
 
@@ -70,45 +70,27 @@ impl RequestError {
         }
     }
 
-    /// The OpenAI error body (HTTP 400):
-    /// `{"error":{"message","type":"invalid_request_error","param","code"}}`.
-    pub fn to_openai_error_body(&self) -> Value {
-        let param = match self.param() {
-            "" => Value::Null,
-            p => Value::String(p.to_owned()),
-        };
-        json!({
-            "error": {
-                "message": self.to_string(),
-                "type": "invalid_request_error",
-                "param": param,
-                "code": self.code(),
-            }
-        })
-    }
-
-    /// The Anthropic error body (HTTP 400):
-    /// `{"type":"error","error":{"type":"invalid_request_error","message"}}`.
-    pub fn to_anthropic_error_body(&self) -> Value {
-        json!({
-            "type": "error",
-            "error": {
-                "type": "invalid_request_error",
-                "message": self.to_string(),
-            }
-        })
+    /// The error as a 400 answer, for any dialect to render
+    /// ([`crate::dialects::WireDialect::error_body`]).
+    pub fn report(&self) -> ErrorReport {
+        ErrorReport {
+            code: Some(self.code().to_owned()),
+            param: Some(self.param().to_owned()).filter(|p| !p.is_empty()),
+            ..ErrorReport::new(400, "invalid_request_error", self.to_string())
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn error_bodies() {
         let e = RequestError::unsupported("n", Dialect::Anthropic, "Anthropic has no n");
         assert_eq!(e.param(), "n");
-        let o = e.to_openai_error_body();
+        let o = crate::Dialect::OpenAi.wire().error_body(&e.report());
         assert_eq!(o["error"]["param"], "n");
         assert_eq!(o["error"]["type"], "invalid_request_error");
         assert_eq!(o["error"]["code"], "unsupported_parameter");
@@ -116,13 +98,16 @@ mod tests {
             o["error"]["message"],
             "n cannot be sent to anthropic: Anthropic has no n"
         );
-        let a = e.to_anthropic_error_body();
+        let a = crate::Dialect::Anthropic.wire().error_body(&e.report());
         assert_eq!(a["type"], "error");
         assert_eq!(a["error"]["type"], "invalid_request_error");
         assert_eq!(a["error"]["message"], o["error"]["message"]);
 
         let e = RequestError::invalid("", "body is not a JSON object");
-        assert_eq!(e.to_openai_error_body()["error"]["param"], Value::Null);
+        assert_eq!(
+            crate::Dialect::OpenAi.wire().error_body(&e.report())["error"]["param"],
+            Value::Null
+        );
         assert_eq!(
             e.to_string(),
             "invalid request body: body is not a JSON object"

@@ -76,7 +76,7 @@ fn a_system_turn_with_an_image_is_refused_towards_openai() {
     // Claude Code resends without its system turns on a 400 whose message says "not
     // supported" and matches /role .{0,2}system/i (Anthropic's own "role 'system' is not
     // supported on this model").
-    let message = e.to_anthropic_error_body()["error"]["message"]
+    let message = crate::Dialect::Anthropic.wire().error_body(&e.report())["error"]["message"]
         .as_str()
         .unwrap()
         .to_lowercase();
@@ -108,7 +108,7 @@ fn unknown_roles_pass_within_a_dialect_and_are_refused_across() {
     assert_eq!(e.param(), "messages[1].role");
     assert!(e.to_string().contains("critic"), "{e}");
     // The refusal is an Anthropic-shaped 400 body at the Anthropic door.
-    let b = e.to_anthropic_error_body();
+    let b = crate::Dialect::Anthropic.wire().error_body(&e.report());
     assert_eq!(b["type"], "error");
     assert_eq!(b["error"]["type"], "invalid_request_error");
 

@@ -338,7 +338,10 @@ fn openai_only_parameters_dropped_or_refused() {
         .to_anthropic(&AnthropicDefaults::default())
         .unwrap_err();
         assert_eq!(e.param(), k);
-        assert_eq!(e.to_openai_error_body()["error"]["param"], json!(k));
+        assert_eq!(
+            crate::Dialect::OpenAi.wire().error_body(&e.report())["error"]["param"],
+            json!(k)
+        );
     }
 }
 

@@ -248,7 +248,7 @@ fn anthropic_only_parameters_dropped_or_refused() {
             .to_openai()
             .unwrap_err();
         assert_eq!(e.param(), k);
-        let err = e.to_anthropic_error_body();
+        let err = crate::Dialect::Anthropic.wire().error_body(&e.report());
         assert_eq!(err["error"]["type"], json!("invalid_request_error"));
     }
 }
