@@ -592,3 +592,269 @@ fn non_streaming_body_agrees_with_the_stream() {
         }
     }
 }
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n.max(1)
+    }
+
+    fn text(&mut self) -> String {
+        const PIECES: [&str; 8] = ["a", " ", "é", "\n", "\"", "\\", "日本", "{"];
+        (0..1 + self.next(6))
+            .map(|_| PIECES[self.next(8) as usize])
+            .collect()
+    }
+}
+
+/// A random but well-formed event stream from any source: blocks of every kind, usage, and
+/// every way of ending (each finish, an error after a whole block, an error inside one).
+fn random_stream(rng: &mut Rng, source: Dialect) -> (Vec<AgentEvent>, FinishReason) {
+    let mut events = vec![AgentEvent::StreamStart(StreamStart {
+        id: format!("resp_{}", rng.next(1000)),
+        model: "m".into(),
+        dialect: source,
+        created: Some(1 + rng.next(1 << 30)),
+        request_id: None,
+        provider: None,
+        extra: None,
+    })];
+    let blocks = rng.next(6) as u32;
+    let cut_inside = rng.next(5) == 0;
+    let mut has_call = false;
+    for index in 0..blocks {
+        let last = index + 1 == blocks;
+        match rng.next(5) {
+            0 | 1 => {
+                let refusal = rng.next(4) == 0;
+                events.push(AgentEvent::BlockStart {
+                    index,
+                    block: if refusal {
+                        BlockKind::Refusal
+                    } else {
+                        BlockKind::Text
+                    },
+                    choice: 0,
+                    extra: None,
+                });
+                for _ in 0..1 + rng.next(4) {
+                    let text = rng.text();
+                    events.push(if refusal {
+                        AgentEvent::RefusalDelta { index, text }
+                    } else {
+                        AgentEvent::TextDelta {
+                            index,
+                            text,
+                            extra: None,
+                        }
+                    });
+                }
+                if !(last && cut_inside) {
+                    events.push(AgentEvent::BlockEnd { index });
+                }
+            }
+            2 => {
+                events.push(AgentEvent::BlockStart {
+                    index,
+                    block: BlockKind::Reasoning,
+                    choice: 0,
+                    extra: None,
+                });
+                for _ in 0..rng.next(4) {
+                    let text = rng.text();
+                    events.push(AgentEvent::ReasoningDelta { index, text });
+                }
+                if rng.next(2) == 0 {
+                    events.push(AgentEvent::ReasoningSignature {
+                        index,
+                        signature: "sig".into(),
+                    });
+                }
+                if !(last && cut_inside) {
+                    events.push(AgentEvent::BlockEnd { index });
+                }
+            }
+            3 => {
+                has_call = true;
+                events.push(AgentEvent::ToolCallStart {
+                    index,
+                    id: format!("call_{index}"),
+                    name: format!("tool_{}", rng.next(3)),
+                    choice: 0,
+                    extra: None,
+                });
+                let args = serde_json::json!({"q": rng.text(), "n": rng.next(100)}).to_string();
+                let mut rest = args.as_str();
+                while !rest.is_empty() {
+                    let mut n = (1 + rng.next(8) as usize).min(rest.len());
+                    while !rest.is_char_boundary(n) {
+                        n += 1;
+                    }
+                    let (piece, tail) = rest.split_at(n);
+                    events.push(AgentEvent::ToolCallDelta {
+                        index,
+                        arguments: piece.to_owned(),
+                    });
+                    rest = tail;
+                }
+                if !(last && cut_inside) {
+                    events.push(AgentEvent::ToolCallEnd {
+                        index,
+                        arguments: args,
+                        truncated: false,
+                    });
+                }
+            }
+            _ => {
+                events.push(AgentEvent::BlockStart {
+                    index,
+                    block: BlockKind::Native {
+                        block: serde_json::json!({
+                            "id": format!("ws_{index}"),
+                            "type": "web_search_call",
+                            "status": "in_progress",
+                        }),
+                    },
+                    choice: 0,
+                    extra: None,
+                });
+                events.push(AgentEvent::NativeDelta {
+                    index,
+                    delta: serde_json::json!({
+                        "type": "response.web_search_call.searching",
+                        "item_id": format!("ws_{index}"),
+                        "output_index": 0,
+                    }),
+                });
+                if !(last && cut_inside) {
+                    events.push(AgentEvent::BlockEnd { index });
+                }
+            }
+        }
+    }
+    if rng.next(3) > 0 {
+        events.push(AgentEvent::Usage(Usage {
+            input_tokens: Some(rng.next(500)),
+            output_tokens: Some(rng.next(500)),
+            ..Usage::default()
+        }));
+    }
+    let error = ErrorInfo {
+        code: "overloaded_error".into(),
+        message: "busy".into(),
+        retryable: true,
+    };
+    if cut_inside && blocks > 0 {
+        events.extend(AgentEvent::terminal_failure(error));
+        return (events, FinishReason::Error);
+    }
+    let reason = match rng.next(6) {
+        0 => FinishReason::Length,
+        1 => FinishReason::ContentFilter,
+        2 => FinishReason::Error,
+        _ if has_call => FinishReason::ToolCalls,
+        _ => FinishReason::Stop,
+    };
+    if reason == FinishReason::Error {
+        events.extend(AgentEvent::terminal_failure(error));
+    } else {
+        events.push(AgentEvent::StreamEnd(StreamEnd {
+            reason,
+            provider_reason: None,
+            stop_sequence: None,
+            other_choices: Vec::new(),
+            extra: None,
+        }));
+    }
+    (events, reason)
+}
+
+/// Random streams from any source encode into a valid Responses stream (sequence numbers
+/// 0, 1, 2, ...; every item added is done; the terminal event matches the finish, never
+/// `response.completed` for a failed or cut answer) that decodes back to the same answer.
+#[test]
+fn random_streams_encode_to_valid_responses_streams() {
+    let mut rng = Rng(0x0dd5_eed5);
+    for case in 0..600 {
+        let source = if case % 2 == 0 {
+            super::DIALECT
+        } else {
+            Dialect::Anthropic
+        };
+        let (events, finish) = random_stream(&mut rng, source);
+        let body = encode(&events);
+        check_encoded(&body, finish);
+        let (back, outcome) = decode(&body);
+        if finish == FinishReason::Error {
+            let Outcome::Upstream(e) = outcome else {
+                panic!("case {case}: {outcome:?}")
+            };
+            assert_eq!(e.code, "overloaded_error");
+            assert!(e.retryable);
+            continue;
+        }
+        assert_eq!(outcome, Outcome::Whole, "case {case}");
+        check_rules(&back, true);
+        let (want, got) = (gist(&events), gist(&back));
+        assert_eq!(got.text, want.text, "case {case}");
+        assert_eq!(got.calls, want.calls, "case {case}");
+        let refused = events.iter().any(|e| e.kind() == "refusal.delta");
+        let want_finish = match finish {
+            FinishReason::Stop if refused => FinishReason::Refusal,
+            FinishReason::Stop if !want.calls.is_empty() => FinishReason::ToolCalls,
+            f => f,
+        };
+        assert_eq!(got.finish, want_finish, "case {case}");
+        assert_eq!(
+            Assembler::assemble(&back).reasoning(),
+            Assembler::assemble(&events).reasoning(),
+            "case {case}"
+        );
+    }
+}
+
+/// Whatever bytes arrive, the decoder returns (never panics) and its events stay within
+/// the rules as far as they go.
+#[test]
+fn hostile_bodies_never_panic() {
+    let body = std::fs::read(format!("{DIR}web_search_annotations.sse")).unwrap();
+    let mut rng = Rng(0xbad_5eed);
+    for _ in 0..300 {
+        let mut mutated = body.clone();
+        for _ in 0..1 + rng.next(8) {
+            let at = rng.next(mutated.len() as u64) as usize;
+            match rng.next(3) {
+                0 => mutated[at] = b"{}[]\":,\n0x"[rng.next(10) as usize],
+                1 => {
+                    mutated.remove(at);
+                }
+                _ => mutated.insert(at, b'\n'),
+            }
+        }
+        let (events, _) = decode(&mutated);
+        if !events.is_empty() {
+            check_rules(&events, false);
+        }
+    }
+    // Indices and counts from the stream are bounded.
+    let mut flood = String::new();
+    flood.push_str("data: {\"type\":\"response.created\",\"response\":{\"id\":\"r\"}}\n\n");
+    for i in 0..5000 {
+        flood.push_str(&format!(
+            "data: {{\"type\":\"response.output_item.added\",\"output_index\":{i},\"item\":{{\"type\":\"message\",\"id\":\"m{i}\"}}}}\n\n"
+        ));
+    }
+    let (_, outcome) = decode(flood.as_bytes());
+    assert!(
+        matches!(&outcome, Outcome::Malformed(r) if r.contains("output items")),
+        "{outcome:?}"
+    );
+    let big = "data: {\"type\":\"response.output_text.delta\",\"output_index\":4294967296,\"delta\":\"x\"}\n\n";
+    let (_, outcome) = decode(big.as_bytes());
+    assert!(matches!(outcome, Outcome::Malformed(_)), "{outcome:?}");
+}
