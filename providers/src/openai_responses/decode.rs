@@ -161,6 +161,9 @@ impl FrameDecoder for Decoder {
                 let Some(item) = self.find(&obj) else {
                     return Err(protocol("arguments for an unknown output item"));
                 };
+                if !self.items[item].open {
+                    return Err(protocol("arguments for a finished function call"));
+                }
                 let ItemKind::Call { block, args, .. } = &mut self.items[item].kind else {
                     return Err(protocol(
                         "arguments for an item that is not a function call",
@@ -215,6 +218,9 @@ impl FrameDecoder for Decoder {
                 if let Some(item) = self.find(&obj)
                     && let ItemKind::Native { block } = self.items[item].kind
                 {
+                    if !self.items[item].open {
+                        return Err(protocol("progress of a finished output item"));
+                    }
                     obj.remove("sequence_number");
                     self.last = Some(block);
                     out.push(AgentEvent::NativeDelta {
@@ -326,7 +332,7 @@ impl Decoder {
         if self.items.len() >= MAX_ITEMS {
             return Err(protocol(format!("more than {MAX_ITEMS} output items")));
         }
-        self.close_all(false, out)?;
+        self.close_text(None, out);
         let id = str_of(&item, "id").unwrap_or_default().to_owned();
         let kind = match str_of(&item, "type").unwrap_or_default() {
             "message" => ItemKind::Message { parts: Vec::new() },
@@ -471,14 +477,19 @@ impl Decoder {
         let ItemKind::Message { parts } = &self.items[pos].kind else {
             return Err(protocol("content part of an item that is not a message"));
         };
-        if let Some(p) = parts.iter().find(|p| p.content == content) {
-            return Ok(p.block);
+        match parts.iter().find(|p| p.content == content) {
+            Some(p) if p.open && self.items[pos].open => return Ok(p.block),
+            Some(_) => return Err(protocol("content for a finished content part")),
+            None if !self.items[pos].open => {
+                return Err(protocol("content part of a finished message"));
+            }
+            None => {}
         }
         if parts.len() >= MAX_PARTS {
             return Err(protocol(format!("more than {MAX_PARTS} content parts")));
         }
-        // A new part closes the item's earlier ones, and anything another item left open.
-        self.close_all_except(pos, out)?;
+        // A new part closes the item's earlier ones, and text another item left open.
+        self.close_text(Some(pos), out);
         // Every part names its item, so that an encoder keeps the parts of one item together.
         let extra = id_extra(&self.items[pos].id);
         let block = self.alloc();
@@ -524,6 +535,9 @@ impl Decoder {
         text: &str,
         out: &mut Vec<AgentEvent>,
     ) -> Result<(), FrameError> {
+        if !self.items[pos].open {
+            return Err(protocol("reasoning for a finished item"));
+        }
         let ItemKind::Reasoning {
             block,
             wrote,
@@ -532,6 +546,7 @@ impl Decoder {
         else {
             return Err(protocol("reasoning for an item that is not reasoning"));
         };
+
         let block = *block;
         self.last = Some(block);
         if text.is_empty() {
@@ -616,17 +631,30 @@ impl Decoder {
         Ok(())
     }
 
-    fn close_all_except(
-        &mut self,
-        keep: usize,
-        out: &mut Vec<AgentEvent>,
-    ) -> Result<(), FrameError> {
+    /// Closes the text and reasoning of items other than `keep`: answer text is sequential,
+    /// as in the other dialects. Tool calls and provider-run items stay open until their
+    /// `output_item.done`, so that interleaved items (which Responses allows) keep all
+    /// their arguments.
+    fn close_text(&mut self, keep: Option<usize>, out: &mut Vec<AgentEvent>) {
         for pos in 0..self.items.len() {
-            if pos != keep {
-                self.close_item(pos, false, out)?;
+            if Some(pos) == keep || !self.items[pos].open {
+                continue;
+            }
+            let item = &mut self.items[pos];
+            match &mut item.kind {
+                ItemKind::Message { parts } => {
+                    for p in parts.iter_mut().filter(|p| p.open) {
+                        p.open = false;
+                        out.push(AgentEvent::BlockEnd { index: p.block });
+                    }
+                }
+                ItemKind::Reasoning { block, .. } => {
+                    item.open = false;
+                    out.push(AgentEvent::BlockEnd { index: *block });
+                }
+                ItemKind::Call { .. } | ItemKind::Native { .. } => {}
             }
         }
-        Ok(())
     }
 
     fn finish(

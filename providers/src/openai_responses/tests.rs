@@ -146,6 +146,9 @@ fn usage_of(events: &[AgentEvent]) -> Usage {
 fn check_rules(events: &[AgentEvent], whole: bool) {
     assert!(matches!(events.first(), Some(AgentEvent::StreamStart(_))));
     let mut open: Vec<u32> = Vec::new();
+    // Open text, refusal and reasoning blocks: these are sequential (tool calls and
+    // provider-run items may interleave, as Responses allows).
+    let mut sequential: Vec<u32> = Vec::new();
     let mut seen: Vec<u32> = Vec::new();
     let mut args: Vec<(u32, String)> = Vec::new();
     for e in events {
@@ -153,7 +156,18 @@ fn check_rules(events: &[AgentEvent], whole: bool) {
             AgentEvent::BlockStart { index, .. } | AgentEvent::ToolCallStart { index, .. } => {
                 assert_eq!(*index, seen.len() as u32, "indices not dense in order");
                 seen.push(*index);
-                assert!(open.is_empty(), "block {index} opened while {open:?} open");
+                sequential.retain(|i| open.contains(i));
+                assert!(
+                    sequential.is_empty(),
+                    "block {index} opened while {sequential:?} open"
+                );
+                if let AgentEvent::BlockStart {
+                    block: BlockKind::Text | BlockKind::Refusal | BlockKind::Reasoning,
+                    ..
+                } = e
+                {
+                    sequential.push(*index);
+                }
                 open.push(*index);
             }
             AgentEvent::TextDelta { index, .. }
@@ -857,4 +871,54 @@ fn hostile_bodies_never_panic() {
     let big = "data: {\"type\":\"response.output_text.delta\",\"output_index\":4294967296,\"delta\":\"x\"}\n\n";
     let (_, outcome) = decode(big.as_bytes());
     assert!(matches!(outcome, Outcome::Malformed(_)), "{outcome:?}");
+}
+
+/// Responses may interleave items (parallel calls whose arguments alternate): each call
+/// keeps all its arguments, and a delta after an item is done is refused.
+#[test]
+fn interleaved_calls_keep_their_arguments() {
+    let frame = |v: Value| format!("event: {}\ndata: {v}\n\n", v["type"].as_str().unwrap());
+    let call = |i: u32| {
+        serde_json::json!({"type": "response.output_item.added", "output_index": i,
+            "item": {"type": "function_call", "id": format!("fc_{i}"), "call_id": format!("call_{i}"),
+                     "name": "f", "arguments": ""}})
+    };
+    let delta = |i: u32, d: &str| serde_json::json!({"type": "response.function_call_arguments.delta", "output_index": i, "delta": d});
+    let done = |i: u32, a: &str| {
+        serde_json::json!({"type": "response.output_item.done", "output_index": i,
+            "item": {"type": "function_call", "id": format!("fc_{i}"), "call_id": format!("call_{i}"),
+                     "name": "f", "arguments": a, "status": "completed"}})
+    };
+    let mut body = String::new();
+    body.push_str(&frame(
+        serde_json::json!({"type": "response.created", "response": {"id": "r", "model": "m"}}),
+    ));
+    body.push_str(&frame(call(0)));
+    body.push_str(&frame(delta(0, "{\"a\":")));
+    body.push_str(&frame(call(1)));
+    body.push_str(&frame(delta(1, "{\"b\":")));
+    body.push_str(&frame(delta(0, "1}")));
+    body.push_str(&frame(delta(1, "2}")));
+    body.push_str(&frame(done(0, "{\"a\":1}")));
+    body.push_str(&frame(done(1, "{\"b\":2}")));
+    let mut late = body.clone();
+    body.push_str(&frame(
+        serde_json::json!({"type": "response.completed", "response": {"status": "completed"}}),
+    ));
+    let events = decode_ok(body.as_bytes());
+    check_rules(&events, true);
+    assert_eq!(
+        Assembler::assemble(&events).tool_calls(),
+        vec![("call_0", "f", "{\"a\":1}"), ("call_1", "f", "{\"b\":2}")]
+    );
+    assert_eq!(end_of(&events).reason, FinishReason::ToolCalls);
+    // Encoded, the interleaving survives and decodes the same.
+    let again = decode_ok(&encode(&events));
+    assert_eq!(again, events);
+    late.push_str(&frame(delta(0, "x")));
+    let (_, outcome) = decode(late.as_bytes());
+    assert!(
+        matches!(&outcome, Outcome::Malformed(r) if r.contains("finished")),
+        "{outcome:?}"
+    );
 }
