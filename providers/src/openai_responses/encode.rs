@@ -896,19 +896,17 @@ pub fn response_body(message: &Message) -> Result<Value, EncodeError> {
                     annotations,
                     open: false,
                 };
-                (id_from("msg"), part)
+                (id_from("msg"), message_of(part))
             }
-            .into_message(),
             BlockContent::Refusal { text } => (
                 id_from("msg"),
-                PartOut {
+                message_of(PartOut {
                     refusal: true,
                     text: text.clone(),
                     annotations: Vec::new(),
                     open: false,
-                },
-            )
-                .into_message(),
+                }),
+            ),
             BlockContent::Reasoning { text, signature } => (
                 id_from("rs"),
                 OutKind::Reasoning {
@@ -999,17 +997,7 @@ pub fn response_body(message: &Message) -> Result<Value, EncodeError> {
     )
 }
 
-trait IntoMessage {
-    fn into_message(self) -> (String, OutKind);
-}
-
-impl IntoMessage for (String, PartOut) {
-    fn into_message(self) -> (String, OutKind) {
-        (
-            self.0,
-            OutKind::Message {
-                parts: vec![self.1],
-            },
-        )
-    }
+/// A message item holding one finished part.
+fn message_of(part: PartOut) -> OutKind {
+    OutKind::Message { parts: vec![part] }
 }

@@ -521,7 +521,10 @@ fn chat_and_anthropic_recordings_encode_as_responses() {
             let events = retag(&events, Dialect::Anthropic);
             let encoded = encode(&events);
             let finish = end_of(&events).reason;
-            check_encoded(&encoded, finish);
+            let frames = check_encoded(&encoded, finish);
+            // The non-streaming body is the stream's final response.
+            let whole = response_body(&Assembler::assemble(&events)).unwrap();
+            assert_eq!(&whole, &frames.last().unwrap()["response"], "{dir}/{name}");
             let back = decode_ok(&encoded);
             check_rules(&back, true);
             let (want, got) = (gist(&events), gist(&back));
@@ -802,7 +805,15 @@ fn random_streams_encode_to_valid_responses_streams() {
         };
         let (events, finish) = random_stream(&mut rng, source);
         let body = encode(&events);
-        check_encoded(&body, finish);
+        let frames = check_encoded(&body, finish);
+        let whole = response_body(&Assembler::assemble(&events)).unwrap();
+        if finish == FinishReason::Error {
+            // Items cut mid-way are `in_progress` in the stream; the verdict is the same.
+            assert_eq!(whole["status"], "failed", "case {case}");
+            assert_eq!(whole["error"]["code"], "overloaded_error", "case {case}");
+        } else {
+            assert_eq!(&whole, &frames.last().unwrap()["response"], "case {case}");
+        }
         let (back, outcome) = decode(&body);
         if finish == FinishReason::Error {
             let Outcome::Upstream(e) = outcome else {
