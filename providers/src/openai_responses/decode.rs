@@ -73,6 +73,8 @@ struct PartState {
     content: u32,
     block: u32,
     open: bool,
+    /// Bytes of text streamed: what a `.done` event adds beyond them is sent as a delta.
+    streamed: usize,
 }
 
 /// Reads a `u32` field.
@@ -131,8 +133,37 @@ impl FrameDecoder for Decoder {
                 let block = self.part(&obj, out)?;
                 let text = str_of(&obj, "delta").unwrap_or_default().to_owned();
                 self.last = Some(block);
+                self.streamed(&obj, text.len());
                 if !text.is_empty() {
                     out.push(if kind == "response.refusal.delta" {
+                        AgentEvent::RefusalDelta { index: block, text }
+                    } else {
+                        AgentEvent::TextDelta {
+                            index: block,
+                            text,
+                            extra: None,
+                        }
+                    });
+                }
+                Ok(())
+            }
+            "response.output_text.done" | "response.refusal.done" => {
+                // Whatever the deltas missed (a proxy that sends only the finished text).
+                let field = if kind == "response.refusal.done" {
+                    "refusal"
+                } else {
+                    "text"
+                };
+                let whole = str_of(&obj, field).unwrap_or_default();
+                let block = self.part(&obj, out)?;
+                let rest = self
+                    .streamed(&obj, 0)
+                    .and_then(|n| whole.get(n..))
+                    .filter(|r| !r.is_empty())
+                    .map(str::to_owned);
+                if let Some(text) = rest {
+                    self.streamed(&obj, text.len());
+                    out.push(if kind == "response.refusal.done" {
                         AgentEvent::RefusalDelta { index: block, text }
                     } else {
                         AgentEvent::TextDelta {
@@ -254,9 +285,7 @@ impl FrameDecoder for Decoder {
 fn is_known_echo(kind: &str) -> bool {
     matches!(
         kind,
-        "response.output_text.done"
-            | "response.refusal.done"
-            | "response.reasoning_summary_part.done"
+        "response.reasoning_summary_part.done"
             | "response.reasoning_summary_text.done"
             | "response.reasoning_text.done"
     )
@@ -502,6 +531,7 @@ impl Decoder {
                 content,
                 block,
                 open: true,
+                streamed: 0,
             });
         }
         self.refused |= refusal;
@@ -516,6 +546,18 @@ impl Decoder {
             extra,
         });
         Ok(block)
+    }
+
+    /// Adds `n` bytes to the streamed count of the part an event names; the new count.
+    fn streamed(&mut self, obj: &Map<String, Value>, n: usize) -> Option<usize> {
+        let content = index_of(obj, "content_index").unwrap_or(0);
+        let pos = self.find(obj)?;
+        let ItemKind::Message { parts } = &mut self.items[pos].kind else {
+            return None;
+        };
+        let part = parts.iter_mut().find(|p| p.content == content)?;
+        part.streamed = part.streamed.saturating_add(n);
+        Some(part.streamed)
     }
 
     fn part_done(&mut self, obj: &Map<String, Value>, out: &mut Vec<AgentEvent>) {

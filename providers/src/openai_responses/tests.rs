@@ -933,3 +933,29 @@ fn interleaved_calls_keep_their_arguments() {
         "{outcome:?}"
     );
 }
+
+/// Text that arrives only with its `.done` event (no deltas, or fewer than the whole) is
+/// still the answer; text the deltas already gave is not repeated.
+#[test]
+fn done_events_fill_in_what_deltas_missed() {
+    let body = std::fs::read_to_string(format!("{DIR}text_basic.sse")).unwrap();
+    let whole = Assembler::assemble(&decode_ok(body.as_bytes())).text();
+    // Drop every delta after the first two.
+    let mut kept = 0;
+    let thinned: String = body
+        .split_inclusive("\n\n")
+        .filter(|f| {
+            if f.contains("\"response.output_text.delta\"") {
+                kept += 1;
+                kept <= 2
+            } else {
+                true
+            }
+        })
+        .collect();
+    let events = decode_ok(thinned.as_bytes());
+    check_rules(&events, true);
+    assert_eq!(Assembler::assemble(&events).text(), whole);
+    let deltas = events.iter().filter(|e| e.kind() == "text.delta").count();
+    assert_eq!(deltas, 3, "two deltas and the rest");
+}
