@@ -239,7 +239,12 @@ fn read_item(messages: &mut Vec<Message>, item: Value, i: usize) -> Result<(), R
         Some(t) => t.to_owned(),
         // An "easy" input message: `{role, content}` without a type.
         None if item.get("role").is_some() => "message".to_owned(),
-        None => return Err(RequestError::invalid(idx(&path, 0), "item without a type")),
+        None => {
+            return Err(RequestError::invalid(
+                format!("{path}.type"),
+                "item without a type",
+            ));
+        }
     };
     match ty.as_str() {
         "message" => read_message(messages, item, i, &path),

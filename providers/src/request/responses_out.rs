@@ -47,10 +47,12 @@ impl ChatRequest {
 
     fn write_responses(&self, head: Head<'_>, caps: Capabilities) -> Result<Value, RequestError> {
         let same = self.source == Some(TARGET);
+        let mut body = Map::new();
         if self.source == Some(Dialect::Anthropic) {
             check(&self.extra, ANTHROPIC_ONLY, TARGET)?;
+        } else if !same {
+            chat_extras(&self.extra, &mut body)?;
         }
-        let mut body = Map::new();
         body.insert("model".into(), json!(head.model));
         if !self.system.is_empty() {
             let texts: Vec<&str> = self.system.iter().map(|p| p.text.as_str()).collect();
@@ -261,6 +263,25 @@ fn write_message(
     Ok(())
 }
 
+/// An "easy" message as the client wrote it: string content, and a `type` only if it had
+/// one.
+fn easy_message(v: &mut Value, typed: bool) {
+    let Value::Object(msg) = v else {
+        return;
+    };
+    let text = match msg.get("content") {
+        Some(Value::Array(c)) => match c.as_slice() {
+            [only] if only.as_object().is_some_and(|o| o.len() == 3) => only["text"].clone(),
+            _ => return,
+        },
+        _ => return,
+    };
+    msg.insert("content".into(), text);
+    if !typed {
+        msg.shift_remove("type");
+    }
+}
+
 /// An assistant turn: runs of text as `message` items, tool calls as `function_call` items,
 /// same-dialect reasoning as `reasoning` items, in order.
 fn write_assistant(
@@ -270,9 +291,18 @@ fn write_assistant(
     same: bool,
 ) -> Result<(), RequestError> {
     let as_string = same && m.origin.is_some_and(|o| o.as_string);
+    let typed = match m.content.first() {
+        Some(Part::Text { extra, .. }) => extra.contains_key("item.type"),
+        _ => true,
+    };
     let mut message: Option<Value> = None;
-    let flush = |message: &mut Option<Value>, out: &mut Vec<Value>| {
-        if let Some(v) = message.take() {
+    // The turn's first message item, when the client wrote it as an "easy" message.
+    let mut easy = as_string;
+    let mut flush = |message: &mut Option<Value>, out: &mut Vec<Value>| {
+        if let Some(mut v) = message.take() {
+            if std::mem::take(&mut easy) {
+                easy_message(&mut v, typed);
+            }
             out.push(v);
         }
     };
@@ -345,15 +375,6 @@ fn write_assistant(
                 ));
             }
         }
-    }
-    if as_string
-        && let Some(msg) = &mut message
-        && let Some(Value::Array(c)) = msg.get("content")
-        && let [only] = c.as_slice()
-        && only.as_object().is_some_and(|o| o.len() == 3)
-    {
-        let text = only["text"].clone();
-        *msg = json!({"role": "assistant", "content": text});
     }
     flush(&mut message, out);
     Ok(())
@@ -457,4 +478,70 @@ fn write_tool(t: &Tool, i: usize, same: bool) -> Result<Value, RequestError> {
             ))
         }
     }
+}
+
+/// Chat Completions parameters towards Responses: `response_format` becomes `text.format`,
+/// the labels both APIs share pass, what Responses cannot do is refused, the rest (sampling
+/// hints, `stream_options`, `store`) is dropped.
+fn chat_extras(
+    extra: &Map<String, Value>,
+    body: &mut Map<String, Value>,
+) -> Result<(), RequestError> {
+    const SHARED: [&str; 4] = [
+        "metadata",
+        "service_tier",
+        "prompt_cache_key",
+        "safety_identifier",
+    ];
+    for (key, v) in extra {
+        let refuse = |why: &str| Err(RequestError::unsupported(key.as_str(), TARGET, why));
+        match key.as_str() {
+            "response_format" => match v.get("type").and_then(Value::as_str) {
+                Some("text") | None => {}
+                Some("json_object") => {
+                    body.insert("text".into(), json!({"format": {"type": "json_object"}}));
+                }
+                Some("json_schema") => {
+                    let Some(Value::Object(schema)) = v.get("json_schema") else {
+                        return refuse("a json_schema response format needs its json_schema");
+                    };
+                    let mut format = Map::from_iter([("type".into(), json!("json_schema"))]);
+                    format.extend(schema.clone());
+                    body.insert("text".into(), json!({"format": format}));
+                }
+                Some(other) => {
+                    return refuse(&format!("unknown response format {}", untrusted(other)));
+                }
+            },
+            k if SHARED.contains(&k) => {
+                body.insert(key.clone(), v.clone());
+            }
+            "logit_bias" if v.as_object().is_some_and(|m| !m.is_empty()) => {
+                return refuse("OpenAI Responses has no logit bias");
+            }
+            "logprobs" if v == &Value::Bool(true) => {
+                return refuse("token log probabilities are not translated to OpenAI Responses");
+            }
+            "audio" => return refuse("OpenAI Responses answers with text here (no audio output)"),
+            "modalities"
+                if v.as_array()
+                    .is_some_and(|a| a.iter().any(|m| m.as_str() != Some("text"))) =>
+            {
+                return refuse("OpenAI Responses answers with text here (no audio output)");
+            }
+            "functions" | "function_call" => {
+                return refuse("legacy function calling is not translated; use tools");
+            }
+            "web_search_options" => {
+                return refuse("use a web_search tool with an OpenAI Responses client instead");
+            }
+            "tool_choice" => {
+                return refuse(
+                    "only \"auto\", \"none\", \"required\" and a function are translated",
+                );
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }

@@ -206,7 +206,7 @@ fn random_request(rng: &mut Rng) -> Value {
     let mut input = Vec::new();
     let mut calls = 0;
     for _ in 0..1 + rng.next(6) {
-        match rng.next(6) {
+        match rng.next(7) {
             0 => input.push(json!({"role": "user", "content": rng.word()})),
             1 => input.push(json!({
                 "type": "message",
@@ -243,6 +243,10 @@ fn random_request(rng: &mut Rng) -> Value {
                 "role": "developer",
                 "content": rng.word(),
             })),
+            5 if rng.next(2) == 0 => {
+                input.push(json!({"role": "user", "content": rng.word()}));
+                input.push(json!({"role": "assistant", "content": rng.word()}));
+            }
             _ => input.push(json!({
                 "type": "reasoning",
                 "id": format!("rs_{}", rng.next(100)),
@@ -456,4 +460,38 @@ fn anthropic_requests_reach_responses() {
     assert!(!out.to_string().contains("sig"), "{out}");
     let back = ChatRequest::from_responses(&out).unwrap();
     assert_eq!(gist(&back), gist(&req));
+}
+
+/// A Chat client's structured output reaches a Responses upstream as `text.format`; what
+/// Responses cannot do is refused, never dropped.
+#[test]
+fn chat_parameters_reach_responses() {
+    let chat = json!({
+        "model": "gpt-4o",
+        "messages": [{"role": "user", "content": "hi"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}, "strict": true}},
+        "metadata": {"k": "v"},
+        "seed": 7,
+    });
+    let out = foreign(ChatRequest::from_openai(&chat).unwrap())
+        .to_responses()
+        .unwrap();
+    assert_eq!(
+        out["text"],
+        json!({"format": {"type": "json_schema", "name": "x", "schema": {"type": "object"}, "strict": true}})
+    );
+    assert_eq!(out["metadata"], json!({"k": "v"}));
+    assert!(out.get("seed").is_none());
+    for (key, v) in [
+        ("logit_bias", json!({"50256": -100})),
+        ("audio", json!({"voice": "alloy"})),
+        ("functions", json!([])),
+    ] {
+        let mut body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
+        body[key] = v;
+        let e = foreign(ChatRequest::from_openai(&body).unwrap())
+            .to_responses()
+            .unwrap_err();
+        assert_eq!(e.param(), key);
+    }
 }
