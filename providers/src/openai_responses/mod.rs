@@ -29,12 +29,15 @@
 //! `n > 1` is refused. An Anthropic `refusal` (plain text) and `pause_turn` end as
 //! `completed`.
 
+mod body;
 mod decode;
 mod encode;
+mod output;
 pub mod wire;
 
+pub use body::response_body;
 pub use decode::Decoder;
-pub use encode::{Encoder, response_body};
+pub use encode::Encoder;
 
 use crate::dialect::Dialect;
 
