@@ -120,6 +120,10 @@ impl ChatRequest {
         }
         if same && let Some(reasoning) = reasoning {
             r.extend(reasoning.extra.clone());
+        } else if effort.is_some() && self.source == Some(Dialect::Anthropic) {
+            // An Anthropic client that asked for thinking sees it: OpenAI shows reasoning
+            // only as a summary, and only when asked.
+            r.insert("summary".into(), json!("auto"));
         }
         if !r.is_empty() && caps.sends_reasoning(same) {
             body.insert("reasoning".into(), Value::Object(r));

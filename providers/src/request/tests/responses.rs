@@ -445,7 +445,10 @@ fn anthropic_requests_reach_responses() {
     let out = req.to_responses_for(REASONS).unwrap();
     assert_eq!(out["instructions"], "be brief");
     assert_eq!(out["max_output_tokens"], 2000);
-    assert_eq!(out["reasoning"]["effort"], "low");
+    assert_eq!(
+        out["reasoning"],
+        json!({"effort": "low", "summary": "auto"})
+    );
     assert_eq!(out["store"], false);
     assert_eq!(out["tools"][0]["strict"], false);
     let input = out["input"].as_array().unwrap();
