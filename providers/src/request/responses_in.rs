@@ -438,6 +438,15 @@ fn read_part(p: Value, path: &str) -> Result<Part, RequestError> {
             }
             Ok(Part::Text { text, extra })
         }
+        Some("refusal") => {
+            // What the assistant said: text to another dialect, a refusal part again here.
+            let mut o = Obj::new(p, path)?;
+            let ty = o.req_str("type")?;
+            let text = o.req_str("refusal")?;
+            let mut extra = o.rest();
+            extra.insert("type".to_owned(), Value::String(ty));
+            Ok(Part::Text { text, extra })
+        }
         Some("input_image") if p.get("image_url").is_some_and(Value::is_string) => {
             let mut o = Obj::new(p, path)?;
             o.str("type")?;
@@ -454,7 +463,7 @@ fn read_part(p: Value, path: &str) -> Result<Part, RequestError> {
                 extra: o.rest(),
             })
         }
-        // Refusals, files, images by file id, audio: same-dialect only.
+        // Files, images by file id, audio: same-dialect only.
         Some(_) => Ok(Part::Native {
             dialect: RESPONSES,
             raw: p,

@@ -318,7 +318,12 @@ fn write_assistant(
                 if starts {
                     flush(&mut message, out);
                 }
-                let mut part = json!({"type": "output_text", "text": text, "annotations": []});
+                let refusal = same && rest.get("type").and_then(Value::as_str) == Some("refusal");
+                let mut part = if refusal {
+                    json!({"type": "refusal", "refusal": text})
+                } else {
+                    json!({"type": "output_text", "text": text, "annotations": []})
+                };
                 if same {
                     extend(&mut part, &rest);
                 }

@@ -221,7 +221,11 @@ fn random_request(rng: &mut Rng) -> Value {
                 "role": "assistant",
                 "id": format!("msg_{}", rng.next(100)),
                 "status": "completed",
-                "content": [{"type": "output_text", "text": rng.word(), "annotations": []}],
+                "content": if rng.next(4) == 0 {
+                    json!([{"type": "refusal", "refusal": rng.word()}])
+                } else {
+                    json!([{"type": "output_text", "text": rng.word(), "annotations": []}])
+                },
             })),
             3 => {
                 calls += 1;
