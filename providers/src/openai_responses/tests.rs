@@ -959,3 +959,88 @@ fn done_events_fill_in_what_deltas_missed() {
     let deltas = events.iter().filter(|e| e.kind() == "text.delta").count();
     assert_eq!(deltas, 3, "two deltas and the rest");
 }
+
+/// Event types the recordings lack, written as the API reference shows them: raw reasoning
+/// text, a refusal, a code interpreter call with its code deltas, a content-filter stop, and
+/// a `response.failed` with no `error` event before it.
+#[test]
+fn event_types_beyond_the_recordings() {
+    use serde_json::json;
+    let body = |events: &[Value]| -> Vec<u8> {
+        let mut out = String::new();
+        for (n, e) in events.iter().enumerate() {
+            let mut e = e.clone();
+            e["sequence_number"] = json!(n);
+            out.push_str(&format!(
+                "event: {}\ndata: {e}\n\n",
+                e["type"].as_str().unwrap()
+            ));
+        }
+        out.into_bytes()
+    };
+    let created = json!({"type": "response.created", "response": {"id": "resp_1", "model": "gpt-oss", "created_at": 5}});
+    let events = [
+        created.clone(),
+        json!({"type": "response.output_item.added", "output_index": 0, "item": {"type": "reasoning", "id": "rs_1", "summary": []}}),
+        json!({"type": "response.reasoning_text.delta", "output_index": 0, "item_id": "rs_1", "content_index": 0, "delta": "think"}),
+        json!({"type": "response.reasoning_text.done", "output_index": 0, "item_id": "rs_1", "content_index": 0, "text": "think"}),
+        json!({"type": "response.output_item.done", "output_index": 0, "item": {"type": "reasoning", "id": "rs_1", "summary": []}}),
+        json!({"type": "response.output_item.added", "output_index": 1, "item": {"type": "code_interpreter_call", "id": "ci_1", "status": "in_progress", "code": ""}}),
+        json!({"type": "response.code_interpreter_call_code.delta", "output_index": 1, "item_id": "ci_1", "delta": "print(1)"}),
+        json!({"type": "response.output_item.done", "output_index": 1, "item": {"type": "code_interpreter_call", "id": "ci_1", "status": "completed", "code": "print(1)"}}),
+        json!({"type": "response.output_item.added", "output_index": 2, "item": {"type": "message", "id": "msg_1", "role": "assistant", "content": []}}),
+        json!({"type": "response.content_part.added", "output_index": 2, "item_id": "msg_1", "content_index": 0, "part": {"type": "refusal", "refusal": ""}}),
+        json!({"type": "response.refusal.delta", "output_index": 2, "item_id": "msg_1", "content_index": 0, "delta": "no"}),
+        json!({"type": "response.refusal.done", "output_index": 2, "item_id": "msg_1", "content_index": 0, "refusal": "no"}),
+        json!({"type": "response.content_part.done", "output_index": 2, "item_id": "msg_1", "content_index": 0, "part": {"type": "refusal", "refusal": "no"}}),
+        json!({"type": "response.output_item.done", "output_index": 2, "item": {"type": "message", "id": "msg_1", "role": "assistant", "content": [{"type": "refusal", "refusal": "no"}]}}),
+        json!({"type": "response.completed", "response": {"status": "completed", "usage": {"input_tokens": 9, "input_tokens_details": {"cached_tokens": 4}, "output_tokens": 3, "output_tokens_details": {"reasoning_tokens": 1}, "total_tokens": 12}}}),
+    ];
+    let decoded = decode_ok(&body(&events));
+    check_rules(&decoded, true);
+    let m = Assembler::assemble(&decoded);
+    assert_eq!(m.reasoning(), "think");
+    assert_eq!(end_of(&decoded).reason, FinishReason::Refusal);
+    let u = usage_of(&decoded);
+    assert_eq!(
+        (u.cache_read_tokens, u.reasoning_tokens),
+        (Some(4), Some(1))
+    );
+    let native = decoded.iter().find_map(|e| match e {
+        AgentEvent::BlockStart {
+            block: BlockKind::Native { block },
+            ..
+        } => Some(block),
+        _ => None,
+    });
+    assert_eq!(native.unwrap()["type"], "code_interpreter_call");
+    let code = decoded.iter().any(|e| {
+        matches!(e,
+        AgentEvent::NativeDelta { delta, .. } if delta["delta"] == "print(1)")
+    });
+    assert!(code);
+    // Same dialect, the code interpreter call goes back verbatim.
+    let again = decode_ok(&encode(&decoded));
+    assert_eq!(again, decoded);
+
+    let filtered = [
+        created.clone(),
+        json!({"type": "response.incomplete", "response": {"status": "incomplete", "incomplete_details": {"reason": "content_filter"}}}),
+    ];
+    let decoded = decode_ok(&body(&filtered));
+    assert_eq!(end_of(&decoded).reason, FinishReason::ContentFilter);
+    check_encoded(&encode(&decoded), FinishReason::ContentFilter);
+
+    let failed = [
+        created,
+        json!({"type": "response.failed", "response": {"status": "failed", "error": {"code": "server_error", "message": "boom"}}}),
+    ];
+    let (_, outcome) = decode(&body(&failed));
+    let Outcome::Upstream(e) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(
+        (e.code.as_str(), e.message.as_str(), e.retryable),
+        ("server_error", "boom", true)
+    );
+}
