@@ -25,6 +25,7 @@ pub mod encode;
 pub mod error;
 pub mod event;
 pub mod openai_chat;
+pub mod openai_responses;
 pub mod request;
 pub mod sse;
 pub mod stamp;

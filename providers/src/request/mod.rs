@@ -79,6 +79,8 @@ mod error;
 mod fields;
 mod openai_in;
 mod openai_out;
+mod responses_in;
+mod responses_out;
 mod rules;
 mod unified;
 

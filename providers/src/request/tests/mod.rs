@@ -1,6 +1,7 @@
 //! Tests of request translation: fixture round trips and one test per mapping rule.
 
 mod fixtures;
+mod responses;
 mod same_dialect;
 mod to_anthropic;
 mod to_openai;
