@@ -82,6 +82,20 @@ pub fn api_url(provider: &ProviderConfig, path: &str) -> String {
     }
 }
 
+/// The URL of a client's `path` (as sent to a door, `/v1/...`) under the provider's API
+/// root: the door's `/v1` is the version an OpenAI base URL already ends with, and part of
+/// the path for an Anthropic one (see [`api_url`]).
+pub fn forward_url(provider: &ProviderConfig, path: &str) -> String {
+    let path = match provider.dialect {
+        Dialect::OpenAi => path
+            .strip_prefix("/v1")
+            .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+            .unwrap_or(path),
+        Dialect::Anthropic => path,
+    };
+    api_url(provider, path)
+}
+
 /// Builds a POST of `body` to `url` with every header the provider expects.
 pub fn build(
     client: &reqwest::Client,
@@ -92,12 +106,25 @@ pub fn build(
     key: &ClientKey,
     forward: &ForwardHeaders,
 ) -> Result<reqwest::RequestBuilder, GatewayError> {
-    let key = choose_key(name, provider, key)?;
-    let mut request = client
+    let request = client
         .post(url)
         .header(http::header::CONTENT_TYPE, "application/json")
         .header(http::header::ACCEPT, "text/event-stream")
         .body(body);
+    authorize(request, name, provider, key, forward)
+}
+
+/// Adds the provider's own headers to `request`: its key (see [`choose_key`]) in the
+/// dialect's header, the OpenAI organization and project, the Anthropic version and the
+/// client's `anthropic-beta`.
+pub fn authorize(
+    mut request: reqwest::RequestBuilder,
+    name: &str,
+    provider: &ProviderConfig,
+    key: &ClientKey,
+    forward: &ForwardHeaders,
+) -> Result<reqwest::RequestBuilder, GatewayError> {
+    let key = choose_key(name, provider, key)?;
     match provider.dialect {
         Dialect::OpenAi => {
             if let Some(key) = &key {
@@ -157,6 +184,28 @@ mod tests {
         assert_eq!(key.unwrap().expose(), "sk-openai");
         // Pass-through off: never used.
         assert!(choose_key("openai", &provider(Dialect::OpenAi, false), &openai_client).is_err());
+    }
+
+    #[test]
+    fn forwarded_paths_keep_one_version_segment() {
+        let openai = provider(Dialect::OpenAi, false);
+        assert_eq!(
+            forward_url(&openai, "/v1/embeddings"),
+            "http://127.0.0.1:1/v1/embeddings"
+        );
+        assert_eq!(
+            forward_url(&openai, "/embeddings"),
+            "http://127.0.0.1:1/v1/embeddings"
+        );
+        assert_eq!(
+            forward_url(&openai, "/v1beta/x"),
+            "http://127.0.0.1:1/v1/v1beta/x"
+        );
+        let anthropic = provider(Dialect::Anthropic, false);
+        assert_eq!(
+            forward_url(&anthropic, "/v1/messages/batches"),
+            "http://127.0.0.1:1/v1/messages/batches"
+        );
     }
 
     #[test]
