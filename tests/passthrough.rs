@@ -255,6 +255,66 @@ async fn json_bodies_reach_the_doors_provider_with_aliases_resolved() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_own_provider_key_goes_only_where_the_provider_allows_it() {
+    // Open, the SDK's credential is the client's provider key; keyed, it comes in
+    // `streamgate-provider-key`.
+    let (oa, an) = (Upstream::spawn().await, Upstream::spawn().await);
+    let gateway_key = generate().unwrap();
+    for keyed in [false, true] {
+        let keys = if keyed {
+            format!("[keys.app]\nsha256 = \"{}\"\n", hex(&sha256(&gateway_key)))
+        } else {
+            String::new()
+        };
+        let config = Config::parse(&format!(
+            "[providers.oa]\ndialect = \"openai\"\nbase_url = \"{}/v1\"\n\
+             pass_through_client_key = true\n\
+             [providers.an]\ndialect = \"anthropic\"\nbase_url = \"{}\"\n\
+             [streams.journal]\nenabled = false\n{keys}",
+            oa.url(),
+            an.url()
+        ))
+        .unwrap();
+        let (addr, _stop) = gw::serve_gateway(config).await;
+        let client = gw::client();
+        let credential = if keyed {
+            gateway_key.as_str()
+        } else {
+            "sk-client-own"
+        };
+        let mut request = client
+            .post(format!("http://{addr}/v1/embeddings"))
+            .bearer_auth(credential)
+            .header("content-type", "application/json")
+            .body(r#"{"input":"x"}"#);
+        if keyed {
+            request = request.header("streamgate-provider-key", "sk-client-own");
+        }
+        assert_eq!(request.send().await.unwrap().status(), 200, "keyed {keyed}");
+        let seen = oa.seen().pop().unwrap();
+        assert_eq!(
+            seen.header("authorization"),
+            Some("Bearer sk-client-own"),
+            "keyed {keyed}"
+        );
+        assert!(seen.header("streamgate-provider-key").is_none());
+        // The Anthropic provider does not take client keys: none goes there.
+        let r = client
+            .get(format!("http://{addr}/v1/messages/batches"))
+            .header("x-api-key", credential)
+            .header("anthropic-version", "2023-06-01")
+            .header("streamgate-provider-key", "sk-client-own")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "keyed {keyed}");
+        let seen = an.seen().pop().unwrap();
+        assert!(seen.header("x-api-key").is_none(), "keyed {keyed}");
+        assert!(seen.header("authorization").is_none(), "keyed {keyed}");
+    }
+}
+
 /// A multipart body of `files` (name, bytes) with `boundary`.
 fn multipart(boundary: &str, files: &[(String, Vec<u8>)]) -> Vec<u8> {
     let mut out = Vec::new();

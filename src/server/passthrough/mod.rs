@@ -26,7 +26,7 @@ use crate::error::GatewayError;
 use crate::limit::{ClientId, TokenEstimate};
 use crate::upstream::{Forward, ForwardHeaders};
 
-pub use target::forwardable;
+use target::forwardable;
 
 /// The name a request that names no model counts against in the per-model rate limits
 /// (`[limits.models."(pass-through)"]`).
