@@ -57,31 +57,9 @@ async fn pass(state: &AppState, door: Dialect, request: Request) -> Result<Respo
         .passthrough
         .provider(&config.providers, door)
         .ok_or_else(not_found)?;
-    let limit = config.server.max_body_bytes;
-    // A `Content-Length` over the limit is refused before a byte of the body is read.
-    if usize::try_from(body.size_hint().lower()).map_or(true, |n| n > limit) {
-        return Err(GatewayError::BodyTooLarge { limit });
-    }
     let mut headers = headers::request_headers(&parts.headers);
-    let (target, body, upload) = if body.is_end_stream() {
-        (target::Target::untouched(default), None, None)
-    } else if is_json(&parts.headers) {
-        let bytes = read_body(body, limit).await?;
-        let target = target::for_json(
-            config,
-            door,
-            default,
-            bytes,
-            config.server.max_body_json_values,
-        )?;
-        // The body may have changed (the route's model name): its length is reqwest's to set.
-        headers.remove(header::CONTENT_LENGTH);
-        let body = reqwest::Body::from(target.body.clone());
-        (target, Some(body), None)
-    } else {
-        let upload = upload::stream(body, limit);
-        (target::Target::untouched(default), None, Some(upload))
-    };
+    let outgoing = prepare(config, door, default, &mut headers, body).await?;
+    let target = &outgoing.target;
     if let Some(model) = &target.model {
         caller.check_model(model)?;
     }
@@ -100,22 +78,14 @@ async fn pass(state: &AppState, door: Dialect, request: Request) -> Result<Respo
             estimate,
         )
         .await?;
-    let (body, sent, upload) = match upload {
-        Some(upload::Upload { body, sent, cut }) => (Some(body), Some(sent), Some(cut)),
-        None => (body, None, None),
-    };
     let forward = Forward {
         method: parts.method.clone(),
         path: path.to_owned(),
         query: parts.uri.query().map(str::to_owned),
         headers,
-        body,
+        body: outgoing.body,
     };
-    let sent = async move {
-        if let Some(sent) = sent {
-            let _ = sent.await;
-        }
-    };
+    let sent = outgoing.sent;
     let answer = engine
         .upstream()
         .forward(
@@ -124,11 +94,15 @@ async fn pass(state: &AppState, door: Dialect, request: Request) -> Result<Respo
             forward,
             &key,
             &ForwardHeaders::from_headers(&parts.headers),
-            sent,
+            async move {
+                if let Some(sent) = sent {
+                    let _ = sent.await;
+                }
+            },
         )
         .await;
     // A body cut by its limit or deadline explains a failed send better than the send does.
-    if let Some(cut) = upload.as_ref().and_then(upload::CutSlot::get) {
+    if let Some(cut) = outgoing.cut.as_ref().and_then(upload::CutSlot::get) {
         return Err(cut.error());
     }
     let answer = answer?;
@@ -149,6 +123,67 @@ async fn pass(state: &AppState, door: Dialect, request: Request) -> Result<Respo
     *response.status_mut() = answer.status;
     *response.headers_mut() = headers::response_headers(&answer.headers);
     Ok(response)
+}
+
+/// A request body on its way out, and where it goes.
+struct Outgoing<'a> {
+    target: target::Target<'a>,
+    /// None for a request without a body.
+    body: Option<reqwest::Body>,
+    /// A streamed body's signal that it has been handed over whole.
+    sent: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// Why a streamed body was cut, once it was.
+    cut: Option<upload::CutSlot>,
+}
+
+/// The body to send and its target: none; a JSON body read whole (bounded) and routed by the
+/// model it names; or anything else streamed as it comes. `headers` lose a `Content-Length`
+/// the gateway may have made wrong.
+async fn prepare<'a>(
+    config: &'a crate::config::Config,
+    door: Dialect,
+    default: (&'a str, &'a crate::config::ProviderConfig),
+    headers: &mut http::HeaderMap,
+    body: Body,
+) -> Result<Outgoing<'a>, GatewayError> {
+    let limit = config.server.max_body_bytes;
+    // A `Content-Length` over the limit is refused before a byte of the body is read.
+    if usize::try_from(body.size_hint().lower()).map_or(true, |n| n > limit) {
+        return Err(GatewayError::BodyTooLarge { limit });
+    }
+    if body.is_end_stream() {
+        return Ok(Outgoing {
+            target: target::Target::untouched(default),
+            body: None,
+            sent: None,
+            cut: None,
+        });
+    }
+    if !is_json(headers) {
+        let upload = upload::stream(body, limit);
+        return Ok(Outgoing {
+            target: target::Target::untouched(default),
+            body: Some(upload.body),
+            sent: Some(upload.sent),
+            cut: Some(upload.cut),
+        });
+    }
+    let bytes = read_body(body, limit).await?;
+    let target = target::for_json(
+        config,
+        door,
+        default,
+        bytes,
+        config.server.max_body_json_values,
+    )?;
+    // The body may have changed (the route's model name): its length is reqwest's to set.
+    headers.remove(header::CONTENT_LENGTH);
+    Ok(Outgoing {
+        body: Some(reqwest::Body::from(target.body.clone())),
+        target,
+        sent: None,
+        cut: None,
+    })
 }
 
 /// Whether the client says its body is JSON (`application/json`, with any parameters).
