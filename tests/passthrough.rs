@@ -745,3 +745,69 @@ async fn the_provider_key_replaces_the_gateway_key() {
     assert!(text.contains("no such thing"), "{text}");
     assert!(!text.contains("sk-env-openai-31337"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_upload_gets_408_and_an_open_answer_holds_its_stream_slot() {
+    let (oa, _an, gateway, _stop) = start(
+        "[server]\nbody_read_timeout_ms = 300\n\
+         [limits.per_key]\nconcurrent_streams = 1\n",
+    )
+    .await;
+    let client = gw::client();
+    // The body's first bytes, then silence: the listener's body deadline ends it.
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+    tx.send(Ok(Bytes::from_static(b"RIFF"))).await.unwrap();
+    let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    let r = client
+        .post(format!("{gateway}/v1/audio/slow"))
+        .header("content-type", "audio/wav")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 408);
+    assert!(is_openai_error(&gw::json_of(r).await));
+    drop(tx);
+    // One stream at a time: while an answer is still streaming, the next request waits its
+    // turn (429); once that answer's body is done, it passes.
+    let (events, rx) = mpsc::channel::<Bytes>(1);
+    *oa.shared.events.lock().unwrap() = Some(rx);
+    let open = client
+        .get(format!("{gateway}/v1/batches/sse"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(open.status(), 200);
+    let r = client
+        .get(format!("{gateway}/v1/files"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    events
+        .send(Bytes::from_static(b"data: 1\n\n"))
+        .await
+        .unwrap();
+    drop(events);
+    assert_eq!(open.bytes().await.unwrap().as_ref(), b"data: 1\n\n");
+    let deadline = tokio::time::Instant::now() + BOUND;
+    loop {
+        let r = client
+            .get(format!("{gateway}/v1/files"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        // The slot comes back when the gateway has dropped the finished body.
+        assert_eq!(r.status(), 429);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slot never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
