@@ -42,6 +42,93 @@ pub struct Config {
     /// `[keys.NAME]`: gateway keys. None configured = an open gateway.
     #[serde(default)]
     pub keys: BTreeMap<String, crate::keys::GatewayKeyConfig>,
+    /// `[passthrough]`: which provider gets the paths the gateway does not answer itself.
+    #[serde(default)]
+    pub passthrough: PassthroughConfig,
+}
+
+/// `[passthrough]`: for each door, where its other paths (`/v1/embeddings`, `/v1/files`,
+/// `/v1/messages/batches`, ...) are forwarded. See docs/configuration.md, "Pass-through".
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassthroughConfig {
+    /// The OpenAI door's other paths.
+    #[serde(default)]
+    pub openai: PassthroughTarget,
+    /// The Anthropic door's other paths.
+    #[serde(default)]
+    pub anthropic: PassthroughTarget,
+}
+
+/// One door's pass-through: a provider's name, `true` (the default: the first provider of
+/// the door's dialect, by name) or `false` (off: those paths are a 404).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum PassthroughTarget {
+    /// On (`true`) or off (`false`).
+    Enabled(bool),
+    /// This provider.
+    Provider(String),
+}
+
+impl Default for PassthroughTarget {
+    fn default() -> Self {
+        PassthroughTarget::Enabled(true)
+    }
+}
+
+impl PassthroughConfig {
+    /// The target of the door of `dialect`.
+    pub fn target(&self, dialect: Dialect) -> &PassthroughTarget {
+        match dialect {
+            Dialect::OpenAi => &self.openai,
+            Dialect::Anthropic => &self.anthropic,
+        }
+    }
+
+    /// The provider forwarded to at the door of `dialect`, None when that door's pass-through
+    /// is off or no provider speaks its dialect.
+    pub fn provider<'a>(
+        &'a self,
+        providers: &'a BTreeMap<String, ProviderConfig>,
+        dialect: Dialect,
+    ) -> Option<(&'a str, &'a ProviderConfig)> {
+        match self.target(dialect) {
+            PassthroughTarget::Enabled(false) => None,
+            PassthroughTarget::Enabled(true) => providers
+                .iter()
+                .find(|(_, p)| p.dialect == dialect)
+                .map(|(name, p)| (name.as_str(), p)),
+            PassthroughTarget::Provider(name) => providers
+                .get_key_value(name)
+                .map(|(name, p)| (name.as_str(), p)),
+        }
+    }
+
+    fn validate(&self, providers: &BTreeMap<String, ProviderConfig>) -> Result<(), String> {
+        for (door, dialect) in [
+            ("openai", Dialect::OpenAi),
+            ("anthropic", Dialect::Anthropic),
+        ] {
+            if let PassthroughTarget::Provider(name) = self.target(dialect) {
+                match providers.get(name) {
+                    None => {
+                        return Err(format!(
+                            "passthrough.{door} names unknown provider {name:?}"
+                        ));
+                    }
+                    Some(p) if p.dialect != dialect => {
+                        return Err(format!(
+                            "passthrough.{door}: provider {name:?} speaks {}, not {door}",
+                            p.dialect
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[streaming]`: keeping answers alive. Keys are camelCase, as the original design wrote them.
@@ -545,6 +632,9 @@ impl Config {
         for (name, key) in &self.keys {
             key.validate(name).map_err(ConfigError::Invalid)?;
         }
+        self.passthrough
+            .validate(&self.providers)
+            .map_err(ConfigError::Invalid)?;
         for (alias, model) in &self.models {
             for route in std::iter::once(&model.route).chain(&model.fallbacks) {
                 let Some((provider, upstream)) = route.split_once('/') else {
@@ -592,6 +682,7 @@ impl Default for Config {
             limits: crate::limit::LimitConfig::default(),
             streams: crate::hub::StreamsConfig::default(),
             keys: BTreeMap::new(),
+            passthrough: PassthroughConfig::default(),
         }
     }
 }

@@ -49,6 +49,10 @@ pub trait WireDialect: Sync {
     /// written (with or without their version segment).
     fn api_url(&self, base_url: &str, path: &str) -> String;
 
+    /// A client's `door_path` (as sent to a door, `/v1/...`) under a provider's `base_url`,
+    /// for endpoints the gateway passes through.
+    fn forward_url(&self, base_url: &str, door_path: &str) -> String;
+
     /// The header carrying an API key, or `None` for `Authorization: Bearer`.
     fn key_header(&self) -> Option<&'static str>;
 

@@ -12,6 +12,8 @@
 //!   the same answer. That body is *derived*, not recorded: the fixture is decoded, assembled
 //!   and written with [`providers::encode_response`] of the endpoint's dialect.
 //! - `POST /v1/messages/count_tokens`: `{"input_tokens": N}`, N = request bytes / 4.
+//! - `POST /v1/embeddings` and `POST /v1/files` (multipart): deterministic answers for the
+//!   paths the gateway passes through (see `endpoints.rs`).
 //! - The fixtures are embedded in the binary at build time (build.rs), so the replay works
 //!   from any directory; tests may add bodies of their own with [`Replay::insert_fixture`].
 //! - Fault knobs are written in front of the model: `KNOBS:FIXTURE`, see [`fault`] (the knob
@@ -24,7 +26,10 @@
 //!   can prove that the gateway lets go of an upstream whose client disconnected.
 
 pub mod continuation;
+mod endpoints;
 pub mod fault;
+
+pub use endpoints::EMBEDDING_DIMENSIONS;
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));
@@ -170,6 +175,8 @@ pub async fn spawn(addr: SocketAddr) -> io::Result<Replay> {
     }
     let app = app
         .route("/v1/messages/count_tokens", post(count_tokens))
+        .route("/v1/embeddings", post(endpoints::embeddings))
+        .route("/v1/files", post(endpoints::files))
         .with_state(shared.clone());
     let cancel = shared.cancel.clone();
     let task = tokio::spawn(async move {
@@ -290,18 +297,24 @@ async fn count_tokens(State(shared): State<Arc<Shared>>, request: Request) -> Re
 
 /// Reads and records a request; the parsed body, or why it is not JSON.
 async fn record(shared: &Shared, request: Request) -> Result<(Value, Bytes), String> {
+    let (_, bytes) = record_raw(shared, request).await?;
+    let value = serde_json::from_slice::<Value>(&bytes)
+        .map_err(|e| format!("the body is not JSON: {e}"))?;
+    Ok((value, bytes))
+}
+
+/// Reads and records a request of any body; its headers and body.
+async fn record_raw(shared: &Shared, request: Request) -> Result<(HeaderMap, Bytes), String> {
     let (parts, body) = request.into_parts();
     let bytes = axum::body::to_bytes(body, 64 * 1024 * 1024)
         .await
         .map_err(|e| format!("reading the body: {e}"))?;
-    let parsed = serde_json::from_slice::<Value>(&bytes);
     lock(&shared.requests).push(Recorded {
         path: parts.uri.path().to_owned(),
-        headers: parts.headers,
-        body: parsed.as_ref().cloned().unwrap_or(Value::Null),
+        headers: parts.headers.clone(),
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
     });
-    let value = parsed.map_err(|e| format!("the body is not JSON: {e}"))?;
-    Ok((value, bytes))
+    Ok((parts.headers, bytes))
 }
 
 async fn answer(shared: &Arc<Shared>, dialect: Dialect, request: Request) -> Response {

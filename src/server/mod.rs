@@ -12,6 +12,7 @@ mod listen;
 pub(crate) use door::{json_response, parse_request};
 mod models;
 mod panic;
+mod passthrough;
 pub mod streams;
 pub mod tls;
 mod tokens;
@@ -90,8 +91,9 @@ pub fn router(state: AppState, admin: &AdminPlacement) -> Router {
         AdminPlacement::Keyed(key) => public.merge(keyed(admin_routes(), key.clone())),
         AdminPlacement::Own { .. } | AdminPlacement::Hidden => public,
     };
+    // Whatever the gateway does not answer itself (the routes above) passes through.
     routes
-        .fallback(door::not_found)
+        .fallback(passthrough::forward)
         .layer(panic::layer())
         .with_state(state)
 }

@@ -6,6 +6,7 @@
 //! says nothing; the returned stream enforces the idle timeout between chunks.
 
 mod body;
+mod forward;
 mod request;
 
 use std::collections::HashMap;
@@ -18,7 +19,8 @@ use crate::error::{ConnectionFault, GatewayError, TimeoutPhase};
 use crate::route::Route;
 
 pub use body::EventStream;
-pub use request::{ClientKey, ForwardHeaders, uses_client_key};
+pub use forward::{Forward, Forwarded, ForwardedBody};
+pub use request::{ClientKey, ForwardHeaders, forward_url, uses_client_key};
 
 /// Pooled HTTP clients, one per configured provider.
 #[derive(Debug, Clone)]

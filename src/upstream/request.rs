@@ -74,6 +74,15 @@ pub fn api_url(provider: &ProviderConfig, path: &str) -> String {
     provider.dialect.wire().api_url(&provider.base_url, path)
 }
 
+/// The URL of a client's `path` (as sent to a door, `/v1/...`) under the provider's API
+/// root, as its dialect writes base URLs.
+pub fn forward_url(provider: &ProviderConfig, path: &str) -> String {
+    provider
+        .dialect
+        .wire()
+        .forward_url(&provider.base_url, path)
+}
+
 /// Builds a POST of `body` to `url` with every header the provider expects.
 pub fn build(
     client: &reqwest::Client,
@@ -84,12 +93,25 @@ pub fn build(
     key: &ClientKey,
     forward: &ForwardHeaders,
 ) -> Result<reqwest::RequestBuilder, GatewayError> {
-    let key = choose_key(name, provider, key)?;
-    let mut request = client
+    let request = client
         .post(url)
         .header(http::header::CONTENT_TYPE, "application/json")
         .header(http::header::ACCEPT, "text/event-stream")
         .body(body);
+    authorize(request, name, provider, key, forward)
+}
+
+/// Adds the provider's own headers to `request`: its key (see [`choose_key`]) in the
+/// dialect's header, the OpenAI organization and project, the Anthropic version and the
+/// client's `anthropic-beta`.
+pub fn authorize(
+    mut request: reqwest::RequestBuilder,
+    name: &str,
+    provider: &ProviderConfig,
+    key: &ClientKey,
+    forward: &ForwardHeaders,
+) -> Result<reqwest::RequestBuilder, GatewayError> {
+    let key = choose_key(name, provider, key)?;
     let wire = provider.dialect.wire();
     if let Some(key) = &key {
         request = match wire.key_header() {
@@ -143,6 +165,28 @@ mod tests {
         assert_eq!(key.unwrap().expose(), "sk-openai");
         // Pass-through off: never used.
         assert!(choose_key("openai", &provider(Dialect::OpenAi, false), &openai_client).is_err());
+    }
+
+    #[test]
+    fn forwarded_paths_keep_one_version_segment() {
+        let openai = provider(Dialect::OpenAi, false);
+        assert_eq!(
+            forward_url(&openai, "/v1/embeddings"),
+            "http://127.0.0.1:1/v1/embeddings"
+        );
+        assert_eq!(
+            forward_url(&openai, "/embeddings"),
+            "http://127.0.0.1:1/v1/embeddings"
+        );
+        assert_eq!(
+            forward_url(&openai, "/v1beta/x"),
+            "http://127.0.0.1:1/v1/v1beta/x"
+        );
+        let anthropic = provider(Dialect::Anthropic, false);
+        assert_eq!(
+            forward_url(&anthropic, "/v1/messages/batches"),
+            "http://127.0.0.1:1/v1/messages/batches"
+        );
     }
 
     #[test]

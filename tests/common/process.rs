@@ -30,6 +30,12 @@ impl GatewayProcess {
     /// directory) and waits until it accepts connections. `body` may hold a `[server]` table
     /// of its own: the listen address goes in front of it.
     pub async fn serve(body: &str) -> GatewayProcess {
+        GatewayProcess::serve_with_env(body, &[]).await
+    }
+
+    /// [`GatewayProcess::serve`] with environment variables set for the process (provider
+    /// keys, which a test cannot set in its own process).
+    pub async fn serve_with_env(body: &str, env: &[(&str, &str)]) -> GatewayProcess {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let journal = dir.path().join("journal");
@@ -46,6 +52,7 @@ impl GatewayProcess {
             .args(["serve", "--config"])
             .arg(&path)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

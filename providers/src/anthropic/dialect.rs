@@ -72,6 +72,11 @@ impl WireDialect for AnthropicMessages {
         format!("{}{path}", base.strip_suffix("/v1").unwrap_or(base))
     }
 
+    fn forward_url(&self, base_url: &str, door_path: &str) -> String {
+        // The base URL is the host: the door's `/v1` is part of the path.
+        self.api_url(base_url, door_path)
+    }
+
     fn key_header(&self) -> Option<&'static str> {
         Some("x-api-key")
     }

@@ -42,6 +42,15 @@ impl WireDialect for OpenAiChat {
         format!("{}{path}", base_url.trim_end_matches('/'))
     }
 
+    fn forward_url(&self, base_url: &str, door_path: &str) -> String {
+        // The door's `/v1` is the version the base URL already ends with.
+        let path = door_path
+            .strip_prefix("/v1")
+            .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+            .unwrap_or(door_path);
+        self.api_url(base_url, path)
+    }
+
     fn key_header(&self) -> Option<&'static str> {
         None
     }

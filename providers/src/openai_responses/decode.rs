@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use super::DIALECT;
 use super::wire::{ResponseHead, WireUsage};
-use crate::decode::{FrameDecoder, FrameError};
+use crate::codec::{FrameDecoder, FrameError};
 use crate::error::{CutPoint, UpstreamError};
 use crate::event::{
     AgentEvent, BlockKind, Extra, FinishReason, StreamEnd, StreamStart, Usage, UsageBasis,

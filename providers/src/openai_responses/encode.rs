@@ -15,7 +15,7 @@ use super::output::{
     Ending, Head, OutItem, OutKind, PartOut, extra_id, json_err, out_of_order, response_json,
     status_of_done, unsupported_choice,
 };
-use crate::encode::{EncodeOptions, EventEncoder};
+use crate::codec::{EncodeOptions, EventEncoder};
 use crate::error::EncodeError;
 use crate::event::{AgentEvent, BlockKind, ErrorInfo, Extra, StreamEnd, Usage};
 use crate::sse::write_json_frame;

@@ -5,9 +5,11 @@ use serde_json::Value;
 
 use super::{Decoder, Encoder, response_body};
 use crate::assemble::{Assembler, Message};
-use crate::decode::{FrameDecoder, FrameError, StreamDecoder};
+use crate::codec::{EncodeOptions, EventEncoder};
+use crate::codec::{FrameDecoder, FrameError};
+use crate::decode::StreamDecoder;
 use crate::dialect::Dialect;
-use crate::encode::{EncodeOptions, EventEncoder, StreamEncoder};
+use crate::encode::StreamEncoder;
 use crate::error::{CutPoint, UpstreamError};
 use crate::event::{AgentEvent, BlockKind, ErrorInfo, FinishReason, StreamEnd, StreamStart, Usage};
 use crate::sse::{SseError, SseFrame, SseParser};
