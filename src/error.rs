@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::hub::{HubError, LiveScope};
 use http::StatusCode;
 use providers::event::ErrorInfo;
-use providers::request::RequestError;
+use providers::request::{ParseError, RequestError};
 use providers::untrusted::untrusted;
 use providers::{DecodeError, Dialect};
 use serde_json::{Value, json};
@@ -162,6 +162,16 @@ pub enum GatewayError {
     /// A bug or an impossible state inside the gateway.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<ParseError> for GatewayError {
+    fn from(e: ParseError) -> Self {
+        match e {
+            ParseError::TooManyValues { limit } => GatewayError::TooManyJsonValues { limit },
+            ParseError::NotJson(message) => GatewayError::MalformedJson(message),
+            ParseError::Request(e) => GatewayError::Request(e),
+        }
+    }
 }
 
 /// `; retry in N s` when a wait is known.

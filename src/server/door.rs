@@ -6,7 +6,6 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use providers::request::{CensusError, ChatRequest};
 use providers::{AgentEvent, Assembler, Dialect, EncodeOptions, StreamEncoder, encode_response};
 
 use super::AppState;
@@ -71,7 +70,7 @@ async fn start(
     let caller = authenticate(state.engine.keyring(), door, &parts.headers)?;
     let limit = state.engine.config().server.max_body_bytes;
     let bytes = read_body(body, limit).await?;
-    let request = parse_request(
+    let request = providers::request::parse(
         door,
         &bytes,
         state.engine.config().server.max_body_json_values,
@@ -136,32 +135,6 @@ pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, Gateway
             tracing::debug!(error = %e, "reading a request body failed");
             GatewayError::MalformedJson("it could not be read to its end".into())
         }
-    })
-}
-
-/// Parses a door's JSON body into the unified request, refusing a body of more than
-/// `max_values` JSON values before building anything (see [`providers::request::count_values`]).
-/// The tree is built once and taken apart into the request, never copied, so parsing costs
-/// the body's strings once plus at most about a hundred bytes per value.
-pub(crate) fn parse_request(
-    door: Dialect,
-    bytes: &[u8],
-    max_values: usize,
-) -> Result<ChatRequest, GatewayError> {
-    providers::request::count_values(bytes, max_values).map_err(|e| match e {
-        CensusError::TooManyValues { limit } => GatewayError::TooManyJsonValues { limit },
-        CensusError::Syntax(message) => GatewayError::MalformedJson(message),
-    })?;
-    let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| GatewayError::MalformedJson(e.to_string()))?;
-    if !value.is_object() {
-        return Err(GatewayError::MalformedJson(
-            "the body must be a JSON object".into(),
-        ));
-    }
-    Ok(match door {
-        Dialect::OpenAi => ChatRequest::from_openai_value(value)?,
-        Dialect::Anthropic => ChatRequest::from_anthropic_value(value)?,
     })
 }
 

@@ -9,7 +9,7 @@ pub mod exposure;
 mod keys;
 mod listen;
 
-pub(crate) use door::{json_response, parse_request};
+pub(crate) use door::json_response;
 mod models;
 mod panic;
 pub mod streams;

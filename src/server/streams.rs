@@ -24,9 +24,7 @@ use providers::{AgentEvent, Dialect, Envelope};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::door::{
-    authenticate, client_key, error_response, json_response, parse_request, read_body,
-};
+use super::door::{authenticate, client_key, error_response, json_response, read_body};
 use super::{AppState, door_dialect};
 use crate::engine::{Call, Events};
 use crate::error::GatewayError;
@@ -75,7 +73,7 @@ pub(crate) async fn start_stream(
     body: Bytes,
     headers: &HeaderMap,
 ) -> Result<Arc<Entry>, GatewayError> {
-    let request = parse_request(
+    let request = providers::request::parse(
         door,
         &body,
         state.engine.config().server.max_body_json_values,

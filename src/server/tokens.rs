@@ -10,9 +10,7 @@ use providers::Dialect;
 use serde_json::{Value, json};
 
 use super::EngineState;
-use super::door::{
-    authenticate, client_key, error_response, json_response, parse_request, read_body,
-};
+use super::door::{authenticate, client_key, error_response, json_response, read_body};
 use crate::error::GatewayError;
 use crate::route;
 use crate::upstream::ForwardHeaders;
@@ -39,7 +37,7 @@ async fn count(engine: &EngineState, request: Request) -> Result<Value, GatewayE
     let (parts, body) = request.into_parts();
     let caller = authenticate(engine.keyring(), Dialect::Anthropic, &parts.headers)?;
     let bytes = read_body(body, engine.config().server.max_body_bytes).await?;
-    let request = parse_request(
+    let request = providers::request::parse(
         Dialect::Anthropic,
         &bytes,
         engine.config().server.max_body_json_values,

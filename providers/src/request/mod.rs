@@ -79,6 +79,7 @@ mod error;
 mod fields;
 mod openai_in;
 mod openai_out;
+mod parse;
 mod rules;
 mod unified;
 
@@ -89,6 +90,7 @@ pub use anthropic_out::MIN_THINKING_BUDGET;
 pub use capability::{Capabilities, reasons_by_family};
 pub use census::{CensusError, count_values};
 pub use error::RequestError;
+pub use parse::{ParseError, parse};
 pub use unified::{
     ChatRequest, Effort, FunctionTool, ImageSource, Message, Origin, Part, Reasoning, Role,
     SystemPart, Tool, ToolChoice,
