@@ -8,6 +8,7 @@
 //! - [`client`]: the reference client of the native door: follows a stream from a seq and
 //!   reconnects without repeating or skipping an event (`streamgate tail`).
 //! - [`config`]: the TOML configuration; [`secret`]: keys that never print.
+//! - [`caps`]: output caps per key and alias, applied to the unified request.
 //! - [`route`]: requested model -> routes (alias, `provider/model`, family).
 //! - [`upstream`]: one provider call (reqwest), its SSE body as Agent Events, with timeouts.
 //! - [`engine`]: a door's request -> the chosen upstream's events.
@@ -28,6 +29,7 @@
 //! The dialect adapters and the Agent Event Stream types live in the `providers` crate.
 
 pub mod batch;
+pub mod caps;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -5,12 +5,9 @@
 //! anything reached the client switches attempts freely; a failure after it continues the
 //! answer through the [`crate::splice::Splicer`], so the client sees one stream.
 
-mod caps;
 mod hedge;
 mod resume;
 mod run;
-
-pub use caps::OutputCaps;
 
 use std::pin::Pin;
 use std::sync::Arc;

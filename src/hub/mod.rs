@@ -9,7 +9,6 @@
 //! once ([`capacity`]). Every event is journaled before any client sees it (docs/journal.md).
 
 mod capacity;
-mod config;
 mod entry;
 mod generate;
 mod persist;
@@ -23,8 +22,8 @@ use providers::untrusted::untrusted;
 use providers::{Dialect, Stamper};
 use serde::Serialize;
 
+pub use crate::config::{FsyncMode, JournalSettings, StreamsConfig, WebSocketSettings};
 pub use capacity::{LiveScope, LiveSlot};
-pub use config::{FsyncMode, JournalSettings, StreamsConfig, WebSocketSettings};
 pub use entry::{
     Entry, FORGOTTEN_CODE, MAX_BATCH_BYTES, Status, StoredEvent, StreamInfo, Subscription,
 };

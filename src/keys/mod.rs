@@ -9,7 +9,7 @@
 
 mod config;
 
-use crate::engine::OutputCaps;
+use crate::caps::OutputCaps;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
