@@ -221,7 +221,7 @@ impl Engine {
         let client = call
             .caller
             .client_id()
-            .unwrap_or_else(|| crate::limit::ClientId::from_client_key(&call.key));
+            .unwrap_or_else(|| crate::limit::ClientId::from_secret(call.key.key.as_ref()));
         let permit = self
             .limiter
             .acquire(
