@@ -16,6 +16,7 @@
 //! - [`splice`]: joins the attempts of one answer into one client stream.
 //! - [`stream_id`]: the one rule for stream ids, checked by every door.
 //! - [`hub`]: streams detached from connections: fan-out, resume, retention, journal.
+//! - [`respond`]: JSON responses, shared by the doors and the replay upstream.
 //! - [`server`]: the HTTP doors (axum): OpenAI, Anthropic, models, health.
 //! - [`ws`]: the WebSocket door's protocol without I/O: subprotocols, frames, per-message
 //!   compression, sharding, and the reference client's decoder.
@@ -42,6 +43,7 @@ pub mod keys;
 pub mod limit;
 pub mod replay;
 pub mod resilience;
+pub mod respond;
 pub mod route;
 pub mod secret;
 pub mod server;

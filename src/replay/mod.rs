@@ -695,7 +695,7 @@ fn error(dialect: Dialect, status: StatusCode, message: &str) -> Response {
     json_response(status, &body)
 }
 
-use crate::server::json_response;
+use crate::respond::json_response;
 
 #[cfg(test)]
 mod knob_tests;

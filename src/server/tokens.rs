@@ -9,9 +9,10 @@ use http::StatusCode;
 use providers::Dialect;
 use serde_json::{Value, json};
 
-use super::EngineState;
-use super::door::{authenticate, client_key, error_response, json_response, read_body};
+use super::common::{authenticate, client_key, error_response, read_body};
+use super::state::EngineState;
 use crate::error::GatewayError;
+use crate::respond::json_response;
 use crate::route;
 use crate::upstream::ForwardHeaders;
 
