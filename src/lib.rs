@@ -27,7 +27,9 @@
 //! - [`journal`]: the durable on-disk journal of every stream's Agent Events, and recovery.
 //! - [`replay`]: a fake OpenAI + Anthropic upstream serving the recorded fixtures (demo, tests).
 //!
-//! The dialect adapters and the Agent Event Stream types live in the `providers` crate.
+//! The dialect adapters and the Agent Event Stream types live in the `providers` crate. The
+//! modules form layers without cycles (docs/architecture.md, enforced by
+//! `tests/module_graph.rs`).
 
 pub mod batch;
 pub mod caps;
