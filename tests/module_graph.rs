@@ -101,7 +101,8 @@ fn blank(src: &str) -> Vec<u8> {
             // A char literal ('x', '\n', '\u{7f}', '{') or a lifetime ('a, 'static).
             let start = i;
             if next == Some(b'\\') {
-                i += 2;
+                // Past the escaped character, which may itself be a quote ('\'').
+                i += 3;
                 while i < b.len() && b[i] != b'\'' {
                     i += 1;
                 }
@@ -577,7 +578,7 @@ fn the_scan_sees_every_form_of_path_and_nothing_in_comments_or_strings() {
         ),
         (
             "c.rs",
-            "const R: &str = r#\"crate::a \"# ; const C: char = '{'; fn f<'a>(x: &'a str) {}\n",
+            "const R: &str = r#\"crate::a \"# ; const C: char = '{'; const Q: [char; 2] = ['\\'','\"']; const S: &str = \"crate::a\"; fn f<'a>(x: &'a str) {}\n",
         ),
         (
             "d.rs",
