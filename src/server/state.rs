@@ -18,11 +18,12 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// Streams detached from their connections.
     pub hub: Arc<Hub>,
-    /// Cancelled when [`serve`](super::serve)'s shutdown signal fires: upgraded WebSocket connections are
-    /// no longer hyper's to drain, so they watch this to close with 1001 (going away).
+    /// Cancelled when [`serve`](super::serve)'s shutdown signal fires: upgraded WebSocket
+    /// connections are no longer hyper's to drain, so they watch this to close with 1001
+    /// (going away).
     pub shutdown: CancellationToken,
-    /// The open WebSocket connections, which [`serve`](super::serve) waits for (a little) after shutdown so
-    /// that their close frames go out before the process ends.
+    /// The open WebSocket connections, which [`serve`](super::serve) waits for (a little) after
+    /// shutdown so that their close frames go out before the process ends.
     pub websockets: TaskTracker,
 }
 
