@@ -11,6 +11,10 @@ use std::path::{Path, PathBuf};
 use providers::Dialect;
 use serde::Deserialize;
 
+mod streams;
+
+pub use streams::{FsyncMode, JournalSettings, StreamsConfig, WebSocketSettings};
+
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
@@ -38,7 +42,7 @@ pub struct Config {
     pub limits: crate::limit::LimitConfig,
     /// `[streams]`: detached streams, resume, journal, WebSocket door.
     #[serde(default)]
-    pub streams: crate::hub::StreamsConfig,
+    pub streams: StreamsConfig,
     /// `[keys.NAME]`: gateway keys. None configured = an open gateway.
     #[serde(default)]
     pub keys: BTreeMap<String, crate::keys::GatewayKeyConfig>,
@@ -167,7 +171,7 @@ impl StreamingConfig {
     /// file wrote itself.
     fn apply(
         &self,
-        websocket: &mut crate::hub::WebSocketSettings,
+        websocket: &mut WebSocketSettings,
         websocket_keys: &[&str],
     ) -> Result<(), ConfigError> {
         let clash = |key: &str, native: &str| {
@@ -532,8 +536,8 @@ pub struct ModelConfig {
 
 impl ModelConfig {
     /// The alias's output caps.
-    pub fn output_caps(&self) -> crate::engine::OutputCaps {
-        crate::engine::OutputCaps {
+    pub fn output_caps(&self) -> crate::caps::OutputCaps {
+        crate::caps::OutputCaps {
             max_output_tokens: self.max_output_tokens,
             max_n: self.max_n,
         }
@@ -680,7 +684,7 @@ impl Default for Config {
             translation: TranslationConfig::default(),
             streaming: StreamingConfig::default(),
             limits: crate::limit::LimitConfig::default(),
-            streams: crate::hub::StreamsConfig::default(),
+            streams: StreamsConfig::default(),
             keys: BTreeMap::new(),
             passthrough: PassthroughConfig::default(),
         }

@@ -10,14 +10,18 @@
 
 use std::time::Duration;
 
-use crate::hub::{HubError, LiveScope};
 use http::StatusCode;
 use providers::error::ErrorReport;
 use providers::event::ErrorInfo;
+use providers::parse::ParseError;
 use providers::request::RequestError;
 use providers::untrusted::untrusted;
 use providers::{DecodeError, Dialect};
 use serde_json::Value;
+
+mod refusal;
+
+pub use refusal::{AuthFailure, HubError, LiveScope};
 
 /// Everything that can go wrong while answering a request.
 #[derive(Debug, thiserror::Error)]
@@ -61,10 +65,10 @@ pub enum GatewayError {
     },
     /// Gateway keys are configured and the request brought none that matches.
     #[error("{}", match .0 {
-        crate::keys::AuthFailure::Missing => "a gateway key is required: send it as Authorization: Bearer or x-api-key",
-        crate::keys::AuthFailure::Invalid => "the gateway key is not valid",
+        AuthFailure::Missing => "a gateway key is required: send it as Authorization: Bearer or x-api-key",
+        AuthFailure::Invalid => "the gateway key is not valid",
     })]
-    Unauthenticated(crate::keys::AuthFailure),
+    Unauthenticated(AuthFailure),
     /// The request's gateway key may not use the model asked for.
     #[error("this gateway key may not use model {}", untrusted(.model))]
     ModelNotAllowed {
@@ -156,13 +160,23 @@ pub enum GatewayError {
     Ended(ErrorInfo),
     /// A stream of the hub cannot be found, resumed or named as asked.
     #[error(transparent)]
-    Hub(#[from] crate::hub::HubError),
+    Hub(#[from] HubError),
     /// A WebSocket upgrade the gateway refuses (e.g. no subprotocol it speaks).
     #[error("{0}")]
     Upgrade(String),
     /// A bug or an impossible state inside the gateway.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<ParseError> for GatewayError {
+    fn from(e: ParseError) -> Self {
+        match e {
+            ParseError::TooManyValues { limit } => GatewayError::TooManyJsonValues { limit },
+            ParseError::NotJson(message) => GatewayError::MalformedJson(message),
+            ParseError::Request(e) => GatewayError::Request(e),
+        }
+    }
 }
 
 /// `; retry in N s` when a wait is known.
@@ -714,9 +728,9 @@ mod tests {
             16 => GatewayError::Upgrade(text(rng)),
             17 => GatewayError::Internal(text(rng)),
             18 => GatewayError::Unauthenticated(if rng.bool() {
-                crate::keys::AuthFailure::Missing
+                AuthFailure::Missing
             } else {
-                crate::keys::AuthFailure::Invalid
+                AuthFailure::Invalid
             }),
             19 => GatewayError::ModelNotAllowed { model: text(rng) },
             20 => GatewayError::BodyTimeout {

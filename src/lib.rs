@@ -8,6 +8,7 @@
 //! - [`client`]: the reference client of the native door: follows a stream from a seq and
 //!   reconnects without repeating or skipping an event (`streamgate tail`).
 //! - [`config`]: the TOML configuration; [`secret`]: keys that never print.
+//! - [`caps`]: output caps per key and alias, applied to the unified request.
 //! - [`route`]: requested model -> routes (alias, `provider/model`, family).
 //! - [`upstream`]: one provider call (reqwest), its SSE body as Agent Events, with timeouts.
 //! - [`engine`]: a door's request -> the chosen upstream's events.
@@ -15,6 +16,7 @@
 //! - [`splice`]: joins the attempts of one answer into one client stream.
 //! - [`stream_id`]: the one rule for stream ids, checked by every door.
 //! - [`hub`]: streams detached from connections: fan-out, resume, retention, journal.
+//! - [`respond`]: JSON responses, shared by the doors and the replay upstream.
 //! - [`server`]: the HTTP doors (axum): OpenAI, Anthropic, models, health.
 //! - [`ws`]: the WebSocket door's protocol without I/O: subprotocols, frames, per-message
 //!   compression, sharding, and the reference client's decoder.
@@ -25,9 +27,12 @@
 //! - [`journal`]: the durable on-disk journal of every stream's Agent Events, and recovery.
 //! - [`replay`]: a fake OpenAI + Anthropic upstream serving the recorded fixtures (demo, tests).
 //!
-//! The dialect adapters and the Agent Event Stream types live in the `providers` crate.
+//! The dialect adapters and the Agent Event Stream types live in the `providers` crate. The
+//! modules form layers without cycles (docs/architecture.md, enforced by
+//! `tests/module_graph.rs`).
 
 pub mod batch;
+pub mod caps;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -40,6 +45,7 @@ pub mod keys;
 pub mod limit;
 pub mod replay;
 pub mod resilience;
+pub mod respond;
 pub mod route;
 pub mod secret;
 pub mod server;

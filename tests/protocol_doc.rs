@@ -174,7 +174,7 @@ fn generate(name: &str) -> String {
         "event-catalog" => event_catalog(),
         "request-decisions" => module_doc("providers/src/request/mod.rs", "# Decisions"),
         "limits-config" => module_doc("src/limit/mod.rs", "# Configuration: `[limits]`"),
-        "streams-config" => module_doc("src/hub/config.rs", "# Configuration: `[streams]`"),
+        "streams-config" => module_doc("src/config/streams.rs", "# Configuration: `[streams]`"),
         other => match (
             other.strip_prefix("example "),
             other.strip_prefix("cut-example "),

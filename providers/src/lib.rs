@@ -26,6 +26,7 @@ pub mod error;
 pub mod event;
 pub mod openai_chat;
 pub mod openai_responses;
+pub mod parse;
 pub mod request;
 pub mod sse;
 pub mod stamp;

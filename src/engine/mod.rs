@@ -5,12 +5,9 @@
 //! anything reached the client switches attempts freely; a failure after it continues the
 //! answer through the [`crate::splice::Splicer`], so the client sees one stream.
 
-mod caps;
 mod hedge;
 mod resume;
 mod run;
-
-pub use caps::OutputCaps;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -224,7 +221,7 @@ impl Engine {
         let client = call
             .caller
             .client_id()
-            .unwrap_or_else(|| crate::limit::ClientId::from_client_key(&call.key));
+            .unwrap_or_else(|| crate::limit::ClientId::from_secret(call.key.key.as_ref()));
         let permit = self
             .limiter
             .acquire(

@@ -10,32 +10,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// Which live-stream cap refused a new stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LiveScope {
-    /// `streams.max_live`: every live stream of the gateway.
-    Gateway,
-    /// `streams.max_live_per_key`: the live streams of the caller's gateway key.
-    Key,
-}
-
-impl LiveScope {
-    /// The `[streams]` setting of this cap.
-    pub fn config_key(self) -> &'static str {
-        match self {
-            LiveScope::Gateway => "max_live",
-            LiveScope::Key => "max_live_per_key",
-        }
-    }
-
-    /// Whose streams the cap counts, for messages.
-    pub fn words(self) -> &'static str {
-        match self {
-            LiveScope::Gateway => "on this gateway",
-            LiveScope::Key => "for this gateway key",
-        }
-    }
-}
+use crate::error::LiveScope;
 
 #[derive(Debug, Default)]
 struct Counts {

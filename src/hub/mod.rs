@@ -9,7 +9,6 @@
 //! once ([`capacity`]). Every event is journaled before any client sees it (docs/journal.md).
 
 mod capacity;
-mod config;
 mod entry;
 mod generate;
 mod persist;
@@ -19,12 +18,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use providers::untrusted::untrusted;
 use providers::{Dialect, Stamper};
 use serde::Serialize;
 
-pub use capacity::{LiveScope, LiveSlot};
-pub use config::{FsyncMode, JournalSettings, StreamsConfig, WebSocketSettings};
+pub use crate::config::{FsyncMode, JournalSettings, StreamsConfig, WebSocketSettings};
+pub use crate::error::{HubError, LiveScope};
+pub use capacity::LiveSlot;
 pub use entry::{
     Entry, FORGOTTEN_CODE, MAX_BATCH_BYTES, Status, StoredEvent, StreamInfo, Subscription,
 };
@@ -34,48 +33,6 @@ use crate::engine::{Answer, Engine, unix_now_ms};
 use crate::journal::{JournalStats, OwnedRecord};
 use capacity::LiveCounts;
 use persist::Persist;
-
-/// Why the hub refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum HubError {
-    /// No stream has this id (never had, or it was forgotten after its retention).
-    #[error("no stream {}: it never existed or is no longer retained", untrusted(.id))]
-    UnknownStream {
-        /// The id asked for.
-        id: String,
-    },
-    /// A resume from a seq the stream has not reached.
-    #[error("stream {} has no event after seq {after}: its last seq is {}", untrusted(.id), last.map_or("none (no events yet)".to_string(), |l| l.to_string()))]
-    SeqBeyondEnd {
-        /// The stream.
-        id: String,
-        /// The seq asked to resume after.
-        after: u64,
-        /// The stream's last seq so far.
-        last: Option<u64>,
-    },
-    /// A client-chosen stream id already names another stream.
-    #[error("stream id {} is already in use", untrusted(.id))]
-    DuplicateStream {
-        /// The id.
-        id: String,
-    },
-    /// A stream id outside [`crate::stream_id`]'s rule: characters other than
-    /// `[A-Za-z0-9._:-]`, empty or too long.
-    #[error("stream id {} is not valid: 1 to 128 characters of A-Z a-z 0-9 . _ : -", untrusted(.id))]
-    InvalidId {
-        /// The id.
-        id: String,
-    },
-    /// One more live stream would pass `streams.max_live` or `streams.max_live_per_key`.
-    #[error("too many live streams {}: at most {limit} (streams.{}); retry when one has ended", .scope.words(), .scope.config_key())]
-    TooManyLive {
-        /// Which cap.
-        scope: LiveScope,
-        /// Its value.
-        limit: usize,
-    },
-}
 
 /// The `Retry-After` hint of [`HubError::TooManyLive`]: room comes back when some stream
 /// ends, which nobody can predict; a second keeps well-behaved clients from spinning.

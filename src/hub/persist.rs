@@ -233,7 +233,7 @@ impl Hub {
                 let mut stamper = Stamper::resume(entry.id().to_owned(), next);
                 let answer = async {
                     // Counted when it came in; a lower limit since must not lose it.
-                    let request = crate::server::parse_request(door, &body, usize::MAX)?;
+                    let request = providers::parse::parse(door, &body, usize::MAX)?;
                     let call = Call {
                         door,
                         request,

@@ -5,7 +5,7 @@ use std::num::{NonZeroU32, NonZeroU64};
 
 use serde::Deserialize;
 
-use crate::engine::OutputCaps;
+use crate::caps::OutputCaps;
 use crate::limit::{Budget, Quotas};
 
 /// Longest key name: names show in `/admin` and in logs.

@@ -9,13 +9,14 @@
 
 mod config;
 
-use crate::engine::OutputCaps;
+use crate::caps::OutputCaps;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 
+pub use crate::error::AuthFailure;
 pub use config::{GatewayKeyConfig, MAX_NAME_LEN};
 
 use crate::error::GatewayError;
@@ -50,15 +51,6 @@ pub enum KeyringError {
         /// The variable (never its value).
         var: String,
     },
-}
-
-/// Why a request was not authenticated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthFailure {
-    /// No key was presented.
-    Missing,
-    /// A key was presented and matches none.
-    Invalid,
 }
 
 /// One configured key, as the request path sees it.

@@ -6,7 +6,6 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::OnceLock;
 
 use crate::secret::Secret;
-use crate::upstream::ClientKey;
 
 /// A client's identity for rate limits: a keyed hash of its credential (SipHash under a seed
 /// drawn once per process, so it cannot be reversed or precomputed), or anonymous. Prints as
@@ -33,13 +32,8 @@ impl ClientId {
         ClientId(Some(seed().hash_one(("gateway-key", name))))
     }
 
-    /// The identity of the key a client presented at a door (the same key at either door is the
-    /// same client).
-    pub fn from_client_key(key: &ClientKey) -> ClientId {
-        ClientId::from_secret(key.key.as_ref())
-    }
-
-    /// The identity of a wrapped key.
+    /// The identity of a wrapped key, such as the one a client presented at a door (the same
+    /// key at either door is the same client).
     pub fn from_secret(key: Option<&Secret>) -> ClientId {
         ClientId::from_credential(key.map(Secret::expose))
     }

@@ -693,7 +693,7 @@ fn error(dialect: Dialect, status: StatusCode, message: &str) -> Response {
     json_response(status, &dialect.wire().error_body(&report))
 }
 
-use crate::server::json_response;
+use crate::respond::json_response;
 
 #[cfg(test)]
 mod knob_tests;

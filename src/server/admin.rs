@@ -126,7 +126,7 @@ pub(super) async fn require_key(
     match presented {
         Some(token) if key.matches(token) => next.run(request).await,
         _ => {
-            let mut answer = super::json_response(
+            let mut answer = crate::respond::json_response(
                 StatusCode::UNAUTHORIZED,
                 &serde_json::json!({"error": {
                     "type": "authentication_error",

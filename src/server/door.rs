@@ -1,22 +1,21 @@
 //! The chat doors: `POST /v1/chat/completions` (OpenAI) and `POST /v1/messages` (Anthropic),
 //! streaming and not, over any upstream.
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::Request;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use futures_util::StreamExt;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
-use providers::request::{CensusError, ChatRequest};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use providers::{AgentEvent, Assembler, Dialect, EncodeOptions, StreamEncoder, encode_response};
 
-use super::AppState;
+use super::common::{authenticate, client_key, door_dialect, error_response, read_body};
+use super::state::AppState;
 use super::streams::STREAM_ID_HEADER;
 use crate::batch::ready_batches;
 use crate::engine::{Call, Events};
 use crate::error::GatewayError;
-use crate::keys::{Caller, Keyring};
-use crate::secret::Secret;
-use crate::upstream::{ClientKey, ForwardHeaders};
+use crate::respond::json_response;
+use crate::upstream::ForwardHeaders;
 
 /// Request header asking for a resumable answer (`true`), when `streams.doors_resumable` is
 /// not already on.
@@ -25,7 +24,7 @@ pub const RESUMABLE_HEADER: &str = "streamgate-resumable";
 /// Any other path: a 404 in the dialect the client seems to speak.
 pub async fn not_found(headers: HeaderMap, uri: http::Uri) -> Response {
     error_response(
-        super::door_dialect(&headers),
+        door_dialect(&headers),
         &GatewayError::NotFound {
             path: uri.path().to_owned(),
         },
@@ -61,7 +60,7 @@ async fn start(
     let caller = authenticate(state.engine.keyring(), door, &parts.headers)?;
     let limit = state.engine.config().server.max_body_bytes;
     let bytes = read_body(body, limit).await?;
-    let request = parse_request(
+    let request = providers::parse::parse(
         door,
         &bytes,
         state.engine.config().server.max_body_json_values,
@@ -95,94 +94,6 @@ async fn start(
     let answer = state.engine.answer(call).await?;
     tracing::info!(door = %door, route = %answer.route, stream = streaming, "answering");
     Ok((streaming, options, None, answer.events))
-}
-
-/// The body, up to `limit` bytes (413 beyond), within the listener's body read timeout (408
-/// after it).
-pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, GatewayError> {
-    // A `Content-Length` over the limit is refused before a byte of the body is read (a
-    // chunked body is cut off by `to_bytes` as soon as it passes the limit).
-    if usize::try_from(axum::body::HttpBody::size_hint(&body).lower()).map_or(true, |n| n > limit) {
-        return Err(GatewayError::BodyTooLarge { limit });
-    }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        // to_bytes reports the limit, and the listener its deadline, through the error's
-        // source chain.
-        let mut chain =
-            std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
-                e.source()
-            });
-        if let Some(timed_out) = chain
-            .clone()
-            .find_map(|e| e.downcast_ref::<super::listen::BodyTimedOut>())
-        {
-            GatewayError::BodyTimeout {
-                timeout_ms: timed_out.timeout_ms,
-            }
-        } else if chain.any(|e| e.to_string().contains("length limit")) {
-            GatewayError::BodyTooLarge { limit }
-        } else {
-            // The transport's words (hyper's) stay in the log.
-            tracing::debug!(error = %e, "reading a request body failed");
-            GatewayError::MalformedJson("it could not be read to its end".into())
-        }
-    })
-}
-
-/// Parses a door's JSON body into the unified request, refusing a body of more than
-/// `max_values` JSON values before building anything (see [`providers::request::count_values`]).
-/// The tree is built once and taken apart into the request, never copied, so parsing costs
-/// the body's strings once plus at most about a hundred bytes per value.
-pub(crate) fn parse_request(
-    door: Dialect,
-    bytes: &[u8],
-    max_values: usize,
-) -> Result<ChatRequest, GatewayError> {
-    providers::request::count_values(bytes, max_values).map_err(|e| match e {
-        CensusError::TooManyValues { limit } => GatewayError::TooManyJsonValues { limit },
-        CensusError::Syntax(message) => GatewayError::MalformedJson(message),
-    })?;
-    let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| GatewayError::MalformedJson(e.to_string()))?;
-    if !value.is_object() {
-        return Err(GatewayError::MalformedJson(
-            "the body must be a JSON object".into(),
-        ));
-    }
-    Ok(door.wire().parse_request(value)?)
-}
-
-/// The caller a request's headers authenticate at `door`: its gateway key (401 in the door's
-/// dialect when keys are configured and none matches), or anyone on an open gateway.
-pub(super) fn authenticate(
-    keyring: &Keyring,
-    door: Dialect,
-    headers: &HeaderMap,
-) -> Result<Caller, GatewayError> {
-    keyring
-        .authenticate(crate::keys::presented(door, headers))
-        .map_err(GatewayError::Unauthenticated)
-}
-
-/// The client's own provider key, for providers with `pass_through_client_key`. On an open
-/// gateway it is the credential the client's SDK sent: `Authorization: Bearer` (both SDKs
-/// can) or Anthropic's `x-api-key`. With gateway keys those carry the gateway key, and a
-/// provider key comes in its own header, [`crate::keys::PROVIDER_KEY_HEADER`].
-pub(super) fn client_key(door: Dialect, headers: &HeaderMap, keyring: &Keyring) -> ClientKey {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let key = if keyring.is_open() {
-        let bearer = crate::keys::bearer(headers);
-        match door.wire().key_header() {
-            Some(name) => text(name).or(bearer),
-            None => bearer,
-        }
-    } else {
-        text(crate::keys::PROVIDER_KEY_HEADER)
-    };
-    ClientKey {
-        door,
-        key: key.filter(|k| !k.is_empty()).map(Secret::new),
-    }
 }
 
 /// Most events taken from the upstream at once into one write to the client.
@@ -260,47 +171,4 @@ fn encode_error(door: Dialect, e: providers::EncodeError) -> GatewayError {
         }
         other => GatewayError::Internal(format!("the answer could not be encoded: {other}")),
     }
-}
-
-/// An error before the response started: the right status, the door's error shape.
-pub(super) fn error_response(door: Dialect, error: &GatewayError) -> Response {
-    if error.status().is_server_error() {
-        tracing::warn!(error = %error, "request failed");
-    }
-    let mut response = json_response(error.status(), &error.body(door));
-    let retry_after = match error {
-        GatewayError::UpstreamStatus {
-            retry_after: Some(after),
-            ..
-        }
-        | GatewayError::Unavailable {
-            retry_after: Some(after),
-            ..
-        } => Some(crate::error::retry_after_secs(*after)),
-        GatewayError::RateLimited(l) => Some(l.retry_after_secs()),
-        GatewayError::Hub(crate::hub::HubError::TooManyLive { .. }) => {
-            Some(crate::error::retry_after_secs(crate::hub::LIVE_RETRY_AFTER))
-        }
-        _ => None,
-    };
-    if let Some(secs) = retry_after
-        && let Ok(v) = HeaderValue::from_str(&secs.to_string())
-    {
-        response.headers_mut().insert(header::RETRY_AFTER, v);
-    }
-    response
-}
-
-/// A JSON response with its content type.
-pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
-    (
-        status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        bytes,
-    )
-        .into_response()
 }

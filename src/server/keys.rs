@@ -6,9 +6,9 @@ use axum::response::Response;
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use super::EngineState;
-use super::door::json_response;
+use super::state::EngineState;
 use crate::limit::ClientId;
+use crate::respond::json_response;
 
 /// The handler.
 pub async fn admin(State(engine): State<EngineState>) -> Response {

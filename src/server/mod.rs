@@ -4,83 +4,30 @@
 
 pub mod admin;
 mod body;
+mod common;
 mod door;
 pub mod exposure;
 mod keys;
 mod listen;
 
-pub(crate) use door::{json_response, parse_request};
 mod models;
 mod panic;
 mod passthrough;
+mod state;
 pub mod streams;
 pub mod tls;
 mod tokens;
 mod ws;
 
 use std::future::Future;
-use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{FromRef, Request, State};
+use axum::extract::{Request, State};
 use axum::routing::{get, post};
-use providers::Dialect;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
-use crate::engine::Engine;
-use crate::error::GatewayError;
-use crate::hub::Hub;
 use admin::{AdminKey, AdminPlacement};
-
-/// Shared by every handler: the engine that answers and the hub that keeps streams.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    /// The request path.
-    pub engine: Arc<Engine>,
-    /// Streams detached from their connections.
-    pub hub: Arc<Hub>,
-    /// Cancelled when [`serve`]'s shutdown signal fires: upgraded WebSocket connections are
-    /// no longer hyper's to drain, so they watch this to close with 1001 (going away).
-    pub shutdown: CancellationToken,
-    /// The open WebSocket connections, which [`serve`] waits for (a little) after shutdown so
-    /// that their close frames go out before the process ends.
-    pub websockets: TaskTracker,
-}
-
-/// For handlers that need only the engine.
-pub(crate) type EngineState = Arc<Engine>;
-
-impl FromRef<AppState> for Arc<Engine> {
-    fn from_ref(state: &AppState) -> Self {
-        Arc::clone(&state.engine)
-    }
-}
-
-impl FromRef<AppState> for Arc<Hub> {
-    fn from_ref(state: &AppState) -> Self {
-        Arc::clone(&state.hub)
-    }
-}
-
-impl AppState {
-    /// The engine and the hub for `config` (opening the journal and continuing the streams it
-    /// holds, so call it inside a tokio runtime).
-    pub fn new(config: Config) -> Result<Self, GatewayError> {
-        let streams = config.streams.clone();
-        let engine = Arc::new(Engine::new(config)?);
-        let hub = Hub::open(streams, &engine)
-            .map_err(|e| GatewayError::Internal(format!("opening the journal: {e}")))?;
-        Ok(AppState {
-            engine,
-            hub,
-            shutdown: CancellationToken::new(),
-            websockets: TaskTracker::new(),
-        })
-    }
-}
+pub use state::AppState;
 
 /// The gateway's routes, with the admin routes where `admin` puts them (on this router,
 /// keyed or not, or not at all).
@@ -272,11 +219,3 @@ pub async fn serve_with_admin(
 /// The longest [`serve`] waits after shutdown for WebSocket connections to finish their
 /// closing handshake (each bounds its own close; this bounds them all).
 const WEBSOCKET_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// The dialect a client speaks on a route every door shares (`/v1/models`, 404s): the first
-/// whose marker headers it sent (`anthropic-version`), else the default door.
-pub(crate) fn door_dialect(headers: &http::HeaderMap) -> Dialect {
-    providers::dialects::all()
-        .find(|w| w.marker_headers().iter().any(|h| headers.contains_key(*h)))
-        .map_or(providers::dialects::DEFAULT_DOOR, |w| w.dialect())
-}

@@ -6,9 +6,9 @@ use axum::response::Response;
 use http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
-use super::EngineState;
-use super::door::json_response;
+use super::state::EngineState;
 use crate::config::Config;
+use crate::respond::json_response;
 
 /// Model ids a client may ask for: every alias, then every route an alias names.
 pub fn model_ids(config: &Config) -> Vec<String> {
@@ -25,10 +25,10 @@ pub fn model_ids(config: &Config) -> Vec<String> {
 
 /// `GET /v1/models`: OpenAI's list shape, or Anthropic's when the Anthropic SDK asks.
 pub async fn list(State(engine): State<EngineState>, headers: HeaderMap) -> Response {
-    let dialect = super::door_dialect(&headers);
-    let caller = match super::door::authenticate(engine.keyring(), dialect, &headers) {
+    let dialect = super::common::door_dialect(&headers);
+    let caller = match super::common::authenticate(engine.keyring(), dialect, &headers) {
         Ok(caller) => caller,
-        Err(e) => return super::door::error_response(dialect, &e),
+        Err(e) => return super::common::error_response(dialect, &e),
     };
     // A key limited to some models sees only those.
     let mut ids = model_ids(engine.config());

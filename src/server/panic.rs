@@ -23,7 +23,7 @@ fn answer(panic: Box<dyn Any + Send + 'static>) -> Response {
         .or_else(|| panic.downcast_ref::<&str>().copied())
         .unwrap_or("(no message)");
     tracing::error!(panic = %untrusted(message), "a request handler panicked");
-    super::door::json_response(
+    crate::respond::json_response(
         StatusCode::INTERNAL_SERVER_ERROR,
         &json!({
             "type": "error",

@@ -24,14 +24,13 @@ use providers::{AgentEvent, Dialect, Envelope};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::door::{
-    authenticate, client_key, error_response, json_response, parse_request, read_body,
-};
-use super::{AppState, door_dialect};
+use super::common::{authenticate, client_key, door_dialect, error_response, read_body};
+use super::state::AppState;
 use crate::engine::{Call, Events};
 use crate::error::GatewayError;
 use crate::hub::{Entry, NewStream, StoredEvent, Subscription};
 use crate::keys::Caller;
+use crate::respond::json_response;
 use crate::upstream::ForwardHeaders;
 
 /// Response header naming the stream (request header too, on `POST /v1/streams`, for a
@@ -75,7 +74,7 @@ pub(crate) async fn start_stream(
     body: Bytes,
     headers: &HeaderMap,
 ) -> Result<Arc<Entry>, GatewayError> {
-    let request = parse_request(
+    let request = providers::parse::parse(
         door,
         &body,
         state.engine.config().server.max_body_json_values,

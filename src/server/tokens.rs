@@ -9,11 +9,10 @@ use http::StatusCode;
 use providers::Dialect;
 use serde_json::{Value, json};
 
-use super::EngineState;
-use super::door::{
-    authenticate, client_key, error_response, json_response, parse_request, read_body,
-};
+use super::common::{authenticate, client_key, error_response, read_body};
+use super::state::EngineState;
 use crate::error::GatewayError;
+use crate::respond::json_response;
 use crate::route;
 use crate::upstream::ForwardHeaders;
 
@@ -43,7 +42,8 @@ async fn count(engine: &EngineState, request: Request) -> Result<Value, GatewayE
     let (parts, body) = request.into_parts();
     let caller = authenticate(engine.keyring(), DOOR, &parts.headers)?;
     let bytes = read_body(body, engine.config().server.max_body_bytes).await?;
-    let request = parse_request(DOOR, &bytes, engine.config().server.max_body_json_values)?;
+    let request =
+        providers::parse::parse(DOOR, &bytes, engine.config().server.max_body_json_values)?;
     caller.check_model(&request.model)?;
     let plan = route::plan(engine.config(), &request.model)?;
     let Some(route) = plan.routes.first() else {

@@ -20,8 +20,8 @@ use http::header;
 use providers::Dialect;
 use providers::untrusted::untrusted;
 
-use super::AppState;
-use super::door::{authenticate, client_key, error_response, read_body};
+use super::state::AppState;
+use super::common::{authenticate, client_key, door_dialect, error_response, read_body};
 use crate::error::GatewayError;
 use crate::limit::{ClientId, TokenEstimate};
 use crate::upstream::{Forward, ForwardHeaders};
@@ -34,7 +34,7 @@ pub const NO_MODEL: &str = "(pass-through)";
 
 /// Any path no route of the gateway's own matched.
 pub async fn forward(State(state): State<AppState>, request: Request) -> Response {
-    let door = super::door_dialect(request.headers());
+    let door = door_dialect(request.headers());
     match pass(&state, door, request).await {
         Ok(response) => response,
         Err(e) => error_response(door, &e),
@@ -66,7 +66,7 @@ async fn pass(state: &AppState, door: Dialect, request: Request) -> Result<Respo
     let key = client_key(door, &parts.headers, engine.keyring());
     let client = caller
         .client_id()
-        .unwrap_or_else(|| ClientId::from_client_key(&key));
+        .unwrap_or_else(|| ClientId::from_secret(key.key.as_ref()));
     // A JSON body's tokens are estimated as the chat doors' are, by size; an upload is not
     // a prompt.
     let estimate = TokenEstimate::new(u64::try_from(target.body.len() / 4).unwrap_or(u64::MAX), 0);

@@ -35,7 +35,7 @@ use super::pace::PingPace;
 use super::{error_code, lane::to_message};
 use crate::error::GatewayError;
 use crate::hub::WebSocketSettings;
-use crate::server::AppState;
+use crate::server::state::AppState;
 use crate::server::streams::request_dialect;
 use crate::ws::{
     ClientFrame, CloseCode, Compression, ErrorCode, FrameLimits, ServerFrame, decode_client_message,

@@ -24,8 +24,8 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode, header};
 
-use super::AppState;
-use super::door::error_response;
+use super::common::{door_dialect, error_response};
+use super::state::AppState;
 use crate::error::GatewayError;
 use crate::hub::{HubError, WebSocketSettings};
 use crate::ws::{Compression, ErrorCode};
@@ -48,12 +48,12 @@ pub async fn upgrade(
     };
     // Browsers cannot set headers: they offer the key as a subprotocol instead.
     let presented = crate::keys::ws_presented(&headers)
-        .or_else(|| crate::keys::presented(super::door_dialect(&headers), &headers));
+        .or_else(|| crate::keys::presented(door_dialect(&headers), &headers));
     let caller = match state.engine.keyring().authenticate(presented) {
         Ok(caller) => caller,
         Err(failure) => {
             let error = GatewayError::Unauthenticated(failure);
-            return error_response(super::door_dialect(&headers), &error);
+            return error_response(door_dialect(&headers), &error);
         }
     };
     let settings = state.hub.config().websocket.clone();
@@ -91,7 +91,7 @@ fn refuse(headers: &HeaderMap, why: &str, settings: &WebSocketSettings) -> Respo
         "{why}; offer one of {}",
         settings.compression.subprotocols().join(", ")
     ));
-    error_response(super::door_dialect(headers), &error)
+    error_response(door_dialect(headers), &error)
 }
 
 /// Bytes read from the socket at a time per connection.
