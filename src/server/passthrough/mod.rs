@@ -20,8 +20,8 @@ use http::header;
 use providers::Dialect;
 use providers::untrusted::untrusted;
 
-use super::state::AppState;
 use super::common::{authenticate, client_key, door_dialect, error_response, read_body};
+use super::state::AppState;
 use crate::error::GatewayError;
 use crate::limit::{ClientId, TokenEstimate};
 use crate::upstream::{Forward, ForwardHeaders};
