@@ -21,11 +21,8 @@ use streamgate::resilience::continuation::CONTINUE_INSTRUCTION;
 
 const DOORS: [Dialect; 2] = [Dialect::OpenAi, Dialect::Anthropic];
 
-fn door_name(door: Dialect) -> &'static str {
-    match door {
-        Dialect::OpenAi => "openai door",
-        Dialect::Anthropic => "anthropic door",
-    }
+fn door_name(door: Dialect) -> String {
+    format!("{door} door")
 }
 
 /// Two `tool_use` blocks of one tool with empty input in one answer, as Claude sends for

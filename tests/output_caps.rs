@@ -66,6 +66,7 @@ fn upstream_max_tokens(dialect: Dialect, body: &Value) -> Option<u64> {
             legacy.or(current)
         }
         Dialect::Anthropic => body.get("max_tokens").and_then(Value::as_u64),
+        Dialect::OpenAiResponses => body.get("max_output_tokens").and_then(Value::as_u64),
     }
 }
 

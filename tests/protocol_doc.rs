@@ -81,7 +81,7 @@ fn example(fixture: &str) -> String {
     let body = std::fs::read_to_string(root().join("fixtures").join(fixture)).unwrap();
     let events = decode(fixture);
     let other = match dialect {
-        Dialect::OpenAi => Dialect::Anthropic,
+        Dialect::OpenAi | Dialect::OpenAiResponses => Dialect::Anthropic,
         Dialect::Anthropic => Dialect::OpenAi,
     };
     let encoded = StreamEncoder::encode_all(

@@ -12,7 +12,6 @@ mod gw;
 #[path = "common/resilience.rs"]
 mod rs;
 
-use providers::request::ChatRequest;
 use providers::{AgentEvent, Dialect, StreamDecoder, Usage, UsageBasis};
 use serde_json::Value;
 
@@ -46,11 +45,7 @@ fn cuts(rec: &rs::Recording, unreported: bool) -> Vec<usize> {
 /// input from the client's request, output from the text streamed, 4 bytes a token.
 fn estimate(rec: &rs::Recording, door: Dialect, model: &str, n: usize) -> (u64, u64) {
     let body = gw::chat_body(door, model, true);
-    let request = match door {
-        Dialect::OpenAi => ChatRequest::from_openai(&body),
-        Dialect::Anthropic => ChatRequest::from_anthropic(&body),
-    }
-    .unwrap();
+    let request = door.wire().parse_request(body).unwrap();
     let input = streamgate::estimate::input_tokens(&request);
     (input, rec.text_before(n).len().div_ceil(4) as u64)
 }
@@ -147,7 +142,8 @@ async fn an_openai_stream_that_fails_sends_its_usage_chunk_before_the_error() {
                     );
                     // An Anthropic upstream reported its input count before the break.
                     let want_input = match upstream {
-                        Dialect::OpenAi => input,
+                        // Responses reports usage only in its final response.
+                        Dialect::OpenAi | Dialect::OpenAiResponses => input,
                         Dialect::Anthropic => {
                             let (events, _) =
                                 StreamDecoder::decode_all(rec.dialect, &rec.frames[..n].concat());
