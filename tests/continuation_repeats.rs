@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use streamgate::config::ProviderConfig;
 use streamgate::resilience::continuation::CONTINUE_INSTRUCTION;
 
-const DOORS: [Dialect; 2] = [Dialect::OpenAi, Dialect::Anthropic];
+const DOORS: [Dialect; 3] = Dialect::ALL;
 
 fn door_name(door: Dialect) -> String {
     format!("{door} door")
