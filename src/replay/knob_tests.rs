@@ -678,3 +678,36 @@ fn first_token_delay_pauses_before_the_first_write_only() {
         assert_eq!(steps[1..], plain[..], "{model}");
     }
 }
+
+/// A recorded provider error asked for without streaming is that provider's error answer:
+/// its status and error body, as the provider sends them to a non-streaming request.
+#[tokio::test]
+async fn a_recorded_provider_error_is_the_non_streaming_error_answer() {
+    let replay = spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let mut checked = 0;
+    for dialect in Dialect::ALL {
+        for name in fixture_names(dialect) {
+            let (_, result) = StreamDecoder::decode_all(dialect, fixture(dialect, name).unwrap());
+            let Err(providers::DecodeError::Upstream { error, .. }) = result else {
+                continue;
+            };
+            checked += 1;
+            let answer = post(&replay, dialect, &user_only(name, false)).await;
+            assert!(
+                (400..600).contains(&answer.status) && answer.status != 500,
+                "{dialect}/{name}: {}",
+                answer.status
+            );
+            let (code, message) = dialect
+                .wire()
+                .parse_error_body(answer.bytes())
+                .unwrap_or_else(|| panic!("{dialect}/{name}: not an error body"));
+            assert_eq!(
+                (code, message),
+                (error.code, error.message),
+                "{dialect}/{name}"
+            );
+        }
+    }
+    assert!(checked >= 1, "no provider error recording");
+}

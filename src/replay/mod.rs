@@ -460,6 +460,21 @@ fn assembled(dialect: Dialect, events: &[AgentEvent]) -> Response {
 /// The derived non-streaming body: the fixture decoded, assembled and encoded.
 fn whole(dialect: Dialect, fixture: &[u8]) -> Response {
     let (events, result) = StreamDecoder::decode_all(dialect, fixture);
+    if let Err(providers::DecodeError::Upstream { error, .. }) = &result {
+        // A recorded provider error: what the provider answers a non-streaming request.
+        let status =
+            crate::error::refused_status(&error.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let report = ErrorReport {
+            kind: error.code.clone(),
+            code: Some(error.code.clone()),
+            ..ErrorReport::new(
+                status.as_u16(),
+                crate::error::anthropic_type_for(status.as_u16()),
+                error.message.clone(),
+            )
+        };
+        return json_response(status, &dialect.wire().error_body(&report));
+    }
     if let Err(e) = result {
         return error(
             dialect,
