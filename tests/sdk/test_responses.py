@@ -4,7 +4,9 @@
 Same dialect: what the SDK assembles through the gateway equals what it assembles from the
 replay upstream directly, for every Responses recording. Cross dialect: reading a Chat or an
 Anthropic recording through the Responses door gives that recording's text, reasoning, tool
-calls, finish (docs/protocol.md) and usage, as its own SDK reads it directly."""
+calls, finish (docs/protocol.md) and usage, as its own SDK reads it directly; and the Chat and
+Anthropic SDKs reading Responses recordings (a `dialect = "openai-responses"` provider) see
+what the Responses recording holds."""
 
 from __future__ import annotations
 
@@ -81,7 +83,7 @@ def _blind(neutral: dict, mode: str, expected_usage) -> dict:
     out = dict(neutral)
     if expected_usage is None:
         out.pop("usage")
-    if mode != "raw" and out["finish"] == "length" and out["tool_calls"]:
+    if mode != "raw" and out["finish"] in ("length", "max_tokens") and out["tool_calls"]:
         calls = [dict(c) for c in out["tool_calls"]]
         calls[-1]["arguments"] = "<cut by the token limit>"
         out["tool_calls"] = calls
@@ -136,3 +138,59 @@ def test_stored_state_to_another_dialect_is_a_400(openai_gateway, mode):
             openai_gateway, f"anthropic/{ANTHROPIC_STEMS[0]}", previous_response_id="resp_x"
         )
     assert "previous_response_id" in str(e.value), str(e.value)
+
+
+# Chat and Anthropic clients reaching a Responses provider (`dialect = "openai-responses"`).
+TO_ANTHROPIC_STOP = {
+    "stop": "end_turn",
+    "tool_calls": "tool_use",
+    "length": "max_tokens",
+    "content_filter": "refusal",
+}
+OPENAI_HELPER_RAISES = {
+    "length": openai.LengthFinishReasonError,
+    "content_filter": openai.ContentFilterFinishReasonError,
+}
+
+
+def _responses_reference(openai_direct, stem: str) -> dict | None:
+    """A Responses recording read by hand from the replay, or None for a provider error."""
+    direct = outcome(lambda: RESPONSES_READERS["raw"](openai_direct, stem))
+    return None if "raised" in direct else neutral_from_responses(direct)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("stem", RESPONSES_STEMS)
+def test_chat_sdk_reads_responses_recording(openai_direct, openai_gateway, stem, mode):
+    expected = _responses_reference(openai_direct, stem)
+
+    def read():
+        return OPENAI_READERS[mode](openai_gateway, f"openai-responses/{stem}")
+
+    if expected is None:
+        assert "raised" in outcome(read), "a recorded provider error answered as a success"
+        return
+    if mode == "helper" and expected["finish"] in OPENAI_HELPER_RAISES:
+        with pytest.raises(OPENAI_HELPER_RAISES[expected["finish"]]):
+            read()
+        return
+    got = read()
+    assert list(got["choices"]) == [0]
+    got = neutral_from_openai(got, for_anthropic_client=False)
+    assert _blind(got, mode, expected["usage"]) == _blind(expected, mode, expected["usage"])
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("stem", RESPONSES_STEMS)
+def test_anthropic_sdk_reads_responses_recording(
+    openai_direct, anthropic_gateway, stem, mode
+):
+    expected = _responses_reference(openai_direct, stem)
+    got = outcome(lambda: ANTHROPIC_READERS[mode](anthropic_gateway, f"openai-responses/{stem}"))
+    if expected is None:
+        assert "raised" in got, "a recorded provider error answered as a success"
+        return
+    assert "raised" not in got, got
+    expected = {**expected, "finish": TO_ANTHROPIC_STOP[expected["finish"]]}
+    got = neutral_from_anthropic(got, for_openai_client=False)
+    assert _blind(got, mode, expected["usage"]) == _blind(expected, mode, expected["usage"])
