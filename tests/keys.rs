@@ -91,7 +91,7 @@ async fn every_door(
     headers: &[(&str, &str)],
 ) -> Vec<(Dialect, String, reqwest::Response)> {
     let mut out = Vec::new();
-    for door in [Dialect::OpenAi, Dialect::Anthropic] {
+    for door in Dialect::ALL {
         let r = h.chat(door, headers, &chat_body(door, MODEL, false)).await;
         out.push((door, format!("{door} chat"), r));
     }
@@ -199,7 +199,7 @@ async fn no_made_up_key_authenticates() {
 async fn a_model_outside_the_keys_list_gets_403_in_the_doors_dialect() {
     let (h, keys) = start().await;
     let auth = bearer(&keys.narrow);
-    for door in [Dialect::OpenAi, Dialect::Anthropic] {
+    for door in Dialect::ALL {
         let r = h
             .chat(
                 door,
@@ -511,7 +511,7 @@ async fn a_spent_day_budget_refuses_with_429_and_shows_in_admin() {
             "admin shows a key or its hash"
         );
     }
-    for door in [Dialect::OpenAi, Dialect::Anthropic] {
+    for door in Dialect::ALL {
         let r = h
             .chat(
                 door,

@@ -61,7 +61,7 @@ async fn a_broken_attempt_is_counted_by_estimate_and_the_total_is_marked() {
     let h = rs::start(3, |_| {}).await;
     let mut failures = Vec::new();
     for n in cuts {
-        for door in [Dialect::OpenAi, Dialect::Anthropic] {
+        for door in Dialect::ALL {
             // Its own model string per case: `times=1` counts identical requests.
             let model = format!(
                 "openai/times=1,reset_after={n},drip={}:text_basic",
