@@ -107,10 +107,10 @@ async fn a_broken_attempt_is_counted_by_estimate_and_the_total_is_marked() {
 async fn an_openai_stream_that_fails_sends_its_usage_chunk_before_the_error() {
     let h = rs::start(1, |_| {}).await;
     let mut failures = Vec::new();
-    for upstream in [Dialect::OpenAi, Dialect::Anthropic] {
+    for upstream in Dialect::ALL {
         let rec = rs::recording(upstream, "text_basic");
         // Anthropic reports its input count (and a first output count) at the start.
-        let all = cuts(&rec, upstream == Dialect::OpenAi);
+        let all = cuts(&rec, upstream != Dialect::Anthropic);
         assert!(all.len() >= 3, "{upstream}: {all:?}");
         for n in all {
             // Frames 20 ms apart, so that the reset cannot overtake the response head.
