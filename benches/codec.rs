@@ -58,7 +58,7 @@ fn encode(to: Dialect, events: &[AgentEvent], out: &mut Vec<u8>) {
 
 fn other(d: Dialect) -> Dialect {
     match d {
-        Dialect::OpenAi => Dialect::Anthropic,
+        Dialect::OpenAi | Dialect::OpenAiResponses => Dialect::Anthropic,
         Dialect::Anthropic => Dialect::OpenAi,
     }
 }

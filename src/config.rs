@@ -82,10 +82,10 @@ impl Default for PassthroughTarget {
 }
 
 impl PassthroughConfig {
-    /// The target of the door of `dialect`.
+    /// The target of the door of `dialect` (Responses shares OpenAI's door and API root).
     pub fn target(&self, dialect: Dialect) -> &PassthroughTarget {
         match dialect {
-            Dialect::OpenAi => &self.openai,
+            Dialect::OpenAi | Dialect::OpenAiResponses => &self.openai,
             Dialect::Anthropic => &self.anthropic,
         }
     }

@@ -192,7 +192,7 @@ pub fn retry_after_secs(wait: Duration) -> u64 {
 }
 
 /// The status of a provider's error type that says the request itself was refused.
-fn refused_status(code: &str) -> Option<StatusCode> {
+pub(crate) fn refused_status(code: &str) -> Option<StatusCode> {
     Some(match code {
         "invalid_request_error" => StatusCode::BAD_REQUEST,
         "authentication_error" => StatusCode::UNAUTHORIZED,

@@ -91,18 +91,16 @@ struct Case {
     want: Want,
 }
 
+/// The dialects whose twin recordings the chaos run serves (and whose doors it asks): a
+/// pair, so every answer has one fallback in the other dialect.
+const PAIR: [Dialect; 2] = [Dialect::OpenAi, Dialect::Anthropic];
+
 fn other(d: Dialect) -> Dialect {
-    match d {
-        Dialect::OpenAi => Dialect::Anthropic,
-        Dialect::Anthropic => Dialect::OpenAi,
-    }
+    if d == PAIR[0] { PAIR[1] } else { PAIR[0] }
 }
 
 fn provider_of(d: Dialect) -> &'static str {
-    match d {
-        Dialect::OpenAi => "openai",
-        Dialect::Anthropic => "anthropic",
-    }
+    d.as_str()
 }
 
 /// `body` (a `from` SSE body) re-encoded in the other dialect.
@@ -150,7 +148,7 @@ fn register(
 ) {
     replay.insert_fixture(dialect, name, body.to_vec());
     replay.insert_fixture(other(dialect), name, twin(dialect, body));
-    for primary in Dialect::ALL {
+    for primary in PAIR {
         config.models.insert(
             format!("{name}@{}", provider_of(primary)),
             ModelConfig {
@@ -365,10 +363,11 @@ async fn chaos_run(scale: Scale) {
     let relay = Relay::start(replay.addr(), faults).await;
 
     let mut config = streamgate::config::Config::default();
-    for dialect in Dialect::ALL {
-        let base = match dialect {
-            Dialect::OpenAi => format!("{}/v1", relay.url()),
-            Dialect::Anthropic => relay.url(),
+    for dialect in PAIR {
+        let base = if dialect == Dialect::Anthropic {
+            relay.url()
+        } else {
+            format!("{}/v1", relay.url())
         };
         let mut p = ProviderConfig::new(dialect, &base, "");
         p.api_key_env = None;
@@ -461,8 +460,8 @@ async fn chaos_run(scale: Scale) {
                 let mut tally = Tally::default();
                 for j in 0..requests_per_agent {
                     let case = &cases[(agent * 3 + j) % cases.len()];
-                    let primary = Dialect::ALL[j % 2];
-                    let door = Dialect::ALL[(j / 2 + agent) % 2];
+                    let primary = PAIR[j % 2];
+                    let door = PAIR[(j / 2 + agent) % 2];
                     let model = format!("{}@{}", case.fixture, provider_of(primary));
                     match ask(&client, gateway, door, &model, &case.want).await {
                         Ok(n) => {

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::{Fixture, all_fixtures, dialect_of, for_each_fixture};
+use common::{Fixture, all_fixtures, dialect_of, for_each_fixture, whole_fixtures};
 use providers::{AgentEvent, DecodeError, Dialect, Envelope, FinishReason, StreamDecoder};
 
 fn streamgate(args: &[&str], stdin: Option<&[u8]>) -> Output {
@@ -73,9 +73,46 @@ fn run_events(f: &Fixture, extra: &[&str]) -> Output {
     streamgate(&args, None)
 }
 
+/// A recorded provider error: the events before it, then a failure naming it.
+#[test]
+fn events_of_a_provider_error_prints_what_came_before_and_fails() {
+    let errors: Vec<Fixture> = all_fixtures()
+        .into_iter()
+        .filter(|f| common::expected(f.dialect, &f.body).error)
+        .collect();
+    assert!(!errors.is_empty(), "no provider error recording");
+    for_each_fixture(&errors, |f| {
+        let o = run_events(f, &[]);
+        if o.status.success() {
+            return Err("exit 0 for a provider error".into());
+        }
+        if !stderr(&o).contains("upstream sent an error") {
+            return Err(format!("stderr does not name the error: {}", stderr(&o)));
+        }
+        let (want, result) = StreamDecoder::decode_all(dialect_of(f), &f.body);
+        let Err(error) = result else {
+            return Err("the library decodes it whole".into());
+        };
+        let got: Vec<AgentEvent> = envelopes(&o)?.into_iter().map(|e| e.event).collect();
+        // What decoded, then the error and an error end.
+        match &got[want.len().min(got.len())..] {
+            [AgentEvent::Error(e), AgentEvent::StreamEnd(end)]
+                if got[..want.len()] == want[..]
+                    && e.message == error.to_string()
+                    && end.reason == providers::FinishReason::Error =>
+            {
+                Ok(())
+            }
+            _ => Err(format!(
+                "printed {got:?}, library decoded {want:?} then {error}"
+            )),
+        }
+    });
+}
+
 #[test]
 fn events_prints_the_decoded_events_as_envelopes() {
-    for_each_fixture(&all_fixtures(), |f| {
+    for_each_fixture(&whole_fixtures(), |f| {
         let o = run_events(f, &[]);
         if !o.status.success() {
             return Err(format!("exit {:?}: {}", o.status.code(), stderr(&o)));
@@ -144,15 +181,11 @@ fn events_reads_stdin() {
     }
 }
 
-fn other(d: &str) -> &'static str {
-    if d == "openai" { "anthropic" } else { "openai" }
-}
-
 #[test]
 fn convert_output_decodes_in_the_target_dialect() {
-    for_each_fixture(&all_fixtures(), |f| {
+    for_each_fixture(&whole_fixtures(), |f| {
         let mut errs = Vec::new();
-        for to in [f.dialect, other(f.dialect)] {
+        for to in providers::Dialect::ALL.map(providers::Dialect::as_str) {
             let o = streamgate(
                 &[
                     "convert",
@@ -176,6 +209,19 @@ fn convert_output_decodes_in_the_target_dialect() {
                 }
                 continue;
             }
+            let target: Dialect = to.parse().unwrap();
+            if target == Dialect::OpenAiResponses
+                && common::expected(f.dialect, &f.body).choices > 1
+            {
+                // One answer per response: refused as what the target cannot express.
+                if o.status.code() != Some(2) || !stderr(&o).contains("more than one choice") {
+                    errs.push(format!(
+                        "to {to}: several choices not refused: {}",
+                        stderr(&o)
+                    ));
+                }
+                continue;
+            }
             if !o.status.success() {
                 errs.push(format!(
                     "to {to}: exit {:?}: {}",
@@ -184,7 +230,6 @@ fn convert_output_decodes_in_the_target_dialect() {
                 ));
                 continue;
             }
-            let target: Dialect = to.parse().unwrap();
             let (events, result) = StreamDecoder::decode_all(target, &o.stdout);
             if let Err(e) = result {
                 errs.push(format!("to {to}: output does not decode: {e}"));
@@ -309,9 +354,22 @@ fn malformed(f: &Fixture) -> (Vec<u8>, usize) {
     (body.into_bytes(), i + 1)
 }
 
+/// Another dialect than `d`, for `convert --to`.
+fn other(d: &str) -> &'static str {
+    if d == "anthropic" {
+        "openai"
+    } else {
+        "anthropic"
+    }
+}
+
 #[test]
 fn malformed_body_exits_2_naming_the_line() {
-    for name in ["openai_chat/text_basic.sse", "anthropic/text_basic.sse"] {
+    for name in [
+        "openai_chat/text_basic.sse",
+        "anthropic/text_basic.sse",
+        "openai_responses/text_basic.sse",
+    ] {
         let f = first_fixture(name);
         let (body, line) = malformed(&f);
         for args in [

@@ -19,13 +19,10 @@ use serde_json::{Value, json};
 use streamgate::config::ProviderConfig;
 use streamgate::resilience::continuation::CONTINUE_INSTRUCTION;
 
-const DOORS: [Dialect; 2] = [Dialect::OpenAi, Dialect::Anthropic];
+const DOORS: [Dialect; 3] = Dialect::ALL;
 
-fn door_name(door: Dialect) -> &'static str {
-    match door {
-        Dialect::OpenAi => "openai door",
-        Dialect::Anthropic => "anthropic door",
-    }
+fn door_name(door: Dialect) -> String {
+    format!("{door} door")
 }
 
 /// Two `tool_use` blocks of one tool with empty input in one answer, as Claude sends for

@@ -107,6 +107,28 @@ fn untranslatable(door: Dialect, model: &str, rng: &mut fastrand::Rng) -> Vec<(S
                     json!({"type": "json_schema", "schema": {"type": "object"}}),
                 );
             }
+            Dialect::OpenAiResponses => {
+                // What only a Responses upstream can honour (docs/translation.md).
+                with(
+                    "previous_response_id",
+                    json!(format!("resp_{}", rng.u32(..))),
+                );
+                with("conversation", json!(format!("conv_{}", rng.u32(..))));
+                with("background", json!(true));
+                with("prompt", json!({"id": format!("pmpt_{}", rng.u32(..))}));
+                with(
+                    "text",
+                    json!({"format": {"type": "json_schema", "name": "x", "schema": {"type": "object"}}}),
+                );
+                with(
+                    "tools",
+                    if rng.bool() {
+                        json!([{"type": "web_search"}])
+                    } else {
+                        json!([{"type": "code_interpreter", "container": {"type": "auto"}}])
+                    },
+                );
+            }
         }
     }
     cases
@@ -120,7 +142,7 @@ async fn a_request_no_route_can_express_is_a_4xx_in_the_door_dialect() {
     for door in Dialect::ALL {
         // Each door's request goes to the other dialect's provider.
         let model = match door {
-            Dialect::OpenAi => "anthropic/text_basic",
+            Dialect::OpenAi | Dialect::OpenAiResponses => "anthropic/text_basic",
             Dialect::Anthropic => "openai/text_basic",
         };
         for ((param, body), resumable) in untranslatable(door, model, &mut rng)
@@ -205,7 +227,7 @@ async fn a_connection_reset_after_the_headers_is_not_called_unreachable() {
     let mut errors = 0;
     for source in Dialect::ALL {
         let fixture = match source {
-            Dialect::OpenAi => "text_basic",
+            Dialect::OpenAi | Dialect::OpenAiResponses => "text_basic",
             Dialect::Anthropic => "text_simple",
         };
         // Right after the head, and at seeded points inside the body.
@@ -358,22 +380,16 @@ async fn a_key_the_provider_echoes_is_redacted() {
 
 /// The replay endpoint of a dialect's provider.
 fn endpoint(dialect: Dialect) -> &'static str {
-    match dialect {
-        Dialect::OpenAi => "/v1/chat/completions",
-        Dialect::Anthropic => "/v1/messages",
-    }
+    gw::door_path(dialect)
 }
 
 fn provider(dialect: Dialect) -> &'static str {
-    match dialect {
-        Dialect::OpenAi => "openai",
-        Dialect::Anthropic => "anthropic",
-    }
+    dialect.as_str()
 }
 
 fn other(dialect: Dialect) -> Dialect {
     match dialect {
-        Dialect::OpenAi => Dialect::Anthropic,
+        Dialect::OpenAi | Dialect::OpenAiResponses => Dialect::Anthropic,
         Dialect::Anthropic => Dialect::OpenAi,
     }
 }

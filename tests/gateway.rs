@@ -1,5 +1,5 @@
 //! The gateway through real sockets, table-driven over every fixture: each recording served by
-//! the replay upstream, asked for at both doors, streaming and not. What the client assembles
+//! the replay upstream, asked for at every door, streaming and not. What the client assembles
 //! must be the fixture's own answer (same dialect), or the same content with the finish reason
 //! mapped as docs/protocol.md says (other dialect).
 
@@ -8,7 +8,7 @@
 #[path = "common/gateway.rs"]
 mod gw;
 
-use gw::{Seen, chat_body, crossed, decode, differences, seen_body, seen_events};
+use gw::{Seen, chat_body, crossed_from, decode, differences, seen_body, seen_events};
 use providers::{Dialect, StreamDecoder};
 use streamgate::replay;
 
@@ -20,12 +20,12 @@ fn want(source: Dialect, door: Dialect, body: &[u8]) -> Seen {
     if door != source
         && let Some(reason) = seen.finish
     {
-        seen.finish = Some(crossed(reason, door, !seen.calls.is_empty()));
+        seen.finish = Some(crossed_from(reason, source, door, !seen.calls.is_empty()));
     }
     seen
 }
 
-/// OpenAI `n > 1` answers cannot be one Anthropic message.
+/// OpenAI `n > 1` answers cannot be one Anthropic message or one Responses answer.
 fn several_choices(source: Dialect, body: &[u8]) -> bool {
     let (events, _) = StreamDecoder::decode_all(source, body);
     events.iter().any(|e| match e {
@@ -51,7 +51,7 @@ async fn every_fixture_at_both_doors_streaming_and_not() {
                     let case = format!("{model} at the {door} door, stream={stream}");
                     let response = h.chat(door, &[], &chat_body(door, &model, stream)).await;
                     let status = response.status();
-                    if door == Dialect::Anthropic && several_choices(source, fixture) {
+                    if door != Dialect::OpenAi && several_choices(source, fixture) {
                         // Refused: an error status (not streaming) or an error event (streaming).
                         let body = gw::body_bytes(response).await;
                         let refused = if stream {
@@ -61,6 +61,26 @@ async fn every_fixture_at_both_doors_streaming_and_not() {
                         };
                         if !refused {
                             failures.push(format!("{case}: several choices were not refused"));
+                        }
+                        continue;
+                    }
+                    if let Err(e) = StreamDecoder::decode_all(source, fixture).1 {
+                        // A recorded provider error reaches the client as that error.
+                        let body = gw::body_bytes(response).await;
+                        let code = match e {
+                            providers::DecodeError::Upstream { error, .. } => error.code,
+                            other => panic!("{case}: recording does not decode: {other}"),
+                        };
+                        let relayed = if stream {
+                            status == 200 && decode(door, &body).1.is_err_and(|e| e.contains(&code))
+                        } else {
+                            !status.is_success() && String::from_utf8_lossy(&body).contains(&code)
+                        };
+                        if !relayed {
+                            failures.push(format!(
+                                "{case}: provider error {code} not relayed: {status} {}",
+                                String::from_utf8_lossy(&body)
+                            ));
                         }
                         continue;
                     }
@@ -118,10 +138,7 @@ async fn replay_serves_fixture_bytes_frame_by_frame() {
     for source in Dialect::ALL {
         let name = replay::fixture_names(source)[0];
         let fixture = replay::fixture(source, name).unwrap();
-        let path = match source {
-            Dialect::OpenAi => "/v1/chat/completions",
-            Dialect::Anthropic => "/v1/messages",
-        };
+        let path = gw::door_path(source);
         let response = client
             .post(format!("{}{path}", h.replay.url()))
             .body(serde_json::to_vec(&chat_body(source, name, true)).unwrap())
@@ -148,7 +165,9 @@ async fn replay_serves_fixture_bytes_frame_by_frame() {
         assert_eq!(response.status(), 404);
         let body = gw::json_of(response).await;
         match source {
-            Dialect::OpenAi => assert_eq!(body["error"]["code"], "model_not_found"),
+            Dialect::OpenAi | Dialect::OpenAiResponses => {
+                assert_eq!(body["error"]["code"], "model_not_found")
+            }
             Dialect::Anthropic => assert_eq!(body["error"]["type"], "not_found_error"),
         }
     }

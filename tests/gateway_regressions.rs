@@ -552,7 +552,9 @@ async fn configured_env_var_keys_are_sent_in_each_dialects_header() {
 
 fn assert_error_shape(door: Dialect, body: &Value) {
     match door {
-        Dialect::OpenAi => assert!(body["error"]["message"].is_string(), "{body}"),
+        Dialect::OpenAi | Dialect::OpenAiResponses => {
+            assert!(body["error"]["message"].is_string(), "{body}")
+        }
         Dialect::Anthropic => {
             assert_eq!(body["type"], "error", "{body}");
             assert!(body["error"]["type"].is_string(), "{body}");

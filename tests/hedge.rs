@@ -239,7 +239,7 @@ async fn an_opening_without_content_is_hedged_and_its_usage_counted() {
         c.models.get_mut("opened").unwrap().hedge_after_ms = Some(HEDGE_MS);
     })
     .await;
-    for door in [Dialect::OpenAi, Dialect::Anthropic] {
+    for door in Dialect::ALL {
         let before = usage_at(Dialect::Anthropic, "text_basic", Some(1));
         let events = events(&h, door, "opened").await;
         let got = Assembler::assemble(&events);

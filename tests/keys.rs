@@ -65,7 +65,7 @@ async fn assert_401(r: reqwest::Response, door: Dialect, presented: &str, what: 
     assert_eq!(r.status(), 401, "{what}");
     let body = json_of(r).await;
     match door {
-        Dialect::OpenAi => {
+        Dialect::OpenAi | Dialect::OpenAiResponses => {
             assert_eq!(
                 body["error"]["type"], "invalid_request_error",
                 "{what}: {body}"
@@ -91,7 +91,7 @@ async fn every_door(
     headers: &[(&str, &str)],
 ) -> Vec<(Dialect, String, reqwest::Response)> {
     let mut out = Vec::new();
-    for door in [Dialect::OpenAi, Dialect::Anthropic] {
+    for door in Dialect::ALL {
         let r = h.chat(door, headers, &chat_body(door, MODEL, false)).await;
         out.push((door, format!("{door} chat"), r));
     }
@@ -199,7 +199,7 @@ async fn no_made_up_key_authenticates() {
 async fn a_model_outside_the_keys_list_gets_403_in_the_doors_dialect() {
     let (h, keys) = start().await;
     let auth = bearer(&keys.narrow);
-    for door in [Dialect::OpenAi, Dialect::Anthropic] {
+    for door in Dialect::ALL {
         let r = h
             .chat(
                 door,
@@ -210,7 +210,9 @@ async fn a_model_outside_the_keys_list_gets_403_in_the_doors_dialect() {
         assert_eq!(r.status(), 403, "{door}");
         let body = json_of(r).await;
         match door {
-            Dialect::OpenAi => assert_eq!(body["error"]["code"], "permission_denied", "{body}"),
+            Dialect::OpenAi | Dialect::OpenAiResponses => {
+                assert_eq!(body["error"]["code"], "permission_denied", "{body}")
+            }
             Dialect::Anthropic => assert_eq!(body["error"]["type"], "permission_error", "{body}"),
         }
     }
@@ -443,7 +445,7 @@ fn usage_total(door: Dialect, body: &serde_json::Value) -> u64 {
         Dialect::OpenAi => {
             n(&body["usage"]["prompt_tokens"]) + n(&body["usage"]["completion_tokens"])
         }
-        Dialect::Anthropic => {
+        Dialect::Anthropic | Dialect::OpenAiResponses => {
             n(&body["usage"]["input_tokens"]) + n(&body["usage"]["output_tokens"])
         }
     }
@@ -509,7 +511,7 @@ async fn a_spent_day_budget_refuses_with_429_and_shows_in_admin() {
             "admin shows a key or its hash"
         );
     }
-    for door in [Dialect::OpenAi, Dialect::Anthropic] {
+    for door in Dialect::ALL {
         let r = h
             .chat(
                 door,
@@ -526,7 +528,9 @@ async fn a_spent_day_budget_refuses_with_429_and_shows_in_admin() {
         assert!((1..=86_400).contains(&after), "{after}");
         let body = json_of(r).await;
         match door {
-            Dialect::OpenAi => assert_eq!(body["error"]["code"], "insufficient_quota", "{body}"),
+            Dialect::OpenAi | Dialect::OpenAiResponses => {
+                assert_eq!(body["error"]["code"], "insufficient_quota", "{body}")
+            }
             Dialect::Anthropic => assert_eq!(body["error"]["type"], "rate_limit_error", "{body}"),
         }
     }
@@ -771,7 +775,7 @@ async fn pass_through_provider_keys_travel_apart_from_the_gateway_key() {
         (Dialect::Anthropic, "anthropic/text_basic", "x-api-key"),
     ] {
         let gateway_key: (&str, &str) = match door {
-            Dialect::OpenAi => ("authorization", &auth),
+            Dialect::OpenAi | Dialect::OpenAiResponses => ("authorization", &auth),
             Dialect::Anthropic => ("x-api-key", &keys.full),
         };
         let r = h

@@ -66,6 +66,7 @@ fn upstream_max_tokens(dialect: Dialect, body: &Value) -> Option<u64> {
             legacy.or(current)
         }
         Dialect::Anthropic => body.get("max_tokens").and_then(Value::as_u64),
+        Dialect::OpenAiResponses => body.get("max_output_tokens").and_then(Value::as_u64),
     }
 }
 
@@ -122,7 +123,7 @@ async fn caps_reach_the_upstream_request_at_every_door() {
         );
         assert_eq!(listed["max_n"], json!(caps.key_n), "{admin}");
         for _ in 0..12 {
-            let door = [Dialect::OpenAi, Dialect::Anthropic][rng.usize(..2)];
+            let door = Dialect::ALL[rng.usize(..Dialect::ALL.len())];
             let (alias, _, upstream) = ALIASES[rng.usize(..2)];
             let asked = rng.bool().then(|| rng.u32(1..8000));
             let mut body = chat_body(door, alias, rng.bool());
@@ -131,6 +132,7 @@ async fn caps_reach_the_upstream_request_at_every_door() {
             if let Some(asked) = asked {
                 let field = match door {
                     Dialect::OpenAi if rng.bool() => "max_completion_tokens",
+                    Dialect::OpenAiResponses => "max_output_tokens",
                     _ => "max_tokens",
                 };
                 obj.insert(field.into(), json!(asked));

@@ -15,12 +15,13 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
 }
 
+/// The dialect whose fixture directory holds `fixture` (`dir/name.sse`).
 fn dialect_of(fixture: &str) -> Dialect {
-    if fixture.starts_with("anthropic/") {
-        Dialect::Anthropic
-    } else {
-        Dialect::OpenAi
-    }
+    let dir = fixture.split('/').next().unwrap_or_default();
+    providers::dialects::all()
+        .find(|w| w.fixture_dir() == dir)
+        .unwrap_or_else(|| panic!("{fixture}: no dialect has this directory"))
+        .dialect()
 }
 
 fn decode(fixture: &str) -> Vec<AgentEvent> {
@@ -41,7 +42,7 @@ fn stamped_lines(events: &[AgentEvent]) -> String {
 /// The first event of each type, over every fixture, in a fixed type order.
 fn event_catalog() -> String {
     let mut fixtures: Vec<String> = Vec::new();
-    for dir in ["anthropic", "openai_chat"] {
+    for dir in providers::dialects::all().map(|w| w.fixture_dir()) {
         let mut names: Vec<String> = std::fs::read_dir(root().join("fixtures").join(dir))
             .unwrap()
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -53,7 +54,10 @@ fn event_catalog() -> String {
     }
     let mut seen: Vec<(&'static str, String, String)> = Vec::new();
     for fixture in &fixtures {
-        for event in decode(fixture) {
+        let body = std::fs::read(root().join("fixtures").join(fixture)).unwrap();
+        // A recorded provider error is shown by its own decoder's tests, not here.
+        let (events, _) = StreamDecoder::decode_all(dialect_of(fixture), &body);
+        for event in events {
             let kind = event.kind();
             if seen.iter().all(|(k, _, _)| *k != kind) {
                 let mut json = serde_json::to_string(&event).unwrap();
@@ -81,7 +85,7 @@ fn example(fixture: &str) -> String {
     let body = std::fs::read_to_string(root().join("fixtures").join(fixture)).unwrap();
     let events = decode(fixture);
     let other = match dialect {
-        Dialect::OpenAi => Dialect::Anthropic,
+        Dialect::OpenAi | Dialect::OpenAiResponses => Dialect::Anthropic,
         Dialect::Anthropic => Dialect::OpenAi,
     };
     let encoded = StreamEncoder::encode_all(
@@ -154,7 +158,9 @@ fn cut_example(fixture: &str) -> String {
         "`fixtures/{fixture}` cut after {at} bytes, inside the first tool call:\n\n\
          ```text\n{error}\n```\n\nThe last Agent Events:\n\n```json\n{}```\n\n\
          The end of the stream an OpenAI client receives (no `[DONE]`):\n\n```text\n{}```\n\n\
-         The end of the stream an Anthropic client receives (no `message_stop`):\n\n```text\n{}```\n",
+         The end of the stream an Anthropic client receives (no `message_stop`):\n\n```text\n{}```\n\n\
+         The end of the stream an OpenAI Responses client receives (`response.failed`, never \
+         `response.completed`):\n\n```text\n{}```\n",
         stamped_lines(&events)
             .lines()
             .rev()
@@ -166,6 +172,7 @@ fn cut_example(fixture: &str) -> String {
             .collect::<String>(),
         tail(Dialect::OpenAi),
         tail(Dialect::Anthropic),
+        tail(Dialect::OpenAiResponses),
     )
 }
 
@@ -173,6 +180,7 @@ fn generate(name: &str) -> String {
     match name {
         "event-catalog" => event_catalog(),
         "request-decisions" => module_doc("providers/src/request/mod.rs", "# Decisions"),
+        "responses-decisions" => module_doc("providers/src/request/responses_in.rs", "# Decisions"),
         "limits-config" => module_doc("src/limit/mod.rs", "# Configuration: `[limits]`"),
         "streams-config" => module_doc("src/config/streams.rs", "# Configuration: `[streams]`"),
         other => match (
@@ -193,7 +201,7 @@ fn protocol_doc_examples_are_generated_from_fixtures() {
 
 #[test]
 fn translation_doc_table_is_the_translators_own() {
-    check_generated("docs/translation.md", 1);
+    check_generated("docs/translation.md", 2);
 }
 
 #[test]

@@ -45,7 +45,7 @@ async fn requests_per_minute_hold_under_50_concurrent_clients() {
                     assert!((1..=60).contains(&after), "{door}: retry-after {after}");
                     let body = json_of(r).await;
                     match door {
-                        Dialect::OpenAi => {
+                        Dialect::OpenAi | Dialect::OpenAiResponses => {
                             assert_eq!(body["error"]["code"], "rate_limit_exceeded", "{body}")
                         }
                         Dialect::Anthropic => {

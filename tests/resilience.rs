@@ -78,7 +78,7 @@ const PRE_FIXTURES: [(Dialect, &str); 2] = [
     (Dialect::OpenAi, "tool_calls_parallel"),
 ];
 
-const DOORS: [Dialect; 2] = [Dialect::OpenAi, Dialect::Anthropic];
+const DOORS: [Dialect; 3] = Dialect::ALL;
 
 /// Upper bound for one case.
 const CASE_BOUND: Duration = Duration::from_secs(12);

@@ -20,13 +20,10 @@ use providers::Dialect;
 use serde_json::{Value, json};
 use streamgate::config::ProviderConfig;
 
-const DOORS: [Dialect; 2] = [Dialect::OpenAi, Dialect::Anthropic];
+const DOORS: [Dialect; 3] = Dialect::ALL;
 
-fn door_name(door: Dialect) -> &'static str {
-    match door {
-        Dialect::OpenAi => "openai door",
-        Dialect::Anthropic => "anthropic door",
-    }
+fn door_name(door: Dialect) -> String {
+    format!("{door} door")
 }
 
 /// Streams `model` through `door` and checks the answer is `rec`'s, whole.
@@ -169,6 +166,16 @@ async fn when_the_fallback_fails_too_the_client_gets_an_explicit_error() {
                 );
                 assert!(!raw.contains("[DONE]"), "openai door: {raw}");
             }
+            Dialect::OpenAiResponses => {
+                // A broken answer is failed, never completed.
+                assert!(
+                    frames
+                        .iter()
+                        .any(|(e, _)| e.as_deref() == Some("response.failed")),
+                    "responses door: no response.failed in {raw}"
+                );
+                assert!(!raw.contains("response.completed"), "responses door: {raw}");
+            }
         }
         // What was sent before stays: the text the client had.
         let (events, _) = gw::decode(door, &body);
@@ -191,7 +198,9 @@ async fn when_the_fallback_fails_too_the_client_gets_an_explicit_error() {
                 assert_eq!(body["type"], "error", "{body}");
                 assert!(body["error"]["message"].is_string(), "{body}");
             }
-            Dialect::OpenAi => assert!(body["error"]["message"].is_string(), "{body}"),
+            Dialect::OpenAi | Dialect::OpenAiResponses => {
+                assert!(body["error"]["message"].is_string(), "{body}")
+            }
         }
     }
 }
@@ -220,8 +229,8 @@ async fn stub(status: u16, body: Value) -> (SocketAddr, Arc<AtomicUsize>) {
 
 fn stub_provider(dialect: Dialect, addr: SocketAddr) -> ProviderConfig {
     let base = match dialect {
-        Dialect::OpenAi => format!("http://{addr}/v1"),
         Dialect::Anthropic => format!("http://{addr}"),
+        Dialect::OpenAi | Dialect::OpenAiResponses => format!("http://{addr}/v1"),
     };
     let mut p = ProviderConfig::new(dialect, &base, "");
     p.api_key_env = None;
@@ -404,7 +413,7 @@ async fn client_errors_reach_the_client_and_provider_side_refusals_fail_over_wit
                     let body = gw::json_of(response).await;
                     let shaped = match door {
                         Dialect::Anthropic => body["type"] == "error",
-                        Dialect::OpenAi => body["error"].is_object(),
+                        Dialect::OpenAi | Dialect::OpenAiResponses => body["error"].is_object(),
                     };
                     let mut errs = Vec::new();
                     if status != want || !shaped {

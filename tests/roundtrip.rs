@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::{Expected, Fixture, all_fixtures, decode, dialect_of, for_each_fixture};
+use common::{
+    Expected, Fixture, all_fixtures, decode, dialect_of, for_each_fixture, whole_fixtures,
+};
 use providers::assemble::{BlockContent, Message};
 use providers::{
     AgentEvent, Assembler, Dialect, EncodeError, EncodeOptions, FinishReason, StreamEncoder,
@@ -16,13 +18,6 @@ use serde_json::Value;
 const WITH_USAGE: EncodeOptions = EncodeOptions {
     include_usage: true,
 };
-
-fn other(d: Dialect) -> Dialect {
-    match d {
-        Dialect::OpenAi => Dialect::Anthropic,
-        Dialect::Anthropic => Dialect::OpenAi,
-    }
-}
 
 /// Whether the events use choices beyond 0 (OpenAI `n > 1`).
 fn has_extra_choices(events: &[AgentEvent]) -> bool {
@@ -51,8 +46,35 @@ fn visible_text(m: &Message) -> String {
         .collect()
 }
 
-/// The normalized finish reason after crossing into `to` (docs/protocol.md, finish table).
-fn crossed_reason(reason: FinishReason, to: Dialect, has_calls: bool) -> FinishReason {
+/// The normalized finish reason after crossing from `from` into `to` (docs/protocol.md,
+/// finish table). Responses carries a refusal only as a refusal part (Anthropic's refusal
+/// is text) and ends Anthropic's `pause_turn` as `completed`.
+fn crossed_reason(
+    reason: FinishReason,
+    from: Dialect,
+    to: Dialect,
+    has_calls: bool,
+) -> FinishReason {
+    match (from, to, reason) {
+        (_, Dialect::OpenAiResponses, FinishReason::Stop) if has_calls => {
+            return FinishReason::ToolCalls;
+        }
+        (
+            Dialect::Anthropic,
+            Dialect::OpenAiResponses,
+            FinishReason::Refusal | FinishReason::PauseTurn,
+        ) => {
+            return if has_calls {
+                FinishReason::ToolCalls
+            } else {
+                FinishReason::Stop
+            };
+        }
+        (Dialect::OpenAiResponses, Dialect::OpenAi, FinishReason::Refusal) => {
+            return FinishReason::Refusal;
+        }
+        _ => {}
+    }
     match (to, reason) {
         (Dialect::OpenAi, FinishReason::Refusal) => FinishReason::ContentFilter,
         (Dialect::OpenAi, FinishReason::PauseTurn) => FinishReason::Stop,
@@ -78,7 +100,7 @@ fn args_equal(a: &str, b: &str, truncated: bool) -> bool {
 
 #[test]
 fn same_dialect_roundtrip_gives_identical_events() {
-    for_each_fixture(&all_fixtures(), |f| {
+    for_each_fixture(&whole_fixtures(), |f| {
         let d = dialect_of(f);
         let events = decode(d, &f.body)?;
         let bytes = encode(d, &events)?;
@@ -108,14 +130,19 @@ fn same_dialect_roundtrip_gives_identical_events() {
     });
 }
 
-fn compare_content(before: &[AgentEvent], after: &[AgentEvent], to: Dialect) -> Result<(), String> {
+fn compare_content(
+    before: &[AgentEvent],
+    after: &[AgentEvent],
+    from: Dialect,
+    to: Dialect,
+) -> Result<(), String> {
     let (a, b) = (Assembler::assemble(before), Assembler::assemble(after));
     let mut errs = Vec::new();
     // Anthropic has no refusal block: an OpenAI refusal reaches Anthropic clients as text
     // (the encoder's choice; the rules do not say).
     let want_text = match to {
         Dialect::Anthropic => visible_text(&a),
-        Dialect::OpenAi => a.text(),
+        Dialect::OpenAi | Dialect::OpenAiResponses => a.text(),
     };
     if want_text != b.text() {
         errs.push(format!("text: {want_text:?} became {:?}", b.text()));
@@ -139,7 +166,7 @@ fn compare_content(before: &[AgentEvent], after: &[AgentEvent], to: Dialect) -> 
     let ra = a
         .end
         .as_ref()
-        .map(|e| crossed_reason(e.reason, to, !ca.is_empty()));
+        .map(|e| crossed_reason(e.reason, from, to, !ca.is_empty()));
     let rb = b.end.as_ref().map(|e| e.reason);
     if ra != rb {
         errs.push(format!("finish reason: expected {ra:?}, got {rb:?}"));
@@ -168,22 +195,35 @@ fn compare_content(before: &[AgentEvent], after: &[AgentEvent], to: Dialect) -> 
     }
 }
 
+/// Every fixture into every other dialect (Chat <-> Anthropic <-> Responses).
 #[test]
 fn cross_dialect_roundtrip_keeps_the_content() {
-    for_each_fixture(&all_fixtures(), |f| {
+    for_each_fixture(&whole_fixtures(), |f| {
         let from = dialect_of(f);
-        let to = other(from);
-        let events = decode(from, &f.body)?;
+        let mut errs = Vec::new();
+        for to in Dialect::ALL.into_iter().filter(|d| *d != from) {
+            if let Err(e) = cross(from, to, &f.body) {
+                errs.push(format!("to {to}: {e}"));
+            }
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs.join("\n"))
+        }
+    });
+}
+
+fn cross(from: Dialect, to: Dialect, body: &[u8]) -> Result<(), String> {
+    {
+        let events = decode(from, body)?;
         let encoded = StreamEncoder::encode_all(to, WITH_USAGE, &events);
-        if to == Dialect::Anthropic && has_extra_choices(&events) {
-            // The rules: Anthropic has one choice; choices > 0 are refused.
+        if to != Dialect::OpenAi && has_extra_choices(&events) {
+            // The rules: Anthropic and Responses have one choice; choices > 0 are refused.
             return match encoded {
-                Err(EncodeError::Unsupported {
-                    dialect: Dialect::Anthropic,
-                    ..
-                }) => Ok(()),
-                Err(e) => Err(format!("n > 1 into anthropic: want Unsupported, got {e}")),
-                Ok(_) => Err("n > 1 into anthropic: want Unsupported, got Ok".into()),
+                Err(EncodeError::Unsupported { dialect, .. }) if dialect == to => Ok(()),
+                Err(e) => Err(format!("n > 1 into {to}: want Unsupported, got {e}")),
+                Ok(_) => Err(format!("n > 1 into {to}: want Unsupported, got Ok")),
             };
         }
         let bytes = encoded.map_err(|e| format!("encode to {to}: {e}"))?;
@@ -196,8 +236,8 @@ fn cross_dialect_roundtrip_keeps_the_content() {
         {
             return Err("reasoning is not carried as delta.reasoning_content".into());
         }
-        compare_content(&events, &again, to)
-    });
+        compare_content(&events, &again, from, to)
+    }
 }
 
 #[test]
@@ -235,6 +275,27 @@ fn body_content(d: Dialect, body: &Value) -> Result<(String, Vec<(String, Value)
                 .collect();
             Ok((text, calls))
         }
+        Dialect::OpenAiResponses => {
+            let mut text = String::new();
+            let mut calls = Vec::new();
+            for item in body["output"].as_array().into_iter().flatten() {
+                match item["type"].as_str() {
+                    Some("message") => {
+                        for part in item["content"].as_array().into_iter().flatten() {
+                            if part["type"] == "output_text" {
+                                text.push_str(part["text"].as_str().unwrap_or_default());
+                            }
+                        }
+                    }
+                    Some("function_call") => calls.push((
+                        item["name"].as_str().unwrap_or_default().to_owned(),
+                        item["arguments"].clone(),
+                    )),
+                    _ => {}
+                }
+            }
+            Ok((text, calls))
+        }
         Dialect::Anthropic => {
             let mut text = String::new();
             let mut calls = Vec::new();
@@ -256,8 +317,9 @@ fn body_content(d: Dialect, body: &Value) -> Result<(String, Vec<(String, Value)
 fn check_response(f: &Fixture, to: Dialect, m: &Message, want: &Expected) -> Result<(), String> {
     let body = match encode_response(to, m) {
         Ok(body) => body,
-        Err(EncodeError::Unsupported { .. }) if to == Dialect::Anthropic && want.choices > 1 => {
-            // Several choices cannot be one Anthropic message: refusing is correct.
+        Err(EncodeError::Unsupported { .. }) if to != Dialect::OpenAi && want.choices > 1 => {
+            // Several choices cannot be one Anthropic message or Responses answer: refusing
+            // is correct.
             return Ok(());
         }
         Err(e) => return Err(format!("encode_response({to}): {e}")),
@@ -270,7 +332,7 @@ fn check_response(f: &Fixture, to: Dialect, m: &Message, want: &Expected) -> Res
     // As in the streams, an OpenAI refusal becomes Anthropic text.
     let want_text = match to {
         Dialect::Anthropic => format!("{}{}", want.text, want.refusal),
-        Dialect::OpenAi => want.text.clone(),
+        Dialect::OpenAi | Dialect::OpenAiResponses => want.text.clone(),
     };
     if got_text != want_text {
         errs.push(format!(
@@ -286,14 +348,14 @@ fn check_response(f: &Fixture, to: Dialect, m: &Message, want: &Expected) -> Res
         for ((name, args), w) in got_calls.iter().zip(&want.tool_calls) {
             let args_ok = match (to, args) {
                 // OpenAI carries the argument text: equal text when truncated, else equal JSON.
-                (Dialect::OpenAi, Value::String(s)) => {
+                (Dialect::OpenAi | Dialect::OpenAiResponses, Value::String(s)) => {
                     if w.truncated {
                         s == &w.arguments
                     } else {
                         serde_json::from_str::<Value>(s).ok() == w.json()
                     }
                 }
-                (Dialect::OpenAi, _) => false,
+                (Dialect::OpenAi | Dialect::OpenAiResponses, _) => false,
                 // Anthropic carries an object: a truncated call has no JSON to compare.
                 (Dialect::Anthropic, v) => w.truncated || Some(v) == w.json().as_ref(),
             };
@@ -314,7 +376,7 @@ fn check_response(f: &Fixture, to: Dialect, m: &Message, want: &Expected) -> Res
 
 #[test]
 fn non_streaming_bodies_carry_text_and_tool_calls() {
-    for_each_fixture(&all_fixtures(), |f| {
+    for_each_fixture(&whole_fixtures(), |f| {
         let events = decode(dialect_of(f), &f.body)?;
         let m = Assembler::assemble(&events);
         let want = common::expected(f.dialect, &f.body);

@@ -73,7 +73,7 @@ async fn assert_refused(r: reqwest::Response, dialect: Dialect, status: u16, wha
     );
     let body = json_of(r).await;
     match dialect {
-        Dialect::OpenAi => {
+        Dialect::OpenAi | Dialect::OpenAiResponses => {
             assert_eq!(
                 body["error"]["code"], "too_many_live_streams",
                 "{what}: {body}"

@@ -259,7 +259,7 @@ fn alias(config: &mut Config, name: &str, route: &str) {
     );
 }
 
-const DOORS: [Dialect; 2] = [Dialect::OpenAi, Dialect::Anthropic];
+const DOORS: [Dialect; 3] = Dialect::ALL;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_clients_wait_out_one_short_429() {
@@ -279,7 +279,7 @@ async fn twenty_clients_wait_out_one_short_429() {
     );
     let ask = |i: usize| {
         let g = g.clone();
-        tokio::spawn(async move { g.ask(DOORS[i % 2], "up/m", i % 4 < 2).await })
+        tokio::spawn(async move { g.ask(DOORS[i % DOORS.len()], "up/m", i % 4 < 2).await })
     };
     let first = ask(0);
     // The 429 is out: the route rests for a second, and the first client retries after it.

@@ -12,7 +12,6 @@ mod gw;
 #[path = "common/resilience.rs"]
 mod rs;
 
-use providers::request::ChatRequest;
 use providers::{AgentEvent, Dialect, StreamDecoder, Usage, UsageBasis};
 use serde_json::Value;
 
@@ -46,11 +45,7 @@ fn cuts(rec: &rs::Recording, unreported: bool) -> Vec<usize> {
 /// input from the client's request, output from the text streamed, 4 bytes a token.
 fn estimate(rec: &rs::Recording, door: Dialect, model: &str, n: usize) -> (u64, u64) {
     let body = gw::chat_body(door, model, true);
-    let request = match door {
-        Dialect::OpenAi => ChatRequest::from_openai(&body),
-        Dialect::Anthropic => ChatRequest::from_anthropic(&body),
-    }
-    .unwrap();
+    let request = door.wire().parse_request(body).unwrap();
     let input = streamgate::estimate::input_tokens(&request);
     (input, rec.text_before(n).len().div_ceil(4) as u64)
 }
@@ -66,7 +61,7 @@ async fn a_broken_attempt_is_counted_by_estimate_and_the_total_is_marked() {
     let h = rs::start(3, |_| {}).await;
     let mut failures = Vec::new();
     for n in cuts {
-        for door in [Dialect::OpenAi, Dialect::Anthropic] {
+        for door in Dialect::ALL {
             // Its own model string per case: `times=1` counts identical requests.
             let model = format!(
                 "openai/times=1,reset_after={n},drip={}:text_basic",
@@ -112,10 +107,10 @@ async fn a_broken_attempt_is_counted_by_estimate_and_the_total_is_marked() {
 async fn an_openai_stream_that_fails_sends_its_usage_chunk_before_the_error() {
     let h = rs::start(1, |_| {}).await;
     let mut failures = Vec::new();
-    for upstream in [Dialect::OpenAi, Dialect::Anthropic] {
+    for upstream in Dialect::ALL {
         let rec = rs::recording(upstream, "text_basic");
         // Anthropic reports its input count (and a first output count) at the start.
-        let all = cuts(&rec, upstream == Dialect::OpenAi);
+        let all = cuts(&rec, upstream != Dialect::Anthropic);
         assert!(all.len() >= 3, "{upstream}: {all:?}");
         for n in all {
             // Frames 20 ms apart, so that the reset cannot overtake the response head.
@@ -147,7 +142,8 @@ async fn an_openai_stream_that_fails_sends_its_usage_chunk_before_the_error() {
                     );
                     // An Anthropic upstream reported its input count before the break.
                     let want_input = match upstream {
-                        Dialect::OpenAi => input,
+                        // Responses reports usage only in its final response.
+                        Dialect::OpenAi | Dialect::OpenAiResponses => input,
                         Dialect::Anthropic => {
                             let (events, _) =
                                 StreamDecoder::decode_all(rec.dialect, &rec.frames[..n].concat());

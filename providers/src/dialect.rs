@@ -14,17 +14,25 @@ pub enum Dialect {
     /// Anthropic Messages (`POST /v1/messages`).
     #[serde(rename = "anthropic")]
     Anthropic,
+    /// OpenAI Responses (`POST /v1/responses`).
+    #[serde(rename = "openai-responses")]
+    OpenAiResponses,
 }
 
 impl Dialect {
     /// Every dialect, for table-driven code and tests.
-    pub const ALL: [Dialect; 2] = [Dialect::OpenAi, Dialect::Anthropic];
+    pub const ALL: [Dialect; 3] = [
+        Dialect::OpenAi,
+        Dialect::Anthropic,
+        Dialect::OpenAiResponses,
+    ];
 
     /// The name used in config, on the CLI and in events.
     pub fn as_str(self) -> &'static str {
         match self {
             Dialect::OpenAi => "openai",
             Dialect::Anthropic => "anthropic",
+            Dialect::OpenAiResponses => "openai-responses",
         }
     }
 }
@@ -74,7 +82,7 @@ mod tests {
         let e = "gemini".parse::<Dialect>().unwrap_err();
         assert_eq!(
             e.to_string(),
-            "unknown dialect \"gemini\" (expected \"openai\" or \"anthropic\")"
+            "unknown dialect \"gemini\" (expected \"openai\", \"anthropic\" or \"openai-responses\")"
         );
     }
 }

@@ -7,7 +7,7 @@
 
 use crate::dialect::Dialect;
 pub use crate::wire_dialect::{UpstreamSettings, WireDialect};
-use crate::{anthropic, openai_chat};
+use crate::{anthropic, openai_chat, openai_responses};
 
 /// The dialect of routes every door shares (`GET /v1/models`, the stream hub) when the
 /// request's headers do not say otherwise: OpenAI's, the one most clients speak.
@@ -18,6 +18,7 @@ pub fn get(dialect: Dialect) -> &'static dyn WireDialect {
     match dialect {
         Dialect::OpenAi => &openai_chat::OpenAiChat,
         Dialect::Anthropic => &anthropic::AnthropicMessages,
+        Dialect::OpenAiResponses => &openai_responses::OpenAiResponses,
     }
 }
 

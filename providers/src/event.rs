@@ -596,8 +596,8 @@ mod tests {
             basis: UsageBasis::Estimated,
             ..Usage::default()
         });
-        for source in [Dialect::OpenAi, Dialect::Anthropic] {
-            for door in [Dialect::OpenAi, Dialect::Anthropic] {
+        for source in Dialect::ALL {
+            for door in Dialect::ALL {
                 for ending in [
                     AgentEvent::StreamEnd(StreamEnd {
                         reason: FinishReason::Stop,

@@ -5,8 +5,6 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use providers::Dialect;
-
 use super::serve::{ServeError, init_logging, shutdown_signal};
 use crate::replay::{self, DEMO_ALIASES};
 use crate::server;
@@ -78,13 +76,15 @@ pub fn run(
 
 /// The how-to-call-it text.
 fn instructions(gateway: &str, replay: &str) -> String {
-    let models = |d: Dialect| {
-        replay::fixture_names(d)
-            .iter()
-            .map(|n| format!("{}/{n}", d.as_str()))
-            .collect::<Vec<_>>()
-            .join("\n    ")
-    };
+    let models = providers::dialects::all()
+        .flat_map(|w| {
+            let d = w.dialect();
+            replay::fixture_names(d)
+                .into_iter()
+                .map(move |n| format!("{}/{n}", d.as_str()))
+        })
+        .collect::<Vec<_>>()
+        .join("\n    ");
     let aliases = DEMO_ALIASES
         .iter()
         .map(|(a, r)| format!("{a} -> {r}"))
@@ -92,9 +92,10 @@ fn instructions(gateway: &str, replay: &str) -> String {
         .join("\n    ");
     format!(
         r#"streamgate demo: the gateway at {gateway}, over a replay upstream at {replay}
-serving recorded OpenAI and Anthropic streams (no keys, no network). Ctrl-C stops it.
+serving recorded OpenAI (Chat Completions and Responses) and Anthropic streams (no keys, no
+network). Ctrl-C stops it.
 
-Either door answers for any model: ask the OpenAI door for an Anthropic recording and get an
+Every door answers for any model: ask the OpenAI door for an Anthropic recording and get an
 OpenAI stream, and the reverse.
 
 OpenAI door:
@@ -105,12 +106,17 @@ Anthropic door:
   curl -sN {gateway}/v1/messages -H 'content-type: application/json' -H 'anthropic-version: 2023-06-01' \
     -d '{{"model":"openai/tool_calls_parallel","max_tokens":1024,"stream":true,"messages":[{{"role":"user","content":"hi"}}]}}'
 
+OpenAI Responses door:
+  curl -sN {gateway}/v1/responses -H 'content-type: application/json' \
+    -d '{{"model":"anthropic/tool_use_with_text","stream":true,"input":"hi"}}'
+
 Python, OpenAI SDK:
   from openai import OpenAI
   client = OpenAI(base_url="{gateway}/v1", api_key="unused")
   for chunk in client.chat.completions.create(model="anthropic/tool_use_with_text", stream=True,
                                                messages=[{{"role": "user", "content": "hi"}}]):
       print(chunk.choices[0].delta if chunk.choices else chunk.usage)
+  print(client.responses.create(model="openai-responses/text_basic", input="hi").output_text)
 
 Python, Anthropic SDK:
   import anthropic
@@ -123,13 +129,30 @@ Aliases:
     {aliases}
 
 Models (each is a recording; the question asked does not matter):
-    {openai}
-    {anthropic}
+    {models}
 
 Faults: put knobs before the recording, e.g. anthropic/slow:text_basic (one frame per 100 ms),
 drip=MS, stall, stall_after=N, reset_after=N, error_after=N, status=429,retry_after=2, chunk=N.
 "#,
-        openai = models(Dialect::OpenAi),
-        anthropic = models(Dialect::Anthropic),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instructions_list_every_recording_of_every_dialect() {
+        let text = instructions("http://127.0.0.1:1", "http://127.0.0.1:2");
+        for w in providers::dialects::all() {
+            let d = w.dialect();
+            for name in replay::fixture_names(d) {
+                assert!(text.contains(&format!("    {d}/{name}\n")), "{d}/{name}");
+            }
+            assert!(
+                w.door_paths().iter().any(|p| text.contains(p)),
+                "{d}: no door"
+            );
+        }
+    }
 }

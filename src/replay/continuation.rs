@@ -57,8 +57,10 @@ pub enum Refused {
     Fixture(String),
 }
 
+/// The request's messages: `messages`, or a Responses request's `input` items.
 fn messages(body: &Value) -> &[Value] {
     body.get("messages")
+        .or_else(|| body.get("input"))
         .and_then(Value::as_array)
         .map_or(&[], Vec::as_slice)
 }
@@ -67,13 +69,19 @@ fn role(message: &Value) -> Option<&str> {
     message.get("role").and_then(Value::as_str)
 }
 
-/// A message's text: string content, or its `text` parts (OpenAI) / blocks (Anthropic).
+/// A message's text: string content, or its `text` parts (OpenAI) / blocks (Anthropic) /
+/// `input_text` and `output_text` parts (Responses).
 pub fn message_text(message: &Value) -> String {
     match message.get("content") {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Array(parts)) => parts
             .iter()
-            .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
+            .filter(|p| {
+                matches!(
+                    p.get("type").and_then(Value::as_str),
+                    Some("text" | "input_text" | "output_text")
+                )
+            })
             .filter_map(|p| p.get("text").and_then(Value::as_str))
             .collect(),
         _ => String::new(),

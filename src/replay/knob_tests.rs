@@ -21,10 +21,19 @@ fn client() -> reqwest::Client {
 }
 
 fn path(dialect: Dialect) -> &'static str {
-    match dialect {
-        Dialect::OpenAi => "/v1/chat/completions",
-        Dialect::Anthropic => "/v1/messages",
+    dialect.wire().door_paths()[0]
+}
+
+/// A request written in Chat's shape (as [`user_only`] and [`continuation_request`] write
+/// it) in the shape of `dialect`'s endpoint; Chat's string messages are Responses input items.
+fn for_door(dialect: Dialect, body: &Value) -> Value {
+    if dialect != Dialect::OpenAiResponses {
+        return body.clone();
     }
+    json!({
+        "model": body["model"], "max_output_tokens": body["max_tokens"],
+        "stream": body["stream"], "input": body["messages"],
+    })
 }
 
 struct Answer {
@@ -47,7 +56,7 @@ async fn post(replay: &Replay, dialect: Dialect, body: &Value) -> Answer {
     let sent = client()
         .post(format!("{}{}", replay.url(), path(dialect)))
         .header(header::CONTENT_TYPE, "application/json")
-        .body(serde_json::to_vec(body).unwrap())
+        .body(serde_json::to_vec(&for_door(dialect, body)).unwrap())
         .send()
         .await;
     // A reset right after the head can reach the client before the head does.
@@ -102,7 +111,9 @@ fn continuation_request(dialect: Dialect, model: &str, prefix: &str, mode: Mode)
         Dialect::Anthropic => {
             json!({"role": "assistant", "content": [{"type": "text", "text": prefix}]})
         }
-        Dialect::OpenAi => json!({"role": "assistant", "content": prefix}),
+        Dialect::OpenAi | Dialect::OpenAiResponses => {
+            json!({"role": "assistant", "content": prefix})
+        }
     };
     let mut messages = vec![json!({"role": "user", "content": "hi"}), assistant];
     if mode == Mode::Instruction {
@@ -196,6 +207,14 @@ fn continuations_of_every_fixture_complete_the_answer() {
     for dialect in Dialect::ALL {
         for name in fixture_names(dialect) {
             let body = fixture(dialect, name).unwrap();
+            if StreamDecoder::decode_all(dialect, body).1.is_err() {
+                // A recorded provider error has no answer to continue.
+                assert!(
+                    events(dialect, body, &Ask::Prefill(String::new()), 10).is_err(),
+                    "{dialect} {name}"
+                );
+                continue;
+            }
             let text = fixture_message(dialect, name).text();
             for prefix in cuts(&text) {
                 for mode in [Mode::Prefill, Mode::Instruction] {
@@ -265,11 +284,10 @@ async fn a_prefill_that_is_not_the_recording_is_a_400() {
             let answer = post(&replay, dialect, &body).await;
             assert_eq!(answer.status, 400, "{dialect}");
             let json = answer.json();
-            let message = match dialect {
-                Dialect::Anthropic => &json["error"]["message"],
-                Dialect::OpenAi => &json["error"]["message"],
-            };
-            assert_eq!(message, "prefill does not match the recording");
+            assert_eq!(
+                json["error"]["message"],
+                "prefill does not match the recording"
+            );
         }
     }
 }
@@ -659,4 +677,37 @@ fn first_token_delay_pauses_before_the_first_write_only() {
         );
         assert_eq!(steps[1..], plain[..], "{model}");
     }
+}
+
+/// A recorded provider error asked for without streaming is that provider's error answer:
+/// its status and error body, as the provider sends them to a non-streaming request.
+#[tokio::test]
+async fn a_recorded_provider_error_is_the_non_streaming_error_answer() {
+    let replay = spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let mut checked = 0;
+    for dialect in Dialect::ALL {
+        for name in fixture_names(dialect) {
+            let (_, result) = StreamDecoder::decode_all(dialect, fixture(dialect, name).unwrap());
+            let Err(providers::DecodeError::Upstream { error, .. }) = result else {
+                continue;
+            };
+            checked += 1;
+            let answer = post(&replay, dialect, &user_only(name, false)).await;
+            assert!(
+                (400..600).contains(&answer.status) && answer.status != 500,
+                "{dialect}/{name}: {}",
+                answer.status
+            );
+            let (code, message) = dialect
+                .wire()
+                .parse_error_body(answer.bytes())
+                .unwrap_or_else(|| panic!("{dialect}/{name}: not an error body"));
+            assert_eq!(
+                (code, message),
+                (error.code, error.message),
+                "{dialect}/{name}"
+            );
+        }
+    }
+    assert!(checked >= 1, "no provider error recording");
 }

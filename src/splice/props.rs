@@ -79,7 +79,7 @@ fn expected(calls: &[(usize, usize)]) -> Vec<(String, Value)> {
 }
 
 /// The calls a client of each door gets from `out`: the Agent Event Stream itself, both
-/// streaming doors (encoded, then decoded as the SDKs do) and both non-streaming bodies.
+/// streaming doors (encoded, then decoded as the SDKs do) and every non-streaming body.
 fn calls_at_every_door(out: &[AgentEvent]) -> Vec<(&'static str, Vec<(String, Value)>)> {
     let assembled = |events: &[AgentEvent]| {
         Assembler::assemble(events)
@@ -89,9 +89,14 @@ fn calls_at_every_door(out: &[AgentEvent]) -> Vec<(&'static str, Vec<(String, Va
             .collect::<Vec<_>>()
     };
     let mut doors = vec![("agent event stream", assembled(out))];
-    for (door, dialect) in [
-        ("openai", Dialect::OpenAi),
-        ("anthropic", Dialect::Anthropic),
+    for (door, body_door, dialect) in [
+        ("openai", "openai body", Dialect::OpenAi),
+        ("anthropic", "anthropic body", Dialect::Anthropic),
+        (
+            "openai-responses",
+            "openai-responses body",
+            Dialect::OpenAiResponses,
+        ),
     ] {
         let sse = StreamEncoder::encode_all(dialect, EncodeOptions::default(), out).unwrap();
         let (decoded, result) = StreamDecoder::decode_all(dialect, &sse);
@@ -118,15 +123,20 @@ fn calls_at_every_door(out: &[AgentEvent]) -> Vec<(&'static str, Vec<(String, Va
                 .filter(|b| b["type"] == "tool_use")
                 .map(|b| (b["name"].as_str().unwrap().to_owned(), b["input"].clone()))
                 .collect(),
+            Dialect::OpenAiResponses => body["output"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|item| item["type"] == "function_call")
+                .map(|item| {
+                    key(
+                        item["name"].as_str().unwrap(),
+                        item["arguments"].as_str().unwrap(),
+                    )
+                })
+                .collect(),
         };
-        doors.push((
-            if door == "openai" {
-                "openai body"
-            } else {
-                "anthropic body"
-            },
-            calls,
-        ));
+        doors.push((body_door, calls));
     }
     doors
 }
@@ -143,7 +153,7 @@ proptest! {
     fn look_alike_calls_are_all_delivered_once_over_any_breaks(
         calls in prop::collection::vec((0..NAMES.len(), 0..ARGUMENTS.len()), 1..7),
         breaks in prop::collection::vec((0usize..40, 0usize..8), 0..4),
-        dialect in prop_oneof![Just(Dialect::OpenAi), Just(Dialect::Anthropic)],
+        dialect in prop::sample::select(Dialect::ALL.to_vec()),
     ) {
         let want = expected(&calls);
         let mut s = Splicer::new(true);

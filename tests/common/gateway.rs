@@ -109,6 +109,11 @@ pub fn chat_body(door: Dialect, model: &str, stream: bool) -> Value {
             "messages": [{"role": "user", "content": "hi"}],
             "stream": stream,
         }),
+        Dialect::OpenAiResponses => json!({
+            "model": model,
+            "input": "hi",
+            "stream": stream,
+        }),
     }
 }
 
@@ -315,6 +320,90 @@ pub fn seen_body(door: Dialect, body: &Value) -> Seen {
                 .map(|r| normalize_finish(door, r, !seen.calls.is_empty()));
             seen
         }
+        Dialect::OpenAiResponses => seen_responses_body(body),
+    }
+}
+
+/// From a non-streaming OpenAI Responses body (the final `response` object).
+fn seen_responses_body(body: &Value) -> Seen {
+    let mut seen = Seen {
+        text: String::new(),
+        reasoning: String::new(),
+        calls: Vec::new(),
+        finish: None,
+        input_tokens: body["usage"]["input_tokens"].as_u64(),
+        output_tokens: body["usage"]["output_tokens"].as_u64(),
+    };
+    let mut refused = false;
+    let mut reasoning = Vec::new();
+    for item in body["output"].as_array().into_iter().flatten() {
+        match item["type"].as_str() {
+            Some("message") => {
+                for part in item["content"].as_array().into_iter().flatten() {
+                    match part["type"].as_str() {
+                        Some("output_text") => seen
+                            .text
+                            .push_str(part["text"].as_str().unwrap_or_default()),
+                        Some("refusal") => refused = true,
+                        _ => {}
+                    }
+                }
+            }
+            Some("reasoning") => {
+                let parts = item["summary"]
+                    .as_array()
+                    .into_iter()
+                    .chain(item["content"].as_array())
+                    .flatten()
+                    .filter_map(|p| p["text"].as_str());
+                reasoning.push(parts.collect::<Vec<_>>().join("\n\n"));
+            }
+            Some("function_call") => seen.calls.push((
+                item["name"].as_str().unwrap_or_default().to_owned(),
+                item["arguments"].as_str().unwrap_or_default().to_owned(),
+                false,
+            )),
+            _ => {}
+        }
+    }
+    seen.reasoning = reasoning.concat();
+    seen.finish = match body["status"].as_str() {
+        Some("completed") if !seen.calls.is_empty() => Some(FinishReason::ToolCalls),
+        Some("completed") if refused => Some(FinishReason::Refusal),
+        Some("completed") => Some(FinishReason::Stop),
+        Some("incomplete") => match body["incomplete_details"]["reason"].as_str() {
+            Some("content_filter") => Some(FinishReason::ContentFilter),
+            _ => Some(FinishReason::Length),
+        },
+        _ => None,
+    };
+    seen
+}
+
+/// The normalized finish reason of an answer from `from` after crossing into `to`: Responses
+/// carries a refusal only as a refusal part (which Anthropic's refusal has not), and ends
+/// Anthropic's `pause_turn` as `completed`.
+pub fn crossed_from(
+    reason: FinishReason,
+    from: Dialect,
+    to: Dialect,
+    has_calls: bool,
+) -> FinishReason {
+    match (from, to, reason) {
+        (_, Dialect::OpenAiResponses, FinishReason::Stop) if has_calls => FinishReason::ToolCalls,
+        (
+            Dialect::Anthropic,
+            Dialect::OpenAiResponses,
+            FinishReason::Refusal | FinishReason::PauseTurn,
+        ) => {
+            if has_calls {
+                FinishReason::ToolCalls
+            } else {
+                FinishReason::Stop
+            }
+        }
+        (Dialect::OpenAiResponses, Dialect::OpenAi, FinishReason::Refusal) => FinishReason::Refusal,
+        _ => crossed(reason, to, has_calls),
     }
 }
 

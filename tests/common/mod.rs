@@ -18,7 +18,7 @@ pub fn fixtures_root() -> PathBuf {
 /// One recorded stream.
 #[derive(Debug, Clone)]
 pub struct Fixture {
-    /// Dialect name (`openai`, `anthropic`).
+    /// Dialect name (`openai`, `anthropic`, `openai-responses`).
     pub dialect: &'static str,
     /// Path of the `.sse` file.
     pub path: PathBuf,
@@ -56,6 +56,16 @@ pub fn fixtures_in(dialect: &'static str, dir: &str) -> Vec<Fixture> {
 pub fn all_fixtures() -> Vec<Fixture> {
     providers::dialects::all()
         .flat_map(|w| fixtures_in(w.dialect().as_str(), w.fixture_dir()))
+        .collect()
+}
+
+/// The fixtures holding an answer: those whose provider reported an error instead (the
+/// independent reading says so) have nothing to compare; tests/conformance.rs checks that
+/// they decode as that error.
+pub fn whole_fixtures() -> Vec<Fixture> {
+    all_fixtures()
+        .into_iter()
+        .filter(|f| !expected(f.dialect, &f.body).error)
         .collect()
 }
 
@@ -171,11 +181,12 @@ pub struct Expected {
     pub error: bool,
 }
 
-/// Assembles a fixture body of `dialect` (`openai` or `anthropic`).
+/// Assembles a fixture body of `dialect` (a registered dialect name).
 pub fn expected(dialect: &str, body: &[u8]) -> Expected {
     match dialect {
         "openai" => expected_openai(body),
         "anthropic" => expected_anthropic(body),
+        "openai-responses" => expected_responses(body),
         other => panic!("unknown dialect {other}"),
     }
 }
@@ -390,6 +401,134 @@ pub fn expected_anthropic(body: &[u8]) -> Expected {
         cache_write,
         reasoning: thinking,
     };
+    e
+}
+
+/// OpenAI Responses events: text and refusal deltas, reasoning per item (its summary and
+/// reasoning-text parts joined by blank lines), function calls by item id, the terminal
+/// response's status and usage.
+pub fn expected_responses(body: &[u8]) -> Expected {
+    let mut e = Expected {
+        choices: 1,
+        ..Expected::default()
+    };
+    // (item id, parts as (key, text)), in order of appearance.
+    let mut reasoning: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    // (item id, call, done)
+    let mut calls: Vec<(String, RawCall, bool)> = Vec::new();
+    let mut incomplete = false;
+    for frame in raw_frames(body) {
+        if e.finished || e.error {
+            // One request's answer ends there (a recording may hold the next turns after it).
+            break;
+        }
+        let v: Value = serde_json::from_str(&frame.data).expect("event JSON");
+        let ty = v["type"].as_str().unwrap_or_default();
+        let item_id = v["item_id"].as_str().unwrap_or_default().to_owned();
+        match ty {
+            "response.output_text.delta" => {
+                e.text.push_str(v["delta"].as_str().unwrap_or_default());
+            }
+            "response.refusal.delta" => {
+                e.refusal.push_str(v["delta"].as_str().unwrap_or_default());
+            }
+            "response.reasoning_summary_text.delta" | "response.reasoning_text.delta" => {
+                let key = if ty == "response.reasoning_text.delta" {
+                    format!("content {}", v["content_index"])
+                } else {
+                    format!("summary {}", v["summary_index"])
+                };
+                if !reasoning.iter().any(|(id, _)| *id == item_id) {
+                    reasoning.push((item_id.clone(), Vec::new()));
+                }
+                let parts = &mut reasoning
+                    .iter_mut()
+                    .find(|(id, _)| *id == item_id)
+                    .unwrap()
+                    .1;
+                if !parts.iter().any(|(k, _)| *k == key) {
+                    parts.push((key.clone(), String::new()));
+                }
+                let part = parts.iter_mut().find(|(k, _)| *k == key).unwrap();
+                part.1.push_str(v["delta"].as_str().unwrap_or_default());
+            }
+            "response.output_item.added" if v["item"]["type"] == "function_call" => {
+                calls.push((
+                    v["item"]["id"].as_str().unwrap_or_default().to_owned(),
+                    RawCall {
+                        name: v["item"]["name"].as_str().unwrap_or_default().to_owned(),
+                        arguments: String::new(),
+                        truncated: false,
+                    },
+                    false,
+                ));
+            }
+            "response.function_call_arguments.delta" => {
+                if let Some(c) = calls.iter_mut().find(|(id, _, _)| *id == item_id) {
+                    c.1.arguments
+                        .push_str(v["delta"].as_str().unwrap_or_default());
+                }
+            }
+            "response.output_item.done" if v["item"]["type"] == "function_call" => {
+                let id = v["item"]["id"].as_str().unwrap_or_default();
+                if let Some(c) = calls.iter_mut().find(|(i, _, _)| i == id) {
+                    if let Some(args) = v["item"]["arguments"].as_str() {
+                        c.1.arguments = args.to_owned();
+                    }
+                    c.2 = true;
+                }
+            }
+            "response.completed" | "response.incomplete" => {
+                let response = &v["response"];
+                e.finished = true;
+                incomplete = ty == "response.incomplete";
+                e.finish_reason = if incomplete {
+                    Some(
+                        response["incomplete_details"]["reason"]
+                            .as_str()
+                            .unwrap_or("incomplete")
+                            .to_owned(),
+                    )
+                } else {
+                    response["status"].as_str().map(str::to_owned)
+                };
+                let usage = &response["usage"];
+                take(&mut e.usage.input, &usage["input_tokens"]);
+                take(&mut e.usage.output, &usage["output_tokens"]);
+                take(
+                    &mut e.usage.cache_read,
+                    &usage["input_tokens_details"]["cached_tokens"],
+                );
+                take(
+                    &mut e.usage.reasoning,
+                    &usage["output_tokens_details"]["reasoning_tokens"],
+                );
+            }
+            "error" | "response.failed" => e.error = true,
+            _ => {}
+        }
+    }
+    e.reasoning = reasoning
+        .into_iter()
+        .map(|(_, parts)| {
+            let texts: Vec<String> = parts
+                .into_iter()
+                .map(|(_, t)| t)
+                .filter(|t| !t.is_empty())
+                .collect();
+            texts.join("\n\n")
+        })
+        .collect();
+    e.tool_calls = calls
+        .into_iter()
+        .map(|(_, mut c, done)| {
+            if c.arguments.is_empty() {
+                c.arguments = "{}".to_owned();
+            }
+            c.truncated = incomplete && !done;
+            c
+        })
+        .collect();
     e
 }
 

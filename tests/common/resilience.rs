@@ -28,25 +28,20 @@ pub const STALL_FIRST_BYTE_MS: u64 = 1500;
 
 /// The provider (and replay endpoint) of a dialect in the replay's configuration.
 pub fn provider(dialect: Dialect) -> &'static str {
-    match dialect {
-        Dialect::OpenAi => "openai",
-        Dialect::Anthropic => "anthropic",
-    }
+    dialect.as_str()
 }
 
+/// The dialect a recording is re-encoded into for failover: the other vendor's.
 pub fn other(dialect: Dialect) -> Dialect {
     match dialect {
-        Dialect::OpenAi => Dialect::Anthropic,
+        Dialect::OpenAi | Dialect::OpenAiResponses => Dialect::Anthropic,
         Dialect::Anthropic => Dialect::OpenAi,
     }
 }
 
 /// The replay path a dialect's requests go to.
 pub fn endpoint(dialect: Dialect) -> &'static str {
-    match dialect {
-        Dialect::OpenAi => "/v1/chat/completions",
-        Dialect::Anthropic => "/v1/messages",
-    }
+    dialect.wire().door_paths()[0]
 }
 
 /// Where in the answer a fault strikes.
@@ -286,10 +281,7 @@ pub struct Case {
 
 impl Case {
     pub fn name(&self) -> String {
-        let door = match self.door {
-            Dialect::OpenAi => "openai-door",
-            Dialect::Anthropic => "anthropic-door",
-        };
+        let door = format!("{}-door", self.door);
         let axis = match self.axis {
             Axis::Retry => "retry",
             Axis::Failover => "failover",
@@ -487,9 +479,13 @@ pub async fn read_body(response: reqwest::Response) -> Result<Vec<u8>, (String, 
     Ok(out)
 }
 
-/// The messages of an upstream request.
+/// The messages of an upstream request (Responses: its input items).
 fn messages(r: &Recorded) -> Vec<Value> {
-    r.body["messages"].as_array().cloned().unwrap_or_default()
+    let list = match &r.body["input"] {
+        Value::Null => &r.body["messages"],
+        input => input,
+    };
+    list.as_array().cloned().unwrap_or_default()
 }
 
 /// Checks that `r` continues after `prefix` the way `dialect`'s provider is asked to
@@ -508,7 +504,7 @@ pub fn continuation_shape(
     if or_less {
         let got = match dialect {
             Dialect::Anthropic if last["role"] == "assistant" => Some(text.clone()),
-            Dialect::OpenAi if text == CONTINUE_INSTRUCTION => msgs
+            Dialect::OpenAi | Dialect::OpenAiResponses if text == CONTINUE_INSTRUCTION => msgs
                 .len()
                 .checked_sub(2)
                 .map(|i| replay::continuation::message_text(&msgs[i])),
@@ -538,7 +534,7 @@ pub fn continuation_shape(
                 ));
             }
         }
-        Dialect::OpenAi => {
+        Dialect::OpenAi | Dialect::OpenAiResponses => {
             let before = msgs
                 .len()
                 .checked_sub(2)

@@ -433,3 +433,153 @@ def neutral_from_anthropic(s: dict, *, for_openai_client: bool) -> dict:
         "finish": finish,
         "usage": usage,
     }
+
+
+# ---------------------------------------------------------------- OpenAI Responses
+
+RESPONSES_TERMINAL = ("response.completed", "response.incomplete", "response.failed")
+
+
+def responses_usage(u: Any) -> dict | None:
+    u = _d(u)
+    if not u:
+        return None
+    return {
+        "input_tokens": u.get("input_tokens"),
+        "output_tokens": u.get("output_tokens"),
+        "cached_tokens": (u.get("input_tokens_details") or {}).get("cached_tokens"),
+        "reasoning_tokens": (u.get("output_tokens_details") or {}).get("reasoning_tokens"),
+    }
+
+
+def _response_summary(r: Any) -> dict:
+    """A whole Response object (non-streaming, or the stream's final one)."""
+    r = _d(r) or {}
+    text = refusal = reasoning = ""
+    calls = []
+    for item in r.get("output") or []:
+        t = item.get("type")
+        if t == "message":
+            for part in item.get("content") or []:
+                if part.get("type") == "output_text":
+                    text += part.get("text") or ""
+                elif part.get("type") == "refusal":
+                    refusal += part.get("refusal") or ""
+        elif t == "reasoning":
+            parts = (item.get("summary") or []) + (item.get("content") or [])
+            reasoning += "\n\n".join(p.get("text") for p in parts if p.get("text"))
+        elif t == "function_call":
+            calls.append(
+                {
+                    "call_id": item.get("call_id"),
+                    "name": item.get("name"),
+                    "arguments": parse_args(item.get("arguments")),
+                }
+            )
+    return {
+        "id": r.get("id") or None,
+        "model": r.get("model") or None,
+        "status": r.get("status"),
+        "incomplete": (r.get("incomplete_details") or {}).get("reason"),
+        "text": text,
+        "refusal": refusal,
+        "reasoning": reasoning,
+        "tool_calls": calls,
+        "usage": responses_usage(r.get("usage")),
+    }
+
+
+def responses_raw(client, model: str, **extra) -> dict:
+    """Streams the events and accumulates them by hand, up to the response's terminal event;
+    `sequence_number` must count 0, 1, 2, ..."""
+    stream = client.responses.create(model=model, input=PROMPT, stream=True, **extra)
+    head: dict = {}
+    final: dict = {}
+    text = refusal = ""
+    # Reasoning parts per item, in order; an item's parts read joined by blank lines.
+    reasoning: dict[str, list[str]] = {}
+    calls: dict[str, dict] = {}
+    order: list[str] = []
+    seq = []
+    with stream:
+        for event in stream:
+            ev = _d(event)
+            t = ev.get("type")
+            seq.append(ev.get("sequence_number"))
+            if t == "response.created":
+                head = ev.get("response") or {}
+            elif t == "response.output_text.delta":
+                text += ev.get("delta") or ""
+            elif t == "response.refusal.delta":
+                refusal += ev.get("delta") or ""
+            elif t == "response.reasoning_summary_part.added":
+                reasoning.setdefault(ev["item_id"], []).append("")
+            elif t in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta"):
+                parts = reasoning.setdefault(ev["item_id"], [""])
+                parts[-1] += ev.get("delta") or ""
+            elif t == "response.output_item.added" and ev["item"].get("type") == "function_call":
+                item = ev["item"]
+                calls[item["id"]] = {
+                    "call_id": item.get("call_id"),
+                    "name": item.get("name"),
+                    "arguments": "",
+                }
+                order.append(item["id"])
+            elif t == "response.function_call_arguments.delta":
+                calls[ev["item_id"]]["arguments"] += ev.get("delta") or ""
+            if t in RESPONSES_TERMINAL:
+                final = ev.get("response") or {}
+                # One request's answer ends here (a recording may hold more turns after it).
+                break
+    assert seq, "the stream yielded no event"
+    if any(n is not None for n in seq):
+        # Older recordings carry none; where they are, they count 0, 1, 2, ...
+        assert seq == list(range(seq[0], seq[0] + len(seq))), f"sequence numbers {seq}"
+    # A hand-made recording may name no id or model (the gateway then writes them empty).
+    return {
+        "id": head.get("id") or None,
+        "model": head.get("model") or None,
+        "status": final.get("status"),
+        "incomplete": (final.get("incomplete_details") or {}).get("reason"),
+        "text": text,
+        "refusal": refusal,
+        "reasoning": "".join("\n\n".join(p for p in ps if p) for ps in reasoning.values()),
+        "tool_calls": [
+            {**calls[i], "arguments": parse_args(calls[i]["arguments"])} for i in order
+        ],
+        "usage": responses_usage(final.get("usage")),
+    }
+
+
+def responses_helper(client, model: str, **extra) -> dict:
+    """`responses.stream(...)` + `get_final_response()`."""
+    with client.responses.stream(model=model, input=PROMPT, **extra) as stream:
+        for _ in stream:
+            pass
+        return _response_summary(stream.get_final_response())
+
+
+def responses_create(client, model: str, **extra) -> dict:
+    """Non-streaming `responses.create(...)`."""
+    return _response_summary(client.responses.create(model=model, input=PROMPT, **extra))
+
+
+RESPONSES_READERS = {"raw": responses_raw, "helper": responses_helper, "create": responses_create}
+
+
+def neutral_from_responses(s: dict) -> dict:
+    """A Responses summary as the content every dialect can carry; the finish as a Responses
+    client reads it (docs/protocol.md): completed is `tool_calls` when a function was called,
+    else `stop`; incomplete is `length` (max_output_tokens) or `content_filter`."""
+    if s["status"] == "incomplete":
+        finish = "content_filter" if s["incomplete"] == "content_filter" else "length"
+    else:
+        finish = "tool_calls" if s["tool_calls"] else "stop"
+    u = s["usage"]
+    return {
+        "text": s["text"],
+        "reasoning": s["reasoning"],
+        "tool_calls": [{"name": t["name"], "arguments": t["arguments"]} for t in s["tool_calls"]],
+        "finish": finish,
+        "usage": None if u is None else {"input": u["input_tokens"], "output": u["output_tokens"]},
+    }

@@ -120,6 +120,8 @@ impl WireDialect for AnthropicMessages {
         defaults: &AnthropicDefaults,
         caps: Capabilities,
     ) -> Result<Value, RequestError> {
+        // A Responses request may hold what only a Responses upstream honours.
+        request.check_responses_route(self.dialect())?;
         request.to_anthropic_upstream(model, defaults, caps)
     }
 

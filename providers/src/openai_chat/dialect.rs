@@ -97,6 +97,8 @@ impl WireDialect for OpenAiChat {
         _defaults: &AnthropicDefaults,
         caps: Capabilities,
     ) -> Result<Value, RequestError> {
+        // A Responses request may hold what only a Responses upstream honours.
+        request.check_responses_route(self.dialect())?;
         request.to_openai_upstream(model, caps)
     }
 

@@ -31,23 +31,21 @@
 
 mod body;
 mod decode;
+mod dialect;
 mod encode;
 mod output;
 pub mod wire;
 
 pub use body::response_body;
 pub use decode::Decoder;
+pub use dialect::OpenAiResponses;
 pub use encode::Encoder;
 
 use crate::dialect::Dialect;
 
 /// The dialect this module stamps on `stream.start`, on its errors, and compares with to
 /// decide what is same-dialect passthrough.
-///
-/// Placeholder: `Dialect` has no Responses variant yet (the dialect registry adds it, and
-/// this line then names it). Until then the events say `openai`, so code that encodes them
-/// into Chat Completions must not take them for Chat's own (the tests retag them).
-pub(crate) const DIALECT: Dialect = Dialect::OpenAi;
+pub(crate) const DIALECT: Dialect = Dialect::OpenAiResponses;
 
 #[cfg(test)]
 mod tests;

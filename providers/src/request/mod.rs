@@ -1,4 +1,5 @@
-//! Request translation between dialects (OpenAI chat <-> Anthropic messages).
+//! Request translation between dialects (OpenAI Chat <-> Anthropic Messages <-> OpenAI
+//! Responses; the Responses rules are in `responses_in`).
 //!
 //! A client body is read into the unified [`ChatRequest`] ([`ChatRequest::from_openai`],
 //! [`ChatRequest::from_anthropic`]) and written for the upstream

@@ -6,6 +6,22 @@
 //! `function_call_output` is a tool message. Item ids, statuses and encrypted reasoning stay
 //! in part extras for a Responses upstream; items of other kinds (hosted tool calls, item
 //! references, ...) are kept whole. Rules for another upstream: `docs/translation.md`.
+//!
+//! # Decisions
+//!
+//! | Responses | unified / other dialects |
+//! |---|---|
+//! | `instructions` | the system prompt (Chat: a leading `system` message; Anthropic: `system`) |
+//! | `input` `message` items | messages by role (`user`, `assistant`, `system`, `developer`); `input_text` / `output_text` parts are text, a `refusal` part is the assistant's text, `input_image` with an `image_url` is an image (`detail` kept for Chat); file, file-id image and audio parts are kept whole (refused by other dialects) |
+//! | `function_call` / `function_call_output` | a tool call in the assistant turn it follows (a turn's calls are one Chat message, one Anthropic turn) / a tool result (text; `output` given as `input_text` parts is joined) |
+//! | `reasoning` items | unsigned reasoning in the assistant turn: dropped by Chat and Anthropic writers (OpenAI's `encrypted_content` means nothing to another provider); written back whole to Responses |
+//! | other items (`web_search_call`, `item_reference`, ...) | kept whole; refused by other dialects |
+//! | `tools` | `function` tools are function tools; hosted tools are kept whole and refused by other dialects |
+//! | `tool_choice` | `auto` / `none` / `required` / `{"type":"function","name"}`; other forms same-dialect only |
+//! | `max_output_tokens`, `temperature`, `top_p`, `parallel_tool_calls`, `user`, `stream` | the same unified fields; a stream always reports usage |
+//! | `reasoning.effort` | the effort (to Anthropic as a thinking budget); `reasoning.summary` same-dialect only |
+//! | `text.format` | `text` passes; `json_schema` (checked: needs a `schema` object) and `json_object` are same-dialect only and refused elsewhere |
+//! | `metadata`, `store`, `service_tier`, `include`, `truncation`, `prompt_cache_key`, `safety_identifier`, ... | same-dialect only; dropped elsewhere |
 
 use serde_json::Value;
 
@@ -19,9 +35,8 @@ use super::unified::{
 use crate::dialect::Dialect;
 use crate::untrusted::untrusted;
 
-/// The Responses dialect, as requests name it. Placeholder: see
-/// `crate::openai_responses::DIALECT` (one line to change when the variant exists).
-pub(crate) const RESPONSES: Dialect = crate::openai_responses::DIALECT;
+/// The Responses dialect, as requests name it.
+pub(crate) const RESPONSES: Dialect = Dialect::OpenAiResponses;
 
 /// Top-level fields that only a Responses upstream can honour, refused towards another one
 /// ([`ChatRequest::check_responses_route`]): silently dropping them would change the answer.

@@ -27,7 +27,7 @@ struct Recording {
 /// Every single-choice recording that ends normally.
 fn recordings() -> Vec<Recording> {
     let mut out = Vec::new();
-    for dialect in [Dialect::Anthropic, Dialect::OpenAi] {
+    for dialect in Dialect::ALL {
         for name in crate::replay::fixture_names(dialect) {
             let body = crate::replay::fixture(dialect, name).unwrap();
             let (events, result) = StreamDecoder::decode_all(dialect, body);

@@ -30,13 +30,6 @@ fn r2r(body: &Value) -> Value {
         .unwrap()
 }
 
-/// The request as another dialect's door would have read it: until Responses has its own
-/// `Dialect` variant its requests say `openai`, which the Chat writer takes for its own.
-fn foreign(mut req: ChatRequest) -> ChatRequest {
-    req.source = None;
-    req
-}
-
 /// What every dialect must carry: who says what, tool calls and results, tools.
 fn gist(req: &ChatRequest) -> Vec<String> {
     let mut out: Vec<String> = req
@@ -120,8 +113,9 @@ fn recorded_requests_round_trip_and_cross() {
             .tools
             .iter()
             .any(|t| matches!(t, crate::request::Tool::Native { .. }));
-        let anthropic =
-            foreign(req.clone()).to_anthropic_for(&AnthropicDefaults::default(), REASONS);
+        let anthropic = req
+            .clone()
+            .to_anthropic_for(&AnthropicDefaults::default(), REASONS);
         if hosted {
             assert!(
                 matches!(&anthropic, Err(RequestError::Unsupported { param, .. }) if param == "tools[0]"),
@@ -137,13 +131,13 @@ fn recorded_requests_round_trip_and_cross() {
         want.retain(|l| !l.starts_with("max "));
         got.retain(|l| !l.starts_with("max "));
         assert_eq!(got, want, "{name} via anthropic");
-        let chat = foreign(req.clone()).to_openai_for(REASONS).unwrap();
+        let chat = req.clone().to_openai_for(REASONS).unwrap();
         let back = ChatRequest::from_openai(&chat).unwrap();
         let mut got = gist(&back);
         got.retain(|l| !l.starts_with("max "));
         assert_eq!(got, want, "{name} via chat");
         // And back into Responses from either.
-        let again = foreign(back).to_responses_for(REASONS).unwrap();
+        let again = back.to_responses_for(REASONS).unwrap();
         let again = ChatRequest::from_responses(&again).unwrap();
         let mut got = gist(&again);
         got.retain(|l| !l.starts_with("max "));
@@ -316,10 +310,10 @@ fn random_requests_round_trip_within_responses_and_across() {
         let req = ChatRequest::from_responses(&body).unwrap();
         let want = gist(&req);
         // Across: Chat and Anthropic carry the same conversation, and it comes back.
-        let chat = foreign(req.clone()).to_openai_for(REASONS).unwrap();
+        let chat = req.clone().to_openai_for(REASONS).unwrap();
         let from_chat = ChatRequest::from_openai(&chat).unwrap();
         assert_eq!(gist(&from_chat), want, "case {case} via chat: {chat}");
-        let back = foreign(from_chat).to_responses_for(REASONS).unwrap();
+        let back = from_chat.to_responses_for(REASONS).unwrap();
         assert_eq!(
             gist(&ChatRequest::from_responses(&back).unwrap()),
             want,
@@ -327,7 +321,8 @@ fn random_requests_round_trip_within_responses_and_across() {
         );
         // Towards another dialect nothing is stored, and reasoning is not invented.
         assert_eq!(back["store"], false, "case {case}");
-        let anthropic = foreign(req.clone())
+        let anthropic = req
+            .clone()
             .to_anthropic_for(&AnthropicDefaults::default(), REASONS)
             .unwrap();
         let from_anthropic = ChatRequest::from_anthropic(&anthropic).unwrap();
@@ -401,7 +396,7 @@ fn what_only_responses_can_do_is_refused_elsewhere() {
     });
     assert_eq!(r2r(&hosted)["tools"], hosted["tools"]);
     assert_eq!(r2r(&hosted)["input"], hosted["input"]);
-    let req = foreign(ChatRequest::from_responses(&hosted).unwrap());
+    let req = ChatRequest::from_responses(&hosted).unwrap();
     let e = req
         .to_anthropic_for(&AnthropicDefaults::default(), REASONS)
         .unwrap_err();
@@ -410,12 +405,14 @@ fn what_only_responses_can_do_is_refused_elsewhere() {
     // A Chat or Anthropic request with stop sequences or several choices cannot be sent.
     let chat =
         json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "stop": ["x"]});
-    let e = foreign(ChatRequest::from_openai(&chat).unwrap())
+    let e = ChatRequest::from_openai(&chat)
+        .unwrap()
         .to_responses()
         .unwrap_err();
     assert_eq!(e.param(), "stop");
     let chat = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "n": 2});
-    let e = foreign(ChatRequest::from_openai(&chat).unwrap())
+    let e = ChatRequest::from_openai(&chat)
+        .unwrap()
         .to_responses()
         .unwrap_err();
     assert_eq!(e.param(), "n");
@@ -480,7 +477,8 @@ fn chat_parameters_reach_responses() {
         "metadata": {"k": "v"},
         "seed": 7,
     });
-    let out = foreign(ChatRequest::from_openai(&chat).unwrap())
+    let out = ChatRequest::from_openai(&chat)
+        .unwrap()
         .to_responses()
         .unwrap();
     assert_eq!(
@@ -496,7 +494,8 @@ fn chat_parameters_reach_responses() {
     ] {
         let mut body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
         body[key] = v;
-        let e = foreign(ChatRequest::from_openai(&body).unwrap())
+        let e = ChatRequest::from_openai(&body)
+            .unwrap()
             .to_responses()
             .unwrap_err();
         assert_eq!(e.param(), key);
