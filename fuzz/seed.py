@@ -14,6 +14,10 @@ FIXTURES = ROOT / "fixtures"
 CORPUS = pathlib.Path(__file__).resolve().parent / "corpus"
 
 
+# Fixture folder -> the targets' dialect selector (the index in `Dialect::ALL`).
+DIALECT_DIRS = ((0, "openai_chat"), (1, "anthropic"), (2, "openai_responses"))
+
+
 def write(target, name, data):
     d = CORPUS / target
     d.mkdir(parents=True, exist_ok=True)
@@ -34,8 +38,8 @@ def field(b):
 
 
 def request_bodies():
-    """(dialect bit, name, compact JSON body) of every recorded request."""
-    for bit, sub in ((0, "openai_chat"), (1, "anthropic")):
+    """(dialect selector, name, compact JSON body) of every recorded request."""
+    for bit, sub in DIALECT_DIRS:
         for f in sorted((FIXTURES / sub).glob("*.json")):
             yield bit, f"{sub}-{f.stem}", json.loads(f.read_text())
     for f in sorted((FIXTURES / "claude_code").glob("*.json")):
@@ -61,8 +65,8 @@ def main():
         body = f.read_bytes()
         name = f"{f.parent.name}-{f.stem}"
         write("sse", name, bytes([0, i % 16]) + body)
-        bit = 1 if f.parent.name == "anthropic" else 0
-        write("stream_decoder", name, bytes([bit | ((i * 37) % 128) << 1]) + body)
+        bit = dict((d, b) for b, d in DIALECT_DIRS).get(f.parent.name, 1)
+        write("stream_decoder", name, bytes([bit | ((i * 37) % 64) << 2]) + body)
 
     texts = []
     for bit, name, body in request_bodies():

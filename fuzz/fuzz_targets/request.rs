@@ -1,10 +1,12 @@
-//! Each dialect's request translator (`providers::request`): a client's JSON body -> the
-//! unified request -> both dialects, for a model known to reason, known not to, and unknown.
-//! Byte 0: bit 0 picks the door's dialect (OpenAI, Anthropic).
+//! Each dialect's request translator (through the registry, `WireDialect`): a client's JSON
+//! body -> the unified request -> every dialect's upstream body, for a model known to reason,
+//! known not to, and unknown. Byte 0: bits 0-1 pick the door's dialect (`Dialect::ALL`,
+//! wrapping).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use providers::request::{AnthropicDefaults, Capabilities, ChatRequest};
+use providers::Dialect;
+use providers::request::{AnthropicDefaults, Capabilities};
 use serde_json::Value;
 
 fuzz_target!(|data: &[u8]| {
@@ -14,20 +16,17 @@ fuzz_target!(|data: &[u8]| {
     let Ok(value) = serde_json::from_slice::<Value>(body) else {
         return;
     };
-    let parsed = if head & 1 == 0 {
-        ChatRequest::from_openai(&value)
-    } else {
-        ChatRequest::from_anthropic(&value)
-    };
-    let Ok(request) = parsed else {
+    let door = Dialect::ALL[usize::from(head & 3) % Dialect::ALL.len()];
+    let Ok(request) = door.wire().parse_request(value) else {
         return;
     };
     let defaults = AnthropicDefaults::default();
-    for reasons in [None, Some(true), Some(false)] {
-        let caps = Capabilities { reasons };
-        let _ = request.to_openai_for(caps);
-        let _ = request.to_anthropic_for(&defaults, caps);
+    for upstream in Dialect::ALL {
+        for reasons in [None, Some(true), Some(false)] {
+            let caps = Capabilities { reasons };
+            let _ = upstream
+                .wire()
+                .upstream_request(&request, "m", &defaults, caps);
+        }
     }
-    let _ = request.to_openai();
-    let _ = request.to_anthropic(&defaults);
 });

@@ -1,5 +1,6 @@
 //! Each dialect's stream decoder (`providers::StreamDecoder`): provider SSE bytes -> Agent
-//! Events. Byte 0: bit 0 picks the dialect (OpenAI, Anthropic), the rest the chunk size.
+//! Events. Byte 0: bits 0-1 pick the dialect (`Dialect::ALL`, wrapping), the rest the chunk
+//! size.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -9,12 +10,8 @@ fuzz_target!(|data: &[u8]| {
     let [head, body @ ..] = data else {
         return;
     };
-    let dialect = if head & 1 == 0 {
-        Dialect::OpenAi
-    } else {
-        Dialect::Anthropic
-    };
-    let step = usize::from(head >> 1) + 1;
+    let dialect = Dialect::ALL[usize::from(head & 3) % Dialect::ALL.len()];
+    let step = usize::from(head >> 2) + 1;
     let mut decoder = StreamDecoder::new(dialect);
     let mut events = Vec::new();
     let mut result = Ok(());

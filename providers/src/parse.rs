@@ -117,6 +117,7 @@ mod tests {
         match door {
             Dialect::OpenAi => ChatRequest::from_openai_value(value),
             Dialect::Anthropic => ChatRequest::from_anthropic_value(value),
+            Dialect::OpenAiResponses => ChatRequest::from_responses_value(value),
         }
     }
 
