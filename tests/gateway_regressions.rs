@@ -568,6 +568,9 @@ async fn errors_come_in_the_door_dialect_with_their_status() {
         c.server.max_body_bytes = 4096;
         // A 7 s Retry-After does not fit in this budget: the 429 goes to the client at once.
         c.streaming.retry_policy.time_to_fallback_ms = 3000;
+        // A provider's 404 is its route's failure: every door asking the same missing model
+        // must not open that route's breaker (its 503 is tested elsewhere).
+        c.streaming.circuit_breaker.failure_threshold = 1000;
     })
     .await;
     for door in Dialect::ALL {
@@ -584,7 +587,7 @@ async fn errors_come_in_the_door_dialect_with_their_status() {
         assert_error_shape(door, &json_of(r).await);
         // Too large.
         let mut big = chat_body(door, "openai/text_basic", true);
-        big["messages"][0]["content"] = json!("x".repeat(10_000));
+        big["metadata"] = json!({ "padding": "x".repeat(10_000) });
         let r = h.chat(door, &[], &big).await;
         assert_eq!(r.status(), 413, "{door}");
         assert_error_shape(door, &json_of(r).await);
@@ -658,6 +661,9 @@ async fn unreachable_upstream_is_502_and_a_silent_one_504() {
             .get_mut("anthropic")
             .unwrap()
             .first_byte_timeout_ms = 300;
+        // Every door meets the same dead provider: its breaker must not open between doors
+        // (that would be a 503, tested elsewhere).
+        c.streaming.circuit_breaker.failure_threshold = 1000;
     })
     .await;
     for door in Dialect::ALL {
