@@ -52,20 +52,17 @@ pub struct Config {
 }
 
 /// `[passthrough]`: for each door, where its other paths (`/v1/embeddings`, `/v1/files`,
-/// `/v1/messages/batches`, ...) are forwarded. See docs/configuration.md, "Pass-through".
+/// `/v1/messages/batches`, ...) are forwarded, keyed by the door's dialect name (`openai`,
+/// `anthropic`). See docs/configuration.md, "Pass-through".
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(transparent)]
 pub struct PassthroughConfig {
-    /// The OpenAI door's other paths.
-    #[serde(default)]
-    pub openai: PassthroughTarget,
-    /// The Anthropic door's other paths.
-    #[serde(default)]
-    pub anthropic: PassthroughTarget,
+    doors: BTreeMap<Dialect, PassthroughTarget>,
 }
 
 /// One door's pass-through: a provider's name, `true` (the default: the first provider of
-/// the door's dialect, by name) or `false` (off: those paths are a 404).
+/// the door's dialect by name, else of a dialect sharing its platform, such as
+/// `openai-responses` for `openai`) or `false` (off: those paths are a 404).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
 pub enum PassthroughTarget {
@@ -75,53 +72,58 @@ pub enum PassthroughTarget {
     Provider(String),
 }
 
-impl Default for PassthroughTarget {
-    fn default() -> Self {
-        PassthroughTarget::Enabled(true)
-    }
-}
+/// A door without a `[passthrough]` line.
+const PASS_BY_DEFAULT: PassthroughTarget = PassthroughTarget::Enabled(true);
 
 impl PassthroughConfig {
-    /// The target of the door of `dialect` (Responses shares OpenAI's door and API root).
+    /// The target of the door that `dialect`'s clients use for other paths (its platform's:
+    /// Responses clients share OpenAI's).
     pub fn target(&self, dialect: Dialect) -> &PassthroughTarget {
-        match dialect {
-            Dialect::OpenAi | Dialect::OpenAiResponses => &self.openai,
-            Dialect::Anthropic => &self.anthropic,
-        }
+        self.doors
+            .get(&dialect.wire().platform())
+            .unwrap_or(&PASS_BY_DEFAULT)
     }
 
     /// The provider forwarded to at the door of `dialect`, None when that door's pass-through
-    /// is off or no provider speaks its dialect.
+    /// is off or no provider speaks a dialect of its platform.
     pub fn provider<'a>(
         &'a self,
         providers: &'a BTreeMap<String, ProviderConfig>,
         dialect: Dialect,
     ) -> Option<(&'a str, &'a ProviderConfig)> {
-        match self.target(dialect) {
+        let platform = dialect.wire().platform();
+        let found = match self.target(dialect) {
             PassthroughTarget::Enabled(false) => None,
             PassthroughTarget::Enabled(true) => providers
                 .iter()
-                .find(|(_, p)| p.dialect == dialect)
-                .map(|(name, p)| (name.as_str(), p)),
-            PassthroughTarget::Provider(name) => providers
-                .get_key_value(name)
-                .map(|(name, p)| (name.as_str(), p)),
-        }
+                .find(|(_, p)| p.dialect == platform)
+                .or_else(|| {
+                    providers
+                        .iter()
+                        .find(|(_, p)| p.dialect.wire().platform() == platform)
+                }),
+            PassthroughTarget::Provider(name) => providers.get_key_value(name),
+        };
+        found.map(|(name, p)| (name.as_str(), p))
     }
 
     fn validate(&self, providers: &BTreeMap<String, ProviderConfig>) -> Result<(), String> {
-        for (door, dialect) in [
-            ("openai", Dialect::OpenAi),
-            ("anthropic", Dialect::Anthropic),
-        ] {
-            if let PassthroughTarget::Provider(name) = self.target(dialect) {
+        for (door, target) in &self.doors {
+            let platform = door.wire().platform();
+            if *door != platform {
+                return Err(format!(
+                    "passthrough.{door}: {door} clients use the {platform} door's pass-through; \
+                     write passthrough.{platform}"
+                ));
+            }
+            if let PassthroughTarget::Provider(name) = target {
                 match providers.get(name) {
                     None => {
                         return Err(format!(
                             "passthrough.{door} names unknown provider {name:?}"
                         ));
                     }
-                    Some(p) if p.dialect != dialect => {
+                    Some(p) if p.dialect.wire().platform() != platform => {
                         return Err(format!(
                             "passthrough.{door}: provider {name:?} speaks {}, not {door}",
                             p.dialect

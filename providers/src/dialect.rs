@@ -6,7 +6,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 /// A provider wire format. The enum grows with the roadmap (OpenAI Responses, Gemini).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Dialect {
     /// OpenAI Chat Completions (`POST /v1/chat/completions`) and compatible servers.
     #[serde(rename = "openai")]

@@ -32,6 +32,12 @@ pub trait WireDialect: Sync {
     /// The config / CLI name this implementation answers to.
     fn dialect(&self) -> Dialect;
 
+    /// The dialect whose door and API root this one shares (its vendor's other endpoints,
+    /// `/v1/embeddings` and the like, are passed through there): its own by default.
+    fn platform(&self) -> Dialect {
+        self.dialect()
+    }
+
     /// The human name (CLI help, docs): `OpenAI Chat Completions`.
     fn title(&self) -> &'static str;
 

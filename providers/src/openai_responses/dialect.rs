@@ -22,6 +22,11 @@ impl WireDialect for OpenAiResponses {
         DIALECT
     }
 
+    fn platform(&self) -> Dialect {
+        // The Responses API lives beside Chat Completions under OpenAI's `/v1`.
+        Dialect::OpenAi
+    }
+
     fn title(&self) -> &'static str {
         "OpenAI Responses"
     }

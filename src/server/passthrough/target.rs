@@ -241,6 +241,48 @@ route = "an/claude-y"
         }
     }
 
+    /// A door's pass-through falls back to a provider of a dialect sharing its platform
+    /// (a gateway with only a Responses provider still forwards `/v1/embeddings` there), and
+    /// is configured under the platform's name only.
+    #[test]
+    fn a_platform_shares_its_pass_through() {
+        let responses = "[providers.r]\ndialect = \"openai-responses\"\n\
+                         base_url = \"http://127.0.0.1:1/v1\"\n";
+        let c = Config::parse(responses).unwrap();
+        for door in [Dialect::OpenAi, Dialect::OpenAiResponses] {
+            let chosen = c.passthrough.provider(&c.providers, door);
+            assert_eq!(chosen.map(|(n, _)| n), Some("r"), "{door}");
+        }
+        assert!(
+            c.passthrough
+                .provider(&c.providers, Dialect::Anthropic)
+                .is_none()
+        );
+        let both = format!(
+            "{responses}[providers.s]\ndialect = \"openai\"\nbase_url = \"http://127.0.0.1:2/v1\"\n"
+        );
+        let c = Config::parse(&both).unwrap();
+        let chosen = c.passthrough.provider(&c.providers, Dialect::OpenAi);
+        assert_eq!(
+            chosen.map(|(n, _)| n),
+            Some("s"),
+            "the door's own dialect first"
+        );
+        let named = Config::parse(&format!("{both}[passthrough]\nopenai = \"r\"\n")).unwrap();
+        let chosen = named
+            .passthrough
+            .provider(&named.providers, Dialect::OpenAi);
+        assert_eq!(chosen.map(|(n, _)| n), Some("r"));
+        for bad in [
+            "\"openai-responses\" = true",
+            "gemini = true",
+            "anthropic = \"r\"",
+        ] {
+            let err = Config::parse(&format!("{both}[passthrough]\n{bad}\n"));
+            assert!(err.is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn only_paths_under_v1_that_stay_there_are_forwarded() {
         for path in [
