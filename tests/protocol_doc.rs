@@ -180,7 +180,10 @@ fn generate(name: &str) -> String {
     match name {
         "event-catalog" => event_catalog(),
         "request-decisions" => module_doc("providers/src/request/mod.rs", "# Decisions"),
-        "responses-decisions" => module_doc("providers/src/request/responses_in.rs", "# Decisions"),
+        "responses-decisions" => module_doc(
+            "providers/src/openai_responses/request_in.rs",
+            "# Decisions",
+        ),
         "limits-config" => module_doc("src/limit/mod.rs", "# Configuration: `[limits]`"),
         "streams-config" => module_doc("src/config/streams.rs", "# Configuration: `[streams]`"),
         other => match (

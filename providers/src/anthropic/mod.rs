@@ -3,6 +3,8 @@
 mod decode;
 mod dialect;
 mod encode;
+pub(crate) mod request_in;
+pub(crate) mod request_out;
 pub mod wire;
 
 pub use decode::Decoder;

@@ -4,6 +4,8 @@ mod decode;
 mod dialect;
 mod encode;
 mod fast;
+pub(crate) mod request_in;
+pub(crate) mod request_out;
 pub mod wire;
 
 pub use decode::Decoder;

@@ -34,6 +34,8 @@ mod decode;
 mod dialect;
 mod encode;
 mod output;
+pub(crate) mod request_in;
+pub(crate) mod request_out;
 pub mod wire;
 
 pub use body::response_body;

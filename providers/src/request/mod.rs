@@ -1,5 +1,7 @@
 //! Request translation between dialects (OpenAI Chat <-> Anthropic Messages <-> OpenAI
-//! Responses; the Responses rules are in `responses_in`).
+//! Responses): the unified request and the pieces every dialect's translators share. Each
+//! dialect's own translators live in its folder (`<dialect>/request_in.rs` and
+//! `request_out.rs`; the Responses rules are in `openai_responses::request_in`).
 //!
 //! A client body is read into the unified [`ChatRequest`] ([`ChatRequest::from_openai`],
 //! [`ChatRequest::from_anthropic`]) and written for the upstream
@@ -72,23 +74,17 @@
 //! Anthropic puts on thinking requests (temperature 1, no forced tool choice) are left to
 //! the upstream.
 
-mod anthropic_in;
-mod anthropic_out;
-mod capability;
+pub(crate) mod capability;
 mod census;
-mod error;
-mod fields;
-mod openai_in;
-mod openai_out;
-mod responses_in;
-mod responses_out;
-mod rules;
-mod unified;
+pub(crate) mod error;
+pub(crate) mod fields;
+pub(crate) mod rules;
+pub(crate) mod unified;
 
 #[cfg(test)]
 mod tests;
 
-pub use anthropic_out::MIN_THINKING_BUDGET;
+pub use crate::anthropic::request_out::MIN_THINKING_BUDGET;
 pub use capability::{Capabilities, reasons_by_family};
 pub use census::{CensusError, count_values};
 pub use error::RequestError;

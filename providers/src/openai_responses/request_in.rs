@@ -25,14 +25,14 @@
 
 use serde_json::Value;
 
-use super::error::RequestError;
-use super::fields::{Obj, idx, kind, peek_str};
-use super::openai_in::{check_arguments, parse_image_url};
-use super::unified::{
+use crate::dialect::Dialect;
+use crate::openai_chat::request_in::{check_arguments, parse_image_url};
+use crate::request::error::RequestError;
+use crate::request::fields::{Obj, idx, kind, peek_str};
+use crate::request::unified::{
     ChatRequest, Effort, FunctionTool, Message, Origin, Part, Reasoning, Role, SystemPart, Tool,
     ToolChoice,
 };
-use crate::dialect::Dialect;
 use crate::untrusted::untrusted;
 
 /// The Responses dialect, as requests name it.

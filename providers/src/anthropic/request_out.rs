@@ -2,14 +2,16 @@
 
 use serde_json::{Map, Value, json};
 
-use super::AnthropicDefaults;
-use super::capability::Capabilities;
-use super::error::RequestError;
-use super::openai_in::check_arguments;
-use super::openai_out::extend;
-use super::rules::{OPENAI_ONLY, check};
-use super::unified::{ChatRequest, Head, ImageSource, Part, Role, SystemPart, Tool, ToolChoice};
 use crate::dialect::Dialect;
+use crate::openai_chat::request_in::check_arguments;
+use crate::openai_chat::request_out::extend;
+use crate::request::AnthropicDefaults;
+use crate::request::capability::Capabilities;
+use crate::request::error::RequestError;
+use crate::request::rules::{OPENAI_ONLY, check};
+use crate::request::unified::{
+    ChatRequest, Head, ImageSource, Part, Role, SystemPart, Tool, ToolChoice,
+};
 use crate::untrusted::untrusted;
 
 const TARGET: Dialect = Dialect::Anthropic;

@@ -2,14 +2,14 @@
 
 use serde_json::{Map, Value, json};
 
-use super::EffortBudgets;
-use super::capability::Capabilities;
-use super::error::RequestError;
-use super::rules::{ANTHROPIC_ONLY, check};
-use super::unified::{
+use crate::dialect::Dialect;
+use crate::request::EffortBudgets;
+use crate::request::capability::Capabilities;
+use crate::request::error::RequestError;
+use crate::request::rules::{ANTHROPIC_ONLY, check};
+use crate::request::unified::{
     ChatRequest, Effort, Head, ImageSource, Message, Part, Reasoning, Role, Tool, ToolChoice,
 };
-use crate::dialect::Dialect;
 use crate::untrusted::untrusted;
 
 const TARGET: Dialect = Dialect::OpenAi;

@@ -2,13 +2,13 @@
 
 use serde_json::{Map, Value};
 
-use super::error::RequestError;
-use super::fields::{Obj, idx, kind, peek_str, text_parts};
-use super::unified::{
+use crate::dialect::Dialect;
+use crate::request::error::RequestError;
+use crate::request::fields::{Obj, idx, kind, peek_str, text_parts};
+use crate::request::unified::{
     ChatRequest, Effort, FunctionTool, ImageSource, Message, Origin, Part, Reasoning, Role, Tool,
     ToolChoice,
 };
-use crate::dialect::Dialect;
 use crate::untrusted::untrusted;
 
 impl ChatRequest {

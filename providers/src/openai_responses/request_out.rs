@@ -9,16 +9,16 @@
 
 use serde_json::{Map, Value, json};
 
-use super::EffortBudgets;
-use super::capability::Capabilities;
-use super::error::RequestError;
-use super::openai_out::extend;
-use super::responses_in::RESPONSES;
-use super::rules::{ANTHROPIC_ONLY, check};
-use super::unified::{
+use crate::dialect::Dialect;
+use crate::openai_chat::request_out::extend;
+use crate::openai_responses::request_in::RESPONSES;
+use crate::request::EffortBudgets;
+use crate::request::capability::Capabilities;
+use crate::request::error::RequestError;
+use crate::request::rules::{ANTHROPIC_ONLY, check};
+use crate::request::unified::{
     ChatRequest, Effort, Head, ImageSource, Message, Part, Reasoning, Role, Tool, ToolChoice,
 };
-use crate::dialect::Dialect;
 use crate::untrusted::untrusted;
 
 const TARGET: Dialect = RESPONSES;

@@ -2,13 +2,13 @@
 
 use serde_json::Value;
 
-use super::error::RequestError;
-use super::fields::{Obj, idx, kind, peek_str};
-use super::unified::{
+use crate::dialect::Dialect;
+use crate::request::error::RequestError;
+use crate::request::fields::{Obj, idx, kind, peek_str};
+use crate::request::unified::{
     ChatRequest, FunctionTool, ImageSource, Message, Origin, Part, Reasoning, Role, SystemPart,
     Tool, ToolChoice,
 };
-use crate::dialect::Dialect;
 use crate::untrusted::untrusted;
 
 impl ChatRequest {
