@@ -716,6 +716,16 @@ pub fn default_providers() -> BTreeMap<String, ProviderConfig> {
 }
 
 impl ProviderConfig {
+    /// Whether the gateway can call this provider with a key: its key variable is set (or it
+    /// has none, as local servers do), or clients bring their own (`pass_through_client_key`).
+    pub fn key_available(&self) -> bool {
+        self.pass_through_client_key
+            || self
+                .api_key_env
+                .as_ref()
+                .is_none_or(|var| std::env::var_os(var).is_some_and(|v| !v.is_empty()))
+    }
+
     /// A provider with default timeouts and headers.
     pub fn new(dialect: Dialect, base_url: &str, api_key_env: &str) -> Self {
         ProviderConfig {

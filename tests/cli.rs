@@ -532,3 +532,80 @@ fn events_are_printed_live_before_the_input_ends() {
         "{rest:?}"
     );
 }
+
+/// `serve` says at start where the journal keeps prompts and answers, and names every
+/// provider whose key variable is missing (with the variable, never a key), before it listens.
+#[test]
+fn serve_names_the_journal_and_each_provider_without_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal");
+    let unset = format!("SG_TEST_UNSET_{}_{}", std::process::id(), line!());
+    let config = dir.path().join("streamgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\
+             [providers.keyless]\ndialect = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\n\
+             api_key_env = \"{unset}\"\n\
+             [providers.local]\ndialect = \"anthropic\"\nbase_url = \"http://127.0.0.1:1\"\n\
+             [streams.journal]\ndir = {journal:?}\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_streamgate"))
+        .args(["serve", "--config", path_str(&config)])
+        .env("RUST_LOG", "info")
+        .env_remove(&unset)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("streamgate listening"))
+    {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = seen.join("\n");
+    assert!(log.contains("streamgate listening"), "{log}");
+    let warned: Vec<&String> = seen
+        .iter()
+        .filter(|l| l.contains("key variable is not set"))
+        .collect();
+    assert_eq!(
+        warned.len(),
+        1,
+        "only the provider with a key variable: {log}"
+    );
+    assert!(
+        warned[0].contains("keyless") && warned[0].contains(&unset),
+        "{log}"
+    );
+    let journal_line = seen
+        .iter()
+        .find(|l| l.contains("journal:"))
+        .unwrap_or_else(|| panic!("no journal line: {log}"));
+    assert!(
+        journal_line.contains(path_str(&journal)) && journal_line.contains("prompts"),
+        "{journal_line}"
+    );
+}

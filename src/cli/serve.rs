@@ -54,12 +54,39 @@ pub fn run(
         .build()?;
     runtime.block_on(async move {
         let addr = config.server.listen;
+        log_startup(&config);
         let state = server::AppState::new(config)?;
         let listener = server::bind(addr)?;
         tracing::info!(addr = %listener.local_addr()?, "streamgate listening");
         server::serve(state, listener, shutdown_signal()).await?;
         Ok(())
     })
+}
+
+/// What an operator needs to know at start: where the journal keeps what, and every provider
+/// whose key variable is missing (its requests fail, and `/readyz` says it is not ready).
+fn log_startup(config: &Config) {
+    let journal = &config.streams.journal;
+    if journal.enabled {
+        tracing::info!(
+            dir = %journal.dir.display(),
+            fsync = ?journal.fsync,
+            "journal: every stream's request body (prompts) and events, kept for resuming \
+             after a restart (docs/journal.md)"
+        );
+    } else {
+        tracing::info!("journal off: streams are kept in memory only and lost on restart");
+    }
+    for (name, provider) in &config.providers {
+        if !provider.key_available() {
+            tracing::warn!(
+                provider = %name,
+                var = provider.api_key_env.as_deref().unwrap_or_default(),
+                "the provider's key variable is not set: its requests fail and /readyz \
+                 reports it not ready"
+            );
+        }
+    }
 }
 
 /// Logs to stderr; `RUST_LOG` filters (default `info`).

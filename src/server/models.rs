@@ -45,11 +45,10 @@ pub async fn ready(State(engine): State<EngineState>) -> Response {
         .providers
         .iter()
         .map(|(name, p)| {
-            let usable = p.pass_through_client_key
-                || p.api_key_env
-                    .as_ref()
-                    .is_none_or(|var| std::env::var_os(var).is_some_and(|v| !v.is_empty()));
-            (name.clone(), json!({"dialect": p.dialect, "ready": usable}))
+            (
+                name.clone(),
+                json!({"dialect": p.dialect, "ready": p.key_available()}),
+            )
         })
         .collect();
     let ready = providers.values().any(|p| p["ready"] == true);
