@@ -21,6 +21,8 @@
 //! - [`ws`]: the WebSocket door's protocol without I/O: subprotocols, frames, per-message
 //!   compression, sharding, and the reference client's decoder.
 //! - [`estimate`]: token estimates where providers give none.
+//! - [`counters`]: lock-free histograms the subsystems keep for the metrics.
+//! - [`telemetry`]: the metrics (Prometheus) of the gateway and its subsystems.
 //! - [`keys`]: gateway keys: authentication, allowed models, the identity limits count.
 //! - [`limit`]: rate limits per client key and model (governor), upstream rate-limit backoff.
 //! - [`error`]: gateway errors, their status and their shape in each dialect.
@@ -36,6 +38,7 @@ pub mod caps;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod counters;
 pub mod engine;
 pub mod error;
 pub mod estimate;
@@ -51,5 +54,6 @@ pub mod secret;
 pub mod server;
 pub mod splice;
 pub mod stream_id;
+pub mod telemetry;
 pub mod upstream;
 pub mod ws;

@@ -161,7 +161,7 @@ impl Engine {
     }
 
     /// The per-route circuit breakers (for `/admin/routes`).
-    pub fn breakers(&self) -> &Breakers {
+    pub fn breakers(&self) -> &Arc<Breakers> {
         &self.breakers
     }
 
@@ -238,7 +238,12 @@ impl Engine {
             unix_now(),
             self.next_request.fetch_add(1, Ordering::Relaxed) & 0xffff
         );
-        run::start(Arc::clone(self), call, request_id, permit, prior).await
+        let answer = run::start(Arc::clone(self), call, request_id, permit, prior).await;
+        // The limiter counted its own refusals; the providers' limits are refused here.
+        if let Err(GatewayError::RateLimited(limited)) = &answer {
+            self.limiter.count_refusal(&client, limited);
+        }
+        answer
     }
 
     /// How long an answer for `model` may go without content before its next route is

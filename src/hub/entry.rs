@@ -249,6 +249,11 @@ impl Entry {
         &self.cancel
     }
 
+    /// Clients following the stream now.
+    pub fn subscribers(&self) -> usize {
+        *self.subscribers.borrow()
+    }
+
     pub(super) fn watch_subscribers(&self) -> watch::Receiver<usize> {
         self.subscribers.subscribe()
     }

@@ -30,7 +30,7 @@ pub use entry::{
 pub use persist::OpenError;
 
 use crate::engine::{Answer, Engine, unix_now_ms};
-use crate::journal::{JournalStats, OwnedRecord};
+use crate::journal::{Journal, JournalStats, OwnedRecord};
 use capacity::LiveCounts;
 use persist::Persist;
 
@@ -101,6 +101,8 @@ pub struct Hub {
     /// Live streams cut by the memory cap whose generation task has not ended them yet.
     cutting: AtomicUsize,
     cut: AtomicU64,
+    /// Streams started by clients since the hub opened (not those recovered), for the metrics.
+    started: AtomicU64,
     persist: Option<Persist>,
 }
 
@@ -122,6 +124,7 @@ impl Hub {
             kept: AtomicUsize::new(0),
             cutting: AtomicUsize::new(0),
             cut: AtomicU64::new(0),
+            started: AtomicU64::new(0),
             persist,
         });
         if !recovered.is_empty() {
@@ -191,6 +194,7 @@ impl Hub {
             }
             streams.map.insert(key.clone(), Arc::clone(&entry));
         }
+        self.started.fetch_add(1, Ordering::Relaxed);
         if let Some(persist) = &self.persist {
             persist
                 .append(OwnedRecord::Open {
@@ -249,6 +253,21 @@ impl Hub {
             max_live: self.config.max_live,
             max_live_per_key: self.config.max_live_per_key,
         }
+    }
+
+    /// Streams generating now (those holding a place under `max_live`).
+    pub fn live(&self) -> usize {
+        self.live.total()
+    }
+
+    /// Streams clients started since the hub opened.
+    pub fn started(&self) -> u64 {
+        self.started.load(Ordering::Relaxed)
+    }
+
+    /// Clients following a stream now, over every stream kept.
+    pub fn subscribers(&self) -> usize {
+        self.streams().map.values().map(|e| e.subscribers()).sum()
     }
 
     /// Bytes of event JSON kept over all streams.
@@ -400,7 +419,12 @@ impl Hub {
 
     /// The journal's counters, when there is a journal.
     pub fn journal_stats(&self) -> Option<JournalStats> {
-        self.persist.as_ref().map(|p| p.appender.journal().stats())
+        self.journal().map(Journal::stats)
+    }
+
+    /// The journal, when there is one (its latencies, for the metrics).
+    pub fn journal(&self) -> Option<&Journal> {
+        self.persist.as_ref().map(|p| p.appender.journal())
     }
 
     /// Puts a stream with its events so far in the map (recovery, tests).

@@ -9,7 +9,9 @@ use std::sync::atomic::Ordering;
 use super::record::{self, Record};
 use super::segment::{self, HEADER_LEN};
 use super::sync::Target;
-use super::{FsyncPolicy, Journal, JournalError, JournalStats, Shared, Writer, lock};
+use super::{
+    FsyncPolicy, Journal, JournalError, JournalLatencies, JournalStats, Shared, Writer, lock,
+};
 
 /// A written record, for [`Journal::sync`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,8 +43,13 @@ impl Journal {
             bytes,
         })?;
         let shared = &*self.shared;
+        let start = std::time::Instant::now();
         let (ticket, freed) = shared.write(record, &frame)?;
+        shared.append_latency.observe(start.elapsed());
         shared.appended.fetch_add(1, Ordering::Relaxed);
+        shared
+            .appended_bytes
+            .fetch_add(frame.len() as u64, Ordering::Relaxed);
         // Under `Interval` the background thread deletes them, with its flushes.
         if freed && !shared.background() {
             shared.delete_doomed();
@@ -73,6 +80,20 @@ impl Journal {
             last_sync_error: shared.syncer.last_error(),
             segments_deleted: shared.deleted.load(Ordering::Relaxed),
         }
+    }
+
+    /// How long appends' writes took (the writer lock and the write(2)), and each fdatasync
+    /// of records, for the metrics.
+    pub fn latencies(&self) -> JournalLatencies {
+        JournalLatencies {
+            append: self.shared.append_latency.snapshot(),
+            sync: self.shared.syncer.latency.snapshot(),
+        }
+    }
+
+    /// Bytes of frames appended since the journal was opened.
+    pub fn appended_bytes(&self) -> u64 {
+        self.shared.appended_bytes.load(Ordering::Relaxed)
     }
 
     /// The state the flusher thread holds, to check that it lets go (tests).
@@ -149,7 +170,8 @@ impl Shared {
         } else if durable && !self.syncer.settled(w.tickets) {
             // Settles every ticket of the closing segment: flushes only ever cover the current
             // one after this.
-            self.syncer.settle(w.tickets, w.file.sync_data());
+            self.syncer
+                .settle(w.tickets, self.syncer.sync_data(&w.file));
         }
         let next = w.segment + 1;
         let file = segment::create(&self.dir, next, durable && !self.background())?;
@@ -191,7 +213,7 @@ impl Shared {
         for file in closed {
             // Counted and logged by the syncer; their tickets are settled with the current
             // segment's below (nobody waits for them under `Interval`).
-            self.syncer.settle(0, file.sync_data());
+            self.syncer.settle(0, self.syncer.sync_data(&file));
         }
         if dir && let Err(e) = segment::sync_dir(&self.dir) {
             tracing::warn!(dir = %self.dir.display(), error = %e, "journal: cannot flush the directory");

@@ -91,6 +91,7 @@ pub use error::JournalError;
 pub use record::Record;
 pub use recover::{Recovered, RecoveredStream};
 
+use crate::counters::{Histogram, Snapshot};
 use compact::Ledger;
 use sync::{Flusher, Syncer};
 
@@ -181,6 +182,15 @@ pub struct JournalStats {
     pub segments_deleted: u64,
 }
 
+/// The journal's latency histograms (see [`Journal::latencies`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalLatencies {
+    /// One per record appended: the writer lock and the write(2) to the page cache.
+    pub append: Snapshot,
+    /// One per fdatasync of records (group commits, segments closed, the interval flush).
+    pub sync: Snapshot,
+}
+
 /// The journal: appends records, syncs them per the policy, deletes segments nobody needs.
 /// `Send + Sync`: share it in an `Arc`; appends from many tasks are serialized by one lock
 /// around a write to the page cache (microseconds).
@@ -207,6 +217,10 @@ struct Shared {
     appended: AtomicU64,
     /// Segments deleted since open.
     deleted: AtomicU64,
+    /// Bytes of frames appended since open.
+    appended_bytes: AtomicU64,
+    /// How long each append's write took, lock wait included.
+    append_latency: Histogram,
 }
 
 /// The append side, under one lock.

@@ -13,6 +13,7 @@ use super::recover::Replay;
 use super::segment::{self, HEADER_LEN, ScanEnd};
 use super::sync::{Flusher, Syncer};
 use super::{FsyncPolicy, Journal, JournalConfig, JournalError, Recovered, Shared, Writer};
+use crate::counters::{DISK_BUCKETS, Histogram};
 
 impl Journal {
     /// Opens the journal in `config.dir` (creating it), reads every segment in order, cuts a
@@ -125,6 +126,8 @@ impl Journal {
             deleting: Mutex::new(()),
             appended: AtomicU64::new(0),
             deleted: AtomicU64::new(0),
+            appended_bytes: AtomicU64::new(0),
+            append_latency: Histogram::new(DISK_BUCKETS),
         });
         shared.delete_doomed();
         let flusher = match fsync {

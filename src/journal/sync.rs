@@ -15,6 +15,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::counters::{DISK_BUCKETS, Histogram};
+
 /// What a sync round flushes: the segment being appended to, and the last ticket written to
 /// it when the round began.
 #[derive(Debug)]
@@ -60,7 +62,7 @@ impl State {
 }
 
 /// Tickets and their flushes, plus the counters the stats report.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Syncer {
     state: Mutex<State>,
     done: Condvar,
@@ -70,6 +72,21 @@ pub(crate) struct Syncer {
     pub(crate) errors: AtomicU64,
     /// The last failure, for the admin endpoint.
     last_error: Mutex<Option<String>>,
+    /// How long each fdatasync of records took (for the metrics).
+    pub(crate) latency: Histogram,
+}
+
+impl Default for Syncer {
+    fn default() -> Syncer {
+        Syncer {
+            state: Mutex::default(),
+            done: Condvar::new(),
+            syncs: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            latency: Histogram::new(DISK_BUCKETS),
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -97,12 +114,20 @@ impl Syncer {
             state.running = true;
             drop(state);
             let target = target();
-            let result = target.file.sync_data();
+            let result = self.sync_data(&target.file);
             state = lock(&self.state);
             state.running = false;
             self.settle_locked(&mut state, target.ticket, result);
             self.done.notify_all();
         }
+    }
+
+    /// `file.sync_data()`, timed into [`Syncer::latency`].
+    pub(crate) fn sync_data(&self, file: &File) -> io::Result<()> {
+        let start = Instant::now();
+        let result = file.sync_data();
+        self.latency.observe(start.elapsed());
+        result
     }
 
     /// Records the outcome of a flush made outside a round (a segment being closed): every

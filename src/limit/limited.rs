@@ -26,6 +26,21 @@ pub enum LimitKind {
 }
 
 impl LimitKind {
+    /// Every kind, in declaration order (the metrics' label values).
+    pub const ALL: [LimitKind; 6] = [
+        LimitKind::RequestsPerMinute,
+        LimitKind::TokensPerMinute,
+        LimitKind::ConcurrentStreams,
+        LimitKind::Upstream,
+        LimitKind::TokensPerDay,
+        LimitKind::TokensPerMonth,
+    ];
+
+    /// This kind's position in [`LimitKind::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The config key of this limit (`upstream` for the provider's own).
     pub fn config_key(self) -> &'static str {
         match self {

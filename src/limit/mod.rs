@@ -66,6 +66,7 @@ mod headers;
 mod limited;
 mod rpm;
 mod spend;
+mod stats;
 #[cfg(test)]
 mod tests;
 
@@ -92,6 +93,7 @@ use budget::{Budgets, Subject};
 use rpm::Rpm;
 use spend::SpendBook;
 pub use spend::{Budget, Spent};
+pub use stats::{ANONYMOUS_KEY, LimitStats, OTHER_KEY, RefusalCount};
 
 /// The `Retry-After` hint for a full concurrency budget: streams end when they end.
 pub const CONCURRENCY_RETRY_HINT: Duration = Duration::from_secs(1);
@@ -163,6 +165,8 @@ struct Inner {
     budgets: Mutex<Budgets>,
     /// Signalled whenever room is given back (a stream ends, tokens are refunded), waking waiters.
     changed: Notify,
+    /// Refusals and queue waits, for the metrics.
+    stats: LimitStats,
 }
 
 impl Limiter {
@@ -188,10 +192,12 @@ impl Limiter {
     ) -> Result<Limiter, MissingKeyVar> {
         let mut keys = HashMap::new();
         let mut budgets = HashMap::new();
+        let mut named = Vec::new();
         for (name, quotas, budget) in gateway {
             let id = ClientId::gateway_key(name);
             keys.insert(id, quotas.or(config.per_key));
             budgets.insert(id, budget);
+            named.push((id, name));
         }
         for (name, key) in &config.keys {
             let id = match &key.key_env {
@@ -208,6 +214,7 @@ impl Limiter {
                 None => ClientId::ANONYMOUS,
             };
             keys.insert(id, key.quotas().or(config.per_key));
+            named.push((id, name.as_str()));
         }
         let models: HashMap<String, Quotas> = config
             .models
@@ -234,6 +241,7 @@ impl Limiter {
                 rpm,
                 budgets: Mutex::new(Budgets::default()),
                 changed: Notify::new(),
+                stats: LimitStats::new(named),
             }),
         })
     }
@@ -264,8 +272,39 @@ impl Limiter {
 
     /// Admits one request of `client` for `model` that may use `estimate` tokens, waiting up to
     /// `queue_ms` for room; the [`Permit`] holds its stream slots and its token borrow. A
-    /// gateway key whose day or month budget is spent is refused at once.
+    /// gateway key whose day or month budget is spent is refused at once. Every refusal is
+    /// counted in [`Limiter::stats`].
     pub async fn acquire(
+        &self,
+        client: &ClientId,
+        model: &str,
+        estimate: TokenEstimate,
+    ) -> Result<Permit, Limited> {
+        let result = self.admit(client, model, estimate).await;
+        if let Err(limited) = &result {
+            self.count_refusal(client, limited);
+        }
+        result
+    }
+
+    /// Counts a refusal of `client` made outside [`Limiter::acquire`] (the upstream's own rate
+    /// limit, answered by the engine).
+    pub fn count_refusal(&self, client: &ClientId, limited: &Limited) {
+        self.inner.stats.refused(client, limited);
+    }
+
+    /// Refusals and queue waits so far, and how many requests wait now
+    /// ([`Limiter::queued`]).
+    pub fn stats(&self) -> &LimitStats {
+        &self.inner.stats
+    }
+
+    /// Requests waiting in the admission queue now.
+    pub fn queued(&self) -> usize {
+        self.inner.queued.load(Ordering::Relaxed)
+    }
+
+    async fn admit(
         &self,
         client: &ClientId,
         model: &str,
@@ -337,7 +376,7 @@ impl Limiter {
                 return Err(limited);
             }
             if queued.is_none() {
-                queued = Some(QueueSlot::enter(inner).ok_or(limited)?);
+                queued = Some(QueueSlot::enter(inner, start).ok_or(limited)?);
             }
             tokio::select! {
                 _ = notified => {}
@@ -442,24 +481,32 @@ impl Subject {
     }
 }
 
-/// A place in the bounded queue, given back on drop.
-struct QueueSlot<'a>(&'a AtomicUsize);
+/// A place in the bounded queue, given back on drop, when the request's time there is
+/// counted (whether it was admitted or refused at the end).
+struct QueueSlot<'a> {
+    inner: &'a Inner,
+    /// When the request arrived (its first try is immediate: the wait starts there).
+    since: Instant,
+}
 
 impl<'a> QueueSlot<'a> {
-    fn enter(inner: &'a Inner) -> Option<QueueSlot<'a>> {
+    fn enter(inner: &'a Inner, since: Instant) -> Option<QueueSlot<'a>> {
         inner
             .queued
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < inner.max_queued).then_some(n + 1)
             })
             .ok()
-            .map(|_| QueueSlot(&inner.queued))
+            .map(|_| QueueSlot { inner, since })
     }
 }
 
 impl Drop for QueueSlot<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.inner.queued.fetch_sub(1, Ordering::AcqRel);
+        self.inner
+            .stats
+            .waited(Instant::now().saturating_duration_since(self.since));
     }
 }
 

@@ -51,6 +51,59 @@ struct Probe {
     deadline: Instant,
 }
 
+/// A breaker's state, as the metrics name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Requests pass.
+    Closed,
+    /// One probe may pass.
+    HalfOpen,
+    /// The route is skipped.
+    Open,
+}
+
+impl BreakerState {
+    /// Every state, in gauge order (0, 1, 2).
+    pub const ALL: [BreakerState; 3] = [
+        BreakerState::Closed,
+        BreakerState::HalfOpen,
+        BreakerState::Open,
+    ];
+
+    /// `closed`, `half_open` or `open` (the words of `/admin/routes`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::HalfOpen => "half_open",
+            BreakerState::Open => "open",
+        }
+    }
+
+    /// The gauge value: 0 closed, 1 half-open, 2 open (higher is worse).
+    pub fn level(self) -> u8 {
+        self as u8
+    }
+
+    fn of(state: &State) -> BreakerState {
+        match state {
+            State::Closed { .. } => BreakerState::Closed,
+            State::HalfOpen { .. } => BreakerState::HalfOpen,
+            State::Open { .. } => BreakerState::Open,
+        }
+    }
+}
+
+/// One route's breaker for the metrics: its state and how often it entered each state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakerCount {
+    /// `provider/model`.
+    pub route: String,
+    /// The state now.
+    pub state: BreakerState,
+    /// Transitions into each state of [`BreakerState::ALL`] so far.
+    pub transitions: [u64; 3],
+}
+
 /// What `/admin/routes` shows for one route.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RouteStatus {
@@ -77,6 +130,24 @@ pub struct Breakers {
 struct Inner {
     states: HashMap<String, State>,
     next_probe: u64,
+    /// Per route, transitions into each [`BreakerState`] (for the metrics).
+    transitions: HashMap<String, [u64; 3]>,
+}
+
+impl Inner {
+    /// Sets `route`'s state, counting a transition when its [`BreakerState`] changes.
+    fn set(&mut self, route: &str, to: State) {
+        let state = self
+            .states
+            .entry(route.to_owned())
+            .or_insert(State::Closed { failures: 0 });
+        let (from, into) = (BreakerState::of(state), BreakerState::of(&to));
+        *state = to;
+        if from != into {
+            let counts = self.transitions.entry(route.to_owned()).or_default();
+            counts[into as usize] = counts[into as usize].saturating_add(1);
+        }
+    }
 }
 
 /// One admission through a route's breaker: report the attempt's outcome with
@@ -172,13 +243,14 @@ impl Breakers {
                     failures
                 }
             };
-            *state = State::HalfOpen {
+            let probing = State::HalfOpen {
                 failures,
                 probe: Some(Probe {
                     id,
                     deadline: later(now, cooldown),
                 }),
             };
+            inner.set(route, probing);
             inner.next_probe += 1;
             Some(Some(id))
         })?;
@@ -223,7 +295,7 @@ impl Breakers {
             if !matches!(state, State::Closed { .. }) {
                 tracing::info!(route, "circuit closed");
             }
-            *state = State::Closed { failures: 0 };
+            inner.set(route, State::Closed { failures: 0 });
         });
     }
 
@@ -254,12 +326,13 @@ impl Breakers {
                     cooldown_ms = config.cooldown.as_millis() as u64,
                     "circuit open"
                 );
-                *state = State::Open {
+                let opened = State::Open {
                     until: later(now, config.cooldown),
                     failures,
                 };
+                inner.set(route, opened);
             } else {
-                *state = State::Closed { failures };
+                inner.set(route, State::Closed { failures });
             }
         });
     }
@@ -278,6 +351,21 @@ impl Breakers {
                 *probe = None;
             }
         });
+    }
+
+    /// Every route seen: its state and its transitions, for the metrics (unsorted).
+    pub fn counts(&self) -> Vec<BreakerCount> {
+        self.with(|inner| {
+            inner
+                .states
+                .iter()
+                .map(|(route, state)| BreakerCount {
+                    route: route.clone(),
+                    state: BreakerState::of(state),
+                    transitions: inner.transitions.get(route).copied().unwrap_or_default(),
+                })
+                .collect()
+        })
     }
 
     /// Every route's state, sorted by route.

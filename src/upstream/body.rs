@@ -60,10 +60,16 @@ impl EventStream {
         response: reqwest::Response,
         idle: Duration,
         key_vars: std::sync::Arc<[String]>,
+        in_flight: Option<super::pool::InFlight>,
     ) -> Self {
+        // The request stays in flight as long as its body is read: the guard lives with it.
+        let body = response.bytes_stream().map(move |chunk| {
+            let _held = &in_flight;
+            chunk
+        });
         EventStream {
             provider,
-            body: Box::pin(response.bytes_stream()),
+            body: Box::pin(body),
             decoder: StreamDecoder::new(dialect),
             pending: VecDeque::new(),
             scratch: Vec::new(),

@@ -84,6 +84,7 @@ impl Upstream {
         }
         let builder = request::authorize(builder, name, provider, key, headers)?;
         let first_byte = Duration::from_millis(provider.first_byte_timeout_ms);
+        let in_flight = self.in_flight(name);
         let response = tokio::select! {
             response = builder.send() => response.map_err(|e| send_error(name, &e))?,
             () = async {
@@ -112,7 +113,15 @@ impl Upstream {
         Ok(Forwarded {
             status,
             headers,
-            body: idle_bounded(name.to_owned(), response.bytes_stream(), idle),
+            body: idle_bounded(
+                name.to_owned(),
+                // In flight until the client's copy of the body ends or is dropped.
+                response.bytes_stream().map(move |chunk| {
+                    let _held = &in_flight;
+                    chunk
+                }),
+                idle,
+            ),
         })
     }
 }

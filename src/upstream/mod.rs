@@ -7,6 +7,7 @@
 
 mod body;
 mod forward;
+mod pool;
 mod request;
 
 use std::collections::HashMap;
@@ -20,12 +21,15 @@ use crate::route::Route;
 
 pub use body::EventStream;
 pub use forward::{Forward, Forwarded, ForwardedBody};
+pub use pool::PoolStats;
 pub use request::{ClientKey, ForwardHeaders, forward_url, uses_client_key};
 
 /// Pooled HTTP clients, one per configured provider.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     clients: HashMap<String, reqwest::Client>,
+    /// Each client's pool use ([`pool`]), for the metrics.
+    pools: HashMap<String, std::sync::Arc<pool::PoolCounters>>,
     /// What providers said about their rate limits, per route.
     backoff: std::sync::Arc<crate::limit::UpstreamBackoff>,
     /// The variables holding the gateway's own provider keys: their values are scrubbed from
@@ -38,8 +42,11 @@ impl Upstream {
     pub fn new(config: &Config) -> Result<Self, GatewayError> {
         install_crypto_provider();
         let mut clients = HashMap::new();
+        let mut pools = HashMap::new();
         for (name, provider) in &config.providers {
+            let counters = std::sync::Arc::<pool::PoolCounters>::default();
             let client = reqwest::Client::builder()
+                .connector_layer(pool::CountConnects(std::sync::Arc::clone(&counters)))
                 .connect_timeout(Duration::from_millis(provider.connect_timeout_ms))
                 // Never follow a redirect: reqwest drops `Authorization` on a cross-host
                 // redirect but not `x-api-key`, and no provider API redirects its endpoints,
@@ -50,6 +57,7 @@ impl Upstream {
                 .build()
                 .map_err(|e| GatewayError::Internal(format!("building HTTP client: {e}")))?;
             clients.insert(name.clone(), client);
+            pools.insert(name.clone(), counters);
         }
         let key_vars = config
             .providers
@@ -58,9 +66,26 @@ impl Upstream {
             .collect();
         Ok(Upstream {
             clients,
+            pools,
             backoff: std::sync::Arc::default(),
             key_vars,
         })
+    }
+
+    /// Each provider's connections opened and requests in flight, sorted by provider.
+    pub fn pool_stats(&self) -> Vec<PoolStats> {
+        let mut all: Vec<PoolStats> = self
+            .pools
+            .iter()
+            .map(|(name, counters)| counters.stats(name))
+            .collect();
+        all.sort_by(|a, b| a.provider.cmp(&b.provider));
+        all
+    }
+
+    /// A request to `provider` starting: counted in flight until the guard drops.
+    fn in_flight(&self, provider: &str) -> Option<pool::InFlight> {
+        self.pools.get(provider).map(pool::InFlight::start)
     }
 
     /// Routes the providers asked to slow down (rate-limit headers, 429 Retry-After).
@@ -88,6 +113,7 @@ impl Upstream {
         let idle = Duration::from_millis(provider.idle_timeout_ms);
         let name = route.provider.clone();
         let opening = async {
+            let in_flight = self.in_flight(&route.provider);
             let response = request
                 .send()
                 .await
@@ -112,6 +138,7 @@ impl Upstream {
                 response,
                 idle,
                 self.key_vars.clone(),
+                in_flight,
             );
             let first = stream.first_events().await?;
             Ok((first, stream))
@@ -146,6 +173,7 @@ impl Upstream {
         let request = request::build(client, &url, &route.provider, provider, body, key, forward)?
             .header(http::header::ACCEPT, "application/json")
             .timeout(Duration::from_millis(provider.first_byte_timeout_ms));
+        let _in_flight = self.in_flight(&route.provider);
         let response = request
             .send()
             .await

@@ -2,6 +2,7 @@
 //! and compaction, concurrency and each fsync policy. Helpers here, tests one file per topic.
 
 mod compaction;
+mod metrics;
 #[cfg(unix)]
 mod permissions;
 mod policy;
