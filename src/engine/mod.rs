@@ -239,9 +239,17 @@ impl Engine {
             self.next_request.fetch_add(1, Ordering::Relaxed) & 0xffff
         );
         let answer = run::start(Arc::clone(self), call, request_id, permit, prior).await;
-        // The limiter counted its own refusals; the providers' limits are refused here.
-        if let Err(GatewayError::RateLimited(limited)) = &answer {
-            self.limiter.count_refusal(&client, limited);
+        // The limiter counted its own refusals; the providers' limits refuse here: a route
+        // resting after a provider's 429, or that 429 passed on.
+        match &answer {
+            Err(GatewayError::RateLimited(limited)) => {
+                self.limiter.count_refusal(&client, limited.limit);
+            }
+            Err(GatewayError::UpstreamStatus { status: 429, .. }) => {
+                self.limiter
+                    .count_refusal(&client, crate::limit::LimitKind::Upstream);
+            }
+            _ => {}
         }
         answer
     }

@@ -282,15 +282,15 @@ impl Limiter {
     ) -> Result<Permit, Limited> {
         let result = self.admit(client, model, estimate).await;
         if let Err(limited) = &result {
-            self.count_refusal(client, limited);
+            self.count_refusal(client, limited.limit);
         }
         result
     }
 
     /// Counts a refusal of `client` made outside [`Limiter::acquire`] (the upstream's own rate
     /// limit, answered by the engine).
-    pub fn count_refusal(&self, client: &ClientId, limited: &Limited) {
-        self.inner.stats.refused(client, limited);
+    pub fn count_refusal(&self, client: &ClientId, limit: LimitKind) {
+        self.inner.stats.refused(client, limit);
     }
 
     /// Refusals and queue waits so far, and how many requests wait now

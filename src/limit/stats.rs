@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::client::ClientId;
-use super::limited::{LimitKind, Limited};
+use super::limited::LimitKind;
 use crate::counters::{Histogram, Snapshot, WAIT_BUCKETS};
 
 /// The label of clients that no configured name stands for.
@@ -75,14 +75,14 @@ impl LimitStats {
     }
 
     /// Counts one refusal of `client`.
-    pub(super) fn refused(&self, client: &ClientId, limited: &Limited) {
+    pub(super) fn refused(&self, client: &ClientId, limit: LimitKind) {
         let i = self
             .index
             .get(client)
             .copied()
             .unwrap_or_else(|| self.other());
         if let Some(row) = self.refused.get(i) {
-            row[limited.limit.index()].fetch_add(1, Ordering::Relaxed);
+            row[limit.index()].fetch_add(1, Ordering::Relaxed);
         }
     }
 
