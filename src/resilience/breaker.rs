@@ -136,16 +136,26 @@ struct Inner {
 
 impl Inner {
     /// Sets `route`'s state, counting a transition when its [`BreakerState`] changes.
+    /// (Callers have the route's entry already: no allocation but on a transition's first.)
     fn set(&mut self, route: &str, to: State) {
-        let state = self
-            .states
-            .entry(route.to_owned())
-            .or_insert(State::Closed { failures: 0 });
-        let (from, into) = (BreakerState::of(state), BreakerState::of(&to));
-        *state = to;
+        let into = BreakerState::of(&to);
+        let from = match self.states.get_mut(route) {
+            Some(state) => BreakerState::of(&std::mem::replace(state, to)),
+            None => {
+                self.states.insert(route.to_owned(), to);
+                BreakerState::Closed
+            }
+        };
         if from != into {
-            let counts = self.transitions.entry(route.to_owned()).or_default();
-            counts[into as usize] = counts[into as usize].saturating_add(1);
+            let i = into as usize;
+            match self.transitions.get_mut(route) {
+                Some(counts) => counts[i] = counts[i].saturating_add(1),
+                None => {
+                    let mut counts = [0; 3];
+                    counts[i] = 1;
+                    self.transitions.insert(route.to_owned(), counts);
+                }
+            }
         }
     }
 }
@@ -376,18 +386,18 @@ impl Breakers {
                 .states
                 .iter()
                 .map(|(route, state)| {
-                    let (name, failures, until) = match *state {
-                        State::Closed { failures } => ("closed", failures, None),
-                        State::Open { until, failures } => ("open", failures, Some(until)),
+                    let (failures, until) = match *state {
+                        State::Closed { failures } => (failures, None),
+                        State::Open { until, failures } => (failures, Some(until)),
                         State::HalfOpen { failures, probe } => {
-                            ("half_open", failures, probe.map(|p| p.deadline))
+                            (failures, probe.map(|p| p.deadline))
                         }
                     };
                     let retry_in =
                         until.map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
                     RouteStatus {
                         route: route.clone(),
-                        state: name,
+                        state: BreakerState::of(state).as_str(),
                         failures,
                         retry_in_ms: retry_in.as_millis() as u64,
                     }
@@ -584,7 +594,7 @@ mod tests {
     proptest! {
         /// Whatever the passes do (report, fail, vanish, or hang on), an open breaker shows
         /// the failures that opened it, and one cooldown later the route lets a request
-        /// through.
+        /// through. The metrics' transition counts are exactly the state changes seen.
         #[test]
         fn no_history_strands_a_route(ops in proptest::collection::vec(op(), 1..60)) {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -595,6 +605,7 @@ mod tests {
             rt.block_on(async {
                 let b = breakers();
                 let mut passes: Vec<Pass> = Vec::new();
+                let (mut last, mut seen) = (BreakerState::Closed, [0u64; 3]);
                 for op in ops {
                     let pick = |i: usize, n: usize| i % n;
                     match op {
@@ -620,6 +631,13 @@ mod tests {
                             "{status:?}"
                         );
                         prop_assert!(status.retry_in_ms <= COOLDOWN.as_millis() as u64);
+                    }
+                    if let Some(now) = b.counts().first() {
+                        if now.state != last {
+                            seen[now.state.level() as usize] += 1;
+                            last = now.state;
+                        }
+                        prop_assert_eq!(now.transitions, seen);
                     }
                 }
                 tokio::time::advance(COOLDOWN).await;
