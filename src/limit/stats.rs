@@ -26,6 +26,8 @@ pub struct LimitStats {
     labels: Vec<String>,
     /// Which label a client counts under (absent: `other`).
     index: HashMap<ClientId, usize>,
+    /// The label of `other`.
+    other: usize,
     /// Per label, one count per [`LimitKind::ALL`].
     refused: Box<[[AtomicU64; LimitKind::ALL.len()]]>,
     /// Seconds each request that entered the queue waited there (admitted or refused).
@@ -48,27 +50,27 @@ impl LimitStats {
     /// an override of the same name) share one label.
     pub(super) fn new<'a>(named: impl IntoIterator<Item = (ClientId, &'a str)>) -> LimitStats {
         let mut labels: Vec<String> = Vec::new();
+        let mut by_name: HashMap<&str, usize> = HashMap::new();
         let mut index = HashMap::new();
         let anonymous = std::iter::once((ClientId::ANONYMOUS, ANONYMOUS_KEY));
         for (client, name) in anonymous.chain(named) {
-            let i = match labels.iter().position(|l| l == name) {
-                Some(i) => i,
-                None => {
-                    labels.push(name.to_owned());
-                    labels.len() - 1
-                }
-            };
+            let i = *by_name.entry(name).or_insert_with(|| {
+                labels.push(name.to_owned());
+                labels.len() - 1
+            });
             index.insert(client, i);
         }
-        if !labels.iter().any(|l| l == OTHER_KEY) {
+        let other = *by_name.entry(OTHER_KEY).or_insert_with(|| {
             labels.push(OTHER_KEY.to_owned());
-        }
+            labels.len() - 1
+        });
         let refused = (0..labels.len())
             .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
             .collect();
         LimitStats {
             labels,
             index,
+            other,
             refused,
             queue_wait: Histogram::new(WAIT_BUCKETS),
         }
@@ -76,21 +78,10 @@ impl LimitStats {
 
     /// Counts one refusal of `client`.
     pub(super) fn refused(&self, client: &ClientId, limit: LimitKind) {
-        let i = self
-            .index
-            .get(client)
-            .copied()
-            .unwrap_or_else(|| self.other());
+        let i = self.index.get(client).copied().unwrap_or(self.other);
         if let Some(row) = self.refused.get(i) {
             row[limit.index()].fetch_add(1, Ordering::Relaxed);
         }
-    }
-
-    fn other(&self) -> usize {
-        self.labels
-            .iter()
-            .position(|l| l == OTHER_KEY)
-            .unwrap_or(self.labels.len().saturating_sub(1))
     }
 
     /// Counts one request's time in the queue.
@@ -119,5 +110,40 @@ impl LimitStats {
     /// The queue waits so far.
     pub fn queue_waits(&self) -> Snapshot {
         self.queue_wait.snapshot()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each configured name is one label however many clients carry it, `other` takes the
+    /// rest, and a label exists once even when a key is itself named `other`.
+    #[test]
+    fn labels_are_the_configured_names_once_each_then_other() {
+        let a = ClientId::gateway_key("a");
+        let a_override = ClientId::from_credential(Some("sk-a"));
+        let named = ClientId::gateway_key("other");
+        let stats = LimitStats::new([(a, "a"), (a_override, "a"), (named, "other")]);
+        let stranger = ClientId::from_credential(Some("sk-stranger"));
+        for (client, n) in [(a, 2), (a_override, 3), (named, 1), (stranger, 4)] {
+            for _ in 0..n {
+                stats.refused(&client, LimitKind::ConcurrentStreams);
+            }
+        }
+        stats.refused(&ClientId::ANONYMOUS, LimitKind::TokensPerDay);
+        let got: Vec<(String, LimitKind, u64)> = stats
+            .refusals()
+            .into_iter()
+            .map(|r| (r.key, r.limit, r.count))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("anonymous".into(), LimitKind::TokensPerDay, 1),
+                ("a".into(), LimitKind::ConcurrentStreams, 5),
+                ("other".into(), LimitKind::ConcurrentStreams, 5),
+            ]
+        );
     }
 }
