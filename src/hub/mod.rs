@@ -103,6 +103,8 @@ pub struct Hub {
     cut: AtomicU64,
     /// Streams started by clients since the hub opened (not those recovered), for the metrics.
     started: AtomicU64,
+    /// Streams refused by `max_live` and by `max_live_per_key`, for the metrics.
+    refused: [AtomicU64; 2],
     persist: Option<Persist>,
 }
 
@@ -125,6 +127,7 @@ impl Hub {
             cutting: AtomicUsize::new(0),
             cut: AtomicU64::new(0),
             started: AtomicU64::new(0),
+            refused: [AtomicU64::new(0), AtomicU64::new(0)],
             persist,
         });
         if !recovered.is_empty() {
@@ -157,9 +160,10 @@ impl Hub {
     /// taken before the engine calls any upstream, handed to [`Hub::start`], given back when
     /// the stream ends (or when dropped unused).
     pub fn reserve(&self, owner: Option<&str>) -> Result<LiveSlot, HubError> {
-        self.live
-            .reserve(owner)
-            .map_err(|(scope, limit)| HubError::TooManyLive { scope, limit })
+        self.live.reserve(owner).map_err(|(scope, limit)| {
+            self.refused[live_index(scope)].fetch_add(1, Ordering::Relaxed);
+            HubError::TooManyLive { scope, limit }
+        })
     }
 
     /// Registers a stream for `answer` and starts its generation task, detached from
@@ -263,6 +267,11 @@ impl Hub {
     /// Streams clients started since the hub opened.
     pub fn started(&self) -> u64 {
         self.started.load(Ordering::Relaxed)
+    }
+
+    /// Streams refused so far because `scope`'s live cap was full.
+    pub fn refused(&self, scope: LiveScope) -> u64 {
+        self.refused[live_index(scope)].load(Ordering::Relaxed)
     }
 
     /// Clients following a stream now, over every stream kept.
@@ -466,6 +475,13 @@ impl Hub {
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
         }
         self.streams().ended.push_back(Arc::downgrade(entry));
+    }
+}
+
+fn live_index(scope: LiveScope) -> usize {
+    match scope {
+        LiveScope::Gateway => 0,
+        LiveScope::Key => 1,
     }
 }
 

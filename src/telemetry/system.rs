@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::counters::Snapshot;
 use crate::engine::Engine;
-use crate::hub::Hub;
+use crate::hub::{Hub, LiveScope};
 use crate::resilience::breaker::{BreakerCount, BreakerState};
 
 /// The label value of routes no configured alias names.
@@ -45,6 +45,8 @@ pub mod names {
     pub const STREAMS_ACTIVE: &str = "streamgate_streams_active";
     /// Streams clients started (counter).
     pub const STREAMS_STARTED: &str = "streamgate_streams_started";
+    /// Streams refused by a live cap, by `limit` (counter).
+    pub const STREAMS_REFUSED: &str = "streamgate_streams_refused";
     /// Clients following a stream now (gauge).
     pub const STREAM_SUBSCRIBERS: &str = "streamgate_stream_subscribers";
     /// WebSocket connections open now (gauge).
@@ -184,6 +186,17 @@ impl SystemCollector {
             "Streams clients started in the hub.",
             hub.started(),
         )?;
+        let mut family = e.encode_descriptor(
+            names::STREAMS_REFUSED,
+            "Streams refused with a 429 because a live cap was full, by the [streams] setting.",
+            None,
+            MetricType::Counter,
+        )?;
+        for scope in [LiveScope::Gateway, LiveScope::Key] {
+            family
+                .encode_family(&[("limit", scope.config_key())])?
+                .encode_counter::<NoLabelSet, _, u64>(&hub.refused(scope), None)?;
+        }
         gauge(
             e,
             names::STREAM_SUBSCRIBERS,

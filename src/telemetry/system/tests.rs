@@ -291,6 +291,7 @@ async fn streams_subscribers_websockets_and_the_journal_are_read_at_scrape_time(
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::default();
     config.streams.journal.dir = dir.path().to_owned();
+    config.streams.max_live = 3;
     let streams = config.streams.clone();
     let engine = Arc::new(Engine::new(config).unwrap());
     let hub = Hub::open(streams, &engine).unwrap();
@@ -316,7 +317,17 @@ async fn streams_subscribers_websockets_and_the_journal_are_read_at_scrape_time(
         .map(|i| entries[i % started].subscribe(None).unwrap())
         .collect();
     let tokens: Vec<_> = (0..2).map(|_| websockets.token()).collect();
+    assert!(hub.reserve(None).is_err(), "max_live is 3");
     let text = scrape(&engine, &hub, &websockets);
+    let refused = format!("{}_total", names::STREAMS_REFUSED);
+    assert_eq!(
+        value(&text, &format!(r#"{refused}{{limit="max_live"}}"#)),
+        1.0
+    );
+    assert_eq!(
+        value(&text, &format!(r#"{refused}{{limit="max_live_per_key"}}"#)),
+        0.0
+    );
     assert_eq!(value(&text, names::STREAMS_ACTIVE), started as f64);
     assert_eq!(
         value(&text, &format!("{}_total", names::STREAMS_STARTED)),
@@ -355,6 +366,29 @@ async fn streams_subscribers_websockets_and_the_journal_are_read_at_scrape_time(
     let text = scrape(&engine, &hub, &websockets);
     assert_eq!(value(&text, names::STREAM_SUBSCRIBERS), 0.0);
     assert_eq!(value(&text, names::WEBSOCKET_CONNECTIONS), 0.0);
+}
+
+#[tokio::test]
+async fn streams_over_a_keys_live_cap_are_counted() {
+    let mut config = Config::default();
+    config.streams.max_live_per_key = 1;
+    let (engine, hub) = parts(config);
+    let held = hub.reserve(Some("k")).unwrap();
+    let n = fastrand::Rng::with_seed(7).u64(1..30);
+    for _ in 0..n {
+        assert!(hub.reserve(Some("k")).is_err());
+    }
+    let text = scrape(&engine, &hub, &TaskTracker::new());
+    let refused = format!("{}_total", names::STREAMS_REFUSED);
+    assert_eq!(
+        value(&text, &format!(r#"{refused}{{limit="max_live_per_key"}}"#)),
+        n as f64
+    );
+    assert_eq!(
+        value(&text, &format!(r#"{refused}{{limit="max_live"}}"#)),
+        0.0
+    );
+    drop(held);
 }
 
 #[tokio::test]
