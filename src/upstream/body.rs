@@ -62,11 +62,7 @@ impl EventStream {
         key_vars: std::sync::Arc<[String]>,
         in_flight: Option<super::pool::InFlight>,
     ) -> Self {
-        // The request stays in flight as long as its body is read: the guard lives with it.
-        let body = response.bytes_stream().map(move |chunk| {
-            let _held = &in_flight;
-            chunk
-        });
+        let body = super::pool::held_by(response.bytes_stream(), in_flight);
         EventStream {
             provider,
             body: Box::pin(body),

@@ -115,11 +115,7 @@ impl Upstream {
             headers,
             body: idle_bounded(
                 name.to_owned(),
-                // In flight until the client's copy of the body ends or is dropped.
-                response.bytes_stream().map(move |chunk| {
-                    let _held = &in_flight;
-                    chunk
-                }),
+                super::pool::held_by(response.bytes_stream(), in_flight),
                 idle,
             ),
         })

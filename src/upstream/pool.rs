@@ -14,6 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
+use futures_util::{Stream, StreamExt};
+
 /// One provider's counters.
 #[derive(Debug, Default)]
 pub(super) struct PoolCounters {
@@ -57,6 +59,17 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// `body`, keeping `in_flight` counted until it is dropped (read to its end or abandoned).
+pub(super) fn held_by<S: Stream>(
+    body: S,
+    in_flight: Option<InFlight>,
+) -> impl Stream<Item = S::Item> {
+    body.map(move |chunk| {
+        let _held = &in_flight;
+        chunk
+    })
 }
 
 /// The connector layer that counts connections opened (`ClientBuilder::connector_layer`).

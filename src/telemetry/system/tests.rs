@@ -442,3 +442,52 @@ async fn upstream_connections_and_requests_in_flight_per_provider() {
     assert_eq!(in_flight(&text, "anthropic"), 0.0);
     assert_eq!(opened(&text, "anthropic"), 2.0);
 }
+
+#[tokio::test]
+async fn a_forwarded_request_is_in_flight_until_its_body_goes() {
+    let replay = crate::replay::spawn(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let (engine, hub) = parts(replay.config());
+    let provider = engine.config().providers["openai"].clone();
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        "application/json".parse().unwrap(),
+    );
+    let forward = crate::upstream::Forward {
+        method: http::Method::POST,
+        path: "/v1/embeddings".into(),
+        query: None,
+        headers,
+        body: Some(reqwest::Body::from(r#"{"model":"e","input":"hi"}"#)),
+    };
+    let key = ClientKey {
+        door: Dialect::OpenAi,
+        key: None,
+    };
+    let forwarded = engine
+        .upstream()
+        .forward(
+            "openai",
+            &provider,
+            forward,
+            &key,
+            &ForwardHeaders::default(),
+            std::future::ready(()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(forwarded.status, 200);
+    let series = format!(r#"{}{{provider="openai"}}"#, names::UPSTREAM_IN_FLIGHT);
+    let opened = format!(
+        r#"{}_total{{provider="openai"}}"#,
+        names::UPSTREAM_CONNECTIONS_OPENED
+    );
+    let text = scrape(&engine, &hub, &TaskTracker::new());
+    assert_eq!(value(&text, &series), 1.0);
+    assert_eq!(value(&text, &opened), 1.0);
+    drop(forwarded);
+    let text = scrape(&engine, &hub, &TaskTracker::new());
+    assert_eq!(value(&text, &series), 0.0);
+}
