@@ -49,6 +49,18 @@ pub struct Config {
     /// `[passthrough]`: which provider gets the paths the gateway does not answer itself.
     #[serde(default)]
     pub passthrough: PassthroughConfig,
+    /// `[telemetry]`: what the gateway exports about itself (traces: `[telemetry.otlp]`).
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[telemetry]`: exported telemetry. docs/observability.md.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// `[telemetry.otlp]`: OpenTelemetry traces to an OTLP collector. Default: absent, off.
+    #[serde(default)]
+    pub otlp: Option<crate::telemetry::otlp::OtlpConfig>,
 }
 
 /// `[passthrough]`: for each door, where its other paths (`/v1/embeddings`, `/v1/files`,
@@ -655,6 +667,10 @@ impl Config {
                 }
             }
         }
+        if let Some(otlp) = &self.telemetry.otlp {
+            otlp.validate()
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
         for (name, p) in &self.providers {
             if !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://")) {
                 return Err(ConfigError::Invalid(format!(
@@ -689,6 +705,7 @@ impl Default for Config {
             streams: StreamsConfig::default(),
             keys: BTreeMap::new(),
             passthrough: PassthroughConfig::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }

@@ -51,5 +51,6 @@ pub mod secret;
 pub mod server;
 pub mod splice;
 pub mod stream_id;
+pub mod telemetry;
 pub mod upstream;
 pub mod ws;

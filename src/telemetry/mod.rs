@@ -1,0 +1,3 @@
+//! Telemetry: what the gateway tells operators about itself.
+
+pub mod otlp;
