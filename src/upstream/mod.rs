@@ -8,11 +8,13 @@
 mod body;
 mod forward;
 mod request;
+pub mod span;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use providers::AgentEvent;
+use tracing::Instrument as _;
 
 use crate::config::{Config, ProviderConfig};
 use crate::error::{ConnectionFault, GatewayError, TimeoutPhase};
@@ -83,6 +85,7 @@ impl Upstream {
             .get(&route.provider)
             .ok_or_else(|| GatewayError::Internal(format!("no client for {}", route.provider)))?;
         let url = request::endpoint(provider);
+        let call = span::call(&route.provider, provider.dialect, &url, &route.model);
         let request = request::build(client, &url, &route.provider, provider, body, key, forward)?;
         let first_byte = Duration::from_millis(provider.first_byte_timeout_ms);
         let idle = Duration::from_millis(provider.idle_timeout_ms);
@@ -93,6 +96,7 @@ impl Upstream {
                 .await
                 .map_err(|e| send_error(&route.provider, &e))?;
             let status = response.status();
+            call.record("http.response.status_code", status.as_u16());
             // Rate-limit headers come on successes too: a budget at zero means wait.
             self.backoff
                 .observe(&route.to_string(), status.as_u16(), response.headers());
@@ -113,16 +117,23 @@ impl Upstream {
                 idle,
                 self.key_vars.clone(),
             );
+            // The call's span lasts as long as its body is read.
+            stream.set_span(call.clone());
             let first = stream.first_events().await?;
             Ok((first, stream))
         };
-        match tokio::time::timeout(first_byte, opening).await {
+        let result = match tokio::time::timeout(first_byte, opening.instrument(call.clone())).await
+        {
             Ok(result) => result,
             Err(_) => Err(GatewayError::Timeout {
                 provider: route.provider.clone(),
                 phase: TimeoutPhase::FirstByte,
             }),
+        };
+        if let Err(e) = &result {
+            span::record_error(&call, e);
         }
+        result
     }
 }
 
