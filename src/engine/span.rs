@@ -10,7 +10,7 @@ use tracing::field::Empty;
 
 use crate::error::GatewayError;
 use crate::route::Route;
-use crate::upstream::span::{GEN_AI_OPERATION, gen_ai_provider, record_error};
+use crate::upstream::span::{GEN_AI_OPERATION, gen_ai_provider, int, record_error};
 
 /// How an attempt ended, as recorded in its `outcome` field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +71,7 @@ impl AttemptSpan {
         let span = tracing::info_span!(
             parent: parent,
             "attempt",
-            attempt = number,
+            attempt = i64::from(number),
             route = %route,
             provider = route.provider.as_str(),
             model = route.model.as_str(),
@@ -157,10 +157,10 @@ impl AttemptSpan {
         let span = &self.span;
         span.record("outcome", outcome.as_str());
         if let Some(n) = self.input_tokens {
-            span.record("gen_ai.usage.input_tokens", n);
+            span.record("gen_ai.usage.input_tokens", int(n));
         }
         if let Some(n) = self.output_tokens {
-            span.record("gen_ai.usage.output_tokens", n);
+            span.record("gen_ai.usage.output_tokens", int(n));
         }
         if let Some(reason) = self.finish {
             span.record("gen_ai.response.finish_reasons", finish_reason(reason));

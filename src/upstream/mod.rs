@@ -96,7 +96,7 @@ impl Upstream {
                 .await
                 .map_err(|e| send_error(&route.provider, &e))?;
             let status = response.status();
-            call.record("http.response.status_code", status.as_u16());
+            call.record("http.response.status_code", i64::from(status.as_u16()));
             // Rate-limit headers come on successes too: a budget at zero means wait.
             self.backoff
                 .observe(&route.to_string(), status.as_u16(), response.headers());

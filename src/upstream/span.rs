@@ -59,6 +59,12 @@ pub fn error_type(error: &GatewayError) -> Cow<'static, str> {
     Cow::Borrowed(name)
 }
 
+/// Records a count as OpenTelemetry wants integers: signed (tracing-opentelemetry would
+/// write an unsigned one as text).
+pub fn int(n: impl TryInto<i64>) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
+}
+
 /// Marks `span` failed with `error` (`error.type`, and an error status for the exporter).
 pub fn record_error(span: &Span, error: &GatewayError) {
     if span.is_disabled() {
@@ -90,7 +96,7 @@ pub(super) fn call(name: &str, dialect: Dialect, url: &str, model: &str) -> Span
         "http.request.method" = "POST",
         "url.path" = path,
         "server.address" = host,
-        "server.port" = port,
+        "server.port" = port.map(i64::from),
         "http.response.status_code" = Empty,
         "gen_ai.operation.name" = GEN_AI_OPERATION,
         "gen_ai.provider.name" = system,
