@@ -296,7 +296,9 @@ struct ExportClient {
 
 impl ExportClient {
     fn new(timeout: Duration) -> Result<ExportClient, OtlpError> {
-        crate::upstream::install_crypto_provider();
+        // The gateway's TLS provider (ring), as the upstream clients install it; Err means
+        // it is installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
