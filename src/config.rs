@@ -12,6 +12,7 @@ use providers::Dialect;
 use serde::Deserialize;
 
 mod streams;
+pub mod telemetry;
 
 pub use streams::{FsyncMode, JournalSettings, StreamsConfig, WebSocketSettings};
 
@@ -51,16 +52,7 @@ pub struct Config {
     pub passthrough: PassthroughConfig,
     /// `[telemetry]`: what the gateway exports about itself (traces: `[telemetry.otlp]`).
     #[serde(default)]
-    pub telemetry: TelemetryConfig,
-}
-
-/// `[telemetry]`: exported telemetry. docs/observability.md.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TelemetryConfig {
-    /// `[telemetry.otlp]`: OpenTelemetry traces to an OTLP collector. Default: absent, off.
-    #[serde(default)]
-    pub otlp: Option<crate::telemetry::otlp::OtlpConfig>,
+    pub telemetry: telemetry::TelemetryConfig,
 }
 
 /// `[passthrough]`: for each door, where its other paths (`/v1/embeddings`, `/v1/files`,
@@ -705,7 +697,7 @@ impl Default for Config {
             streams: StreamsConfig::default(),
             keys: BTreeMap::new(),
             passthrough: PassthroughConfig::default(),
-            telemetry: TelemetryConfig::default(),
+            telemetry: telemetry::TelemetryConfig::default(),
         }
     }
 }

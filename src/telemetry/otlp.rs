@@ -8,7 +8,6 @@
 //! workers and the processor's blocking waits never stall one of them. What is exported and
 //! how to point it at a collector: docs/observability.md, "Traces".
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -21,14 +20,11 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider,
 };
-use serde::Deserialize;
 use tracing::Subscriber;
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::registry::LookupSpan;
 
-/// The OTLP/HTTP path for traces, appended to the collector's base URL.
-const TRACES_PATH: &str = "/v1/traces";
 /// The largest collector answer read: an OTLP answer is a few bytes (a partial-success
 /// note at most); a misconfigured endpoint serving something else is not read whole.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
@@ -37,172 +33,20 @@ const MAX_ANSWER_BYTES: usize = 64 * 1024;
 const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// How long the exit waits for the last spans to be exported.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
-/// The largest export queue accepted from the config.
-const MAX_QUEUE_CAP: usize = 1 << 20;
 
-/// `[telemetry.otlp]`: where and how traces are exported. Absent: nothing is exported and
-/// no collector is contacted.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OtlpConfig {
-    /// The collector's OTLP/HTTP base URL (`http://localhost:4318`); `/v1/traces` is appended
-    /// unless the URL already ends with it. Required.
-    pub endpoint: String,
-    /// The wire protocol: only `"http/protobuf"` (the default) is supported.
-    #[serde(default)]
-    pub protocol: OtlpProtocol,
-    /// The `service.name` resource attribute. Default `"streamgate"`.
-    #[serde(default = "default_service_name")]
-    pub service_name: String,
-    /// The share of new traces recorded, from 0.0 to 1.0 (default 1.0: every request). A
-    /// request whose caller sent a sampled `traceparent` is not affected by this ratio.
-    #[serde(default = "default_sampling_ratio")]
-    pub sampling_ratio: f64,
-    /// Headers sent with every export, each read from an environment variable
-    /// (`{ authorization = "OTLP_AUTH" }`), so that a collector's credentials stay out of the
-    /// file. The values are never logged. A variable that is not set stops the start.
-    #[serde(default)]
-    pub headers_env: BTreeMap<String, String>,
-    /// How long one export may take, in milliseconds. Default 10000.
-    #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
-    /// How many finished spans wait for export at most; more are dropped. Default 2048.
-    #[serde(default = "default_max_queue_size")]
-    pub max_queue_size: usize,
-    /// How often the queue is exported, in milliseconds. Default 5000.
-    #[serde(default = "default_export_interval_ms")]
-    pub export_interval_ms: u64,
-}
-
-/// The OTLP wire protocols the exporter speaks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-pub enum OtlpProtocol {
-    /// Protobuf over HTTP POST (port 4318 by convention).
-    #[default]
-    #[serde(rename = "http/protobuf")]
-    HttpProtobuf,
-}
-
-fn default_service_name() -> String {
-    "streamgate".into()
-}
-
-fn default_sampling_ratio() -> f64 {
-    1.0
-}
-
-fn default_timeout_ms() -> u64 {
-    10_000
-}
-
-fn default_max_queue_size() -> usize {
-    2048
-}
-
-fn default_export_interval_ms() -> u64 {
-    5000
-}
+pub use crate::config::telemetry::{
+    HeaderProblem, OtlpConfig, OtlpConfigError, OtlpProtocol, traces_url,
+};
 
 /// Why the exporter could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum OtlpError {
-    /// `endpoint` is not an http(s) URL.
-    #[error("[telemetry.otlp] endpoint {0:?} is not an http:// or https:// URL")]
-    Endpoint(String),
-    /// `sampling_ratio` is outside 0..=1.
-    #[error("[telemetry.otlp] sampling_ratio must be between 0 and 1, not {0}")]
-    SamplingRatio(f64),
-    /// A size or duration setting is zero or too large.
-    #[error("[telemetry.otlp] {0} is out of range")]
-    Range(&'static str),
-    /// A `headers_env` entry names an invalid header or a variable that is not set.
-    #[error("[telemetry.otlp] headers_env.{header}: {reason}")]
-    Header {
-        /// The header's name as configured.
-        header: String,
-        /// What is wrong with it (never the value).
-        reason: HeaderProblem,
-    },
+    /// `[telemetry.otlp]` is unusable.
+    #[error(transparent)]
+    Config(#[from] OtlpConfigError),
     /// The exporter's HTTP client or runtime could not be built.
     #[error("[telemetry.otlp] cannot start the exporter: {0}")]
     Start(String),
-}
-
-/// What is wrong with a configured export header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum HeaderProblem {
-    /// Not a valid HTTP header name.
-    #[error("not a valid header name")]
-    Name,
-    /// Its environment variable is not set (or not UTF-8).
-    #[error("its environment variable is not set")]
-    MissingVar,
-    /// The variable's value cannot be sent in a header.
-    #[error("its environment variable's value is not a valid header value")]
-    Value,
-}
-
-impl OtlpConfig {
-    /// Checks every setting that needs no environment: all problems surface at start.
-    pub fn validate(&self) -> Result<(), OtlpError> {
-        traces_url(&self.endpoint)?;
-        if !(0.0..=1.0).contains(&self.sampling_ratio) {
-            return Err(OtlpError::SamplingRatio(self.sampling_ratio));
-        }
-        if self.timeout_ms == 0 || self.timeout_ms > 600_000 {
-            return Err(OtlpError::Range("timeout_ms"));
-        }
-        if self.max_queue_size == 0 || self.max_queue_size > MAX_QUEUE_CAP {
-            return Err(OtlpError::Range("max_queue_size"));
-        }
-        if self.export_interval_ms == 0 || self.export_interval_ms > 3_600_000 {
-            return Err(OtlpError::Range("export_interval_ms"));
-        }
-        for header in self.headers_env.keys() {
-            if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
-                return Err(OtlpError::Header {
-                    header: header.clone(),
-                    reason: HeaderProblem::Name,
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// The export headers, read from their variables now.
-    fn headers(&self) -> Result<HashMap<String, String>, OtlpError> {
-        let mut headers = HashMap::new();
-        for (header, var) in &self.headers_env {
-            let problem = |reason| OtlpError::Header {
-                header: header.clone(),
-                reason,
-            };
-            let value = std::env::var(var).map_err(|_| problem(HeaderProblem::MissingVar))?;
-            if http::HeaderValue::from_str(&value).is_err() {
-                return Err(problem(HeaderProblem::Value));
-            }
-            headers.insert(header.clone(), value);
-        }
-        Ok(headers)
-    }
-}
-
-/// The collector URL traces are posted to: `endpoint` with `/v1/traces` appended unless it
-/// ends with it already.
-pub fn traces_url(endpoint: &str) -> Result<String, OtlpError> {
-    let bad = || OtlpError::Endpoint(endpoint.to_owned());
-    let uri: http::Uri = endpoint.parse().map_err(|_| bad())?;
-    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
-        return Err(bad());
-    }
-    if uri.query().is_some() {
-        return Err(bad());
-    }
-    let base = endpoint.trim_end_matches('/');
-    if base.ends_with(TRACES_PATH) {
-        return Ok(base.to_owned());
-    }
-    Ok(format!("{base}{TRACES_PATH}"))
 }
 
 /// Keeps the tracer provider alive; dropping it (at exit) exports what is queued, waiting

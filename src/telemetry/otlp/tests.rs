@@ -72,7 +72,7 @@ fn a_missing_header_variable_is_an_error_that_never_shows_a_value() {
     let err = c.headers().unwrap_err();
     assert!(matches!(
         err,
-        OtlpError::Header {
+        OtlpConfigError::Header {
             reason: HeaderProblem::MissingVar,
             ..
         }
