@@ -466,3 +466,129 @@ async fn without_the_otlp_table_no_collector_is_contacted() {
     assert_eq!(received.connections.load(Ordering::SeqCst), 0);
     drop(gateway);
 }
+
+/// The engine in this process under a `request` span of the test's own (the request-id
+/// work makes that span in the doors): each request's attempts are children of its span and
+/// its calls children of the attempts, one trace per request, for a seeded mix of plain
+/// answers, retries and failovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_request_is_one_trace_of_attempts_and_calls() {
+    use streamgate::engine::{Call, Engine};
+    use streamgate::upstream::{ClientKey, ForwardHeaders};
+    use tracing::Instrument as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    let (receiver_addr, received) = receiver().await;
+    let otlp: streamgate::telemetry::otlp::OtlpConfig = toml::from_str(&format!(
+        "endpoint = \"http://{receiver_addr}\"\nexport_interval_ms = 60000"
+    ))
+    .unwrap();
+    let (layer, guard) = streamgate::telemetry::otlp::layer(Some(&otlp))
+        .unwrap()
+        .unwrap();
+    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer)).unwrap();
+
+    let replay = streamgate::replay::spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let mut config = replay.config();
+    config.streams.journal.enabled = false;
+    config.streaming.retry_policy.max_attempts = 2;
+    config.streaming.retry_policy.backoff_ms = 10;
+    config.streaming.retry_policy.max_backoff_ms = 50;
+    let engine = std::sync::Arc::new(Engine::new(config).unwrap());
+
+    // (model, attempts expected); `times=1` faults are counted per identical model string,
+    // so every retry case gets a fresh tag.
+    let mut rng = fastrand::Rng::with_seed(0x5eed);
+    let mut cases: Vec<(String, usize)> = Vec::new();
+    for i in 0..12 {
+        let provider = if rng.bool() { "openai" } else { "anthropic" };
+        let case = match rng.u8(0..3) {
+            0 => (format!("{provider}/text_basic"), 1),
+            1 => (
+                format!("{provider}/status=503,times=1,drip={i}:text_basic"),
+                2,
+            ),
+            _ => (format!("{provider}/status=500,drip={i}:text_basic"), 2),
+        };
+        cases.push(case);
+    }
+    for (n, (model, _)) in cases.iter().enumerate() {
+        let door = Dialect::OpenAi;
+        let call = Call {
+            door,
+            request: door
+                .wire()
+                .parse_request(gw::chat_body(door, model, true))
+                .unwrap(),
+            key: ClientKey { door, key: None },
+            forward: ForwardHeaders::default(),
+            caller: streamgate::keys::Caller::open(),
+        };
+        let span = tracing::info_span!(target: "streamgate::test", "request", request = n as i64);
+        let engine = engine.clone();
+        async move {
+            use futures_util::StreamExt as _;
+            // A route that always fails ends the answer with its error: that is fine here.
+            if let Ok(answer) = engine.answer(call).await {
+                let _ = answer.events.collect::<Vec<_>>().await;
+            }
+        }
+        .instrument(span)
+        .await;
+    }
+    tokio::task::block_in_place(|| guard.flush());
+
+    let spans = received.spans.lock().unwrap().clone();
+    let requests: Vec<&Span> = spans.iter().filter(|s| s.name == "request").collect();
+    assert_eq!(requests.len(), cases.len());
+    for request in requests {
+        let n = int_attr(request, "request").unwrap() as usize;
+        let (model, want) = &cases[n];
+        assert!(request.parent_span_id.is_empty(), "the request is the root");
+        let attempts: Vec<&Span> = spans
+            .iter()
+            .filter(|s| s.name == "attempt" && s.parent_span_id == request.span_id)
+            .collect();
+        assert_eq!(attempts.len(), *want, "{model}");
+        let upstream_model = model.split_once('/').unwrap().1;
+        for attempt in &attempts {
+            assert_eq!(attempt.trace_id, request.trace_id, "{model}: one trace");
+            assert_eq!(
+                str_attr(attempt, "gen_ai.request.model"),
+                Some(upstream_model)
+            );
+            let calls: Vec<&Span> = spans
+                .iter()
+                .filter(|s| s.name == "upstream" && s.parent_span_id == attempt.span_id)
+                .collect();
+            assert_eq!(calls.len(), 1, "{model}: one call per attempt");
+            assert_eq!(calls[0].trace_id, request.trace_id);
+        }
+        let failed = attempts
+            .iter()
+            .filter(|a| str_attr(a, "outcome") == Some("error"))
+            .count();
+        let want_failed = if model.contains("status=500") {
+            2
+        } else if model.contains("status=503") {
+            1
+        } else {
+            0
+        };
+        assert_eq!(failed, want_failed, "{model}");
+    }
+    // Nothing outside the requests' trees.
+    let trace_of_requests: std::collections::HashSet<_> = spans
+        .iter()
+        .filter(|s| s.name == "request")
+        .map(|s| s.trace_id.clone())
+        .collect();
+    assert!(
+        spans
+            .iter()
+            .all(|s| trace_of_requests.contains(&s.trace_id))
+    );
+    drop(guard);
+}
