@@ -496,6 +496,18 @@ async fn each_request_is_one_trace_of_attempts_and_calls() {
     config.streaming.retry_policy.max_attempts = 2;
     config.streaming.retry_policy.backoff_ms = 10;
     config.streaming.retry_policy.max_backoff_ms = 50;
+    // A first token slower than the hedge delay: the fallback is raced next to it and wins.
+    config.models.insert(
+        "hedged".into(),
+        streamgate::config::ModelConfig {
+            route: "openai/first_token_delay_ms=5000:text_basic".into(),
+            fallbacks: vec!["anthropic/text_simple".into()],
+            reasoning: None,
+            hedge_after_ms: Some(100),
+            max_output_tokens: None,
+            max_n: None,
+        },
+    );
     let engine = std::sync::Arc::new(Engine::new(config).unwrap());
 
     // (model, attempts expected); `times=1` faults are counted per identical model string,
@@ -504,8 +516,9 @@ async fn each_request_is_one_trace_of_attempts_and_calls() {
     let mut cases: Vec<(String, usize)> = Vec::new();
     for i in 0..12 {
         let provider = if rng.bool() { "openai" } else { "anthropic" };
-        let case = match rng.u8(0..3) {
+        let case = match rng.u8(0..4) {
             0 => (format!("{provider}/text_basic"), 1),
+            3 => ("hedged".to_owned(), 2),
             1 => (
                 format!("{provider}/status=503,times=1,drip={i}:text_basic"),
                 2,
@@ -552,13 +565,15 @@ async fn each_request_is_one_trace_of_attempts_and_calls() {
             .filter(|s| s.name == "attempt" && s.parent_span_id == request.span_id)
             .collect();
         assert_eq!(attempts.len(), *want, "{model}");
-        let upstream_model = model.split_once('/').unwrap().1;
+        let upstream_model = model.split_once('/').map(|(_, m)| m);
         for attempt in &attempts {
             assert_eq!(attempt.trace_id, request.trace_id, "{model}: one trace");
-            assert_eq!(
-                str_attr(attempt, "gen_ai.request.model"),
-                Some(upstream_model)
-            );
+            if let Some(upstream_model) = upstream_model {
+                assert_eq!(
+                    str_attr(attempt, "gen_ai.request.model"),
+                    Some(upstream_model)
+                );
+            }
             let calls: Vec<&Span> = spans
                 .iter()
                 .filter(|s| s.name == "upstream" && s.parent_span_id == attempt.span_id)
@@ -578,7 +593,28 @@ async fn each_request_is_one_trace_of_attempts_and_calls() {
             0
         };
         assert_eq!(failed, want_failed, "{model}");
+        if model == "hedged" {
+            let outcome = |hedge: bool| {
+                let a = attempts
+                    .iter()
+                    .find(|a| matches!(attr(a, "hedge"), Some(Any::BoolValue(h)) if *h == hedge))
+                    .unwrap_or_else(|| panic!("no attempt with hedge={hedge}"));
+                (str_attr(a, "outcome"), str_attr(a, "gen_ai.request.model"))
+            };
+            assert_eq!(
+                outcome(false),
+                (
+                    Some("lost_race"),
+                    Some("first_token_delay_ms=5000:text_basic")
+                )
+            );
+            assert_eq!(outcome(true), (Some("ok"), Some("text_simple")));
+        }
     }
+    assert!(
+        cases.iter().any(|(m, _)| m == "hedged"),
+        "the seed covers a hedge"
+    );
     // Nothing outside the requests' trees.
     let trace_of_requests: std::collections::HashSet<_> = spans
         .iter()
