@@ -628,3 +628,32 @@ async fn each_request_is_one_trace_of_attempts_and_calls() {
     );
     drop(guard);
 }
+
+/// A collector that is down costs the requests nothing: every answer comes whole while each
+/// export fails (nothing listens on the endpoint), and the gateway stays up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_is_down_never_fails_a_request() {
+    let replay = streamgate::replay::spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let closed = process::free_port();
+    let config = format!(
+        "{}\n{CONFIG_TAIL}\n[telemetry.otlp]\nendpoint = \"http://127.0.0.1:{closed}\"\n\
+         export_interval_ms = 20\ntimeout_ms = 200\nmax_queue_size = 4\n",
+        process::replay_providers(&replay.url())
+    );
+    let mut gateway = process::GatewayProcess::serve(&config).await;
+    let client = gw::client();
+    for round in 0..3 {
+        for a in plan() {
+            let model = if round == 0 {
+                a.model.clone()
+            } else {
+                a.model.replace("times=1", &format!("times=1,drip={round}"))
+            };
+            ask(&client, &gateway.url, a.dialect, &model).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gateway.is_running());
+}

@@ -184,10 +184,14 @@ impl HttpClient for ExportClient {
     }
 }
 
-/// An error with its causes, for the log: reqwest's own text names only the URL.
+/// Why an export failed, for the log: the error's causes, without reqwest's own text,
+/// which names the endpoint's URL (and so any credentials written in it).
 fn causes(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
+    let Some(first) = e.source() else {
+        return e.to_string();
+    };
+    let mut out = first.to_string();
+    let mut source = first.source();
     while let Some(s) = source {
         out.push_str(": ");
         out.push_str(&s.to_string());
