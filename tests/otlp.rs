@@ -657,3 +657,80 @@ async fn a_collector_that_is_down_never_fails_a_request() {
     }
     assert!(gateway.is_running());
 }
+
+/// Calls that are not streamed answers are `upstream` spans too: a token count (with its
+/// model) and a pass-through call (method and path, never the query, no GenAI operation).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_counts_and_pass_through_calls_have_upstream_spans() {
+    let (receiver_addr, received) = receiver().await;
+    let replay = streamgate::replay::spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let config = format!(
+        "{}\n[telemetry.otlp]\nendpoint = \"http://{receiver_addr}/v1/traces\"\n\
+         export_interval_ms = 50\n",
+        process::replay_providers(&replay.url())
+    );
+    let gateway = process::GatewayProcess::serve(&config).await;
+    let client = gw::client();
+    let r = client
+        .post(format!("{}/v1/embeddings?secret=q-value", gateway.url))
+        .header("content-type", "application/json")
+        .body(r#"{"model":"text-embedding-3-small","input":"x"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let count = serde_json::to_vec(&gw::chat_body(
+        Dialect::Anthropic,
+        "anthropic/text_basic",
+        false,
+    ))
+    .unwrap();
+    let r = client
+        .post(format!("{}/v1/messages/count_tokens", gateway.url))
+        .header("content-type", "application/json")
+        .header("anthropic-version", "2023-06-01")
+        .body(count)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let spans = loop {
+        let spans: Vec<Span> = received.spans.lock().unwrap().clone();
+        if spans.iter().filter(|s| s.name == "upstream").count() >= 2 {
+            break spans;
+        }
+        assert!(Instant::now() < deadline, "spans not exported: {spans:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let find = |path: &str| {
+        spans
+            .iter()
+            .find(|s| s.name == "upstream" && str_attr(s, "url.path") == Some(path))
+            .unwrap_or_else(|| panic!("no upstream span for {path}: {spans:?}"))
+    };
+    let embeddings = find("/v1/embeddings");
+    assert_eq!(str_attr(embeddings, "http.request.method"), Some("POST"));
+    assert_eq!(int_attr(embeddings, "http.response.status_code"), Some(200));
+    assert_eq!(str_attr(embeddings, "gen_ai.provider.name"), Some("openai"));
+    assert_eq!(str_attr(embeddings, "gen_ai.operation.name"), None);
+    assert_eq!(str_attr(embeddings, "gen_ai.request.model"), None);
+    let count = find("/v1/messages/count_tokens");
+    assert_eq!(int_attr(count, "http.response.status_code"), Some(200));
+    assert_eq!(str_attr(count, "gen_ai.provider.name"), Some("anthropic"));
+    assert_eq!(str_attr(count, "gen_ai.request.model"), Some("text_basic"));
+    for span in &spans {
+        for kv in &span.attributes {
+            let text = format!("{:?}", kv.value);
+            assert!(
+                !text.contains("q-value"),
+                "a query value in {}: {text}",
+                kv.key
+            );
+        }
+    }
+    drop(gateway);
+}

@@ -154,34 +154,57 @@ impl Upstream {
             .get(&route.provider)
             .ok_or_else(|| GatewayError::Internal(format!("no client for {}", route.provider)))?;
         let url = request::api_url(provider, path);
-        let request = request::build(client, &url, &route.provider, provider, body, key, forward)?
-            .header(http::header::ACCEPT, "application/json")
-            .timeout(Duration::from_millis(provider.first_byte_timeout_ms));
-        let response = request
-            .send()
-            .await
-            .map_err(|e| send_error(&route.provider, &e))?;
-        if !response.status().is_success() {
-            return Err(body::status_error(
-                &route.provider,
-                provider.dialect,
-                response,
-                &own_keys(&self.key_vars),
-                !request::uses_client_key(provider, key),
-            )
-            .await);
-        }
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| send_error(&route.provider, &e))?;
-        serde_json::from_slice(&bytes).map_err(|e| {
-            tracing::warn!(provider = %route.provider, error = %e, "upstream answer is not JSON");
-            GatewayError::Connection {
-                provider: route.provider.clone(),
-                fault: ConnectionFault::NotJson,
+        let call = span::http_call(
+            &route.provider,
+            provider.dialect,
+            "POST",
+            &url,
+            None,
+            Some(&route.model),
+        );
+        let result = async {
+            let request =
+                request::build(client, &url, &route.provider, provider, body, key, forward)?
+                    .header(http::header::ACCEPT, "application/json")
+                    .timeout(Duration::from_millis(provider.first_byte_timeout_ms));
+            let response = request
+                .send()
+                .await
+                .map_err(|e| send_error(&route.provider, &e))?;
+            let status = i64::from(response.status().as_u16());
+            call.record("http.response.status_code", status);
+            if !response.status().is_success() {
+                return Err(body::status_error(
+                    &route.provider,
+                    provider.dialect,
+                    response,
+                    &own_keys(&self.key_vars),
+                    !request::uses_client_key(provider, key),
+                )
+                .await);
             }
-        })
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|e| send_error(&route.provider, &e))?;
+            serde_json::from_slice(&bytes).map_err(|e| {
+                tracing::warn!(
+                    provider = %route.provider,
+                    error = %e,
+                    "upstream answer is not JSON"
+                );
+                GatewayError::Connection {
+                    provider: route.provider.clone(),
+                    fault: ConnectionFault::NotJson,
+                }
+            })
+        }
+        .instrument(call.clone())
+        .await;
+        if let Err(e) = &result {
+            span::record_error(&call, e);
+        }
+        result
     }
 }
 

@@ -74,10 +74,30 @@ pub fn record_error(span: &Span, error: &GatewayError) {
     span.record("otel.status_code", "ERROR");
 }
 
-/// The span of a call of `provider` (named `name`, speaking `dialect`) to `url` for `model`,
-/// a child of the current span (the attempt's). The URL's query and credentials are left
-/// out: only the host, port and path are recorded.
+/// The span of a streamed answer's call of `provider` (named `name`, speaking `dialect`) to
+/// `url` for `model`, a child of the current span (the attempt's).
 pub(super) fn call(name: &str, dialect: Dialect, url: &str, model: &str) -> Span {
+    http_call(
+        name,
+        dialect,
+        "POST",
+        url,
+        Some(GEN_AI_OPERATION),
+        Some(model),
+    )
+}
+
+/// The span of any HTTP call to a provider: `operation` and `model` when it is a GenAI
+/// operation on a known model (a streamed answer, a token count), none for a pass-through.
+/// The URL's query and credentials are left out: only the host, port and path are recorded.
+pub(super) fn http_call(
+    name: &str,
+    dialect: Dialect,
+    method: &str,
+    url: &str,
+    operation: Option<&str>,
+    model: Option<&str>,
+) -> Span {
     let uri: Option<http::Uri> = url.parse().ok();
     let path = uri.as_ref().map_or("", http::Uri::path);
     let host = uri.as_ref().and_then(http::Uri::host).unwrap_or_default();
@@ -93,12 +113,12 @@ pub(super) fn call(name: &str, dialect: Dialect, url: &str, model: &str) -> Span
         "upstream",
         "otel.kind" = "client",
         provider = name,
-        "http.request.method" = "POST",
+        "http.request.method" = method,
         "url.path" = path,
         "server.address" = host,
         "server.port" = port.map(i64::from),
         "http.response.status_code" = Empty,
-        "gen_ai.operation.name" = GEN_AI_OPERATION,
+        "gen_ai.operation.name" = operation,
         "gen_ai.provider.name" = system,
         "gen_ai.system" = system,
         "gen_ai.request.model" = model,
