@@ -12,6 +12,7 @@ use providers::Dialect;
 use serde::Deserialize;
 
 mod streams;
+pub mod telemetry;
 
 pub use streams::{FsyncMode, JournalSettings, StreamsConfig, WebSocketSettings};
 
@@ -49,6 +50,9 @@ pub struct Config {
     /// `[passthrough]`: which provider gets the paths the gateway does not answer itself.
     #[serde(default)]
     pub passthrough: PassthroughConfig,
+    /// `[telemetry]`: what the gateway exports about itself (traces: `[telemetry.otlp]`).
+    #[serde(default)]
+    pub telemetry: telemetry::TelemetryConfig,
 }
 
 /// `[passthrough]`: for each door, where its other paths (`/v1/embeddings`, `/v1/files`,
@@ -655,6 +659,10 @@ impl Config {
                 }
             }
         }
+        if let Some(otlp) = &self.telemetry.otlp {
+            otlp.validate()
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
         for (name, p) in &self.providers {
             if !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://")) {
                 return Err(ConfigError::Invalid(format!(
@@ -689,6 +697,7 @@ impl Default for Config {
             streams: StreamsConfig::default(),
             keys: BTreeMap::new(),
             passthrough: PassthroughConfig::default(),
+            telemetry: telemetry::TelemetryConfig::default(),
         }
     }
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use providers::{AgentEvent, Usage};
 
+use super::span::AttemptSpan;
 use crate::error::GatewayError;
 use crate::estimate::{Produced, complete};
 use crate::upstream::EventStream;
@@ -33,6 +34,8 @@ pub(super) struct Contender<F> {
     pub input: u64,
     /// The upstream call: its first events and the rest of its stream.
     pub open: F,
+    /// Its attempt span: told how the race went for it.
+    pub trace: AttemptSpan,
 }
 
 /// The attempt that goes on.
@@ -47,6 +50,8 @@ pub(super) struct Winner {
     pub first: Vec<AgentEvent>,
     /// The rest.
     pub stream: EventStream,
+    /// Its attempt span, which the run carries on.
+    pub trace: AttemptSpan,
 }
 
 /// How a race ended.
@@ -91,6 +96,7 @@ where
                 let mut h = Box::pin(lead(contender.open, &mut h_seen));
                 let (p_done, h_done) = first_to_content(p.as_mut(), h.as_mut()).await;
                 drop(h);
+                let mut h_trace = contender.trace;
                 match h_done {
                     Some(Ok(stream)) => {
                         raced.result = Ok(Winner {
@@ -99,17 +105,26 @@ where
                             input: contender.input,
                             first: std::mem::take(&mut h_seen),
                             stream,
+                            trace: h_trace,
                         });
                     }
-                    Some(Err(e)) => raced.hedge_failed = Some((contender.route, e)),
-                    None => {}
+                    Some(Err(e)) => {
+                        h_trace.failed(&e);
+                        raced.hedge_failed = Some((contender.route, e));
+                    }
+                    None => h_trace.lost_race(),
                 }
                 spend(&mut raced.spent, &h_seen, contender.input);
                 if raced.result.is_ok() {
                     // The primary lost: cancelled, or failed before the hedge came in.
                     drop(p);
-                    if let Some(Err(e)) = p_done {
-                        raced.primary_failed = Some(e);
+                    let mut p_trace = primary.trace;
+                    match p_done {
+                        Some(Err(e)) => {
+                            p_trace.failed(&e);
+                            raced.primary_failed = Some(e);
+                        }
+                        _ => p_trace.lost_race(),
                     }
                     spend(&mut raced.spent, &p_seen, primary.input);
                     return raced;
@@ -127,9 +142,12 @@ where
                 input: primary.input,
                 first: p_seen,
                 stream,
+                trace: primary.trace,
             });
         }
         Some(Err(e)) => {
+            let mut p_trace = primary.trace;
+            p_trace.failed(&e);
             spend(&mut raced.spent, &p_seen, primary.input);
             raced.result = Err(e);
         }

@@ -8,6 +8,7 @@
 mod hedge;
 mod resume;
 mod run;
+mod span;
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -17,7 +17,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use providers::{AgentEvent, Usage, UsageBasis};
 use tokio::time::{Instant, Sleep};
+use tracing::Instrument as _;
 
+use super::span::AttemptSpan;
 use super::{Answer, Call, Engine, Events, hedge, unix_now};
 use crate::error::GatewayError;
 use crate::limit::Permit;
@@ -56,6 +58,13 @@ struct Run {
     /// The current route's breaker admission; dropped unreported with the run (the client
     /// left, the answer was abandoned), it gives back a half-open probe.
     pass: Option<Pass>,
+    /// The request's span (current when the run began): every attempt's span is its child,
+    /// whichever task polls the answer later.
+    parent: tracing::Span,
+    /// Attempts started so far, across routes (hedges included): numbers the attempt spans.
+    attempts: u32,
+    /// The current attempt's span.
+    trace: AttemptSpan,
     /// Routes of the plan skipped because the request cannot be expressed in their dialect.
     untranslatable: Vec<usize>,
     /// The first of those translation errors: the client's answer when no route can express
@@ -106,7 +115,9 @@ pub(super) async fn start(
     let run = Box::new(run);
     let events = futures_util::stream::unfold((run, out), |(mut run, pending)| async move {
         let batch = if pending.is_empty() {
-            run.step().await?
+            // Log lines of the attempt carry its span (and so the request's).
+            let span = run.trace.span().clone();
+            run.step().instrument(span).await?
         } else {
             pending.into_iter().map(Ok).collect()
         };
@@ -158,6 +169,9 @@ impl Run {
             done: false,
             permit,
             pass: None,
+            parent: tracing::Span::current(),
+            attempts: 0,
+            trace: AttemptSpan::none(),
             untranslatable: Vec::new(),
             translation_error: None,
             provider_error: None,
@@ -185,6 +199,7 @@ impl Run {
                 Some(Ok(event)) => {
                     self.push(event, &mut out);
                     if self.splicer.ended() {
+                        self.trace.succeeded();
                         self.report_success();
                         self.done = true;
                     }
@@ -192,11 +207,15 @@ impl Run {
                 None => {
                     // The attempt's stream ended without its stream.end: nothing more to say,
                     // and the route did not finish its answer.
+                    self.trace.cut();
                     self.report_failure();
                     self.done = true;
                 }
                 Some(Err(e)) => {
                     tracing::warn!(route = %self.routes[self.at], error = %e, "attempt failed");
+                    self.trace.failed(&e);
+                    // Ended here: the wait before the next attempt is not this one's.
+                    self.trace = AttemptSpan::none();
                     if let Err(last) = self.recover(Failed::Attempt(e), &mut out).await {
                         self.splicer.wind_down(&mut out);
                         self.settle();
@@ -229,6 +248,7 @@ impl Run {
     /// Hands an attempt's event to the splicer, completing `stream.start` with what only the
     /// gateway knows.
     fn push(&mut self, event: AgentEvent, out: &mut Vec<AgentEvent>) {
+        self.trace.observe(&event);
         let event = match event {
             AgentEvent::StreamStart(mut start) => {
                 start.request_id = Some(self.request_id.clone());
@@ -524,26 +544,35 @@ impl Run {
         };
         let input = crate::estimate::input_tokens(&request);
         let hedge_after = self.hedge_after();
-        let open =
-            self.engine
-                .upstream
-                .open(&route, &provider, body, &self.call.key, &self.call.forward);
+        self.attempts += 1;
+        let mut trace =
+            AttemptSpan::start(&self.parent, self.attempts, &route, provider.dialect, false);
+        let open = self
+            .engine
+            .upstream
+            .open(&route, &provider, body, &self.call.key, &self.call.forward)
+            .instrument(trace.span().clone());
         let winner = match hedge_after {
-            None => {
-                let (first, stream) = open.await?;
-                hedge::Winner {
+            None => match open.await {
+                Ok((first, stream)) => hedge::Winner {
                     route: self.at,
                     hedge: false,
                     input,
                     first,
                     stream,
+                    trace,
+                },
+                Err(e) => {
+                    trace.failed(&e);
+                    return Err(e.into());
                 }
-            }
+            },
             Some(after) => {
                 let primary = hedge::Contender {
                     route: self.at,
                     input,
                     open,
+                    trace,
                 };
                 let (engine, call, routes, modes, cont) = (
                     &self.engine,
@@ -553,7 +582,16 @@ impl Run {
                     &self.cont,
                 );
                 let next = self.at + 1;
-                let hedge = || hedge_contender(engine, call, routes, next, modes, cont);
+                let (attempts, parent) = (&mut self.attempts, &self.parent);
+                let hedge = || {
+                    let number = *attempts + 1;
+                    let contender =
+                        hedge_contender(engine, call, routes, next, modes, cont, parent, number);
+                    if contender.is_some() {
+                        *attempts = number;
+                    }
+                    contender
+                };
                 let raced = hedge::race(primary, after, hedge).await;
                 self.raced(raced)?
             }
@@ -564,7 +602,9 @@ impl Run {
             input,
             first,
             stream,
+            trace,
         } = winner;
+        self.trace = trace;
         if let Some(mut seam) = seam {
             // Name the model the provider says is answering (unless a hedge answered instead:
             // its own seam follows).
@@ -681,6 +721,7 @@ impl Run {
 /// rate-limited and its circuit breaker is closed (a hedge never takes a half-open breaker's
 /// single probe: the race may cancel it before it reports). A free function over the parts of
 /// the run it reads, so that the race borrows them and not the whole run with its stream.
+#[allow(clippy::too_many_arguments)]
 fn hedge_contender<'a>(
     engine: &'a Engine,
     call: &'a Call,
@@ -688,6 +729,8 @@ fn hedge_contender<'a>(
     at: usize,
     modes: &HashMap<String, Mode>,
     cont: &Continuation,
+    parent: &tracing::Span,
+    number: u32,
 ) -> Option<hedge::Contender<impl Future<Output = hedge::Opening> + 'a>> {
     let route = routes.get(at)?;
     let name = route.to_string();
@@ -708,12 +751,15 @@ fn hedge_contender<'a>(
         }
     };
     tracing::info!(route = %route, "first event is slow: hedging");
+    let trace = AttemptSpan::start(parent, number, route, provider.dialect, true);
     Some(hedge::Contender {
         route: at,
         input: crate::estimate::input_tokens(&request),
         open: engine
             .upstream
-            .open(route, provider, body, &call.key, &call.forward),
+            .open(route, provider, body, &call.key, &call.forward)
+            .instrument(trace.span().clone()),
+        trace,
     })
 }
 

@@ -40,6 +40,9 @@ pub struct EventStream {
     last_data: Instant,
     /// The variables of the gateway's own provider keys, scrubbed from a provider's words.
     key_vars: std::sync::Arc<[String]>,
+    /// The HTTP call's `upstream` span: ends when the stream is dropped, and records the
+    /// error that ends the body.
+    span: tracing::Span,
 }
 
 impl std::fmt::Debug for EventStream {
@@ -75,7 +78,13 @@ impl EventStream {
             idle_timer: None,
             last_data: Instant::now(),
             key_vars,
+            span: tracing::Span::none(),
         }
+    }
+
+    /// Makes `span` the call's: kept until the stream is dropped.
+    pub(super) fn set_span(&mut self, span: tracing::Span) {
+        self.span = span;
     }
 
     /// Reads until at least one event is decoded; returns those decoded so far.
@@ -137,6 +146,7 @@ impl Stream for EventStream {
             }
             if let Some(e) = this.failed.take() {
                 this.done = true;
+                super::span::record_error(&this.span, &e);
                 return Poll::Ready(Some(Err(e)));
             }
             if this.done {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
+use tracing::Instrument as _;
 
 use super::request::{self, ClientKey, ForwardHeaders};
 use super::{Upstream, own_keys, send_error};
@@ -72,6 +73,15 @@ impl Upstream {
             .get(name)
             .ok_or_else(|| GatewayError::Internal(format!("no client for {name}")))?;
         let mut url = request::forward_url(provider, &forward.path);
+        // Before the query is added: a span never records it.
+        let call = super::span::http_call(
+            name,
+            provider.dialect,
+            forward.method.as_str(),
+            &url,
+            None,
+            None,
+        );
         if let Some(query) = &forward.query {
             url.push('?');
             url.push_str(query);
@@ -85,28 +95,40 @@ impl Upstream {
         let builder = request::authorize(builder, name, provider, key, headers)?;
         let first_byte = Duration::from_millis(provider.first_byte_timeout_ms);
         let in_flight = self.in_flight(name);
-        let response = tokio::select! {
-            response = builder.send() => response.map_err(|e| send_error(name, &e))?,
-            () = async {
-                body_sent.await;
-                tokio::time::sleep(first_byte).await;
-            } => {
-                return Err(GatewayError::Timeout {
-                    provider: name.to_owned(),
-                    phase: TimeoutPhase::FirstByte,
-                });
+        let sent = async {
+            tokio::select! {
+                response = builder.send() => response.map_err(|e| send_error(name, &e)),
+                () = async {
+                    body_sent.await;
+                    tokio::time::sleep(first_byte).await;
+                } => {
+                    Err(GatewayError::Timeout {
+                        provider: name.to_owned(),
+                        phase: TimeoutPhase::FirstByte,
+                    })
+                }
+            }
+        };
+        let response = match sent.instrument(call.clone()).await {
+            Ok(response) => response,
+            Err(e) => {
+                super::span::record_error(&call, &e);
+                return Err(e);
             }
         };
         let status = response.status();
+        call.record("http.response.status_code", i64::from(status.as_u16()));
         if status.is_client_error() || status.is_server_error() {
-            return Err(super::body::status_error(
+            let error = super::body::status_error(
                 name,
                 provider.dialect,
                 response,
                 &own_keys(&self.key_vars),
                 !request::uses_client_key(provider, key),
             )
-            .await);
+            .await;
+            super::span::record_error(&call, &error);
+            return Err(error);
         }
         let headers = response.headers().clone();
         let idle = Duration::from_millis(provider.idle_timeout_ms);
@@ -117,6 +139,7 @@ impl Upstream {
                 name.to_owned(),
                 super::pool::held_by(response.bytes_stream(), in_flight),
                 idle,
+                call,
             ),
         })
     }
@@ -128,25 +151,32 @@ fn idle_bounded(
     provider: String,
     body: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
     idle: Duration,
+    call: tracing::Span,
 ) -> ForwardedBody {
-    let state = Some((Box::pin(body), provider));
+    // The call's span lasts as long as the body is read.
+    let state = Some((Box::pin(body), provider, call));
     Box::pin(futures_util::stream::unfold(
         state,
         move |state| async move {
-            let (mut body, provider) = state?;
+            let (mut body, provider, call) = state?;
             match tokio::time::timeout(idle, body.next()).await {
                 Ok(None) => None,
-                Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some((body, provider)))),
+                Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some((body, provider, call)))),
                 Ok(Some(Err(e))) => {
                     // Logged (in the transport's words) by send_error; the client sees its
                     // answer cut, as the provider cut it.
-                    let _ = send_error(&provider, &e);
+                    super::span::record_error(&call, &send_error(&provider, &e));
                     Some((
                         Err(std::io::Error::other("the provider's answer broke off")),
                         None,
                     ))
                 }
                 Err(_) => {
+                    let error = GatewayError::Timeout {
+                        provider: provider.clone(),
+                        phase: TimeoutPhase::Idle,
+                    };
+                    super::span::record_error(&call, &error);
                     tracing::warn!(
                         provider,
                         "a forwarded answer went silent past its idle timeout"

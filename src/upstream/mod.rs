@@ -9,11 +9,13 @@ mod body;
 mod forward;
 mod pool;
 mod request;
+pub mod span;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use providers::AgentEvent;
+use tracing::Instrument as _;
 
 use crate::config::{Config, ProviderConfig};
 use crate::error::{ConnectionFault, GatewayError, TimeoutPhase};
@@ -108,6 +110,7 @@ impl Upstream {
             .get(&route.provider)
             .ok_or_else(|| GatewayError::Internal(format!("no client for {}", route.provider)))?;
         let url = request::endpoint(provider);
+        let call = span::call(&route.provider, provider.dialect, &url, &route.model);
         let request = request::build(client, &url, &route.provider, provider, body, key, forward)?;
         let first_byte = Duration::from_millis(provider.first_byte_timeout_ms);
         let idle = Duration::from_millis(provider.idle_timeout_ms);
@@ -119,6 +122,7 @@ impl Upstream {
                 .await
                 .map_err(|e| send_error(&route.provider, &e))?;
             let status = response.status();
+            call.record("http.response.status_code", i64::from(status.as_u16()));
             // Rate-limit headers come on successes too: a budget at zero means wait.
             self.backoff
                 .observe(&route.to_string(), status.as_u16(), response.headers());
@@ -140,16 +144,23 @@ impl Upstream {
                 self.key_vars.clone(),
                 in_flight,
             );
+            // The call's span lasts as long as its body is read.
+            stream.set_span(call.clone());
             let first = stream.first_events().await?;
             Ok((first, stream))
         };
-        match tokio::time::timeout(first_byte, opening).await {
+        let result = match tokio::time::timeout(first_byte, opening.instrument(call.clone())).await
+        {
             Ok(result) => result,
             Err(_) => Err(GatewayError::Timeout {
                 provider: route.provider.clone(),
                 phase: TimeoutPhase::FirstByte,
             }),
+        };
+        if let Err(e) = &result {
+            span::record_error(&call, e);
         }
+        result
     }
 }
 
@@ -170,35 +181,58 @@ impl Upstream {
             .get(&route.provider)
             .ok_or_else(|| GatewayError::Internal(format!("no client for {}", route.provider)))?;
         let url = request::api_url(provider, path);
-        let request = request::build(client, &url, &route.provider, provider, body, key, forward)?
-            .header(http::header::ACCEPT, "application/json")
-            .timeout(Duration::from_millis(provider.first_byte_timeout_ms));
-        let _in_flight = self.in_flight(&route.provider);
-        let response = request
-            .send()
-            .await
-            .map_err(|e| send_error(&route.provider, &e))?;
-        if !response.status().is_success() {
-            return Err(body::status_error(
-                &route.provider,
-                provider.dialect,
-                response,
-                &own_keys(&self.key_vars),
-                !request::uses_client_key(provider, key),
-            )
-            .await);
-        }
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| send_error(&route.provider, &e))?;
-        serde_json::from_slice(&bytes).map_err(|e| {
-            tracing::warn!(provider = %route.provider, error = %e, "upstream answer is not JSON");
-            GatewayError::Connection {
-                provider: route.provider.clone(),
-                fault: ConnectionFault::NotJson,
+        let call = span::http_call(
+            &route.provider,
+            provider.dialect,
+            "POST",
+            &url,
+            None,
+            Some(&route.model),
+        );
+        let result = async {
+            let request =
+                request::build(client, &url, &route.provider, provider, body, key, forward)?
+                    .header(http::header::ACCEPT, "application/json")
+                    .timeout(Duration::from_millis(provider.first_byte_timeout_ms));
+            let _in_flight = self.in_flight(&route.provider);
+            let response = request
+                .send()
+                .await
+                .map_err(|e| send_error(&route.provider, &e))?;
+            let status = i64::from(response.status().as_u16());
+            call.record("http.response.status_code", status);
+            if !response.status().is_success() {
+                return Err(body::status_error(
+                    &route.provider,
+                    provider.dialect,
+                    response,
+                    &own_keys(&self.key_vars),
+                    !request::uses_client_key(provider, key),
+                )
+                .await);
             }
-        })
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|e| send_error(&route.provider, &e))?;
+            serde_json::from_slice(&bytes).map_err(|e| {
+                tracing::warn!(
+                    provider = %route.provider,
+                    error = %e,
+                    "upstream answer is not JSON"
+                );
+                GatewayError::Connection {
+                    provider: route.provider.clone(),
+                    fault: ConnectionFault::NotJson,
+                }
+            })
+        }
+        .instrument(call.clone())
+        .await;
+        if let Err(e) = &result {
+            span::record_error(&call, e);
+        }
+        result
     }
 }
 
