@@ -146,7 +146,7 @@ pub async fn serve_with_admin(
 ) -> std::io::Result<()> {
     let config = state.engine.config();
     exposure::check_bound(
-        config,
+        &config,
         listener.local_addr()?,
         admin_listener
             .as_ref()
