@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use providers::Dialect;
 use serde::Deserialize;
 
+pub mod reload;
 mod streams;
 
 pub use streams::{FsyncMode, JournalSettings, StreamsConfig, WebSocketSettings};

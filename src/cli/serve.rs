@@ -1,4 +1,5 @@
-//! `streamgate serve`: load the configuration, bind, serve until Ctrl-C or SIGTERM.
+//! `streamgate serve`: load the configuration, bind, serve until Ctrl-C or SIGTERM; SIGHUP
+//! reloads the configuration file.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -38,6 +39,7 @@ pub fn run(
     allow_open: bool,
 ) -> Result<(), ServeError> {
     init_logging();
+    let source = config.map(Path::to_path_buf);
     let mut config = Config::load(config)?;
     if let Some(listen) = listen {
         config.server.listen = listen;
@@ -56,6 +58,12 @@ pub fn run(
         let addr = config.server.listen;
         log_startup(&config);
         let state = server::AppState::new(config)?;
+        if let Some(path) = source {
+            state.engine.set_source(path);
+        }
+        tokio::spawn(server::reload::on_hangup(std::sync::Arc::clone(
+            &state.engine,
+        )));
         let listener = server::bind(addr)?;
         tracing::info!(addr = %listener.local_addr()?, "streamgate listening");
         server::serve(state, listener, shutdown_signal()).await?;

@@ -149,23 +149,29 @@ impl Engine {
         self.source.get().map(PathBuf::as_path)
     }
 
-    /// Swaps in `config` whole, or nothing: every problem building it is returned. The
-    /// limiter's state, the upstream rate-limit state and the breakers of routes whose
-    /// provider remains carry over (breakers take the new thresholds); answers already
-    /// running keep the generation they started with.
-    pub fn reload(&self, config: Config) -> Result<(), Vec<String>> {
+    /// Swaps in the configuration `prepare` makes from the running one, whole or not at all:
+    /// its problems, or every problem building it, are returned and nothing changes. The
+    /// limiter's state, the upstream rate-limit state and the breakers of routes whose provider
+    /// remains carry over (breakers take the new thresholds); answers already running keep
+    /// the generation they started with. Reloads run one at a time, so `prepare` sees the
+    /// configuration it replaces.
+    pub fn reload<T>(
+        &self,
+        prepare: impl FnOnce(&Config) -> Result<(Config, T), Vec<String>>,
+    ) -> Result<T, Vec<String>> {
         let _one = self
             .reloading
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let previous = self.generation();
+        let (config, prepared) = prepare(&previous.config)?;
         let next = Generation::build(config, Some(&previous))?;
         // Under the write lock, so no request sees the new routes with the old thresholds.
         let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
         self.breakers
             .reconfigure(next.breaker, |route| next.knows_route(route));
         *current = Arc::new(next);
-        Ok(())
+        Ok(prepared)
     }
 
     /// Retries and failovers of every answer so far.
