@@ -600,27 +600,44 @@ impl ConfigError {
 impl Config {
     /// Loads `path`, or the built-in default when `path` is None.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-        match path {
-            None => Ok(Config::default()),
-            Some(path) => {
-                let shown = path.display().to_string();
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: shown.clone(),
-                    source,
-                })?;
-                Config::parse(&text).map_err(|e| match e {
-                    ConfigError::Parse { source, .. } => ConfigError::Parse {
-                        path: shown,
-                        source,
-                    },
-                    other => other,
-                })
-            }
+        let (config, problems) = match path {
+            None => return Ok(Config::default()),
+            Some(path) => Config::load_unchecked(path)?,
+        };
+        match problems.is_empty() {
+            true => Ok(config),
+            false => Err(ConfigError::Invalid(problems)),
         }
+    }
+
+    /// Reads and parses `path`: the configuration and every inconsistency in it (for a
+    /// caller that adds checks of its own and reports them all together, as a reload does).
+    /// Errors only when the file cannot be read or is not a configuration at all.
+    pub fn load_unchecked(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Config::parse_unchecked(&text).map_err(|e| match e {
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: shown,
+                source,
+            },
+            other => other,
+        })
     }
 
     /// Parses TOML text, fills defaults and checks references.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let (config, problems) = Config::parse_unchecked(text)?;
+        match problems.is_empty() {
+            true => Ok(config),
+            false => Err(ConfigError::Invalid(problems)),
+        }
+    }
+
+    fn parse_unchecked(text: &str) -> Result<(Config, Vec<String>), ConfigError> {
         let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: "<text>".into(),
             source: Box::new(e),
@@ -632,11 +649,7 @@ impl Config {
         let keys: Vec<&str> = websocket_keys.iter().map(String::as_str).collect();
         let mut problems = config.streaming.apply(&mut config.streams.websocket, &keys);
         problems.extend(config.problems());
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigError::Invalid(problems))
-        }
+        Ok((config, problems))
     }
 
     /// Whether gateway keys are configured (then every door asks for one).

@@ -181,7 +181,7 @@ impl Generation {
 /// key_env`) whose variable is unset or empty: without it the key cannot be checked, so the
 /// configuration cannot be used. (A provider's missing key is not one of these: its requests
 /// fail and `/readyz` says so, the rest of the gateway works.)
-fn missing_key_vars(config: &Config) -> Vec<String> {
+pub fn missing_key_vars(config: &Config) -> Vec<String> {
     let unset = |var: &str| std::env::var_os(var).is_none_or(|v| v.is_empty());
     let gateway = config.keys.iter().filter_map(|(name, key)| {
         let var = key.env.as_deref()?;

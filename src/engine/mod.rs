@@ -26,7 +26,7 @@ use crate::resilience::breaker::Breakers;
 use crate::route::Route;
 use crate::upstream::{ClientKey, ForwardHeaders, Upstream};
 
-pub use generation::Generation;
+pub use generation::{Generation, missing_key_vars};
 
 /// The events of one answer, ending after `stream.end` or at the first `Err`.
 pub type Events = Pin<Box<dyn Stream<Item = Result<AgentEvent, GatewayError>> + Send>>;
@@ -219,9 +219,14 @@ impl Engine {
         mut call: Call,
         prior: &[AgentEvent],
     ) -> Result<Answer, GatewayError> {
-        call.caller.check_model(&call.request.model)?;
-        // The one load of this answer: every attempt of it sees this configuration.
+        // The one load of this answer: every attempt of it sees this configuration, and so
+        // does the caller's key (the door authenticated it, perhaps before a reload).
         let generation = self.generation();
+        call.caller = generation
+            .keyring
+            .recheck(&call.caller)
+            .map_err(GatewayError::Unauthenticated)?;
+        call.caller.check_model(&call.request.model)?;
         let alias_caps = generation
             .config
             .models

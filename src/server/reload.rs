@@ -10,7 +10,7 @@ use axum::response::Response;
 use http::StatusCode;
 use serde::Serialize;
 
-use super::AppState;
+use super::state::EngineState;
 use crate::config::Config;
 use crate::config::reload::{Changes, keep_restart_settings};
 use crate::engine::Engine;
@@ -81,12 +81,19 @@ pub fn reload(engine: &Engine) -> ReloadReport {
     };
     let file = Some(path.display().to_string());
     let result = engine.reload(|running| {
-        let mut next = Config::load(Some(path)).map_err(|e| e.problems())?;
+        let (mut next, mut problems) = Config::load_unchecked(path).map_err(|e| e.problems())?;
+        problems.extend(crate::engine::missing_key_vars(&next));
         let needs_restart = keep_restart_settings(running, &mut next);
         // Checked with the running listeners, which a reload keeps.
         let server = &next.server;
-        super::exposure::check_bound(&next, server.listen, server.admin_listen)
-            .map_err(|e| vec![e.to_string()])?;
+        problems.extend(
+            super::exposure::check_bound(&next, server.listen, server.admin_listen)
+                .err()
+                .map(|e| e.to_string()),
+        );
+        if !problems.is_empty() {
+            return Err(problems);
+        }
         let changes = Changes::between(running, &next);
         Ok((
             next,
@@ -168,8 +175,8 @@ pub fn log(report: &ReloadReport) {
 
 /// `POST /admin/reload`: 200 with the report when applied, 409 when there is no file to
 /// read, 422 when the file has problems (all listed; nothing changed).
-pub(super) async fn admin(State(state): State<AppState>) -> Response {
-    let report = reload_logged(Arc::clone(&state.engine)).await;
+pub(super) async fn admin(State(engine): State<EngineState>) -> Response {
+    let report = reload_logged(engine).await;
     let status = match report.refused {
         None => StatusCode::OK,
         Some(Refusal::NoFile) => StatusCode::CONFLICT,
