@@ -40,15 +40,16 @@ impl Generation {
         previous: Option<&Generation>,
     ) -> Result<Generation, Vec<String>> {
         let mut problems = missing_key_vars(&config);
+        // The keyring and the limiter stop at the first missing variable: those are listed.
+        let listed = !problems.is_empty();
         let upstream = Upstream::new(&config)
             .map(|u| match previous {
                 Some(p) => u.sharing_backoff(&p.upstream),
                 None => u,
             })
             .map_err(|e| problems.push(e.to_string()));
-        // Missing variables are already listed, each once.
         let keyring = Keyring::new(&config.keys).map_err(|e| {
-            if problems.is_empty() {
+            if !listed {
                 problems.push(format!("gateway keys: {e}"));
             }
         });
@@ -62,7 +63,7 @@ impl Generation {
             None => Limiter::with_gateway_keys(&config.limits, env, gateway),
         }
         .map_err(|e| {
-            if problems.is_empty() {
+            if !listed {
                 problems.push(format!("rate limits: {e}"));
             }
         });

@@ -187,15 +187,6 @@ impl Engine {
         &self.breakers
     }
 
-    /// Translates `request` for `route`'s provider with the configuration in force.
-    pub fn upstream_body(
-        &self,
-        request: &ChatRequest,
-        route: &Route,
-    ) -> Result<Vec<u8>, GatewayError> {
-        self.generation().upstream_body(request, route)
-    }
-
     /// Starts answering `call`: admits it under the rate limits (waiting up to the queue
     /// time), then returns once an attempt produced its first events, or with the error that
     /// ended every attempt before anything reached the client.
