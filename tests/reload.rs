@@ -482,3 +482,49 @@ async fn sighup_reloads_a_gateway_process() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A request whose head arrived (and was authenticated) before a reload and whose body after
+/// is judged whole by the configuration its answer starts with: with Q the key may not use
+/// `p` (403), never "p is allowed" from P with "p is unknown" from Q.
+#[tokio::test]
+async fn a_request_straddling_a_reload_sees_one_configuration() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let secret = "sk-reload-straddle";
+    let hash = streamgate::keys::hex(&streamgate::keys::sha256(secret));
+    let config = |name: &str, route: &str| {
+        format!(
+            "{}[keys.k]\nsha256 = \"{hash}\"\nmodels = [\"{name}\"]\n",
+            alias(name, route)
+        )
+    };
+    let g = Gateway::start(&config("p", "anthropic/text_basic")).await;
+    let body = serde_json::to_vec(&gw::chat_body(DOOR, "p", false)).unwrap();
+    let (first, rest) = body.split_at(body.len() / 2);
+    let mut socket = tokio::net::TcpStream::connect(g.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/messages HTTP/1.1\r\nhost: {}\r\nx-api-key: {secret}\r\n\
+         anthropic-version: 2023-06-01\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n",
+        g.addr,
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(first).await.unwrap();
+    socket.flush().await.unwrap();
+    // Let the gateway authenticate and start reading the body.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    g.write(&config("q", "anthropic/text_simple"));
+    g.reload().await;
+    socket.write_all(rest).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(gw::BOUND, socket.read(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(
+        g.upstream_models().is_empty(),
+        "nothing reached the upstream"
+    );
+}
