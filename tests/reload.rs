@@ -528,3 +528,51 @@ async fn a_request_straddling_a_reload_sees_one_configuration() {
         "nothing reached the upstream"
     );
 }
+
+/// A stream that breaks after a reload removed its provider is continued on that provider:
+/// the answer keeps the configuration it started with for every later attempt.
+#[tokio::test]
+async fn a_stream_broken_after_a_reload_continues_on_its_own_configuration() {
+    let old_provider = |g: &Gateway| {
+        format!(
+            "[providers.old]\ndialect = \"anthropic\"\nbase_url = \"{}\"\n",
+            g.replay.url()
+        )
+    };
+    let breaking = "old/times=1,drip=200,reset_after=5:text_basic";
+    let g = Gateway::start(&alias("x", "anthropic/text_basic")).await;
+    let whole = g.seen("anthropic/text_basic").await;
+    g.write(&format!("{}{}", old_provider(&g), alias("x", breaking)));
+    let report = g.reload().await;
+    assert_eq!(
+        report["changes"]["providers"]["added"],
+        serde_json::json!(["old"])
+    );
+
+    let response = g.send("x", &[]).await;
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    let mut got = body.next().await.unwrap().unwrap().to_vec();
+    g.write(&alias("x", "anthropic/tool_use_only"));
+    let report = g.reload().await;
+    assert_eq!(
+        report["changes"]["providers"]["removed"],
+        serde_json::json!(["old"])
+    );
+    while let Some(chunk) = body.next().await {
+        got.extend_from_slice(&chunk.unwrap());
+    }
+    let seen = seen_of(got);
+    assert_eq!(seen.text, whole.text, "the answer is whole");
+    assert_eq!(seen.finish, whole.finish);
+    let asked: Vec<String> = g
+        .upstream_models()
+        .into_iter()
+        .filter(|m| m.ends_with(":text_basic"))
+        .collect();
+    assert_eq!(
+        asked.len(),
+        2,
+        "the break was continued on the removed provider: {asked:?}"
+    );
+}
