@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use providers::Dialect;
 use serde::Deserialize;
 
+pub mod reload;
 mod streams;
 pub mod telemetry;
 
@@ -175,46 +176,44 @@ impl StreamingConfig {
     /// Writes the design's WebSocket keys into `websocket`, the settings the door reads. A key
     /// set in both places must agree: `websocket_keys` are the `[streams.websocket]` keys the
     /// file wrote itself.
-    fn apply(
-        &self,
-        websocket: &mut WebSocketSettings,
-        websocket_keys: &[&str],
-    ) -> Result<(), ConfigError> {
+    fn apply(&self, websocket: &mut WebSocketSettings, websocket_keys: &[&str]) -> Vec<String> {
+        let mut problems = Vec::new();
         let clash = |key: &str, native: &str| {
-            ConfigError::Invalid(format!(
+            format!(
                 "streaming.{key} and streams.websocket.{native} are both set and differ; keep one"
-            ))
+            )
         };
         if let Some(size) = self.buffer_size {
             if !(1..=MAX_BUFFER_SIZE).contains(&size) {
-                return Err(ConfigError::Invalid(format!(
+                problems.push(format!(
                     "streaming.bufferSize must be 1 to {MAX_BUFFER_SIZE} events"
-                )));
+                ));
+            } else if websocket_keys.contains(&"buffer_events") && websocket.buffer_events != size {
+                problems.push(clash("bufferSize", "buffer_events"));
+            } else {
+                websocket.buffer_events = size;
             }
-            if websocket_keys.contains(&"buffer_events") && websocket.buffer_events != size {
-                return Err(clash("bufferSize", "buffer_events"));
-            }
-            websocket.buffer_events = size;
         }
         if let Some(size) = self.chunk_size {
             if size < crate::ws::MIN_CHUNK_SIZE {
-                return Err(ConfigError::Invalid(format!(
+                problems.push(format!(
                     "streaming.chunkSize must be at least {} bytes",
                     crate::ws::MIN_CHUNK_SIZE
-                )));
+                ));
+            } else if websocket_keys.contains(&"chunkSize") && websocket.chunk_size != size {
+                problems.push(clash("chunkSize", "chunkSize"));
+            } else {
+                websocket.chunk_size = size;
             }
-            if websocket_keys.contains(&"chunkSize") && websocket.chunk_size != size {
-                return Err(clash("chunkSize", "chunkSize"));
-            }
-            websocket.chunk_size = size;
         }
         if let Some(offer) = &self.compression {
             if websocket_keys.contains(&"compression") && websocket.compression != *offer {
-                return Err(clash("compression", "compression"));
+                problems.push(clash("compression", "compression"));
+            } else {
+                websocket.compression = offer.clone();
             }
-            websocket.compression = offer.clone();
         }
-        Ok(())
+        problems
     }
 }
 
@@ -586,35 +585,63 @@ pub enum ConfigError {
         /// What toml said (names the key and line).
         source: Box<toml::de::Error>,
     },
-    /// The file parsed but is inconsistent.
-    #[error("config: {0}")]
-    Invalid(String),
+    /// The file parsed but is inconsistent: every problem found, not just the first, so one
+    /// edit can fix them all (a reload answer lists them).
+    #[error("config: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+}
+
+impl ConfigError {
+    /// Each problem on its own: the list of an [`ConfigError::Invalid`], else the one error.
+    pub fn problems(&self) -> Vec<String> {
+        match self {
+            ConfigError::Invalid(all) => all.clone(),
+            other => vec![other.to_string()],
+        }
+    }
 }
 
 impl Config {
     /// Loads `path`, or the built-in default when `path` is None.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-        match path {
-            None => Ok(Config::default()),
-            Some(path) => {
-                let shown = path.display().to_string();
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: shown.clone(),
-                    source,
-                })?;
-                Config::parse(&text).map_err(|e| match e {
-                    ConfigError::Parse { source, .. } => ConfigError::Parse {
-                        path: shown,
-                        source,
-                    },
-                    other => other,
-                })
-            }
+        let (config, problems) = match path {
+            None => return Ok(Config::default()),
+            Some(path) => Config::load_unchecked(path)?,
+        };
+        match problems.is_empty() {
+            true => Ok(config),
+            false => Err(ConfigError::Invalid(problems)),
         }
+    }
+
+    /// Reads and parses `path`: the configuration and every inconsistency in it (for a
+    /// caller that adds checks of its own and reports them all together, as a reload does).
+    /// Errors only when the file cannot be read or is not a configuration at all.
+    pub fn load_unchecked(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Config::parse_unchecked(&text).map_err(|e| match e {
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: shown,
+                source,
+            },
+            other => other,
+        })
     }
 
     /// Parses TOML text, fills defaults and checks references.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let (config, problems) = Config::parse_unchecked(text)?;
+        match problems.is_empty() {
+            true => Ok(config),
+            false => Err(ConfigError::Invalid(problems)),
+        }
+    }
+
+    fn parse_unchecked(text: &str) -> Result<(Config, Vec<String>), ConfigError> {
         let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: "<text>".into(),
             source: Box::new(e),
@@ -624,11 +651,9 @@ impl Config {
         }
         let websocket_keys = websocket_keys(text);
         let keys: Vec<&str> = websocket_keys.iter().map(String::as_str).collect();
-        config
-            .streaming
-            .apply(&mut config.streams.websocket, &keys)?;
-        config.validate()?;
-        Ok(config)
+        let mut problems = config.streaming.apply(&mut config.streams.websocket, &keys);
+        problems.extend(config.problems());
+        Ok((config, problems))
     }
 
     /// Whether gateway keys are configured (then every door asks for one).
@@ -636,41 +661,42 @@ impl Config {
         !self.keys.is_empty()
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
-        self.server.validate().map_err(ConfigError::Invalid)?;
-        self.limits.validate().map_err(ConfigError::Invalid)?;
+    /// Every inconsistency of the parsed file, each checked independently so that all are
+    /// reported at once.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        problems.extend(self.server.validate().err());
+        problems.extend(self.limits.validate().err());
         for (name, key) in &self.keys {
-            key.validate(name).map_err(ConfigError::Invalid)?;
+            problems.extend(key.validate(name).err());
         }
-        self.passthrough
-            .validate(&self.providers)
-            .map_err(ConfigError::Invalid)?;
+        problems.extend(self.passthrough.validate(&self.providers).err());
         for (alias, model) in &self.models {
             for route in std::iter::once(&model.route).chain(&model.fallbacks) {
                 let Some((provider, upstream)) = route.split_once('/') else {
-                    return Err(ConfigError::Invalid(format!(
+                    problems.push(format!(
                         "models.{alias}: route {route:?} must be written provider/model"
-                    )));
+                    ));
+                    continue;
                 };
                 if upstream.is_empty() || !self.providers.contains_key(provider) {
-                    return Err(ConfigError::Invalid(format!(
+                    problems.push(format!(
                         "models.{alias}: route {route:?} names unknown provider {provider:?}"
-                    )));
+                    ));
                 }
             }
         }
         if let Some(otlp) = &self.telemetry.otlp {
-            otlp.validate()
-                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            problems.extend(otlp.validate().err().map(|e| e.to_string()));
         }
         for (name, p) in &self.providers {
             if !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://")) {
-                return Err(ConfigError::Invalid(format!(
+                problems.push(format!(
                     "providers.{name}.base_url must start with http:// or https://"
-                )));
+                ));
             }
         }
-        Ok(())
+        problems
     }
 }
 
@@ -954,6 +980,51 @@ mod tests {
             dangling.to_string().contains("unknown provider"),
             "{dangling}"
         );
+    }
+
+    /// Independent mistakes, in any number and mix, are all reported by one parse (a reload
+    /// answer lists them, so one edit fixes them all).
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        // Each kind of mistake, with the text its problem names.
+        let kinds: [(&str, &str); 5] = [
+            ("[models.a{i}]\nroute = \"nope{i}/m\"\n", "nope{i}"),
+            ("[models.b{i}]\nroute = \"noslash{i}\"\n", "noslash{i}"),
+            (
+                "[providers.p{i}]\ndialect = \"openai\"\nbase_url = \"ftp://x{i}\"\n",
+                "providers.p{i}.base_url",
+            ),
+            ("[keys.k{i}]\nenv = \"\"\n", "keys.k{i}.env"),
+            (
+                "[models.c{i}]\nroute = \"openai/m\"\nfallbacks = [\"gone{i}/m\"]\n",
+                "gone{i}",
+            ),
+        ];
+        let mut seed = 0x5eed_u64;
+        for case in 0..64 {
+            let mut text = String::from(
+                "[providers.openai]\ndialect = \"openai\"\nbase_url = \"http://127.0.0.1:1\"\n",
+            );
+            let mut expected = Vec::new();
+            let count = 1 + case % 6;
+            for i in 0..count {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let (snippet, names) = kinds[(seed >> 33) as usize % kinds.len()];
+                text.push_str(&snippet.replace("{i}", &i.to_string()));
+                expected.push(names.replace("{i}", &i.to_string()));
+            }
+            let err = Config::parse(&text).unwrap_err();
+            let problems = err.problems();
+            assert_eq!(problems.len(), expected.len(), "case {case}: {problems:?}");
+            for name in &expected {
+                assert!(
+                    problems.iter().any(|p| p.contains(name.as_str())),
+                    "case {case}: {name} missing from {problems:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! `streamgate serve`: load the configuration, bind, serve until Ctrl-C or SIGTERM.
+//! `streamgate serve`: load the configuration, bind, serve until Ctrl-C or SIGTERM; SIGHUP
+//! reloads the configuration file.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -40,6 +41,7 @@ pub fn run(
     listen: Option<SocketAddr>,
     allow_open: bool,
 ) -> Result<(), ServeError> {
+    let source = config.map(Path::to_path_buf);
     let config = Config::load(config);
     let otlp = config.as_ref().ok().and_then(|c| c.telemetry.otlp.as_ref());
     // Dropped after the runtime is done: exports the last spans (a few seconds at most).
@@ -62,6 +64,12 @@ pub fn run(
         let addr = config.server.listen;
         log_startup(&config);
         let state = server::AppState::new(config)?;
+        if let Some(path) = source {
+            state.engine.set_source(path);
+        }
+        tokio::spawn(server::reload::on_hangup(std::sync::Arc::clone(
+            &state.engine,
+        )));
         let listener = server::bind(addr)?;
         tracing::info!(addr = %listener.local_addr()?, "streamgate listening");
         server::serve(state, listener, shutdown_signal()).await?;

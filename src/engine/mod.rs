@@ -5,27 +5,29 @@
 //! anything reached the client switches attempts freely; a failure after it continues the
 //! answer through the [`crate::splice::Splicer`], so the client sees one stream.
 
+mod generation;
 mod hedge;
 mod resume;
 mod run;
 mod span;
 
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::Stream;
-use providers::request::{AnthropicDefaults, ChatRequest};
+use providers::request::ChatRequest;
 use providers::{AgentEvent, Dialect};
 
-use crate::config::{Config, ContinuationMode, ModelConfig, ProviderConfig};
+use crate::config::{Config, ModelConfig};
 use crate::error::GatewayError;
-use crate::resilience::RetryPolicy;
-use crate::resilience::breaker::{BreakerConfig, Breakers};
-use crate::resilience::continuation::Mode;
+use crate::resilience::breaker::Breakers;
 use crate::route::Route;
 use crate::upstream::{ClientKey, ForwardHeaders, Upstream};
+
+pub use generation::{Generation, missing_key_vars};
 
 /// The events of one answer, ending after `stream.end` or at the first `Err`.
 pub type Events = Pin<Box<dyn Stream<Item = Result<AgentEvent, GatewayError>> + Send>>;
@@ -61,16 +63,23 @@ impl std::fmt::Debug for Answer {
     }
 }
 
-/// Shared state of the gateway's request path.
+/// Shared state of the gateway's request path: the current [`Generation`] (what the
+/// configuration determines, swapped whole by a reload) and what outlives a reload (the
+/// circuit breakers, the counters; the limiter's counts live inside every generation's
+/// limiter, shared).
 #[derive(Debug)]
 pub struct Engine {
-    config: Arc<Config>,
-    upstream: Upstream,
-    defaults: AnthropicDefaults,
-    policy: RetryPolicy,
+    /// A read lock held only to clone the `Arc`: a request pays one uncontended lock, and a
+    /// reload's write waits for nothing longer. (`arc-swap` would spare the lock, but not
+    /// measurably next to an HTTP request, and not worth another dependency.)
+    current: RwLock<Arc<Generation>>,
     breakers: Arc<Breakers>,
-    limiter: crate::limit::Limiter,
-    keyring: crate::keys::Keyring,
+    /// The file the configuration was read from, which a reload reads again (None: built
+    /// in, as the demo's; nothing to reload).
+    source: OnceLock<PathBuf>,
+    /// One reload at a time, so two cannot interleave building from the same previous
+    /// generation.
+    reloading: Mutex<()>,
     next_request: AtomicU64,
     retries: AtomicU64,
     failovers: AtomicU64,
@@ -90,67 +99,80 @@ pub struct AttemptCounts {
 impl Engine {
     /// An engine for `config`, with its upstream clients built.
     pub fn new(config: Config) -> Result<Self, GatewayError> {
-        let upstream = Upstream::new(&config)?;
-        let defaults = AnthropicDefaults {
-            default_max_tokens: config.translation.anthropic_default_max_tokens,
-            ..AnthropicDefaults::default()
-        };
-        let retry = &config.streaming.retry_policy;
-        let policy = RetryPolicy {
-            max_attempts: retry.max_attempts.max(1),
-            initial_backoff: Duration::from_millis(retry.backoff_ms),
-            max_backoff: Duration::from_millis(retry.max_backoff_ms.max(retry.backoff_ms)),
-            jitter: retry.jitter,
-            time_to_fallback: Duration::from_millis(retry.time_to_fallback_ms),
-        };
-        let breaker = &config.streaming.circuit_breaker;
-        let breakers = Arc::new(Breakers::new(BreakerConfig {
-            failure_threshold: breaker.failure_threshold.max(1),
-            cooldown: Duration::from_millis(breaker.cooldown_ms),
-        }));
-        let keyring = crate::keys::Keyring::new(&config.keys)
-            .map_err(|e| GatewayError::Internal(format!("gateway keys: {e}")))?;
-        let limiter = crate::limit::Limiter::with_gateway_keys(
-            &config.limits,
-            |var| std::env::var(var).ok(),
-            config
-                .keys
-                .iter()
-                .map(|(name, k)| (name.as_str(), k.quotas(), k.budget())),
-        )
-        .map_err(|e| GatewayError::Internal(format!("rate limits: {e}")))?;
+        let generation = Generation::build(config, None).map_err(|problems| {
+            GatewayError::Internal(format!("configuration: {}", problems.join("; ")))
+        })?;
         Ok(Engine {
-            config: Arc::new(config),
-            upstream,
-            defaults,
-            policy,
-            breakers,
-            limiter,
-            keyring,
+            breakers: Arc::new(Breakers::new(generation.breaker)),
+            current: RwLock::new(Arc::new(generation)),
+            source: OnceLock::new(),
+            reloading: Mutex::new(()),
             next_request: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             failovers: AtomicU64::new(0),
         })
     }
 
-    /// The configuration in force.
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// The current generation: hold it for the whole of whatever must see one configuration.
+    pub fn generation(&self) -> Arc<Generation> {
+        Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// The rate limiter (and the gateway keys' spend, for `/admin/keys`).
-    pub fn limiter(&self) -> &crate::limit::Limiter {
-        &self.limiter
+    /// The configuration in force now (a later call may see a reloaded one).
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.generation().config)
+    }
+
+    /// The rate limiter with the quotas in force (and the gateway keys' spend, for
+    /// `/admin/keys`); its counts are shared by every configuration.
+    pub fn limiter(&self) -> crate::limit::Limiter {
+        self.generation().limiter.clone()
     }
 
     /// The gateway keys every door authenticates against.
-    pub fn keyring(&self) -> &crate::keys::Keyring {
-        &self.keyring
+    pub fn keyring(&self) -> Arc<crate::keys::Keyring> {
+        Arc::clone(&self.generation().keyring)
     }
 
     /// The upstream clients (for calls that are not answers, such as count_tokens).
-    pub fn upstream(&self) -> &Upstream {
-        &self.upstream
+    pub fn upstream(&self) -> Arc<Upstream> {
+        Arc::clone(&self.generation().upstream)
+    }
+
+    /// Remembers the file the configuration came from, for [`Engine::reload`]. Set once (by
+    /// `streamgate serve`); later calls are ignored.
+    pub fn set_source(&self, path: PathBuf) {
+        let _ = self.source.set(path);
+    }
+
+    /// The file a reload reads, if the configuration came from one.
+    pub fn source(&self) -> Option<&Path> {
+        self.source.get().map(PathBuf::as_path)
+    }
+
+    /// Swaps in the configuration `prepare` makes from the running one, whole or not at all:
+    /// its problems, or every problem building it, are returned and nothing changes. The
+    /// limiter's state, the upstream rate-limit state and the breakers of routes whose provider
+    /// remains carry over (breakers take the new thresholds); answers already running keep
+    /// the generation they started with. Reloads run one at a time, so `prepare` sees the
+    /// configuration it replaces.
+    pub fn reload<T>(
+        &self,
+        prepare: impl FnOnce(&Config) -> Result<(Config, T), Vec<String>>,
+    ) -> Result<T, Vec<String>> {
+        let _one = self
+            .reloading
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let previous = self.generation();
+        let (config, prepared) = prepare(&previous.config)?;
+        let next = Generation::build(config, Some(&previous))?;
+        // Under the write lock, so no request sees the new routes with the old thresholds.
+        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+        self.breakers
+            .reconfigure(next.breaker, |route| next.knows_route(route));
+        *current = Arc::new(next);
+        Ok(prepared)
     }
 
     /// Retries and failovers of every answer so far.
@@ -164,25 +186,6 @@ impl Engine {
     /// The per-route circuit breakers (for `/admin/routes`).
     pub fn breakers(&self) -> &Arc<Breakers> {
         &self.breakers
-    }
-
-    /// Translates `request` for `route`'s provider, always asking for a stream with usage
-    /// (the door decides what the client sees of it).
-    pub fn upstream_body(
-        &self,
-        request: &ChatRequest,
-        route: &Route,
-    ) -> Result<Vec<u8>, GatewayError> {
-        let provider = self.provider(route)?;
-        let caps = crate::route::capabilities(&self.config, &request.model, route);
-        let body = provider.dialect.wire().upstream_request(
-            request,
-            &route.model,
-            &self.defaults,
-            caps,
-        )?;
-        serde_json::to_vec(&body)
-            .map_err(|e| GatewayError::Internal(format!("serializing request: {e}")))
     }
 
     /// Starts answering `call`: admits it under the rate limits (waiting up to the queue
@@ -208,8 +211,15 @@ impl Engine {
         mut call: Call,
         prior: &[AgentEvent],
     ) -> Result<Answer, GatewayError> {
+        // The one load of this answer: every attempt of it sees this configuration, and so
+        // does the caller's key (the door authenticated it, perhaps before a reload).
+        let generation = self.generation();
+        call.caller = generation
+            .keyring
+            .recheck(&call.caller)
+            .map_err(GatewayError::Unauthenticated)?;
         call.caller.check_model(&call.request.model)?;
-        let alias_caps = self
+        let alias_caps = generation
             .config
             .models
             .get(&call.request.model)
@@ -223,14 +233,14 @@ impl Engine {
             .caller
             .client_id()
             .unwrap_or_else(|| crate::limit::ClientId::from_secret(call.key.key.as_ref()));
-        let permit = self
+        let permit = generation
             .limiter
             .acquire(
                 &client,
                 &call.request.model,
                 crate::limit::TokenEstimate::for_request(
                     &call.request,
-                    self.config.translation.anthropic_default_max_tokens,
+                    generation.config.translation.anthropic_default_max_tokens,
                 ),
             )
             .await?;
@@ -239,53 +249,29 @@ impl Engine {
             unix_now(),
             self.next_request.fetch_add(1, Ordering::Relaxed) & 0xffff
         );
-        let answer = run::start(Arc::clone(self), call, request_id, permit, prior).await;
+        let answer = run::start(
+            Arc::clone(self),
+            Arc::clone(&generation),
+            call,
+            request_id,
+            permit,
+            prior,
+        )
+        .await;
         // The limiter counted its own refusals; the providers' limits refuse here: a route
         // resting after a provider's 429, or that 429 passed on.
         match &answer {
             Err(GatewayError::RateLimited(limited)) => {
-                self.limiter.count_refusal(&client, limited.limit);
+                generation.limiter.count_refusal(&client, limited.limit);
             }
             Err(GatewayError::UpstreamStatus { status: 429, .. }) => {
-                self.limiter
+                generation
+                    .limiter
                     .count_refusal(&client, crate::limit::LimitKind::Upstream);
             }
             _ => {}
         }
         answer
-    }
-
-    /// How long an answer for `model` may go without content before its next route is
-    /// started in parallel: the alias's `hedge_after_ms`, else `[streaming.retryPolicy]
-    /// hedgeAfterMs`; None when that is 0 (hedging off).
-    fn hedge_after(&self, model: &str) -> Option<Duration> {
-        let ms = self
-            .config
-            .models
-            .get(model)
-            .and_then(|m| m.hedge_after_ms)
-            .unwrap_or(self.config.streaming.retry_policy.hedge_after_ms);
-        (ms > 0).then(|| Duration::from_millis(ms))
-    }
-
-    /// The configuration of `route`'s provider.
-    pub fn provider(&self, route: &Route) -> Result<&ProviderConfig, GatewayError> {
-        self.config
-            .providers
-            .get(&route.provider)
-            .ok_or_else(|| GatewayError::UnknownModel {
-                model: route.to_string(),
-            })
-    }
-
-    /// How `provider` is first asked to continue an answer.
-    fn continuation_mode(&self, provider: &ProviderConfig) -> Mode {
-        match provider.continuation {
-            Some(ContinuationMode::Prefill) => Mode::Prefill,
-            Some(ContinuationMode::Instruction) => Mode::Instruction,
-            None if provider.dialect.wire().prefill_by_default() => Mode::Prefill,
-            None => Mode::Instruction,
-        }
     }
 }
 

@@ -20,7 +20,7 @@ use tokio::time::{Instant, Sleep};
 use tracing::Instrument as _;
 
 use super::span::AttemptSpan;
-use super::{Answer, Call, Engine, Events, hedge, unix_now};
+use super::{Answer, Call, Engine, Events, Generation, hedge, unix_now};
 use crate::error::GatewayError;
 use crate::limit::Permit;
 use crate::resilience::breaker::Pass;
@@ -34,6 +34,8 @@ use crate::upstream::EventStream;
 /// The state of one answer across its attempts.
 struct Run {
     engine: Arc<Engine>,
+    /// The configuration this answer started with, to its end (a reload does not change it).
+    generation: Arc<Generation>,
     call: Call,
     request_id: String,
     routes: Vec<Route>,
@@ -96,13 +98,14 @@ impl From<GatewayError> for Failed {
 /// journal after a restart); the answer then continues after them, as after a break.
 pub(super) async fn start(
     engine: Arc<Engine>,
+    generation: Arc<Generation>,
     call: Call,
     request_id: String,
     permit: Permit,
     prior: &[AgentEvent],
 ) -> Result<Answer, GatewayError> {
-    let plan = route::plan(engine.config(), &call.request.model)?;
-    let mut run = Run::new(engine, call, request_id, permit, plan.routes);
+    let plan = route::plan(&generation.config, &call.request.model)?;
+    let mut run = Run::new(engine, generation, call, request_id, permit, plan.routes);
     run.at = run.first_open_route().await?;
     let mut out = Vec::new();
     let seam = (!prior.is_empty()).then(|| run.replay(prior, &mut out));
@@ -145,17 +148,19 @@ impl Drop for Run {
 impl Run {
     fn new(
         engine: Arc<Engine>,
+        generation: Arc<Generation>,
         call: Call,
         request_id: String,
         permit: Permit,
         routes: Vec<Route>,
     ) -> Run {
-        let policy = engine.policy;
-        let hold = engine.config().streaming.retry_policy.hold_tool_calls;
+        let policy = generation.policy;
+        let hold = generation.config.streaming.retry_policy.hold_tool_calls;
         Run {
             backoff: Backoff::new(&policy),
             budget_end: later(Instant::now(), policy.time_to_fallback),
             engine,
+            generation,
             call,
             request_id,
             routes,
@@ -398,7 +403,7 @@ impl Run {
 
     /// The wait before retrying the current route, if it may be retried within the budget.
     fn retry_delay(&mut self, error: &GatewayError) -> Option<Duration> {
-        if self.tries >= self.engine.policy.max_attempts {
+        if self.tries >= self.generation.policy.max_attempts {
             return None;
         }
         let retry_after = match error {
@@ -426,7 +431,7 @@ impl Run {
         let next = self.first_allowed(self.at + 1)?;
         self.at = next;
         self.tries = 0;
-        self.backoff = Backoff::new(&self.engine.policy);
+        self.backoff = Backoff::new(&self.generation.policy);
         let to = &self.routes[next];
         self.engine.failovers.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(from = %from, to = %to, reason, "failing over");
@@ -443,7 +448,13 @@ impl Run {
     fn first_allowed(&mut self, from: usize) -> Option<usize> {
         (from..self.routes.len()).find(|&i| {
             let route = self.routes[i].to_string();
-            if self.engine.upstream.backoff().blocked_for(&route).is_some() {
+            if self
+                .generation
+                .upstream
+                .backoff()
+                .blocked_for(&route)
+                .is_some()
+            {
                 return false;
             }
             self.pass = self.engine.breakers.allow(&route);
@@ -479,7 +490,7 @@ impl Run {
 
     /// The soonest end of an upstream 429's rest among the routes `include` selects.
     fn soonest_limited(&self, include: impl Fn(usize) -> bool) -> Option<crate::limit::Limited> {
-        let backoff = self.engine.upstream.backoff();
+        let backoff = self.generation.upstream.backoff();
         (0..self.routes.len())
             .filter(|&i| include(i))
             .filter_map(|i| backoff.limited(&self.routes[i].to_string()))
@@ -517,7 +528,7 @@ impl Run {
     }
 
     fn uses_client_key(&self, route: &Route) -> bool {
-        self.engine
+        self.generation
             .provider(route)
             .is_ok_and(|p| crate::upstream::uses_client_key(p, &self.call.key))
     }
@@ -531,13 +542,13 @@ impl Run {
     ) -> Result<(), Failed> {
         self.tries += 1;
         let route = self.routes[self.at].clone();
-        let provider = self.engine.provider(&route)?.clone();
+        let provider = self.generation.provider(&route)?.clone();
         let mode = *self
             .modes
             .entry(route.provider.clone())
-            .or_insert_with(|| self.engine.continuation_mode(&provider));
+            .or_insert_with(|| self.generation.continuation_mode(&provider));
         let request = continue_request(&self.call.request, &self.cont, mode);
-        let body = match self.engine.upstream_body(&request, &route) {
+        let body = match self.generation.upstream_body(&request, &route) {
             Ok(body) => body,
             Err(e @ GatewayError::Request(_)) => return Err(Failed::Untranslatable(e)),
             Err(e) => return Err(e.into()),
@@ -548,7 +559,7 @@ impl Run {
         let mut trace =
             AttemptSpan::start(&self.parent, self.attempts, &route, provider.dialect, false);
         let open = self
-            .engine
+            .generation
             .upstream
             .open(&route, &provider, body, &self.call.key, &self.call.forward)
             .instrument(trace.span().clone());
@@ -575,7 +586,7 @@ impl Run {
                     trace,
                 };
                 let (engine, call, routes, modes, cont) = (
-                    &self.engine,
+                    (&*self.engine, &*self.generation),
                     &self.call,
                     &self.routes,
                     &self.modes,
@@ -629,8 +640,13 @@ impl Run {
             };
             self.splicer.seam(seam, out);
         }
-        let provider = self.engine.provider(&self.routes[self.at])?.clone();
-        let max = self.engine.config().streaming.retry_policy.max_duration_ms;
+        let provider = self.generation.provider(&self.routes[self.at])?.clone();
+        let max = self
+            .generation
+            .config
+            .streaming
+            .retry_policy
+            .max_duration_ms;
         if max > 0 {
             self.attempt_timer
                 .as_mut()
@@ -666,7 +682,7 @@ impl Run {
     /// started next to it; None when it is not hedged (hedging off, no next route, or the
     /// budget would be spent before).
     fn hedge_after(&self) -> Option<Duration> {
-        let after = self.engine.hedge_after(&self.call.request.model)?;
+        let after = self.generation.hedge_after(&self.call.request.model)?;
         (self.at + 1 < self.routes.len() && self.fits_budget(after)).then_some(after)
     }
 
@@ -690,12 +706,12 @@ impl Run {
                 self.report_failure();
             }
             let route = &self.routes[winner.route];
-            let provider = self.engine.provider(route)?;
-            let mode = self.engine.continuation_mode(provider);
+            let provider = self.generation.provider(route)?;
+            let mode = self.generation.continuation_mode(provider);
             self.modes.entry(route.provider.clone()).or_insert(mode);
             self.at = winner.route;
             self.tries = 1;
-            self.backoff = Backoff::new(&self.engine.policy);
+            self.backoff = Backoff::new(&self.generation.policy);
             self.engine.failovers.fetch_add(1, Ordering::Relaxed);
         }
         Ok(winner)
@@ -723,7 +739,7 @@ impl Run {
 /// the run it reads, so that the race borrows them and not the whole run with its stream.
 #[allow(clippy::too_many_arguments)]
 fn hedge_contender<'a>(
-    engine: &'a Engine,
+    (engine, generation): (&'a Engine, &'a Generation),
     call: &'a Call,
     routes: &'a [Route],
     at: usize,
@@ -734,16 +750,17 @@ fn hedge_contender<'a>(
 ) -> Option<hedge::Contender<impl Future<Output = hedge::Opening> + 'a>> {
     let route = routes.get(at)?;
     let name = route.to_string();
-    if !engine.breakers.closed(&name) || engine.upstream.backoff().blocked_for(&name).is_some() {
+    if !engine.breakers.closed(&name) || generation.upstream.backoff().blocked_for(&name).is_some()
+    {
         return None;
     }
-    let provider = engine.provider(route).ok()?;
+    let provider = generation.provider(route).ok()?;
     let mode = modes
         .get(&route.provider)
         .copied()
-        .unwrap_or_else(|| engine.continuation_mode(provider));
+        .unwrap_or_else(|| generation.continuation_mode(provider));
     let request = continue_request(&call.request, cont, mode);
-    let body = match engine.upstream_body(&request, route) {
+    let body = match generation.upstream_body(&request, route) {
         Ok(body) => body,
         Err(e) => {
             tracing::warn!(route = %route, error = %e, "no hedge: the request does not translate");
@@ -755,7 +772,7 @@ fn hedge_contender<'a>(
     Some(hedge::Contender {
         route: at,
         input: crate::estimate::input_tokens(&request),
-        open: engine
+        open: generation
             .upstream
             .open(route, provider, body, &call.key, &call.forward)
             .instrument(trace.span().clone()),

@@ -211,6 +211,18 @@ impl Keyring {
             })
     }
 
+    /// `caller` as these keys see it: a request authenticated against an earlier set of keys
+    /// (before a reload) is judged by this one, its key's models and caps included, so that
+    /// the keys and the aliases a request meets are of one configuration. A key no longer
+    /// configured is invalid; a caller without a key needs one now if keys were added.
+    pub fn recheck(&self, caller: &Caller) -> Result<Caller, AuthFailure> {
+        match caller.owner() {
+            _ if self.is_open() => Ok(Caller::open()),
+            Some(name) => self.caller_named(name).ok_or(AuthFailure::Invalid),
+            None => Err(AuthFailure::Missing),
+        }
+    }
+
     /// The configured keys' names, in configuration order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.entries.iter().map(|(k, _)| k.name.as_str())

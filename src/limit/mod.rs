@@ -57,6 +57,13 @@
 //! requests-per-minute cells it already counted (a queued request does not count them twice).
 //! Nothing is held across an await. Room comes back (a permit dropped, tokens refunded) with a
 //! signal that wakes the queue.
+//!
+//! # Reconfiguring
+//!
+//! A [`Limiter`] is the quotas of one configuration over state every configuration shares:
+//! [`Limiter::reconfigured`] gives the quotas of a new configuration over the same stream
+//! counts, token buckets, requests-per-minute cells (those of a quota value that remains) and
+//! spend ledgers, so a reload neither frees a limited key nor forgets the streams running.
 
 mod backoff;
 mod budget;
@@ -140,18 +147,32 @@ pub struct MissingKeyVar {
 /// The gateway's rate limiter; cheap to clone (shared state).
 #[derive(Debug, Clone)]
 pub struct Limiter {
+    /// What every configuration shares: the counts.
     inner: Arc<Inner>,
+    /// This configuration's quotas.
+    rules: Arc<Rules>,
     /// Gateway keys' token budgets per day and month, and what each spent.
     spend: Arc<SpendBook>,
 }
 
-#[derive(Debug)]
+/// The state of the limits, which outlives a reload.
+#[derive(Debug, Default)]
 struct Inner {
+    /// How many requests wait now.
+    queued: AtomicUsize,
+    /// Token buckets and stream counts, one lock for both.
+    budgets: Mutex<Budgets>,
+    /// Signalled whenever room is given back (a stream ends, tokens are refunded), waking waiters.
+    changed: Notify,
+}
+
+/// The quotas of one configuration.
+#[derive(Debug)]
+struct Rules {
     /// Longest wait for room (`queue_ms`).
     queue: Duration,
-    /// `max_queued`, and how many wait now.
+    /// `max_queued`.
     max_queued: usize,
-    queued: AtomicUsize,
     /// Defaults, and the resolved overrides (already merged with their default).
     per_key: Quotas,
     per_model: Quotas,
@@ -159,37 +180,23 @@ struct Inner {
     models: HashMap<String, Quotas>,
     /// No limit anywhere: acquire admits at once without touching any state.
     unlimited: bool,
-    /// Requests per minute (governor, its own lock).
+    /// Requests per minute (governor, its own lock); its cells are shared, quota value by
+    /// quota value, with the configurations before and after this one.
     rpm: Rpm,
-    /// Token buckets and stream counts, one lock for both.
-    budgets: Mutex<Budgets>,
-    /// Signalled whenever room is given back (a stream ends, tokens are refunded), waking waiters.
-    changed: Notify,
-    /// Refusals and queue waits, for the metrics.
+    /// Refusals and queue waits, for the metrics, labelled by this configuration's key
+    /// names (a reload starts them afresh: a counter reset to Prometheus).
     stats: LimitStats,
 }
 
-impl Limiter {
-    /// A limiter for `config`, reading `keys.NAME.key_env` from the environment.
-    pub fn new(config: &LimitConfig) -> Result<Limiter, MissingKeyVar> {
-        Limiter::with_env(config, |var| std::env::var(var).ok())
-    }
-
-    /// A limiter for `config`, reading key variables through `env`.
-    pub fn with_env(
-        config: &LimitConfig,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Limiter, MissingKeyVar> {
-        Limiter::with_gateway_keys(config, env, std::iter::empty())
-    }
-
-    /// A limiter for `config` and for the gateway keys `gateway` (each key's name and its own
-    /// limits, which fall back to `per_key` field by field, like `keys.NAME`).
-    pub fn with_gateway_keys<'a>(
+impl Rules {
+    /// The quotas of `config` and of the gateway keys `gateway`, and the keys' budgets;
+    /// requests-per-minute cells are taken over from `previous` where a quota value remains.
+    fn build<'a>(
         config: &LimitConfig,
         env: impl Fn(&str) -> Option<String>,
         gateway: impl IntoIterator<Item = (&'a str, Quotas, Budget)>,
-    ) -> Result<Limiter, MissingKeyVar> {
+        previous: Option<&Rpm>,
+    ) -> Result<(Rules, HashMap<ClientId, Budget>), MissingKeyVar> {
         let mut keys = HashMap::new();
         let mut budgets = HashMap::new();
         let mut named = Vec::new();
@@ -225,43 +232,87 @@ impl Limiter {
             .into_iter()
             .chain(keys.values().copied())
             .chain(models.values().copied());
-        let rpm = Rpm::new(all.filter_map(|q| q.requests_per_minute));
+        let rpm = Rpm::new(all.filter_map(|q| q.requests_per_minute), previous);
         let unlimited = config.is_unlimited() && keys.values().all(Quotas::is_unlimited);
+        let rules = Rules {
+            queue: Duration::from_millis(config.queue_ms),
+            max_queued: config.max_queued,
+            per_key: config.per_key,
+            per_model: config.per_model,
+            keys,
+            models,
+            unlimited,
+            rpm,
+            stats: LimitStats::new(named),
+        };
+        Ok((rules, budgets))
+    }
+
+    fn key_quotas(&self, client: &ClientId) -> Quotas {
+        self.keys.get(client).copied().unwrap_or(self.per_key)
+    }
+
+    fn model_quotas(&self, model: &str) -> Quotas {
+        self.models.get(model).copied().unwrap_or(self.per_model)
+    }
+}
+
+impl Limiter {
+    /// A limiter for `config`, reading `keys.NAME.key_env` from the environment.
+    pub fn new(config: &LimitConfig) -> Result<Limiter, MissingKeyVar> {
+        Limiter::with_env(config, |var| std::env::var(var).ok())
+    }
+
+    /// A limiter for `config`, reading key variables through `env`.
+    pub fn with_env(
+        config: &LimitConfig,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Limiter, MissingKeyVar> {
+        Limiter::with_gateway_keys(config, env, std::iter::empty())
+    }
+
+    /// A limiter for `config` and for the gateway keys `gateway` (each key's name and its own
+    /// limits, which fall back to `per_key` field by field, like `keys.NAME`).
+    pub fn with_gateway_keys<'a>(
+        config: &LimitConfig,
+        env: impl Fn(&str) -> Option<String>,
+        gateway: impl IntoIterator<Item = (&'a str, Quotas, Budget)>,
+    ) -> Result<Limiter, MissingKeyVar> {
+        let (rules, budgets) = Rules::build(config, env, gateway, None)?;
         Ok(Limiter {
+            inner: Arc::default(),
+            rules: Arc::new(rules),
             spend: Arc::new(SpendBook::new(budgets)),
-            inner: Arc::new(Inner {
-                queue: Duration::from_millis(config.queue_ms),
-                max_queued: config.max_queued,
-                queued: AtomicUsize::new(0),
-                per_key: config.per_key,
-                per_model: config.per_model,
-                keys,
-                models,
-                unlimited,
-                rpm,
-                budgets: Mutex::new(Budgets::default()),
-                changed: Notify::new(),
-                stats: LimitStats::new(named),
-            }),
+        })
+    }
+
+    /// The quotas of `config` (and of the gateway keys `gateway`) over this limiter's state:
+    /// the streams running, the token buckets, the requests-per-minute cells of each quota
+    /// value both configurations have, and what keys spent all carry on. A subject whose
+    /// quota changed is judged by the new one from its next request. (Permits taken while
+    /// nothing was limited hold no slot, so they do not count against quotas added later.)
+    pub fn reconfigured<'a>(
+        &self,
+        config: &LimitConfig,
+        env: impl Fn(&str) -> Option<String>,
+        gateway: impl IntoIterator<Item = (&'a str, Quotas, Budget)>,
+    ) -> Result<Limiter, MissingKeyVar> {
+        let (rules, budgets) = Rules::build(config, env, gateway, Some(&self.rules.rpm))?;
+        Ok(Limiter {
+            inner: Arc::clone(&self.inner),
+            rules: Arc::new(rules),
+            spend: Arc::new(self.spend.with_budgets(budgets)),
         })
     }
 
     /// The limits that apply to `client`.
     pub fn key_quotas(&self, client: &ClientId) -> Quotas {
-        self.inner
-            .keys
-            .get(client)
-            .copied()
-            .unwrap_or(self.inner.per_key)
+        self.rules.key_quotas(client)
     }
 
     /// The limits that apply to `model`.
     pub fn model_quotas(&self, model: &str) -> Quotas {
-        self.inner
-            .models
-            .get(model)
-            .copied()
-            .unwrap_or(self.inner.per_model)
+        self.rules.model_quotas(model)
     }
 
     /// What the gateway key `name` spent today and this month (UTC), and its budget.
@@ -290,13 +341,13 @@ impl Limiter {
     /// Counts a refusal of `client` made outside [`Limiter::acquire`] (the upstream's own rate
     /// limit, answered by the engine).
     pub fn count_refusal(&self, client: &ClientId, limit: LimitKind) {
-        self.inner.stats.refused(client, limit);
+        self.rules.stats.refused(client, limit);
     }
 
     /// Refusals and queue waits so far, and how many requests wait now
     /// ([`Limiter::queued`]).
     pub fn stats(&self) -> &LimitStats {
-        &self.inner.stats
+        &self.rules.stats
     }
 
     /// Requests waiting in the admission queue now.
@@ -340,11 +391,12 @@ impl Limiter {
         estimate: TokenEstimate,
     ) -> Result<Permit, Limited> {
         let inner = &self.inner;
-        if inner.unlimited {
+        let rules = &self.rules;
+        if rules.unlimited {
             return Ok(Permit::free());
         }
         let start = Instant::now();
-        let deadline = start + inner.queue;
+        let deadline = start + rules.queue;
         let request = Request {
             budgets: [
                 (Subject::Key(*client), self.key_quotas(client)),
@@ -376,7 +428,10 @@ impl Limiter {
                 return Err(limited);
             }
             if queued.is_none() {
-                queued = Some(QueueSlot::enter(inner, start).ok_or(limited)?);
+                queued = Some(
+                    QueueSlot::enter(&inner.queued, rules.max_queued, &rules.stats, start)
+                        .ok_or(limited)?,
+                );
             }
             tokio::select! {
                 _ = notified => {}
@@ -422,7 +477,7 @@ impl Limiter {
             if counted[i] {
                 continue;
             }
-            inner
+            self.rules
                 .rpm
                 .check(subject, per_minute)
                 .map_err(|wait| Limited {
@@ -484,28 +539,36 @@ impl Subject {
 /// A place in the bounded queue, given back on drop, when the request's time there is
 /// counted (whether it was admitted or refused at the end).
 struct QueueSlot<'a> {
-    inner: &'a Inner,
+    queued: &'a AtomicUsize,
+    stats: &'a LimitStats,
     /// When the request arrived (its first try is immediate: the wait starts there).
     since: Instant,
 }
 
 impl<'a> QueueSlot<'a> {
-    fn enter(inner: &'a Inner, since: Instant) -> Option<QueueSlot<'a>> {
-        inner
-            .queued
+    fn enter(
+        queued: &'a AtomicUsize,
+        max_queued: usize,
+        stats: &'a LimitStats,
+        since: Instant,
+    ) -> Option<QueueSlot<'a>> {
+        queued
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < inner.max_queued).then_some(n + 1)
+                (n < max_queued).then_some(n + 1)
             })
             .ok()
-            .map(|_| QueueSlot { inner, since })
+            .map(|_| QueueSlot {
+                queued,
+                stats,
+                since,
+            })
     }
 }
 
 impl Drop for QueueSlot<'_> {
     fn drop(&mut self) {
-        self.inner.queued.fetch_sub(1, Ordering::AcqRel);
-        self.inner
-            .stats
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        self.stats
             .waited(Instant::now().saturating_duration_since(self.since));
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -35,20 +36,33 @@ const RETAIN_EVERY: u64 = 4096;
 /// Every configured requests-per-minute quota, each a keyed GCRA limiter.
 #[derive(Debug)]
 pub(crate) struct Rpm {
-    limiters: HashMap<u32, Keyed>,
+    /// Shared with the configurations before and after this one that have the same value.
+    limiters: HashMap<u32, Arc<Keyed>>,
     checks: AtomicU64,
 }
 
 impl Rpm {
-    /// Limiters for each of `per_minute`'s values.
-    pub(crate) fn new(per_minute: impl IntoIterator<Item = NonZeroU32>) -> Rpm {
+    /// Limiters for each of `per_minute`'s values: `previous`'s for a value it has (so its
+    /// subjects keep what they counted), new ones for the others.
+    pub(crate) fn new(
+        per_minute: impl IntoIterator<Item = NonZeroU32>,
+        previous: Option<&Rpm>,
+    ) -> Rpm {
         let clock = TokioClock {
             base: tokio::time::Instant::now(),
         };
         let limiters = per_minute
             .into_iter()
             .map(|n| {
-                let limiter = RateLimiter::hashmap_with_clock(Quota::per_minute(n), clock.clone());
+                let kept = previous
+                    .and_then(|p| p.limiters.get(&n.get()))
+                    .map(Arc::clone);
+                let limiter = kept.unwrap_or_else(|| {
+                    Arc::new(RateLimiter::hashmap_with_clock(
+                        Quota::per_minute(n),
+                        clock.clone(),
+                    ))
+                });
                 (n.get(), limiter)
             })
             .collect();

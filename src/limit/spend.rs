@@ -4,7 +4,7 @@
 //! requests in flight when it runs out, never by more.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::ClientId;
@@ -56,7 +56,9 @@ impl Ledger {
 #[derive(Debug, Default)]
 pub struct SpendBook {
     budgets: HashMap<ClientId, Budget>,
-    ledgers: Mutex<HashMap<ClientId, Ledger>>,
+    /// Shared with the books of the configurations before and after (a reload changes
+    /// budgets, not what was spent).
+    ledgers: Arc<Mutex<HashMap<ClientId, Ledger>>>,
 }
 
 impl SpendBook {
@@ -64,7 +66,15 @@ impl SpendBook {
     pub fn new(budgets: HashMap<ClientId, Budget>) -> SpendBook {
         SpendBook {
             budgets,
-            ledgers: Mutex::default(),
+            ledgers: Arc::default(),
+        }
+    }
+
+    /// A book for `budgets` over what this one's keys spent so far.
+    pub fn with_budgets(&self, budgets: HashMap<ClientId, Budget>) -> SpendBook {
+        SpendBook {
+            budgets,
+            ledgers: Arc::clone(&self.ledgers),
         }
     }
 

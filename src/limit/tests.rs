@@ -723,3 +723,40 @@ proptest::proptest! {
         })?;
     }
 }
+
+/// A reload that keeps a key's quotas keeps what it counted: for every quota n, a key that used
+/// its n requests stays refused after the reload, and the streams a permit holds still count;
+/// a reload that raises the quota lets exactly the difference through.
+#[tokio::test(start_paused = true)]
+async fn reconfiguring_keeps_counts_and_streams() {
+    for n in 1..=6u32 {
+        let text = format!("[per_key]\nrequests_per_minute = {n}\nconcurrent_streams = {n}\n");
+        let l = limiter(&text);
+        let mut held = Vec::new();
+        for _ in 0..n {
+            held.push(l.acquire(&alice(), "m", est(1)).await.unwrap());
+        }
+        let same = l
+            .reconfigured(&limits(&text), |_| None, std::iter::empty())
+            .unwrap();
+        let e = same.acquire(&alice(), "m", est(1)).await.unwrap_err();
+        assert_eq!(e.limit, LimitKind::ConcurrentStreams, "n={n}");
+        assert_eq!(same.in_flight(&Subject::Key(alice())), n, "n={n}");
+        // Streams end: the reloaded limiter sees them go, and the per-minute count still holds.
+        held.clear();
+        assert_eq!(same.in_flight(&Subject::Key(alice())), 0, "n={n}");
+        let e = same.acquire(&alice(), "m", est(1)).await.unwrap_err();
+        assert_eq!(e.limit, LimitKind::RequestsPerMinute, "n={n}");
+        // A higher quota is a new budget for that value: its own n+2 requests.
+        let raised = format!("[per_key]\nrequests_per_minute = {}\n", n + 2);
+        let more = same
+            .reconfigured(&limits(&raised), |_| None, std::iter::empty())
+            .unwrap();
+        for _ in 0..n + 2 {
+            drop(more.acquire(&alice(), "m", est(1)).await.unwrap());
+        }
+        assert!(more.acquire(&alice(), "m", est(1)).await.is_err(), "n={n}");
+        // The old limiter (a running answer's configuration) shares the same counts.
+        assert!(l.acquire(&alice(), "m", est(1)).await.is_err(), "n={n}");
+    }
+}

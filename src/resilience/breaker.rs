@@ -122,12 +122,13 @@ pub struct RouteStatus {
 /// All routes' breakers.
 #[derive(Debug)]
 pub struct Breakers {
-    config: BreakerConfig,
     inner: Mutex<Inner>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
+    /// Under the same lock as the states: a reload changes both at once.
+    config: BreakerConfig,
     states: HashMap<String, State>,
     next_probe: u64,
     /// Per route, transitions into each [`BreakerState`] (for the metrics).
@@ -209,9 +210,24 @@ impl Breakers {
     /// Breakers with `config`, every route closed.
     pub fn new(config: BreakerConfig) -> Self {
         Breakers {
-            config,
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                config,
+                states: HashMap::new(),
+                transitions: HashMap::new(),
+                next_probe: 0,
+            }),
         }
+    }
+
+    /// Takes `config` (a reload) and forgets the routes `keep` refuses; the others keep their
+    /// state (an open breaker stays open for the rest of its cooldown) and meet the new
+    /// threshold and cooldown from their next failure or probe.
+    pub fn reconfigure(&self, config: BreakerConfig, keep: impl Fn(&str) -> bool) {
+        self.with(|inner| {
+            inner.config = config;
+            inner.states.retain(|route, _| keep(route));
+            inner.transitions.retain(|route, _| keep(route));
+        });
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
@@ -226,8 +242,8 @@ impl Breakers {
     /// back or has held it for a cooldown without reporting.
     pub fn allow(self: &Arc<Self>, route: &str) -> Option<Pass> {
         let now = Instant::now();
-        let cooldown = self.config.cooldown;
         let probe = self.with(|inner| {
+            let cooldown = inner.config.cooldown;
             let id = inner.next_probe;
             let state = inner
                 .states
@@ -312,9 +328,9 @@ impl Breakers {
     /// `route` failed: counted, and the breaker opens at the threshold (at once when it was
     /// open or half-open). (A run reports through its [`Pass`].)
     pub fn failure(&self, route: &str) {
-        let config = self.config;
         let now = Instant::now();
         self.with(|inner| {
+            let config = inner.config;
             let state = inner
                 .states
                 .entry(route.to_owned())
@@ -465,6 +481,44 @@ mod tests {
         assert!(b.allow("a/m").is_some());
         assert_eq!(b.snapshot()[0].state, "closed");
         assert_eq!(b.retry_in("a/m"), None);
+    }
+
+    /// A reconfiguration keeps the open breakers of the routes it keeps (until their cooldown
+    /// ends), forgets the others, and counts the next failures against the new threshold.
+    #[tokio::test(start_paused = true)]
+    async fn reconfiguring_keeps_kept_routes_and_takes_the_new_threshold() {
+        for threshold in 1..=5u32 {
+            let b = breakers();
+            open(&b);
+            for _ in 0..2 {
+                fail(&b, "b/m");
+            }
+            b.reconfigure(
+                BreakerConfig {
+                    failure_threshold: threshold,
+                    cooldown: COOLDOWN * 2,
+                },
+                |route| route == "a/m" || route == "b/m",
+            );
+            assert!(b.allow("a/m").is_none(), "still open");
+            assert_eq!(
+                b.retry_in("a/m"),
+                Some(COOLDOWN),
+                "its own cooldown runs on"
+            );
+            // b/m had 2 failures: one more opens it when the new threshold is 3 or less.
+            fail(&b, "b/m");
+            assert_eq!(b.allow("b/m").is_none(), threshold <= 3, "t={threshold}");
+            b.reconfigure(
+                BreakerConfig {
+                    failure_threshold: threshold,
+                    cooldown: COOLDOWN,
+                },
+                |route| route == "b/m",
+            );
+            assert!(b.closed("a/m"), "a forgotten route starts fresh");
+            assert!(b.snapshot().iter().all(|s| s.route != "a/m"));
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -57,7 +57,7 @@ async fn start(
     request: Request,
 ) -> Result<(bool, EncodeOptions, Option<String>, Events), GatewayError> {
     let (parts, body) = request.into_parts();
-    let caller = authenticate(state.engine.keyring(), door, &parts.headers)?;
+    let caller = authenticate(&state.engine.keyring(), door, &parts.headers)?;
     let limit = state.engine.config().server.max_body_bytes;
     let bytes = read_body(body, limit).await?;
     let request = providers::parse::parse(
@@ -87,7 +87,7 @@ async fn start(
     let call = Call {
         door,
         request,
-        key: client_key(door, &parts.headers, state.engine.keyring()),
+        key: client_key(door, &parts.headers, &state.engine.keyring()),
         forward: ForwardHeaders::from_headers(&parts.headers),
         caller,
     };

@@ -13,6 +13,7 @@ mod listen;
 mod models;
 mod panic;
 mod passthrough;
+pub mod reload;
 mod state;
 pub mod streams;
 pub mod tls;
@@ -93,6 +94,7 @@ fn admin_routes() -> Router<AppState> {
         .route("/admin/streams", get(streams::admin))
         .route("/admin/routes", get(models::admin_routes))
         .route("/admin/keys", get(keys::admin))
+        .route("/admin/reload", post(reload::admin))
 }
 
 async fn health() -> &'static str {
@@ -146,7 +148,7 @@ pub async fn serve_with_admin(
 ) -> std::io::Result<()> {
     let config = state.engine.config();
     exposure::check_bound(
-        config,
+        &config,
         listener.local_addr()?,
         admin_listener
             .as_ref()

@@ -26,12 +26,12 @@ pub fn model_ids(config: &Config) -> Vec<String> {
 /// `GET /v1/models`: OpenAI's list shape, or Anthropic's when the Anthropic SDK asks.
 pub async fn list(State(engine): State<EngineState>, headers: HeaderMap) -> Response {
     let dialect = super::common::door_dialect(&headers);
-    let caller = match super::common::authenticate(engine.keyring(), dialect, &headers) {
+    let caller = match super::common::authenticate(&engine.keyring(), dialect, &headers) {
         Ok(caller) => caller,
         Err(e) => return super::common::error_response(dialect, &e),
     };
     // A key limited to some models sees only those.
-    let mut ids = model_ids(engine.config());
+    let mut ids = model_ids(&engine.config());
     ids.retain(|id| caller.allows(id));
     let body = dialect.wire().models_body(&ids);
     json_response(StatusCode::OK, &body)

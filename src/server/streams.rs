@@ -52,7 +52,7 @@ pub async fn start(State(state): State<AppState>, request: Request) -> Response 
         .get(STREAM_ID_HEADER)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let started = async {
-        let caller = authenticate(state.engine.keyring(), dialect, &parts.headers)?;
+        let caller = authenticate(&state.engine.keyring(), dialect, &parts.headers)?;
         let bytes = read_body(body, state.engine.config().server.max_body_bytes).await?;
         let entry = start_stream(&state, caller, dialect, id, bytes, &parts.headers).await?;
         Ok::<_, GatewayError>(entry.subscribe(None)?)
@@ -102,7 +102,7 @@ pub(crate) async fn start_parsed(
     let call = Call {
         door,
         request,
-        key: client_key(door, headers, state.engine.keyring()),
+        key: client_key(door, headers, &state.engine.keyring()),
         forward: forward.clone(),
         caller,
     };
@@ -159,7 +159,7 @@ pub async fn resume(
     headers: HeaderMap,
 ) -> Response {
     let dialect = door_dialect(&headers);
-    let caller = match authenticate(state.engine.keyring(), dialect, &headers) {
+    let caller = match authenticate(&state.engine.keyring(), dialect, &headers) {
         Ok(caller) => caller,
         Err(e) => return error_response(dialect, &e),
     };
@@ -204,7 +204,7 @@ pub async fn cancel(
     headers: HeaderMap,
 ) -> Response {
     let dialect = door_dialect(&headers);
-    let caller = match authenticate(state.engine.keyring(), dialect, &headers) {
+    let caller = match authenticate(&state.engine.keyring(), dialect, &headers) {
         Ok(caller) => caller,
         Err(e) => return error_response(dialect, &e),
     };

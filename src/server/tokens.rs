@@ -40,34 +40,36 @@ pub async fn count_tokens(State(engine): State<EngineState>, request: Request) -
 
 async fn count(engine: &EngineState, request: Request) -> Result<Value, GatewayError> {
     let (parts, body) = request.into_parts();
-    let caller = authenticate(engine.keyring(), DOOR, &parts.headers)?;
+    let caller = authenticate(&engine.keyring(), DOOR, &parts.headers)?;
     let bytes = read_body(body, engine.config().server.max_body_bytes).await?;
     let request =
         providers::parse::parse(DOOR, &bytes, engine.config().server.max_body_json_values)?;
     caller.check_model(&request.model)?;
-    let plan = route::plan(engine.config(), &request.model)?;
+    // One configuration for the whole call, as for an answer.
+    let generation = engine.generation();
+    let plan = route::plan(generation.config(), &request.model)?;
     let Some(route) = plan.routes.first() else {
         return Err(GatewayError::Internal("empty route plan".into()));
     };
-    let provider = engine.provider(route)?;
+    let provider = generation.provider(route)?;
     if provider.dialect != DOOR {
         return Ok(json!({ "input_tokens": crate::estimate::input_tokens(&request) }));
     }
-    let mut upstream: Value = serde_json::from_slice(&engine.upstream_body(&request, route)?)
+    let mut upstream: Value = serde_json::from_slice(&generation.upstream_body(&request, route)?)
         .map_err(|e| GatewayError::Internal(e.to_string()))?;
     if let Value::Object(map) = &mut upstream {
         map.retain(|k, _| COUNT_FIELDS.contains(&k.as_str()));
     }
     let body = serde_json::to_vec(&upstream).map_err(|e| GatewayError::Internal(e.to_string()))?;
     let forward = ForwardHeaders::from_headers(&parts.headers);
-    engine
+    generation
         .upstream()
         .post_json(
             route,
             provider,
             "/v1/messages/count_tokens",
             body,
-            &client_key(DOOR, &parts.headers, engine.keyring()),
+            &client_key(DOOR, &parts.headers, &engine.keyring()),
             &forward,
         )
         .await

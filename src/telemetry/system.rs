@@ -310,7 +310,7 @@ fn route_rows(engine: &Engine) -> BTreeMap<String, RouteRow> {
     let mut rows: BTreeMap<String, RouteRow> = config
         .models
         .keys()
-        .filter_map(|alias| crate::route::plan(config, alias).ok())
+        .filter_map(|alias| crate::route::plan(&config, alias).ok())
         .flat_map(|plan| plan.routes)
         .map(|route| {
             let row = RouteRow {

@@ -90,6 +90,15 @@ impl Upstream {
         self.pools.get(provider).map(pool::InFlight::start)
     }
 
+    /// These clients, remembering what `previous`'s providers said about their rate limits
+    /// (a reload builds new clients; a provider's "slow down" still holds).
+    pub fn sharing_backoff(self, previous: &Upstream) -> Upstream {
+        Upstream {
+            backoff: std::sync::Arc::clone(&previous.backoff),
+            ..self
+        }
+    }
+
     /// Routes the providers asked to slow down (rate-limit headers, 429 Retry-After).
     pub fn backoff(&self) -> &crate::limit::UpstreamBackoff {
         &self.backoff

@@ -78,6 +78,11 @@ impl GatewayProcess {
         gateway
     }
 
+    /// The configuration file the process was started with (a test may rewrite it).
+    pub fn config_path(&self) -> PathBuf {
+        self._dir.path().join("streamgate.toml")
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -54,7 +54,7 @@ async fn level(engine: &Engine) -> u64 {
     while hi - lo > 1 {
         let mid = (lo + hi) / 2;
         let fits = engine
-            .limiter
+            .limiter()
             .acquire(&ClientId::ANONYMOUS, "m", TokenEstimate::new(mid, 0))
             .await
             .map(|mut permit| permit.settle(0))
@@ -71,7 +71,7 @@ async fn a_run_that_stops_early_settles_with_the_estimate_of_what_it_streamed() 
         let engine = engine();
         let borrow = TokenEstimate::new(rng.u64(1..2_000), 4_000);
         let permit = engine
-            .limiter
+            .limiter()
             .acquire(&ClientId::ANONYMOUS, "m", borrow)
             .await
             .unwrap();
@@ -81,6 +81,7 @@ async fn a_run_that_stops_early_settles_with_the_estimate_of_what_it_streamed() 
         };
         let mut run = Run::new(
             Arc::clone(&engine),
+            engine.generation(),
             call(),
             "req".into(),
             permit,
@@ -155,13 +156,14 @@ async fn a_run_that_stops_early_settles_with_the_estimate_of_what_it_streamed() 
 async fn a_run_no_provider_started_costs_nothing() {
     let engine = engine();
     let permit = engine
-        .limiter
+        .limiter()
         .acquire(&ClientId::ANONYMOUS, "m", TokenEstimate::new(500, 4_000))
         .await
         .unwrap();
     assert_eq!(level(&engine).await, BUDGET - 4_500);
     drop(Run::new(
         Arc::clone(&engine),
+        engine.generation(),
         call(),
         "req".into(),
         permit,

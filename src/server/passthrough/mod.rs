@@ -50,9 +50,10 @@ async fn pass(state: &AppState, door: Dialect, request: Request) -> Result<Respo
     if !forwardable(path) {
         return Err(not_found());
     }
-    let engine = &state.engine;
-    let caller = authenticate(engine.keyring(), door, &parts.headers)?;
-    let config = engine.config();
+    // One configuration for the whole exchange, as for an answer.
+    let generation = state.engine.generation();
+    let caller = authenticate(generation.keyring(), door, &parts.headers)?;
+    let config = generation.config();
     let default = config
         .passthrough
         .provider(&config.providers, door)
@@ -63,14 +64,14 @@ async fn pass(state: &AppState, door: Dialect, request: Request) -> Result<Respo
     if let Some(model) = &target.model {
         caller.check_model(model)?;
     }
-    let key = client_key(door, &parts.headers, engine.keyring());
+    let key = client_key(door, &parts.headers, generation.keyring());
     let client = caller
         .client_id()
         .unwrap_or_else(|| ClientId::from_secret(key.key.as_ref()));
     // A JSON body's tokens are estimated as the chat doors' are, by size; an upload is not
     // a prompt.
     let estimate = TokenEstimate::new(u64::try_from(target.body.len() / 4).unwrap_or(u64::MAX), 0);
-    let permit = engine
+    let permit = generation
         .limiter()
         .acquire(
             &client,
@@ -86,7 +87,7 @@ async fn pass(state: &AppState, door: Dialect, request: Request) -> Result<Respo
         body: outgoing.body,
     };
     let sent = outgoing.sent;
-    let answer = engine
+    let answer = generation
         .upstream()
         .forward(
             target.name,
