@@ -253,6 +253,11 @@ impl Entry {
         self.subscribers.subscribe()
     }
 
+    /// Clients following the stream now.
+    pub fn subscribers(&self) -> usize {
+        *self.subscribers.borrow()
+    }
+
     /// What `/admin/streams` shows.
     pub fn info(&self) -> StreamInfo {
         let subscribers = *self.subscribers.borrow();

@@ -36,6 +36,13 @@ pub(super) async fn chat(state: AppState, door: Dialect, request: Request) -> Re
         Ok(started) => started,
         Err(e) => return error_response(door, &e),
     };
+    // Past the shutdown grace the answer ends with the door's error (a 503 when not begun).
+    let grace_ms = state.engine.config().server.shutdown_grace_ms;
+    let events: Events = Box::pin(super::drain::cut(
+        events,
+        state.drain.over().clone(),
+        grace_ms,
+    ));
     let mut response = if streaming {
         sse(door, options, events)
     } else {
