@@ -32,17 +32,20 @@ pub async fn not_found(headers: HeaderMap, uri: http::Uri) -> Response {
 }
 
 pub(super) async fn chat(state: AppState, door: Dialect, request: Request) -> Response {
-    let (streaming, options, stream_id, events) = match start(&state, door, request).await {
+    // Past the shutdown grace the answer ends with the door's error (a 503 when not begun,
+    // an upstream still to answer included).
+    let grace_ms = state.engine.config().server.shutdown_grace_ms;
+    let over = state.drain.over().clone();
+    let started = tokio::select! {
+        biased;
+        () = over.cancelled() => Err(GatewayError::ShuttingDown { grace_ms }),
+        started = start(&state, door, request) => started,
+    };
+    let (streaming, options, stream_id, events) = match started {
         Ok(started) => started,
         Err(e) => return error_response(door, &e),
     };
-    // Past the shutdown grace the answer ends with the door's error (a 503 when not begun).
-    let grace_ms = state.engine.config().server.shutdown_grace_ms;
-    let events: Events = Box::pin(super::drain::cut(
-        events,
-        state.drain.over().clone(),
-        grace_ms,
-    ));
+    let events: Events = Box::pin(super::drain::cut(events, over, grace_ms));
     let mut response = if streaming {
         sse(door, options, events)
     } else {
