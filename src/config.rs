@@ -810,6 +810,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_shutdown_grace_defaults_to_25_s_and_is_bounded() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.server.shutdown_grace_ms, 25_000);
+        for (grace, ok) in [
+            (0, true),
+            (MAX_SHUTDOWN_GRACE_MS, true),
+            (MAX_SHUTDOWN_GRACE_MS + 1, false),
+            (u64::MAX, false),
+        ] {
+            let parsed = Config::parse(&format!("[server]\nshutdown_grace_ms = {grace}\n"));
+            match parsed {
+                Ok(c) => {
+                    assert!(ok, "{grace} accepted");
+                    assert_eq!(c.server.shutdown_grace_ms, grace);
+                }
+                Err(e) => {
+                    assert!(!ok, "{grace}: {e}");
+                    assert!(e.to_string().contains("shutdown_grace_ms"), "{e}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn the_documented_example_parses() {
         let c = Config::parse(
             r#"
