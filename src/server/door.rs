@@ -35,7 +35,9 @@ pub(super) async fn chat(state: AppState, door: Dialect, request: Request) -> Re
     // Past the shutdown grace the answer ends with the door's error (a 503 when not begun,
     // an upstream still to answer included).
     let grace_ms = state.engine.config().server.shutdown_grace_ms;
-    let over = state.drain.over().clone();
+    // A child token: polled at every event, it locks only its own node, not one that every
+    // stream shares.
+    let over = state.drain.over().child_token();
     let started = tokio::select! {
         biased;
         () = over.cancelled() => Err(GatewayError::ShuttingDown { grace_ms }),

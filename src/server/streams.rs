@@ -258,7 +258,8 @@ fn sse_response(state: &AppState, subscription: Subscription) -> Response {
     let id = subscription.entry().id().to_owned();
     let keepalive = keepalive(state);
     let keepalive = (!keepalive.is_zero()).then_some(keepalive);
-    let over = state.drain.over().clone().cancelled_owned();
+    // A child token, whose lock no other stream shares (it is polled at every batch).
+    let over = state.drain.over().child_token().cancelled_owned();
     let body = futures_util::stream::unfold(subscription, move |mut sub| async move {
         let batch = match keepalive {
             // next_batch is cancel-safe: what it had not returned is read again next time.
