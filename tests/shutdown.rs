@@ -467,6 +467,8 @@ async fn sigterm_drains_finishes_short_streams_ends_the_rest_and_leaves_native_o
         least + short + 1
     );
     assert!(log.contains("shutdown grace over"), "{log}");
+    // The journal's writer was joined and the journal synced before the exit.
+    assert!(log.contains("journal closed and synced"), "{log}");
 
     // Restarted on the same journal: the native streams continue, whole.
     let gateway = Gateway::serve(dir.path(), port, "second").await;
