@@ -336,7 +336,7 @@ impl Breakers {
                         recent: inner
                             .recent
                             .get(route)
-                            .map_or_else(|| Recent::new(now).stats(now), |r| r.stats(now)),
+                            .map_or_else(RecentStats::none, |r| r.stats(now)),
                     }
                 })
                 .collect()

@@ -48,6 +48,18 @@ pub struct RecentStats {
     pub error_rate: f64,
 }
 
+impl RecentStats {
+    /// No outcome in the window (a route whose window is not kept).
+    pub fn none() -> Self {
+        RecentStats {
+            window_s: WINDOW.as_secs(),
+            attempts: 0,
+            failures: 0,
+            error_rate: 0.0,
+        }
+    }
+}
+
 impl Recent {
     /// An empty window starting now.
     pub fn new(now: Instant) -> Self {
@@ -92,15 +104,14 @@ impl Recent {
             .fold((0u64, 0u64), |(a, f), b| {
                 (a.saturating_add(b.attempts), f.saturating_add(b.failures))
             });
+        if attempts == 0 {
+            return RecentStats::none();
+        }
         RecentStats {
             window_s: WINDOW.as_secs(),
             attempts,
             failures,
-            error_rate: if attempts == 0 {
-                0.0
-            } else {
-                failures as f64 / attempts as f64
-            },
+            error_rate: failures as f64 / attempts as f64,
         }
     }
 
