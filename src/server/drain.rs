@@ -94,11 +94,19 @@ impl Drain {
         &self.kill
     }
 
-    /// Runs the drain once shutdown has begun: waits up to `grace` for `running` to be idle,
-    /// then ends what remains and, [`END_WRITE`] later, kills the connections still open.
-    /// Returns once the connections are told to go (the listeners then end at once).
-    pub async fn run(&self, grace: Duration, running: impl Fn() -> Running) {
+    /// Runs the drain from the shutdown signal: counts what runs, calls `stop_accepting`
+    /// (counted first, so that a WebSocket connection closing is not also counted as its
+    /// detached stream), waits up to `grace` for `running` to be idle, then ends what remains
+    /// and, [`END_WRITE`] later, kills the connections still open. Returns once the
+    /// connections are told to go (the listeners then end at once).
+    pub async fn run(
+        &self,
+        grace: Duration,
+        running: impl Fn() -> Running,
+        stop_accepting: impl FnOnce(),
+    ) {
         let start = running();
+        stop_accepting();
         tracing::info!(
             requests = start.requests,
             websockets = start.websockets,
@@ -230,12 +238,16 @@ mod tests {
         let drain = Drain::default();
         let started = tokio::time::Instant::now();
         drain
-            .run(Duration::from_secs(30), || Running {
-                requests: 0,
-                websockets: 0,
-                detached: 0,
-                live: 0,
-            })
+            .run(
+                Duration::from_secs(30),
+                || Running {
+                    requests: 0,
+                    websockets: 0,
+                    detached: 0,
+                    live: 0,
+                },
+                || {},
+            )
             .await;
         assert!(started.elapsed() < Duration::from_secs(1));
         assert!(drain.over().is_cancelled() && drain.kill().is_cancelled());
@@ -245,12 +257,16 @@ mod tests {
         let started = tokio::time::Instant::now();
         let watched = drain.clone();
         drain
-            .run(Duration::from_secs(30), move || Running {
-                requests: watched.requests(),
-                websockets: 0,
-                detached: 0,
-                live: 1,
-            })
+            .run(
+                Duration::from_secs(30),
+                move || Running {
+                    requests: watched.requests(),
+                    websockets: 0,
+                    detached: 0,
+                    live: 1,
+                },
+                || {},
+            )
             .await;
         let took = started.elapsed();
         assert!(
@@ -275,12 +291,16 @@ mod tests {
         let started = tokio::time::Instant::now();
         let watched = drain.clone();
         drain
-            .run(Duration::from_secs(10), move || Running {
-                requests: watched.requests(),
-                websockets: 0,
-                detached: 0,
-                live: 3,
-            })
+            .run(
+                Duration::from_secs(10),
+                move || Running {
+                    requests: watched.requests(),
+                    websockets: 0,
+                    detached: 0,
+                    live: 3,
+                },
+                || {},
+            )
             .await;
         let took = started.elapsed();
         assert!(

@@ -218,9 +218,12 @@ pub async fn serve_with_admin(
     // 1001, and the drain gives what runs its grace (hub streams nobody follows included).
     let drained = async {
         shutdown.await;
-        going_away.cancel();
         drain
-            .run(grace, || drain::running(&drain, &hub, websockets.len()))
+            .run(
+                grace,
+                || drain::running(&drain, &hub, websockets.len()),
+                || going_away.cancel(),
+            )
             .await;
     };
     let (served, ()) = tokio::join!(served, drained);
