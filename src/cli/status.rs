@@ -51,13 +51,15 @@ pub(super) fn run(status: &Status<'_>) -> Outcome {
                 .map_err(|e| e.chain())
                 .map(|client| {
                     runtime.block_on(async {
-                        let routes = match routes {
-                            true => Some(client.routes().await.map_err(|e| ("routes", e))?),
-                            false => None,
+                        let routes = if routes {
+                            Some(client.routes().await.map_err(|e| ("routes", e))?)
+                        } else {
+                            None
                         };
-                        let streams = match streams {
-                            true => Some(client.streams().await.map_err(|e| ("streams", e))?),
-                            false => None,
+                        let streams = if streams {
+                            Some(client.streams().await.map_err(|e| ("streams", e))?)
+                        } else {
+                            None
                         };
                         Ok::<_, (&str, ClientError)>((routes, streams))
                     })
