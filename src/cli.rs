@@ -71,8 +71,10 @@ configuration, unknown stream or --after beyond its end.";
 const STATUS_HELP: &str = "\
 Examples:
   streamgate status
+  streamgate status --routes
   streamgate status --streaming --buffer --url http://10.0.0.5:8080
-  streamgate status --json | jq '.data[] | select(.status==\"live\")'
+  streamgate status --streaming --json | jq '.data[] | select(.status==\"live\")'
+  streamgate status --json | jq '.routes.routes[] | select(.recent.error_rate > 0.1)'
 
 Exit codes: 0 shown, 1 the gateway answered with an error, 2 bad usage or the gateway
 cannot be reached.
@@ -180,12 +182,16 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
-    /// Show what a running gateway holds: its streams (`GET /admin/streams`).
+    /// Show what a running gateway holds: its routes with their circuit breaker and recent
+    /// error rate (`GET /admin/routes`), then its streams (`GET /admin/streams`).
     #[command(after_help = STATUS_HELP)]
     Status {
-        /// The streams view (the only one so far, and the default).
+        /// Only the streams view.
         #[arg(long)]
         streaming: bool,
+        /// Only the routes view (with --streaming: both).
+        #[arg(long)]
+        routes: bool,
         /// Add each stream's buffer bytes, the memory totals and the journal's figures.
         #[arg(long)]
         buffer: bool,
@@ -289,13 +295,15 @@ fn run(command: Command) -> Outcome {
             action: KeysAction::New { name },
         } => new_key(&name),
         Command::Status {
-            // The streams view is the only one: shown with or without the flag.
-            streaming: _,
+            streaming,
+            routes,
             buffer,
             url,
             json,
         } => status::run(&status::Status {
             url: &url,
+            routes,
+            streams: streaming,
             buffer,
             json,
         }),

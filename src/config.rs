@@ -413,6 +413,15 @@ pub struct ServerConfig {
     /// (`408` in the door's dialect after it).
     #[serde(default = "default_body_read_timeout_ms")]
     pub body_read_timeout_ms: u64,
+    /// On SIGTERM or SIGINT, how long running streams get to finish once the listeners stop
+    /// accepting. After it, the OpenAI, Responses and Anthropic doors end what still runs with
+    /// an error in their dialect (a `503` for an answer not yet begun), and the native doors'
+    /// streams are left resumable in the journal. 25 s by default: under Kubernetes'
+    /// default `terminationGracePeriodSeconds` of 30 s, which leaves 5 s to write those ends
+    /// and sync the journal before the SIGKILL (docs/operations.md). 0 ends them at once;
+    /// at most one hour.
+    #[serde(default = "default_shutdown_grace_ms")]
+    pub shutdown_grace_ms: u64,
 }
 
 /// `[server.tls]`: the certificate chain and private key, PEM files.
@@ -440,10 +449,15 @@ impl ServerConfig {
         ]
         .into_iter()
         .find(|(_, v)| *v == 0);
-        match zero {
-            Some((key, _)) => Err(format!("server.{key} must be at least 1")),
-            None => Ok(()),
+        if let Some((key, _)) = zero {
+            return Err(format!("server.{key} must be at least 1"));
         }
+        if self.shutdown_grace_ms > MAX_SHUTDOWN_GRACE_MS {
+            return Err(format!(
+                "server.shutdown_grace_ms must be at most {MAX_SHUTDOWN_GRACE_MS} (one hour)"
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -463,6 +477,7 @@ impl Default for ServerConfig {
             header_read_timeout_ms: default_header_read_timeout_ms(),
             keep_alive_idle_ms: default_keep_alive_idle_ms(),
             body_read_timeout_ms: default_body_read_timeout_ms(),
+            shutdown_grace_ms: default_shutdown_grace_ms(),
         }
     }
 }
@@ -804,6 +819,11 @@ fn default_keep_alive_idle_ms() -> u64 {
 fn default_body_read_timeout_ms() -> u64 {
     60_000
 }
+fn default_shutdown_grace_ms() -> u64 {
+    25_000
+}
+/// A drain longer than an hour is a typo, and an unbounded one would overflow the deadline.
+const MAX_SHUTDOWN_GRACE_MS: u64 = 3_600_000;
 fn default_connect_timeout_ms() -> u64 {
     10_000
 }
@@ -823,6 +843,30 @@ fn default_max_tokens() -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shutdown_grace_defaults_to_25_s_and_is_bounded() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.server.shutdown_grace_ms, 25_000);
+        for (grace, ok) in [
+            (0, true),
+            (MAX_SHUTDOWN_GRACE_MS, true),
+            (MAX_SHUTDOWN_GRACE_MS + 1, false),
+            (u64::MAX, false),
+        ] {
+            let parsed = Config::parse(&format!("[server]\nshutdown_grace_ms = {grace}\n"));
+            match parsed {
+                Ok(c) => {
+                    assert!(ok, "{grace} accepted");
+                    assert_eq!(c.server.shutdown_grace_ms, grace);
+                }
+                Err(e) => {
+                    assert!(!ok, "{grace}: {e}");
+                    assert!(e.to_string().contains("shutdown_grace_ms"), "{e}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn the_documented_example_parses() {

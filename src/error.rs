@@ -164,6 +164,13 @@ pub enum GatewayError {
     /// A WebSocket upgrade the gateway refuses (e.g. no subprotocol it speaks).
     #[error("{0}")]
     Upgrade(String),
+    /// The gateway is shutting down and its grace for running answers is over: the answer
+    /// ends here (asking again reaches another instance, or this one after its restart).
+    #[error("the gateway is shutting down: the answer was ended after {grace_ms} ms of grace")]
+    ShuttingDown {
+        /// `[server] shutdown_grace_ms`.
+        grace_ms: u64,
+    },
     /// A bug or an impossible state inside the gateway.
     #[error("internal error: {0}")]
     Internal(String),
@@ -315,7 +322,9 @@ impl GatewayError {
             | GatewayError::Ended(_) => StatusCode::BAD_GATEWAY,
             GatewayError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            GatewayError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Unavailable { .. } | GatewayError::ShuttingDown { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             GatewayError::Hub(e) => match e {
                 HubError::UnknownStream { .. } => StatusCode::NOT_FOUND,
                 HubError::SeqBeyondEnd { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
@@ -363,7 +372,9 @@ impl GatewayError {
             GatewayError::Stream { source, .. } => source.to_error_info().code,
             GatewayError::Ended(info) => info.code.clone(),
             GatewayError::Timeout { .. } => "timeout_error".into(),
-            GatewayError::Unavailable { .. } => "overloaded_error".into(),
+            GatewayError::Unavailable { .. } | GatewayError::ShuttingDown { .. } => {
+                "overloaded_error".into()
+            }
             GatewayError::RateLimited(_) => "rate_limit_error".into(),
             GatewayError::MissingKey { .. }
             | GatewayError::Connection { .. }
@@ -436,6 +447,9 @@ impl GatewayError {
                 ("server_error".into(), Some("upstreams_unavailable".into()))
             }
             GatewayError::RateLimited(_) => ("requests".into(), Some("rate_limit_exceeded".into())),
+            GatewayError::ShuttingDown { .. } => {
+                ("server_error".into(), Some("gateway_shutting_down".into()))
+            }
             GatewayError::Internal(_) => ("server_error".into(), None),
             GatewayError::Hub(HubError::TooManyLive { scope, .. }) => (
                 match scope {
@@ -516,6 +530,7 @@ impl GatewayError {
             GatewayError::Connection { .. }
             | GatewayError::Timeout { .. }
             | GatewayError::Unavailable { .. }
+            | GatewayError::ShuttingDown { .. }
             | GatewayError::RateLimited(_)
             | GatewayError::Hub(HubError::TooManyLive { .. }) => true,
             GatewayError::Stream { source, .. } => source.to_error_info().retryable,
@@ -594,7 +609,7 @@ mod tests {
     /// Variant `k` (modulo the variant count) with random contents, and the variant's name.
     fn arbitrary(rng: &mut fastrand::Rng, k: usize) -> GatewayError {
         let provider = text(rng);
-        match k % 23 {
+        match k % 24 {
             0 => GatewayError::MalformedJson(text(rng)),
             1 => GatewayError::Request(RequestError::Invalid {
                 param: text(rng),
@@ -740,6 +755,9 @@ mod tests {
                 provider,
                 status: [401, 403][rng.usize(..2)],
             },
+            23 => GatewayError::ShuttingDown {
+                grace_ms: rng.u64(..),
+            },
             _ => GatewayError::TooManyJsonValues {
                 limit: rng.usize(..),
             },
@@ -780,6 +798,7 @@ mod tests {
             | GatewayError::Timeout { .. }
             | GatewayError::Stream { .. }
             | GatewayError::Unavailable { .. }
+            | GatewayError::ShuttingDown { .. }
             | GatewayError::Ended(_)
             | GatewayError::Internal(_) => false,
             // The provider's own status passes through.
@@ -852,7 +871,7 @@ mod tests {
     fn every_variant_has_its_status_class_and_a_clean_body_in_both_dialects() {
         let mut rng = fastrand::Rng::with_seed(0x0e77_0e77);
         let mut failures = Vec::new();
-        for k in 0..23 * 200 {
+        for k in 0..24 * 200 {
             let e = arbitrary(&mut rng, k);
             if let Err(why) = check(&e) {
                 failures.push(format!("{e:?}: {why}"));
@@ -889,10 +908,11 @@ mod tests {
                 GatewayError::BodyTimeout { .. } => 20,
                 GatewayError::CredentialsRefused { .. } => 21,
                 GatewayError::TooManyJsonValues { .. } => 22,
+                GatewayError::ShuttingDown { .. } => 23,
             }
         }
         let mut rng = fastrand::Rng::with_seed(1);
-        for k in 0..23 {
+        for k in 0..24 {
             assert_eq!(index(&arbitrary(&mut rng, k)), k);
         }
     }

@@ -540,13 +540,31 @@ async fn tail_exit_codes_say_how_the_stream_ended() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_lists_streams_as_a_table_and_as_json() {
+async fn status_lists_routes_and_streams_as_tables_and_as_json() {
     let h = gw::start().await;
     let url = h.url("");
     let id = post_stream(&h, SHORT).await;
     plain_get(&h, &id).await;
 
+    // Routes first: the one that answered, closed, one attempt and no failure in the window.
     let o = streamgate(args(&["status", "--url", &url])).await;
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("ROUTE"), "{out}");
+    let route: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(route[1..], ["closed", "0", "-", "1", "0", "0.0%"], "{out}");
+    assert!(out.contains("the last 60 s"), "{out}");
+    let streams = out
+        .split_once("\n\n")
+        .expect("the streams after a blank line")
+        .1;
+    assert!(streams.starts_with("STREAM"), "{out}");
+    let o = streamgate(args(&["status", "--routes", "--url", &url])).await;
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!stdout(&o).contains("STREAM"), "{}", stdout(&o));
+
+    let o = streamgate(args(&["status", "--streaming", "--url", &url])).await;
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = stdout(&o);
     let lines: Vec<&str> = out.lines().collect();
@@ -563,6 +581,14 @@ async fn status_lists_streams_as_a_table_and_as_json() {
     assert!(out.contains(" evicted"), "{out}");
 
     let o = streamgate(args(&["status", "--url", &url, "--json"])).await;
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let both: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        both["routes"]["routes"][0]["recent"]["attempts"], 1,
+        "{both}"
+    );
+    assert_eq!(both["streams"]["data"][0]["id"], id.as_str(), "{both}");
+    let o = streamgate(args(&["status", "--streaming", "--url", &url, "--json"])).await;
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let json: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(json["object"], "list");

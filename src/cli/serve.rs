@@ -60,7 +60,7 @@ pub fn run(
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    let hub = runtime.block_on(async move {
         let addr = config.server.listen;
         log_startup(&config);
         let state = server::AppState::new(config)?;
@@ -72,9 +72,36 @@ pub fn run(
         )));
         let listener = server::bind(addr)?;
         tracing::info!(addr = %listener.local_addr()?, "streamgate listening");
+        let hub = std::sync::Arc::clone(&state.hub);
         server::serve(state, listener, shutdown_signal()).await?;
-        Ok(())
-    })
+        Ok::<_, ServeError>(hub)
+    })?;
+    close(runtime, hub);
+    Ok(())
+}
+
+/// How long the tasks still running after the drain (hub streams' generation, upstream
+/// calls) get to notice that the runtime is going away.
+const RUNTIME_STOP: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Stops what still runs and closes the journal: its writer thread writes every record
+/// queued, then the journal syncs (docs/operations.md). Streams still generating are not
+/// ended: the journal keeps them as interrupted, and the next start continues them.
+fn close(runtime: tokio::runtime::Runtime, hub: std::sync::Arc<crate::hub::Hub>) {
+    runtime.shutdown_timeout(RUNTIME_STOP);
+    let journaled = hub.config().journal.enabled;
+    match std::sync::Arc::into_inner(hub) {
+        Some(hub) => {
+            drop(hub);
+            if journaled {
+                tracing::info!("journal closed and synced; exiting");
+            }
+        }
+        None => tracing::warn!(
+            "the stream hub is still referenced at exit: the journal's last records may not \
+             be synced (they are written; a restart recovers them unless the machine fails)"
+        ),
+    }
 }
 
 /// What an operator needs to know at start: where the journal keeps what, and every provider
@@ -136,28 +163,90 @@ pub fn init_logging_with(
     Ok(guard)
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        // If the handler cannot be installed, only SIGTERM stops us.
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
+/// A signal that stops the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// SIGINT (Ctrl-C).
+    Interrupt,
+    /// SIGTERM (`kill`, Kubernetes, systemd).
+    Terminate,
+}
+
+impl Stop {
+    /// The shell's code for a process a signal ended: 128 + the signal number (130, 143).
+    fn exit_code(self) -> i32 {
+        match self {
+            Stop::Interrupt => 130,
+            Stop::Terminate => 143,
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
     }
-    tracing::info!("shutting down");
+}
+
+/// The stop signals, listened to from the first call on (so that a second one is not lost to
+/// the default action or ignored).
+struct Signals {
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            // A handler that cannot be installed leaves the other signal to stop us.
+            Signals {
+                interrupt: signal(SignalKind::interrupt()).ok(),
+                terminate: signal(SignalKind::terminate()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    async fn next(&mut self) -> Stop {
+        #[cfg(unix)]
+        {
+            async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(s) => {
+                        if s.recv().await.is_none() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            tokio::select! {
+                () = recv(&mut self.interrupt) => Stop::Interrupt,
+                () = recv(&mut self.terminate) => Stop::Terminate,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            Stop::Interrupt
+        }
+    }
+}
+
+/// Resolves on the first SIGINT (Ctrl-C) or SIGTERM: the gateway then drains for
+/// `[server] shutdown_grace_ms`. A second one during the drain exits the process at once
+/// with 130 (SIGINT) or 143 (SIGTERM); what the journal has written survives as after a crash.
+pub async fn shutdown_signal() {
+    let mut signals = Signals::new();
+    let first = signals.next().await;
+    tracing::info!(
+        signal = ?first,
+        "shutting down: no new connections; a second SIGTERM or SIGINT exits at once"
+    );
+    tokio::spawn(async move {
+        let second = signals.next().await;
+        tracing::warn!(signal = ?second, "second stop signal: exiting now, without draining");
+        std::process::exit(second.exit_code());
+    });
 }

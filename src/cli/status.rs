@@ -1,6 +1,7 @@
-//! `streamgate status`: what a running gateway holds. One view for now, `--streaming`: the
-//! streams of `GET /admin/streams` as a table, and with `--buffer` their memory, the
-//! totals and the journal's figures.
+//! `streamgate status`: what a running gateway holds. `--routes`: the routes of
+//! `GET /admin/routes` with their breaker and recent error rate; `--streaming`: the streams of
+//! `GET /admin/streams`, and with `--buffer` their memory, the totals and the journal's
+//! figures. Neither flag: both, routes first.
 
 use std::io::{self, ErrorKind, Write};
 
@@ -8,7 +9,7 @@ use serde_json::Value;
 
 use super::pump::Outcome;
 use super::report;
-use crate::client::{ClientError, StreamClient, StreamsView};
+use crate::client::{ClientError, RoutesView, StreamClient, StreamsView};
 use crate::config::ReconnectConfig;
 use crate::secret::Secret;
 
@@ -17,6 +18,10 @@ use crate::secret::Secret;
 pub(super) struct Status<'a> {
     /// The gateway's base URL.
     pub url: &'a str,
+    /// The routes view.
+    pub routes: bool,
+    /// The streams view.
+    pub streams: bool,
     /// Buffer bytes per stream, totals and journal.
     pub buffer: bool,
     /// The raw JSON instead of the table.
@@ -29,7 +34,11 @@ pub const ADMIN_KEY_ENV: &str = "STREAMGATE_ADMIN_KEY";
 /// Runs `status`: 0 when shown, 1 when the gateway answered with an error or something
 /// unreadable, 2 when it cannot be reached (or the URL is bad).
 pub(super) fn run(status: &Status<'_>) -> Outcome {
-    let view = tokio::runtime::Builder::new_current_thread()
+    let (routes, streams) = match (status.routes, status.streams) {
+        (false, false) => (true, true),
+        chosen => chosen,
+    };
+    let views = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())
@@ -40,11 +49,25 @@ pub(super) fn run(status: &Status<'_>) -> Outcome {
                     _ => client,
                 })
                 .map_err(|e| e.chain())
-                .map(|client| runtime.block_on(client.streams()))
+                .map(|client| {
+                    runtime.block_on(async {
+                        let routes = if routes {
+                            Some(client.routes().await.map_err(|e| ("routes", e))?)
+                        } else {
+                            None
+                        };
+                        let streams = if streams {
+                            Some(client.streams().await.map_err(|e| ("streams", e))?)
+                        } else {
+                            None
+                        };
+                        Ok::<_, (&str, ClientError)>((routes, streams))
+                    })
+                })
         });
-    let view = match view {
-        Ok(Ok(view)) => view,
-        Ok(Err(e @ ClientError::Transport(_))) => {
+    let (routes, streams) = match views {
+        Ok(Ok(views)) => views,
+        Ok(Err((_, e @ ClientError::Transport(_)))) => {
             report(&format!(
                 "cannot reach the gateway at {}: {}",
                 status.url,
@@ -52,12 +75,12 @@ pub(super) fn run(status: &Status<'_>) -> Outcome {
             ));
             return Outcome::Bad;
         }
-        Ok(Err(e @ ClientError::InvalidUrl { .. })) => {
+        Ok(Err((_, e @ ClientError::InvalidUrl { .. }))) => {
             report(&e.chain());
             return Outcome::Bad;
         }
-        Ok(Err(e)) => {
-            report(&format!("{}/admin/streams: {}", status.url, e.chain()));
+        Ok(Err((path, e))) => {
+            report(&format!("{}/admin/{path}: {}", status.url, e.chain()));
             return Outcome::Failed;
         }
         Err(e) => {
@@ -66,9 +89,26 @@ pub(super) fn run(status: &Status<'_>) -> Outcome {
         }
     };
     let text = if status.json {
-        format!("{}\n", view.raw)
+        match (&routes, &streams) {
+            (Some(r), Some(s)) => {
+                format!(
+                    "{}\n",
+                    serde_json::json!({"routes": r.raw, "streams": s.raw})
+                )
+            }
+            (Some(r), None) => format!("{}\n", r.raw),
+            (None, Some(s)) => format!("{}\n", s.raw),
+            (None, None) => String::new(),
+        }
     } else {
-        table(&view, status.buffer)
+        let mut parts = Vec::new();
+        if let Some(r) = &routes {
+            parts.push(routes_table(r));
+        }
+        if let Some(s) = &streams {
+            parts.push(table(s, status.buffer));
+        }
+        parts.join("\n")
     };
     let mut stdout = io::stdout().lock();
     match stdout
@@ -82,6 +122,56 @@ pub(super) fn run(status: &Status<'_>) -> Outcome {
             Outcome::Bad
         }
     }
+}
+
+/// The routes table: each route's breaker, then its outcomes over the recent window.
+fn routes_table(view: &RoutesView) -> String {
+    if view.routes.is_empty() {
+        return "no routes tried yet\n".to_owned();
+    }
+    let window = view
+        .routes
+        .iter()
+        .map(|r| r.recent.window_s)
+        .max()
+        .unwrap_or(0);
+    let mut rows = vec![
+        [
+            "ROUTE",
+            "BREAKER",
+            "IN_A_ROW",
+            "RETRY_IN",
+            "ATTEMPTS",
+            "FAILED",
+            "ERROR_RATE",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    ];
+    for r in &view.routes {
+        rows.push(vec![
+            r.route.clone(),
+            r.state.clone(),
+            r.failures.to_string(),
+            if r.retry_in_ms == 0 {
+                "-".to_owned()
+            } else {
+                duration(r.retry_in_ms)
+            },
+            r.recent.attempts.to_string(),
+            r.recent.failures.to_string(),
+            if r.recent.attempts == 0 {
+                "-".to_owned()
+            } else {
+                format!("{:.1}%", r.recent.error_rate * 100.0)
+            },
+        ]);
+    }
+    let mut out = columns(&rows, |c| c >= 2);
+    out.push_str(&format!(
+        "ATTEMPTS, FAILED, ERROR_RATE: the last {window} s; IN_A_ROW: consecutive failures\n"
+    ));
+    out
 }
 
 /// The streams table, then the totals.
@@ -108,30 +198,12 @@ fn table(view: &StreamsView, buffer: bool) -> String {
         }
         rows.push(row);
     }
-    // Numbers align right, words left.
-    let right = |col: usize| matches!(col, 4 | 5 | 7);
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
     let mut out = String::new();
     if view.streams.is_empty() {
         out.push_str("no streams\n");
     } else {
-        for row in &rows {
-            let cells: Vec<String> = row
-                .iter()
-                .enumerate()
-                .map(|(c, cell)| {
-                    if right(c) {
-                        format!("{cell:>w$}", w = widths[c])
-                    } else {
-                        format!("{cell:<w$}", w = widths[c])
-                    }
-                })
-                .collect();
-            out.push_str(cells.join("  ").trim_end());
-            out.push('\n');
-        }
+        // Numbers align right, words left.
+        out.push_str(&columns(&rows, |col| matches!(col, 4 | 5 | 7)));
     }
     let t = &view.totals;
     out.push_str(&format!("{} live, {} finished\n", t.live, t.finished));
@@ -152,6 +224,30 @@ fn table(view: &StreamsView, buffer: bool) -> String {
                 .collect();
             out.push_str(&format!("journal: {}\n", fields.join(", ")));
         }
+    }
+    out
+}
+
+/// `rows` as aligned columns, two spaces apart; `right` says which align right.
+fn columns(rows: &[Vec<String>], right: impl Fn(usize) -> bool) -> String {
+    let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(c, cell)| {
+                if right(c) {
+                    format!("{cell:>w$}", w = widths[c])
+                } else {
+                    format!("{cell:<w$}", w = widths[c])
+                }
+            })
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
     }
     out
 }
@@ -222,5 +318,40 @@ mod tests {
             "{full}"
         );
         assert!(full.contains("journal: segments 2, bytes 100"), "{full}");
+    }
+
+    #[test]
+    fn the_routes_table_shows_breakers_and_recent_error_rates() {
+        let view = RoutesView::parse(
+            br#"{"routes":[
+                {"route":"anthropic/claude","state":"open","failures":5,"retry_in_ms":8200,
+                 "recent":{"window_s":60,"attempts":8,"failures":6,"error_rate":0.75}},
+                {"route":"openai/gpt","state":"closed","failures":0,"retry_in_ms":0,
+                 "recent":{"window_s":60,"attempts":0,"failures":0,"error_rate":0.0}}]}"#,
+        )
+        .unwrap();
+        let out = routes_table(&view);
+        let lines: Vec<Vec<&str>> = out
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(lines[0][0], "ROUTE");
+        assert_eq!(
+            lines[1],
+            [
+                "anthropic/claude",
+                "open",
+                "5",
+                "8.2",
+                "s",
+                "8",
+                "6",
+                "75.0%"
+            ]
+        );
+        assert_eq!(lines[2], ["openai/gpt", "closed", "0", "-", "0", "0", "-"]);
+        assert!(lines[3].join(" ").contains("the last 60 s"), "{out}");
+        let empty = RoutesView::parse(br#"{"routes":[]}"#).unwrap();
+        assert_eq!(routes_table(&empty), "no routes tried yet\n");
     }
 }

@@ -1,5 +1,5 @@
-//! What `GET /admin/streams` says, read leniently: fields this client does not know are
-//! ignored (and kept in [`StreamsView::raw`]), missing ones take their zero value.
+//! What `GET /admin/streams` and `GET /admin/routes` say, read leniently: fields this client
+//! does not know are ignored (and kept in `raw`), missing ones take their zero value.
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -89,6 +89,58 @@ impl StreamsView {
     }
 }
 
+/// The gateway's routes: `GET /admin/routes`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoutesView {
+    /// Every route the gateway has tried, sorted by route.
+    pub routes: Vec<RouteRow>,
+    /// The whole answer, as received.
+    pub raw: Value,
+}
+
+/// One route of `/admin/routes`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct RouteRow {
+    /// `provider/model`.
+    pub route: String,
+    /// The breaker: `closed`, `open` or `half_open`.
+    pub state: String,
+    /// Consecutive failures (so far, or those that opened the breaker).
+    pub failures: u64,
+    /// Milliseconds until a probe is allowed (open) or the probe out stops holding the route.
+    pub retry_in_ms: u64,
+    /// Outcomes over the last minute.
+    pub recent: RecentRow,
+}
+
+/// `recent` of a route: attempts and failures over the window.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct RecentRow {
+    /// The window in seconds.
+    pub window_s: u64,
+    /// Attempts with an outcome.
+    pub attempts: u64,
+    /// Failed attempts.
+    pub failures: u64,
+    /// `failures / attempts` (0 without attempts).
+    pub error_rate: f64,
+}
+
+impl RoutesView {
+    /// Reads an `/admin/routes` body.
+    pub fn parse(body: &[u8]) -> Result<Self, ClientError> {
+        let bad = |what: &str| ClientError::Protocol(format!("/admin/routes: {what}"));
+        let raw: Value = serde_json::from_slice(body).map_err(|e| bad(&e.to_string()))?;
+        let routes = match raw.get("routes") {
+            Some(r) => Vec::<RouteRow>::deserialize(r).map_err(|e| bad(&format!("routes: {e}")))?,
+            None => return Err(bad("no routes list")),
+        };
+        Ok(RoutesView { routes, raw })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -112,5 +164,20 @@ mod tests {
         let none = StreamsView::parse(br#"{"totals":{},"data":[]}"#).unwrap();
         assert!(none.journal.is_none() && none.streams.is_empty());
         assert!(StreamsView::parse(b"{}").is_err());
+    }
+
+    #[test]
+    fn reads_routes_with_or_without_their_recent_window() {
+        let body = br#"{"routes":[
+            {"route":"a/m","state":"open","failures":5,"retry_in_ms":900,
+             "recent":{"window_s":60,"attempts":8,"failures":6,"error_rate":0.75},"new":1},
+            {"route":"b/m","state":"closed","failures":0,"retry_in_ms":0}]}"#;
+        let view = RoutesView::parse(body).unwrap();
+        assert_eq!(view.routes.len(), 2);
+        assert_eq!(view.routes[0].state, "open");
+        assert_eq!(view.routes[0].recent.failures, 6);
+        assert_eq!(view.routes[1].recent, RecentRow::default());
+        assert!(RoutesView::parse(b"{}").is_err());
+        assert!(RoutesView::parse(br#"{"routes":[{"failures":-1}]}"#).is_err());
     }
 }

@@ -39,7 +39,7 @@ use std::time::Duration;
 use providers::Dialect;
 use reqwest::{StatusCode, Url};
 
-pub use admin::{StreamRow, StreamsView, Totals};
+pub use admin::{RecentRow, RouteRow, RoutesView, StreamRow, StreamsView, Totals};
 pub use error::ClientError;
 pub use follow::{Follow, Reconnect};
 
@@ -183,7 +183,17 @@ impl StreamClient {
 
     /// `GET /admin/streams`: the streams the gateway keeps and its totals.
     pub async fn streams(&self) -> Result<StreamsView, ClientError> {
-        let mut request = self.http.get(self.url(&["admin", "streams"])?);
+        StreamsView::parse(&self.admin("streams").await?)
+    }
+
+    /// `GET /admin/routes`: every route's breaker and recent error rate.
+    pub async fn routes(&self) -> Result<RoutesView, ClientError> {
+        RoutesView::parse(&self.admin("routes").await?)
+    }
+
+    /// The body of `GET /admin/{what}`, with the admin key when one is set.
+    async fn admin(&self, what: &str) -> Result<bytes::Bytes, ClientError> {
+        let mut request = self.http.get(self.url(&["admin", what])?);
         if let Some(key) = &self.admin_key {
             request = request.bearer_auth(key.expose());
         }
@@ -191,8 +201,7 @@ impl StreamClient {
         if answer.status() != StatusCode::OK {
             return Err(error_answer(answer, "", None).await);
         }
-        let bytes = answer.bytes().await.map_err(ClientError::Transport)?;
-        StreamsView::parse(&bytes)
+        answer.bytes().await.map_err(ClientError::Transport)
     }
 
     /// `GET /v1/streams/{id}` after seq `after`: the open answer, or None on 204 (the

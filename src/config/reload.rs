@@ -24,6 +24,7 @@ pub const NEEDS_RESTART: &[&str] = &[
     "server.header_read_timeout_ms",
     "server.keep_alive_idle_ms",
     "server.body_read_timeout_ms",
+    "server.shutdown_grace_ms",
     "streams",
 ];
 
@@ -68,6 +69,10 @@ pub fn keep_restart_settings(running: &Config, next: &mut Config) -> Vec<&'stati
     keep(
         "server.body_read_timeout_ms",
         old.body_read_timeout_ms == new.body_read_timeout_ms,
+    );
+    keep(
+        "server.shutdown_grace_ms",
+        old.shutdown_grace_ms == new.shutdown_grace_ms,
     );
     keep("streams", same(&running.streams, &next.streams));
     // Everything of [server] but the two body limits, which every request reads anew.

@@ -279,6 +279,16 @@ impl Hub {
         self.streams().map.values().map(|e| e.subscribers()).sum()
     }
 
+    /// Streams still generating, and how many of them no client follows (what a shutdown
+    /// drain waits for).
+    pub fn running(&self) -> (usize, usize) {
+        let streams = self.streams();
+        let live = streams.map.values().filter(|e| !e.is_finished());
+        live.fold((0, 0), |(live, detached), e| {
+            (live + 1, detached + usize::from(e.subscribers() == 0))
+        })
+    }
+
     /// Bytes of event JSON kept over all streams.
     pub fn kept_bytes(&self) -> usize {
         self.kept.load(Ordering::Relaxed)

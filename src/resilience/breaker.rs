@@ -16,6 +16,12 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::later;
+use super::recent::{Recent, RecentStats};
+
+/// Routes whose recent outcomes are kept at most: a client naming `provider/model` routes
+/// directly could otherwise add one per model string. Idle ones make room first; past it a
+/// new route's outcomes are not counted (its breaker still is).
+const MAX_RECENT_ROUTES: usize = 1024;
 
 /// Breaker settings.
 #[derive(Debug, Clone, Copy)]
@@ -105,7 +111,7 @@ pub struct BreakerCount {
 }
 
 /// What `/admin/routes` shows for one route.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RouteStatus {
     /// `provider/model`.
     pub route: String,
@@ -117,6 +123,8 @@ pub struct RouteStatus {
     /// Milliseconds until a probe is allowed (open), or until the probe out no longer holds
     /// the route (half-open).
     pub retry_in_ms: u64,
+    /// Attempts and failures over the last minute ([`super::recent`]).
+    pub recent: RecentStats,
 }
 
 /// All routes' breakers.
@@ -133,6 +141,8 @@ struct Inner {
     next_probe: u64,
     /// Per route, transitions into each [`BreakerState`] (for the metrics).
     transitions: HashMap<String, [u64; 3]>,
+    /// Per route, the last minute's attempts and failures (for `/admin/routes`).
+    recent: HashMap<String, Recent>,
 }
 
 impl Inner {
@@ -158,6 +168,23 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// Counts an attempt's outcome in `route`'s recent window.
+    fn record(&mut self, route: &str, now: Instant, failed: bool) {
+        if let Some(recent) = self.recent.get_mut(route) {
+            recent.record(now, failed);
+            return;
+        }
+        if self.recent.len() >= MAX_RECENT_ROUTES {
+            self.recent.retain(|_, r| !r.idle(now));
+            if self.recent.len() >= MAX_RECENT_ROUTES {
+                return;
+            }
+        }
+        let mut recent = Recent::new(now);
+        recent.record(now, failed);
+        self.recent.insert(route.to_owned(), recent);
     }
 }
 
@@ -214,6 +241,7 @@ impl Breakers {
                 config,
                 states: HashMap::new(),
                 transitions: HashMap::new(),
+                recent: HashMap::new(),
                 next_probe: 0,
             }),
         }
@@ -227,6 +255,7 @@ impl Breakers {
             inner.config = config;
             inner.states.retain(|route, _| keep(route));
             inner.transitions.retain(|route, _| keep(route));
+            inner.recent.retain(|route, _| keep(route));
         });
     }
 
@@ -313,7 +342,9 @@ impl Breakers {
     /// `route` answered: its breaker closes. (A run reports through its [`Pass`]; this is
     /// for an attempt made without one.)
     pub fn success(&self, route: &str) {
+        let now = Instant::now();
         self.with(|inner| {
+            inner.record(route, now, false);
             let state = inner
                 .states
                 .entry(route.to_owned())
@@ -331,6 +362,7 @@ impl Breakers {
         let now = Instant::now();
         self.with(|inner| {
             let config = inner.config;
+            inner.record(route, now, true);
             let state = inner
                 .states
                 .entry(route.to_owned())
@@ -416,6 +448,10 @@ impl Breakers {
                         state: BreakerState::of(state).as_str(),
                         failures,
                         retry_in_ms: retry_in.as_millis() as u64,
+                        recent: inner
+                            .recent
+                            .get(route)
+                            .map_or_else(RecentStats::none, |r| r.stats(now)),
                     }
                 })
                 .collect()
@@ -468,7 +504,13 @@ mod tests {
                 route: "a/m".into(),
                 state: "open",
                 failures: 3,
-                retry_in_ms: 5000
+                retry_in_ms: 5000,
+                recent: RecentStats {
+                    window_s: 60,
+                    attempts: 3,
+                    failures: 3,
+                    error_rate: 1.0,
+                },
             }
         );
         assert_eq!(b.retry_in("a/m"), Some(COOLDOWN));
@@ -699,5 +741,57 @@ mod tests {
                 Ok(())
             })?;
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn routes_show_their_recent_error_rate_over_the_last_minute() {
+        let b = breakers();
+        let mut rng = fastrand::Rng::with_seed(7);
+        let (mut attempts, mut failures, mut in_a_row) = (0u64, 0u64, 0);
+        for _ in 0..40 {
+            // Below the threshold in a row: the breaker stays closed, the rate still shows.
+            if in_a_row < 2 && rng.bool() {
+                b.failure("a/m");
+                failures += 1;
+                in_a_row += 1;
+            } else {
+                b.success("a/m");
+                in_a_row = 0;
+            }
+            attempts += 1;
+            b.success("b/m");
+        }
+        let snapshot = b.snapshot();
+        assert_eq!(snapshot[0].state, "closed");
+        let a = &snapshot[0].recent;
+        assert_eq!((a.attempts, a.failures), (attempts, failures));
+        assert!((a.error_rate - failures as f64 / attempts as f64).abs() < 1e-9);
+        assert_eq!(snapshot[1].recent.error_rate, 0.0);
+        assert_eq!(snapshot[1].recent.attempts, 40);
+        tokio::time::advance(super::super::recent::WINDOW).await;
+        for route in b.snapshot() {
+            assert_eq!(route.recent.attempts, 0, "{}: a minute later", route.route);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recent_windows_are_capped_and_idle_routes_make_room() {
+        let b = breakers();
+        for i in 0..MAX_RECENT_ROUTES + 10 {
+            b.success(&format!("p/m{i}"));
+        }
+        let counted = |b: &Breakers| {
+            b.snapshot()
+                .iter()
+                .filter(|r| r.recent.attempts > 0)
+                .count()
+        };
+        assert_eq!(counted(&b), MAX_RECENT_ROUTES);
+        tokio::time::advance(super::super::recent::WINDOW).await;
+        b.failure("p/new");
+        let snapshot = b.snapshot();
+        let new = snapshot.iter().find(|r| r.route == "p/new").unwrap();
+        assert_eq!(new.recent.failures, 1, "room was made for it");
+        assert_eq!(counted(&b), 1);
     }
 }

@@ -36,6 +36,7 @@ pub fn classify(error: &GatewayError, client_key: bool) -> Action {
         | GatewayError::RateLimited(_)
         | GatewayError::Hub(_)
         | GatewayError::Ended(_)
+        | GatewayError::ShuttingDown { .. }
         | GatewayError::Internal(_) => Action::Client,
         // Another provider may well have its key configured (and accepted).
         GatewayError::MissingKey { .. } | GatewayError::CredentialsRefused { .. } => {

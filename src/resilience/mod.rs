@@ -5,6 +5,7 @@
 pub mod breaker;
 pub mod classify;
 pub mod continuation;
+pub mod recent;
 
 use std::time::Duration;
 

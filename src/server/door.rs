@@ -32,10 +32,22 @@ pub async fn not_found(headers: HeaderMap, uri: http::Uri) -> Response {
 }
 
 pub(super) async fn chat(state: AppState, door: Dialect, request: Request) -> Response {
-    let (streaming, options, stream_id, events) = match start(&state, door, request).await {
+    // Past the shutdown grace the answer ends with the door's error (a 503 when not begun,
+    // an upstream still to answer included).
+    let grace_ms = state.engine.config().server.shutdown_grace_ms;
+    // A child token: polled at every event, it locks only its own node, not one that every
+    // stream shares.
+    let over = state.drain.over().child_token();
+    let started = tokio::select! {
+        biased;
+        () = over.cancelled() => Err(GatewayError::ShuttingDown { grace_ms }),
+        started = start(&state, door, request) => started,
+    };
+    let (streaming, options, stream_id, events) = match started {
         Ok(started) => started,
         Err(e) => return error_response(door, &e),
     };
+    let events: Events = Box::pin(super::drain::cut(events, over, grace_ms));
     let mut response = if streaming {
         sse(door, options, events)
     } else {

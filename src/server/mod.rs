@@ -6,6 +6,7 @@ pub mod admin;
 mod body;
 mod common;
 mod door;
+pub mod drain;
 pub mod exposure;
 mod keys;
 mod listen;
@@ -118,8 +119,10 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Serves the gateway on `listener` until `shutdown` resolves, then drains open requests
-/// (and closes WebSocket connections with 1001, waiting up to [`WEBSOCKET_DRAIN`]).
+/// Serves the gateway on `listener` until `shutdown` resolves, then stops accepting, closes
+/// WebSocket connections with 1001 (waiting up to [`WEBSOCKET_DRAIN`]) and drains open
+/// requests and hub streams for `[server] shutdown_grace_ms` ([`drain`]): returns by then
+/// plus [`drain::END_WRITE`] whatever clients and upstreams do.
 /// Binds `[server] admin_listen` when configured.
 ///
 /// Connections are bounded as `[server]` says (`max_connections`, `header_read_timeout_ms`,
@@ -186,31 +189,51 @@ pub async fn serve_with_admin(
     let limits = listen::Limits::from_config(server_config);
     listen::fit_open_files(limits.max_connections());
     state.hub.spawn_janitor();
+    let drain = state.drain.clone();
     let going_away = state.shutdown.clone();
     let websockets = state.websockets.clone();
+    let hub = std::sync::Arc::clone(&state.hub);
+    let grace = std::time::Duration::from_millis(server_config.shutdown_grace_ms);
     let admin_task = match (admin_listener, &placement) {
         (Some(own), AdminPlacement::Own { addr, key }) => {
             tracing::info!(%addr, keyed = key.is_some(), "admin routes listening");
             let stop = state.shutdown.clone();
             let app = admin_router(state.clone(), key.as_ref());
             let tls = tls.clone();
+            let drain = drain.clone();
             Some(tokio::spawn(async move {
-                listen::serve(own, tls, app, limits, stop.cancelled_owned()).await
+                listen::serve(own, tls, app, limits, stop.cancelled_owned(), drain).await
             }))
         }
         _ => None,
     };
     let app = router(state, &placement);
-    let served = listen::serve(listener, tls, app, limits, async move {
+    let served = listen::serve(
+        listener,
+        tls,
+        app,
+        limits,
+        going_away.clone().cancelled_owned(),
+        drain.clone(),
+    );
+    // From the signal on: both listeners stop accepting, WebSocket connections close with
+    // 1001, and the drain gives what runs its grace (hub streams nobody follows included).
+    let drained = async {
         shutdown.await;
-        going_away.cancel();
-    })
-    .await;
-    // Hyper drained the HTTP requests; WebSocket connections are closing with 1001.
+        drain
+            .run(
+                grace,
+                || drain::running(&drain, &hub, websockets.len()),
+                || going_away.cancel(),
+            )
+            .await;
+    };
+    let (served, ()) = tokio::join!(served, drained);
     websockets.close();
     let _ = tokio::time::timeout(WEBSOCKET_DRAIN, websockets.wait()).await;
     if let Some(task) = admin_task {
-        // Its shutdown followed ours (the same token); a failed admin listener is logged.
+        // Its shutdown followed ours (the same token) and its connections the same kill; a
+        // failed admin listener is logged.
         if let Ok(Err(e)) = task.await {
             tracing::warn!(error = %e, "the admin listener failed");
         }

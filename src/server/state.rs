@@ -25,6 +25,9 @@ pub struct AppState {
     /// The open WebSocket connections, which [`serve`](super::serve) waits for (a little) after
     /// shutdown so that their close frames go out before the process ends.
     pub websockets: TaskTracker,
+    /// The shutdown drain: responses in flight, and the end of the grace that the OpenAI,
+    /// Responses and Anthropic doors' answers watch.
+    pub drain: super::drain::Drain,
 }
 
 /// For handlers that need only the engine.
@@ -55,6 +58,7 @@ impl AppState {
             hub,
             shutdown: CancellationToken::new(),
             websockets: TaskTracker::new(),
+            drain: super::drain::Drain::default(),
         })
     }
 }

@@ -58,7 +58,7 @@ pub async fn start(State(state): State<AppState>, request: Request) -> Response 
         Ok::<_, GatewayError>(entry.subscribe(None)?)
     };
     match started.await {
-        Ok(subscription) => sse_response(subscription, keepalive(&state)),
+        Ok(subscription) => sse_response(&state, subscription),
         Err(e) => error_response(dialect, &e),
     }
 }
@@ -191,7 +191,7 @@ pub async fn resume(
             .unwrap_or_default();
     }
     match entry.subscribe(after) {
-        Ok(subscription) => sse_response(subscription, keepalive(&state)),
+        Ok(subscription) => sse_response(&state, subscription),
         Err(e) => error_response(dialect, &e.into()),
     }
 }
@@ -251,10 +251,15 @@ fn websocket_settings(settings: &crate::hub::WebSocketSettings) -> serde_json::V
 }
 
 /// The SSE response following `subscription`: all events ready together go out in one write,
-/// and a comment line after `keepalive` without any (never when zero).
-fn sse_response(subscription: Subscription, keepalive: Duration) -> Response {
+/// and a comment line after `sse_keepalive_ms` without any (never when zero). When the
+/// shutdown grace is over the response ends without `stream.end`: the stream stays in the
+/// journal, for the client to resume from its last seq once the gateway is back.
+fn sse_response(state: &AppState, subscription: Subscription) -> Response {
     let id = subscription.entry().id().to_owned();
+    let keepalive = keepalive(state);
     let keepalive = (!keepalive.is_zero()).then_some(keepalive);
+    // A child token, whose lock no other stream shares (it is polled at every batch).
+    let over = state.drain.over().child_token().cancelled_owned();
     let body = futures_util::stream::unfold(subscription, move |mut sub| async move {
         let batch = match keepalive {
             // next_batch is cancel-safe: what it had not returned is read again next time.
@@ -270,6 +275,7 @@ fn sse_response(subscription: Subscription, keepalive: Duration) -> Response {
         }
         Some((Bytes::from(out), sub))
     })
+    .take_until(over)
     .map(Ok::<_, Infallible>);
     let mut response = super::body::event_stream(Body::from_stream(body));
     if let Ok(v) = HeaderValue::from_str(&id) {

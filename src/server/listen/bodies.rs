@@ -11,6 +11,7 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use super::watch::InFlight;
+use crate::server::drain::Counted;
 
 /// The request body did not arrive within `[server] body_read_timeout_ms` (found in a body
 /// read error's source chain by [`crate::server`]'s `read_body`).
@@ -70,8 +71,9 @@ impl HttpBody for Deadline {
     }
 }
 
-/// `body`, keeping `in_flight` until it is done or dropped.
-pub fn tracked(body: Body, in_flight: InFlight) -> Body {
+/// `body`, keeping `in_flight` (the connection's mark and the shutdown drain's count) until
+/// it is done or dropped.
+pub fn tracked(body: Body, in_flight: (InFlight, Counted)) -> Body {
     Body::new(Tracked {
         body,
         in_flight: Some(in_flight),
@@ -80,7 +82,7 @@ pub fn tracked(body: Body, in_flight: InFlight) -> Body {
 
 struct Tracked {
     body: Body,
-    in_flight: Option<InFlight>,
+    in_flight: Option<(InFlight, Counted)>,
 }
 
 impl HttpBody for Tracked {

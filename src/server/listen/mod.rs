@@ -45,6 +45,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::drain::Drain;
 use crate::config::ServerConfig;
 use admit::{Admission, Refusal, Slot};
 pub(crate) use bodies::BodyTimedOut;
@@ -98,13 +99,16 @@ const REFUSAL_READ_BYTES: usize = 64 * 1024;
 
 /// Serves `app` on `listener` (TLS-terminated with `tls`) under `limits` until `shutdown`,
 /// then stops accepting and waits for open requests to finish (connections between requests,
-/// a slow head included, close at once; HTTP/2 ones with requests open get GOAWAY).
+/// a slow head included, close at once; HTTP/2 ones with requests open get GOAWAY) until
+/// `drain`'s kill, which drops the connections still open. Every response is counted in
+/// `drain` until written.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     app: Router,
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: Drain,
 ) -> std::io::Result<()> {
     let admission = Admission::new(limits.max_connections, limits.max_connections_per_address);
     let refusals = Arc::new(Semaphore::new(REFUSALS));
@@ -136,6 +140,7 @@ pub async fn serve(
                     builder: Arc::clone(&builder),
                     limits,
                     stop: stop.clone(),
+                    drain: drain.clone(),
                 };
                 connections.spawn(connection.run(tcp, tls.clone()));
             }
@@ -145,6 +150,7 @@ pub async fn serve(
     drop(listener);
     stop.cancel();
     connections.close();
+    // Each connection returns at the kill: no task outlives the drain.
     connections.wait().await;
     Ok(())
 }
@@ -212,6 +218,7 @@ struct Connection {
     builder: Arc<Builder<TokioExecutor>>,
     limits: Limits,
     stop: CancellationToken,
+    drain: Drain,
 }
 
 impl Connection {
@@ -246,12 +253,15 @@ impl Connection {
             builder,
             limits,
             stop,
+            drain,
         } = self;
         let io = TokioIo::new(Watched::new(io, Arc::clone(&activity), slot));
+        let kill = drain.kill().clone();
         let service = Service {
             app: TowerToHyperService::new(app),
             activity: Arc::clone(&activity),
             body_read: limits.body_read,
+            drain,
         };
         let mut conn = pin!(builder.serve_connection_with_upgrades(io, service));
         let mut stopping = false;
@@ -276,6 +286,11 @@ impl Connection {
                     tracing::debug!(%peer, ?expiry, "closing a connection");
                     return;
                 }
+                () = kill.cancelled() => {
+                    // The shutdown's grace and the time to write the ends are over.
+                    tracing::debug!(%peer, "dropping a connection at the end of the drain");
+                    return;
+                }
             }
         }
     }
@@ -288,6 +303,7 @@ struct Service {
     app: TowerToHyperService<Router>,
     activity: Arc<Activity>,
     body_read: Duration,
+    drain: Drain,
 }
 
 impl hyper::service::Service<Request<Incoming>> for Service {
@@ -296,7 +312,7 @@ impl hyper::service::Service<Request<Incoming>> for Service {
     type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
-        let in_flight = self.activity.request(request.version());
+        let in_flight = (self.activity.request(request.version()), self.drain.count());
         let body_read = self.body_read;
         let request: Request<Body> = request.map(|body| bodies::with_deadline(body, body_read));
         let answer = self.app.call(request);
