@@ -11,8 +11,10 @@ use std::path::{Path, PathBuf};
 use providers::Dialect;
 use serde::Deserialize;
 
+mod log;
 mod streams;
 
+pub use log::{LogConfig, LogFormat};
 pub use streams::{FsyncMode, JournalSettings, StreamsConfig, WebSocketSettings};
 
 /// Default listen address.
@@ -49,6 +51,9 @@ pub struct Config {
     /// `[passthrough]`: which provider gets the paths the gateway does not answer itself.
     #[serde(default)]
     pub passthrough: PassthroughConfig,
+    /// `[log]`: log format, level and the access log.
+    #[serde(default)]
+    pub log: LogConfig,
 }
 
 /// `[passthrough]`: for each door, where its other paths (`/v1/embeddings`, `/v1/files`,
@@ -689,6 +694,7 @@ impl Default for Config {
             streams: StreamsConfig::default(),
             keys: BTreeMap::new(),
             passthrough: PassthroughConfig::default(),
+            log: LogConfig::default(),
         }
     }
 }

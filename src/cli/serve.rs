@@ -24,6 +24,9 @@ pub enum ServeError {
     /// `[server.tls]` is unusable.
     #[error(transparent)]
     Tls(#[from] crate::server::tls::TlsError),
+    /// `[log]` is unusable.
+    #[error(transparent)]
+    Log(#[from] crate::telemetry::logging::LogError),
     /// Binding or serving failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -37,8 +40,10 @@ pub fn run(
     listen: Option<SocketAddr>,
     allow_open: bool,
 ) -> Result<(), ServeError> {
-    init_logging();
+    // Logging follows `[log]`, so it starts once the config is read; a config error is
+    // printed by `main` all the same.
     let mut config = Config::load(config)?;
+    crate::telemetry::logging::init(&config.log)?;
     if let Some(listen) = listen {
         config.server.listen = listen;
     }
@@ -89,16 +94,13 @@ fn log_startup(config: &Config) {
     }
 }
 
-/// Logs to stderr; `RUST_LOG` filters (default `info`).
+/// Logs to stderr as the default `[log]` says (text, `info`); `RUST_LOG` filters. For
+/// commands without a config file (the demo).
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // A second initialization (tests, demo) keeps the first subscriber.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    if let Err(e) = crate::telemetry::logging::init(&crate::config::LogConfig::default()) {
+        // Only a bad RUST_LOG gets here: say so and go on without logs.
+        eprintln!("streamgate: {e}");
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

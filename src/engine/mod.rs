@@ -42,6 +42,9 @@ pub struct Call {
     pub caller: crate::keys::Caller,
     /// Client headers that pass through to providers.
     pub forward: ForwardHeaders,
+    /// The request's record: its id (`stream.start`'s `request_id`, `x-request-id`
+    /// upstream), filled with what the answer learns for the access line and the metrics.
+    pub observed: crate::telemetry::request::Observed,
 }
 
 /// A started answer.
@@ -70,7 +73,6 @@ pub struct Engine {
     breakers: Arc<Breakers>,
     limiter: crate::limit::Limiter,
     keyring: crate::keys::Keyring,
-    next_request: AtomicU64,
     retries: AtomicU64,
     failovers: AtomicU64,
 }
@@ -126,7 +128,6 @@ impl Engine {
             breakers,
             limiter,
             keyring,
-            next_request: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             failovers: AtomicU64::new(0),
         })
@@ -207,6 +208,10 @@ impl Engine {
         mut call: Call,
         prior: &[AgentEvent],
     ) -> Result<Answer, GatewayError> {
+        call.observed.set_model(
+            &call.request.model,
+            crate::telemetry::metrics::model_label(&self.config, &call.request.model),
+        );
         call.caller.check_model(&call.request.model)?;
         let alias_caps = self
             .config
@@ -233,12 +238,7 @@ impl Engine {
                 ),
             )
             .await?;
-        let request_id = format!(
-            "req_{:x}{:04x}",
-            unix_now(),
-            self.next_request.fetch_add(1, Ordering::Relaxed) & 0xffff
-        );
-        run::start(Arc::clone(self), call, request_id, permit, prior).await
+        run::start(Arc::clone(self), call, permit, prior).await
     }
 
     /// How long an answer for `model` may go without content before its next route is

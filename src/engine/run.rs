@@ -27,13 +27,18 @@ use crate::resilience::continuation::{Mode, continue_request};
 use crate::resilience::{Backoff, later};
 use crate::route::{self, Route};
 use crate::splice::{Continuation, Seam, Splicer};
+use crate::telemetry::meter::Meter;
+use crate::telemetry::metrics::Reason;
 use crate::upstream::EventStream;
 
 /// The state of one answer across its attempts.
 struct Run {
     engine: Arc<Engine>,
     call: Call,
-    request_id: String,
+    /// The answer's measures (the request's record, the metrics).
+    meter: Meter,
+    /// Why the last attempt ended: the reason of the retry, failover or continuation after it.
+    broken_by: Option<Reason>,
     routes: Vec<Route>,
     /// Index in `routes` of the route being tried.
     at: usize,
@@ -88,12 +93,11 @@ impl From<GatewayError> for Failed {
 pub(super) async fn start(
     engine: Arc<Engine>,
     call: Call,
-    request_id: String,
     permit: Permit,
     prior: &[AgentEvent],
 ) -> Result<Answer, GatewayError> {
     let plan = route::plan(engine.config(), &call.request.model)?;
-    let mut run = Run::new(engine, call, request_id, permit, plan.routes);
+    let mut run = Run::new(engine, call, permit, plan.routes);
     run.at = run.first_open_route().await?;
     let mut out = Vec::new();
     let seam = (!prior.is_empty()).then(|| run.replay(prior, &mut out));
@@ -128,6 +132,7 @@ impl Drop for Run {
         let total = self.splicer.usage_if_ended_now();
         let used = total.input_tokens.unwrap_or(0) + total.output_tokens.unwrap_or(0);
         self.permit.settle(used);
+        self.meter.finish(&total);
     }
 }
 
@@ -135,7 +140,6 @@ impl Run {
     fn new(
         engine: Arc<Engine>,
         call: Call,
-        request_id: String,
         permit: Permit,
         routes: Vec<Route>,
     ) -> Run {
@@ -145,8 +149,9 @@ impl Run {
             backoff: Backoff::new(&policy),
             budget_end: later(Instant::now(), policy.time_to_fallback),
             engine,
+            meter: Meter::new(call.observed.clone(), &call.request.model),
+            broken_by: None,
             call,
-            request_id,
             routes,
             at: 0,
             tries: 0,
@@ -193,11 +198,13 @@ impl Run {
                     // The attempt's stream ended without its stream.end: nothing more to say,
                     // and the route did not finish its answer.
                     self.report_failure();
+                    self.meter.interrupted();
                     self.done = true;
                 }
                 Some(Err(e)) => {
                     tracing::warn!(route = %self.routes[self.at], error = %e, "attempt failed");
                     if let Err(last) = self.recover(Failed::Attempt(e), &mut out).await {
+                        self.meter.interrupted();
                         self.splicer.wind_down(&mut out);
                         self.settle();
                         self.done = true;
@@ -231,7 +238,7 @@ impl Run {
     fn push(&mut self, event: AgentEvent, out: &mut Vec<AgentEvent>) {
         let event = match event {
             AgentEvent::StreamStart(mut start) => {
-                start.request_id = Some(self.request_id.clone());
+                start.request_id = Some(self.meter.observed().id().to_owned());
                 start.provider = Some(self.routes[self.at].provider.clone());
                 start.created.get_or_insert_with(unix_now);
                 AgentEvent::StreamStart(start)
@@ -240,6 +247,7 @@ impl Run {
         };
         let before = out.len();
         self.splicer.push(event, out);
+        self.meter.events(&out[before..]);
         if matches!(out[before..].last(), Some(AgentEvent::Usage(_))) {
             self.settle();
         }
@@ -278,6 +286,7 @@ impl Run {
                 }
             };
             let action = classify(&error, self.uses_client_key(&route));
+            self.broken_by = Some(Reason::of(&error));
             self.report_failure_of(self.at, &error);
             let reason = error.to_string();
             let seam = match action {
@@ -298,6 +307,7 @@ impl Run {
                     Some(delay) => {
                         tracing::info!(route = %route, delay_ms = delay.as_millis() as u64, "retrying");
                         self.engine.retries.fetch_add(1, Ordering::Relaxed);
+                        self.meter.retry(Reason::of(&error));
                         if self.splicer.output_started() {
                             self.splicer.seam(
                                 Seam::Retry {
@@ -342,6 +352,7 @@ impl Run {
     ) -> Result<Seam, GatewayError> {
         tracing::info!(route = %route, error = %error, "the request cannot be expressed for this route: skipping it");
         let reason = error.to_string();
+        self.broken_by = Some(Reason::Untranslatable);
         self.untranslatable.push(self.at);
         let first = self.translation_error.take().unwrap_or(error);
         // The pass goes back unreported: a half-open probe is not spent on a route that was
@@ -409,6 +420,8 @@ impl Run {
         self.backoff = Backoff::new(&self.engine.policy);
         let to = &self.routes[next];
         self.engine.failovers.fetch_add(1, Ordering::Relaxed);
+        self.meter
+            .failover(self.broken_by.unwrap_or(Reason::Other));
         tracing::warn!(from = %from, to = %to, reason, "failing over");
         Some(Seam::Failover {
             from: from.to_string(),
@@ -511,6 +524,12 @@ impl Run {
     ) -> Result<(), Failed> {
         self.tries += 1;
         let route = self.routes[self.at].clone();
+        let continuing = self
+            .splicer
+            .output_started()
+            .then(|| self.broken_by.unwrap_or(Reason::Other));
+        self.meter
+            .attempt(self.engine.config(), &route, continuing);
         let provider = self.engine.provider(&route)?.clone();
         let mode = *self
             .modes

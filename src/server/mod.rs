@@ -38,11 +38,12 @@ pub fn router(state: AppState, admin: &AdminPlacement) -> Router {
         AdminPlacement::Keyed(key) => public.merge(keyed(admin_routes(), key.clone())),
         AdminPlacement::Own { .. } | AdminPlacement::Hidden => public,
     };
+    let telemetry = state.telemetry.clone();
     // Whatever the gateway does not answer itself (the routes above) passes through.
-    routes
+    let routes = routes
         .fallback(passthrough::forward)
-        .layer(panic::layer())
-        .with_state(state)
+        .layer(panic::layer());
+    crate::telemetry::layer::wrap(routes, telemetry).with_state(state)
 }
 
 /// The routes of `[server] admin_listen`'s own listener.
@@ -51,7 +52,8 @@ fn admin_router(state: AppState, key: Option<&AdminKey>) -> Router {
         Some(key) => keyed(admin_routes(), key.clone()),
         None => admin_routes(),
     };
-    routes.fallback(door::not_found).with_state(state)
+    let routes = routes.fallback(door::not_found).layer(panic::layer());
+    crate::telemetry::layer::wrap(routes, state.telemetry.clone()).with_state(state)
 }
 
 fn keyed(routes: Router<AppState>, key: AdminKey) -> Router<AppState> {
@@ -93,6 +95,19 @@ fn admin_routes() -> Router<AppState> {
         .route("/admin/streams", get(streams::admin))
         .route("/admin/routes", get(models::admin_routes))
         .route("/admin/keys", get(keys::admin))
+        .route("/metrics", get(metrics))
+}
+
+/// `GET /metrics`: the Prometheus exposition (OpenMetrics text), placed with the admin routes.
+async fn metrics(State(state): State<AppState>) -> axum::response::Response {
+    let mut response = axum::response::Response::new(axum::body::Body::from(state.telemetry.encode()));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
+    response
 }
 
 async fn health() -> &'static str {

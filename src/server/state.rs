@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::error::GatewayError;
 use crate::hub::Hub;
+use crate::telemetry::Telemetry;
 
 /// Shared by every handler: the engine that answers and the hub that keeps streams.
 #[derive(Debug, Clone)]
@@ -25,6 +26,8 @@ pub struct AppState {
     /// The open WebSocket connections, which [`serve`](super::serve) waits for (a little) after
     /// shutdown so that their close frames go out before the process ends.
     pub websockets: TaskTracker,
+    /// Request ids, access log and the registry behind `GET /metrics`.
+    pub telemetry: Telemetry,
 }
 
 /// For handlers that need only the engine.
@@ -50,7 +53,12 @@ impl AppState {
         let engine = Arc::new(Engine::new(config)?);
         let hub = Hub::open(streams, &engine)
             .map_err(|e| GatewayError::Internal(format!("opening the journal: {e}")))?;
+        let telemetry = Telemetry::new(engine.config().log.access, |_registry| {
+            // COORDINATOR: wire `crate::telemetry::system::register(_registry, ...)` here
+            // (limiter, breakers, hub, WebSocket connections, journal, upstream pool).
+        });
         Ok(AppState {
+            telemetry,
             engine,
             hub,
             shutdown: CancellationToken::new(),

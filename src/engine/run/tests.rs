@@ -44,6 +44,7 @@ fn call() -> Call {
         },
         forward: ForwardHeaders::default(),
         caller: crate::keys::Caller::open(),
+        observed: crate::telemetry::request::Observed::detached("test".into()),
     }
 }
 
@@ -82,7 +83,6 @@ async fn a_run_that_stops_early_settles_with_the_estimate_of_what_it_streamed() 
         let mut run = Run::new(
             Arc::clone(&engine),
             call(),
-            "req".into(),
             permit,
             vec![route],
         );
@@ -163,7 +163,6 @@ async fn a_run_no_provider_started_costs_nothing() {
     drop(Run::new(
         Arc::clone(&engine),
         call(),
-        "req".into(),
         permit,
         Vec::new(),
     ));

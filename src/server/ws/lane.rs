@@ -85,6 +85,7 @@ async fn start(
             id.clone(),
             body,
             &conn.headers,
+            crate::telemetry::request::Observed::detached(crate::telemetry::request_id::fresh()),
         )
         .await?;
         guard.name(entry.id());
