@@ -137,12 +137,7 @@ impl Drop for Run {
 }
 
 impl Run {
-    fn new(
-        engine: Arc<Engine>,
-        call: Call,
-        permit: Permit,
-        routes: Vec<Route>,
-    ) -> Run {
+    fn new(engine: Arc<Engine>, call: Call, permit: Permit, routes: Vec<Route>) -> Run {
         let policy = engine.policy;
         let hold = engine.config().streaming.retry_policy.hold_tool_calls;
         Run {
@@ -420,8 +415,7 @@ impl Run {
         self.backoff = Backoff::new(&self.engine.policy);
         let to = &self.routes[next];
         self.engine.failovers.fetch_add(1, Ordering::Relaxed);
-        self.meter
-            .failover(self.broken_by.unwrap_or(Reason::Other));
+        self.meter.failover(self.broken_by.unwrap_or(Reason::Other));
         tracing::warn!(from = %from, to = %to, reason, "failing over");
         Some(Seam::Failover {
             from: from.to_string(),
@@ -528,8 +522,7 @@ impl Run {
             .splicer
             .output_started()
             .then(|| self.broken_by.unwrap_or(Reason::Other));
-        self.meter
-            .attempt(self.engine.config(), &route, continuing);
+        self.meter.attempt(self.engine.config(), &route, continuing);
         let provider = self.engine.provider(&route)?.clone();
         let mode = *self
             .modes

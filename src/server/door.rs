@@ -75,18 +75,17 @@ async fn start(
             .get(RESUMABLE_HEADER)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
     if resumable {
-        let entry =
-            super::streams::start_parsed(
-                state,
-                caller,
-                door,
-                None,
-                bytes,
-                request,
-                &parts.headers,
-                observed(&parts.extensions),
-            )
-            .await?;
+        let entry = super::streams::start_parsed(
+            state,
+            caller,
+            door,
+            None,
+            bytes,
+            request,
+            &parts.headers,
+            observed(&parts.extensions),
+        )
+        .await?;
         let id = entry.id().to_owned();
         let events = super::streams::agent_events(entry.subscribe(None)?);
         return Ok((streaming, options, Some(id), events));

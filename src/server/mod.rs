@@ -40,9 +40,7 @@ pub fn router(state: AppState, admin: &AdminPlacement) -> Router {
     };
     let telemetry = state.telemetry.clone();
     // Whatever the gateway does not answer itself (the routes above) passes through.
-    let routes = routes
-        .fallback(passthrough::forward)
-        .layer(panic::layer());
+    let routes = routes.fallback(passthrough::forward).layer(panic::layer());
     crate::telemetry::layer::wrap(routes, telemetry).with_state(state)
 }
 
@@ -100,7 +98,8 @@ fn admin_routes() -> Router<AppState> {
 
 /// `GET /metrics`: the Prometheus exposition (OpenMetrics text), placed with the admin routes.
 async fn metrics(State(state): State<AppState>) -> axum::response::Response {
-    let mut response = axum::response::Response::new(axum::body::Body::from(state.telemetry.encode()));
+    let mut response =
+        axum::response::Response::new(axum::body::Body::from(state.telemetry.encode()));
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static(

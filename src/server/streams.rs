@@ -30,8 +30,8 @@ use crate::engine::{Call, Events};
 use crate::error::GatewayError;
 use crate::hub::{Entry, NewStream, StoredEvent, Subscription};
 use crate::keys::Caller;
-use crate::telemetry::request::Observed;
 use crate::respond::json_response;
+use crate::telemetry::request::Observed;
 use crate::upstream::ForwardHeaders;
 
 /// Response header naming the stream (request header too, on `POST /v1/streams`, for a

@@ -111,9 +111,7 @@ impl Reason {
             GatewayError::Connection { .. } => Reason::Connection,
             GatewayError::Timeout { .. } => Reason::Timeout,
             GatewayError::Stream { .. } | GatewayError::Ended(_) => Reason::Stream,
-            GatewayError::Unavailable { .. } | GatewayError::RateLimited(_) => {
-                Reason::Unavailable
-            }
+            GatewayError::Unavailable { .. } | GatewayError::RateLimited(_) => Reason::Unavailable,
             GatewayError::Untranslatable { .. } | GatewayError::Request(_) => {
                 Reason::Untranslatable
             }
@@ -278,7 +276,9 @@ impl Metrics {
 
     /// Counts a retry of `route` after `reason`.
     pub fn retry(&self, route: &RouteMetrics, reason: Reason) {
-        self.retries.get_or_create(&reason_labels(route, reason)).inc();
+        self.retries
+            .get_or_create(&reason_labels(route, reason))
+            .inc();
     }
 
     /// Counts a failover away from `route` after `reason`.

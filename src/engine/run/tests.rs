@@ -80,12 +80,7 @@ async fn a_run_that_stops_early_settles_with_the_estimate_of_what_it_streamed() 
             provider: "p".into(),
             model: "m".into(),
         };
-        let mut run = Run::new(
-            Arc::clone(&engine),
-            call(),
-            permit,
-            vec![route],
-        );
+        let mut run = Run::new(Arc::clone(&engine), call(), permit, vec![route]);
         let input = rng.u64(1..2_000);
         run.splicer.begin_attempt(input);
         let mut out = Vec::new();
@@ -160,11 +155,6 @@ async fn a_run_no_provider_started_costs_nothing() {
         .await
         .unwrap();
     assert_eq!(level(&engine).await, BUDGET - 4_500);
-    drop(Run::new(
-        Arc::clone(&engine),
-        call(),
-        permit,
-        Vec::new(),
-    ));
+    drop(Run::new(Arc::clone(&engine), call(), permit, Vec::new()));
     assert_eq!(level(&engine).await, BUDGET);
 }
