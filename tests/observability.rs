@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use providers::{AgentEvent, Dialect};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::{Layer, fmt};
 
@@ -730,4 +730,82 @@ async fn retries_and_continuations_are_counted_by_reason() {
         1.0,
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_connection_logs_each_stream_and_itself() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    capture();
+    let h = gw::start().await;
+    let request = format!("ws://{}/v1/ws", h.gateway)
+        .into_client_request()
+        .unwrap();
+    let (mut ws, response) =
+        tokio::time::timeout(gw::BOUND, tokio_tungstenite::connect_async(request))
+            .await
+            .unwrap()
+            .unwrap();
+    let connection = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_v7(&connection);
+    let streams = 2;
+    let mut request_ids = Vec::new();
+    for _ in 0..streams {
+        let start = json!({
+            "op": "start",
+            "dialect": "openai",
+            "request": gw::chat_body(Dialect::OpenAi, "demo", true),
+        });
+        ws.send(Message::Text(start.to_string().into()))
+            .await
+            .unwrap();
+        // Until this stream's end: its stream.start names its request id.
+        loop {
+            let message = tokio::time::timeout(gw::BOUND, ws.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            let Message::Text(text) = message else {
+                continue;
+            };
+            let frame: Value = serde_json::from_str(text.as_str()).unwrap();
+            // The envelope itself with `"op":"event"` added (docs/websocket.md).
+            let event = &frame;
+            if event["type"] == "stream.start" {
+                request_ids.push(event["request_id"].as_str().unwrap().to_owned());
+            }
+            if event["type"] == "stream.end" {
+                break;
+            }
+        }
+    }
+    assert_eq!(request_ids.len(), streams, "a stream.start per stream");
+    for id in &request_ids {
+        assert_v7(id);
+        assert_ne!(id, &connection);
+        let lines = access_lines(id, 1).await;
+        assert_eq!(lines.len(), 1, "{id}");
+        let f = &lines[0]["fields"];
+        assert_eq!(f["door"], "websocket");
+        assert_eq!(f["model"], "\"demo\"");
+        assert_eq!(f["outcome"], "ok", "{f}");
+        assert_eq!(f["status"], 200);
+        assert!(f["ttft_ms"].as_u64().is_some(), "{f}");
+    }
+    // The connection's own line comes when it closes, not before.
+    assert!(access_lines_now(&connection).is_empty());
+    ws.close(None).await.unwrap();
+    while let Ok(Some(Ok(_))) = tokio::time::timeout(gw::BOUND, ws.next()).await {}
+    let lines = access_lines(&connection, 1).await;
+    assert_eq!(lines.len(), 1);
+    let f = &lines[0]["fields"];
+    assert_eq!(f["door"], "websocket");
+    assert_eq!(f["path"], "/v1/ws");
+    assert_eq!(f["status"], 101);
+    assert_eq!(f["outcome"], "ok", "{f}");
 }

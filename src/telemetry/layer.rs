@@ -20,7 +20,7 @@ use tower_http::request_id::{RequestId, SetRequestIdLayer};
 use tracing::Instrument;
 
 use super::Telemetry;
-use super::request::{Door, Observed};
+use super::request::{Door, Finisher, Observed};
 use super::request_id::{self, MakeUuidV7};
 
 /// `router` with the request-id and observation layers (outermost: they see every answer,
@@ -114,9 +114,7 @@ async fn observe(State(telemetry): State<Telemetry>, mut request: Request, next:
     }
     let body = Body::new(Finishing {
         inner: body,
-        observed,
-        status,
-        ended: false,
+        finisher: Some(observed.finisher(status)),
     });
     Response::from_parts(parts, body)
 }
@@ -132,9 +130,9 @@ pub struct Upgraded;
 /// A response body that finishes its request's record when it ends or is dropped.
 struct Finishing {
     inner: Body,
-    observed: Observed,
-    status: u16,
-    ended: bool,
+    /// Taken when the body ends; dropped with the body, it finishes the record as left
+    /// early, unless hyper took the whole body without polling its end.
+    finisher: Option<Finisher>,
 }
 
 impl http_body::Body for Finishing {
@@ -146,9 +144,10 @@ impl http_body::Body for Finishing {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            self.ended = true;
-            self.observed.finish(self.status, true);
+        if let Poll::Ready(None) = polled
+            && let Some(finisher) = self.finisher.take()
+        {
+            finisher.ended();
         }
         polled
     }
@@ -165,8 +164,11 @@ impl http_body::Body for Finishing {
 impl Drop for Finishing {
     fn drop(&mut self) {
         // A whole body hyper took in one frame is not polled to its end.
-        let ended = self.ended || http_body::Body::is_end_stream(&self.inner);
-        self.observed.finish(self.status, ended);
+        if http_body::Body::is_end_stream(&self.inner)
+            && let Some(finisher) = self.finisher.take()
+        {
+            finisher.ended();
+        }
     }
 }
 

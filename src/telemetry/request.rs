@@ -277,6 +277,44 @@ impl Observed {
         self.with(|s| s.failure = Some(Outcome::Interrupted));
     }
 
+    /// A guard that finishes the request with `status` when dropped: as ended if
+    /// [`Finisher::ended`] was called, else as left early (the client went, the work was
+    /// dropped).
+    pub fn finisher(&self, status: u16) -> Finisher {
+        Finisher {
+            observed: self.clone(),
+            status,
+            ended: false,
+        }
+    }
+
+    /// A record of its own for work a long-lived request starts (a stream started on a
+    /// WebSocket connection): a fresh id, the same door and sinks, its own span.
+    pub fn child(&self, method: http::Method, path: &str) -> Observed {
+        let id = super::request_id::fresh();
+        let span = tracing::info_span!(
+            parent: &self.0.span,
+            "request",
+            request_id = %id,
+            door = self.0.door.as_str(),
+            method = %method,
+            path = %path,
+        );
+        Observed(Arc::new(Record {
+            id,
+            door: self.0.door,
+            method,
+            path: path.to_owned(),
+            started: Instant::now(),
+            span,
+            sink: self.0.sink.as_ref().map(|s| Sink {
+                metrics: Arc::clone(&s.metrics),
+                access: s.access,
+            }),
+            state: Mutex::default(),
+        }))
+    }
+
     /// Finishes the request (once; later calls do nothing): the response had `status`, and
     /// its body `ended` (else it was dropped before its end). Writes the access line and
     /// counts the request.
@@ -332,6 +370,32 @@ impl Observed {
                 );
             });
         }
+    }
+}
+
+/// Finishes a request when dropped (see [`Observed::finisher`]).
+#[derive(Debug)]
+pub struct Finisher {
+    observed: Observed,
+    status: u16,
+    ended: bool,
+}
+
+impl Finisher {
+    /// The request's work ended (rather than being dropped on the way).
+    pub fn ended(mut self) {
+        self.ended = true;
+    }
+
+    /// The status it finishes with, once known.
+    pub fn set_status(&mut self, status: u16) {
+        self.status = status;
+    }
+}
+
+impl Drop for Finisher {
+    fn drop(&mut self) {
+        self.observed.finish(self.status, self.ended);
     }
 }
 

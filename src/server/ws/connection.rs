@@ -68,6 +68,8 @@ pub(super) struct Conn {
     pub(super) closed: CancellationToken,
     /// The lanes alive, for `max_streams` and to refuse following a stream twice.
     following: Mutex<Following>,
+    /// The upgrade request's record: each started stream gets a child record of its own.
+    pub(super) observed: crate::telemetry::request::Observed,
 }
 
 #[derive(Debug, Default)]
@@ -270,8 +272,10 @@ pub(super) async fn run(
     caller: crate::keys::Caller,
     compression: Compression,
     settings: WebSocketSettings,
+    observed: crate::telemetry::request::Observed,
 ) {
     let conn = Arc::new(Conn {
+        observed,
         state,
         headers,
         caller,
