@@ -49,3 +49,34 @@ pub fn init(config: &LogConfig) -> Result<(), LogError> {
     };
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_table_parses_and_refuses_what_it_does_not_know() {
+        let parse = |text: &str| toml::from_str::<LogConfig>(text);
+        assert_eq!(parse("").unwrap(), LogConfig::default());
+        let json = parse("format = \"json\"\nlevel = \"debug\"\naccess = false").unwrap();
+        assert_eq!(json.format, LogFormat::Json);
+        assert_eq!(json.level, "debug");
+        assert!(!json.access);
+        assert!(parse("format = \"xml\"").is_err());
+        assert!(parse("colour = true").is_err());
+    }
+
+    #[test]
+    fn a_level_that_is_no_filter_is_an_error() {
+        // RUST_LOG would override the level under test.
+        if std::env::var_os("RUST_LOG").is_some() {
+            return;
+        }
+        let bad = LogConfig {
+            level: "info,[=".into(),
+            ..LogConfig::default()
+        };
+        assert!(matches!(filter(&bad), Err(LogError::Level { .. })));
+        assert!(filter(&LogConfig::default()).is_ok());
+    }
+}

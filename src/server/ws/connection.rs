@@ -165,7 +165,12 @@ impl Conn {
 
     fn spawn_lane(&self, guard: LaneGuard, follow: Follow) {
         let lane: LaneSender = self.outbox.open(self.settings.buffer_events);
-        tokio::spawn(lane::run(guard, lane, follow));
+        // In the connection's span (a started stream's lines are in a child span of it).
+        let span = self.observed.span().clone();
+        tokio::spawn(tracing::Instrument::instrument(
+            lane::run(guard, lane, follow),
+            span,
+        ));
     }
 
     /// Acts on one client frame; the reply to queue, if any.
