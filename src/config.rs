@@ -392,6 +392,11 @@ pub struct ServerConfig {
     /// listener then serves no admin route.
     #[serde(default)]
     pub admin_listen: Option<SocketAddr>,
+    /// A listener of its own serving only `GET /metrics`, without a key (for a Prometheus
+    /// scraper; bind it where only the scraper reaches). None by default: `/metrics` is then
+    /// served with the admin routes (docs/observability.md).
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
     /// `[server.tls]`: serve HTTPS and WSS (on every listener) instead of plain HTTP.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
@@ -459,6 +464,7 @@ impl Default for ServerConfig {
             admin_key_env: None,
             admin_key_sha256: None,
             admin_listen: None,
+            metrics_listen: None,
             tls: None,
             max_connections: default_max_connections(),
             max_connections_per_address: default_max_connections_per_address(),

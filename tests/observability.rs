@@ -809,3 +809,54 @@ async fn a_websocket_connection_logs_each_stream_and_itself() {
     assert_eq!(f["status"], 101);
     assert_eq!(f["outcome"], "ok", "{f}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_listen_serves_only_metrics_without_a_key() {
+    capture();
+    // A free port now (the gateway binds it a moment later).
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let h = gw::start_with(|c| c.server.metrics_listen = Some(addr)).await;
+    let r = h
+        .chat(
+            Dialect::Anthropic,
+            &[],
+            &gw::chat_body(Dialect::Anthropic, "demo", false),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    gw::body_bytes(r).await;
+    let url = |path: &str| format!("http://{addr}{path}");
+    let deadline = tokio::time::Instant::now() + gw::BOUND;
+    let samples = loop {
+        let r = h.client.get(url("/metrics")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_v7(&id_of(&r));
+        let samples = parse_exposition(&r.text().await.unwrap());
+        let counted = value(
+            &samples,
+            "streamgate_requests_total",
+            &[("door", "anthropic"), ("model", "demo")],
+        );
+        if counted == 1.0 || tokio::time::Instant::now() > deadline {
+            break samples;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        value(
+            &samples,
+            "streamgate_requests_total",
+            &[("door", "anthropic"), ("model", "demo")]
+        ),
+        1.0
+    );
+    // Nothing else is served there.
+    for path in ["/admin/routes", "/v1/models", "/healthz"] {
+        let r = h.client.get(url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        assert_v7(&id_of(&r));
+    }
+}

@@ -44,6 +44,15 @@ pub fn router(state: AppState, admin: &AdminPlacement) -> Router {
     crate::telemetry::layer::wrap(routes, telemetry).with_state(state)
 }
 
+/// The one route of `[server] metrics_listen`'s listener.
+fn metrics_router(state: AppState) -> Router {
+    let routes = Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(door::not_found)
+        .layer(panic::layer());
+    crate::telemetry::layer::wrap(routes, state.telemetry.clone()).with_state(state)
+}
+
 /// The routes of `[server] admin_listen`'s own listener.
 fn admin_router(state: AppState, key: Option<&AdminKey>) -> Router {
     let routes = match key {
@@ -212,6 +221,19 @@ pub async fn serve_with_admin(
         }
         _ => None,
     };
+    let metrics_task = match server_config.metrics_listen {
+        Some(addr) => {
+            let own = bind(addr)?;
+            tracing::info!(addr = %own.local_addr()?, "metrics listening (GET /metrics, no key)");
+            let stop = state.shutdown.clone();
+            let app = metrics_router(state.clone());
+            let tls = tls.clone();
+            Some(tokio::spawn(async move {
+                listen::serve(own, tls, app, limits, stop.cancelled_owned()).await
+            }))
+        }
+        None => None,
+    };
     let app = router(state, &placement);
     let served = listen::serve(listener, tls, app, limits, async move {
         shutdown.await;
@@ -221,6 +243,11 @@ pub async fn serve_with_admin(
     // Hyper drained the HTTP requests; WebSocket connections are closing with 1001.
     websockets.close();
     let _ = tokio::time::timeout(WEBSOCKET_DRAIN, websockets.wait()).await;
+    if let Some(task) = metrics_task
+        && let Ok(Err(e)) = task.await
+    {
+        tracing::warn!(error = %e, "the metrics listener failed");
+    }
     if let Some(task) = admin_task {
         // Its shutdown followed ours (the same token); a failed admin listener is logged.
         if let Ok(Err(e)) = task.await {
