@@ -860,3 +860,109 @@ async fn metrics_listen_serves_only_metrics_without_a_key() {
         assert_v7(&id_of(&r));
     }
 }
+
+/// `streamgate serve` with `[log] format = "json"`: logging starts from the config file, so the
+/// startup lines and the access line are JSON, on stderr.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_logs_json_as_its_config_says() {
+    use std::io::BufRead;
+    let replay = streamgate::replay::spawn(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = replay.url();
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n\
+         [log]\nformat = \"json\"\nlevel = \"info\"\n\
+         [providers.anthropic]\ndialect = \"anthropic\"\nbase_url = \"{url}\"\n\
+         [streams.journal]\ndir = {:?}\n",
+        dir.path().join("journal")
+    );
+    let path = dir.path().join("streamgate.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_streamgate"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = Arc::clone(&lines);
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let base = format!("http://127.0.0.1:{port}");
+    let client = gw::client();
+    let deadline = tokio::time::Instant::now() + gw::BOUND;
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gateway did not listen"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = client
+        .post(format!("{base}/v1/messages"))
+        .header("anthropic-version", "2023-06-01")
+        .header("content-type", "application/json")
+        .header("x-request-id", "from-the-client.1")
+        .body(gw::chat_body(Dialect::Anthropic, "anthropic/text_basic", true).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(id_of(&r), "from-the-client.1");
+    gw::body_bytes(r).await;
+    let access = loop {
+        let found = lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains("streamgate::access"))
+            .cloned();
+        if let Some(line) = found {
+            break line;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no access line: {:?}",
+            lines.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let all = lines.lock().unwrap().clone();
+    // Every line is JSON: the subscriber was made from [log], not before it.
+    for line in &all {
+        serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    }
+    assert!(
+        all.iter().any(|l| l.contains("streamgate listening")),
+        "{all:?}"
+    );
+    let access: Value = serde_json::from_str(&access).unwrap();
+    assert_eq!(access["fields"]["request_id"], "from-the-client.1");
+    assert_eq!(access["fields"]["outcome"], "ok");
+    assert_eq!(access["span"]["request_id"], "from-the-client.1");
+    // The upstream got the client's id.
+    assert!(
+        replay
+            .requests()
+            .iter()
+            .any(|r| r.header("x-request-id") == Some("from-the-client.1"))
+    );
+}
