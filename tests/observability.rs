@@ -45,13 +45,15 @@ impl Buffer {
 struct Capture {
     text: Buffer,
     json: Buffer,
+    /// The engine's own lines (retries, failovers), as JSON with their spans.
+    engine: Buffer,
 }
 
 fn capture() -> &'static Capture {
     static CAPTURE: OnceLock<Capture> = OnceLock::new();
     CAPTURE.get_or_init(|| {
-        let (text, json) = (Buffer::default(), Buffer::default());
-        let (t, j) = (text.clone(), json.clone());
+        let (text, json, engine) = (Buffer::default(), Buffer::default(), Buffer::default());
+        let (t, j, e) = (text.clone(), json.clone(), engine.clone());
         let filter = || tracing_subscriber::EnvFilter::new("streamgate::access=info");
         let subscriber = tracing_subscriber::registry()
             .with(
@@ -65,9 +67,19 @@ fn capture() -> &'static Capture {
                     .json()
                     .with_writer(move || j.clone())
                     .with_filter(filter()),
+            )
+            .with(
+                fmt::layer()
+                    .json()
+                    .with_span_list(true)
+                    .with_writer(move || e.clone())
+                    .with_filter(tracing_subscriber::EnvFilter::new(
+                        // The request span is made in telemetry: enabled, or this layer sees none.
+                        "streamgate::engine=info,streamgate::telemetry=info",
+                    )),
             );
         tracing::subscriber::set_global_default(subscriber).unwrap();
-        Capture { text, json }
+        Capture { text, json, engine }
     })
 }
 
@@ -706,6 +718,25 @@ async fn retries_and_continuations_are_counted_by_reason() {
     let f = &access_lines(&id, 1).await[0]["fields"];
     assert_eq!(f["outcome"], "ok", "{f}");
     assert_eq!(f["attempts"], 2, "{f}");
+    // The engine's lines about this answer (run in the body's own task) are in its span.
+    let engine: Vec<Value> = capture()
+        .engine
+        .lines()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|l: &Value| l["span"]["request_id"] == id.as_str())
+        .collect();
+    assert!(
+        engine.iter().any(|l| l["fields"]["message"] == "retrying"),
+        "{engine:?} {:?}",
+        capture().engine.lines()
+    );
+    assert!(
+        engine
+            .iter()
+            .any(|l| l["fields"]["message"] == "attempt failed"),
+        "{engine:?}"
+    );
     let route = "openai/times=1,reset_after=20:text_long_obfuscation";
     let (text, samples) = scrape_until(&h, |s| {
         value(s, "streamgate_requests_total", &[("model", "flaky")]) == 1.0
