@@ -214,11 +214,6 @@ impl Observed {
         &self.0.id
     }
 
-    /// The door it came through.
-    pub fn door(&self) -> Door {
-        self.0.door
-    }
-
     /// The request's span.
     pub fn span(&self) -> &tracing::Span {
         &self.0.span
