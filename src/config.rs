@@ -11,10 +11,12 @@ use std::path::{Path, PathBuf};
 use providers::Dialect;
 use serde::Deserialize;
 
+mod log;
 pub mod reload;
 mod streams;
 pub mod telemetry;
 
+pub use log::{LogConfig, LogFormat};
 pub use streams::{FsyncMode, JournalSettings, StreamsConfig, WebSocketSettings};
 
 /// Default listen address.
@@ -54,6 +56,9 @@ pub struct Config {
     /// `[telemetry]`: what the gateway exports about itself (traces: `[telemetry.otlp]`).
     #[serde(default)]
     pub telemetry: telemetry::TelemetryConfig,
+    /// `[log]`: log format, level and the access log.
+    #[serde(default)]
+    pub log: LogConfig,
 }
 
 /// `[passthrough]`: for each door, where its other paths (`/v1/embeddings`, `/v1/files`,
@@ -390,6 +395,11 @@ pub struct ServerConfig {
     /// listener then serves no admin route.
     #[serde(default)]
     pub admin_listen: Option<SocketAddr>,
+    /// A listener of its own serving only `GET /metrics`, without a key (for a Prometheus
+    /// scraper; bind it where only the scraper reaches). None by default: `/metrics` is then
+    /// served with the admin routes (docs/observability.md).
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
     /// `[server.tls]`: serve HTTPS and WSS (on every listener) instead of plain HTTP.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
@@ -471,6 +481,7 @@ impl Default for ServerConfig {
             admin_key_env: None,
             admin_key_sha256: None,
             admin_listen: None,
+            metrics_listen: None,
             tls: None,
             max_connections: default_max_connections(),
             max_connections_per_address: default_max_connections_per_address(),
@@ -739,6 +750,7 @@ impl Default for Config {
             keys: BTreeMap::new(),
             passthrough: PassthroughConfig::default(),
             telemetry: telemetry::TelemetryConfig::default(),
+            log: LogConfig::default(),
         }
     }
 }

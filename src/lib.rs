@@ -15,6 +15,7 @@
 //! - [`resilience`]: failure classes, backoff, circuit breakers, continuation requests.
 //! - [`splice`]: joins the attempts of one answer into one client stream.
 //! - [`stream_id`]: the one rule for stream ids, checked by every door.
+//! - [`telemetry`]: request ids, access log, logging setup, the Prometheus registry.
 //! - [`hub`]: streams detached from connections: fan-out, resume, retention, journal.
 //! - [`respond`]: JSON responses, shared by the doors and the replay upstream.
 //! - [`server`]: the HTTP doors (axum): OpenAI, Anthropic, models, health.

@@ -538,6 +538,7 @@ async fn each_request_is_one_trace_of_attempts_and_calls() {
             key: ClientKey { door, key: None },
             forward: ForwardHeaders::default(),
             caller: streamgate::keys::Caller::open(),
+            observed: streamgate::telemetry::request::Observed::detached(format!("test-{n}")),
         };
         let span = tracing::info_span!(target: "streamgate::test", "request", request = n as i64);
         let engine = engine.clone();

@@ -186,6 +186,7 @@ fn generate(name: &str) -> String {
         ),
         "limits-config" => module_doc("src/limit/mod.rs", "# Configuration: `[limits]`"),
         "streams-config" => module_doc("src/config/streams.rs", "# Configuration: `[streams]`"),
+        "log-config" => module_doc("src/config/log.rs", "# Configuration: `[log]`"),
         other => match (
             other.strip_prefix("example "),
             other.strip_prefix("cut-example "),

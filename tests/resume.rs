@@ -363,6 +363,7 @@ async fn the_engine_continues_an_answer_from_the_events_a_client_has() {
             key: ClientKey { door, key: None },
             forward: ForwardHeaders::default(),
             caller: streamgate::keys::Caller::open(),
+            observed: streamgate::telemetry::request::Observed::detached("test".into()),
         };
         let collect = |answer: streamgate::engine::Answer| async move {
             use futures_util::StreamExt;

@@ -493,6 +493,7 @@ fn call(model: &str) -> streamgate::engine::Call {
         },
         forward: streamgate::upstream::ForwardHeaders::default(),
         caller: streamgate::keys::Caller::open(),
+        observed: streamgate::telemetry::request::Observed::detached("test".into()),
     }
 }
 

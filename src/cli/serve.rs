@@ -25,9 +25,9 @@ pub enum ServeError {
     /// `[server.tls]` is unusable.
     #[error(transparent)]
     Tls(#[from] crate::server::tls::TlsError),
-    /// `[telemetry.otlp]` could not be started.
+    /// `[log]` is unusable.
     #[error(transparent)]
-    Otlp(#[from] crate::telemetry::otlp::OtlpError),
+    Log(#[from] crate::telemetry::logging::LogError),
     /// Binding or serving failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -42,11 +42,11 @@ pub fn run(
     allow_open: bool,
 ) -> Result<(), ServeError> {
     let source = config.map(Path::to_path_buf);
-    let config = Config::load(config);
-    let otlp = config.as_ref().ok().and_then(|c| c.telemetry.otlp.as_ref());
+    // Logging follows `[log]`, so it starts once the config is read; a config error is
+    // printed by `main` all the same.
+    let mut config = Config::load(config)?;
     // Dropped after the runtime is done: exports the last spans (a few seconds at most).
-    let _traces = init_logging_with(otlp)?;
-    let mut config = config?;
+    let _traces = crate::telemetry::logging::init(&config.log, config.telemetry.otlp.as_ref())?;
     if let Some(listen) = listen {
         config.server.listen = listen;
     }
@@ -130,37 +130,13 @@ fn log_startup(config: &Config) {
     }
 }
 
-/// Logs to stderr; `RUST_LOG` filters (default `info`).
+/// Logs to stderr as the default `[log]` says (text, `info`); `RUST_LOG` filters. For
+/// commands without a config file (the demo).
 pub fn init_logging() {
-    // Without `[telemetry.otlp]` nothing can fail.
-    let _ = init_logging_with(None);
-}
-
-/// [`init_logging`], plus the OTLP trace exporter when `otlp` is set: its guard flushes the
-/// last spans when dropped. `RUST_LOG` filters the log lines only; the exporter has its own
-/// filter (docs/observability.md, "Traces").
-pub fn init_logging_with(
-    otlp: Option<&crate::telemetry::otlp::OtlpConfig>,
-) -> Result<Option<crate::telemetry::otlp::OtlpGuard>, ServeError> {
-    use tracing_subscriber::Layer as _;
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_filter(filter);
-    let (traces, guard) = match crate::telemetry::otlp::layer(otlp)? {
-        Some((layer, guard)) => (Some(layer), Some(guard)),
-        None => (None, None),
-    };
-    // A second initialization (tests, demo) keeps the first subscriber.
-    let _ = tracing_subscriber::registry()
-        .with(fmt)
-        .with(traces)
-        .try_init();
-    Ok(guard)
+    if let Err(e) = crate::telemetry::logging::init(&crate::config::LogConfig::default(), None) {
+        // Only a bad RUST_LOG gets here: say so and go on without logs.
+        eprintln!("streamgate: {e}");
+    }
 }
 
 /// A signal that stops the gateway.

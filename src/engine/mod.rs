@@ -45,6 +45,9 @@ pub struct Call {
     pub caller: crate::keys::Caller,
     /// Client headers that pass through to providers.
     pub forward: ForwardHeaders,
+    /// The request's record: its id (`stream.start`'s `request_id`, `x-request-id`
+    /// upstream), filled with what the answer learns for the access line and the metrics.
+    pub observed: crate::telemetry::request::Observed,
 }
 
 /// A started answer.
@@ -80,7 +83,6 @@ pub struct Engine {
     /// One reload at a time, so two cannot interleave building from the same previous
     /// generation.
     reloading: Mutex<()>,
-    next_request: AtomicU64,
     retries: AtomicU64,
     failovers: AtomicU64,
 }
@@ -107,7 +109,6 @@ impl Engine {
             current: RwLock::new(Arc::new(generation)),
             source: OnceLock::new(),
             reloading: Mutex::new(()),
-            next_request: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             failovers: AtomicU64::new(0),
         })
@@ -218,6 +219,10 @@ impl Engine {
             .keyring
             .recheck(&call.caller)
             .map_err(GatewayError::Unauthenticated)?;
+        call.observed.set_model(
+            &call.request.model,
+            crate::telemetry::metrics::model_label(&generation.config, &call.request.model),
+        );
         call.caller.check_model(&call.request.model)?;
         let alias_caps = generation
             .config
@@ -244,16 +249,10 @@ impl Engine {
                 ),
             )
             .await?;
-        let request_id = format!(
-            "req_{:x}{:04x}",
-            unix_now(),
-            self.next_request.fetch_add(1, Ordering::Relaxed) & 0xffff
-        );
         let answer = run::start(
             Arc::clone(self),
             Arc::clone(&generation),
             call,
-            request_id,
             permit,
             prior,
         )

@@ -29,6 +29,8 @@ use crate::resilience::continuation::{Mode, continue_request};
 use crate::resilience::{Backoff, later};
 use crate::route::{self, Route};
 use crate::splice::{Continuation, Seam, Splicer};
+use crate::telemetry::meter::Meter;
+use crate::telemetry::metrics::Reason;
 use crate::upstream::EventStream;
 
 /// The state of one answer across its attempts.
@@ -37,7 +39,10 @@ struct Run {
     /// The configuration this answer started with, to its end (a reload does not change it).
     generation: Arc<Generation>,
     call: Call,
-    request_id: String,
+    /// The answer's measures (the request's record, the metrics).
+    meter: Meter,
+    /// Why the last attempt ended: the reason of the retry, failover or continuation after it.
+    broken_by: Option<Reason>,
     routes: Vec<Route>,
     /// Index in `routes` of the route being tried.
     at: usize,
@@ -100,12 +105,11 @@ pub(super) async fn start(
     engine: Arc<Engine>,
     generation: Arc<Generation>,
     call: Call,
-    request_id: String,
     permit: Permit,
     prior: &[AgentEvent],
 ) -> Result<Answer, GatewayError> {
     let plan = route::plan(&generation.config, &call.request.model)?;
-    let mut run = Run::new(engine, generation, call, request_id, permit, plan.routes);
+    let mut run = Run::new(engine, generation, call, permit, plan.routes);
     run.at = run.first_open_route().await?;
     let mut out = Vec::new();
     let seam = (!prior.is_empty()).then(|| run.replay(prior, &mut out));
@@ -142,6 +146,7 @@ impl Drop for Run {
         let total = self.splicer.usage_if_ended_now();
         let used = total.input_tokens.unwrap_or(0) + total.output_tokens.unwrap_or(0);
         self.permit.settle(used);
+        self.meter.finish(&total);
     }
 }
 
@@ -150,7 +155,6 @@ impl Run {
         engine: Arc<Engine>,
         generation: Arc<Generation>,
         call: Call,
-        request_id: String,
         permit: Permit,
         routes: Vec<Route>,
     ) -> Run {
@@ -161,8 +165,9 @@ impl Run {
             budget_end: later(Instant::now(), policy.time_to_fallback),
             engine,
             generation,
+            meter: Meter::new(call.observed.clone(), &call.request.model),
+            broken_by: None,
             call,
-            request_id,
             routes,
             at: 0,
             tries: 0,
@@ -214,6 +219,7 @@ impl Run {
                     // and the route did not finish its answer.
                     self.trace.cut();
                     self.report_failure();
+                    self.meter.interrupted();
                     self.done = true;
                 }
                 Some(Err(e)) => {
@@ -222,6 +228,7 @@ impl Run {
                     // Ended here: the wait before the next attempt is not this one's.
                     self.trace = AttemptSpan::none();
                     if let Err(last) = self.recover(Failed::Attempt(e), &mut out).await {
+                        self.meter.interrupted();
                         self.splicer.wind_down(&mut out);
                         self.settle();
                         self.done = true;
@@ -256,7 +263,7 @@ impl Run {
         self.trace.observe(&event);
         let event = match event {
             AgentEvent::StreamStart(mut start) => {
-                start.request_id = Some(self.request_id.clone());
+                start.request_id = Some(self.meter.observed().id().to_owned());
                 start.provider = Some(self.routes[self.at].provider.clone());
                 start.created.get_or_insert_with(unix_now);
                 AgentEvent::StreamStart(start)
@@ -265,6 +272,7 @@ impl Run {
         };
         let before = out.len();
         self.splicer.push(event, out);
+        self.meter.events(&out[before..]);
         if matches!(out[before..].last(), Some(AgentEvent::Usage(_))) {
             self.settle();
         }
@@ -303,6 +311,7 @@ impl Run {
                 }
             };
             let action = classify(&error, self.uses_client_key(&route));
+            self.broken_by = Some(Reason::of(&error));
             self.report_failure_of(self.at, &error);
             let reason = error.to_string();
             let seam = match action {
@@ -323,6 +332,7 @@ impl Run {
                     Some(delay) => {
                         tracing::info!(route = %route, delay_ms = delay.as_millis() as u64, "retrying");
                         self.engine.retries.fetch_add(1, Ordering::Relaxed);
+                        self.meter.retry(Reason::of(&error));
                         if self.splicer.output_started() {
                             self.splicer.seam(
                                 Seam::Retry {
@@ -367,6 +377,7 @@ impl Run {
     ) -> Result<Seam, GatewayError> {
         tracing::info!(route = %route, error = %error, "the request cannot be expressed for this route: skipping it");
         let reason = error.to_string();
+        self.broken_by = Some(Reason::Untranslatable);
         self.untranslatable.push(self.at);
         let first = self.translation_error.take().unwrap_or(error);
         // The pass goes back unreported: a half-open probe is not spent on a route that was
@@ -434,6 +445,7 @@ impl Run {
         self.backoff = Backoff::new(&self.generation.policy);
         let to = &self.routes[next];
         self.engine.failovers.fetch_add(1, Ordering::Relaxed);
+        self.meter.failover(self.broken_by.unwrap_or(Reason::Other));
         tracing::warn!(from = %from, to = %to, reason, "failing over");
         Some(Seam::Failover {
             from: from.to_string(),
@@ -542,6 +554,12 @@ impl Run {
     ) -> Result<(), Failed> {
         self.tries += 1;
         let route = self.routes[self.at].clone();
+        let continuing = self
+            .splicer
+            .output_started()
+            .then(|| self.broken_by.unwrap_or(Reason::Other));
+        self.meter
+            .attempt(&self.generation.config, &route, continuing);
         let provider = self.generation.provider(&route)?.clone();
         let mode = *self
             .modes

@@ -211,14 +211,15 @@ impl Hub {
                 })
                 .await;
         }
-        tokio::spawn(generate::run(
+        // In the starting request's span: the generation's log lines carry its request id.
+        tokio::spawn(tracing::Instrument::in_current_span(generate::run(
             Arc::clone(self),
             Arc::clone(&entry),
             Stamper::new(id),
             answer.events,
             Duration::from_millis(self.config.detach_ms),
             slot,
-        ));
+        )));
         Ok(entry)
     }
 

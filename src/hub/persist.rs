@@ -15,6 +15,7 @@ use crate::error::GatewayError;
 use crate::journal::{
     Appender, FsyncPolicy, Journal, JournalConfig, JournalError, OwnedRecord, RecoveredStream,
 };
+use crate::telemetry::request::Observed;
 use crate::upstream::{ClientKey, ForwardHeaders};
 
 /// The open journal, behind its writer thread, and the lock that keeps a second gateway off
@@ -121,11 +122,15 @@ impl Persist {
 
 /// The pass-through headers as the journal keeps them (never credentials).
 pub(super) fn forward_pairs(forward: &ForwardHeaders) -> Vec<(String, String)> {
-    forward
+    let beta = forward
         .anthropic_beta
         .iter()
-        .map(|v| ("anthropic-beta".to_owned(), v.clone()))
-        .collect()
+        .map(|v| ("anthropic-beta".to_owned(), v.clone()));
+    let id = forward
+        .request_id
+        .iter()
+        .map(|v| (crate::telemetry::request_id::HEADER.to_owned(), v.clone()));
+    beta.chain(id).collect()
 }
 
 fn forward_headers(pairs: &[(String, String)]) -> ForwardHeaders {
@@ -234,6 +239,13 @@ impl Hub {
                 let answer = async {
                     // Counted when it came in; a lower limit since must not lose it.
                     let request = providers::parse::parse(door, &body, usize::MAX)?;
+                    // No HTTP request to log: the request id it came with, if kept.
+                    let observed = Observed::detached(
+                        forward
+                            .request_id
+                            .clone()
+                            .unwrap_or_else(crate::telemetry::request_id::fresh),
+                    );
                     let call = Call {
                         door,
                         request,
@@ -247,6 +259,7 @@ impl Hub {
                             .owner()
                             .and_then(|name| engine.keyring().caller_named(name))
                             .unwrap_or_default(),
+                        observed,
                     };
                     engine.resume(call, &prior).await
                 };

@@ -24,7 +24,8 @@ where
     S: Stream<Item = Bytes> + Send + 'static,
 {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(AHEAD);
-    tokio::spawn(async move {
+    // In the request's span: the answer's log lines carry its request id.
+    let producer = async move {
         let mut chunks = std::pin::pin!(chunks);
         loop {
             tokio::select! {
@@ -40,7 +41,8 @@ where
                 },
             }
         }
-    });
+    };
+    tokio::spawn(tracing::Instrument::in_current_span(producer));
     Body::from_stream(
         futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)).map(Ok::<_, Infallible>),
     )

@@ -11,6 +11,7 @@ use crate::error::GatewayError;
 use crate::keys::{Caller, Keyring};
 use crate::respond::json_response;
 use crate::secret::Secret;
+use crate::telemetry::request::Observed;
 use crate::upstream::ClientKey;
 
 /// The body, up to `limit` bytes (413 beyond), within the listener's body read timeout (408
@@ -43,6 +44,15 @@ pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, Gateway
             GatewayError::MalformedJson("it could not be read to its end".into())
         }
     })
+}
+
+/// The request's record, put in its extensions by the telemetry layer (a detached one with a
+/// fresh id if it is missing, which only a router built without that layer would do).
+pub(super) fn observed(extensions: &http::Extensions) -> Observed {
+    extensions
+        .get::<Observed>()
+        .cloned()
+        .unwrap_or_else(|| Observed::detached(crate::telemetry::request_id::fresh()))
 }
 
 /// The caller a request's headers authenticate at `door`: its gateway key (401 in the door's

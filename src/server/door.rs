@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use providers::{AgentEvent, Assembler, Dialect, EncodeOptions, StreamEncoder, encode_response};
 
-use super::common::{authenticate, client_key, door_dialect, error_response, read_body};
+use super::common::{authenticate, client_key, door_dialect, error_response, observed, read_body};
 use super::state::AppState;
 use super::streams::STREAM_ID_HEADER;
 use crate::batch::ready_batches;
@@ -87,9 +87,17 @@ async fn start(
             .get(RESUMABLE_HEADER)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
     if resumable {
-        let entry =
-            super::streams::start_parsed(state, caller, door, None, bytes, request, &parts.headers)
-                .await?;
+        let entry = super::streams::start_parsed(
+            state,
+            caller,
+            door,
+            None,
+            bytes,
+            request,
+            &parts.headers,
+            observed(&parts.extensions),
+        )
+        .await?;
         let id = entry.id().to_owned();
         let events = super::streams::agent_events(entry.subscribe(None)?);
         return Ok((streaming, options, Some(id), events));
@@ -102,6 +110,7 @@ async fn start(
         key: client_key(door, &parts.headers, &state.engine.keyring()),
         forward: ForwardHeaders::from_headers(&parts.headers),
         caller,
+        observed: observed(&parts.extensions),
     };
     let answer = state.engine.answer(call).await?;
     tracing::info!(door = %door, route = %answer.route, stream = streaming, "answering");

@@ -40,11 +40,19 @@ pub fn router(state: AppState, admin: &AdminPlacement) -> Router {
         AdminPlacement::Keyed(key) => public.merge(keyed(admin_routes(), key.clone())),
         AdminPlacement::Own { .. } | AdminPlacement::Hidden => public,
     };
+    let telemetry = state.telemetry.clone();
     // Whatever the gateway does not answer itself (the routes above) passes through.
-    routes
-        .fallback(passthrough::forward)
-        .layer(panic::layer())
-        .with_state(state)
+    let routes = routes.fallback(passthrough::forward).layer(panic::layer());
+    crate::telemetry::layer::wrap(routes, telemetry).with_state(state)
+}
+
+/// The one route of `[server] metrics_listen`'s listener.
+fn metrics_router(state: AppState) -> Router {
+    let routes = Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(door::not_found)
+        .layer(panic::layer());
+    crate::telemetry::layer::wrap(routes, state.telemetry.clone()).with_state(state)
 }
 
 /// The routes of `[server] admin_listen`'s own listener.
@@ -53,7 +61,8 @@ fn admin_router(state: AppState, key: Option<&AdminKey>) -> Router {
         Some(key) => keyed(admin_routes(), key.clone()),
         None => admin_routes(),
     };
-    routes.fallback(door::not_found).with_state(state)
+    let routes = routes.fallback(door::not_found).layer(panic::layer());
+    crate::telemetry::layer::wrap(routes, state.telemetry.clone()).with_state(state)
 }
 
 fn keyed(routes: Router<AppState>, key: AdminKey) -> Router<AppState> {
@@ -96,6 +105,20 @@ fn admin_routes() -> Router<AppState> {
         .route("/admin/routes", get(models::admin_routes))
         .route("/admin/keys", get(keys::admin))
         .route("/admin/reload", post(reload::admin))
+        .route("/metrics", get(metrics))
+}
+
+/// `GET /metrics`: the Prometheus exposition (OpenMetrics text), placed with the admin routes.
+async fn metrics(State(state): State<AppState>) -> axum::response::Response {
+    let mut response =
+        axum::response::Response::new(axum::body::Body::from(state.telemetry.encode()));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
+    response
 }
 
 async fn health() -> &'static str {
@@ -207,6 +230,20 @@ pub async fn serve_with_admin(
         }
         _ => None,
     };
+    let metrics_task = match server_config.metrics_listen {
+        Some(addr) => {
+            let own = bind(addr)?;
+            tracing::info!(addr = %own.local_addr()?, "metrics listening (GET /metrics, no key)");
+            let stop = state.shutdown.clone();
+            let app = metrics_router(state.clone());
+            let tls = tls.clone();
+            let drain = drain.clone();
+            Some(tokio::spawn(async move {
+                listen::serve(own, tls, app, limits, stop.cancelled_owned(), drain).await
+            }))
+        }
+        None => None,
+    };
     let app = router(state, &placement);
     let served = listen::serve(
         listener,
@@ -231,6 +268,11 @@ pub async fn serve_with_admin(
     let (served, ()) = tokio::join!(served, drained);
     websockets.close();
     let _ = tokio::time::timeout(WEBSOCKET_DRAIN, websockets.wait()).await;
+    if let Some(task) = metrics_task
+        && let Ok(Err(e)) = task.await
+    {
+        tracing::warn!(error = %e, "the metrics listener failed");
+    }
     if let Some(task) = admin_task {
         // Its shutdown followed ours (the same token) and its connections the same kill; a
         // failed admin listener is logged.

@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::error::GatewayError;
 use crate::hub::Hub;
+use crate::telemetry::Telemetry;
 
 /// Shared by every handler: the engine that answers and the hub that keeps streams.
 #[derive(Debug, Clone)]
@@ -28,6 +29,8 @@ pub struct AppState {
     /// The shutdown drain: responses in flight, and the end of the grace that the OpenAI,
     /// Responses and Anthropic doors' answers watch.
     pub drain: super::drain::Drain,
+    /// Request ids, access log and the registry behind `GET /metrics`.
+    pub telemetry: Telemetry,
 }
 
 /// For handlers that need only the engine.
@@ -53,11 +56,21 @@ impl AppState {
         let engine = Arc::new(Engine::new(config)?);
         let hub = Hub::open(streams, &engine)
             .map_err(|e| GatewayError::Internal(format!("opening the journal: {e}")))?;
+        let websockets = TaskTracker::new();
+        let sources = crate::telemetry::system::SystemSources {
+            engine: Arc::clone(&engine),
+            hub: Arc::clone(&hub),
+            websockets: websockets.clone(),
+        };
+        let telemetry = Telemetry::new(engine.config().log.access, |registry| {
+            crate::telemetry::system::register(registry, sources);
+        });
         Ok(AppState {
+            telemetry,
             engine,
             hub,
             shutdown: CancellationToken::new(),
-            websockets: TaskTracker::new(),
+            websockets,
             drain: super::drain::Drain::default(),
         })
     }

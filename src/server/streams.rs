@@ -24,13 +24,14 @@ use providers::{AgentEvent, Dialect, Envelope};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::common::{authenticate, client_key, door_dialect, error_response, read_body};
+use super::common::{authenticate, client_key, door_dialect, error_response, observed, read_body};
 use super::state::AppState;
 use crate::engine::{Call, Events};
 use crate::error::GatewayError;
 use crate::hub::{Entry, NewStream, StoredEvent, Subscription};
 use crate::keys::Caller;
 use crate::respond::json_response;
+use crate::telemetry::request::Observed;
 use crate::upstream::ForwardHeaders;
 
 /// Response header naming the stream (request header too, on `POST /v1/streams`, for a
@@ -54,7 +55,9 @@ pub async fn start(State(state): State<AppState>, request: Request) -> Response 
     let started = async {
         let caller = authenticate(&state.engine.keyring(), dialect, &parts.headers)?;
         let bytes = read_body(body, state.engine.config().server.max_body_bytes).await?;
-        let entry = start_stream(&state, caller, dialect, id, bytes, &parts.headers).await?;
+        let observed = observed(&parts.extensions);
+        let entry =
+            start_stream(&state, caller, dialect, id, bytes, &parts.headers, observed).await?;
         Ok::<_, GatewayError>(entry.subscribe(None)?)
     };
     match started.await {
@@ -73,16 +76,18 @@ pub(crate) async fn start_stream(
     id: Option<String>,
     body: Bytes,
     headers: &HeaderMap,
+    observed: Observed,
 ) -> Result<Arc<Entry>, GatewayError> {
     let request = providers::parse::parse(
         door,
         &body,
         state.engine.config().server.max_body_json_values,
     )?;
-    start_parsed(state, caller, door, id, body, request, headers).await
+    start_parsed(state, caller, door, id, body, request, headers, observed).await
 }
 
 /// [`start_stream`] for a request the caller has parsed already.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn start_parsed(
     state: &AppState,
     caller: Caller,
@@ -91,6 +96,7 @@ pub(crate) async fn start_parsed(
     body: Bytes,
     request: ChatRequest,
     headers: &HeaderMap,
+    observed: Observed,
 ) -> Result<Arc<Entry>, GatewayError> {
     if let Some(id) = &id {
         state.hub.check_id(caller.owner(), id)?;
@@ -105,6 +111,7 @@ pub(crate) async fn start_parsed(
         key: client_key(door, headers, &state.engine.keyring()),
         forward: forward.clone(),
         caller,
+        observed,
     };
     let answer = state.engine.answer(call).await?;
     let entry = state

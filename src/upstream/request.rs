@@ -20,6 +20,9 @@ pub struct ClientKey {
 pub struct ForwardHeaders {
     /// `anthropic-beta` (e.g. fine-grained tool streaming); sent to Anthropic upstreams only.
     pub anthropic_beta: Option<String>,
+    /// The request's id (`x-request-id`, sane or made by the gateway): sent on every upstream
+    /// call, so that a provider's logs and ours meet.
+    pub request_id: Option<String>,
 }
 
 impl ForwardHeaders {
@@ -29,6 +32,11 @@ impl ForwardHeaders {
             anthropic_beta: headers
                 .get("anthropic-beta")
                 .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            request_id: headers
+                .get(crate::telemetry::request_id::HEADER)
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| crate::telemetry::request_id::is_sane(v.as_bytes()))
                 .map(str::to_owned),
         }
     }
@@ -127,6 +135,9 @@ pub fn authorize(
     };
     for (name, value) in wire.upstream_headers(&settings) {
         request = request.header(name, value);
+    }
+    if let Some(id) = &forward.request_id {
+        request = request.header(crate::telemetry::request_id::HEADER, id);
     }
     Ok(request)
 }

@@ -44,6 +44,7 @@ fn call() -> Call {
         },
         forward: ForwardHeaders::default(),
         caller: crate::keys::Caller::open(),
+        observed: crate::telemetry::request::Observed::detached("test".into()),
     }
 }
 
@@ -83,7 +84,6 @@ async fn a_run_that_stops_early_settles_with_the_estimate_of_what_it_streamed() 
             Arc::clone(&engine),
             engine.generation(),
             call(),
-            "req".into(),
             permit,
             vec![route],
         );
@@ -165,7 +165,6 @@ async fn a_run_no_provider_started_costs_nothing() {
         Arc::clone(&engine),
         engine.generation(),
         call(),
-        "req".into(),
         permit,
         Vec::new(),
     ));

@@ -28,7 +28,8 @@ const HOP_BY_HOP: [&str; 9] = [
 /// provider's configuration (the version, beta flags and account headers), cookies meant for
 /// the gateway, `Expect` (the gateway reads the body itself) and `Accept-Encoding` (answers
 /// pass as the provider encodes them, and error bodies are read, so they come plain).
-const CLIENT_ONLY: [&str; 10] = [
+/// `x-request-id` is the gateway's to send (the client's sane one or a fresh one).
+const CLIENT_ONLY: [&str; 11] = [
     "host",
     "authorization",
     "x-api-key",
@@ -39,6 +40,7 @@ const CLIENT_ONLY: [&str; 10] = [
     "anthropic-beta",
     "openai-organization",
     "openai-project",
+    "x-request-id",
 ];
 
 /// The prefix of the gateway's own request headers (`streamgate-provider-key`, ...).

@@ -68,6 +68,8 @@ pub(super) struct Conn {
     pub(super) closed: CancellationToken,
     /// The lanes alive, for `max_streams` and to refuse following a stream twice.
     following: Mutex<Following>,
+    /// The upgrade request's record: each started stream gets a child record of its own.
+    pub(super) observed: crate::telemetry::request::Observed,
 }
 
 #[derive(Debug, Default)]
@@ -163,7 +165,12 @@ impl Conn {
 
     fn spawn_lane(&self, guard: LaneGuard, follow: Follow) {
         let lane: LaneSender = self.outbox.open(self.settings.buffer_events);
-        tokio::spawn(lane::run(guard, lane, follow));
+        // In the connection's span (a started stream's lines are in a child span of it).
+        let span = self.observed.span().clone();
+        tokio::spawn(tracing::Instrument::instrument(
+            lane::run(guard, lane, follow),
+            span,
+        ));
     }
 
     /// Acts on one client frame; the reply to queue, if any.
@@ -270,8 +277,10 @@ pub(super) async fn run(
     caller: crate::keys::Caller,
     compression: Compression,
     settings: WebSocketSettings,
+    observed: crate::telemetry::request::Observed,
 ) {
     let conn = Arc::new(Conn {
+        observed,
         state,
         headers,
         caller,

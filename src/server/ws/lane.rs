@@ -37,25 +37,39 @@ pub(super) enum Follow {
 /// Runs one lane: until its stream's last event is queued, or the connection closes.
 pub(super) async fn run(guard: LaneGuard, lane: LaneSender, follow: Follow) {
     let conn = Arc::clone(guard.conn());
-    let (subscription, cancel_on_close) = match follow {
-        Follow::Resume(subscription) => (subscription, None),
+    let started = match follow {
+        Follow::Resume(subscription) => (subscription, None, None),
         Follow::Start {
             id,
             dialect,
             body,
             detach,
         } => {
-            let Some((subscription, entry)) = start(&conn, &guard, &lane, id, dialect, body).await
-            else {
-                return;
-            };
-            (subscription, (!detach).then_some(entry))
+            // One access line per stream started on the connection, with its own id.
+            let observed = conn.observed.child(http::Method::POST, "/v1/ws#start");
+            let mut finisher = observed.finisher(200);
+            let started = start(&conn, &guard, &lane, id, dialect, body, observed.clone());
+            let (subscription, entry) =
+                match tracing::Instrument::instrument(started, observed.span().clone()).await {
+                    Ok(started) => started,
+                    Err(status) => {
+                        finisher.set_status(status);
+                        finisher.ended();
+                        return;
+                    }
+                };
+            (subscription, (!detach).then_some(entry), Some(finisher))
         }
     };
+    let (subscription, cancel_on_close, finisher) = started;
     tokio::select! {
         biased;
         () = conn.closed.cancelled() => {}
-        () = pump(&conn, &guard, &lane, subscription) => {}
+        ended = pump(&conn, &guard, &lane, subscription) => {
+            if let (true, Some(finisher)) = (ended, finisher) {
+                finisher.ended();
+            }
+        }
     }
     // Dropping the subscription (above) detached the stream; one started with
     // `detach: false` goes with its connection instead.
@@ -76,7 +90,8 @@ async fn start(
     id: Option<String>,
     dialect: Dialect,
     body: Bytes,
-) -> Option<(Subscription, Arc<Entry>)> {
+    observed: crate::telemetry::request::Observed,
+) -> Result<(Subscription, Arc<Entry>), u16> {
     let started = async {
         let entry = start_stream(
             &conn.state,
@@ -85,6 +100,7 @@ async fn start(
             id.clone(),
             body,
             &conn.headers,
+            observed,
         )
         .await?;
         guard.name(entry.id());
@@ -100,9 +116,10 @@ async fn start(
             };
             lane.push(&conn.outbox, vec![conn.frame_message(&frame)])
                 .await;
-            Some((subscription, entry))
+            Ok((subscription, entry))
         }
         Err(e) => {
+            let status = e.status().as_u16();
             tracing::debug!(error = %e, "websocket: start refused");
             let frame = ServerFrame::Error {
                 stream: id,
@@ -111,14 +128,19 @@ async fn start(
             };
             lane.push(&conn.outbox, vec![conn.frame_message(&frame)])
                 .await;
-            None
+            Err(status)
         }
     }
 }
 
 /// Queues every event of the subscription, waiting whenever the lane is full (the hub keeps
-/// the rest meanwhile).
-async fn pump(conn: &Conn, guard: &LaneGuard, lane: &LaneSender, mut subscription: Subscription) {
+/// the rest meanwhile). False when the lane closed first.
+async fn pump(
+    conn: &Conn,
+    guard: &LaneGuard,
+    lane: &LaneSender,
+    mut subscription: Subscription,
+) -> bool {
     let stream = subscription.entry().id().to_owned();
     let chunk_size = conn.settings.chunk_size.max(MIN_CHUNK_SIZE);
     while let Some(batch) = subscription.next_batch().await {
@@ -130,10 +152,11 @@ async fn pump(conn: &Conn, guard: &LaneGuard, lane: &LaneSender, mut subscriptio
             }
             let messages = encode_event(conn.compression, chunk_size, &stream, event);
             if !lane.push(&conn.outbox, messages).await {
-                return;
+                return false;
             }
         }
     }
+    true
 }
 
 /// One event's messages: its `event` frame, or the frame's shards when it is longer than

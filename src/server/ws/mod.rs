@@ -39,8 +39,10 @@ use crate::ws::{Compression, ErrorCode};
 pub async fn upgrade(
     State(state): State<AppState>,
     headers: HeaderMap,
+    extensions: http::Extensions,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let observed = super::common::observed(&extensions);
     let ws = match ws {
         Ok(ws) => ws,
         // Not an upgrade (wrong method, headers or HTTP version): axum's own answer.
@@ -71,18 +73,41 @@ pub async fn upgrade(
     };
     let limit = transport_limit(&settings);
     let tracked = state.websockets.token();
+    // The connection's access line is written when it closes (or if the upgrade never
+    // completes); the telemetry layer leaves this response's record alone.
+    let finisher = observed.finisher(StatusCode::SWITCHING_PROTOCOLS.as_u16());
+    let span = observed.span().clone();
     // Small buffers: tungstenite's 128 KiB default read buffer is allocated (and zeroed) per
     // connection, which alone would put 10,000 idle connections past a gigabyte. Reads and
     // writes still go in larger pieces when there is more to move.
-    ws.max_message_size(limit)
+    let response = ws
+        .max_message_size(limit)
         .max_frame_size(limit)
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(write_buffer_limit(&settings))
-        .on_upgrade(move |socket| async move {
-            connection::run(socket, state, headers, caller, compression, settings).await;
-            drop(tracked);
-        })
+        .on_upgrade(move |socket| {
+            let connection = async move {
+                connection::run(
+                    socket,
+                    state,
+                    headers,
+                    caller,
+                    compression,
+                    settings,
+                    observed,
+                )
+                .await;
+                finisher.ended();
+                drop(tracked);
+            };
+            tracing::Instrument::instrument(connection, span)
+        });
+    let mut response = response;
+    response
+        .extensions_mut()
+        .insert(crate::telemetry::layer::Upgraded);
+    response
 }
 
 /// The 400 of an upgrade whose subprotocols are none of those offered (`compression`).

@@ -272,6 +272,7 @@ fn open_call(model: &str) -> Call {
         },
         forward: ForwardHeaders::default(),
         caller: crate::keys::Caller::open(),
+        observed: crate::telemetry::request::Observed::detached("test".into()),
     }
 }
 

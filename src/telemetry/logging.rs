@@ -1,0 +1,110 @@
+//! The tracing subscriber: stderr, in `[log] format`, filtered by `RUST_LOG` or else
+//! `[log] level`.
+
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+use super::otlp::{OtlpError, OtlpGuard};
+use crate::config::telemetry::OtlpConfig;
+use crate::config::{LogConfig, LogFormat};
+
+/// Why logging could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// `[log] level` (or `RUST_LOG`) is not a tracing filter.
+    #[error("[log] level {level:?} is not a log filter: {reason}")]
+    Level {
+        /// The filter as written.
+        level: String,
+        /// The parser's words.
+        reason: String,
+    },
+    /// `[telemetry.otlp]` could not be started.
+    #[error(transparent)]
+    Otlp(#[from] OtlpError),
+}
+
+/// The filter in force: `RUST_LOG` when set (and not empty), else `[log] level`.
+pub fn filter(config: &LogConfig) -> Result<EnvFilter, LogError> {
+    let level = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| config.level.clone());
+    EnvFilter::try_new(&level).map_err(|e| LogError::Level {
+        reason: e.to_string(),
+        level,
+    })
+}
+
+/// Installs the subscriber `config` describes, with the OTLP trace exporter when `otlp` is
+/// set (its guard flushes the last spans when dropped). `RUST_LOG` / `[log] level` filter the
+/// log lines only; the exporter has its own filter (docs/observability.md, "Traces"). A second
+/// call (tests, the demo) keeps the first subscriber.
+pub fn init(config: &LogConfig, otlp: Option<&OtlpConfig>) -> Result<Option<OtlpGuard>, LogError> {
+    let filter = filter(config)?;
+    let (text, json) = match config.format {
+        LogFormat::Text => (
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .with_filter(filter),
+            ),
+            None,
+        ),
+        LogFormat::Json => (
+            None,
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter),
+            ),
+        ),
+    };
+    let (traces, guard) = match super::otlp::layer(otlp)? {
+        Some((layer, guard)) => (Some(layer), Some(guard)),
+        None => (None, None),
+    };
+    let _ = tracing_subscriber::registry()
+        .with(text)
+        .with(json)
+        .with(traces)
+        .try_init();
+    Ok(guard)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_table_parses_and_refuses_what_it_does_not_know() {
+        let parse = |text: &str| toml::from_str::<LogConfig>(text);
+        assert_eq!(parse("").unwrap(), LogConfig::default());
+        let json = parse("format = \"json\"\nlevel = \"debug\"\naccess = false").unwrap();
+        assert_eq!(json.format, LogFormat::Json);
+        assert_eq!(json.level, "debug");
+        assert!(!json.access);
+        assert!(parse("format = \"xml\"").is_err());
+        assert!(parse("colour = true").is_err());
+    }
+
+    #[test]
+    fn a_level_that_is_no_filter_is_an_error() {
+        // RUST_LOG would override the level under test.
+        if std::env::var_os("RUST_LOG").is_some() {
+            return;
+        }
+        let bad = LogConfig {
+            level: "info,[=".into(),
+            ..LogConfig::default()
+        };
+        assert!(matches!(filter(&bad), Err(LogError::Level { .. })));
+        assert!(filter(&LogConfig::default()).is_ok());
+    }
+}
