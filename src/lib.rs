@@ -23,7 +23,7 @@
 //!   compression, sharding, and the reference client's decoder.
 //! - [`estimate`]: token estimates where providers give none.
 //! - [`counters`]: lock-free histograms the subsystems keep for the metrics.
-//! - [`telemetry`]: the metrics (Prometheus) of the gateway and its subsystems.
+//! - [`system_metrics`]: the subsystems' metrics, read at scrape time.
 //! - [`keys`]: gateway keys: authentication, allowed models, the identity limits count.
 //! - [`limit`]: rate limits per client key and model (governor), upstream rate-limit backoff.
 //! - [`error`]: gateway errors, their status and their shape in each dialect.
@@ -55,6 +55,7 @@ pub mod secret;
 pub mod server;
 pub mod splice;
 pub mod stream_id;
+pub mod system_metrics;
 pub mod telemetry;
 pub mod upstream;
 pub mod ws;

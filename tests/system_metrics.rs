@@ -15,7 +15,7 @@ use prometheus_client::registry::Registry;
 use providers::Dialect;
 use streamgate::replay;
 use streamgate::server::AppState;
-use streamgate::telemetry::system::{SystemSources, names, register};
+use streamgate::system_metrics::{SystemSources, names, register};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 fn scrape(state: &AppState) -> String {

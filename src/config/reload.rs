@@ -25,6 +25,7 @@ pub const NEEDS_RESTART: &[&str] = &[
     "server.keep_alive_idle_ms",
     "server.body_read_timeout_ms",
     "server.shutdown_grace_ms",
+    "server.metrics_listen",
     "streams",
 ];
 
@@ -73,6 +74,10 @@ pub fn keep_restart_settings(running: &Config, next: &mut Config) -> Vec<&'stati
     keep(
         "server.shutdown_grace_ms",
         old.shutdown_grace_ms == new.shutdown_grace_ms,
+    );
+    keep(
+        "server.metrics_listen",
+        old.metrics_listen == new.metrics_listen,
     );
     keep("streams", same(&running.streams, &next.streams));
     // Everything of [server] but the two body limits, which every request reads anew.

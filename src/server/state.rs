@@ -57,13 +57,13 @@ impl AppState {
         let hub = Hub::open(streams, &engine)
             .map_err(|e| GatewayError::Internal(format!("opening the journal: {e}")))?;
         let websockets = TaskTracker::new();
-        let sources = crate::telemetry::system::SystemSources {
+        let sources = crate::system_metrics::SystemSources {
             engine: Arc::clone(&engine),
             hub: Arc::clone(&hub),
             websockets: websockets.clone(),
         };
         let telemetry = Telemetry::new(engine.config().log.access, |registry| {
-            crate::telemetry::system::register(registry, sources);
+            crate::system_metrics::register(registry, sources);
         });
         Ok(AppState {
             telemetry,

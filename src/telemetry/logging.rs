@@ -60,7 +60,7 @@ pub fn init(config: &LogConfig, otlp: Option<&OtlpConfig>) -> Result<Option<Otlp
                 tracing_subscriber::fmt::layer()
                     .json()
                     .with_current_span(true)
-                    .with_span_list(false)
+                    .with_span_list(true)
                     .with_writer(std::io::stderr)
                     .with_filter(filter),
             ),

@@ -7,8 +7,6 @@
 //! - [`meter`]: one answer's measures (time to first token, gaps, tokens, attempts).
 //! - [`metrics`]: the request path's metric families.
 //! - [`logging`]: the tracing subscriber, from `[log]`.
-//! - [`system`]: the subsystems' metrics (rate limits, breakers, streams, WebSocket
-//!   connections, journal, upstream pools), read at scrape time.
 //! - [`otlp`]: trace export (off by default).
 
 pub mod layer;
@@ -18,7 +16,6 @@ pub mod metrics;
 pub mod otlp;
 pub mod request;
 pub mod request_id;
-pub mod system;
 
 use std::sync::Arc;
 
