@@ -1,6 +1,5 @@
-//! The subsystem metrics of a running gateway, driven through real sockets: a registry is
-//! built from the gateway's own `AppState` (engine, hub, WebSocket tracker) as `/metrics`
-//! builds it, and read after real traffic: rate-limit refusals by the gateway and by the
+//! The subsystem metrics of a running gateway, driven through real sockets: the gateway's own
+//! registry (what `/metrics` serves) is read after real traffic: rate-limit refusals by the gateway and by the
 //! provider, a native stream, a WebSocket connection, the journal and the upstream pools.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -11,26 +10,16 @@ mod gw;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use prometheus_client::registry::Registry;
 use providers::Dialect;
 use streamgate::replay;
 use streamgate::server::AppState;
-use streamgate::system_metrics::{SystemSources, names, register};
+use streamgate::system_metrics::names;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+/// What `GET /metrics` serves: the gateway's own registry, where `AppState::new` registered
+/// the subsystem collector beside the request path's families.
 fn scrape(state: &AppState) -> String {
-    let mut registry = Registry::default();
-    register(
-        &mut registry,
-        SystemSources {
-            engine: state.engine.clone(),
-            hub: state.hub.clone(),
-            websockets: state.websockets.clone(),
-        },
-    );
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-    text
+    state.telemetry.encode()
 }
 
 fn value(text: &str, series: &str) -> f64 {
