@@ -400,6 +400,11 @@ pub struct ServerConfig {
     /// served with the admin routes (docs/observability.md).
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Whether the gateway measures itself for `GET /metrics` (the request path's metrics
+    /// and the subsystems' collectors). Off: nothing is measured and `/metrics` is 404
+    /// (docs/performance.md measures what it costs).
+    #[serde(default = "default_true")]
+    pub metrics: bool,
     /// `[server.tls]`: serve HTTPS and WSS (on every listener) instead of plain HTTP.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
@@ -482,6 +487,7 @@ impl Default for ServerConfig {
             admin_key_sha256: None,
             admin_listen: None,
             metrics_listen: None,
+            metrics: true,
             tls: None,
             max_connections: default_max_connections(),
             max_connections_per_address: default_max_connections_per_address(),

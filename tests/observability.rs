@@ -1006,3 +1006,37 @@ async fn serve_logs_json_as_its_config_says() {
             .any(|r| r.header("x-request-id") == Some("from-the-client.1"))
     );
 }
+
+/// `[server] metrics = false` and `[log] access = false` (what docs/performance.md measures
+/// against): answers are the same, `/metrics` is a 404 with a request id, and no access line
+/// is written, for seeded requests over every door.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_access_lines_can_be_turned_off() {
+    capture();
+    let h = gw::start_with(|c| {
+        c.server.metrics = false;
+        c.log.access = false;
+    })
+    .await;
+    let mut rng = fastrand::Rng::with_seed(0x0ff);
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        let door = Dialect::ALL[rng.usize(..Dialect::ALL.len())];
+        let stream = rng.bool();
+        let r = h
+            .chat(door, &[], &gw::chat_body(door, "demo", stream))
+            .await;
+        assert_eq!(r.status(), 200, "{door:?}");
+        ids.push(id_of(&r));
+        gw::body_bytes(r).await;
+    }
+    let r = h.client.get(h.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_v7(&id_of(&r));
+    // Lines of other tests' gateways may be written meanwhile: only these ids matter, and a
+    // line of theirs would have been written by now (as `access_lines` waits for it).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for id in &ids {
+        assert!(access_lines_now(id).is_empty(), "{id}");
+    }
+}

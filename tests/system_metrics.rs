@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 /// What `GET /metrics` serves: the gateway's own registry, where `AppState::new` registered
 /// the subsystem collector beside the request path's families.
 fn scrape(state: &AppState) -> String {
-    state.telemetry.encode()
+    state.telemetry.encode().expect("metrics are on by default")
 }
 
 fn value(text: &str, series: &str) -> f64 {

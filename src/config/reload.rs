@@ -26,6 +26,7 @@ pub const NEEDS_RESTART: &[&str] = &[
     "server.body_read_timeout_ms",
     "server.shutdown_grace_ms",
     "server.metrics_listen",
+    "server.metrics",
     "streams",
 ];
 
@@ -79,6 +80,7 @@ pub fn keep_restart_settings(running: &Config, next: &mut Config) -> Vec<&'stati
         "server.metrics_listen",
         old.metrics_listen == new.metrics_listen,
     );
+    keep("server.metrics", old.metrics == new.metrics);
     keep("streams", same(&running.streams, &next.streams));
     // Everything of [server] but the two body limits, which every request reads anew.
     let body = (new.max_body_bytes, new.max_body_json_values);

@@ -109,9 +109,13 @@ fn admin_routes() -> Router<AppState> {
 }
 
 /// `GET /metrics`: the Prometheus exposition (OpenMetrics text), placed with the admin routes.
-async fn metrics(State(state): State<AppState>) -> axum::response::Response {
-    let mut response =
-        axum::response::Response::new(axum::body::Body::from(state.telemetry.encode()));
+/// 404 with `[server] metrics = false`.
+async fn metrics(State(state): State<AppState>, request: Request) -> axum::response::Response {
+    let Some(text) = state.telemetry.encode() else {
+        let (parts, _) = request.into_parts();
+        return door::not_found(parts.headers, parts.uri).await;
+    };
+    let mut response = axum::response::Response::new(axum::body::Body::from(text));
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static(

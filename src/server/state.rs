@@ -62,9 +62,13 @@ impl AppState {
             hub: Arc::clone(&hub),
             websockets: websockets.clone(),
         };
-        let telemetry = Telemetry::new(engine.config().log.access, |registry| {
-            crate::system_metrics::register(registry, sources);
-        });
+        let telemetry = Telemetry::new(
+            engine.config().log.access,
+            engine.config().server.metrics,
+            |registry| {
+                crate::system_metrics::register(registry, sources);
+            },
+        );
         Ok(AppState {
             telemetry,
             engine,

@@ -95,7 +95,7 @@ async fn observe(State(telemetry): State<Telemetry>, mut request: Request, next:
         method,
         path,
         span.clone(),
-        std::sync::Arc::clone(&telemetry.metrics),
+        telemetry.metrics.clone(),
         telemetry.access,
     );
     request.extensions_mut().insert(observed.clone());

@@ -25,32 +25,42 @@ use prometheus_client::registry::Registry;
 /// in one process) and the request path's metrics in it.
 #[derive(Debug, Clone)]
 pub struct Telemetry {
-    registry: Arc<Registry>,
-    /// The request path's families.
-    pub metrics: Arc<metrics::Metrics>,
+    /// None with `[server] metrics = false`.
+    registry: Option<Arc<Registry>>,
+    /// The request path's families (None with `[server] metrics = false`: nothing is
+    /// measured and `/metrics` is 404).
+    pub metrics: Option<Arc<metrics::Metrics>>,
     /// `[log] access`: whether finished requests write an access line.
     pub access: bool,
 }
 
 impl Telemetry {
-    /// A registry with the request path's metrics; `more` registers further collectors
-    /// before the registry is frozen.
-    pub fn new(access: bool, more: impl FnOnce(&mut Registry)) -> Telemetry {
+    /// A registry with the request path's metrics when `metrics` (`[server] metrics`);
+    /// `more` registers further collectors before the registry is frozen.
+    pub fn new(access: bool, metrics: bool, more: impl FnOnce(&mut Registry)) -> Telemetry {
+        if !metrics {
+            return Telemetry {
+                registry: None,
+                metrics: None,
+                access,
+            };
+        }
         let mut registry = Registry::default();
         let metrics = Arc::new(metrics::Metrics::register(&mut registry));
         more(&mut registry);
         Telemetry {
-            registry: Arc::new(registry),
-            metrics,
+            registry: Some(Arc::new(registry)),
+            metrics: Some(metrics),
             access,
         }
     }
 
-    /// Every metric in the Prometheus text format (version 0.0.4), `# EOF` last.
-    pub fn encode(&self) -> String {
+    /// Every metric in the OpenMetrics text format, `# EOF` last; None when metrics are off.
+    pub fn encode(&self) -> Option<String> {
+        let registry = self.registry.as_ref()?;
         let mut out = String::with_capacity(16 * 1024);
         // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        let _ = prometheus_client::encoding::text::encode(&mut out, registry);
+        Some(out)
     }
 }

@@ -130,7 +130,8 @@ pub struct Tokens {
 /// Where a finished record goes.
 #[derive(Debug)]
 struct Sink {
-    metrics: Arc<Metrics>,
+    /// None with `[server] metrics = false`.
+    metrics: Option<Arc<Metrics>>,
     access: bool,
 }
 
@@ -179,7 +180,7 @@ impl Observed {
         method: http::Method,
         path: String,
         span: tracing::Span,
-        metrics: Arc<Metrics>,
+        metrics: Option<Arc<Metrics>>,
         access: bool,
     ) -> Observed {
         Observed(Arc::new(Record {
@@ -221,7 +222,7 @@ impl Observed {
 
     /// The metrics it counts in (None for a detached record).
     pub fn metrics(&self) -> Option<&Arc<Metrics>> {
-        self.0.sink.as_ref().map(|s| &s.metrics)
+        self.0.sink.as_ref().and_then(|s| s.metrics.as_ref())
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
@@ -303,7 +304,7 @@ impl Observed {
             started: Instant::now(),
             span,
             sink: self.0.sink.as_ref().map(|s| Sink {
-                metrics: Arc::clone(&s.metrics),
+                metrics: s.metrics.clone(),
                 access: s.access,
             }),
             state: Mutex::default(),
@@ -341,7 +342,9 @@ impl Observed {
         }) else {
             return;
         };
-        sink.metrics.request(&labels, duration);
+        if let Some(metrics) = &sink.metrics {
+            metrics.request(&labels, duration);
+        }
         if sink.access {
             record.span.in_scope(|| {
                 let tokens = line.tokens;
