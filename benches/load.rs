@@ -35,7 +35,9 @@
 //! Flags (unknown ones, such as cargo's `--bench`, are ignored): `--concurrency N` (500),
 //! `--requests N` (5000), `--chunks N` (50), `--delay-ms F` (0), `--warmup N` (1 per client),
 //! `--gateway PATH`, `--gateway-log FILTER` (the gateway's RUST_LOG; default `info`, what
-//! `serve` logs out of the box), `--reference nginx` (add the nginx phase), `--reference-bin
+//! `serve` logs out of the box), `--quiet-gateway` (add a phase through a second gateway with
+//! `[server] metrics = false` and `[log] access = false`: what metrics and access lines cost
+//! per stream), `--reference nginx` (add the nginx phase), `--reference-bin
 //! PATH` (default `nginx` from PATH, then /usr/sbin, /usr/local/sbin), `--reference-workers N`
 //! (2). nginx is needed only with `--reference`; CI never runs this bench.
 
@@ -73,6 +75,9 @@ struct Args {
     warmup: usize,
     gateway: PathBuf,
     gateway_log: String,
+    /// `--quiet-gateway`: add a phase through a second gateway with `[server] metrics = false`
+    /// and `[log] access = false`, what metrics and access lines cost (docs/performance.md).
+    quiet: bool,
     /// `--reference nginx`: add a phase through nginx.
     reference: bool,
     reference_bin: Option<PathBuf>,
@@ -81,7 +86,8 @@ struct Args {
 
 const USAGE: &str = "cargo bench --bench load -- [--concurrency N] [--requests N] [--chunks N] \
                      [--delay-ms F] [--warmup N] [--gateway PATH] [--gateway-log FILTER] \
-                     [--reference nginx] [--reference-bin PATH] [--reference-workers N]";
+                     [--quiet-gateway] [--reference nginx] [--reference-bin PATH] \
+                     [--reference-workers N]";
 
 impl Args {
     fn parse() -> Res<Args> {
@@ -93,6 +99,7 @@ impl Args {
             warmup: 1,
             gateway: PathBuf::from(env!("CARGO_BIN_EXE_streamgate")),
             gateway_log: "info".to_owned(),
+            quiet: false,
             reference: false,
             reference_bin: None,
             reference_workers: 2,
@@ -118,6 +125,10 @@ impl Args {
             if name == "--help" || name == "-h" {
                 println!("{USAGE}");
                 std::process::exit(0);
+            }
+            if name == "--quiet-gateway" {
+                args.quiet = true;
+                continue;
             }
             if !known.contains(&name.as_str()) {
                 continue; // cargo's --bench, filters, anything else
@@ -310,7 +321,8 @@ impl Drop for Gateway {
 }
 
 impl Gateway {
-    fn spawn(binary: &Path, upstream: SocketAddr, log_filter: &str) -> Res<Gateway> {
+    /// A gateway on `upstream`; `extra` is appended to its config file.
+    fn spawn(binary: &Path, upstream: SocketAddr, log_filter: &str, extra: &str) -> Res<Gateway> {
         if !binary.is_file() {
             return Err(format!(
                 "gateway binary {} not found: build it with `cargo build --release` or pass \
@@ -326,7 +338,7 @@ impl Gateway {
         std::fs::write(
             &config,
             format!(
-                "[server]\nlisten = \"{addr}\"\n\n[providers.openai]\ndialect = \"openai\"\n\
+                "[server]\nlisten = \"{addr}\"\n{extra}\n[providers.openai]\ndialect = \"openai\"\n\
                  base_url = \"http://{upstream}/v1\"\n"
             ),
         )?;
@@ -995,9 +1007,20 @@ async fn run_async(args: Args, fds: String) -> Res<bool> {
         content: (0..args.chunks).map(token).collect(),
     });
     let (up_addr, upstream) = start_upstream(frames.clone(), args.delay).await?;
-    let mut gateway = Gateway::spawn(&args.gateway, up_addr, &args.gateway_log)?;
+    let mut gateway = Gateway::spawn(&args.gateway, up_addr, &args.gateway_log, "")?;
     gateway.ready().await?;
     let idle_rss = status_mib(gateway.pid, "VmRSS");
+    // `[log]` follows the `[server]` table's keys, so the server key goes first.
+    let mut quiet = match args.quiet {
+        true => {
+            let extra = "metrics = false\n\n[log]\naccess = false\n";
+            let mut q = Gateway::spawn(&args.gateway, up_addr, &args.gateway_log, extra)?;
+            q.ready().await?;
+            Some(q)
+        }
+        false => None,
+    };
+    let quiet_idle_rss = quiet.as_ref().and_then(|q| status_mib(q.pid, "VmRSS"));
     // Started up front so that a missing or broken nginx fails before the long phases.
     let mut nginx = match args.reference {
         true => {
@@ -1082,6 +1105,30 @@ async fn run_async(args: Args, fds: String) -> Res<bool> {
         idle_rss,
         peak_rss,
     }];
+    let mut quiet_alive = true;
+    if let Some(q) = &mut quiet {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        eprintln!("quiet gateway phase (metrics and access lines off) ...");
+        let phase = run_phase(
+            &args,
+            Target {
+                addr: q.addr,
+                path: "/v1/chat/completions",
+                body: request_body("openai/synthetic"),
+            },
+            expected.clone(),
+            &[q.pid],
+            &upstream,
+        )
+        .await?;
+        quiet_alive = q.child.try_wait()?.is_none();
+        columns.push(Column {
+            name: "gw-quiet",
+            phase,
+            idle_rss: quiet_idle_rss,
+            peak_rss: status_mib(q.pid, "VmHWM"),
+        });
+    }
     let mut nginx_alive = true;
     if let Some(n) = &mut nginx {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -1119,13 +1166,17 @@ async fn run_async(args: Args, fds: String) -> Res<bool> {
             n.log_tail()
         );
     }
+    if let Some(q) = quiet.as_ref().filter(|_| !quiet_alive) {
+        println!("the quiet gateway exited during the run:\n{}", q.log_tail());
+    }
     drop(nginx);
+    drop(quiet);
     drop(gateway);
     let failures: u64 = std::iter::once(&direct)
         .chain(columns.iter().map(|c| &c.phase))
         .map(|p| p.errors + p.warmup_errors)
         .sum();
-    Ok(failures == 0 && alive && nginx_alive)
+    Ok(failures == 0 && alive && quiet_alive && nginx_alive)
 }
 
 /// Sum of a /proc/PID/status memory field over `pids` (shared pages count once per process).
