@@ -180,11 +180,12 @@ Doors:
     GET  {gateway}/v1/models                    the models (OpenAI or Anthropic shape)
     GET  {gateway}/healthz                      liveness
     GET  {gateway}/readyz                       readiness, per provider
-    GET  {gateway}/metrics                      Prometheus metrics
+    GET  {gateway}/metrics                      Prometheus metrics (with the admin routes)
 Admin (open on loopback; elsewhere it needs [server] admin_key_env or admin_listen):
     GET  {gateway}/admin/streams                the streams kept (streamgate status --streaming)
     GET  {gateway}/admin/routes                 breakers, recent error rates (streamgate status --routes)
     GET  {gateway}/admin/keys                   gateway keys and their use
+    POST {gateway}/admin/reload                 re-read the config file (SIGHUP too; 409 here: built in)
 
 Every door answers for any model: ask the OpenAI door for an Anthropic recording and get an
 OpenAI stream, and the reverse.
@@ -346,6 +347,7 @@ mod tests {
             "/admin/streams",
             "/admin/routes",
             "/admin/keys",
+            "/admin/reload",
         ] {
             assert!(text.contains(&format!("http://g{path} ")), "{path}");
         }
