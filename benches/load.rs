@@ -332,14 +332,17 @@ impl Gateway {
             .into());
         }
         let addr = free_port()?;
-        let dir = tool_dir();
+        // One directory per gateway (config, log, journal): `--quiet-gateway` runs two.
+        let dir = tool_dir().join(format!("gateway-{}", addr.port()));
         std::fs::create_dir_all(&dir)?;
         let config = dir.join("gateway.toml");
+        // Each gateway its own journal (two cannot share one), removed with the tool's dir.
+        let journal = dir.join("journal");
         std::fs::write(
             &config,
             format!(
                 "[server]\nlisten = \"{addr}\"\n{extra}\n[providers.openai]\ndialect = \"openai\"\n\
-                 base_url = \"http://{upstream}/v1\"\n"
+                 base_url = \"http://{upstream}/v1\"\n\n[streams.journal]\ndir = {journal:?}\n"
             ),
         )?;
         let log = std::fs::File::create(dir.join("gateway.log"))?;
