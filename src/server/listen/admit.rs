@@ -16,8 +16,28 @@ pub enum Refusal {
 
 impl Refusal {
     /// The whole HTTP/1.1 response written to the socket before it is closed: an OpenAI-shaped
-    /// JSON error (both SDKs read `error.message`), `Connection: close`.
-    pub fn response(self) -> &'static [u8] {
+    /// JSON error (both SDKs read `error.message`), `Connection: close`, and a fresh request
+    /// id like every other answer of the gateway.
+    pub fn response(self) -> Vec<u8> {
+        let (head, rest) = self
+            .text()
+            .split_at(self.text().find("\r\n").unwrap_or(0) + 2);
+        let id = crate::telemetry::request_id::fresh();
+        let mut out = Vec::with_capacity(self.text().len() + 64);
+        out.extend_from_slice(head.as_bytes());
+        for part in [
+            crate::telemetry::request_id::HEADER,
+            ": ",
+            &id,
+            "\r\n",
+            rest,
+        ] {
+            out.extend_from_slice(part.as_bytes());
+        }
+        out
+    }
+
+    fn text(self) -> &'static str {
         match self {
             // Retry-After: other clients' connections end all the time; a second is enough
             // for SDK retry loops not to hammer, short enough not to stall them.
@@ -31,8 +51,7 @@ impl Refusal {
                 r#"{"error":{"message":"the gateway has too many open connections","#,
                 r#""type":"server_error","param":null,"code":"too_many_connections"}}"#,
                 "\n",
-            )
-            .as_bytes(),
+            ),
             Refusal::PerAddress => concat!(
                 "HTTP/1.1 429 Too Many Requests\r\n",
                 "content-type: application/json\r\n",
@@ -43,8 +62,7 @@ impl Refusal {
                 r#"{"error":{"message":"too many open connections from this address","#,
                 r#""type":"requests","param":null,"code":"too_many_connections_from_address"}}"#,
                 "\n",
-            )
-            .as_bytes(),
+            ),
         }
     }
 }
@@ -147,7 +165,8 @@ mod tests {
     #[test]
     fn refusals_are_whole_http_responses_with_a_json_body() {
         for refusal in [Refusal::Total, Refusal::PerAddress] {
-            let text = std::str::from_utf8(refusal.response()).unwrap();
+            let response = refusal.response();
+            let text = std::str::from_utf8(&response).unwrap();
             let (head, body) = text.split_once("\r\n\r\n").unwrap();
             let length: usize = head
                 .lines()
@@ -159,6 +178,12 @@ mod tests {
             let json: serde_json::Value = serde_json::from_str(body).unwrap();
             assert!(json["error"]["message"].is_string(), "{refusal:?}");
             assert!(head.contains("connection: close"));
+            assert!(head.starts_with("HTTP/1.1 "), "{head}");
+            let id = head
+                .lines()
+                .find_map(|l| l.strip_prefix("x-request-id: "))
+                .unwrap();
+            assert!(crate::telemetry::request_id::is_sane(id.as_bytes()), "{id}");
         }
     }
 

@@ -194,7 +194,7 @@ fn refuse(
     tokio::spawn(async move {
         let _permit = permit;
         let _ = tokio::time::timeout(REFUSAL_LINGER, async {
-            tcp.write_all(refusal.response()).await?;
+            tcp.write_all(&refusal.response()).await?;
             tcp.shutdown().await?;
             let mut sink = [0u8; 4096];
             let mut read = 0;
