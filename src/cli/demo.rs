@@ -26,7 +26,7 @@ pub fn run(
     journal: Option<PathBuf>,
     allow_open: bool,
 ) -> Result<(), ServeError> {
-    init_logging();
+    let _logs = init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

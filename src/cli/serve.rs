@@ -45,8 +45,9 @@ pub fn run(
     // Logging follows `[log]`, so it starts once the config is read; a config error is
     // printed by `main` all the same.
     let mut config = Config::load(config)?;
-    // Dropped after the runtime is done: exports the last spans (a few seconds at most).
-    let _traces = crate::telemetry::logging::init(&config.log, config.telemetry.otlp.as_ref())?;
+    // Dropped after the runtime is done: writes the last lines and exports the last spans (a
+    // few seconds at most).
+    let _logs = crate::telemetry::logging::init(&config.log, config.telemetry.otlp.as_ref())?;
     if let Some(listen) = listen {
         config.server.listen = listen;
     }
@@ -131,12 +132,14 @@ fn log_startup(config: &Config) {
 }
 
 /// Logs to stderr as the default `[log]` says (text, `info`); `RUST_LOG` filters. For
-/// commands without a config file (the demo).
-pub fn init_logging() {
-    if let Err(e) = crate::telemetry::logging::init(&crate::config::LogConfig::default(), None) {
-        // Only a bad RUST_LOG gets here: say so and go on without logs.
-        eprintln!("streamgate: {e}");
-    }
+/// commands without a config file (the demo). Keep the guard for as long as logs are wanted.
+pub fn init_logging() -> Option<crate::telemetry::logging::LogGuard> {
+    crate::telemetry::logging::init(&crate::config::LogConfig::default(), None)
+        .map_err(|e| {
+            // Only a bad RUST_LOG gets here: say so and go on without logs.
+            eprintln!("streamgate: {e}");
+        })
+        .ok()
 }
 
 /// A signal that stops the gateway.

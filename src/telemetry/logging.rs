@@ -38,17 +38,36 @@ pub fn filter(config: &LogConfig) -> Result<EnvFilter, LogError> {
     })
 }
 
+/// Lines waiting for the log writer thread at most; past that, new lines are dropped rather
+/// than holding a request back (a stalled stderr pipe must not stall the gateway).
+const QUEUED_LINES: usize = 65_536;
+
+/// What must live as long as logging: the log writer thread (lines still queued are written
+/// when it drops) and the OTLP exporter (its last spans are sent when it drops).
+#[derive(Debug)]
+pub struct LogGuard {
+    _writer: tracing_appender::non_blocking::WorkerGuard,
+    _traces: Option<OtlpGuard>,
+}
+
 /// Installs the subscriber `config` describes, with the OTLP trace exporter when `otlp` is
-/// set (its guard flushes the last spans when dropped). `RUST_LOG` / `[log] level` filter the
-/// log lines only; the exporter has its own filter (docs/observability.md, "Traces"). A second
-/// call (tests, the demo) keeps the first subscriber.
-pub fn init(config: &LogConfig, otlp: Option<&OtlpConfig>) -> Result<Option<OtlpGuard>, LogError> {
+/// set. `RUST_LOG` / `[log] level` filter the log lines only; the exporter has its own filter
+/// (docs/observability.md, "Traces"). Lines are formatted where they happen and written to
+/// stderr by a thread of their own, in batches (one write per batch, not one per line: the
+/// access log costs a stream little; docs/performance.md). A second call (tests, the demo)
+/// keeps the first subscriber.
+pub fn init(config: &LogConfig, otlp: Option<&OtlpConfig>) -> Result<LogGuard, LogError> {
     let filter = filter(config)?;
+    let (writer, worker) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(QUEUED_LINES)
+        .lossy(true)
+        .thread_name("streamgate-log")
+        .finish(std::io::BufWriter::new(std::io::stderr()));
     let (text, json) = match config.format {
         LogFormat::Text => (
             Some(
                 tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
+                    .with_writer(writer)
                     .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                     .with_filter(filter),
             ),
@@ -61,7 +80,7 @@ pub fn init(config: &LogConfig, otlp: Option<&OtlpConfig>) -> Result<Option<Otlp
                     .json()
                     .with_current_span(true)
                     .with_span_list(true)
-                    .with_writer(std::io::stderr)
+                    .with_writer(writer)
                     .with_filter(filter),
             ),
         ),
@@ -75,7 +94,10 @@ pub fn init(config: &LogConfig, otlp: Option<&OtlpConfig>) -> Result<Option<Otlp
         .with(json)
         .with(traces)
         .try_init();
-    Ok(guard)
+    Ok(LogGuard {
+        _writer: worker,
+        _traces: guard,
+    })
 }
 
 #[cfg(test)]
