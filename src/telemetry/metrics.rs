@@ -12,9 +12,9 @@ use std::time::Duration;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+use super::histogram::AtomicHistogram;
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::route::Route;
@@ -143,10 +143,10 @@ impl Reason {
 #[derive(Debug)]
 pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
-    request_duration: Family<DoorLabels, Histogram>,
-    ttft: Family<RouteLabels, Histogram>,
-    gap: Family<RouteLabels, Histogram>,
-    stream_duration: Family<RouteLabels, Histogram>,
+    request_duration: Family<DoorLabels, AtomicHistogram>,
+    ttft: Family<RouteLabels, AtomicHistogram>,
+    gap: Family<RouteLabels, AtomicHistogram>,
+    stream_duration: Family<RouteLabels, AtomicHistogram>,
     tokens: Family<TokenLabels, Counter>,
     attempts: Family<RouteLabels, Counter>,
     retries: Family<ReasonLabels, Counter>,
@@ -155,19 +155,22 @@ pub struct Metrics {
 }
 
 /// Buckets of time to first token and of request and stream durations: 5 ms to ~10 min.
-fn latency_histogram() -> Histogram {
-    Histogram::new([
-        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
-        600.0,
-    ])
-}
+const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
 
 /// Buckets of inter-token gaps: 1 ms to 10 s (a token every 20 ms is typical; seconds is a
 /// stalled provider).
-fn gap_histogram() -> Histogram {
-    Histogram::new([
-        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-    ])
+const GAP_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+fn latency_histogram() -> AtomicHistogram {
+    AtomicHistogram::new(LATENCY_BUCKETS)
+}
+
+fn gap_histogram() -> AtomicHistogram {
+    AtomicHistogram::new(GAP_BUCKETS)
 }
 
 impl Metrics {
@@ -251,7 +254,7 @@ impl Metrics {
                 door: labels.door,
                 status_class: labels.status_class,
             })
-            .observe(duration.as_secs_f64());
+            .observe(duration);
     }
 
     /// The per-token and per-answer handles of `route` (a label from [`route_label`]).
@@ -321,9 +324,9 @@ fn reason_labels(route: &RouteMetrics, reason: Reason) -> ReasonLabels {
 #[derive(Debug, Clone)]
 pub struct RouteMetrics {
     route: String,
-    ttft: Histogram,
-    gap: Histogram,
-    stream_duration: Histogram,
+    ttft: AtomicHistogram,
+    gap: AtomicHistogram,
+    stream_duration: AtomicHistogram,
 }
 
 impl RouteMetrics {
@@ -334,17 +337,17 @@ impl RouteMetrics {
 
     /// Observes a time to first token.
     pub fn first_token(&self, after: Duration) {
-        self.ttft.observe(after.as_secs_f64());
+        self.ttft.observe(after);
     }
 
     /// Observes a gap between two tokens.
     pub fn gap(&self, gap: Duration) {
-        self.gap.observe(gap.as_secs_f64());
+        self.gap.observe(gap);
     }
 
     /// Observes an answer's duration.
     pub fn stream_duration(&self, duration: Duration) {
-        self.stream_duration.observe(duration.as_secs_f64());
+        self.stream_duration.observe(duration);
     }
 }
 

@@ -3,12 +3,14 @@
 //!
 //! - [`request_id`]: a client's sane `x-request-id` or a fresh UUID v7.
 //! - [`request`]: one request's [`request::Observed`] record, finished into one access line.
+//! - [`histogram`]: the request path's lock-free histograms as Prometheus metrics.
 //! - [`layer`]: the layers that give every request its id, span and record.
 //! - [`meter`]: one answer's measures (time to first token, gaps, tokens, attempts).
 //! - [`metrics`]: the request path's metric families.
 //! - [`logging`]: the tracing subscriber, from `[log]`.
 //! - [`otlp`]: trace export (off by default).
 
+pub mod histogram;
 pub mod layer;
 pub mod logging;
 pub mod meter;
