@@ -37,7 +37,9 @@
 //! `--gateway PATH`, `--gateway-log FILTER` (the gateway's RUST_LOG; default `info`, what
 //! `serve` logs out of the box), `--quiet-gateway` (add a phase through a second gateway with
 //! `[server] metrics = false` and `[log] access = false`: what metrics and access lines cost
-//! per stream), `--reference nginx` (add the nginx phase), `--reference-bin
+//! per stream; `--quiet-config TEXT` replaces those settings, `\n` for a new line, and
+//! `--quiet-config ""` makes both gateways alike, which measures the method's own bias),
+//! `--reference nginx` (add the nginx phase), `--reference-bin
 //! PATH` (default `nginx` from PATH, then /usr/sbin, /usr/local/sbin), `--reference-workers N`
 //! (2). nginx is needed only with `--reference`; CI never runs this bench.
 
@@ -78,15 +80,21 @@ struct Args {
     /// `--quiet-gateway`: add a phase through a second gateway with `[server] metrics = false`
     /// and `[log] access = false`, what metrics and access lines cost (docs/performance.md).
     quiet: bool,
+    /// `--quiet-config TEXT`: the second gateway's extra `[server]` keys and tables (default
+    /// [`QUIET`]); `--quiet-config ""` makes it identical, to measure the method's own bias.
+    quiet_config: String,
     /// `--reference nginx`: add a phase through nginx.
     reference: bool,
     reference_bin: Option<PathBuf>,
     reference_workers: usize,
 }
 
+/// The second gateway of `--quiet-gateway`: metrics and access lines off.
+const QUIET: &str = "metrics = false\n\n[log]\naccess = false\n";
+
 const USAGE: &str = "cargo bench --bench load -- [--concurrency N] [--requests N] [--chunks N] \
                      [--delay-ms F] [--warmup N] [--gateway PATH] [--gateway-log FILTER] \
-                     [--quiet-gateway] [--reference nginx] [--reference-bin PATH] \
+                     [--quiet-gateway] [--quiet-config TEXT] [--reference nginx] [--reference-bin PATH] \
                      [--reference-workers N]";
 
 impl Args {
@@ -100,6 +108,7 @@ impl Args {
             gateway: PathBuf::from(env!("CARGO_BIN_EXE_streamgate")),
             gateway_log: "info".to_owned(),
             quiet: false,
+            quiet_config: QUIET.to_owned(),
             reference: false,
             reference_bin: None,
             reference_workers: 2,
@@ -121,6 +130,7 @@ impl Args {
                 "--reference",
                 "--reference-bin",
                 "--reference-workers",
+                "--quiet-config",
             ];
             if name == "--help" || name == "-h" {
                 println!("{USAGE}");
@@ -152,6 +162,10 @@ impl Args {
                 }
                 "--gateway" => args.gateway = PathBuf::from(value),
                 "--gateway-log" => args.gateway_log = value,
+                "--quiet-config" => {
+                    args.quiet = true;
+                    args.quiet_config = value.replace("\\n", "\n");
+                }
                 "--reference" if value == "nginx" => args.reference = true,
                 "--reference" => return Err(bad(&"the only reference proxy is `nginx`").into()),
                 "--reference-bin" => args.reference_bin = Some(PathBuf::from(value)),
@@ -1016,7 +1030,7 @@ async fn run_async(args: Args, fds: String) -> Res<bool> {
     // `[log]` follows the `[server]` table's keys, so the server key goes first.
     let mut quiet = match args.quiet {
         true => {
-            let extra = "metrics = false\n\n[log]\naccess = false\n";
+            let extra = &args.quiet_config;
             let mut q = Gateway::spawn(&args.gateway, up_addr, &args.gateway_log, extra)?;
             q.ready().await?;
             Some(q)
