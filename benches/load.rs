@@ -39,7 +39,7 @@
 //! `[server] metrics = false` and `[log] access = false`: what metrics and access lines cost
 //! per stream; `--quiet-config TEXT` replaces those settings, `\n` for a new line, and
 //! `--quiet-config ""` makes both gateways alike, which measures the method's own bias),
-//! `--reference nginx` (add the nginx phase), `--reference-bin
+//! `--pin` (this tool on CPU 0, every proxy on CPU 1, through taskset), `--reference nginx` (add the nginx phase), `--reference-bin
 //! PATH` (default `nginx` from PATH, then /usr/sbin, /usr/local/sbin), `--reference-workers N`
 //! (2). nginx is needed only with `--reference`; CI never runs this bench.
 
@@ -83,6 +83,8 @@ struct Args {
     /// `--quiet-config TEXT`: the second gateway's extra `[server]` keys and tables (default
     /// [`QUIET`]); `--quiet-config ""` makes it identical, to measure the method's own bias.
     quiet_config: String,
+    /// `--pin`: this tool (clients and upstream) on CPU 0, every proxy on CPU 1 (taskset).
+    pin: bool,
     /// `--reference nginx`: add a phase through nginx.
     reference: bool,
     reference_bin: Option<PathBuf>,
@@ -94,7 +96,7 @@ const QUIET: &str = "metrics = false\n\n[log]\naccess = false\n";
 
 const USAGE: &str = "cargo bench --bench load -- [--concurrency N] [--requests N] [--chunks N] \
                      [--delay-ms F] [--warmup N] [--gateway PATH] [--gateway-log FILTER] \
-                     [--quiet-gateway] [--quiet-config TEXT] [--reference nginx] [--reference-bin PATH] \
+                     [--quiet-gateway] [--quiet-config TEXT] [--pin] [--reference nginx] [--reference-bin PATH] \
                      [--reference-workers N]";
 
 impl Args {
@@ -109,6 +111,7 @@ impl Args {
             gateway_log: "info".to_owned(),
             quiet: false,
             quiet_config: QUIET.to_owned(),
+            pin: false,
             reference: false,
             reference_bin: None,
             reference_workers: 2,
@@ -138,6 +141,10 @@ impl Args {
             }
             if name == "--quiet-gateway" {
                 args.quiet = true;
+                continue;
+            }
+            if name == "--pin" {
+                args.pin = true;
                 continue;
             }
             if !known.contains(&name.as_str()) {
@@ -336,7 +343,13 @@ impl Drop for Gateway {
 
 impl Gateway {
     /// A gateway on `upstream`; `extra` is appended to its config file.
-    fn spawn(binary: &Path, upstream: SocketAddr, log_filter: &str, extra: &str) -> Res<Gateway> {
+    fn spawn(
+        binary: &Path,
+        upstream: SocketAddr,
+        log_filter: &str,
+        extra: &str,
+        pin: bool,
+    ) -> Res<Gateway> {
         if !binary.is_file() {
             return Err(format!(
                 "gateway binary {} not found: build it with `cargo build --release` or pass \
@@ -360,7 +373,7 @@ impl Gateway {
             ),
         )?;
         let log = std::fs::File::create(dir.join("gateway.log"))?;
-        let child = Command::new(binary)
+        let child = pinned(binary, pin)
             .arg("serve")
             .arg("--config")
             .arg(&config)
@@ -413,6 +426,17 @@ impl Gateway {
 /// The tool's temporary directory (the gateway's config and log; nginx's in `nginx/`).
 fn tool_dir() -> PathBuf {
     std::env::temp_dir().join(format!("streamgate-load-{}", std::process::id()))
+}
+
+/// `binary` as a command, run on CPU 1 only when `pin` (through taskset: the proxy then sees
+/// one CPU, and tokio and nginx size themselves to it).
+fn pinned(binary: &Path, pin: bool) -> Command {
+    if !pin {
+        return Command::new(binary);
+    }
+    let mut command = Command::new("taskset");
+    command.args(["-c", "1"]).arg(binary);
+    command
 }
 
 /// A free port on 127.0.0.1 (bound, then released for the child to take).
@@ -488,7 +512,13 @@ impl Nginx {
             })
     }
 
-    fn spawn(binary: PathBuf, upstream: SocketAddr, workers: usize, clients: usize) -> Res<Nginx> {
+    fn spawn(
+        binary: PathBuf,
+        upstream: SocketAddr,
+        workers: usize,
+        clients: usize,
+        pin: bool,
+    ) -> Res<Nginx> {
         let addr = free_port()?;
         let dir = tool_dir().join("nginx");
         std::fs::create_dir_all(&dir)?;
@@ -539,7 +569,7 @@ http {{
         let stderr = std::fs::File::create(dir.join("stderr.log"))?;
         let mut prefix = dir.clone().into_os_string();
         prefix.push("/");
-        let child = Command::new(&binary)
+        let child = pinned(&binary, pin)
             .arg("-p")
             .arg(prefix)
             .arg("-c")
@@ -1009,6 +1039,18 @@ fn main() -> ExitCode {
 
 fn run() -> Res<bool> {
     let args = Args::parse()?;
+    if args.pin {
+        // Before the runtime exists: every thread made later inherits CPU 0.
+        let me = std::process::id().to_string();
+        let ok = Command::new("taskset")
+            .args(["-p", "-c", "0", &me])
+            .stdout(Stdio::null())
+            .status()
+            .map_err(|e| format!("--pin needs taskset (util-linux): {e}"))?;
+        if !ok.success() {
+            return Err("--pin: taskset could not pin this process to CPU 0".into());
+        }
+    }
     // Per side: C client sockets + C upstream sockets in this process, C + C in the gateway.
     let fds = raise_fd_limit(4 * args.concurrency as u64 + 1024);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -1024,14 +1066,14 @@ async fn run_async(args: Args, fds: String) -> Res<bool> {
         content: (0..args.chunks).map(token).collect(),
     });
     let (up_addr, upstream) = start_upstream(frames.clone(), args.delay).await?;
-    let mut gateway = Gateway::spawn(&args.gateway, up_addr, &args.gateway_log, "")?;
+    let mut gateway = Gateway::spawn(&args.gateway, up_addr, &args.gateway_log, "", args.pin)?;
     gateway.ready().await?;
     let idle_rss = status_mib(gateway.pid, "VmRSS");
     // `[log]` follows the `[server]` table's keys, so the server key goes first.
     let mut quiet = match args.quiet {
         true => {
             let extra = &args.quiet_config;
-            let mut q = Gateway::spawn(&args.gateway, up_addr, &args.gateway_log, extra)?;
+            let mut q = Gateway::spawn(&args.gateway, up_addr, &args.gateway_log, extra, args.pin)?;
             q.ready().await?;
             Some(q)
         }
@@ -1042,7 +1084,13 @@ async fn run_async(args: Args, fds: String) -> Res<bool> {
     let mut nginx = match args.reference {
         true => {
             let binary = Nginx::find(args.reference_bin.as_deref())?;
-            let mut n = Nginx::spawn(binary, up_addr, args.reference_workers, args.concurrency)?;
+            let mut n = Nginx::spawn(
+                binary,
+                up_addr,
+                args.reference_workers,
+                args.concurrency,
+                args.pin,
+            )?;
             n.ready(args.reference_workers).await?;
             Some(n)
         }
