@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 mod log;
 pub mod reload;
+pub mod state;
 mod streams;
 pub mod telemetry;
 
@@ -59,6 +60,9 @@ pub struct Config {
     /// `[log]`: log format, level and the access log.
     #[serde(default)]
     pub log: LogConfig,
+    /// `[state]`: the embedded state of one process, or Redis shared by several instances.
+    #[serde(default)]
+    pub state: state::StateConfig,
 }
 
 /// `[passthrough]`: for each door, where its other paths (`/v1/embeddings`, `/v1/files`,
@@ -699,6 +703,7 @@ impl Config {
         let mut problems = Vec::new();
         problems.extend(self.server.validate().err());
         problems.extend(self.limits.validate().err());
+        problems.extend(self.state.problems());
         for (name, key) in &self.keys {
             problems.extend(key.validate(name).err());
         }
@@ -757,6 +762,7 @@ impl Default for Config {
             passthrough: PassthroughConfig::default(),
             telemetry: telemetry::TelemetryConfig::default(),
             log: LogConfig::default(),
+            state: state::StateConfig::default(),
         }
     }
 }

@@ -54,6 +54,7 @@ pub mod route;
 pub mod secret;
 pub mod server;
 pub mod splice;
+pub mod state;
 pub mod stream_id;
 pub mod system_metrics;
 pub mod telemetry;

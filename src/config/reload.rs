@@ -28,6 +28,7 @@ pub const NEEDS_RESTART: &[&str] = &[
     "server.metrics_listen",
     "server.metrics",
     "streams",
+    "state",
 ];
 
 /// Gives `next` the running values of the [`NEEDS_RESTART`] settings, and returns the names
@@ -82,11 +83,13 @@ pub fn keep_restart_settings(running: &Config, next: &mut Config) -> Vec<&'stati
     );
     keep("server.metrics", old.metrics == new.metrics);
     keep("streams", same(&running.streams, &next.streams));
+    keep("state", running.state == next.state);
     // Everything of [server] but the two body limits, which every request reads anew.
     let body = (new.max_body_bytes, new.max_body_json_values);
     *new = old.clone();
     (new.max_body_bytes, new.max_body_json_values) = body;
     next.streams = running.streams.clone();
+    next.state = running.state.clone();
     differs
 }
 
