@@ -85,6 +85,9 @@ pub struct Engine {
     reloading: Mutex<()>,
     retries: AtomicU64,
     failovers: AtomicU64,
+    /// The Redis connection of `[state] backend = "redis"` (fixed for the process: `[state]`
+    /// needs a restart), shared by the hub, the limiter and the breakers.
+    redis: Option<Arc<crate::state::Redis>>,
 }
 
 /// How often the engine started a new attempt since it was built: the counts behind the
@@ -99,12 +102,27 @@ pub struct AttemptCounts {
 }
 
 impl Engine {
-    /// An engine for `config`, with its upstream clients built.
+    /// An engine for `config`, with its upstream clients built. With `[state] backend =
+    /// "redis"`, its Redis connection is made here (lazily: Redis may be down at start), so
+    /// call it inside a tokio runtime then.
     pub fn new(config: Config) -> Result<Self, GatewayError> {
+        let redis = match config.state.is_redis() {
+            false => None,
+            true => {
+                let url = config
+                    .state
+                    .redis_url(|var| std::env::var(var).ok())
+                    .map_err(GatewayError::Internal)?;
+                let redis = crate::state::Redis::connect(&config.state, &url)
+                    .map_err(|e| GatewayError::Internal(e.to_string()))?;
+                Some(redis)
+            }
+        };
         let generation = Generation::build(config, None).map_err(|problems| {
             GatewayError::Internal(format!("configuration: {}", problems.join("; ")))
         })?;
         Ok(Engine {
+            redis,
             breakers: Arc::new(Breakers::new(generation.breaker)),
             current: RwLock::new(Arc::new(generation)),
             source: OnceLock::new(),
@@ -112,6 +130,11 @@ impl Engine {
             retries: AtomicU64::new(0),
             failovers: AtomicU64::new(0),
         })
+    }
+
+    /// The shared state's Redis connection, when `[state] backend = "redis"`.
+    pub fn redis(&self) -> Option<&Arc<crate::state::Redis>> {
+        self.redis.as_ref()
     }
 
     /// The current generation: hold it for the whole of whatever must see one configuration.
