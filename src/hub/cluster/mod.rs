@@ -484,3 +484,6 @@ impl Hub {
         self.cluster.as_ref().map(|c| c.stats())
     }
 }
+
+#[cfg(test)]
+mod tests;
