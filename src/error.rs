@@ -330,6 +330,7 @@ impl GatewayError {
                 HubError::SeqBeyondEnd { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
                 HubError::DuplicateStream { .. } => StatusCode::CONFLICT,
                 HubError::InvalidId { .. } => StatusCode::BAD_REQUEST,
+                HubError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
                 HubError::TooManyLive {
                     scope: LiveScope::Key,
                     ..
@@ -361,6 +362,7 @@ impl GatewayError {
                 scope: LiveScope::Gateway,
                 ..
             }) => "overloaded_error".into(),
+            GatewayError::Hub(HubError::StoreUnavailable) => "overloaded_error".into(),
             GatewayError::Hub(_) => "invalid_request_error".into(),
             GatewayError::BodyTooLarge { .. } | GatewayError::TooManyJsonValues { .. } => {
                 "request_too_large".into()
@@ -459,6 +461,10 @@ impl GatewayError {
                 .into(),
                 Some("too_many_live_streams".into()),
             ),
+            GatewayError::Hub(HubError::StoreUnavailable) => (
+                "server_error".into(),
+                Some("stream_store_unavailable".into()),
+            ),
             GatewayError::Hub(e) => (
                 "invalid_request_error".into(),
                 Some(
@@ -468,6 +474,7 @@ impl GatewayError {
                         HubError::DuplicateStream { .. } => "duplicate_stream",
                         HubError::InvalidId { .. } => "invalid_stream_id",
                         HubError::TooManyLive { .. } => "too_many_live_streams",
+                        HubError::StoreUnavailable => "stream_store_unavailable",
                     }
                     .into(),
                 ),
@@ -532,7 +539,7 @@ impl GatewayError {
             | GatewayError::Unavailable { .. }
             | GatewayError::ShuttingDown { .. }
             | GatewayError::RateLimited(_)
-            | GatewayError::Hub(HubError::TooManyLive { .. }) => true,
+            | GatewayError::Hub(HubError::TooManyLive { .. } | HubError::StoreUnavailable) => true,
             GatewayError::Stream { source, .. } => source.to_error_info().retryable,
             GatewayError::Ended(info) => info.retryable,
             _ => false,
@@ -726,8 +733,9 @@ mod tests {
                 message: text(rng),
                 retryable: rng.bool(),
             }),
-            15 => GatewayError::Hub(match rng.u8(..5) {
+            15 => GatewayError::Hub(match rng.u8(..6) {
                 0 => HubError::UnknownStream { id: text(rng) },
+                5 => HubError::StoreUnavailable,
                 4 => HubError::TooManyLive {
                     scope: [LiveScope::Gateway, LiveScope::Key][rng.usize(..2)],
                     limit: rng.usize(..),
@@ -768,11 +776,14 @@ mod tests {
     /// can never succeed as sent are 4xx; the provider's and the gateway's failures 5xx.
     fn want_client_error(e: &GatewayError) -> Option<bool> {
         Some(match e {
-            // The gateway is full: its failure, not the client's.
-            GatewayError::Hub(HubError::TooManyLive {
-                scope: LiveScope::Gateway,
-                ..
-            }) => false,
+            // The gateway is full, or its store is down: its failure, not the client's.
+            GatewayError::Hub(
+                HubError::TooManyLive {
+                    scope: LiveScope::Gateway,
+                    ..
+                }
+                | HubError::StoreUnavailable,
+            ) => false,
             GatewayError::MalformedJson(_)
             | GatewayError::Request(_)
             | GatewayError::UnknownModel { .. }

@@ -37,6 +37,12 @@ pub enum HubError {
         /// The id.
         id: String,
     },
+    /// The stream is not held by this instance and the shared store (Redis) that would say
+    /// where it is does not answer now: retry shortly (not "unknown": it may well exist).
+    #[error(
+        "the stream store (Redis) is not answering, so this stream cannot be looked up now; retry shortly"
+    )]
+    StoreUnavailable,
     /// One more live stream would pass `streams.max_live` or `streams.max_live_per_key`.
     #[error("too many live streams {}: at most {limit} (streams.{}); retry when one has ended", .scope.words(), .scope.config_key())]
     TooManyLive {

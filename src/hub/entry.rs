@@ -114,6 +114,10 @@ pub struct Entry {
     /// Set when the memory cap ended the stream (its cancel token is cancelled too): the
     /// generation task then ends it with a `memory_cap` error instead of `cancelled`.
     cut: AtomicBool,
+    /// Set when another instance holds the stream's lease now (docs/deployment.md): the
+    /// generation task ends it here with a retryable `stream_moved` error, without writing to
+    /// the shared store (it is fenced off), and the hub lets go of it.
+    moved: AtomicBool,
 }
 
 impl Entry {
@@ -140,6 +144,7 @@ impl Entry {
             subscribers: watch::Sender::new(0),
             cancel: CancellationToken::new(),
             cut: AtomicBool::new(false),
+            moved: AtomicBool::new(false),
         }
     }
 
@@ -238,6 +243,17 @@ impl Entry {
         let first = !self.cut.swap(true, Ordering::AcqRel);
         self.cancel.cancel();
         first
+    }
+
+    /// Marks the stream taken over by another instance and stops its generation task here.
+    pub(super) fn move_away(&self) {
+        self.moved.store(true, Ordering::Release);
+        self.cancel.cancel();
+    }
+
+    /// Whether another instance took the stream over.
+    pub(super) fn was_moved(&self) -> bool {
+        self.moved.load(Ordering::Acquire)
     }
 
     /// Whether the memory cap cut the stream.

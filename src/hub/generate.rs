@@ -13,7 +13,7 @@ use providers::{AgentEvent, Stamper};
 use tokio::time::Sleep;
 
 use super::entry::{Entry, StoredEvent};
-use super::{Hub, LiveSlot, MEMORY_CAP_CODE};
+use super::{Hub, LiveSlot, MEMORY_CAP_CODE, MOVED_CODE};
 use crate::engine::Events;
 
 /// Events taken from the engine at once (one journal write, one wake-up of the subscribers).
@@ -43,6 +43,12 @@ pub(super) async fn run(
             biased;
             () = entry.cancelled().cancelled() => Some(if entry.was_cut() {
                 memory_cap()
+            } else if entry.was_moved() {
+                stop_with(
+                    MOVED_CODE,
+                    "another gateway instance continues this stream: reconnect to follow it",
+                    true,
+                )
             } else {
                 stop("cancelled", "the stream was cancelled by a client")
             }),
@@ -104,7 +110,7 @@ pub(super) async fn run(
     }
     // Dropping the engine's events here cancels the upstream call if it is still open.
     drop(events);
-    hub.finish(&entry);
+    hub.finish_shared(&entry).await;
     drop(slot);
 }
 
@@ -148,7 +154,7 @@ fn stop_with(code: &str, message: &str, retryable: bool) -> [AgentEvent; 2] {
 }
 
 /// The `error` and `stream.end` of a stream the memory cap ended.
-fn memory_cap() -> [AgentEvent; 2] {
+pub(super) fn memory_cap() -> [AgentEvent; 2] {
     stop_with(
         MEMORY_CAP_CODE,
         "the gateway's memory for kept events (streams.max_bytes) is full and this stream kept \

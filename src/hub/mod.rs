@@ -9,6 +9,7 @@
 //! once ([`capacity`]). Every event is journaled before any client sees it (docs/journal.md).
 
 mod capacity;
+mod cluster;
 mod entry;
 mod generate;
 mod persist;
@@ -24,6 +25,7 @@ use serde::Serialize;
 pub use crate::config::{FsyncMode, JournalSettings, StreamsConfig, WebSocketSettings};
 pub use crate::error::{HubError, LiveScope};
 pub use capacity::LiveSlot;
+pub use cluster::{ClusterStats, MAX_STREAM_EVENTS};
 pub use entry::{
     Entry, FORGOTTEN_CODE, MAX_BATCH_BYTES, Status, StoredEvent, StreamInfo, Subscription,
 };
@@ -40,6 +42,10 @@ pub const LIVE_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// The `error` code of a live stream the memory cap ended.
 pub const MEMORY_CAP_CODE: &str = "memory_cap";
+
+/// The `error` code of a stream another instance took over (this one's lease lapsed): the
+/// client reconnects, on any instance, and follows it from its last seq.
+pub const MOVED_CODE: &str = "stream_moved";
 
 /// A stream about to start.
 #[derive(Debug, Clone)]
@@ -106,13 +112,19 @@ pub struct Hub {
     /// Streams refused by `max_live` and by `max_live_per_key`, for the metrics.
     refused: [AtomicU64; 2],
     persist: Option<Persist>,
+    /// The Redis backend (`[state] backend = "redis"`), instead of `persist`.
+    cluster: Option<cluster::Cluster>,
 }
 
 impl Hub {
     /// The hub of `config`: with its journal opened (when enabled) and the journaled streams
     /// back, interrupted ones being continued by `engine`. Call it inside a tokio runtime.
     pub fn open(config: StreamsConfig, engine: &Arc<Engine>) -> Result<Arc<Hub>, OpenError> {
-        let (persist, recovered) = if config.journal.enabled {
+        let shared = engine
+            .redis()
+            .map(|redis| cluster::Cluster::new(Arc::clone(redis), &config));
+        // With Redis, the Redis Streams are the journal: the embedded one is not opened.
+        let (persist, recovered) = if config.journal.enabled && shared.is_none() {
             let (persist, recovered) = Persist::open(&config.journal)?;
             (Some(persist), recovered)
         } else {
@@ -129,7 +141,11 @@ impl Hub {
             started: AtomicU64::new(0),
             refused: [AtomicU64::new(0), AtomicU64::new(0)],
             persist,
+            cluster: shared,
         });
+        if hub.cluster.is_some() {
+            cluster::Cluster::spawn(&hub, engine);
+        }
         if !recovered.is_empty() {
             tracing::info!(streams = recovered.len(), "journal: streams recovered");
         }
@@ -176,10 +192,10 @@ impl Hub {
         slot: LiveSlot,
     ) -> Result<Arc<Entry>, HubError> {
         let owner = new.owner.as_deref();
-        let id = match new.id {
+        let id = match &new.id {
             Some(id) => {
-                self.check_id(owner, &id)?;
-                id
+                self.check_id(owner, id)?;
+                id.clone()
             }
             None => new_id(),
         };
@@ -197,6 +213,19 @@ impl Hub {
                 return Err(HubError::DuplicateStream { id });
             }
             streams.map.insert(key.clone(), Arc::clone(&entry));
+        }
+        if let Some(cluster) = &self.cluster
+            && let Err(e) = cluster.open(&entry, &new).await
+        {
+            let mut streams = self.streams();
+            if streams
+                .map
+                .get(&key)
+                .is_some_and(|e| Arc::ptr_eq(e, &entry))
+            {
+                streams.map.remove(&key);
+            }
+            return Err(e);
         }
         self.started.fetch_add(1, Ordering::Relaxed);
         if let Some(persist) = &self.persist {
@@ -461,6 +490,9 @@ impl Hub {
 
     /// Hands a batch of events to the journal (before any subscriber sees them).
     async fn journal_events(&self, entry: &Entry, events: &[StoredEvent]) {
+        if let Some(cluster) = &self.cluster {
+            cluster.append(entry, events).await;
+        }
         if let (Some(persist), Some(first)) = (&self.persist, events.first()) {
             persist
                 .append(OwnedRecord::Events {
@@ -470,6 +502,55 @@ impl Hub {
                 })
                 .await;
         }
+    }
+
+    /// [`Hub::finish`] for a stream generated here, written ended to Redis first (when on). A
+    /// stream another instance took over is let go instead: a client reconnecting here
+    /// follows it from Redis.
+    async fn finish_shared(&self, entry: &Arc<Entry>) {
+        if let Some(cluster) = &self.cluster {
+            if entry.was_moved() {
+                self.finish(entry);
+                self.drop_mirror(entry);
+                return;
+            }
+            cluster.end(entry).await;
+        }
+        self.finish(entry);
+    }
+
+    /// A mirror entry reached its stream's end: followers are told; it is kept like any
+    /// finished stream.
+    fn finish_mirror(&self, entry: &Arc<Entry>) {
+        entry.finish();
+        self.streams().ended.push_back(Arc::downgrade(entry));
+    }
+
+    /// Lets go of an entry this instance does not generate (a mirror nobody follows, a
+    /// stream taken over by another instance), unless a newer one took its key.
+    fn drop_mirror(&self, entry: &Arc<Entry>) {
+        let mut streams = self.streams();
+        if is_kept(&streams.map, entry) {
+            streams.map.remove(entry.key());
+            self.kept.fetch_sub(entry.forget(), Ordering::Relaxed);
+        }
+    }
+
+    /// Puts `entry` in the map unless its key is there already: the entry kept, and whether
+    /// it is `entry`.
+    fn insert_if_absent(&self, entry: Arc<Entry>) -> (Arc<Entry>, bool) {
+        let mut streams = self.streams();
+        if let Some(kept) = streams.map.get(entry.key()) {
+            return (Arc::clone(kept), false);
+        }
+        self.kept.fetch_add(entry.bytes(), Ordering::Relaxed);
+        if entry.is_finished() {
+            streams.ended.push_back(Arc::downgrade(&entry));
+        }
+        streams
+            .map
+            .insert(entry.key().to_owned(), Arc::clone(&entry));
+        (entry, true)
     }
 
     /// The generation task is over: journaled as ended, then followers are told.

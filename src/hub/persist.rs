@@ -133,7 +133,7 @@ pub(super) fn forward_pairs(forward: &ForwardHeaders) -> Vec<(String, String)> {
     beta.chain(id).collect()
 }
 
-fn forward_headers(pairs: &[(String, String)]) -> ForwardHeaders {
+pub(super) fn forward_headers(pairs: &[(String, String)]) -> ForwardHeaders {
     let mut headers = http::HeaderMap::new();
     for (name, value) in pairs {
         if let (Ok(n), Ok(v)) = (
@@ -147,7 +147,7 @@ fn forward_headers(pairs: &[(String, String)]) -> ForwardHeaders {
 }
 
 /// A journaled event back as a kept one.
-fn stored(json: Bytes) -> Option<(StoredEvent, AgentEvent)> {
+pub(super) fn stored(json: Bytes) -> Option<(StoredEvent, AgentEvent)> {
     let envelope: Envelope = serde_json::from_slice(&json).ok()?;
     Some((
         StoredEvent {
@@ -230,55 +230,78 @@ impl Hub {
                 events = next,
                 "journal: continuing an interrupted stream"
             );
-            let hub = Arc::clone(self);
-            let engine = Arc::clone(engine);
             let body = Bytes::from(stream.body);
             let forward = forward_headers(&stream.forward);
-            tokio::spawn(async move {
-                let mut stamper = Stamper::resume(entry.id().to_owned(), next);
-                let answer = async {
-                    // Counted when it came in; a lower limit since must not lose it.
-                    let request = providers::parse::parse(door, &body, usize::MAX)?;
-                    // No HTTP request to log: the request id it came with, if kept.
-                    let observed = Observed::detached(
-                        forward
-                            .request_id
-                            .clone()
-                            .unwrap_or_else(crate::telemetry::request_id::fresh),
-                    );
-                    let call = Call {
-                        door,
-                        request,
-                        // Client credentials are never journaled: a restarted stream uses the
-                        // gateway's own provider keys.
-                        key: ClientKey { door, key: None },
-                        forward,
-                        // Its owner's limits and budgets go on counting it, as long as the
-                        // key is configured; it was admitted when it started.
-                        caller: entry
-                            .owner()
-                            .and_then(|name| engine.keyring().caller_named(name))
-                            .unwrap_or_default(),
-                        observed,
-                    };
-                    engine.resume(call, &prior).await
-                };
-                match answer.await {
-                    Ok(answer) => {
-                        let detach = Duration::from_millis(hub.config.detach_ms);
-                        super::generate::run(hub, entry, stamper, answer.events, detach, slot)
-                            .await;
-                    }
-                    Err(e) => {
-                        let e: GatewayError = e;
-                        tracing::warn!(stream = entry.id(), error = %e, "journal: the interrupted stream could not be continued");
-                        let events = AgentEvent::terminal_failure(e.to_error_info()).into();
-                        super::generate::publish(&hub, &entry, &mut stamper, events, false).await;
-                        hub.finish(&entry);
-                        drop(slot);
-                    }
-                }
-            });
+            continue_answer(
+                Arc::clone(self),
+                Arc::clone(engine),
+                entry,
+                prior,
+                body,
+                forward,
+                slot,
+            );
         }
     }
+}
+
+/// Continues `entry`'s interrupted answer, whose events so far are `prior`, with the engine's
+/// continue path (a `retry` seam, then the rest), as after any upstream break: after a
+/// restart on the journal, and on the instance that took over a dead one's stream. `body`
+/// and `forward` are the request as it came; `slot` is held until the stream ends.
+pub(super) fn continue_answer(
+    hub: Arc<Hub>,
+    engine: Arc<Engine>,
+    entry: Arc<Entry>,
+    prior: Vec<AgentEvent>,
+    body: Bytes,
+    forward: ForwardHeaders,
+    slot: super::LiveSlot,
+) {
+    let door = entry.door();
+    let next = prior.len() as u64;
+    tokio::spawn(async move {
+        let mut stamper = Stamper::resume(entry.id().to_owned(), next);
+        let answer = async {
+            // Counted when it came in; a lower limit since must not lose it.
+            let request = providers::parse::parse(door, &body, usize::MAX)?;
+            // No HTTP request to log: the request id it came with, if kept.
+            let observed = Observed::detached(
+                forward
+                    .request_id
+                    .clone()
+                    .unwrap_or_else(crate::telemetry::request_id::fresh),
+            );
+            let call = Call {
+                door,
+                request,
+                // Client credentials are never journaled: a continued stream uses the
+                // gateway's own provider keys.
+                key: ClientKey { door, key: None },
+                forward,
+                // Its owner's limits and budgets go on counting it, as long as the key is
+                // configured; it was admitted when it started.
+                caller: entry
+                    .owner()
+                    .and_then(|name| engine.keyring().caller_named(name))
+                    .unwrap_or_default(),
+                observed,
+            };
+            engine.resume(call, &prior).await
+        };
+        match answer.await {
+            Ok(answer) => {
+                let detach = Duration::from_millis(hub.config.detach_ms);
+                super::generate::run(hub, entry, stamper, answer.events, detach, slot).await;
+            }
+            Err(e) => {
+                let e: GatewayError = e;
+                tracing::warn!(stream = entry.id(), error = %e, "the interrupted stream could not be continued");
+                let events = AgentEvent::terminal_failure(e.to_error_info()).into();
+                super::generate::publish(&hub, &entry, &mut stamper, events, false).await;
+                hub.finish_shared(&entry).await;
+                drop(slot);
+            }
+        }
+    });
 }

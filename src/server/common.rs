@@ -104,9 +104,9 @@ pub(super) fn error_response(door: Dialect, error: &GatewayError) -> Response {
             ..
         } => Some(crate::error::retry_after_secs(*after)),
         GatewayError::RateLimited(l) => Some(l.retry_after_secs()),
-        GatewayError::Hub(crate::hub::HubError::TooManyLive { .. }) => {
-            Some(crate::error::retry_after_secs(crate::hub::LIVE_RETRY_AFTER))
-        }
+        GatewayError::Hub(
+            crate::hub::HubError::TooManyLive { .. } | crate::hub::HubError::StoreUnavailable,
+        ) => Some(crate::error::retry_after_secs(crate::hub::LIVE_RETRY_AFTER)),
         _ => None,
     };
     if let Some(secs) = retry_after

@@ -187,7 +187,7 @@ pub async fn resume(
             );
         }
     };
-    let entry = match state.hub.get(caller.owner(), &id) {
+    let entry = match state.hub.get_or_follow(caller.owner(), &id).await {
         Ok(entry) => entry,
         Err(e) => return error_response(dialect, &e.into()),
     };
@@ -215,9 +215,9 @@ pub async fn cancel(
         Ok(caller) => caller,
         Err(e) => return error_response(dialect, &e),
     };
-    match state.hub.get(caller.owner(), &id) {
+    match state.hub.get_or_follow(caller.owner(), &id).await {
         Ok(entry) => {
-            let was_live = entry.cancel();
+            let was_live = state.hub.cancel(&entry).await;
             json_response(
                 StatusCode::OK,
                 &json!({"id": id, "object": "stream.cancel", "cancelled": was_live}),
@@ -235,6 +235,7 @@ pub async fn admin(State(state): State<AppState>) -> Response {
             "object": "list",
             "totals": state.hub.stats(),
             "journal": state.hub.journal_stats(),
+            "redis": state.hub.cluster_stats(),
             "websocket": websocket_settings(&state.hub.config().websocket),
             "data": state.hub.list(),
         }),

@@ -98,6 +98,12 @@ impl GatewayProcess {
         self.status_kib("VmHWM:") * 1024
     }
 
+    /// Kills it with SIGKILL (no destructor, no flush: a crash) and reaps it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Whether the process is still running (it did not crash or exit).
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

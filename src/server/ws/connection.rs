@@ -174,13 +174,18 @@ impl Conn {
     }
 
     /// Acts on one client frame; the reply to queue, if any.
-    fn handle(self: &Arc<Self>, frame: ClientFrame) -> Option<ServerFrame> {
+    async fn handle(self: &Arc<Self>, frame: ClientFrame) -> Option<ServerFrame> {
         match frame {
             ClientFrame::Ping { data } => Some(ServerFrame::Pong { data }),
             ClientFrame::Cancel { stream } => {
-                match self.state.hub.get(self.caller.owner(), &stream) {
+                match self
+                    .state
+                    .hub
+                    .get_or_follow(self.caller.owner(), &stream)
+                    .await
+                {
                     Ok(entry) => {
-                        entry.cancel();
+                        self.state.hub.cancel(&entry).await;
                         None
                     }
                     Err(e) => Some(error_frame(Some(stream), &e.into())),
@@ -194,7 +199,8 @@ impl Conn {
                 let subscription = self
                     .state
                     .hub
-                    .get(self.caller.owner(), &stream)
+                    .get_or_follow(self.caller.owner(), &stream)
+                    .await
                     .and_then(|entry| entry.subscribe(after));
                 match subscription {
                     Ok(subscription) => {
@@ -387,7 +393,7 @@ async fn read(
                 if matches!(frame, ClientFrame::Ping { .. }) {
                     paused = pace.take(Instant::now());
                 }
-                conn.handle(frame)
+                conn.handle(frame).await
             }
             Err(e) => {
                 if let Some(code) = e.close_code() {
