@@ -131,9 +131,13 @@ impl Engine {
             // Reloads derive their limiter from this one: they share through Redis too.
             generation.limiter = generation.limiter.sharing(Arc::clone(redis));
         }
+        let breakers = Arc::new(Breakers::new(generation.breaker));
+        if let Some(redis) = &redis {
+            breakers.share(Arc::clone(redis));
+        }
         Ok(Engine {
             redis,
-            breakers: Arc::new(Breakers::new(generation.breaker)),
+            breakers,
             current: RwLock::new(Arc::new(generation)),
             source: OnceLock::new(),
             reloading: Mutex::new(()),

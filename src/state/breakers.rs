@@ -1,5 +1,5 @@
 //! Circuit breakers shared through Redis: an instance whose breaker opens a route publishes it
-//! (`PUBLISH PREFIX:breakers "MS ROUTE"`) and records it in the sorted set
+//! (`PUBLISH PREFIX:breakers "MS INSTANCE ROUTE"`) and records it in the sorted set
 //! `PREFIX:breakers:open` (member: the route, score: when its cooldown ends, by Redis's clock),
 //! which instances read at start and after every [`super::BusMessage::Reset`], since pub/sub
 //! loses what is published while they are not listening. Durations travel as "how long from
@@ -18,7 +18,7 @@ pub const MAX_ROUTE_LEN: usize = 256;
 /// Most open routes remembered in Redis (the soonest to close go first).
 pub const MAX_OPEN: usize = 1024;
 
-/// KEYS[1]: the open set. ARGV: route, cooldown ms, channel, most members.
+/// KEYS[1]: the open set. ARGV: route, cooldown ms, channel, most members, instance.
 const OPEN: &str = r"
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -30,7 +30,7 @@ if cur < untl then redis.call('ZADD', KEYS[1], untl, ARGV[1]) end
 redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(tonumber(ARGV[4]) + 1))
 local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
 if last[2] then redis.call('PEXPIRE', KEYS[1], math.max(1, tonumber(last[2]) - now_ms)) end
-redis.call('PUBLISH', ARGV[3], tostring(math.max(cur, untl) - now_ms) .. ' ' .. ARGV[1])
+redis.call('PUBLISH', ARGV[3], tostring(math.max(cur, untl) - now_ms) .. ' ' .. ARGV[5] .. ' ' .. ARGV[1])
 return 1
 ";
 
@@ -88,7 +88,8 @@ impl SharedBreakers {
             .arg(route)
             .arg(cooldown.as_millis().max(1) as u64)
             .arg(SharedBreakers::channel(redis))
-            .arg(MAX_OPEN);
+            .arg(MAX_OPEN)
+            .arg(redis.instance());
         redis.script::<i64>("breakers open", &call).await.map(drop)
     }
 
@@ -105,14 +106,31 @@ impl SharedBreakers {
     }
 }
 
-/// A message of the channel: the route and how long it stays open. None for anything else.
-pub fn parse(payload: &[u8]) -> Option<(String, Duration)> {
+/// A message of the channel: a route opened by an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// The instance whose breaker opened ([`Redis::instance`]).
+    pub instance: String,
+    /// The route.
+    pub route: String,
+    /// How long it stays open.
+    pub left: Duration,
+}
+
+/// Reads a message of the channel; None for anything malformed.
+pub fn parse(payload: &[u8]) -> Option<Opened> {
     let text = std::str::from_utf8(payload).ok()?;
-    let (ms, route) = text.split_once(' ')?;
-    if route.is_empty() || route.len() > MAX_ROUTE_LEN {
+    let (ms, rest) = text.split_once(' ')?;
+    let (instance, route) = rest.split_once(' ')?;
+    if instance.is_empty() || instance.len() > 64 || route.is_empty() || route.len() > MAX_ROUTE_LEN
+    {
         return None;
     }
-    Some((route.to_owned(), millis(ms)?))
+    Some(Opened {
+        instance: instance.to_owned(),
+        route: route.to_owned(),
+        left: millis(ms)?,
+    })
 }
 
 fn millis(text: &str) -> Option<Duration> {
@@ -128,22 +146,28 @@ mod tests {
     #[test]
     fn messages_parse_only_when_well_formed_and_bounded() {
         assert_eq!(
-            parse(b"1500 openai/gpt-4o"),
-            Some(("openai/gpt-4o".into(), Duration::from_millis(1500)))
+            parse(b"1500 i1 openai/gpt 4o"),
+            Some(Opened {
+                instance: "i1".into(),
+                route: "openai/gpt 4o".into(),
+                left: Duration::from_millis(1500)
+            })
         );
         assert_eq!(
-            parse(b"99999999999 a/b").map(|(_, d)| d),
+            parse(b"99999999999 i a/b").map(|o| o.left),
             Some(Duration::from_secs(86_400))
         );
-        let long = format!("1 {}", "x".repeat(MAX_ROUTE_LEN + 1));
+        let long = format!("1 i {}", "x".repeat(MAX_ROUTE_LEN + 1));
         for bad in [
             &b""[..],
             b"1500",
-            b"x a/b",
-            b"-1 a/b",
-            b"1 ",
+            b"1500 i",
+            b"x i a/b",
+            b"-1 i a/b",
+            b"1  a/b",
+            b"1 i ",
             long.as_bytes(),
-            b"\xff a",
+            b"\xff i a",
         ] {
             assert_eq!(parse(bad), None, "{bad:?}");
         }
