@@ -115,15 +115,29 @@ impl Engine {
                     .map_err(GatewayError::Internal)?;
                 let redis = crate::state::Redis::connect(&config.state, &url)
                     .map_err(|e| GatewayError::Internal(e.to_string()))?;
+                // Instances must agree on who a client is before the first identity is made.
+                if !crate::limit::ClientId::share_seed(&config.state.prefix) {
+                    tracing::warn!(
+                        "limits: client identities were made before the shared seed; limits per client key are per process"
+                    );
+                }
                 Some(redis)
             }
         };
-        let generation = Generation::build(config, None).map_err(|problems| {
+        let mut generation = Generation::build(config, None).map_err(|problems| {
             GatewayError::Internal(format!("configuration: {}", problems.join("; ")))
         })?;
+        if let Some(redis) = &redis {
+            // Reloads derive their limiter from this one: they share through Redis too.
+            generation.limiter = generation.limiter.sharing(Arc::clone(redis));
+        }
+        let breakers = Arc::new(Breakers::new(generation.breaker));
+        if let Some(redis) = &redis {
+            breakers.share(Arc::clone(redis));
+        }
         Ok(Engine {
             redis,
-            breakers: Arc::new(Breakers::new(generation.breaker)),
+            breakers,
             current: RwLock::new(Arc::new(generation)),
             source: OnceLock::new(),
             reloading: Mutex::new(()),

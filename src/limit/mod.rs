@@ -72,6 +72,7 @@ mod config;
 mod headers;
 mod limited;
 mod rpm;
+mod shared;
 mod spend;
 mod stats;
 #[cfg(test)]
@@ -153,6 +154,9 @@ pub struct Limiter {
     rules: Arc<Rules>,
     /// Gateway keys' token budgets per day and month, and what each spent.
     spend: Arc<SpendBook>,
+    /// With `[state] backend = "redis"`: the quotas enforced across instances, the local
+    /// state above being the fall back while Redis does not answer.
+    shared: Option<Arc<shared::Shared>>,
 }
 
 /// The state of the limits, which outlives a reload.
@@ -283,7 +287,24 @@ impl Limiter {
             inner: Arc::default(),
             rules: Arc::new(rules),
             spend: Arc::new(SpendBook::new(budgets)),
+            shared: None,
         })
+    }
+
+    /// This limiter enforcing its quotas across every instance sharing `redis` (and the
+    /// configurations reloaded from it too); call inside a tokio runtime. Requests per
+    /// minute, tokens per minute and concurrent streams are shared; the gateway keys' day and
+    /// month budgets stay per instance (docs/deployment.md).
+    pub fn sharing(self, redis: Arc<crate::state::Redis>) -> Limiter {
+        Limiter {
+            shared: Some(shared::Shared::start(redis)),
+            ..self
+        }
+    }
+
+    /// Whether the quotas are enforced across instances (`[state] backend = "redis"`).
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
     }
 
     /// The quotas of `config` (and of the gateway keys `gateway`) over this limiter's state:
@@ -302,6 +323,7 @@ impl Limiter {
             inner: Arc::clone(&self.inner),
             rules: Arc::new(rules),
             spend: Arc::new(self.spend.with_budgets(budgets)),
+            shared: self.shared.clone(),
         })
     }
 
@@ -404,8 +426,15 @@ impl Limiter {
             ],
             amount: estimate.total(),
         };
-        let mut counted = [false; 2];
         let mut queued: Option<QueueSlot<'_>> = None;
+        if let Some(shared) = &self.shared
+            && let Some(result) = self
+                .acquire_shared(shared, &request, start, deadline, &mut queued)
+                .await
+        {
+            return result;
+        }
+        let mut counted = [false; 2];
         loop {
             // Registered before trying, so room given back in between is not missed.
             let mut notified = pin!(inner.changed.notified());
@@ -437,6 +466,58 @@ impl Limiter {
                 _ = notified => {}
                 _ = tokio::time::sleep_until(until) => {}
             }
+        }
+    }
+
+    /// Admission through Redis, waiting up to `deadline` as [`Limiter::acquire_rates`] does
+    /// locally; None when Redis does not answer (the caller falls back to the local limiter).
+    async fn acquire_shared<'a>(
+        &'a self,
+        shared: &Arc<shared::Shared>,
+        request: &Request,
+        start: Instant,
+        deadline: Instant,
+        queued: &mut Option<QueueSlot<'a>>,
+    ) -> Option<Result<Permit, Limited>> {
+        loop {
+            if !shared.usable() {
+                return None;
+            }
+            let limited = match shared.admit(&request.budgets, request.amount).await {
+                Err(()) => return None,
+                Ok(Ok(hold)) => {
+                    let mut permit = Permit::free();
+                    permit.hold = Some(hold);
+                    permit.borrowed = request.amount;
+                    permit.charged = request.amount;
+                    permit.waited = Instant::now().saturating_duration_since(start);
+                    return Some(Ok(permit));
+                }
+                Ok(Err(limited)) => limited,
+            };
+            let now = Instant::now();
+            let until = match limited.limit {
+                // No signal crosses instances when a stream ends: try again shortly.
+                LimitKind::ConcurrentStreams if now < deadline => {
+                    (now + shared::STREAMS_POLL).min(deadline)
+                }
+                _ => now + limited.retry_after,
+            };
+            if until > deadline || now >= deadline {
+                return Some(Err(limited));
+            }
+            if queued.is_none() {
+                match QueueSlot::enter(
+                    &self.inner.queued,
+                    self.rules.max_queued,
+                    &self.rules.stats,
+                    start,
+                ) {
+                    Some(slot) => *queued = Some(slot),
+                    None => return Some(Err(limited)),
+                }
+            }
+            tokio::time::sleep_until(until).await;
         }
     }
 
@@ -498,6 +579,7 @@ impl Limiter {
             charged: request.amount,
             waited: Duration::ZERO,
             spend: None,
+            hold: None,
         })
     }
 
@@ -587,6 +669,9 @@ pub struct Permit {
     waited: Duration,
     /// The charge against a gateway key's day and month budgets, settled with the permit.
     spend: Option<SpendCharge>,
+    /// What the request holds in Redis when the limits are shared (its stream slots, given
+    /// back on drop, and its token borrow).
+    hold: Option<shared::Hold>,
 }
 
 /// A request's charge in a [`SpendBook`].
@@ -608,6 +693,7 @@ impl Permit {
             charged: 0,
             waited: Duration::ZERO,
             spend: None,
+            hold: None,
         }
     }
 
@@ -624,6 +710,9 @@ impl Permit {
         }
         let delta = to_i64(actual_total_tokens) - to_i64(self.charged);
         self.charged = actual_total_tokens;
+        if let Some(hold) = &self.hold {
+            hold.settle(delta);
+        }
         let Some(inner) = &self.inner else { return };
         if self.tokens.is_empty() || delta == 0 {
             return;

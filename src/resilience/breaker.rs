@@ -7,9 +7,15 @@
 //! timed out, the answer was abandoned) gives its probe back, so the next request probes. A
 //! probe that neither reports nor is dropped (an answer still streaming) holds the route for
 //! at most one cooldown; after that the next request probes too.
+//!
+//! With `[state] backend = "redis"` ([`Breakers::share`]), a breaker opening on one instance
+//! is published ([`crate::state::breakers`]) and every other instance treats the route as open
+//! for the rest of that cooldown, without trying it. Then each instance probes it itself: one
+//! probe per instance, not one cluster-wide (a probe is one request; sharing it would make
+//! every instance wait on one instance's answer, and a dead prober's hold on it).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -17,6 +23,15 @@ use tokio::time::Instant;
 
 use super::later;
 use super::recent::{Recent, RecentStats};
+use crate::state::breakers::SharedBreakers;
+use crate::state::{BusMessage, Redis};
+
+/// Messages of the breakers' channel queued at most before a listener counts as lagging (it
+/// then reads the open routes again).
+const BUS_CAPACITY: usize = 256;
+
+/// Two openings whose ends are this close are one (the transit time of the news).
+const SAME_OPENING: Duration = Duration::from_millis(250);
 
 /// Routes whose recent outcomes are kept at most: a client naming `provider/model` routes
 /// directly could otherwise add one per model string. Idle ones make room first; past it a
@@ -131,6 +146,8 @@ pub struct RouteStatus {
 #[derive(Debug)]
 pub struct Breakers {
     inner: Mutex<Inner>,
+    /// Where opened breakers are published, with `[state] backend = "redis"`.
+    shared: OnceLock<(Arc<Redis>, Arc<SharedBreakers>)>,
 }
 
 #[derive(Debug)]
@@ -237,6 +254,7 @@ impl Breakers {
     /// Breakers with `config`, every route closed.
     pub fn new(config: BreakerConfig) -> Self {
         Breakers {
+            shared: OnceLock::new(),
             inner: Mutex::new(Inner {
                 config,
                 states: HashMap::new(),
@@ -244,6 +262,68 @@ impl Breakers {
                 recent: HashMap::new(),
                 next_probe: 0,
             }),
+        }
+    }
+
+    /// Shares this instance's opened breakers with every instance on `redis`, and learns
+    /// theirs: published as they open, and read again at start and whenever messages may
+    /// have been missed. Call once, inside a tokio runtime.
+    pub fn share(self: &Arc<Self>, redis: Arc<Redis>) {
+        let scripts = Arc::new(SharedBreakers::default());
+        if self
+            .shared
+            .set((Arc::clone(&redis), Arc::clone(&scripts)))
+            .is_err()
+        {
+            return;
+        }
+        tokio::spawn(listen(Arc::downgrade(self), redis, scripts));
+    }
+
+    /// Another instance opened `route` for `left` more: it is skipped here too until then
+    /// (longer if it is open here for longer), then probed as a local open breaker is.
+    pub fn opened_elsewhere(&self, route: &str, left: Duration) {
+        let now = Instant::now();
+        self.with(|inner| {
+            let threshold = inner.config.failure_threshold;
+            let until = later(now, left);
+            let state = inner
+                .states
+                .entry(route.to_owned())
+                .or_insert(State::Closed { failures: 0 });
+            let to = match *state {
+                // Its own opening read back (after a reset) or one no later than ours.
+                State::Open { until: mine, .. } if later(mine, SAME_OPENING) >= until => return,
+                State::Open { failures, .. } | State::HalfOpen { failures, .. } => {
+                    State::Open { until, failures }
+                }
+                State::Closed { failures } => State::Open {
+                    until,
+                    failures: failures.max(threshold),
+                },
+            };
+            tracing::info!(
+                route,
+                left_ms = left.as_millis() as u64,
+                "circuit: opened on another instance, skipped here too"
+            );
+            inner.set(route, to);
+        });
+    }
+
+    /// Publishes that `route` opened here for `cooldown`, in the background (the request
+    /// path never waits for Redis; lost while Redis is down, as the others cannot hear then).
+    fn publish(&self, route: &str, cooldown: Duration) {
+        let Some((redis, scripts)) = self.shared.get() else {
+            return;
+        };
+        let (redis, scripts, route) = (Arc::clone(redis), Arc::clone(scripts), route.to_owned());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = scripts.open(&redis, &route, cooldown).await {
+                    tracing::debug!(error = %e, route, "circuit open not shared");
+                }
+            });
         }
     }
 
@@ -360,7 +440,7 @@ impl Breakers {
     /// open or half-open). (A run reports through its [`Pass`].)
     pub fn failure(&self, route: &str) {
         let now = Instant::now();
-        self.with(|inner| {
+        let opened = self.with(|inner| {
             let config = inner.config;
             inner.record(route, now, true);
             let state = inner
@@ -389,10 +469,15 @@ impl Breakers {
                     failures,
                 };
                 inner.set(route, opened);
+                Some(config.cooldown)
             } else {
                 inner.set(route, State::Closed { failures });
+                None
             }
         });
+        if let Some(cooldown) = opened {
+            self.publish(route, cooldown);
+        }
     }
 
     /// Probe `id` of `route` ended without a report: the next request may probe.
@@ -458,6 +543,37 @@ impl Breakers {
         });
         all.sort_by(|a, b| a.route.cmp(&b.route));
         all
+    }
+}
+
+/// Learns the routes other instances open: every message of the channel, and after each reset
+/// (a (re)subscription, a disconnection, an overflow) the open set itself. Ends with the
+/// breakers.
+async fn listen(breakers: Weak<Breakers>, redis: Arc<Redis>, scripts: Arc<SharedBreakers>) {
+    let mut rx = redis
+        .bus()
+        .subscribe(SharedBreakers::channel(&redis), BUS_CAPACITY);
+    while let Some(message) = rx.recv().await {
+        let Some(breakers) = breakers.upgrade() else {
+            return;
+        };
+        match message {
+            BusMessage::Message(payload) => {
+                if let Some(opened) = crate::state::breakers::parse(&payload)
+                    && opened.instance != redis.instance()
+                {
+                    breakers.opened_elsewhere(&opened.route, opened.left);
+                }
+            }
+            BusMessage::Reset => match scripts.read(&redis).await {
+                Ok(open) => {
+                    for (route, left) in open {
+                        breakers.opened_elsewhere(&route, left);
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "circuit states not read"),
+            },
+        }
     }
 }
 
@@ -607,6 +723,35 @@ mod tests {
         assert!(b.allow("a/m").is_none());
         second.success();
         assert!(b.allow("a/m").is_some());
+    }
+
+    /// A route another instance opened is skipped for what is left of its cooldown (never
+    /// shortened by a later, shorter news), then probed once here like a local open breaker.
+    #[tokio::test(start_paused = true)]
+    async fn a_route_opened_elsewhere_is_skipped_until_then_probed_once_here() {
+        let mut rng = fastrand::Rng::with_seed(5);
+        for _ in 0..50 {
+            let b = breakers();
+            let failures = rng.u32(0..3);
+            for _ in 0..failures {
+                fail(&b, "a/m");
+            }
+            let left = Duration::from_millis(rng.u64(1..20_000));
+            b.opened_elsewhere("a/m", left);
+            // A shorter news later does not shorten it.
+            b.opened_elsewhere("a/m", left / 2);
+            assert!(b.allow("a/m").is_none());
+            assert!(b.allow("b/m").is_some(), "other routes are untouched");
+            assert_eq!(b.retry_in("a/m"), Some(left));
+            tokio::time::advance(left - Duration::from_millis(1)).await;
+            assert!(b.allow("a/m").is_none());
+            tokio::time::advance(Duration::from_millis(1)).await;
+            let probe = b.allow("a/m").expect("the cooldown is over: a probe");
+            assert!(probe.probing());
+            assert!(b.allow("a/m").is_none(), "one probe at a time");
+            probe.success();
+            assert!(b.closed("a/m"));
+        }
     }
 
     #[test]

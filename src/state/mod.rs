@@ -6,7 +6,9 @@
 //! Nothing here knows streams, limits or breakers: those are the hub's, the limiter's and the
 //! breakers' own modules, which call this one. docs/deployment.md.
 
+pub mod breakers;
 pub mod bus;
+pub mod limits;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
