@@ -1204,7 +1204,7 @@ async fn run_async(args: Args, fds: String) -> Res<bool> {
     };
     let nginx_idle_rss = nginx.as_ref().and_then(|n| rss_sum(&n.pids(), "VmRSS"));
 
-    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    let cpus = cpu_count();
     println!("{}", describe_load(&args, frames.len(), frame_bytes));
     println!(
         "machine: {cpus} CPUs ({}); open-files limit {fds}; gateway {} (pid {}, RUST_LOG={})",
@@ -1570,7 +1570,7 @@ async fn run_state_redis(args: Args, fds: String) -> Res<bool> {
     let idle = |g: &Gateway| status_mib(g.pid, "VmRSS");
     let (embedded_idle, shared_idle) = (idle(&embedded), idle(&shared));
 
-    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    let cpus = cpu_count();
     println!("{}", describe_load(&args, frames.len(), frame_bytes));
     println!(
         "machine: {cpus} CPUs ({}); open-files limit {fds}; gateway {} (RUST_LOG={}): embedded \
@@ -1983,6 +1983,15 @@ fn report(direct: &Phase, columns: &[Column]) -> String {
         }
     }
     s
+}
+
+/// The machine's CPUs (from /proc/cpuinfo: with `--pin` this process may use only one).
+fn cpu_count() -> usize {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .map(|t| t.lines().filter(|l| l.starts_with("processor")).count())
+        .ok()
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(0, usize::from))
 }
 
 fn cpu_model() -> String {

@@ -6,7 +6,7 @@
 #   the replay upstream of `streamgate demo` (recorded answers, no provider keys)
 #   two `streamgate serve` with the SAME config file ([state] backend = "redis"), each in its
 #     own working directory (its own journal) and on its own port
-#   nginx in front of both: round robin by least connections, no sticky sessions, unbuffered
+#   nginx in front of both: least connections, no sticky sessions, unbuffered
 #
 #   deploy/two-instances.sh            start all, print the URL and curl lines, stop on Ctrl-C
 #   deploy/two-instances.sh --check    start all, stream through nginx, verify, stop; exit 0/1
@@ -127,9 +127,10 @@ start() {
 # Whether something accepts connections on 127.0.0.1:$1.
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# A port nobody listens on now, not handed out before by this script: below 32768, where
-# Linux's ephemeral ports (net.ipv4.ip_local_port_range) do not reach, so that no process
-# started later takes it for a port 0 listener or an outgoing connection.
+# Sets the variable named $1 to a port nobody listens on now, not handed out before by this
+# script (not in a subshell: TAKEN must remember it): below 32768, where Linux's ephemeral
+# ports (net.ipv4.ip_local_port_range) do not reach, so that no process started later takes
+# it for a port 0 listener or an outgoing connection.
 TAKEN=" "
 free_port() {
     local p tries
@@ -138,7 +139,7 @@ free_port() {
         case "$TAKEN" in *" $p "*) continue ;; esac
         if ! listening "$p"; then
             TAKEN="$TAKEN$p "
-            printf '%s\n' "$p"
+            printf -v "$1" '%s' "$p"
             return 0
         fi
     done
@@ -159,13 +160,13 @@ wait_listening() {
 }
 
 if [ -z "$PORT" ]; then
-    if [ "$CHECK" = 1 ] || listening 8080; then PORT=$(free_port); else PORT=8080; fi
+    if [ "$CHECK" = 1 ] || listening 8080; then free_port PORT; else PORT=8080; fi
 fi
 listening "$PORT" && die "port $PORT is taken (--port N)"
-TAKEN=" $PORT "
-REDIS_PORT=$(free_port)
-PORT_A=$(free_port)
-PORT_B=$(free_port)
+TAKEN="$TAKEN$PORT "
+free_port REDIS_PORT
+free_port PORT_A
+free_port PORT_B
 
 # --- Redis -------------------------------------------------------------------------------------
 mkdir -p "$WORK/redis"
