@@ -526,23 +526,13 @@ impl Drop for Nginx {
 impl Nginx {
     /// `--reference-bin`, else `nginx` on PATH, else in /usr/sbin or /usr/local/sbin.
     fn find(explicit: Option<&Path>) -> Res<PathBuf> {
-        if let Some(path) = explicit {
-            return if path.is_file() {
-                Ok(path.to_owned())
-            } else {
-                Err(format!("--reference-bin {}: no such file", path.display()).into())
-            };
-        }
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        std::env::split_paths(&path)
-            .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
-            .map(|dir| dir.join("nginx"))
-            .find(|p| p.is_file())
-            .ok_or_else(|| {
-                "--reference nginx: no nginx binary on PATH or in /usr/sbin, /usr/local/sbin; \
-                 install it (Debian: `apt-get install nginx`) or pass --reference-bin PATH"
-                    .into()
-            })
+        find_binary(
+            explicit,
+            "--reference-bin",
+            "nginx",
+            &["/usr/sbin", "/usr/local/sbin"],
+        )
+        .map_err(|e| format!("--reference nginx: {e}").into())
     }
 
     fn spawn(
@@ -663,6 +653,29 @@ http {{
             .chain(self.workers.iter().copied())
             .collect()
     }
+}
+
+/// `explicit` (given with `flag`), else `name` on PATH, else in one of `dirs`.
+fn find_binary(explicit: Option<&Path>, flag: &str, name: &str, dirs: &[&str]) -> Res<PathBuf> {
+    if let Some(path) = explicit {
+        return match path.is_file() {
+            true => Ok(path.to_owned()),
+            false => Err(format!("{flag} {}: no such file", path.display()).into()),
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(dirs.iter().map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            format!(
+                "no {name} binary on PATH or in {}; install it (Debian: `apt-get install \
+                 {name}`) or pass {flag} PATH",
+                dirs.join(", ")
+            )
+            .into()
+        })
 }
 
 /// Pids whose parent is `parent` (from /proc/*/stat).
@@ -1423,22 +1436,13 @@ impl Drop for RedisServer {
 impl RedisServer {
     /// `--redis-server`, else `redis-server` on PATH, else in /usr/bin or /usr/sbin.
     fn find(explicit: Option<&Path>) -> Res<PathBuf> {
-        if let Some(path) = explicit {
-            return match path.is_file() {
-                true => Ok(path.to_owned()),
-                false => Err(format!("--redis-server {}: no such file", path.display()).into()),
-            };
-        }
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        std::env::split_paths(&path)
-            .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
-            .map(|dir| dir.join("redis-server"))
-            .find(|p| p.is_file())
-            .ok_or_else(|| {
-                "--state-redis: no redis-server on PATH or in /usr/bin, /usr/sbin; install it \
-                 (Debian: `apt-get install redis-server`) or pass --redis-server PATH"
-                    .into()
-            })
+        find_binary(
+            explicit,
+            "--redis-server",
+            "redis-server",
+            &["/usr/bin", "/usr/sbin"],
+        )
+        .map_err(|e| format!("--state-redis: {e}").into())
     }
 
     fn spawn(binary: &Path, pin: bool) -> Res<RedisServer> {

@@ -348,6 +348,18 @@ check() {
     fi
     say "check: stream $id through nginx: $n events, seqs $first..$last, ended with stream.end"
 
+    # The WebSocket door through nginx: the upgrade passes (curl then waits for frames it does
+    # not speak until --max-time; the headers are what count).
+    curl -sS -N --http1.1 --max-time 2 -D "$WORK/check.ws" -o /dev/null "$URL/v1/ws" \
+        -H "authorization: Bearer $KEY" -H 'connection: upgrade' -H 'upgrade: websocket' \
+        -H 'sec-websocket-version: 13' -H 'sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==' \
+        -H 'sec-websocket-protocol: streamgate.v1' 2>/dev/null || true
+    head -n 1 "$WORK/check.ws" | grep -q ' 101' ||
+        die "check: the WebSocket upgrade through nginx got $(head -n 1 "$WORK/check.ws")"
+    grep -qi '^sec-websocket-protocol: *streamgate\.v1' "$WORK/check.ws" ||
+        die "check: the WebSocket upgrade through nginx lost its subprotocol"
+    say "check: WebSocket upgrade through nginx: 101, subprotocol streamgate.v1"
+
     # Resume from the middle on each instance directly: the events after it, byte for byte.
     mid=$(((first + last) / 2))
     sse_after "$body" "$mid" >"$WORK/check.expected"

@@ -109,6 +109,10 @@ fn two_instances_behind_nginx_serve_a_whole_stream_and_resume_it() {
     assert!(status.success(), "{status}:\n{log}");
     assert!(log.contains("through nginx:"), "{log}");
     assert!(log.contains("ended with stream.end"), "{log}");
+    assert!(
+        log.contains("WebSocket upgrade through nginx: 101"),
+        "{log}"
+    );
     assert!(log.contains("check: resumed after seq"), "{log}");
     assert!(log.trim_end().ends_with("check: ok"), "{log}");
 }
