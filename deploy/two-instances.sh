@@ -348,6 +348,21 @@ check() {
     fi
     say "check: stream $id through nginx: $n events, seqs $first..$last, ended with stream.end"
 
+    # Unbuffered: a slow answer (the replay drips one frame per 100 ms) must arrive event by
+    # event through nginx, its first event long before its last.
+    local stamps="$WORK/check.stamps" spread_ms
+    curl -sS -N --max-time 60 "$URL/v1/streams" -H "authorization: Bearer $KEY" \
+        -H 'content-type: application/json' -H 'streamgate-dialect: openai' \
+        -d '{"model":"anthropic/slow:text_basic","stream":true,"messages":[{"role":"user","content":"hi"}]}' |
+        while IFS= read -r line; do
+            case "$line" in id:*) date +%s%N ;; esac
+        done >"$stamps" || die "check: the slow stream through nginx failed"
+    [ "$(grep -c . "$stamps")" -ge 5 ] || die "check: the slow stream through nginx is too short"
+    spread_ms=$((($(tail -n 1 "$stamps") - $(head -n 1 "$stamps")) / 1000000))
+    [ "$spread_ms" -ge 500 ] ||
+        die "check: a slow stream came through nginx all at once (first to last event: $spread_ms ms)"
+    say "check: a slow stream came through nginx event by event (first to last event: $spread_ms ms)"
+
     # The WebSocket door through nginx: the upgrade passes (curl then waits for frames it does
     # not speak until --max-time; the headers are what count).
     curl -sS -N --http1.1 --max-time 2 -D "$WORK/check.ws" -o /dev/null "$URL/v1/ws" \

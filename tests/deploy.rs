@@ -113,6 +113,7 @@ fn two_instances_behind_nginx_serve_a_whole_stream_and_resume_it() {
         log.contains("WebSocket upgrade through nginx: 101"),
         "{log}"
     );
+    assert!(log.contains("came through nginx event by event"), "{log}");
     assert!(log.contains("check: resumed after seq"), "{log}");
     assert!(log.trim_end().ends_with("check: ok"), "{log}");
 }
