@@ -42,6 +42,21 @@
 //! `--pin` (this tool on CPU 0, every proxy on CPU 1, through taskset), `--reference nginx` (add the nginx phase), `--reference-bin
 //! PATH` (default `nginx` from PATH, then /usr/sbin, /usr/local/sbin), `--reference-workers N`
 //! (2). nginx is needed only with `--reference`; CI never runs this bench.
+//!
+//! `--state-redis` measures the stream hub instead (docs/performance.md, "Redis backend"): it
+//! starts `redis-server` on a free loopback port (`--redis-server PATH`, default from PATH,
+//! /usr/bin, /usr/sbin; killed at the end) and two gateways on the same upstream, one with the
+//! embedded journal (the default) and one with `[state] backend = "redis"`, and streams through
+//! the door that goes through the hub, the native `POST /v1/streams` (SSE Agent Events; each
+//! stream checked whole: every token in order, `stream.end` last with reason `stop`). After a
+//! direct phase and an unmeasured phase per gateway, the measured phases run embedded, redis,
+//! redis, embedded (the order effect of `--quiet-gateway`, cancelled the same way), and the tool
+//! prints per gateway the events delivered per second (every event is appended to the hub
+//! before a client sees it), the added TTFB p50/p99 against direct (of the Chat Completions
+//! request the native door wraps), the gateway's CPU per stream and Redis's own CPU per stream,
+//! then Redis's memory and keys. With `--pin`, redis-server shares CPU 1 with the gateways (it
+//! is part of what serves the stream). `--quiet-gateway` and `--reference` do not combine with
+//! it.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -89,6 +104,11 @@ struct Args {
     reference: bool,
     reference_bin: Option<PathBuf>,
     reference_workers: usize,
+    /// `--state-redis`: the hub's cost with `[state] backend = "redis"` against the embedded
+    /// journal, through the native `POST /v1/streams` door.
+    state_redis: bool,
+    /// `--redis-server PATH`.
+    redis_bin: Option<PathBuf>,
 }
 
 /// The second gateway of `--quiet-gateway`: metrics and access lines off.
@@ -97,7 +117,7 @@ const QUIET: &str = "metrics = false\n\n[log]\naccess = false\n";
 const USAGE: &str = "cargo bench --bench load -- [--concurrency N] [--requests N] [--chunks N] \
                      [--delay-ms F] [--warmup N] [--gateway PATH] [--gateway-log FILTER] \
                      [--quiet-gateway] [--quiet-config TEXT] [--pin] [--reference nginx] [--reference-bin PATH] \
-                     [--reference-workers N]";
+                     [--reference-workers N] [--state-redis] [--redis-server PATH]";
 
 impl Args {
     fn parse() -> Res<Args> {
@@ -115,6 +135,8 @@ impl Args {
             reference: false,
             reference_bin: None,
             reference_workers: 2,
+            state_redis: false,
+            redis_bin: None,
         };
         let mut it = std::env::args().skip(1);
         while let Some(arg) = it.next() {
@@ -134,6 +156,7 @@ impl Args {
                 "--reference-bin",
                 "--reference-workers",
                 "--quiet-config",
+                "--redis-server",
             ];
             if name == "--help" || name == "-h" {
                 println!("{USAGE}");
@@ -145,6 +168,10 @@ impl Args {
             }
             if name == "--pin" {
                 args.pin = true;
+                continue;
+            }
+            if name == "--state-redis" {
+                args.state_redis = true;
                 continue;
             }
             if !known.contains(&name.as_str()) {
@@ -176,6 +203,7 @@ impl Args {
                 "--reference" if value == "nginx" => args.reference = true,
                 "--reference" => return Err(bad(&"the only reference proxy is `nginx`").into()),
                 "--reference-bin" => args.reference_bin = Some(PathBuf::from(value)),
+                "--redis-server" => args.redis_bin = Some(PathBuf::from(value)),
                 "--reference-workers" => {
                     args.reference_workers = value.parse().map_err(|e| bad(&e))?;
                 }
@@ -185,6 +213,11 @@ impl Args {
         if args.concurrency == 0 || args.requests == 0 || args.reference_workers == 0 {
             return Err(
                 "--concurrency, --requests and --reference-workers must be at least 1".into(),
+            );
+        }
+        if args.state_redis && (args.quiet || args.reference) {
+            return Err(
+                "--state-redis does not combine with --quiet-gateway or --reference".into(),
             );
         }
         Ok(args)
@@ -493,23 +526,13 @@ impl Drop for Nginx {
 impl Nginx {
     /// `--reference-bin`, else `nginx` on PATH, else in /usr/sbin or /usr/local/sbin.
     fn find(explicit: Option<&Path>) -> Res<PathBuf> {
-        if let Some(path) = explicit {
-            return if path.is_file() {
-                Ok(path.to_owned())
-            } else {
-                Err(format!("--reference-bin {}: no such file", path.display()).into())
-            };
-        }
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        std::env::split_paths(&path)
-            .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
-            .map(|dir| dir.join("nginx"))
-            .find(|p| p.is_file())
-            .ok_or_else(|| {
-                "--reference nginx: no nginx binary on PATH or in /usr/sbin, /usr/local/sbin; \
-                 install it (Debian: `apt-get install nginx`) or pass --reference-bin PATH"
-                    .into()
-            })
+        find_binary(
+            explicit,
+            "--reference-bin",
+            "nginx",
+            &["/usr/sbin", "/usr/local/sbin"],
+        )
+        .map_err(|e| format!("--reference nginx: {e}").into())
     }
 
     fn spawn(
@@ -632,6 +655,29 @@ http {{
     }
 }
 
+/// `explicit` (given with `flag`), else `name` on PATH, else in one of `dirs`.
+fn find_binary(explicit: Option<&Path>, flag: &str, name: &str, dirs: &[&str]) -> Res<PathBuf> {
+    if let Some(path) = explicit {
+        return match path.is_file() {
+            true => Ok(path.to_owned()),
+            false => Err(format!("{flag} {}: no such file", path.display()).into()),
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(dirs.iter().map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            format!(
+                "no {name} binary on PATH or in {}; install it (Debian: `apt-get install \
+                 {name}`) or pass {flag} PATH",
+                dirs.join(", ")
+            )
+            .into()
+        })
+}
+
 /// Pids whose parent is `parent` (from /proc/*/stat).
 fn children_of(parent: u32) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -732,6 +778,8 @@ fn raise_fd_limit(want: u64) -> String {
 struct Target {
     addr: SocketAddr,
     path: &'static str,
+    /// The native door (`POST /v1/streams`): Agent Events over SSE, checked as such.
+    native: bool,
     body: Bytes,
 }
 
@@ -762,6 +810,8 @@ struct Phase {
     tool_cpu: f64,
     /// utime+stime of the proxy's processes over the phase (none for direct).
     proxy_cpu: Option<f64>,
+    /// utime+stime over the phase of further processes serving it (Redis), counted apart.
+    also_cpu: Option<f64>,
     /// CPU seconds used on the machine by everything else (other processes, interrupts)
     /// during the phase, and the hypervisor's steal time.
     other_cpu: Option<f64>,
@@ -811,12 +861,15 @@ async fn one(
     if s.ready().await.is_err() {
         *s = connect(target.addr).await?;
     }
-    let req = Request::post(target.path)
+    let mut req = Request::post(target.path)
         .header(header::HOST, target.addr.to_string())
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::ACCEPT, "text/event-stream")
-        .header(header::AUTHORIZATION, "Bearer sk-load-test")
-        .body(Full::new(target.body.clone()))?;
+        .header(header::AUTHORIZATION, "Bearer sk-load-test");
+    if target.native {
+        req = req.header("streamgate-dialect", "openai");
+    }
+    let req = req.body(Full::new(target.body.clone()))?;
     let t0 = Instant::now();
     let result = async {
         let resp = s.send_request(req).await?;
@@ -841,7 +894,10 @@ async fn one(
             }
         }
         let total = t0.elapsed();
-        let frames = verify(&buf, expected)?;
+        let frames = match target.native {
+            true => verify_native(&buf, expected)?,
+            false => verify(&buf, expected)?,
+        };
         let ttfb = ttfb.ok_or("empty body")?;
         Ok::<_, BoxError>((ttfb, total, frames))
     }
@@ -895,6 +951,46 @@ fn verify(body: &[u8], expected: &Expected) -> Res<u64> {
     Ok(frames)
 }
 
+/// Checks an Agent Event SSE body of the native door is whole: every content token in order in
+/// its `text.delta` events, `stream.end` last with reason `stop`. Returns the number of events.
+fn verify_native(body: &[u8], expected: &Expected) -> Res<u64> {
+    let text = std::str::from_utf8(body)?;
+    let mut content = String::with_capacity(expected.content.len());
+    let mut events = 0u64;
+    let mut last = "";
+    for block in text.split("\n\n") {
+        let Some(data) = block.lines().find_map(|l| l.strip_prefix("data:")) else {
+            continue;
+        };
+        let data = data.trim();
+        events += 1;
+        last = data;
+        // Tokens carry no quotes or escapes, so the value ends at the next quote.
+        if data.contains(r#""type":"text.delta""#)
+            && let Some(at) = data.find(r#""text":""#)
+        {
+            let rest = &data[at + 8..];
+            if let Some(end) = rest.find('"') {
+                content.push_str(&rest[..end]);
+            }
+        }
+    }
+    if !(last.contains(r#""type":"stream.end""#) && last.contains(r#""reason":"stop""#)) {
+        return Err(
+            format!("stream not ended by stream.end, reason stop (last: {last:.200})").into(),
+        );
+    }
+    if content != expected.content {
+        return Err(format!(
+            "content differs: {} bytes received, {} expected",
+            content.len(),
+            expected.content.len()
+        )
+        .into());
+    }
+    Ok(events)
+}
+
 async fn worker(
     target: Arc<Target>,
     expected: Arc<Expected>,
@@ -936,6 +1032,18 @@ async fn run_phase(
     proxy_pids: &[u32],
     upstream: &Upstream,
 ) -> Res<Phase> {
+    run_phase_with(args, target, expected, proxy_pids, &[], upstream).await
+}
+
+/// [`run_phase`], also measuring the CPU of `also_pids` (apart from the proxy's).
+async fn run_phase_with(
+    args: &Args,
+    target: Target,
+    expected: Arc<Expected>,
+    proxy_pids: &[u32],
+    also_pids: &[u32],
+    upstream: &Upstream,
+) -> Res<Phase> {
     let target = Arc::new(target);
     // Measured hits = all hits of the phase minus the warm-ups.
     let hits0 = upstream.hits.load(Ordering::Relaxed) + (args.concurrency * args.warmup) as u64;
@@ -955,6 +1063,7 @@ async fn run_phase(
     }
     barrier.wait().await;
     let proxy0 = cpu_of(proxy_pids);
+    let also0 = cpu_of(also_pids);
     let tool0 = cpu_seconds(None).unwrap_or(0.0);
     let box0 = box_cpu();
     let start = Instant::now();
@@ -969,9 +1078,15 @@ async fn run_phase(
         (Some(a), Some(b)) if !proxy_pids.is_empty() => Some(b - a),
         _ => None,
     };
+    let also_cpu = match (also0, cpu_of(also_pids)) {
+        (Some(a), Some(b)) if !also_pids.is_empty() => Some(b - a),
+        _ => None,
+    };
     let (other_cpu, steal) = match (box0, box1) {
         (Some((b0, s0)), Some((b1, s1))) => (
-            Some((b1 - b0 - tool_cpu - proxy_cpu.unwrap_or(0.0)).max(0.0)),
+            Some(
+                (b1 - b0 - tool_cpu - proxy_cpu.unwrap_or(0.0) - also_cpu.unwrap_or(0.0)).max(0.0),
+            ),
             Some(s1 - s0),
         ),
         _ => (None, None),
@@ -986,6 +1101,7 @@ async fn run_phase(
         wall,
         tool_cpu,
         proxy_cpu,
+        also_cpu,
         other_cpu,
         steal,
         upstream_hits: upstream.hits.load(Ordering::Relaxed).saturating_sub(hits0),
@@ -1056,7 +1172,10 @@ fn run() -> Res<bool> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run_async(args, fds))
+    match args.state_redis {
+        true => runtime.block_on(run_state_redis(args, fds)),
+        false => runtime.block_on(run_async(args, fds)),
+    }
 }
 
 async fn run_async(args: Args, fds: String) -> Res<bool> {
@@ -1098,18 +1217,8 @@ async fn run_async(args: Args, fds: String) -> Res<bool> {
     };
     let nginx_idle_rss = nginx.as_ref().and_then(|n| rss_sum(&n.pids(), "VmRSS"));
 
-    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
-    println!(
-        "streamgate load: {} concurrent clients, {} streams per phase ({} warm-up per client), \
-         {} content chunks per stream ({} frames, {} bytes upstream), {:.1} ms between frames",
-        args.concurrency,
-        args.requests,
-        args.warmup,
-        args.chunks,
-        frames.len(),
-        frame_bytes,
-        args.delay.as_secs_f64() * 1000.0
-    );
+    let cpus = cpu_count();
+    println!("{}", describe_load(&args, frames.len(), frame_bytes));
     println!(
         "machine: {cpus} CPUs ({}); open-files limit {fds}; gateway {} (pid {}, RUST_LOG={})",
         cpu_model(),
@@ -1140,6 +1249,7 @@ async fn run_async(args: Args, fds: String) -> Res<bool> {
         Target {
             addr: up_addr,
             path: "/v1/chat/completions",
+            native: false,
             body: request_body("synthetic"),
         },
         expected.clone(),
@@ -1154,6 +1264,7 @@ async fn run_async(args: Args, fds: String) -> Res<bool> {
         Target {
             addr: gateway.addr,
             path: "/v1/chat/completions",
+            native: false,
             body: request_body("openai/synthetic"),
         },
         expected.clone(),
@@ -1180,11 +1291,13 @@ async fn run_async(args: Args, fds: String) -> Res<bool> {
         let gateway_target = || Target {
             addr: gateway.addr,
             path: "/v1/chat/completions",
+            native: false,
             body: request_body("openai/synthetic"),
         };
         let quiet_target = || Target {
             addr: q.addr,
             path: "/v1/chat/completions",
+            native: false,
             body: request_body("openai/synthetic"),
         };
         eprintln!("gw-quiet warm-up phase (not measured) ...");
@@ -1237,6 +1350,7 @@ async fn run_async(args: Args, fds: String) -> Res<bool> {
             Target {
                 addr: n.addr,
                 path: "/v1/chat/completions",
+                native: false,
                 body: request_body("synthetic"),
             },
             expected.clone(),
@@ -1282,6 +1396,352 @@ async fn run_async(args: Args, fds: String) -> Res<bool> {
         .map(|p| p.errors + p.warmup_errors)
         .sum();
     Ok(failures == 0 && alive && quiet_alive && nginx_alive)
+}
+
+/// The first line of the report: the load's shape.
+fn describe_load(args: &Args, frames: usize, frame_bytes: usize) -> String {
+    format!(
+        "streamgate load: {} concurrent clients, {} streams per phase ({} warm-up per client), \
+         {} content chunks per stream ({frames} frames, {frame_bytes} bytes upstream), {:.1} ms \
+         between frames",
+        args.concurrency,
+        args.requests,
+        args.warmup,
+        args.chunks,
+        args.delay.as_secs_f64() * 1000.0
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// --state-redis: the hub with the embedded journal against the hub with Redis
+
+/// `redis-server` as a child process (loopback, no persistence, its own directory), killed
+/// and its directory removed when dropped.
+#[derive(Debug)]
+struct RedisServer {
+    child: Child,
+    pid: u32,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl RedisServer {
+    /// `--redis-server`, else `redis-server` on PATH, else in /usr/bin or /usr/sbin.
+    fn find(explicit: Option<&Path>) -> Res<PathBuf> {
+        find_binary(
+            explicit,
+            "--redis-server",
+            "redis-server",
+            &["/usr/bin", "/usr/sbin"],
+        )
+        .map_err(|e| format!("--state-redis: {e}").into())
+    }
+
+    fn spawn(binary: &Path, pin: bool) -> Res<RedisServer> {
+        let port = free_port()?.port();
+        let dir = tool_dir().join("redis");
+        std::fs::create_dir_all(&dir)?;
+        let log = std::fs::File::create(dir.join("redis.log"))?;
+        let child = pinned(binary, pin)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ])
+            .arg("--dir")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", binary.display()))?;
+        let pid = child.id();
+        Ok(RedisServer {
+            child,
+            pid,
+            port,
+            dir,
+        })
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Waits until it answers PING (10 s at most).
+    async fn ready(&mut self) -> Res<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Err(format!("redis-server exited ({status})").into());
+            }
+            if redis_call(self.port, "PING")
+                .await
+                .is_ok_and(|r| r == "PONG")
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err("redis-server did not answer PING within 10 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A field of `INFO section` (`used_memory`, ...).
+    async fn info(&self, section: &str, field: &str) -> Option<String> {
+        let text = redis_call(self.port, &format!("INFO {section}"))
+            .await
+            .ok()?;
+        text.lines().find_map(|l| {
+            l.strip_prefix(field)?
+                .strip_prefix(':')
+                .map(|v| v.trim().to_owned())
+        })
+    }
+}
+
+/// One inline command to Redis on 127.0.0.1:`port`; the reply's text (a simple string,
+/// integer or bulk string), within 5 s and 1 MiB.
+async fn redis_call(port: u16, command: &str) -> Res<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let call = async {
+        let mut tcp = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+        tcp.write_all(format!("{command}\r\n").as_bytes()).await?;
+        let mut buf = Vec::with_capacity(4096);
+        loop {
+            if tcp.read_buf(&mut buf).await? == 0 {
+                return Err::<String, BoxError>("redis closed the connection".into());
+            }
+            let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else {
+                continue;
+            };
+            let head = std::str::from_utf8(&buf[1..eol])?;
+            match buf[0] {
+                b'+' | b':' => return Ok(head.to_owned()),
+                b'-' => return Err(format!("redis: {head}").into()),
+                b'$' => {
+                    let len: usize = head.parse()?;
+                    if len > 1 << 20 {
+                        return Err("redis: reply too large".into());
+                    }
+                    if buf.len() >= eol + 2 + len {
+                        return Ok(String::from_utf8_lossy(&buf[eol + 2..eol + 2 + len]).into());
+                    }
+                }
+                _ => return Err("redis: unexpected reply".into()),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .map_err(|_| "redis did not answer within 5 s")?
+}
+
+/// `--state-redis`: direct, then the native door of the embedded gateway and of the Redis
+/// gateway, measured E R R E after an unmeasured phase each.
+async fn run_state_redis(args: Args, fds: String) -> Res<bool> {
+    let frames = answer_frames(args.chunks);
+    let frame_bytes: usize = frames.iter().map(Bytes::len).sum();
+    let expected = Arc::new(Expected {
+        content: (0..args.chunks).map(token).collect(),
+    });
+    let (up_addr, upstream) = start_upstream(frames.clone(), args.delay).await?;
+    let redis_bin = RedisServer::find(args.redis_bin.as_deref())?;
+    let mut redis = RedisServer::spawn(&redis_bin, args.pin)?;
+    redis.ready().await?;
+    let spawn =
+        |extra: &str| Gateway::spawn(&args.gateway, up_addr, &args.gateway_log, extra, args.pin);
+    let mut embedded = spawn("")?;
+    embedded.ready().await?;
+    let mut shared = spawn(&format!(
+        "\n[state]\nbackend = \"redis\"\nurl = \"{}\"\n",
+        redis.url()
+    ))?;
+    shared.ready().await?;
+    let idle = |g: &Gateway| status_mib(g.pid, "VmRSS");
+    let (embedded_idle, shared_idle) = (idle(&embedded), idle(&shared));
+
+    let cpus = cpu_count();
+    println!("{}", describe_load(&args, frames.len(), frame_bytes));
+    println!(
+        "machine: {cpus} CPUs ({}); open-files limit {fds}; gateway {} (RUST_LOG={}): embedded \
+         journal pid {}, [state] backend = \"redis\" pid {}; redis-server pid {} ({}){}",
+        cpu_model(),
+        args.gateway.display(),
+        args.gateway_log,
+        embedded.pid,
+        shared.pid,
+        redis.pid,
+        redis
+            .info("server", "redis_version")
+            .await
+            .map_or_else(|| "version unknown".into(), |v| format!("redis {v}")),
+        if args.pin {
+            "; pinned: this tool on CPU 0, the gateways and redis-server on CPU 1"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "streams through the native door (POST /v1/streams, Agent Events over SSE, through the \
+         hub); load average before the run: {}",
+        loadavg()
+    );
+
+    eprintln!("direct phase ...");
+    let direct = run_phase(
+        &args,
+        Target {
+            addr: up_addr,
+            path: "/v1/chat/completions",
+            native: false,
+            body: request_body("synthetic"),
+        },
+        expected.clone(),
+        &[],
+        &upstream,
+    )
+    .await?;
+    let native = |addr: SocketAddr| Target {
+        addr,
+        path: "/v1/streams",
+        native: true,
+        body: request_body("openai/synthetic"),
+    };
+    for (name, gateway) in [("embedded", &embedded), ("redis", &shared)] {
+        eprintln!("{name} warm-up phase (not measured) ...");
+        run_phase(
+            &args,
+            native(gateway.addr),
+            expected.clone(),
+            &[gateway.pid],
+            &upstream,
+        )
+        .await?;
+    }
+    let order = [
+        ("embedded", false),
+        ("redis", true),
+        ("redis 2", true),
+        ("embedded 2", false),
+    ];
+    let mut columns = Vec::new();
+    for (name, on_redis) in order {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        eprintln!("{name} phase ...");
+        let gateway = if on_redis { &shared } else { &embedded };
+        let phase = run_phase_with(
+            &args,
+            native(gateway.addr),
+            expected.clone(),
+            &[gateway.pid],
+            &[redis.pid],
+            &upstream,
+        )
+        .await?;
+        columns.push(Column {
+            name,
+            phase,
+            idle_rss: if on_redis { shared_idle } else { embedded_idle },
+            peak_rss: status_mib(gateway.pid, "VmHWM"),
+        });
+    }
+    let embedded_alive = embedded.child.try_wait()?.is_none();
+    let shared_alive = shared.child.try_wait()?.is_none();
+    let redis_alive = redis.child.try_wait()?.is_none();
+
+    print!("{}", report(&direct, &columns));
+    let (d50, d99) = (pct(&direct.ttfb, 0.50), pct(&direct.ttfb, 0.99));
+    let mut redis_per_stream = [0.0; 2];
+    for (i, on_redis) in [false, true].into_iter().enumerate() {
+        let side: Vec<&Phase> = columns
+            .iter()
+            .zip(order)
+            .filter(|(_, (_, r))| *r == on_redis)
+            .map(|(c, _)| &c.phase)
+            .collect();
+        let streams: usize = side.iter().map(|p| p.ok()).sum();
+        let wall: f64 = side.iter().map(|p| p.wall.as_secs_f64()).sum();
+        let events: f64 = side
+            .iter()
+            .map(|p| p.frames_per_stream * p.ok() as f64)
+            .sum();
+        let cpu: f64 = side.iter().map(|p| p.proxy_cpu.unwrap_or(0.0)).sum();
+        let redis_cpu: f64 = side.iter().map(|p| p.also_cpu.unwrap_or(0.0)).sum();
+        let mean =
+            |f: &dyn Fn(&Phase) -> f64| side.iter().map(|p| f(p)).sum::<f64>() / side.len() as f64;
+        redis_per_stream[i] = redis_cpu * 1e6 / streams.max(1) as f64;
+        println!(
+            "{:<22} {:.0} events/s delivered ({:.1} per stream), added TTFB p50 {:+.3} ms, p99 {:+.3} \
+             ms, gateway CPU {:.0} us per stream, redis-server CPU {:.0} us per stream (both \
+             measured phases)",
+            if on_redis {
+                "hub, [state] redis:"
+            } else {
+                "hub, embedded journal:"
+            },
+            events / wall.max(1e-9),
+            events / streams.max(1) as f64,
+            mean(&|p| pct(&p.ttfb, 0.50)) - d50,
+            mean(&|p| pct(&p.ttfb, 0.99)) - d99,
+            cpu * 1e6 / streams.max(1) as f64,
+            redis_per_stream[i],
+        );
+    }
+    println!(
+        "redis after the run: used_memory {} bytes, {} keys",
+        redis
+            .info("memory", "used_memory")
+            .await
+            .unwrap_or_else(|| "n/a".into()),
+        redis_call(redis.port, "DBSIZE")
+            .await
+            .unwrap_or_else(|_| "n/a".into())
+    );
+    // Redis's own idle work (serverCron) costs a few us per stream; a gateway that appends its
+    // events there costs it far more.
+    if redis_per_stream[1] < 2.0 * redis_per_stream[0] + 5.0 {
+        println!(
+            "note: the Redis gateway cost redis-server no more than the embedded one did: this \
+             binary keeps streams in its own hub (no Redis stream hub in it)"
+        );
+    }
+    println!("load average after the run: {}", loadavg());
+    for (alive, name, gateway) in [
+        (embedded_alive, "embedded", &embedded),
+        (shared_alive, "redis", &shared),
+    ] {
+        if !alive {
+            println!(
+                "the {name} gateway exited during the run:\n{}",
+                gateway.log_tail()
+            );
+        }
+    }
+    if !redis_alive {
+        println!("redis-server exited during the run");
+    }
+    drop(shared);
+    drop(embedded);
+    drop(redis);
+    let failures: u64 = std::iter::once(&direct)
+        .chain(columns.iter().map(|c| &c.phase))
+        .map(|p| p.errors + p.warmup_errors)
+        .sum();
+    Ok(failures == 0 && embedded_alive && shared_alive && redis_alive)
 }
 
 /// Sum of a /proc/PID/status memory field over `pids` (shared pages count once per process).
@@ -1386,6 +1846,14 @@ fn report(direct: &Phase, columns: &[Column]) -> String {
             "{} of direct",
             each_extra(&|c| format!("{:.1}%", ratio(c) * 100.0))
         ),
+    );
+    let events_per_s = |p: &Phase| p.frames_per_stream * p.streams_per_s();
+    row(
+        &mut s,
+        "SSE events/s",
+        format!("{:.0}", events_per_s(direct)),
+        &|c| format!("{:.0}", events_per_s(&c.phase)),
+        "frames delivered per second (native door: Agent Events through the hub)".into(),
     );
     row(
         &mut s,
@@ -1519,6 +1987,15 @@ fn report(direct: &Phase, columns: &[Column]) -> String {
         }
     }
     s
+}
+
+/// The machine's CPUs (from /proc/cpuinfo: with `--pin` this process may use only one).
+fn cpu_count() -> usize {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .map(|t| t.lines().filter(|l| l.starts_with("processor")).count())
+        .ok()
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(0, usize::from))
 }
 
 fn cpu_model() -> String {
