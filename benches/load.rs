@@ -1525,6 +1525,9 @@ async fn redis_call(port: u16, command: &str) -> Res<String> {
             if tcp.read_buf(&mut buf).await? == 0 {
                 return Err::<String, BoxError>("redis closed the connection".into());
             }
+            if buf.len() > 2 << 20 {
+                return Err("redis: reply too large".into());
+            }
             let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else {
                 continue;
             };

@@ -133,8 +133,8 @@ listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # it for a port 0 listener or an outgoing connection.
 TAKEN=" "
 free_port() {
-    local p tries
-    for tries in $(seq 1 500); do
+    local p _
+    for _ in $(seq 1 500); do
         p=$((20000 + RANDOM % 12768))
         case "$TAKEN" in *" $p "*) continue ;; esac
         if ! listening "$p"; then
@@ -194,7 +194,7 @@ done
 KEY="sg-$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')"
 ADMIN_KEY="adm-$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')"
 cat >"$WORK/streamgate.toml" <<EOF
-# The same file for every instance (docs/deployment.md, "What instances share").
+# The same file for every instance (docs/deployment.md, "What instances must share").
 [server]
 listen = "127.0.0.1:8080"               # each instance gets its own with --listen
 admin_key_env = "STREAMGATE_ADMIN_KEY"  # /admin/* needs it: nginx forwards to a loopback listener
@@ -229,7 +229,9 @@ EOF
 for instance in a b; do
     mkdir -p "$WORK/$instance"
     if [ "$instance" = a ]; then port=$PORT_A; else port=$PORT_B; fi
-    # A subshell for the working directory; exec so that the pid is the gateway's.
+    # A shell for the working directory; exec so that the pid is the gateway's. Its script is
+    # quoted on purpose: the arguments come in as $1..$4.
+    # shellcheck disable=SC2016
     start "gateway-$instance" env \
         STREAMGATE_REDIS="redis://127.0.0.1:$REDIS_PORT/0" \
         STREAMGATE_DEMO_KEY="$KEY" \

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::GatewayError;
@@ -226,6 +226,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::StreamExt;
 
     #[tokio::test(start_paused = true)]
     async fn an_answer_cut_by_the_end_of_the_grace_ends_with_the_shutdown_error() {
