@@ -270,6 +270,12 @@ impl Entry {
         *self.subscribers.borrow()
     }
 
+    /// Tells the generation task a client follows the stream elsewhere (on another
+    /// instance): its detach timer starts again, as when a local client leaves.
+    pub(super) fn touch(&self) {
+        self.subscribers.send_modify(|_| {});
+    }
+
     pub(super) fn watch_subscribers(&self) -> watch::Receiver<usize> {
         self.subscribers.subscribe()
     }

@@ -313,7 +313,11 @@ impl Hub {
     /// drain waits for).
     pub fn running(&self) -> (usize, usize) {
         let streams = self.streams();
-        let live = streams.map.values().filter(|e| !e.is_finished());
+        // Mirrors are other instances' streams: a drain here does not wait for them.
+        let live = streams
+            .map
+            .values()
+            .filter(|e| !e.is_finished() && !self.mirrors_entry(e));
         live.fold((0, 0), |(live, detached), e| {
             (live + 1, detached + usize::from(e.subscribers() == 0))
         })
@@ -511,7 +515,7 @@ impl Hub {
         if let Some(cluster) = &self.cluster {
             if entry.was_moved() {
                 self.finish(entry);
-                self.drop_mirror(entry);
+                self.release(entry);
                 return;
             }
             cluster.end(entry).await;
@@ -533,6 +537,16 @@ impl Hub {
         if is_kept(&streams.map, entry) {
             streams.map.remove(entry.key());
             self.kept.fetch_sub(entry.forget(), Ordering::Relaxed);
+        }
+    }
+
+    /// Takes a stream another instance took over out of the map, its events left to the
+    /// clients still reading them (a reconnecting client follows it from Redis).
+    fn release(&self, entry: &Arc<Entry>) {
+        let mut streams = self.streams();
+        if is_kept(&streams.map, entry) {
+            streams.map.remove(entry.key());
+            self.kept.fetch_sub(entry.bytes(), Ordering::Relaxed);
         }
     }
 

@@ -404,6 +404,16 @@ impl Cluster {
         Ok(live == 1)
     }
 
+    /// Tells the owner of stream `tag` a client follows it here.
+    async fn mark_followed(&self, tag: &str) -> Result<(), StateError> {
+        let mut call = scripts::FOLLOWED.prepare_invoke();
+        call.key(self.key(tag, "meta"));
+        self.redis
+            .script::<i64>("hub followed", &call)
+            .await
+            .map(drop)
+    }
+
     /// The backend's counters.
     pub(super) fn stats(&self) -> ClusterStats {
         let owned = self.owned();
@@ -473,7 +483,7 @@ impl Hub {
         entry.cancel()
     }
 
-    fn mirrors_entry(&self, entry: &Entry) -> bool {
+    pub(super) fn mirrors_entry(&self, entry: &Entry) -> bool {
         self.cluster
             .as_ref()
             .is_some_and(|c| c.mirrors.contains(entry.key()))

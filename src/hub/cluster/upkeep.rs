@@ -70,6 +70,7 @@ async fn renew(cluster: &Cluster) {
                 2 => {
                     entry.cancel();
                 }
+                3 => entry.touch(),
                 -1 => cluster.fence(entry),
                 -2 => cluster.mark_unsynced(tag),
                 _ => {}
