@@ -179,7 +179,16 @@ impl Cluster {
             in_sync: false,
             ended: false,
         };
-        match self.open_script(entry.key(), &owned, "new").await {
+        // Known down (a call failed and none answered since): no wait on every new stream.
+        let opened = if self.redis.is_up() {
+            self.open_script(entry.key(), &owned, "new").await
+        } else {
+            Err(StateError::Failed {
+                what: "hub open",
+                reason: "Redis did not answer the last call".into(),
+            })
+        };
+        match opened {
             Ok([1, _]) => owned.in_sync = true,
             Ok([0, _]) => {
                 return Err(HubError::DuplicateStream {
