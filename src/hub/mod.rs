@@ -480,16 +480,22 @@ impl Hub {
         self.persist.as_ref().map(|p| p.appender.journal())
     }
 
-    /// Puts a stream with its events so far in the map (recovery, tests).
+    /// Puts a stream with its events so far in the map, in place of any of its key
+    /// (recovery, takeover, tests).
     fn insert(&self, entry: Arc<Entry>) {
-        self.kept.fetch_add(entry.bytes(), Ordering::Relaxed);
         let mut streams = self.streams();
+        if let Some(old) = streams.map.remove(entry.key()) {
+            self.kept.fetch_sub(old.forget(), Ordering::Relaxed);
+        }
+        self.put(&mut streams, entry);
+    }
+
+    fn put(&self, streams: &mut Streams, entry: Arc<Entry>) {
+        self.kept.fetch_add(entry.bytes(), Ordering::Relaxed);
         if entry.is_finished() {
             streams.ended.push_back(Arc::downgrade(&entry));
         }
-        if let Some(old) = streams.map.insert(entry.key().to_owned(), entry) {
-            self.kept.fetch_sub(old.forget(), Ordering::Relaxed);
-        }
+        streams.map.insert(entry.key().to_owned(), entry);
     }
 
     /// Hands a batch of events to the journal (before any subscriber sees them).
@@ -515,7 +521,7 @@ impl Hub {
         if let Some(cluster) = &self.cluster {
             if entry.was_moved() {
                 self.finish(entry);
-                self.release(entry);
+                self.let_go(entry, false);
                 return;
             }
             cluster.end(entry).await;
@@ -530,23 +536,20 @@ impl Hub {
         self.streams().ended.push_back(Arc::downgrade(entry));
     }
 
-    /// Lets go of an entry this instance does not generate (a mirror nobody follows, a
-    /// stream taken over by another instance), unless a newer one took its key.
-    fn drop_mirror(&self, entry: &Arc<Entry>) {
+    /// Takes out of the map an entry this instance does not generate (a mirror nobody
+    /// follows, with `forget`; a stream another instance took over, whose events stay for
+    /// the clients still reading them), unless a newer one took its key. A client asking
+    /// again follows the stream from Redis.
+    fn let_go(&self, entry: &Arc<Entry>, forget: bool) {
         let mut streams = self.streams();
         if is_kept(&streams.map, entry) {
             streams.map.remove(entry.key());
-            self.kept.fetch_sub(entry.forget(), Ordering::Relaxed);
-        }
-    }
-
-    /// Takes a stream another instance took over out of the map, its events left to the
-    /// clients still reading them (a reconnecting client follows it from Redis).
-    fn release(&self, entry: &Arc<Entry>) {
-        let mut streams = self.streams();
-        if is_kept(&streams.map, entry) {
-            streams.map.remove(entry.key());
-            self.kept.fetch_sub(entry.bytes(), Ordering::Relaxed);
+            let freed = if forget {
+                entry.forget()
+            } else {
+                entry.bytes()
+            };
+            self.kept.fetch_sub(freed, Ordering::Relaxed);
         }
     }
 
@@ -557,13 +560,7 @@ impl Hub {
         if let Some(kept) = streams.map.get(entry.key()) {
             return (Arc::clone(kept), false);
         }
-        self.kept.fetch_add(entry.bytes(), Ordering::Relaxed);
-        if entry.is_finished() {
-            streams.ended.push_back(Arc::downgrade(&entry));
-        }
-        streams
-            .map
-            .insert(entry.key().to_owned(), Arc::clone(&entry));
+        self.put(&mut streams, Arc::clone(&entry));
         (entry, true)
     }
 

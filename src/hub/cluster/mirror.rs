@@ -232,7 +232,7 @@ async fn run(hub: Weak<Hub>, entry: Arc<Entry>, stop: CancellationToken, detach:
             }
             () = async { if let Some(t) = timer.as_mut() { t.await } }, if timer.is_some() => {
                 if let Some(hub) = hub.upgrade() {
-                    hub.drop_mirror(&entry);
+                    hub.let_go(&entry, true);
                     forget_task(&hub, &entry);
                 }
                 return;

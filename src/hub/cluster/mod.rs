@@ -60,7 +60,7 @@ const RESYNC_BATCH: usize = 64;
 const TAIL_QUEUE: usize = 256;
 
 /// What the owner keeps of one of its streams to write it to Redis again if Redis loses it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Owned {
     entry: Weak<Entry>,
     door: Dialect,
@@ -69,10 +69,8 @@ struct Owned {
     body: Bytes,
     /// The pass-through headers as JSON pairs (never credentials).
     forward: String,
-    /// Redis has every event before this seq.
-    synced: u64,
     /// False once a write failed or came back behind: the hot path then leaves the stream to
-    /// the upkeep task, which re-sends from `synced` (Redis's own `next`) and sets it back.
+    /// the upkeep task, which re-sends from Redis's own `next` and sets it back.
     in_sync: bool,
     /// The stream ended here; its end is to be written when it is in sync.
     ended: bool,
@@ -175,7 +173,6 @@ impl Cluster {
             created_ms: entry.info().created_ms,
             body: new.body.clone(),
             forward,
-            synced: 0,
             in_sync: false,
             ended: false,
         };
@@ -231,11 +228,7 @@ impl Cluster {
             .arg(owned.created_ms)
             .arg(owned.body.as_ref())
             .arg(&owned.forward);
-        let reply: Vec<i64> = self.redis.script("hub open", &call).await?;
-        Ok([
-            reply.first().copied().unwrap_or(0),
-            reply.get(1).copied().unwrap_or(0),
-        ])
+        Ok(pair(self.redis.script("hub open", &call).await?))
     }
 
     /// Writes a batch of `entry`'s events to Redis, before any local client sees them. A
@@ -253,11 +246,7 @@ impl Cluster {
         }
         let jsons: Vec<&[u8]> = events.iter().map(|e| e.json.as_ref()).collect();
         match self.append_script(entry.key(), first.seq, &jsons).await {
-            Ok([1, next]) => {
-                if let Some(o) = self.owned().get_mut(entry.key()) {
-                    o.synced = o.synced.max(next as u64);
-                }
-            }
+            Ok([1, _]) => {}
             Ok([-1, _]) => self.fence(entry),
             Ok(_) | Err(_) => self.mark_unsynced(entry.key()),
         }
@@ -284,11 +273,7 @@ impl Cluster {
         for json in jsons {
             call.arg(*json);
         }
-        let reply: Vec<i64> = self.redis.script("hub append", &call).await?;
-        Ok([
-            reply.first().copied().unwrap_or(0),
-            reply.get(1).copied().unwrap_or(0),
-        ])
+        Ok(pair(self.redis.script("hub append", &call).await?))
     }
 
     fn mark_unsynced(&self, key: &str) {
@@ -435,6 +420,14 @@ impl Cluster {
             moved: self.moved.load(Ordering::Relaxed),
         }
     }
+}
+
+/// A script's `[code, next]` answer (0s where missing: an unexpected answer).
+fn pair(reply: Vec<i64>) -> [i64; 2] {
+    [
+        reply.first().copied().unwrap_or(0),
+        reply.get(1).copied().unwrap_or(0),
+    ]
 }
 
 /// The Redis Stream events of a stream as kept ones: in seq order from `next`, stopping at
