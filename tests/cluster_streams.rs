@@ -235,6 +235,9 @@ async fn a_client_hopping_between_instances_gets_the_exact_sequence() {
             assert_eq!(r.status(), 200, "seed {seed}");
         }
         assert!(hops >= 2, "seed {seed}: the client hopped");
+        // A stream no instance ever had is unknown everywhere (Redis answers: not a 503).
+        let r = resume(&b.url, &format!("{id}x"), None, false).await;
+        assert_eq!(r.status(), 404, "seed {seed}");
         let single = whole_from(&a.url, &id).await;
         assert_eq!(got, single, "seed {seed}: what the hopping client got");
         assert_eq!(whole_from(&b.url, &id).await, single, "seed {seed}");

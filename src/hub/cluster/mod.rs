@@ -454,18 +454,29 @@ impl Hub {
     /// The stream `owner` named `id`, here or, with the Redis backend, on any instance: a
     /// stream this instance does not hold is followed from Redis (a mirror entry). Redis not
     /// answering for a stream not held here is [`HubError::StoreUnavailable`], never
-    /// "unknown": that would be a lie.
+    /// "unknown": that would be a lie. `after`, the seq a resuming client saw last (perhaps
+    /// on another instance): a mirror a little behind Redis is waited for, within a bound.
     pub async fn get_or_follow(
         self: &Arc<Self>,
         owner: Option<&str>,
         id: &str,
+        after: Option<u64>,
     ) -> Result<Arc<Entry>, HubError> {
-        match self.get(owner, id) {
+        let entry = match self.get(owner, id) {
             Err(HubError::UnknownStream { .. }) if self.cluster.is_some() => {
-                mirror::follow(self, &super::scoped(owner, id), id).await
+                return mirror::follow(self, &super::scoped(owner, id), id).await;
             }
-            found => found,
+            found => found?,
+        };
+        if let (Some(cluster), Some(after)) = (&self.cluster, after)
+            && after >= entry.next_seq()
+            && self.mirrors_entry(&entry)
+        {
+            // The mirror reads Redis at least every lease_ms / 3.
+            let bound = cluster.redis.lease() / 3 + cluster.redis.timeout();
+            entry.wait_past(after, bound).await;
         }
+        Ok(entry)
     }
 
     /// Cancels `entry`: here when this instance generates it, else by asking its owner
