@@ -32,6 +32,15 @@ const BRISK: &str = "openai/drip=4:text_long_obfuscation";
 /// The configuration of one instance: the replay's providers, Redis with a short lease (a
 /// dead instance's streams are taken over within about a second).
 fn config(replay: &Replay, redis: &RedisServer) -> String {
+    config_with(replay, redis, "")
+}
+
+/// [`config`] with more `[streams]` settings.
+fn config_with(replay: &Replay, redis: &RedisServer, streams: &str) -> String {
+    format!("[streams]\n{streams}\n{}", config_body(replay, redis))
+}
+
+fn config_body(replay: &Replay, redis: &RedisServer) -> String {
     format!(
         "{}\n[state]\nbackend = \"redis\"\nurl = \"{}\"\nprefix = \"t\"\nlease_ms = 600\ntimeout_ms = 300\n",
         process::replay_providers(&replay.url()),
@@ -226,6 +235,9 @@ async fn a_client_hopping_between_instances_gets_the_exact_sequence() {
             assert_eq!(r.status(), 200, "seed {seed}");
         }
         assert!(hops >= 2, "seed {seed}: the client hopped");
+        // A stream no instance ever had is unknown everywhere (Redis answers: not a 503).
+        let r = resume(&b.url, &format!("{id}x"), None, false).await;
+        assert_eq!(r.status(), 404, "seed {seed}");
         let single = whole_from(&a.url, &id).await;
         assert_eq!(got, single, "seed {seed}: what the hopping client got");
         assert_eq!(whole_from(&b.url, &id).await, single, "seed {seed}");
@@ -379,4 +391,59 @@ async fn redis_stopped_and_restarted_under_load_loses_nothing_a_client_was_shown
     let mut all = seen.envelopes();
     all.extend(read_all(on_b).await);
     assert_whole(&all, &id, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_following_on_b_keeps_the_stream_generating_on_a_and_b_relays_a_cancel() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let replay = replay().await;
+    // Generation stops 1.5 s after the last client of the instance generating it left,
+    // unless a client follows it on another instance (the answer lasts about 5 s).
+    let config = config_with(&replay, &redis, "detach_ms = 1500");
+    let a = GatewayProcess::serve(&config).await;
+    let b = GatewayProcess::serve(&config).await;
+    let mut r = gw::post_stream(
+        &a.url,
+        Dialect::Anthropic,
+        "openai/drip=30:text_long_obfuscation",
+    )
+    .await;
+    let id = gw::stream_id(&r);
+    let mut seen = gw::NativeReader::default();
+    read_until(&mut r, &mut seen, 3).await;
+    drop(r);
+    let after = seen.envelopes().last().unwrap().seq;
+    let on_b = resume(&b.url, &id, Some(after), false).await;
+    assert_eq!(on_b.status(), 200);
+    let mut all = seen.envelopes();
+    all.extend(read_all(on_b).await);
+    assert_whole(&all, &id, 0);
+
+    // A DELETE on B of a stream A generates reaches A: its followers anywhere get the
+    // `cancelled` end.
+    let mut r = gw::post_stream(&a.url, Dialect::Anthropic, SLOW).await;
+    let id = gw::stream_id(&r);
+    let mut seen = gw::NativeReader::default();
+    read_until(&mut r, &mut seen, 3).await;
+    let cancel = gw::client()
+        .delete(format!("{}/v1/streams/{id}", b.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 200);
+    assert_eq!(gw::json_of(cancel).await["cancelled"], true);
+    read_until(&mut r, &mut seen, usize::MAX).await;
+    let all = seen.envelopes();
+    let code = all.iter().find_map(|e| match &e.event {
+        AgentEvent::Error(info) => Some(info.code.clone()),
+        _ => None,
+    });
+    assert_eq!(code.as_deref(), Some("cancelled"), "{all:?}");
+    assert!(matches!(
+        all.last().map(|e| &e.event),
+        Some(AgentEvent::StreamEnd(_))
+    ));
+    assert_eq!(whole_from(&b.url, &id).await, all, "B shows the same end");
 }

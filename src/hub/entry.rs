@@ -212,6 +212,25 @@ impl Entry {
         self.state().len()
     }
 
+    /// Waits until the stream holds an event past `seq` (or has ended),
+    /// at most `bound`. For a mirror entry a little behind Redis, when a client resumes after
+    /// a seq it saw on another instance.
+    pub(super) async fn wait_past(&self, seq: u64, bound: std::time::Duration) {
+        let mut version = self.version.subscribe();
+        let _ = tokio::time::timeout(bound, async {
+            loop {
+                version.borrow_and_update();
+                if self.next_seq() > seq || self.is_finished() {
+                    return;
+                }
+                if version.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+    }
+
     /// Drops the events (the hub forgot the stream): a subscriber that does not read must
     /// not keep alive what the hub let go. Returns the bytes freed.
     pub(super) fn forget(&self) -> usize {
@@ -268,6 +287,12 @@ impl Entry {
     /// Clients following the stream now.
     pub fn subscribers(&self) -> usize {
         *self.subscribers.borrow()
+    }
+
+    /// Tells the generation task a client follows the stream elsewhere (on another
+    /// instance): its detach timer starts again, as when a local client leaves.
+    pub(super) fn touch(&self) {
+        self.subscribers.send_modify(|_| {});
     }
 
     pub(super) fn watch_subscribers(&self) -> watch::Receiver<usize> {

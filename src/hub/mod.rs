@@ -313,7 +313,11 @@ impl Hub {
     /// drain waits for).
     pub fn running(&self) -> (usize, usize) {
         let streams = self.streams();
-        let live = streams.map.values().filter(|e| !e.is_finished());
+        // Mirrors are other instances' streams: a drain here does not wait for them.
+        let live = streams
+            .map
+            .values()
+            .filter(|e| !e.is_finished() && !self.mirrors_entry(e));
         live.fold((0, 0), |(live, detached), e| {
             (live + 1, detached + usize::from(e.subscribers() == 0))
         })
@@ -476,16 +480,22 @@ impl Hub {
         self.persist.as_ref().map(|p| p.appender.journal())
     }
 
-    /// Puts a stream with its events so far in the map (recovery, tests).
+    /// Puts a stream with its events so far in the map, in place of any of its key
+    /// (recovery, takeover, tests).
     fn insert(&self, entry: Arc<Entry>) {
-        self.kept.fetch_add(entry.bytes(), Ordering::Relaxed);
         let mut streams = self.streams();
+        if let Some(old) = streams.map.remove(entry.key()) {
+            self.kept.fetch_sub(old.forget(), Ordering::Relaxed);
+        }
+        self.put(&mut streams, entry);
+    }
+
+    fn put(&self, streams: &mut Streams, entry: Arc<Entry>) {
+        self.kept.fetch_add(entry.bytes(), Ordering::Relaxed);
         if entry.is_finished() {
             streams.ended.push_back(Arc::downgrade(&entry));
         }
-        if let Some(old) = streams.map.insert(entry.key().to_owned(), entry) {
-            self.kept.fetch_sub(old.forget(), Ordering::Relaxed);
-        }
+        streams.map.insert(entry.key().to_owned(), entry);
     }
 
     /// Hands a batch of events to the journal (before any subscriber sees them).
@@ -511,7 +521,7 @@ impl Hub {
         if let Some(cluster) = &self.cluster {
             if entry.was_moved() {
                 self.finish(entry);
-                self.drop_mirror(entry);
+                self.let_go(entry, false);
                 return;
             }
             cluster.end(entry).await;
@@ -526,13 +536,20 @@ impl Hub {
         self.streams().ended.push_back(Arc::downgrade(entry));
     }
 
-    /// Lets go of an entry this instance does not generate (a mirror nobody follows, a
-    /// stream taken over by another instance), unless a newer one took its key.
-    fn drop_mirror(&self, entry: &Arc<Entry>) {
+    /// Takes out of the map an entry this instance does not generate (a mirror nobody
+    /// follows, with `forget`; a stream another instance took over, whose events stay for
+    /// the clients still reading them), unless a newer one took its key. A client asking
+    /// again follows the stream from Redis.
+    fn let_go(&self, entry: &Arc<Entry>, forget: bool) {
         let mut streams = self.streams();
         if is_kept(&streams.map, entry) {
             streams.map.remove(entry.key());
-            self.kept.fetch_sub(entry.forget(), Ordering::Relaxed);
+            let freed = if forget {
+                entry.forget()
+            } else {
+                entry.bytes()
+            };
+            self.kept.fetch_sub(freed, Ordering::Relaxed);
         }
     }
 
@@ -543,13 +560,7 @@ impl Hub {
         if let Some(kept) = streams.map.get(entry.key()) {
             return (Arc::clone(kept), false);
         }
-        self.kept.fetch_add(entry.bytes(), Ordering::Relaxed);
-        if entry.is_finished() {
-            streams.ended.push_back(Arc::downgrade(&entry));
-        }
-        streams
-            .map
-            .insert(entry.key().to_owned(), Arc::clone(&entry));
+        self.put(&mut streams, Arc::clone(&entry));
         (entry, true)
     }
 

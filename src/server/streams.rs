@@ -187,7 +187,7 @@ pub async fn resume(
             );
         }
     };
-    let entry = match state.hub.get_or_follow(caller.owner(), &id).await {
+    let entry = match state.hub.get_or_follow(caller.owner(), &id, after).await {
         Ok(entry) => entry,
         Err(e) => return error_response(dialect, &e.into()),
     };
@@ -215,7 +215,7 @@ pub async fn cancel(
         Ok(caller) => caller,
         Err(e) => return error_response(dialect, &e),
     };
-    match state.hub.get_or_follow(caller.owner(), &id).await {
+    match state.hub.get_or_follow(caller.owner(), &id, None).await {
         Ok(entry) => {
             let was_live = state.hub.cancel(&entry).await;
             json_response(

@@ -207,7 +207,18 @@ async fn run(hub: Weak<Hub>, entry: Arc<Entry>, stop: CancellationToken, detach:
     let mut timer: Option<Pin<Box<Sleep>>> =
         (*subscribers.borrow_and_update() == 0).then(|| Box::pin(tokio::time::sleep(detach)));
     let mut end_hint = false;
+    let mut marked = tokio::time::Instant::now();
     loop {
+        // Its owner must know a client follows here (else its detach timer would end the
+        // stream): every `lease_ms / 3` while one does, however busy the tail is.
+        if entry.subscribers() > 0 && marked.elapsed() >= poll {
+            marked = tokio::time::Instant::now();
+            if let Some(hub) = hub.upgrade()
+                && let Some(cluster) = hub.cluster.as_ref()
+            {
+                let _ = cluster.mark_followed(entry.key()).await;
+            }
+        }
         let (read, payload) = tokio::select! {
             biased;
             () = stop.cancelled() => return,
@@ -221,7 +232,7 @@ async fn run(hub: Weak<Hub>, entry: Arc<Entry>, stop: CancellationToken, detach:
             }
             () = async { if let Some(t) = timer.as_mut() { t.await } }, if timer.is_some() => {
                 if let Some(hub) = hub.upgrade() {
-                    hub.drop_mirror(&entry);
+                    hub.let_go(&entry, true);
                     forget_task(&hub, &entry);
                 }
                 return;
@@ -230,6 +241,10 @@ async fn run(hub: Weak<Hub>, entry: Arc<Entry>, stop: CancellationToken, detach:
                 if changed.is_ok() {
                     let none = *subscribers.borrow_and_update() == 0;
                     timer = none.then(|| Box::pin(tokio::time::sleep(detach)));
+                    if !none {
+                        // A client arrived: the owner hears of it now, not a tick later.
+                        marked = tokio::time::Instant::now() - poll;
+                    }
                 }
                 continue;
             }

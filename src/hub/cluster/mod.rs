@@ -60,7 +60,7 @@ const RESYNC_BATCH: usize = 64;
 const TAIL_QUEUE: usize = 256;
 
 /// What the owner keeps of one of its streams to write it to Redis again if Redis loses it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Owned {
     entry: Weak<Entry>,
     door: Dialect,
@@ -69,10 +69,8 @@ struct Owned {
     body: Bytes,
     /// The pass-through headers as JSON pairs (never credentials).
     forward: String,
-    /// Redis has every event before this seq.
-    synced: u64,
     /// False once a write failed or came back behind: the hot path then leaves the stream to
-    /// the upkeep task, which re-sends from `synced` (Redis's own `next`) and sets it back.
+    /// the upkeep task, which re-sends from Redis's own `next` and sets it back.
     in_sync: bool,
     /// The stream ended here; its end is to be written when it is in sync.
     ended: bool,
@@ -175,11 +173,19 @@ impl Cluster {
             created_ms: entry.info().created_ms,
             body: new.body.clone(),
             forward,
-            synced: 0,
             in_sync: false,
             ended: false,
         };
-        match self.open_script(entry.key(), &owned, "new").await {
+        // Known down (a call failed and none answered since): no wait on every new stream.
+        let opened = if self.redis.is_up() {
+            self.open_script(entry.key(), &owned, "new").await
+        } else {
+            Err(StateError::Failed {
+                what: "hub open",
+                reason: "Redis did not answer the last call".into(),
+            })
+        };
+        match opened {
             Ok([1, _]) => owned.in_sync = true,
             Ok([0, _]) => {
                 return Err(HubError::DuplicateStream {
@@ -222,11 +228,7 @@ impl Cluster {
             .arg(owned.created_ms)
             .arg(owned.body.as_ref())
             .arg(&owned.forward);
-        let reply: Vec<i64> = self.redis.script("hub open", &call).await?;
-        Ok([
-            reply.first().copied().unwrap_or(0),
-            reply.get(1).copied().unwrap_or(0),
-        ])
+        Ok(pair(self.redis.script("hub open", &call).await?))
     }
 
     /// Writes a batch of `entry`'s events to Redis, before any local client sees them. A
@@ -244,11 +246,7 @@ impl Cluster {
         }
         let jsons: Vec<&[u8]> = events.iter().map(|e| e.json.as_ref()).collect();
         match self.append_script(entry.key(), first.seq, &jsons).await {
-            Ok([1, next]) => {
-                if let Some(o) = self.owned().get_mut(entry.key()) {
-                    o.synced = o.synced.max(next as u64);
-                }
-            }
+            Ok([1, _]) => {}
             Ok([-1, _]) => self.fence(entry),
             Ok(_) | Err(_) => self.mark_unsynced(entry.key()),
         }
@@ -275,11 +273,7 @@ impl Cluster {
         for json in jsons {
             call.arg(*json);
         }
-        let reply: Vec<i64> = self.redis.script("hub append", &call).await?;
-        Ok([
-            reply.first().copied().unwrap_or(0),
-            reply.get(1).copied().unwrap_or(0),
-        ])
+        Ok(pair(self.redis.script("hub append", &call).await?))
     }
 
     fn mark_unsynced(&self, key: &str) {
@@ -404,6 +398,16 @@ impl Cluster {
         Ok(live == 1)
     }
 
+    /// Tells the owner of stream `tag` a client follows it here.
+    async fn mark_followed(&self, tag: &str) -> Result<(), StateError> {
+        let mut call = scripts::FOLLOWED.prepare_invoke();
+        call.key(self.key(tag, "meta"));
+        self.redis
+            .script::<i64>("hub followed", &call)
+            .await
+            .map(drop)
+    }
+
     /// The backend's counters.
     pub(super) fn stats(&self) -> ClusterStats {
         let owned = self.owned();
@@ -416,6 +420,14 @@ impl Cluster {
             moved: self.moved.load(Ordering::Relaxed),
         }
     }
+}
+
+/// A script's `[code, next]` answer (0s where missing: an unexpected answer).
+fn pair(reply: Vec<i64>) -> [i64; 2] {
+    [
+        reply.first().copied().unwrap_or(0),
+        reply.get(1).copied().unwrap_or(0),
+    ]
 }
 
 /// The Redis Stream events of a stream as kept ones: in seq order from `next`, stopping at
@@ -442,18 +454,29 @@ impl Hub {
     /// The stream `owner` named `id`, here or, with the Redis backend, on any instance: a
     /// stream this instance does not hold is followed from Redis (a mirror entry). Redis not
     /// answering for a stream not held here is [`HubError::StoreUnavailable`], never
-    /// "unknown": that would be a lie.
+    /// "unknown": that would be a lie. `after`, the seq a resuming client saw last (perhaps
+    /// on another instance): a mirror a little behind Redis is waited for, within a bound.
     pub async fn get_or_follow(
         self: &Arc<Self>,
         owner: Option<&str>,
         id: &str,
+        after: Option<u64>,
     ) -> Result<Arc<Entry>, HubError> {
-        match self.get(owner, id) {
+        let entry = match self.get(owner, id) {
             Err(HubError::UnknownStream { .. }) if self.cluster.is_some() => {
-                mirror::follow(self, &super::scoped(owner, id), id).await
+                return mirror::follow(self, &super::scoped(owner, id), id).await;
             }
-            found => found,
+            found => found?,
+        };
+        if let (Some(cluster), Some(after)) = (&self.cluster, after)
+            && after >= entry.next_seq()
+            && self.mirrors_entry(&entry)
+        {
+            // The mirror reads Redis at least every lease_ms / 3.
+            let bound = cluster.redis.lease() / 3 + cluster.redis.timeout();
+            entry.wait_past(after, bound).await;
         }
+        Ok(entry)
     }
 
     /// Cancels `entry`: here when this instance generates it, else by asking its owner
@@ -473,7 +496,7 @@ impl Hub {
         entry.cancel()
     }
 
-    fn mirrors_entry(&self, entry: &Entry) -> bool {
+    pub(super) fn mirrors_entry(&self, entry: &Entry) -> bool {
         self.cluster
             .as_ref()
             .is_some_and(|c| c.mirrors.contains(entry.key()))

@@ -141,7 +141,8 @@ return 0
 
 /// Renews the leases of many streams of one owner in one call.
 /// KEYS live, then meta, lease, ev per stream. ARGV me, lease_ms, ttl_ms, tag….
-/// Returns one code per stream: 1 renewed, 2 renewed and a client asked to cancel it, -1
+/// Returns one code per stream: 1 renewed, 2 renewed and a client asked to cancel it, 3
+/// renewed and a client follows it on another instance (marked within the last lease), -1
 /// fenced, -2 gone.
 pub(super) static RENEW: LazyLock<Script> = LazyLock::new(|| {
     script(
@@ -161,7 +162,10 @@ for i = 4, #ARGV do
     redis.call('PEXPIRE', meta, ARGV[3])
     redis.call('PEXPIRE', ev, ARGV[3])
     redis.call('ZADD', KEYS[1], deadline, ARGV[i])
-    if redis.call('HGET', meta, 'cancel') == '1' then codes[#codes + 1] = 2 else codes[#codes + 1] = 1 end
+    local followed = tonumber(redis.call('HGET', meta, 'followed') or '0')
+    if redis.call('HGET', meta, 'cancel') == '1' then codes[#codes + 1] = 2
+    elseif deadline - followed < 2 * tonumber(ARGV[2]) then codes[#codes + 1] = 3
+    else codes[#codes + 1] = 1 end
   end
 end
 return codes
@@ -175,6 +179,17 @@ pub(super) static EXPIRED: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
 return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now(), 'LIMIT', 0, tonumber(ARGV[1]))
+",
+    )
+});
+
+/// Marks a stream followed by a client on another instance now (its owner keeps generating
+/// it while anyone follows it anywhere). KEYS meta.
+pub(super) static FOLLOWED: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'followed', now()) end
+return 1
 ",
     )
 });

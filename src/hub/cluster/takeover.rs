@@ -103,7 +103,6 @@ async fn take(hub: &Arc<Hub>, engine: &Arc<Engine>, cluster: &Cluster, tag: &str
         created_ms: meta.created_ms,
         body: meta.body.clone(),
         forward: meta.forward.clone(),
-        synced: next,
         in_sync: true,
         ended: false,
     };

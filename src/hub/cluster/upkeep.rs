@@ -70,6 +70,7 @@ async fn renew(cluster: &Cluster) {
                 2 => {
                     entry.cancel();
                 }
+                3 => entry.touch(),
                 -1 => cluster.fence(entry),
                 -2 => cluster.mark_unsynced(tag),
                 _ => {}
@@ -92,20 +93,8 @@ async fn resync(cluster: &Cluster) {
         // Read before Redis is asked: events appended meanwhile make the append come back
         // behind, and the stream is re-sent again next round.
         let target = entry.next_seq();
-        let snapshot = {
-            let owned = cluster.owned();
-            let Some(o) = owned.get(&tag) else { continue };
-            super::Owned {
-                entry: o.entry.clone(),
-                door: o.door,
-                route: o.route.clone(),
-                created_ms: o.created_ms,
-                body: o.body.clone(),
-                forward: o.forward.clone(),
-                synced: o.synced,
-                in_sync: false,
-                ended: o.ended,
-            }
+        let Some(snapshot) = cluster.owned().get(&tag).cloned() else {
+            continue;
         };
         let opened = cluster.open_script(&tag, &snapshot, "adopt").await;
         let mut next = match opened {
@@ -142,7 +131,6 @@ async fn resync(cluster: &Cluster) {
             let mut owned = cluster.owned();
             match owned.get_mut(&tag) {
                 Some(o) => {
-                    o.synced = next;
                     o.in_sync = true;
                     o.ended
                 }

@@ -181,7 +181,7 @@ impl Conn {
                 match self
                     .state
                     .hub
-                    .get_or_follow(self.caller.owner(), &stream)
+                    .get_or_follow(self.caller.owner(), &stream, None)
                     .await
                 {
                     Ok(entry) => {
@@ -199,7 +199,7 @@ impl Conn {
                 let subscription = self
                     .state
                     .hub
-                    .get_or_follow(self.caller.owner(), &stream)
+                    .get_or_follow(self.caller.owner(), &stream, after)
                     .await
                     .and_then(|entry| entry.subscribe(after));
                 match subscription {
