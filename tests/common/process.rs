@@ -98,6 +98,13 @@ impl GatewayProcess {
         self.status_kib("VmHWM:") * 1024
     }
 
+    /// Kills it with SIGKILL (no shutdown: what it held in Redis stays until it expires) and
+    /// waits for it to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Whether the process is still running (it did not crash or exit).
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
