@@ -693,3 +693,77 @@ async fn with_redis_stopped_each_instance_limits_alone_and_shares_again_once_it_
     let (statuses, took) = c.burst(&mut rng, "after", 10, 2, None).await;
     assert_exactly(admitted(&statuses), n, took, "shared after the outage");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_queued_on_b_is_admitted_when_a_stream_on_a_ends_and_never_past_its_deadline() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let c = cluster(
+        &redis,
+        "[limits]\nqueue_ms = 8000\n[limits.per_key]\nconcurrent_streams = 1\n",
+    )
+    .await;
+    // About 2 s: 12 frames 150 ms apart.
+    let short = gw::chat_body(Dialect::OpenAi, "anthropic/drip=150:text_basic", true);
+    let held = c.chat(false, "queued", &short).await;
+    assert_eq!(held.status(), 200);
+    let reader = tokio::spawn(async move { held.bytes().await.map(|b| b.len()) });
+    let asked = Instant::now();
+    let quick = gw::chat_body(Dialect::OpenAi, "anthropic/text_basic", false);
+    let r = c.chat(true, "queued", &quick).await;
+    let waited = asked.elapsed();
+    assert_eq!(r.status(), 200, "admitted once A's stream ended");
+    assert!(reader.await.unwrap().unwrap() > 0);
+    assert!(
+        waited >= Duration::from_millis(500),
+        "it did not wait: {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(8), "{waited:?}");
+
+    // A stream that outlives the queue time: the queued request is refused at the deadline.
+    let c = cluster(
+        &redis,
+        "[limits]\nqueue_ms = 1000\n[limits.per_key]\nconcurrent_streams = 1\n",
+    )
+    .await;
+    let long = gw::chat_body(Dialect::OpenAi, "anthropic/drip=1000:text_basic", true);
+    let held = c.chat(false, "deadline", &long).await;
+    assert_eq!(held.status(), 200);
+    let asked = Instant::now();
+    let r = c.chat(true, "deadline", &quick).await;
+    let waited = asked.elapsed();
+    assert_eq!(r.status(), 429);
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
+    // The deadline, a poll interval and a loaded machine's slack; never the stream's 11 s.
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_limits_shared_with_the_new_quota() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let c = cluster(&redis, "[limits.per_key]\nrequests_per_minute = 3\n").await;
+    let mut rng = fastrand::Rng::with_seed(31);
+    let (statuses, took) = c.burst(&mut rng, "reloaded", 10, 1, None).await;
+    assert_exactly(admitted(&statuses), 3, took, "before the reload");
+    for on_b in [false, true] {
+        let gateway = if on_b { &c.b } else { &c.a };
+        let path = gateway.config_path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = text.replace("requests_per_minute = 3", "requests_per_minute = 7");
+        std::fs::write(&path, text).unwrap();
+        let r = c
+            .client
+            .post(format!("{}/admin/reload", c.base(on_b)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+    // A new quota value starts its own count (as a reload does locally): 7, across both.
+    let (statuses, took) = c.burst(&mut rng, "reloaded", 20, 1, None).await;
+    assert_exactly(admitted(&statuses), 7, took, "after the reload");
+}
