@@ -13,7 +13,8 @@ use serde::Deserialize;
 
 mod log;
 pub mod reload;
-pub mod state;
+// Defined with the client (`crate::state`), a low layer the limiter uses too.
+pub use crate::state::config as state;
 mod streams;
 pub mod telemetry;
 

@@ -361,3 +361,409 @@ async fn stream_slots_expire_unless_renewed_and_renewal_never_brings_back_a_rele
         assert!(ttl > 0, "{key} has no TTL ({ttl})");
     }
 }
+
+// ---- Two gateway processes sharing one redis-server ----
+
+#[path = "common/gateway.rs"]
+mod gw;
+#[path = "common/process.rs"]
+mod process;
+
+use std::time::Instant;
+
+use futures_util::future::join_all;
+use process::GatewayProcess;
+use providers::Dialect;
+
+/// The body of both instances' configuration: the replay upstream, `[state]` on `redis`
+/// (short timeout and expiry, so a test sees an outage and a dead instance quickly) and
+/// `extra` (the limits).
+fn cluster_config(replay: &str, redis: &str, extra: &str) -> String {
+    format!(
+        "{}\n[state]\nbackend = \"redis\"\nurl = \"{redis}\"\nprefix = \"sg\"\n\
+         timeout_ms = 500\nlease_ms = 1500\n{extra}\n",
+        process::replay_providers(replay)
+    )
+}
+
+struct Cluster {
+    a: GatewayProcess,
+    b: GatewayProcess,
+    replay: streamgate::replay::Replay,
+    client: reqwest::Client,
+}
+
+async fn cluster(redis: &RedisServer, extra: &str) -> Cluster {
+    let replay = streamgate::replay::spawn(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let config = cluster_config(&replay.url(), &redis.url(), extra);
+    let (a, b) = tokio::join!(
+        GatewayProcess::serve(&config),
+        GatewayProcess::serve(&config)
+    );
+    Cluster {
+        a,
+        b,
+        replay,
+        client: gw::client(),
+    }
+}
+
+impl Cluster {
+    fn base(&self, on_b: bool) -> &str {
+        if on_b { &self.b.url } else { &self.a.url }
+    }
+
+    /// One chat request of client `key` to A or B.
+    async fn chat(&self, on_b: bool, key: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}/v1/chat/completions", self.base(on_b)))
+            .header("authorization", format!("Bearer {key}"))
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(body).unwrap())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `clients` concurrent clients sending `each` requests one after the other, each to A or
+    /// B as `rng` chose; the statuses, and how long it all took.
+    async fn burst(
+        &self,
+        rng: &mut fastrand::Rng,
+        key: &str,
+        clients: usize,
+        each: usize,
+        only: Option<bool>,
+    ) -> (Vec<u16>, Duration) {
+        let body = gw::chat_body(Dialect::OpenAi, "anthropic/text_basic", false);
+        let plans: Vec<Vec<bool>> = (0..clients)
+            .map(|_| {
+                (0..each)
+                    .map(|_| only.unwrap_or_else(|| rng.bool()))
+                    .collect()
+            })
+            .collect();
+        let began = Instant::now();
+        let statuses = join_all(plans.into_iter().map(|plan| {
+            let body = &body;
+            async move {
+                let mut out = Vec::new();
+                for on_b in plan {
+                    let r = self.chat(on_b, key, body).await;
+                    out.push(r.status().as_u16());
+                    let _ = r.bytes().await;
+                }
+                out
+            }
+        }))
+        .await;
+        (statuses.concat(), began.elapsed())
+    }
+
+    /// Scrapes `/metrics` of A or B.
+    async fn metrics(&self, on_b: bool) -> String {
+        let r = self
+            .client
+            .get(format!("{}/metrics", self.base(on_b)))
+            .send()
+            .await
+            .unwrap();
+        r.text().await.unwrap()
+    }
+}
+
+/// Admitted (200) among `statuses`; anything but 200 and 429 fails the test.
+fn admitted(statuses: &[u16]) -> usize {
+    for s in statuses {
+        assert!(*s == 200 || *s == 429, "status {s}");
+    }
+    statuses.iter().filter(|s| **s == 200).count()
+}
+
+/// Exactly `n` when the burst took less than one emission interval (60/n s); the refills of
+/// the time it took on a loaded machine, and nothing more, otherwise.
+fn assert_exactly(ok: usize, n: u32, took: Duration, what: &str) {
+    let refills = (took.as_secs_f64() / (60.0 / f64::from(n))) as usize;
+    let n = n as usize;
+    if refills == 0 {
+        assert_eq!(ok, n, "{what}: admitted {ok} of a limit of {n} in {took:?}");
+    } else {
+        assert!(
+            (n..=n + refills).contains(&ok),
+            "{what}: admitted {ok}, limit {n}, {refills} refills in {took:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_per_minute_admit_exactly_n_across_two_instances_under_50_clients() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    for (n, seed) in [(4u32, 1u64), (10, 2), (25, 3)] {
+        let c = cluster(
+            &redis,
+            &format!("[limits.per_key]\nrequests_per_minute = {n}\n"),
+        )
+        .await;
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let key = format!("client-{seed}");
+        let (statuses, took) = c.burst(&mut rng, &key, 50, 2, None).await;
+        assert_eq!(statuses.len(), 100);
+        assert_exactly(admitted(&statuses), n, took, &format!("n {n} seed {seed}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_per_minute_are_one_budget_across_two_instances() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    // Each request borrows its prompt estimate + max_tokens (10000): three fit in 35000. The
+    // upstream never answers (`stall`), so no usage settles the borrows while they count.
+    let c = cluster(&redis, "[limits.per_key]\ntokens_per_minute = 35000\n").await;
+    let mut body = gw::chat_body(Dialect::OpenAi, "anthropic/stall:text_basic", true);
+    body["max_tokens"] = 10_000.into();
+    let mut rng = fastrand::Rng::with_seed(11);
+    let began = Instant::now();
+    let sides: Vec<bool> = (0..8).map(|_| rng.bool()).collect();
+    let outcomes = join_all(sides.into_iter().map(|on_b| {
+        let body = &body;
+        let c = &c;
+        async move {
+            // Admitted requests wait on the silent upstream: they are the ones still waiting.
+            tokio::time::timeout(Duration::from_secs(5), c.chat(on_b, "tok-client", body)).await
+        }
+    }))
+    .await;
+    let took = began.elapsed();
+    let mut waiting = 0;
+    for outcome in outcomes {
+        match outcome {
+            Err(_) => waiting += 1,
+            Ok(r) => {
+                assert_eq!(r.status(), 429);
+                let body = gw::json_of(r).await;
+                assert_eq!(body["error"]["type"], "tokens", "{body}");
+            }
+        }
+    }
+    // A fourth needs ~8.6 s of refill at 35000 a minute.
+    if took < Duration::from_secs(8) {
+        assert_eq!(waiting, 3, "in {took:?}");
+    } else {
+        assert!((3..=4).contains(&waiting), "{waiting} in {took:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_streams_are_shared_and_a_killed_instances_slots_come_back() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let mut c = cluster(&redis, "[limits.per_key]\nconcurrent_streams = 2\n").await;
+    // About 18 s per stream: they hold their slots for the whole test.
+    let slow = gw::chat_body(Dialect::OpenAi, "anthropic/drip=1500:text_basic", true);
+    let quick = gw::chat_body(Dialect::OpenAi, "anthropic/text_basic", false);
+    let on_a = c.chat(false, "streamer", &slow).await;
+    assert_eq!(on_a.status(), 200);
+    let on_b = c.chat(true, "streamer", &slow).await;
+    assert_eq!(on_b.status(), 200);
+    for third_on_b in [false, true] {
+        let r = c.chat(third_on_b, "streamer", &quick).await;
+        assert_eq!(r.status(), 429, "a third stream on {third_on_b}");
+        let body = gw::json_of(r).await;
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("concurrent streams"), "{body}");
+    }
+    // A dies holding a slot: nobody gives it back, it expires (lease_ms = 1500).
+    c.a.kill();
+    drop(on_a);
+    let killed = Instant::now();
+    let r = c.chat(true, "streamer", &quick).await;
+    if killed.elapsed() < Duration::from_millis(1000) {
+        assert_eq!(r.status(), 429, "the dead instance's slot is still counted");
+    }
+    drop(r);
+    let deadline = killed + Duration::from_secs(20);
+    loop {
+        let r = c.chat(true, "streamer", &quick).await;
+        if r.status() == 200 {
+            break;
+        }
+        assert_eq!(r.status(), 429);
+        assert!(
+            Instant::now() < deadline,
+            "the killed instance's slot never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // B's own stream still holds its slot: the limit is still 2.
+    let r = c.chat(true, "streamer", &slow).await;
+    assert_eq!(r.status(), 200);
+    let r2 = c.chat(true, "streamer", &quick).await;
+    assert_eq!(r2.status(), 429);
+    drop(on_b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breaker_opened_on_a_makes_b_skip_the_route_without_trying_it() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let c = cluster(
+        &redis,
+        "[streaming.retryPolicy]\nmaxAttempts = 1\n\
+         [streaming.circuitBreaker]\nfailureThreshold = 1\ncooldownMs = 60000\n",
+    )
+    .await;
+    let failing = gw::chat_body(Dialect::OpenAi, "anthropic/status=500:text_basic", false);
+    let r = c.chat(false, "k", &failing).await;
+    assert!(r.status().is_server_error(), "{}", r.status());
+    let asked = c.replay.requests().len();
+    assert!(asked >= 1);
+    // Pub/sub carries the news in milliseconds; a loaded machine gets seconds.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let r = c.chat(true, "k", &failing).await;
+    assert_eq!(r.status(), 503, "B answers from its breaker");
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(c.replay.requests().len(), asked, "B tried the route");
+    // Other routes are untouched.
+    let ok = gw::chat_body(Dialect::OpenAi, "anthropic/text_basic", false);
+    assert_eq!(c.chat(true, "k", &ok).await.status(), 200);
+    assert_eq!(c.replay.requests().len(), asked + 1);
+}
+
+/// Whether `metrics` says Redis answers.
+fn redis_up(metrics: &str) -> Option<bool> {
+    metrics.lines().find_map(|l| {
+        l.strip_prefix("streamgate_redis_up ")
+            .map(|v| v.trim() == "1")
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_stopped_each_instance_limits_alone_and_shares_again_once_it_returns() {
+    let Some(mut redis) = RedisServer::start().await else {
+        return;
+    };
+    let n = 6u32;
+    let c = cluster(
+        &redis,
+        &format!("[limits.per_key]\nrequests_per_minute = {n}\n"),
+    )
+    .await;
+    let mut rng = fastrand::Rng::with_seed(21);
+    // Shared: N across both.
+    let (statuses, took) = c.burst(&mut rng, "before", 10, 2, None).await;
+    assert_exactly(admitted(&statuses), n, took, "shared before the outage");
+    assert_eq!(redis_up(&c.metrics(false).await), Some(true));
+
+    // Redis dies mid-load: requests are still answered, each instance enforcing N alone.
+    redis.stop();
+    for on_b in [false, true] {
+        let (statuses, took) = c.burst(&mut rng, "during", 10, 2, Some(on_b)).await;
+        assert_exactly(admitted(&statuses), n, took, &format!("alone on {on_b}"));
+        // Never waiting on Redis past timeout_ms per request (20 requests, 2 at a time).
+        assert!(took < Duration::from_secs(10), "{took:?}");
+        assert_eq!(redis_up(&c.metrics(on_b).await), Some(false));
+    }
+    let outages = c.metrics(false).await;
+    assert!(
+        outages
+            .lines()
+            .any(|l| l.starts_with("streamgate_redis_outages_total ") && !l.ends_with(" 0")),
+        "{outages}"
+    );
+
+    // It comes back (empty): both instances notice without a restart, and share again.
+    redis.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for on_b in [false, true] {
+        while redis_up(&c.metrics(on_b).await) != Some(true) {
+            assert!(
+                Instant::now() < deadline,
+                "instance {on_b} never saw Redis again"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let (statuses, took) = c.burst(&mut rng, "after", 10, 2, None).await;
+    assert_exactly(admitted(&statuses), n, took, "shared after the outage");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_queued_on_b_is_admitted_when_a_stream_on_a_ends_and_never_past_its_deadline() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let c = cluster(
+        &redis,
+        "[limits]\nqueue_ms = 8000\n[limits.per_key]\nconcurrent_streams = 1\n",
+    )
+    .await;
+    // About 2 s: 12 frames 150 ms apart.
+    let short = gw::chat_body(Dialect::OpenAi, "anthropic/drip=150:text_basic", true);
+    let held = c.chat(false, "queued", &short).await;
+    assert_eq!(held.status(), 200);
+    let reader = tokio::spawn(async move { held.bytes().await.map(|b| b.len()) });
+    let asked = Instant::now();
+    let quick = gw::chat_body(Dialect::OpenAi, "anthropic/text_basic", false);
+    let r = c.chat(true, "queued", &quick).await;
+    let waited = asked.elapsed();
+    assert_eq!(r.status(), 200, "admitted once A's stream ended");
+    assert!(reader.await.unwrap().unwrap() > 0);
+    assert!(
+        waited >= Duration::from_millis(500),
+        "it did not wait: {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(8), "{waited:?}");
+
+    // A stream that outlives the queue time: the queued request is refused at the deadline.
+    let c = cluster(
+        &redis,
+        "[limits]\nqueue_ms = 1000\n[limits.per_key]\nconcurrent_streams = 1\n",
+    )
+    .await;
+    let long = gw::chat_body(Dialect::OpenAi, "anthropic/drip=1000:text_basic", true);
+    let held = c.chat(false, "deadline", &long).await;
+    assert_eq!(held.status(), 200);
+    let asked = Instant::now();
+    let r = c.chat(true, "deadline", &quick).await;
+    let waited = asked.elapsed();
+    assert_eq!(r.status(), 429);
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
+    // The deadline, a poll interval and a loaded machine's slack; never the stream's 11 s.
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_limits_shared_with_the_new_quota() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let c = cluster(&redis, "[limits.per_key]\nrequests_per_minute = 3\n").await;
+    let mut rng = fastrand::Rng::with_seed(31);
+    let (statuses, took) = c.burst(&mut rng, "reloaded", 10, 1, None).await;
+    assert_exactly(admitted(&statuses), 3, took, "before the reload");
+    for on_b in [false, true] {
+        let gateway = if on_b { &c.b } else { &c.a };
+        let path = gateway.config_path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = text.replace("requests_per_minute = 3", "requests_per_minute = 7");
+        std::fs::write(&path, text).unwrap();
+        let r = c
+            .client
+            .post(format!("{}/admin/reload", c.base(on_b)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+    // A new quota value starts its own count (as a reload does locally): 7, across both.
+    let (statuses, took) = c.burst(&mut rng, "reloaded", 20, 1, None).await;
+    assert_exactly(admitted(&statuses), 7, took, "after the reload");
+}

@@ -168,7 +168,7 @@ async fn a_stream_whose_instance_is_killed_is_resumed_whole_on_another() {
     let id = gw::stream_id(&r);
     let mut seen = gw::NativeReader::default();
     assert!(!read_until(&mut r, &mut seen, 40).await, "still running");
-    a.kill9();
+    a.kill();
     drop(r);
     let seen = seen.envelopes();
     let last = seen.last().unwrap().seq;
@@ -312,7 +312,7 @@ async fn of_two_survivors_exactly_one_continues_each_stream() {
         read_until(&mut r, &mut seen, 5).await;
         responses.push(r);
     }
-    a.kill9();
+    a.kill();
     drop(responses);
     for id in &ids {
         let on_b = whole_from(&b.url, id).await;

@@ -64,6 +64,14 @@
 //! [`Limiter::reconfigured`] gives the quotas of a new configuration over the same stream
 //! counts, token buckets, requests-per-minute cells (those of a quota value that remains) and
 //! spend ledgers, so a reload neither frees a limited key nor forgets the streams running.
+//!
+//! # Across instances
+//!
+//! With `[state] backend = "redis"` ([`Limiter::sharing`]) the requests-per-minute,
+//! tokens-per-minute and concurrent-streams budgets are enforced through Redis, one atomic
+//! script per admission (`shared`, [`crate::state::limits`]); the local state above is the
+//! fall back while Redis does not answer, and the gateway keys' day and month budgets stay
+//! per instance. docs/deployment.md, "Redis trouble: limits and breakers".
 
 mod backoff;
 mod budget;

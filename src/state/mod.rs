@@ -8,6 +8,7 @@
 
 pub mod breakers;
 pub mod bus;
+pub mod config;
 pub mod limits;
 
 use std::sync::Arc;
@@ -17,8 +18,8 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::{FromRedisValue, ProtocolVersion};
 
-pub use crate::config::state::{StateBackend, StateConfig};
 pub use bus::{Bus, BusMessage, BusReceiver};
+pub use config::{StateBackend, StateConfig};
 
 /// Why a call to Redis failed. Never carries the URL (it may hold a password).
 #[derive(Debug, Clone, thiserror::Error)]

@@ -26,6 +26,9 @@ use crate::engine::Engine;
 use crate::hub::{Hub, LiveScope};
 use crate::resilience::breaker::{BreakerCount, BreakerState};
 
+mod redis;
+pub use redis::{REDIS_CALLS, REDIS_ERRORS, REDIS_OUTAGES, REDIS_UP};
+
 /// The label value of routes no configured alias names.
 pub const OTHER_ROUTE: &str = "other";
 
@@ -104,6 +107,9 @@ impl Collector for SystemCollector {
         self.breakers(e)?;
         self.streams(e)?;
         self.journal(e)?;
+        if let Some(redis) = self.sources.engine.redis() {
+            redis::encode(e, redis)?;
+        }
         self.upstream(e)
     }
 }

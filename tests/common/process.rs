@@ -98,8 +98,9 @@ impl GatewayProcess {
         self.status_kib("VmHWM:") * 1024
     }
 
-    /// Kills it with SIGKILL (no destructor, no flush: a crash) and reaps it.
-    pub fn kill9(&mut self) {
+    /// Kills it with SIGKILL (no shutdown: what it held in Redis stays until it expires) and
+    /// waits for it to be gone.
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

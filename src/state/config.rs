@@ -1,5 +1,7 @@
-//! `[state]`: where the state several instances share lives. The client is `crate::state`;
-//! its settings live here, below `config`, so that the config module never depends on it.
+//! `[state]`: where the state several instances share lives. Its settings live with the
+//! client (`crate::state`), which imports nothing of the gateway: the limiter, below
+//! `config` and `error`, uses the client without a cycle; `config` re-exports them as
+//! `config::state`.
 //!
 //! # Configuration: `[state]`
 //!
@@ -113,7 +115,7 @@ impl StateConfig {
     }
 
     /// Every inconsistency, for [`crate::config::Config`]'s report.
-    pub(super) fn problems(&self) -> Vec<String> {
+    pub(crate) fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if self.url.is_some() && self.url_env.is_some() {
             problems.push("state: set url or url_env, not both".into());
