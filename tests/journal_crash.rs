@@ -126,7 +126,7 @@ async fn a_stream_survives_kill_9_and_resumes_exactly() {
     while seen.frames.len() < 60 {
         seen.feed(&r.chunk().await.unwrap().expect("the stream goes on"));
     }
-    demo.kill();
+    demo.kill9();
     drop(r);
     let last = seen.envelopes().last().unwrap().seq;
 
@@ -381,7 +381,7 @@ async fn a_recovered_stream_continues_on_its_aliases_routes() {
     let mut r = post(&gateway.url, "flaky").await;
     let id = gw::stream_id(&r);
     let seen = read_frames(&mut r, 40).await;
-    gateway.kill();
+    gateway.kill9();
     drop(r);
     primary.shutdown().await.unwrap();
     assert!(backup.requests().is_empty(), "the primary answered first");
@@ -481,7 +481,7 @@ async fn a_crash_loop_never_repeats_text_or_usage() {
     }
     for _ in 0..10 {
         tokio::time::sleep(Duration::from_millis(rng.u64(50..800))).await;
-        gateway.kill();
+        gateway.kill9();
         gateway = Gateway::serve(&config, port).await;
     }
     let mut continuations_killed = 0;
@@ -625,7 +625,7 @@ async fn a_reused_stream_id_is_the_new_stream_after_a_restart() {
     let mut second = start("anthropic/drip=40:thinking_signature").await.unwrap();
     assert_eq!(second.status(), 200);
     read_frames(&mut second, 10).await;
-    gateway.kill();
+    gateway.kill9();
 
     let gateway = Gateway::serve(&config, port).await;
     let all = whole_stream(&gateway.url, "mine_1").await;
