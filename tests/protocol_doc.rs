@@ -192,7 +192,7 @@ fn generate(name: &str) -> String {
         "limits-config" => module_doc("src/limit/mod.rs", "# Configuration: `[limits]`"),
         "streams-config" => module_doc("src/config/streams.rs", "# Configuration: `[streams]`"),
         "log-config" => module_doc("src/config/log.rs", "# Configuration: `[log]`"),
-        "state-config" => module_doc("src/config/state.rs", "# Configuration: `[state]`"),
+        "state-config" => module_doc("src/state/config.rs", "# Configuration: `[state]`"),
         other => match (
             other.strip_prefix("example "),
             other.strip_prefix("cut-example "),
