@@ -380,6 +380,26 @@ async fn redis_stopped_and_restarted_under_load_loses_nothing_a_client_was_shown
     for (id, all) in &finished {
         assert_eq!(&whole_from(&b.url, id).await, all, "{id} on B");
     }
+    // A counted the stream it started during the outage, and Redis misses nothing of A's now.
+    let metrics = gw::client()
+        .get(format!("{}/metrics", a.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        metric(&metrics, "streamgate_streams_degraded_starts_total"),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "streamgate_streams_unsynced"),
+        0.0,
+        "{metrics}"
+    );
+
     // New streams are shared again: one started on A is followed on B mid-way.
     let mut r = gw::post_stream(&a.url, Dialect::Anthropic, SLOW).await;
     let id = gw::stream_id(&r);
@@ -446,4 +466,14 @@ async fn a_client_following_on_b_keeps_the_stream_generating_on_a_and_b_relays_a
         Some(AgentEvent::StreamEnd(_))
     ));
     assert_eq!(whole_from(&b.url, &id).await, all, "B shows the same end");
+}
+
+/// The value of the unlabelled metric `name` in an OpenMetrics text.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name}"))
+        .trim()
+        .parse()
+        .unwrap()
 }
