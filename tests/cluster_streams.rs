@@ -161,43 +161,46 @@ async fn a_stream_whose_instance_is_killed_is_resumed_whole_on_another() {
         return;
     };
     let replay = replay().await;
-    let mut a = GatewayProcess::serve(&config(&replay, &redis)).await;
     let b = GatewayProcess::serve(&config(&replay, &redis)).await;
-
-    let mut r = gw::post_stream(&a.url, Dialect::Anthropic, SLOW).await;
-    let id = gw::stream_id(&r);
-    let mut seen = gw::NativeReader::default();
-    assert!(!read_until(&mut r, &mut seen, 40).await, "still running");
-    a.kill9();
-    drop(r);
-    let seen = seen.envelopes();
-    let last = seen.last().unwrap().seq;
-
-    // Last-Event-ID on B: the rest, continued by B once A's lease lapsed.
-    let r = resume(&b.url, &id, Some(last), false).await;
-    assert_eq!(r.status(), 200);
-    let rest = read_all(r).await;
-    let mut all = seen.clone();
-    all.extend(rest);
-    assert_whole(&all, &id, 1);
-
-    // `?after=` on B, from seeded points: exactly the tail of the same answer.
+    // Killed at seeded points of the answer, a new A each time.
     let mut rng = Rng(0x5eed);
-    for _ in 0..3 {
-        let after = rng.below(all.len() as u64 - 1);
-        let r = resume(&b.url, &id, Some(after), true).await;
+    for round in 1..=3u64 {
+        let mut a = GatewayProcess::serve(&config(&replay, &redis)).await;
+        let mut r = gw::post_stream(&a.url, Dialect::Anthropic, SLOW).await;
+        let id = gw::stream_id(&r);
+        let mut seen = gw::NativeReader::default();
+        let cut = 2 + rng.below(60) as usize;
+        assert!(!read_until(&mut r, &mut seen, cut).await, "still running");
+        a.kill9();
+        drop(r);
+        let seen = seen.envelopes();
+        let last = seen.last().unwrap().seq;
+
+        // Last-Event-ID on B: the rest, continued by B once A's lease lapsed.
+        let r = resume(&b.url, &id, Some(last), false).await;
         assert_eq!(r.status(), 200);
-        assert_eq!(read_all(r).await, all[after as usize + 1..].to_vec());
+        let rest = read_all(r).await;
+        let mut all = seen.clone();
+        all.extend(rest);
+        assert_whole(&all, &id, 1);
+
+        // `?after=` on B, from seeded points: exactly the tail of the same answer.
+        for _ in 0..3 {
+            let after = rng.below(all.len() as u64 - 1);
+            let r = resume(&b.url, &id, Some(after), true).await;
+            assert_eq!(r.status(), 200);
+            assert_eq!(read_all(r).await, all[after as usize + 1..].to_vec());
+        }
+        let admin = gw::json_of(
+            gw::client()
+                .get(format!("{}/admin/streams", b.url))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(admin["redis"]["taken_over"], round, "cut at {cut}: {admin}");
     }
-    let admin = gw::json_of(
-        gw::client()
-            .get(format!("{}/admin/streams", b.url))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(admin["redis"]["taken_over"], 1, "{admin}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
