@@ -408,6 +408,18 @@ async fn redis_stopped_and_restarted_under_load_loses_nothing_a_client_was_shown
     let id = gw::stream_id(&r);
     let mut seen = gw::NativeReader::default();
     read_until(&mut r, &mut seen, 5).await;
+    // Its id is taken on every instance: a client choosing it on B, which never saw the
+    // stream, is refused (409).
+    let dup = gw::client()
+        .post(format!("{}/v1/streams", b.url))
+        .header("streamgate-dialect", "anthropic")
+        .header("streamgate-stream-id", &id)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&gw::chat_body(Dialect::Anthropic, SLOW, true)).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dup.status(), 409);
     let after = seen.envelopes().last().unwrap().seq;
     let on_b = resume(&b.url, &id, Some(after), false).await;
     assert_eq!(on_b.status(), 200);

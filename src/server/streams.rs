@@ -99,7 +99,7 @@ pub(crate) async fn start_parsed(
     observed: Observed,
 ) -> Result<Arc<Entry>, GatewayError> {
     if let Some(id) = &id {
-        state.hub.check_id(caller.owner(), id)?;
+        state.hub.check_new_id(caller.owner(), id).await?;
     }
     // Before the engine: a stream over a live cap costs no upstream call.
     let slot = state.hub.reserve(caller.owner())?;

@@ -479,6 +479,26 @@ impl Hub {
         Ok(entry)
     }
 
+    /// [`Hub::check_id`], and with the Redis backend whether any instance used the id
+    /// already, before any upstream is called for it. Redis not answering lets it through
+    /// (the stream may start degraded; the id is checked again when it is written).
+    pub async fn check_new_id(&self, owner: Option<&str>, id: &str) -> Result<(), HubError> {
+        self.check_id(owner, id)?;
+        if let Some(cluster) = &self.cluster
+            && cluster.redis.is_up()
+        {
+            let key = cluster.key(&super::scoped(owner, id), "meta");
+            let exists: Result<bool, _> = cluster
+                .redis
+                .query("EXISTS", redis::cmd("EXISTS").arg(key))
+                .await;
+            if exists.unwrap_or(false) {
+                return Err(HubError::DuplicateStream { id: id.to_owned() });
+            }
+        }
+        Ok(())
+    }
+
     /// Cancels `entry`: here when this instance generates it, else by asking its owner
     /// through Redis. Whether it was live.
     pub async fn cancel(&self, entry: &Entry) -> bool {
