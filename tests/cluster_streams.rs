@@ -481,6 +481,13 @@ async fn a_client_following_on_b_keeps_the_stream_generating_on_a_and_b_relays_a
         Some(AgentEvent::StreamEnd(_))
     ));
     assert_eq!(whole_from(&b.url, &id).await, all, "B shows the same end");
+    // Cancelling an id no instance has is a 404 on any of them.
+    let unknown = gw::client()
+        .delete(format!("{}/v1/streams/{id}x", b.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
 }
 
 /// The value of the unlabelled metric `name` in an OpenMetrics text.

@@ -215,14 +215,11 @@ pub async fn cancel(
         Ok(caller) => caller,
         Err(e) => return error_response(dialect, &e),
     };
-    match state.hub.get_or_follow(caller.owner(), &id, None).await {
-        Ok(entry) => {
-            let was_live = state.hub.cancel(&entry).await;
-            json_response(
-                StatusCode::OK,
-                &json!({"id": id, "object": "stream.cancel", "cancelled": was_live}),
-            )
-        }
+    match state.hub.cancel_stream(caller.owner(), &id).await {
+        Ok(was_live) => json_response(
+            StatusCode::OK,
+            &json!({"id": id, "object": "stream.cancel", "cancelled": was_live}),
+        ),
         Err(e) => error_response(dialect, &e.into()),
     }
 }
