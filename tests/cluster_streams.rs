@@ -161,43 +161,46 @@ async fn a_stream_whose_instance_is_killed_is_resumed_whole_on_another() {
         return;
     };
     let replay = replay().await;
-    let mut a = GatewayProcess::serve(&config(&replay, &redis)).await;
     let b = GatewayProcess::serve(&config(&replay, &redis)).await;
-
-    let mut r = gw::post_stream(&a.url, Dialect::Anthropic, SLOW).await;
-    let id = gw::stream_id(&r);
-    let mut seen = gw::NativeReader::default();
-    assert!(!read_until(&mut r, &mut seen, 40).await, "still running");
-    a.kill();
-    drop(r);
-    let seen = seen.envelopes();
-    let last = seen.last().unwrap().seq;
-
-    // Last-Event-ID on B: the rest, continued by B once A's lease lapsed.
-    let r = resume(&b.url, &id, Some(last), false).await;
-    assert_eq!(r.status(), 200);
-    let rest = read_all(r).await;
-    let mut all = seen.clone();
-    all.extend(rest);
-    assert_whole(&all, &id, 1);
-
-    // `?after=` on B, from seeded points: exactly the tail of the same answer.
+    // Killed at seeded points of the answer, a new A each time.
     let mut rng = Rng(0x5eed);
-    for _ in 0..3 {
-        let after = rng.below(all.len() as u64 - 1);
-        let r = resume(&b.url, &id, Some(after), true).await;
+    for round in 1..=3u64 {
+        let mut a = GatewayProcess::serve(&config(&replay, &redis)).await;
+        let mut r = gw::post_stream(&a.url, Dialect::Anthropic, SLOW).await;
+        let id = gw::stream_id(&r);
+        let mut seen = gw::NativeReader::default();
+        let cut = 2 + rng.below(60) as usize;
+        assert!(!read_until(&mut r, &mut seen, cut).await, "still running");
+        a.kill();
+        drop(r);
+        let seen = seen.envelopes();
+        let last = seen.last().unwrap().seq;
+
+        // Last-Event-ID on B: the rest, continued by B once A's lease lapsed.
+        let r = resume(&b.url, &id, Some(last), false).await;
         assert_eq!(r.status(), 200);
-        assert_eq!(read_all(r).await, all[after as usize + 1..].to_vec());
+        let rest = read_all(r).await;
+        let mut all = seen.clone();
+        all.extend(rest);
+        assert_whole(&all, &id, 1);
+
+        // `?after=` on B, from seeded points: exactly the tail of the same answer.
+        for _ in 0..3 {
+            let after = rng.below(all.len() as u64 - 1);
+            let r = resume(&b.url, &id, Some(after), true).await;
+            assert_eq!(r.status(), 200);
+            assert_eq!(read_all(r).await, all[after as usize + 1..].to_vec());
+        }
+        let admin = gw::json_of(
+            gw::client()
+                .get(format!("{}/admin/streams", b.url))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(admin["redis"]["taken_over"], round, "cut at {cut}: {admin}");
     }
-    let admin = gw::json_of(
-        gw::client()
-            .get(format!("{}/admin/streams", b.url))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(admin["redis"]["taken_over"], 1, "{admin}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -380,11 +383,43 @@ async fn redis_stopped_and_restarted_under_load_loses_nothing_a_client_was_shown
     for (id, all) in &finished {
         assert_eq!(&whole_from(&b.url, id).await, all, "{id} on B");
     }
+    // A counted the stream it started during the outage, and Redis misses nothing of A's now.
+    let metrics = gw::client()
+        .get(format!("{}/metrics", a.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        metric(&metrics, "streamgate_streams_degraded_starts_total"),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "streamgate_streams_unsynced"),
+        0.0,
+        "{metrics}"
+    );
+
     // New streams are shared again: one started on A is followed on B mid-way.
     let mut r = gw::post_stream(&a.url, Dialect::Anthropic, SLOW).await;
     let id = gw::stream_id(&r);
     let mut seen = gw::NativeReader::default();
     read_until(&mut r, &mut seen, 5).await;
+    // Its id is taken on every instance: a client choosing it on B, which never saw the
+    // stream, is refused (409).
+    let dup = gw::client()
+        .post(format!("{}/v1/streams", b.url))
+        .header("streamgate-dialect", "anthropic")
+        .header("streamgate-stream-id", &id)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&gw::chat_body(Dialect::Anthropic, SLOW, true)).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dup.status(), 409);
     let after = seen.envelopes().last().unwrap().seq;
     let on_b = resume(&b.url, &id, Some(after), false).await;
     assert_eq!(on_b.status(), 200);
@@ -446,4 +481,21 @@ async fn a_client_following_on_b_keeps_the_stream_generating_on_a_and_b_relays_a
         Some(AgentEvent::StreamEnd(_))
     ));
     assert_eq!(whole_from(&b.url, &id).await, all, "B shows the same end");
+    // Cancelling an id no instance has is a 404 on any of them.
+    let unknown = gw::client()
+        .delete(format!("{}/v1/streams/{id}x", b.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+}
+
+/// The value of the unlabelled metric `name` in an OpenMetrics text.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name}"))
+        .trim()
+        .parse()
+        .unwrap()
 }

@@ -6,7 +6,9 @@
 //! live. When the last client leaves, generation goes on for `detach_ms`; a finished stream
 //! stays resumable for `retention_ms`. All streams, live ones included, keep at most
 //! `max_bytes` of events, and at most `max_live` (`max_live_per_key` per key) generate at
-//! once ([`capacity`]). Every event is journaled before any client sees it (docs/journal.md).
+//! once ([`capacity`]). Every event is journaled before any client sees it (docs/journal.md):
+//! on local disk ([`persist`]), or with `[state] backend = "redis"` in Redis, where every
+//! instance follows, resumes and takes over any stream ([`cluster`]).
 
 mod capacity;
 mod cluster;

@@ -99,7 +99,7 @@ pub(crate) async fn start_parsed(
     observed: Observed,
 ) -> Result<Arc<Entry>, GatewayError> {
     if let Some(id) = &id {
-        state.hub.check_id(caller.owner(), id)?;
+        state.hub.check_new_id(caller.owner(), id).await?;
     }
     // Before the engine: a stream over a live cap costs no upstream call.
     let slot = state.hub.reserve(caller.owner())?;
@@ -215,14 +215,11 @@ pub async fn cancel(
         Ok(caller) => caller,
         Err(e) => return error_response(dialect, &e),
     };
-    match state.hub.get_or_follow(caller.owner(), &id, None).await {
-        Ok(entry) => {
-            let was_live = state.hub.cancel(&entry).await;
-            json_response(
-                StatusCode::OK,
-                &json!({"id": id, "object": "stream.cancel", "cancelled": was_live}),
-            )
-        }
+    match state.hub.cancel_stream(caller.owner(), &id).await {
+        Ok(was_live) => json_response(
+            StatusCode::OK,
+            &json!({"id": id, "object": "stream.cancel", "cancelled": was_live}),
+        ),
         Err(e) => error_response(dialect, &e.into()),
     }
 }

@@ -52,6 +52,12 @@ pub mod names {
     pub const STREAMS_REFUSED: &str = "streamgate_streams_refused";
     /// Clients following a stream now (gauge).
     pub const STREAM_SUBSCRIBERS: &str = "streamgate_stream_subscribers";
+    /// Streams started while Redis did not answer (counter; Redis backend only).
+    pub const STREAMS_DEGRADED_STARTS: &str = "streamgate_streams_degraded_starts";
+    /// Streams taken over from an instance whose lease lapsed (counter; Redis backend only).
+    pub const STREAMS_TAKEN_OVER: &str = "streamgate_streams_taken_over";
+    /// Streams generated here whose events Redis is missing now (gauge; Redis backend only).
+    pub const STREAMS_UNSYNCED: &str = "streamgate_streams_unsynced";
     /// WebSocket connections open now (gauge).
     pub const WEBSOCKET_CONNECTIONS: &str = "streamgate_websocket_connections";
     /// Seconds per journal append (histogram).
@@ -214,6 +220,27 @@ impl SystemCollector {
             names::WEBSOCKET_CONNECTIONS,
             "WebSocket connections open now.",
             self.sources.websockets.len() as i64,
+        )?;
+        let Some(redis) = hub.cluster_stats() else {
+            return Ok(());
+        };
+        counter(
+            e,
+            names::STREAMS_DEGRADED_STARTS,
+            "Streams started while Redis did not answer: generated here, written to Redis later.",
+            redis.degraded_starts,
+        )?;
+        counter(
+            e,
+            names::STREAMS_TAKEN_OVER,
+            "Streams this instance took over from an instance whose lease lapsed.",
+            redis.taken_over,
+        )?;
+        gauge(
+            e,
+            names::STREAMS_UNSYNCED,
+            "Streams generated here whose events Redis is missing now (it did not answer).",
+            redis.unsynced as i64,
         )
     }
 

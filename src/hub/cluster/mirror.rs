@@ -305,7 +305,7 @@ fn forget_task(hub: &Hub, entry: &Entry) {
 
 /// The events of a tail message (`FIRST\nJSON\nJSON…`) that follow the entry's last one;
 /// None when they start past it (a gap: read Redis) or do not parse.
-fn parse_tail(entry: &Entry, payload: &[u8]) -> Option<Vec<StoredEvent>> {
+pub(super) fn parse_tail(entry: &Entry, payload: &[u8]) -> Option<Vec<StoredEvent>> {
     let mut lines = payload.split(|b| *b == b'\n');
     let first: u64 = std::str::from_utf8(lines.next()?).ok()?.parse().ok()?;
     let next = entry.next_seq();

@@ -390,12 +390,13 @@ impl Cluster {
     }
 
     /// Asks the owner of stream `tag` to cancel it (it reads the request at its next lease
-    /// renewal: within `lease_ms / 3`). Whether the stream was live.
-    pub(super) async fn request_cancel(&self, tag: &str) -> Result<bool, StateError> {
+    /// renewal: within `lease_ms / 3`). Whether the stream was live; None when Redis has no
+    /// such stream.
+    pub(super) async fn request_cancel(&self, tag: &str) -> Result<Option<bool>, StateError> {
         let mut call = scripts::CANCEL.prepare_invoke();
         call.key(self.key(tag, "meta"));
         let live: i64 = self.redis.script("hub cancel", &call).await?;
-        Ok(live == 1)
+        Ok((live >= 0).then_some(live == 1))
     }
 
     /// Tells the owner of stream `tag` a client follows it here.
@@ -479,14 +480,34 @@ impl Hub {
         Ok(entry)
     }
 
+    /// [`Hub::check_id`], and with the Redis backend whether any instance used the id
+    /// already, before any upstream is called for it. Redis not answering lets it through
+    /// (the stream may start degraded; the id is checked again when it is written).
+    pub async fn check_new_id(&self, owner: Option<&str>, id: &str) -> Result<(), HubError> {
+        self.check_id(owner, id)?;
+        if let Some(cluster) = &self.cluster
+            && cluster.redis.is_up()
+        {
+            let key = cluster.key(&super::scoped(owner, id), "meta");
+            let exists: Result<bool, _> = cluster
+                .redis
+                .query("EXISTS", redis::cmd("EXISTS").arg(key))
+                .await;
+            if exists.unwrap_or(false) {
+                return Err(HubError::DuplicateStream { id: id.to_owned() });
+            }
+        }
+        Ok(())
+    }
+
     /// Cancels `entry`: here when this instance generates it, else by asking its owner
     /// through Redis. Whether it was live.
-    pub async fn cancel(&self, entry: &Entry) -> bool {
+    async fn cancel(&self, entry: &Entry) -> bool {
         if let Some(cluster) = &self.cluster
             && self.mirrors_entry(entry)
         {
             return match cluster.request_cancel(entry.key()).await {
-                Ok(live) => live,
+                Ok(live) => live == Some(true),
                 Err(e) => {
                     tracing::warn!(stream = entry.id(), error = %e, "state: the cancel could not be relayed to the stream's owner");
                     !entry.is_finished()
@@ -494,6 +515,26 @@ impl Hub {
             };
         }
         entry.cancel()
+    }
+
+    /// Cancels the stream `owner` named `id`, wherever it is generated: whether it was live.
+    /// A stream this instance does not hold is cancelled through Redis without following it.
+    pub async fn cancel_stream(&self, owner: Option<&str>, id: &str) -> Result<bool, HubError> {
+        let missing = match self.get(owner, id) {
+            Ok(entry) => return Ok(self.cancel(&entry).await),
+            Err(e) => e,
+        };
+        let (HubError::UnknownStream { .. }, Some(cluster)) = (&missing, &self.cluster) else {
+            return Err(missing);
+        };
+        match cluster.request_cancel(&super::scoped(owner, id)).await {
+            Ok(Some(live)) => Ok(live),
+            Ok(None) => Err(missing),
+            Err(e) => {
+                tracing::warn!(stream = id, error = %e, "state: a stream not held here cannot be cancelled through Redis now");
+                Err(HubError::StoreUnavailable)
+            }
+        }
     }
 
     pub(super) fn mirrors_entry(&self, entry: &Entry) -> bool {

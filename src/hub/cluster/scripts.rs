@@ -195,11 +195,12 @@ return 1
 });
 
 /// Asks the owner of a live stream to cancel it (read at its next renewal).
-/// KEYS meta. Returns 1 when the stream was live, 0 when it had ended or is unknown.
+/// KEYS meta. Returns 1 when the stream was live, 0 when it had ended, -1 when unknown.
 pub(super) static CANCEL: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
-if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HGET', KEYS[1], 'ended') == '1' then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('HGET', KEYS[1], 'ended') == '1' then return 0 end
 redis.call('HSET', KEYS[1], 'cancel', '1')
 return 1
 ",

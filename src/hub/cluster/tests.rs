@@ -186,3 +186,55 @@ fn stored_event(seq: u64) -> StoredEvent {
         json: Bytes::from(event(seq)),
     }
 }
+
+/// The JSON of a heartbeat at `seq` of stream `s`, as kept.
+fn envelope(seq: u64) -> Bytes {
+    let mut stamper = providers::Stamper::resume(String::from("s"), seq);
+    StoredEvent::of(&stamper.stamp(providers::AgentEvent::Heartbeat)).json
+}
+
+proptest::proptest! {
+    /// Events read from Redis (in id order, with holes) become exactly the run that follows
+    /// the entry's next seq: nothing before it, nothing after the first hole.
+    #[test]
+    fn a_page_yields_the_run_after_the_next_seq(
+        present in proptest::collection::btree_set(0u64..80, 0..60),
+        next in 0u64..80,
+    ) {
+        let page: Vec<(u64, Bytes)> = present.iter().map(|&s| (s, envelope(s))).collect();
+        let kept = super::kept_from(next, page);
+        let mut want = Vec::new();
+        let mut s = next;
+        while present.contains(&s) {
+            want.push(s);
+            s += 1;
+        }
+        let got: Vec<u64> = kept.iter().map(|e| e.seq).collect();
+        proptest::prop_assert_eq!(got, want);
+    }
+
+    /// A tail message applies only from the entry's next seq: the part already there is
+    /// skipped, a message starting past it is a gap (None: read Redis).
+    #[test]
+    fn a_tail_message_applies_from_the_next_seq_or_is_a_gap(
+        have in 0u64..40,
+        first in 0u64..50,
+        len in 1u64..20,
+    ) {
+        let e = entry("t");
+        e.append((0..have).map(|s| StoredEvent { seq: s, kind: "heartbeat", json: envelope(s) }));
+        let mut payload = first.to_string().into_bytes();
+        for s in first..first + len {
+            payload.push(b'\n');
+            payload.extend_from_slice(&envelope(s));
+        }
+        let got = super::mirror::parse_tail(&e, &payload);
+        if first > have {
+            proptest::prop_assert!(got.is_none());
+        } else {
+            let seqs: Vec<u64> = got.unwrap().iter().map(|e| e.seq).collect();
+            let want: Vec<u64> = (have..(first + len).max(have)).collect();
+            proptest::prop_assert_eq!(seqs, want);
+        }
+    }
+}

@@ -181,13 +181,10 @@ impl Conn {
                 match self
                     .state
                     .hub
-                    .get_or_follow(self.caller.owner(), &stream, None)
+                    .cancel_stream(self.caller.owner(), &stream)
                     .await
                 {
-                    Ok(entry) => {
-                        self.state.hub.cancel(&entry).await;
-                        None
-                    }
+                    Ok(_) => None,
                     Err(e) => Some(error_frame(Some(stream), &e.into())),
                 }
             }
