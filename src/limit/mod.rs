@@ -487,7 +487,7 @@ impl Limiter {
                 return None;
             }
             let limited = match shared.admit(&request.budgets, request.amount).await {
-                Err(()) => return None,
+                Err(_) => return None,
                 Ok(Ok(hold)) => {
                     let mut permit = Permit::free();
                     permit.hold = Some(hold);
