@@ -296,7 +296,7 @@ async fn settling_refunds_and_debits_the_bucket_capped_at_full() {
 }
 
 #[tokio::test]
-async fn stream_slots_expire_unless_renewed_and_renewal_never_brings_back_a_released_one() {
+async fn stream_slots_expire_unless_renewed_and_renewal_restores_what_redis_lost() {
     let Some(server) = RedisServer::start().await else {
         return;
     };
@@ -323,22 +323,18 @@ async fn stream_slots_expire_unless_renewed_and_renewal_never_brings_back_a_rele
             ..
         }
     ));
-    // "a" is renewed, "b" is released: renewing "b" does not bring it back.
+    // "b" ends: its slot is free at once.
     LimitScripts::release(&redis, &["slots".into()], "b")
         .await
         .unwrap();
-    let renewed = scripts
-        .renew(
-            &redis,
-            &[("slots".into(), "a".into()), ("slots".into(), "b".into())],
-            Duration::from_secs(3600),
-            Clock::Redis,
-        )
+    assert_eq!(LimitScripts::holders(&redis, "slots").await.unwrap(), 1);
+    // "a" is renewed for an hour; "d" is admitted and never renewed (its instance died).
+    let held = [("slots".to_owned(), "a".to_owned())];
+    let added = scripts
+        .renew(&redis, &held, Duration::from_secs(3600), Clock::Redis)
         .await
         .unwrap();
-    assert_eq!(renewed, 1);
-    assert_eq!(LimitScripts::holders(&redis, "slots").await.unwrap(), 1);
-    // Without renewal, a slot comes back after its expiry (a dead instance's).
+    assert_eq!(added, 0, "a was held: renewed, not added");
     let got = scripts
         .admit(&redis, &b, 1, "d", expiry, Clock::Redis)
         .await
@@ -346,7 +342,11 @@ async fn stream_slots_expire_unless_renewed_and_renewal_never_brings_back_a_rele
     assert_eq!(got, Admission::Admitted);
     assert_eq!(LimitScripts::holders(&redis, "slots").await.unwrap(), 2);
     tokio::time::sleep(expiry + Duration::from_millis(500)).await;
-    assert_eq!(LimitScripts::holders(&redis, "slots").await.unwrap(), 1);
+    assert_eq!(
+        LimitScripts::holders(&redis, "slots").await.unwrap(),
+        1,
+        "the dead holder's slot came back after its expiry"
+    );
     // Every key has a TTL.
     let keys: Vec<String> = redis
         .query("KEYS", redis::cmd("KEYS").arg("t:*"))
@@ -360,6 +360,18 @@ async fn stream_slots_expire_unless_renewed_and_renewal_never_brings_back_a_rele
             .unwrap();
         assert!(ttl > 0, "{key} has no TTL ({ttl})");
     }
+    // Redis loses everything (restarted empty): the next renewal counts "a" again.
+    let _: () = redis
+        .query("FLUSHALL", &redis::cmd("FLUSHALL"))
+        .await
+        .unwrap();
+    assert_eq!(LimitScripts::holders(&redis, "slots").await.unwrap(), 0);
+    let added = scripts
+        .renew(&redis, &held, Duration::from_secs(3600), Clock::Redis)
+        .await
+        .unwrap();
+    assert_eq!(added, 1);
+    assert_eq!(LimitScripts::holders(&redis, "slots").await.unwrap(), 1);
 }
 
 // ---- Two gateway processes sharing one redis-server ----

@@ -310,11 +310,6 @@ impl Limiter {
         }
     }
 
-    /// Whether the quotas are enforced across instances (`[state] backend = "redis"`).
-    pub fn is_shared(&self) -> bool {
-        self.shared.is_some()
-    }
-
     /// The quotas of `config` (and of the gateway keys `gateway`) over this limiter's state:
     /// the streams running, the token buckets, the requests-per-minute cells of each quota
     /// value both configurations have, and what keys spent all carry on. A subject whose
@@ -492,7 +487,7 @@ impl Limiter {
                 return None;
             }
             let limited = match shared.admit(&request.budgets, request.amount).await {
-                Err(()) => return None,
+                Err(_) => return None,
                 Ok(Ok(hold)) => {
                     let mut permit = Permit::free();
                     permit.hold = Some(hold);

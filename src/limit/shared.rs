@@ -19,10 +19,10 @@ use sha2::{Digest, Sha256};
 
 use super::budget::Subject;
 use super::limited::{LimitKind, Limited, Scope};
-use crate::state::Redis;
 use crate::state::limits::{
     Admission, Clock, LimitScripts, RENEW_BATCH, SharedBudget, SharedLimit,
 };
+use crate::state::{Redis, StateError};
 
 /// Longest pause between two tries of a request queued on a full concurrency budget: another
 /// instance's stream ending is not signalled here.
@@ -70,13 +70,14 @@ impl Shared {
         self.redis.is_up()
     }
 
-    /// One admission of `budgets` for `amount` tokens; Ok(Err(..)) is a refusal, Err a Redis
-    /// failure (the caller falls back). Admitted, the hold is returned.
+    /// One admission of `budgets` for `amount` tokens; Ok(Err(..)) is a refusal, Err Redis's
+    /// failure (the caller falls back). Admitted, the hold is returned. Cancelled while Redis
+    /// admits it, the slots it took are held by nobody and expire within the expiry.
     pub(super) async fn admit(
         self: &Arc<Self>,
         budgets: &[(Subject, super::Quotas)],
         amount: u64,
-    ) -> Result<Result<Hold, Limited>, ()> {
+    ) -> Result<Result<Hold, Limited>, StateError> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let member = self.member(id);
         let shared: Vec<SharedBudget> = budgets
@@ -104,7 +105,7 @@ impl Shared {
                 if !self.degraded.swap(true, Ordering::Relaxed) {
                     tracing::warn!(error = %e, "limits: Redis is unavailable, each instance enforces the limits alone until it answers (docs/deployment.md)");
                 }
-                Err(())
+                Err(e)
             }
             Ok(Admission::Admitted) => {
                 self.answered();

@@ -180,15 +180,17 @@ return out
 ";
 
 /// KEYS: holders keys. ARGV: clock, expiry ms, then one member per key. Pushes each member's
-/// expiry on, only while it is still held (a released or expired one is not brought back).
+/// expiry on, adding back one Redis lost (restarted empty, or expired it during an outage
+/// longer than the expiry): a stream still running counts again within a renewal period.
+/// Returns how many were added back.
 const RENEW: &str = r"
 local expiry = tonumber(ARGV[2])
-local renewed = 0
+local added = 0
 for i = 1, #KEYS do
-  renewed = renewed + redis.call('ZADD', KEYS[i], 'XX', 'CH', now_ms + expiry, ARGV[2 + i])
+  added = added + redis.call('ZADD', KEYS[i], now_ms + expiry, ARGV[2 + i])
   redis.call('PEXPIRE', KEYS[i], expiry * 2)
 end
-return renewed
+return added
 ";
 
 /// The scripts, loaded once per process (EVALSHA, loaded again on a miss).
@@ -302,8 +304,10 @@ impl LimitScripts {
         Ok(levels.iter().filter_map(|l| l.parse().ok()).collect())
     }
 
-    /// Pushes the expiry of each `(subject, member)` slot on to `expiry` from now, for those
-    /// still held; returns how many were. At most [`RENEW_BATCH`] a call.
+    /// Pushes the expiry of each `(subject, member)` slot on to `expiry` from now, adding back
+    /// those Redis lost; returns how many it added back. At most [`RENEW_BATCH`] a call. (The
+    /// caller renews only the slots its permits still hold: one released while a renewal was
+    /// under way may come back, for one expiry at most.)
     pub async fn renew(
         &self,
         redis: &Redis,
