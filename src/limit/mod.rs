@@ -49,6 +49,9 @@
 //! rounded up): OpenAI `{"error":{"type":"requests"|"tokens","code":"rate_limit_exceeded"}}`,
 //! Anthropic `{"type":"error","error":{"type":"rate_limit_error"}}`.
 //!
+//! With `[state] backend = "redis"`, every limit and budget above is one across all the
+//! instances sharing that Redis, not one per instance (docs/deployment.md).
+//!
 //! # Consistency
 //!
 //! A request's stream slots and token borrow, for its key and its model, are checked and taken
