@@ -374,6 +374,141 @@ async fn stream_slots_expire_unless_renewed_and_renewal_restores_what_redis_lost
     assert_eq!(LimitScripts::holders(&redis, "slots").await.unwrap(), 1);
 }
 
+/// Seconds since the epoch of a UTC date and time (days from civil, Howard Hinnant).
+fn utc(y: i64, m: i64, d: i64, secs_of_day: i64) -> u64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + secs_of_day).unwrap()
+}
+
+#[tokio::test]
+async fn spend_budgets_count_by_utc_day_and_month_on_redis_clock_and_refuse_once_spent() {
+    use streamgate::state::limits::{SpendMode, SpendReply};
+    let Some(server) = RedisServer::start().await else {
+        return;
+    };
+    let redis = Redis::connect(&state_config(&server.url()), &server.url()).unwrap();
+    let scripts = LimitScripts::new();
+    let at = |secs: u64| Clock::At(secs * 1_000_000);
+    let spend = |subject: &'static str, day: u64, month: u64, amount: i64, mode, secs| {
+        let (redis, scripts) = (&redis, &scripts);
+        async move {
+            scripts
+                .spend(redis, subject, day, month, amount, mode, at(secs))
+                .await
+                .unwrap()
+        }
+    };
+    // Month ends (a leap February, a 30-day April, December into January): the day and the
+    // month both start afresh at midnight UTC, and not a second before.
+    for (y, m, last) in [(2024, 2, 29), (2025, 2, 28), (2026, 4, 30), (2026, 12, 31)] {
+        let eve = utc(y, m, last, 86_399);
+        let subject: &'static str = Box::leak(format!("cal-{y}-{m}").into_boxed_str());
+        let reply = spend(subject, 0, 0, 700, SpendMode::Admit, eve).await;
+        assert!(
+            matches!(
+                reply,
+                SpendReply::Counted {
+                    day: 700,
+                    month: 700,
+                    ..
+                }
+            ),
+            "{reply:?}"
+        );
+        let earlier_that_day = spend(subject, 0, 0, 0, SpendMode::Read, eve - 3600).await;
+        assert!(matches!(
+            earlier_that_day,
+            SpendReply::Counted { day: 700, .. }
+        ));
+        let midnight = spend(subject, 0, 0, 0, SpendMode::Read, eve + 1).await;
+        assert!(
+            matches!(
+                midnight,
+                SpendReply::Counted {
+                    day: 0,
+                    month: 0,
+                    ..
+                }
+            ),
+            "{y}-{m}: {midnight:?}"
+        );
+    }
+    // Within a month: the day's count restarts each day, the month's does not.
+    let first = utc(2026, 3, 1, 0);
+    spend("mid", 0, 0, 100, SpendMode::Adjust, first).await;
+    let next_day = spend("mid", 0, 0, 50, SpendMode::Adjust, first + 86_400).await;
+    assert!(matches!(
+        next_day,
+        SpendReply::Counted {
+            day: 50,
+            month: 150,
+            ..
+        }
+    ));
+    // Refunds never go below zero.
+    let refund = spend("mid", 0, 0, -1000, SpendMode::Adjust, first + 86_401).await;
+    assert!(matches!(
+        refund,
+        SpendReply::Counted {
+            day: 0,
+            month: 0,
+            ..
+        }
+    ));
+
+    // Seeded: admitted while under the cap (whatever the amounts), then refused until the
+    // day ends, the month's cap likewise.
+    let mut rng = fastrand::Rng::with_seed(17);
+    for case in 0..20u64 {
+        let subject: &'static str = Box::leak(format!("caps-{case}").into_boxed_str());
+        let cap = rng.u64(100..5_000);
+        // The 10th of a month: two days later is still that month.
+        let t = utc(2026 + (case / 12) as i64, (case % 12 + 1) as i64, 10, 3_600);
+        let mut spent = 0u64;
+        loop {
+            let amount = rng.u64(1..cap / 3 + 2);
+            let reply = spend(subject, cap, cap * 3, amount as i64, SpendMode::Admit, t).await;
+            match reply {
+                SpendReply::Counted { day, .. } => {
+                    assert!(spent < cap, "case {case}");
+                    spent += amount;
+                    assert_eq!(day, spent);
+                }
+                SpendReply::Refused { month, secs } => {
+                    assert!(!month && spent >= cap, "case {case}: {spent} of {cap}");
+                    assert_eq!(secs, t);
+                    break;
+                }
+            }
+        }
+        let tomorrow = spend(subject, cap, cap * 3, 1, SpendMode::Admit, t + 86_400).await;
+        assert!(
+            matches!(tomorrow, SpendReply::Counted { day: 1, .. }),
+            "{tomorrow:?}"
+        );
+        spend(
+            subject,
+            0,
+            0,
+            (cap * 3) as i64,
+            SpendMode::Adjust,
+            t + 86_400,
+        )
+        .await;
+        let month = spend(subject, cap, cap * 3, 1, SpendMode::Admit, t + 2 * 86_400).await;
+        assert!(
+            matches!(month, SpendReply::Refused { month: true, .. }),
+            "{month:?}"
+        );
+    }
+}
+
 // ---- Two gateway processes sharing one redis-server ----
 
 #[path = "common/gateway.rs"]
@@ -778,4 +913,83 @@ async fn a_reload_keeps_the_limits_shared_with_the_new_quota() {
     // A new quota value starts its own count (as a reload does locally): 7, across both.
     let (statuses, took) = c.burst(&mut rng, "reloaded", 20, 1, None).await;
     assert_exactly(admitted(&statuses), 7, took, "after the reload");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_keys_day_budget_is_one_budget_across_two_instances() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let replay = streamgate::replay::spawn(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    // Each request charges its prompt estimate + max_tokens (10000) at admission; the
+    // upstream never answers (`stall`), so nothing settles. Under 25000: three are admitted.
+    let config = cluster_config(
+        &replay.url(),
+        &redis.url(),
+        "[keys.team]\nenv = \"TEAM_KEY\"\nbudget_tokens_per_day = 25000\n",
+    );
+    let key = "sg-team-key-for-the-cluster-test-0123456789abcdef";
+    let env = [("TEAM_KEY", key)];
+    let (a, b) = tokio::join!(
+        GatewayProcess::serve_with_env(&config, &env),
+        GatewayProcess::serve_with_env(&config, &env)
+    );
+    let c = Cluster {
+        a,
+        b,
+        replay,
+        client: gw::client(),
+    };
+    let mut body = gw::chat_body(Dialect::OpenAi, "anthropic/stall:text_basic", true);
+    body["max_tokens"] = 10_000.into();
+    let mut rng = fastrand::Rng::with_seed(23);
+    let sides: Vec<bool> = (0..8).map(|_| rng.bool()).collect();
+    let requests =
+        join_all(
+            sides.into_iter().map(|on_b| {
+                let (body, c) = (&body, &c);
+                async move {
+                    tokio::time::timeout(Duration::from_secs(6), c.chat(on_b, key, body)).await
+                }
+            }),
+        );
+    // While the admitted ones wait (a request that ends unanswered settles its charge to what
+    // it used: nothing), either instance shows what both charged.
+    let admin = async {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let mut seen = Vec::new();
+        for on_b in [false, true] {
+            let r = c
+                .client
+                .get(format!("{}/admin/keys", c.base(on_b)))
+                .send()
+                .await
+                .unwrap();
+            seen.push(gw::json_of(r).await);
+        }
+        seen
+    };
+    let (outcomes, lists) = tokio::join!(requests, admin);
+    for list in lists {
+        let team = &list["data"][0];
+        assert_eq!(team["name"], "team");
+        let today = team["spent_tokens_today"].as_u64().unwrap();
+        assert!((30_000..31_000).contains(&today), "{list}");
+        assert!(!list.to_string().contains(key));
+    }
+    let mut waiting = 0;
+    for outcome in outcomes {
+        match outcome {
+            Err(_) => waiting += 1,
+            Ok(r) => {
+                assert_eq!(r.status(), 429);
+                let body = gw::json_of(r).await;
+                let message = body["error"]["message"].as_str().unwrap_or_default();
+                assert!(message.contains("day"), "{body}");
+            }
+        }
+    }
+    assert_eq!(waiting, 3, "admitted across A and B");
 }

@@ -49,6 +49,9 @@
 //! rounded up): OpenAI `{"error":{"type":"requests"|"tokens","code":"rate_limit_exceeded"}}`,
 //! Anthropic `{"type":"error","error":{"type":"rate_limit_error"}}`.
 //!
+//! With `[state] backend = "redis"`, every limit and budget above is one across all the
+//! instances sharing that Redis, not one per instance (docs/deployment.md).
+//!
 //! # Consistency
 //!
 //! A request's stream slots and token borrow, for its key and its model, are checked and taken
@@ -69,9 +72,9 @@
 //!
 //! With `[state] backend = "redis"` ([`Limiter::sharing`]) the requests-per-minute,
 //! tokens-per-minute and concurrent-streams budgets are enforced through Redis, one atomic
-//! script per admission (`shared`, [`crate::state::limits`]); the local state above is the
-//! fall back while Redis does not answer, and the gateway keys' day and month budgets stay
-//! per instance. docs/deployment.md, "Redis trouble: limits and breakers".
+//! script per admission (`shared`, [`crate::state::limits`]), and so are the gateway keys'
+//! day and month budgets; the local state above is the fall back while Redis does not
+//! answer. docs/deployment.md, "Redis trouble: limits and breakers".
 
 mod backoff;
 mod budget;
@@ -301,8 +304,8 @@ impl Limiter {
 
     /// This limiter enforcing its quotas across every instance sharing `redis` (and the
     /// configurations reloaded from it too); call inside a tokio runtime. Requests per
-    /// minute, tokens per minute and concurrent streams are shared; the gateway keys' day and
-    /// month budgets stay per instance (docs/deployment.md).
+    /// minute, tokens per minute, concurrent streams and the gateway keys' day and month
+    /// budgets are shared (docs/deployment.md).
     pub fn sharing(self, redis: Arc<crate::state::Redis>) -> Limiter {
         Limiter {
             shared: Some(shared::Shared::start(redis)),
@@ -340,10 +343,19 @@ impl Limiter {
         self.rules.model_quotas(model)
     }
 
-    /// What the gateway key `name` spent today and this month (UTC), and its budget.
-    pub fn spent(&self, name: &str) -> (Spent, Budget) {
-        self.spend
-            .spent(&ClientId::gateway_key(name), std::time::SystemTime::now())
+    /// What the gateway key `name` spent today and this month (UTC), and its budget: across
+    /// instances when the limits are shared (this instance's count while Redis does not
+    /// answer).
+    pub async fn spent(&self, name: &str) -> (Spent, Budget) {
+        let client = ClientId::gateway_key(name);
+        let local = self.spend.spent(&client, std::time::SystemTime::now());
+        match &self.shared {
+            Some(shared) if shared.usable() => match shared.spent(&client).await {
+                Ok(spent) => (spent, local.1),
+                Err(_) => local,
+            },
+            _ => local,
+        }
     }
 
     /// Admits one request of `client` for `model` that may use `estimate` tokens, waiting up to
@@ -390,20 +402,33 @@ impl Limiter {
         if !self.spend.counts(client) {
             return self.acquire_rates(client, model, estimate).await;
         }
-        self.spend
-            .admit(client, amount, std::time::SystemTime::now())?;
+        // Shared when Redis answers; else (or embedded) this instance's book.
+        let mut shared = None;
+        if let Some(s) = self.shared.as_ref().filter(|s| s.usable())
+            && let Ok(admitted) = s
+                .spend_admit(client, self.spend.budget(client), amount)
+                .await
+        {
+            admitted?;
+            shared = Some(Arc::clone(s));
+        }
+        if shared.is_none() {
+            self.spend
+                .admit(client, amount, std::time::SystemTime::now())?;
+        }
+        let charge = SpendCharge {
+            book: Arc::clone(&self.spend),
+            shared,
+            client: *client,
+            charged: amount,
+        };
         match self.acquire_rates(client, model, estimate).await {
             Ok(mut permit) => {
-                permit.spend = Some(SpendCharge {
-                    book: Arc::clone(&self.spend),
-                    client: *client,
-                    charged: amount,
-                });
+                permit.spend = Some(charge);
                 Ok(permit)
             }
             Err(limited) => {
-                self.spend
-                    .adjust(client, -to_i64(amount), std::time::SystemTime::now());
+                charge.adjust(-to_i64(amount));
                 Err(limited)
             }
         }
@@ -677,12 +702,26 @@ pub struct Permit {
     hold: Option<shared::Hold>,
 }
 
-/// A request's charge in a [`SpendBook`].
+/// A request's charge against its key's day and month budgets: in Redis when it was admitted
+/// there, else in this instance's [`SpendBook`].
 #[derive(Debug)]
 struct SpendCharge {
     book: Arc<SpendBook>,
+    shared: Option<Arc<shared::Shared>>,
     client: ClientId,
     charged: u64,
+}
+
+impl SpendCharge {
+    /// Adds `delta` (negative: a refund) where the charge was made.
+    fn adjust(&self, delta: i64) {
+        match &self.shared {
+            Some(shared) => shared.spend_adjust(self.client, delta),
+            None => self
+                .book
+                .adjust(&self.client, delta, std::time::SystemTime::now()),
+        }
+    }
 }
 
 impl Permit {
@@ -707,9 +746,7 @@ impl Permit {
         if let Some(spend) = &mut self.spend {
             let delta = to_i64(actual_total_tokens) - to_i64(spend.charged);
             spend.charged = actual_total_tokens;
-            spend
-                .book
-                .adjust(&spend.client, delta, std::time::SystemTime::now());
+            spend.adjust(delta);
         }
         let delta = to_i64(actual_total_tokens) - to_i64(self.charged);
         self.charged = actual_total_tokens;

@@ -18,9 +18,11 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::budget::Subject;
+use super::client::ClientId;
 use super::limited::{LimitKind, Limited, Scope};
+use super::spend::{Budget, Spent};
 use crate::state::limits::{
-    Admission, Clock, LimitScripts, RENEW_BATCH, SharedBudget, SharedLimit,
+    Admission, Clock, LimitScripts, RENEW_BATCH, SharedBudget, SharedLimit, SpendMode, SpendReply,
 };
 use crate::state::{Redis, StateError};
 
@@ -146,6 +148,84 @@ impl Shared {
                 }))
             }
         }
+    }
+
+    /// Charges `amount` to `client`'s day and month budgets, or refuses once one is spent;
+    /// Err is Redis's failure (the caller falls back to the local book).
+    pub(super) async fn spend_admit(
+        &self,
+        client: &ClientId,
+        budget: Budget,
+        amount: u64,
+    ) -> Result<Result<(), Limited>, StateError> {
+        let reply = self
+            .scripts
+            .spend(
+                &self.redis,
+                &subject_tag(&Subject::Key(*client)),
+                budget.per_day.unwrap_or(0),
+                budget.per_month.unwrap_or(0),
+                i64::try_from(amount).unwrap_or(i64::MAX),
+                SpendMode::Admit,
+                Clock::Redis,
+            )
+            .await?;
+        self.answered();
+        Ok(match reply {
+            SpendReply::Counted { .. } => Ok(()),
+            SpendReply::Refused { month, secs } => Err(super::spend::refused_at(month, secs)),
+        })
+    }
+
+    /// Adds `delta` (negative: a refund) to what `client` spent, in the background (lost while
+    /// Redis is down: bounded by one request's usage).
+    pub(super) fn spend_adjust(self: &Arc<Self>, client: ClientId, delta: i64) {
+        if delta == 0 {
+            return;
+        }
+        let shared = Arc::clone(self);
+        spawn(async move {
+            let subject = subject_tag(&Subject::Key(client));
+            if let Err(e) = shared
+                .scripts
+                .spend(
+                    &shared.redis,
+                    &subject,
+                    0,
+                    0,
+                    delta,
+                    SpendMode::Adjust,
+                    Clock::Redis,
+                )
+                .await
+            {
+                tracing::debug!(error = %e, "limits: spend adjustment not recorded");
+            }
+        });
+    }
+
+    /// What `client` spent today and this month, across instances.
+    pub(super) async fn spent(&self, client: &ClientId) -> Result<Spent, StateError> {
+        let subject = subject_tag(&Subject::Key(*client));
+        let reply = self
+            .scripts
+            .spend(
+                &self.redis,
+                &subject,
+                0,
+                0,
+                0,
+                SpendMode::Read,
+                Clock::Redis,
+            )
+            .await?;
+        Ok(match reply {
+            SpendReply::Counted { day, month, .. } => Spent {
+                today: day,
+                this_month: month,
+            },
+            SpendReply::Refused { .. } => Spent::default(),
+        })
     }
 
     fn answered(&self) {

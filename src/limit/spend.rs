@@ -78,6 +78,11 @@ impl SpendBook {
         }
     }
 
+    /// `client`'s budgets (none: unlimited).
+    pub fn budget(&self, client: &ClientId) -> Budget {
+        self.budgets.get(client).copied().unwrap_or_default()
+    }
+
     /// Whether `client` is a key this book counts.
     pub fn counts(&self, client: &ClientId) -> bool {
         self.budgets.contains_key(client)
@@ -137,6 +142,21 @@ impl SpendBook {
             this_month: ledger.month_tokens,
         };
         (spent, budget)
+    }
+}
+
+/// The refusal of a spent day (`month` false) or month budget at `secs` since the epoch (by
+/// Redis's clock, for the shared budgets).
+pub(super) fn refused_at(month: bool, secs: u64) -> Limited {
+    let period = Period::of(UNIX_EPOCH + Duration::from_secs(secs));
+    let (limit, retry_after) = match month {
+        false => (LimitKind::TokensPerDay, period.until_next_day),
+        true => (LimitKind::TokensPerMonth, period.until_next_month),
+    };
+    Limited {
+        limit,
+        retry_after,
+        scope: Scope::Key,
     }
 }
 

@@ -193,12 +193,82 @@ end
 return added
 ";
 
+/// KEYS[1]: a subject's spend hash (`d`, `dt`: the UTC day and its tokens; `m`, `mt`: the
+/// month and its tokens). ARGV: clock, day cap (0: none), month cap (0: none), amount (signed),
+/// mode: `admit` (refuse once a cap is reached, else charge), `adjust` (charge; never below 0)
+/// or `read`. Returns {1, day tokens, month tokens, secs} or {0, 1 (day) | 2 (month), secs}.
+/// The calendar is Howard Hinnant's `civil_from_days`, on Redis's clock.
+const SPEND: &str = r"
+local secs = math.floor(now / 1000000)
+local day = math.floor(secs / 86400)
+local z = day + 719468
+local era = math.floor(z / 146097)
+local doe = z - era * 146097
+local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+local mp = math.floor((5 * doy + 2) / 153)
+local m = mp < 10 and mp + 3 or mp - 9
+local y = yoe + era * 400 + (m <= 2 and 1 or 0)
+local month = y * 12 + m - 1
+local h = redis.call('HMGET', KEYS[1], 'd', 'dt', 'm', 'mt')
+local dt = 0
+local mt = 0
+if tonumber(h[1]) == day then dt = tonumber(h[2]) end
+if tonumber(h[3]) == month then mt = tonumber(h[4]) end
+local cap_day, cap_month = tonumber(ARGV[2]), tonumber(ARGV[3])
+local amount, mode = tonumber(ARGV[4]), ARGV[5]
+if mode == 'admit' then
+  if cap_day > 0 and dt >= cap_day then return {0, 1, secs} end
+  if cap_month > 0 and mt >= cap_month then return {0, 2, secs} end
+end
+if mode ~= 'read' then
+  dt = math.max(0, dt + amount)
+  mt = math.max(0, mt + amount)
+  redis.call('HSET', KEYS[1], 'd', day, 'dt', string.format('%.0f', dt), 'm', month, 'mt', string.format('%.0f', mt))
+  redis.call('PEXPIRE', KEYS[1], 32 * 86400000)
+end
+return {1, dt, mt, secs}
+";
+
+/// What a spend script did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpendReply {
+    /// Charged (or read): the tokens of the current day and month after it.
+    Counted {
+        /// Today's tokens (UTC, Redis's clock).
+        day: u64,
+        /// This month's tokens.
+        month: u64,
+        /// Redis's clock, in seconds since the epoch.
+        secs: u64,
+    },
+    /// Nothing charged: the day's (`month` false) or the month's budget is spent.
+    Refused {
+        /// The month's budget, rather than the day's.
+        month: bool,
+        /// Redis's clock, in seconds since the epoch.
+        secs: u64,
+    },
+}
+
+/// What a spend script does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpendMode {
+    /// Refuse once a cap is reached, else charge.
+    Admit,
+    /// Charge (a negative amount refunds; never below zero).
+    Adjust,
+    /// Only read.
+    Read,
+}
+
 /// The scripts, loaded once per process (EVALSHA, loaded again on a miss).
 #[derive(Debug)]
 pub struct LimitScripts {
     admit: redis::Script,
     settle: redis::Script,
     renew: redis::Script,
+    spend: redis::Script,
 }
 
 impl Default for LimitScripts {
@@ -218,6 +288,7 @@ impl LimitScripts {
             admit: script(ADMIT),
             settle: script(SETTLE),
             renew: script(RENEW),
+            spend: script(SPEND),
         }
     }
 
@@ -322,6 +393,54 @@ impl LimitScripts {
                 .arg(member);
         }
         redis.script("limits renew", &call).await
+    }
+
+    /// The spend key of `subject` (a gateway key's day and month tokens).
+    pub fn spend_key(redis: &Redis, subject: &str) -> String {
+        redis.key(TAG, &format!("spend:{subject}"))
+    }
+
+    /// Charges, refunds or reads `subject`'s day and month tokens, refusing in
+    /// [`SpendMode::Admit`] once `per_day` or `per_month` (0: none) is reached.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn spend(
+        &self,
+        redis: &Redis,
+        subject: &str,
+        per_day: u64,
+        per_month: u64,
+        amount: i64,
+        mode: SpendMode,
+        clock: Clock,
+    ) -> Result<SpendReply, StateError> {
+        let mut call = self.spend.prepare_invoke();
+        call.key(LimitScripts::spend_key(redis, subject))
+            .arg(clock.arg())
+            .arg(per_day)
+            .arg(per_month)
+            .arg(amount)
+            .arg(match mode {
+                SpendMode::Admit => "admit",
+                SpendMode::Adjust => "adjust",
+                SpendMode::Read => "read",
+            });
+        let reply: Vec<i64> = redis.script("limits spend", &call).await?;
+        let n = |v: i64| u64::try_from(v).unwrap_or(0);
+        match reply.as_slice() {
+            [1, day, month, secs] => Ok(SpendReply::Counted {
+                day: n(*day),
+                month: n(*month),
+                secs: n(*secs),
+            }),
+            [0, which, secs] => Ok(SpendReply::Refused {
+                month: *which == 2,
+                secs: n(*secs),
+            }),
+            _ => Err(StateError::Failed {
+                what: "limits spend",
+                reason: "unexpected reply".into(),
+            }),
+        }
     }
 
     /// Gives back `member`'s slot of each subject's streams.
