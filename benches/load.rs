@@ -55,7 +55,8 @@
 //! before a client sees it), the added TTFB p50/p99 against direct (of the Chat Completions
 //! request the native door wraps), the gateway's CPU per stream and Redis's own CPU per stream,
 //! then Redis's memory and keys. With `--pin`, redis-server shares CPU 1 with the gateways (it
-//! is part of what serves the stream). `--quiet-gateway` and `--reference` do not combine with
+//! is part of what serves the stream), or CPU 0 with this tool with `--redis-cpu 0` (as a
+//! Redis on a host of its own takes none of the gateway's CPU). `--quiet-gateway` and `--reference` do not combine with
 //! it.
 
 use std::convert::Infallible;
@@ -109,6 +110,10 @@ struct Args {
     state_redis: bool,
     /// `--redis-server PATH`.
     redis_bin: Option<PathBuf>,
+    /// `--redis-cpu N` (with `--pin`): the CPU redis-server runs on: 1 (the default) beside
+    /// the gateways, 0 beside this tool, as a Redis on a host of its own would not take the
+    /// gateway's CPU.
+    redis_cpu: u8,
 }
 
 /// The second gateway of `--quiet-gateway`: metrics and access lines off.
@@ -117,7 +122,7 @@ const QUIET: &str = "metrics = false\n\n[log]\naccess = false\n";
 const USAGE: &str = "cargo bench --bench load -- [--concurrency N] [--requests N] [--chunks N] \
                      [--delay-ms F] [--warmup N] [--gateway PATH] [--gateway-log FILTER] \
                      [--quiet-gateway] [--quiet-config TEXT] [--pin] [--reference nginx] [--reference-bin PATH] \
-                     [--reference-workers N] [--state-redis] [--redis-server PATH]";
+                     [--reference-workers N] [--state-redis] [--redis-server PATH] [--redis-cpu 0|1]";
 
 impl Args {
     fn parse() -> Res<Args> {
@@ -137,6 +142,7 @@ impl Args {
             reference_workers: 2,
             state_redis: false,
             redis_bin: None,
+            redis_cpu: 1,
         };
         let mut it = std::env::args().skip(1);
         while let Some(arg) = it.next() {
@@ -157,6 +163,7 @@ impl Args {
                 "--reference-workers",
                 "--quiet-config",
                 "--redis-server",
+                "--redis-cpu",
             ];
             if name == "--help" || name == "-h" {
                 println!("{USAGE}");
@@ -204,6 +211,13 @@ impl Args {
                 "--reference" => return Err(bad(&"the only reference proxy is `nginx`").into()),
                 "--reference-bin" => args.reference_bin = Some(PathBuf::from(value)),
                 "--redis-server" => args.redis_bin = Some(PathBuf::from(value)),
+                "--redis-cpu" => {
+                    args.redis_cpu = match value.as_str() {
+                        "0" => 0,
+                        "1" => 1,
+                        _ => return Err("--redis-cpu is 0 or 1".into()),
+                    };
+                }
                 "--reference-workers" => {
                     args.reference_workers = value.parse().map_err(|e| bad(&e))?;
                 }
@@ -464,11 +478,16 @@ fn tool_dir() -> PathBuf {
 /// `binary` as a command, run on CPU 1 only when `pin` (through taskset: the proxy then sees
 /// one CPU, and tokio and nginx size themselves to it).
 fn pinned(binary: &Path, pin: bool) -> Command {
+    pinned_on(binary, pin, 1)
+}
+
+/// [`pinned`] on `cpu`.
+fn pinned_on(binary: &Path, pin: bool, cpu: u8) -> Command {
     if !pin {
         return Command::new(binary);
     }
     let mut command = Command::new("taskset");
-    command.args(["-c", "1"]).arg(binary);
+    command.args(["-c", &cpu.to_string()]).arg(binary);
     command
 }
 
@@ -1445,12 +1464,12 @@ impl RedisServer {
         .map_err(|e| format!("--state-redis: {e}").into())
     }
 
-    fn spawn(binary: &Path, pin: bool) -> Res<RedisServer> {
+    fn spawn(binary: &Path, pin: bool, cpu: u8) -> Res<RedisServer> {
         let port = free_port()?.port();
         let dir = tool_dir().join("redis");
         std::fs::create_dir_all(&dir)?;
         let log = std::fs::File::create(dir.join("redis.log"))?;
-        let child = pinned(binary, pin)
+        let child = pinned_on(binary, pin, cpu)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args([
                 "--save",
@@ -1563,7 +1582,7 @@ async fn run_state_redis(args: Args, fds: String) -> Res<bool> {
     });
     let (up_addr, upstream) = start_upstream(frames.clone(), args.delay).await?;
     let redis_bin = RedisServer::find(args.redis_bin.as_deref())?;
-    let mut redis = RedisServer::spawn(&redis_bin, args.pin)?;
+    let mut redis = RedisServer::spawn(&redis_bin, args.pin, args.redis_cpu)?;
     redis.ready().await?;
     let spawn =
         |extra: &str| Gateway::spawn(&args.gateway, up_addr, &args.gateway_log, extra, args.pin);
@@ -1592,10 +1611,10 @@ async fn run_state_redis(args: Args, fds: String) -> Res<bool> {
             .info("server", "redis_version")
             .await
             .map_or_else(|| "version unknown".into(), |v| format!("redis {v}")),
-        if args.pin {
-            "; pinned: this tool on CPU 0, the gateways and redis-server on CPU 1"
-        } else {
-            ""
+        match (args.pin, args.redis_cpu) {
+            (false, _) => "",
+            (true, 0) => "; pinned: this tool and redis-server on CPU 0, the gateways on CPU 1",
+            (true, _) => "; pinned: this tool on CPU 0, the gateways and redis-server on CPU 1",
         }
     );
     println!(
