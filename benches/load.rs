@@ -1054,6 +1054,24 @@ async fn run_phase(
     run_phase_with(args, target, expected, proxy_pids, &[], upstream).await
 }
 
+/// The phase straight to the synthetic upstream (Chat Completions), which every other phase's
+/// added TTFB is measured against.
+async fn direct_phase(
+    args: &Args,
+    up_addr: SocketAddr,
+    expected: &Arc<Expected>,
+    upstream: &Upstream,
+) -> Res<Phase> {
+    eprintln!("direct phase ...");
+    let target = Target {
+        addr: up_addr,
+        path: "/v1/chat/completions",
+        native: false,
+        body: request_body("synthetic"),
+    };
+    run_phase(args, target, Arc::clone(expected), &[], upstream).await
+}
+
 /// [`run_phase`], also measuring the CPU of `also_pids` (apart from the proxy's).
 async fn run_phase_with(
     args: &Args,
@@ -1262,20 +1280,7 @@ async fn run_async(args: Args, fds: String) -> Res<bool> {
         loadavg()
     );
 
-    eprintln!("direct phase ...");
-    let direct = run_phase(
-        &args,
-        Target {
-            addr: up_addr,
-            path: "/v1/chat/completions",
-            native: false,
-            body: request_body("synthetic"),
-        },
-        expected.clone(),
-        &[],
-        &upstream,
-    )
-    .await?;
+    let direct = direct_phase(&args, up_addr, &expected, &upstream).await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     eprintln!("gateway phase ...");
     let via = run_phase(
@@ -1623,20 +1628,7 @@ async fn run_state_redis(args: Args, fds: String) -> Res<bool> {
         loadavg()
     );
 
-    eprintln!("direct phase ...");
-    let direct = run_phase(
-        &args,
-        Target {
-            addr: up_addr,
-            path: "/v1/chat/completions",
-            native: false,
-            body: request_body("synthetic"),
-        },
-        expected.clone(),
-        &[],
-        &upstream,
-    )
-    .await?;
+    let direct = direct_phase(&args, up_addr, &expected, &upstream).await?;
     let native = |addr: SocketAddr| Target {
         addr,
         path: "/v1/streams",
