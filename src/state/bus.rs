@@ -197,11 +197,6 @@ impl Bus {
             .query::<()>("PUBLISH", redis::cmd("PUBLISH").arg(channel).arg(payload))
             .await
     }
-
-    /// Channels listened to now.
-    pub fn channels(&self) -> usize {
-        self.shared.table().routes.len()
-    }
 }
 
 impl Drop for Bus {
