@@ -219,14 +219,8 @@ impl Hub {
         if let Some(cluster) = &self.cluster
             && let Err(e) = cluster.open(&entry, &new).await
         {
-            let mut streams = self.streams();
-            if streams
-                .map
-                .get(&key)
-                .is_some_and(|e| Arc::ptr_eq(e, &entry))
-            {
-                streams.map.remove(&key);
-            }
+            // Refused before any event: nothing kept to free.
+            self.let_go(&entry, true);
             return Err(e);
         }
         self.started.fetch_add(1, Ordering::Relaxed);
