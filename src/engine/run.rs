@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -117,20 +118,7 @@ pub(super) async fn start(
         run.recover(e, &mut out).await?;
     }
     let route = run.routes[run.at].clone();
-    // Boxed: unfold moves its state into every step's future and back out, and a `Run` is
-    // large (the splicer's maps and buffers, the timers): a pointer moves for free.
-    let run = Box::new(run);
-    let events = futures_util::stream::unfold((run, out), |(mut run, pending)| async move {
-        let batch = if pending.is_empty() {
-            // Log lines of the attempt carry its span (and so the request's).
-            let span = run.trace.span().clone();
-            run.step().instrument(span).await?
-        } else {
-            pending.into_iter().map(Ok).collect()
-        };
-        Some((futures_util::stream::iter(batch), (run, Vec::new())))
-    })
-    .flatten();
+    let events = stream::RunEvents::new(Box::new(run), out);
     Ok(Answer {
         route,
         events: Box::pin(events) as Events,
@@ -188,60 +176,104 @@ impl Run {
         }
     }
 
-    /// The next batch of client events; None once the answer is over.
-    async fn step(&mut self) -> Option<Vec<Result<AgentEvent, GatewayError>>> {
-        if self.done {
-            return None;
+    /// Takes every event the current attempt has ready (at most `max`) into `out`, without
+    /// waiting: the path of every healthy frame, polled in place (no future per event).
+    /// `Ready(Some(error))` when the attempt failed (the events before it are in `out`);
+    /// `Ready(None)` when something was taken or the answer is over.
+    fn poll_ready_events(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<AgentEvent>,
+        max: usize,
+    ) -> Poll<Option<GatewayError>> {
+        if self.stream.is_none() {
+            self.cut();
+            return Poll::Ready(None);
         }
-        let mut out = Vec::new();
-        loop {
-            let item = match self.stream.as_mut() {
-                None => None,
-                Some(stream) => tokio::select! {
-                    item = stream.next() => item,
-                    () = self.attempt_timer.as_mut() => Some(Err(GatewayError::Timeout {
-                        provider: self.routes[self.at].provider.clone(),
-                        phase: crate::error::TimeoutPhase::Total,
-                    })),
-                },
+        let before = out.len();
+        let mut failed = None;
+        let mut ended = false;
+        while out.len() - before < max {
+            let Some(stream) = self.stream.as_mut() else {
+                break;
             };
-            match item {
-                Some(Ok(event)) => {
-                    self.push(event, &mut out);
+            match stream.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(event))) => {
+                    self.push(event, out);
                     if self.splicer.ended() {
-                        self.trace.succeeded();
-                        self.report_success();
-                        self.done = true;
+                        break;
                     }
                 }
-                None => {
-                    // The attempt's stream ended without its stream.end: nothing more to say,
-                    // and the route did not finish its answer.
-                    self.trace.cut();
-                    self.report_failure();
-                    self.meter.interrupted();
-                    self.done = true;
+                Poll::Ready(Some(Err(e))) => {
+                    failed = Some(e);
+                    break;
                 }
-                Some(Err(e)) => {
-                    tracing::warn!(route = %self.routes[self.at], error = %e, "attempt failed");
-                    self.trace.failed(&e);
-                    // Ended here: the wait before the next attempt is not this one's.
-                    self.trace = AttemptSpan::none();
-                    if let Err(last) = self.recover(Failed::Attempt(e), &mut out).await {
-                        self.meter.interrupted();
-                        self.splicer.wind_down(&mut out);
-                        self.settle();
-                        self.done = true;
-                        let mut batch: Vec<_> = out.into_iter().map(Ok).collect();
-                        batch.push(Err(last));
-                        return Some(batch);
-                    }
+                Poll::Ready(None) => {
+                    ended = true;
+                    break;
                 }
-            }
-            if !out.is_empty() || self.done {
-                return Some(out.into_iter().map(Ok).collect());
+                Poll::Pending => break,
             }
         }
+        self.meter.events(&out[before..]);
+        if self.splicer.ended() {
+            self.trace.succeeded();
+            self.report_success();
+            self.done = true;
+            return Poll::Ready(None);
+        }
+        if let Some(e) = failed {
+            return Poll::Ready(Some(e));
+        }
+        if ended {
+            self.cut();
+            return Poll::Ready(None);
+        }
+        // The attempt's time limit, looked at only when no event was ready or once per batch
+        // (a clock read), not with a timer registration per event.
+        let timed_out = if out.len() > before {
+            Instant::now() >= self.attempt_timer.deadline()
+        } else {
+            self.attempt_timer.as_mut().poll(cx).is_ready()
+        };
+        if timed_out {
+            return Poll::Ready(Some(GatewayError::Timeout {
+                provider: self.routes[self.at].provider.clone(),
+                phase: crate::error::TimeoutPhase::Total,
+            }));
+        }
+        if out.len() > before {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// The attempt's stream ended without its stream.end: nothing more to say, and the route
+    /// did not finish its answer.
+    fn cut(&mut self) {
+        self.trace.cut();
+        self.report_failure();
+        self.meter.interrupted();
+        self.done = true;
+    }
+
+    /// After the current attempt failed with `e`: recovers (retry, failover, continuation)
+    /// and returns the events to send, ending with the error when the answer cannot go on.
+    async fn attempt_failed(&mut self, e: GatewayError) -> Vec<Result<AgentEvent, GatewayError>> {
+        tracing::warn!(route = %self.routes[self.at], error = %e, "attempt failed");
+        self.trace.failed(&e);
+        // Ended here: the wait before the next attempt is not this one's.
+        self.trace = AttemptSpan::none();
+        let mut out = Vec::new();
+        let last = self.recover(Failed::Attempt(e), &mut out).await.err();
+        if last.is_some() {
+            self.meter.interrupted();
+            self.splicer.wind_down(&mut out);
+            self.settle();
+            self.done = true;
+        }
+        out.into_iter().map(Ok).chain(last.map(Err)).collect()
     }
 
     /// Brings the splicer to where a client holding `prior` is (see [`super::resume`]) and
@@ -272,7 +304,6 @@ impl Run {
         };
         let before = out.len();
         self.splicer.push(event, out);
-        self.meter.events(&out[before..]);
         if matches!(out[before..].last(), Some(AgentEvent::Usage(_))) {
             self.settle();
         }
@@ -674,6 +705,7 @@ impl Run {
         let estimate_first = self.call.door.wire().input_usage_first()
             && !provider.dialect.wire().input_usage_first()
             && !self.splicer.output_started();
+        let metered = out.len();
         for event in first {
             let is_start = matches!(event, AgentEvent::StreamStart(_));
             self.push(event, out);
@@ -692,6 +724,7 @@ impl Run {
                 );
             }
         }
+        self.meter.events(&out[metered..]);
         self.stream = Some(stream);
         Ok(())
     }
@@ -797,6 +830,8 @@ fn hedge_contender<'a>(
         trace,
     })
 }
+
+mod stream;
 
 #[cfg(test)]
 mod tests;

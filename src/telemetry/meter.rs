@@ -76,13 +76,15 @@ impl Meter {
     }
 
     /// Events on their way to the client: the first content delta is the time to first
-    /// token, each next one a gap.
+    /// token, each next one a gap. Events handed over together arrived together: one clock
+    /// read for all of them.
     pub fn events(&mut self, events: &[AgentEvent]) {
+        let mut now = None;
         for event in events {
             if !is_token(event) {
                 continue;
             }
-            let now = Instant::now();
+            let now = *now.get_or_insert_with(Instant::now);
             match self.last_token.replace(now) {
                 None => {
                     self.observed.first_token();
