@@ -381,8 +381,17 @@ fn gap(ms: f64) -> String {
     }
 }
 
+/// [`gap`], signed: an added gap.
+fn added_gap(ms: f64) -> String {
+    match ms.is_finite() {
+        true => format!("{ms:+.2}"),
+        false => "-".to_owned(),
+    }
+}
+
 /// What the per-setting tables' columns mean, printed once before them.
 fn legend(upstream_frames: usize) -> String {
+    let tick_ms = 1000 / rustix::param::clock_ticks_per_second().max(1);
     format!(
         "Per setting, one line per phase, in the order run. Direct and nginx forward the same \
          OpenAI byte stream whatever streamgate's door: measured once per setting, they stand \
@@ -390,10 +399,13 @@ fn legend(upstream_frames: usize) -> String {
          Added: against direct. Gap: time between consecutive body chunks carrying content \
          tokens (Anthropic door: content_block_delta frames), `-` when every stream's content \
          came in one chunk. CPU: the proxy's utime+stime over the measured phase, per stream \
-         and per upstream SSE frame ({upstream_frames} per stream). Peak RSS: VmHWM reset \
-         before the phase (nginx: master + workers summed). Then the CPU seconds the rest of \
-         the box used during each phase (direct / streamgate OpenAI / Anthropic / nginx): \
-         figures from a phase during which other work ran are suspect.\n"
+         and per upstream SSE frame ({upstream_frames} per stream), counted in clock ticks \
+         ({tick_ms} ms: a phase of N streams resolves {tick_ms}000/N µs per stream, so scale \
+         down with care). Peak RSS: VmHWM reset \
+         before the phase (nginx: master + workers summed). Under each table, per phase \
+         (direct / streamgate OpenAI / Anthropic / nginx): how busy the load tool kept CPU 0, \
+         and the CPU seconds the rest of the box used: figures from a phase during which \
+         other work ran are suspect.\n"
     )
 }
 
@@ -434,7 +446,7 @@ fn setting_table(r: &SettingResult, args: &Args, upstream_frames: usize) -> Stri
             pct(&p.ttfb, 0.99),
             dash(format!("{a50:+.2} / {a99:+.2}")),
             gap(pct(&p.gaps, 0.99)),
-            dash(gap(pct(&p.gaps, 0.99) - pct(&d.gaps, 0.99))),
+            dash(added_gap(pct(&p.gaps, 0.99) - pct(&d.gaps, 0.99))),
             dash(opt(cpu, 0)),
             dash(opt(cpu.map(|c| c / upstream_frames as f64), 2)),
             dash(opt(rss, 1)),
@@ -462,14 +474,15 @@ fn setting_table(r: &SettingResult, args: &Args, upstream_frames: usize) -> Stri
         &r.nginx.phase,
         r.nginx.peak_rss,
     );
+    let phases = [d, &r.same.phase, &r.cross.phase, &r.nginx.phase];
+    let each =
+        |f: &dyn Fn(&Phase) -> String| phases.iter().map(|p| f(p)).collect::<Vec<_>>().join(" / ");
     let _ = writeln!(
         s,
-        "\nRest of the box during the phases (CPU s used by other processes; steal): {}",
-        [d, &r.same.phase, &r.cross.phase, &r.nginx.phase]
-            .iter()
-            .map(|p| format!("{} ({})", opt(p.other_cpu, 2), opt(p.steal, 2)))
-            .collect::<Vec<_>>()
-            .join(" / ")
+        "\nLoad tool CPU busy (clients + upstream, CPU 0; near 1.00 the tool, not the proxy, \
+         bounds the phase): {}. Rest of the box (CPU s used by other processes; steal): {}",
+        each(&|p| format!("{:.2}", p.tool_cpu / p.wall.as_secs_f64().max(1e-9))),
+        each(&|p| format!("{} ({})", opt(p.other_cpu, 2), opt(p.steal, 2)))
     );
     for (name, p) in [
         ("direct", d),
