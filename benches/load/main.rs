@@ -116,13 +116,16 @@ fn run() -> Res<bool> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    if args.matrix {
+    let outcome = if args.matrix {
         runtime.block_on(run_matrix(args, fds))
     } else if args.state_redis {
         runtime.block_on(run_state_redis(args, fds))
     } else {
         runtime.block_on(run_async(args, fds))
-    }
+    };
+    // Each child removes its own directory when dropped; the tool's, left empty, goes here.
+    let _ = std::fs::remove_dir(tool_dir());
+    outcome
 }
 
 async fn run_async(args: Args, fds: String) -> Res<bool> {
