@@ -84,6 +84,7 @@ impl Idle {
     }
 
     /// Connections parked now.
+    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.lock().len()
     }
