@@ -70,6 +70,10 @@ pub struct EventStream {
     scratch: Vec<AgentEvent>,
     failed: Option<GatewayError>,
     done: bool,
+    /// Whether a poll decodes everything the body has ready. Not before the first events
+    /// were handed over: the caller wants those as soon as one chunk gave some, and expects
+    /// the rest of the answer from the stream.
+    batch: bool,
     idle: Duration,
     /// Armed once the first event arrived: before that the caller's first-byte timer rules.
     /// It is not moved on every chunk (that costs a timer-wheel update per chunk): when it
@@ -110,6 +114,7 @@ impl EventStream {
             scratch: Vec::new(),
             failed: None,
             done: false,
+            batch: false,
             idle,
             idle_timer: None,
             last_data: Instant::now(),
@@ -132,6 +137,7 @@ impl EventStream {
                 break;
             }
         }
+        self.batch = true;
         if first.is_empty() {
             // The body ended cleanly without one event: nothing a client could use.
             return Err(GatewayError::Stream {
@@ -189,7 +195,7 @@ impl Stream for EventStream {
                 return Poll::Ready(None);
             }
             // Everything the body has ready is decoded now, so a burst of frames comes out
-            // as one batch (up to MAX_BATCH events).
+            // as one batch (up to MAX_BATCH events; the first events alone, see `batch`).
             let mut got = false;
             loop {
                 match this.body.poll_chunk(cx) {
@@ -201,7 +207,9 @@ impl Stream for EventStream {
                             this.fail(e);
                             break;
                         }
-                        if this.pending.len() >= MAX_BATCH {
+                        if this.pending.len() >= MAX_BATCH
+                            || (!this.batch && !this.pending.is_empty())
+                        {
                             break;
                         }
                     }
