@@ -18,7 +18,45 @@ use crate::error::{GatewayError, TimeoutPhase};
 /// Largest error body read from a provider; the rest is not worth holding.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
+/// Events decoded from one poll at most: a body that never stops being ready (a fast
+/// provider, a large buffer) still hands its reader a bounded batch.
+const MAX_BATCH: usize = 256;
+
 type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+/// Where a streamed answer's bytes come from.
+pub(super) enum Source {
+    /// A reqwest response's body (a provider reached through a proxy).
+    Reqwest(ByteStream),
+    /// The gateway's own client: the body drives its connection in the reader's task.
+    Own(super::h1::Body),
+}
+
+impl Source {
+    /// A reqwest response's body, keeping `in_flight` counted until it is dropped.
+    pub(super) fn reqwest(
+        response: reqwest::Response,
+        in_flight: Option<super::pool::InFlight>,
+    ) -> Source {
+        Source::Reqwest(Box::pin(super::pool::held_by(
+            response.bytes_stream(),
+            in_flight,
+        )))
+    }
+
+    /// The next bytes; a read error in the transport's words (for the log only).
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, String>>> {
+        match self {
+            Source::Reqwest(body) => body
+                .as_mut()
+                .poll_next(cx)
+                .map(|item| item.map(|r| r.map_err(|e| super::source_chain(&e)))),
+            Source::Own(body) => Pin::new(body)
+                .poll_next(cx)
+                .map(|item| item.map(|r| r.map_err(|e| super::h1::chain(&e)))),
+        }
+    }
+}
 
 /// Decoded events of one upstream response, as they arrive.
 ///
@@ -26,12 +64,16 @@ type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 /// idle timeout), and nothing after it.
 pub struct EventStream {
     provider: String,
-    body: ByteStream,
+    body: Source,
     decoder: StreamDecoder,
     pending: VecDeque<AgentEvent>,
     scratch: Vec<AgentEvent>,
     failed: Option<GatewayError>,
     done: bool,
+    /// Whether a poll decodes everything the body has ready. Not before the first events
+    /// were handed over: the caller wants those as soon as one chunk gave some, and expects
+    /// the rest of the answer from the stream.
+    batch: bool,
     idle: Duration,
     /// Armed once the first event arrived: before that the caller's first-byte timer rules.
     /// It is not moved on every chunk (that costs a timer-wheel update per chunk): when it
@@ -56,24 +98,23 @@ impl std::fmt::Debug for EventStream {
 }
 
 impl EventStream {
-    /// Wraps a successful response of a `dialect` provider.
+    /// Wraps the body of a successful response of a `dialect` provider.
     pub(super) fn new(
         provider: String,
         dialect: Dialect,
-        response: reqwest::Response,
+        body: Source,
         idle: Duration,
         key_vars: std::sync::Arc<[String]>,
-        in_flight: Option<super::pool::InFlight>,
     ) -> Self {
-        let body = super::pool::held_by(response.bytes_stream(), in_flight);
         EventStream {
             provider,
-            body: Box::pin(body),
+            body,
             decoder: StreamDecoder::new(dialect),
             pending: VecDeque::new(),
             scratch: Vec::new(),
             failed: None,
             done: false,
+            batch: false,
             idle,
             idle_timer: None,
             last_data: Instant::now(),
@@ -96,6 +137,7 @@ impl EventStream {
                 break;
             }
         }
+        self.batch = true;
         if first.is_empty() {
             // The body ended cleanly without one event: nothing a client could use.
             return Err(GatewayError::Stream {
@@ -152,49 +194,66 @@ impl Stream for EventStream {
             if this.done {
                 return Poll::Ready(None);
             }
-            match this.body.as_mut().poll_next(cx) {
-                Poll::Ready(Some(Ok(bytes))) => {
-                    this.last_data = Instant::now();
-                    let result = this.decoder.feed(&bytes, &mut this.scratch);
-                    this.decoded();
-                    if let Err(e) = result {
-                        this.fail(e);
-                    }
-                }
-                Poll::Ready(item @ (Some(Err(_)) | None)) => {
-                    // A read error is a cut body (reset, truncated chunked encoding): the
-                    // decoder says whether the answer was whole anyway and where it broke.
-                    // The transport's words go to the log only.
-                    if let Some(Err(e)) = &item {
-                        tracing::debug!(provider = %this.provider, error = %super::source_chain(e), "upstream body broke");
-                    }
-                    let result = this.decoder.finish(&mut this.scratch);
-                    this.decoded();
-                    match result {
-                        Ok(()) => this.done = true,
-                        Err(e) => this.fail(e),
-                    }
-                }
-                Poll::Pending => {
-                    if let Some(timer) = &mut this.idle_timer
-                        && timer.as_mut().poll(cx).is_ready()
-                    {
-                        let deadline = this.last_data + this.idle;
-                        if deadline > Instant::now() {
-                            // Data came since the timer was set: wait the rest of the idle
-                            // period from the last chunk.
-                            timer.as_mut().reset(deadline);
-                            continue;
+            // Everything the body has ready is decoded now, so a burst of frames comes out
+            // as one batch (up to MAX_BATCH events; the first events alone, see `batch`).
+            let mut got = false;
+            loop {
+                match this.body.poll_chunk(cx) {
+                    Poll::Ready(Some(Ok(bytes))) => {
+                        got = true;
+                        let result = this.decoder.feed(&bytes, &mut this.scratch);
+                        this.decoded();
+                        if let Err(e) = result {
+                            this.fail(e);
+                            break;
                         }
-                        this.failed = Some(GatewayError::Timeout {
-                            provider: this.provider.clone(),
-                            phase: TimeoutPhase::Idle,
-                        });
-                        continue;
+                        if this.pending.len() >= MAX_BATCH
+                            || (!this.batch && !this.pending.is_empty())
+                        {
+                            break;
+                        }
                     }
-                    return Poll::Pending;
+                    Poll::Ready(item @ (Some(Err(_)) | None)) => {
+                        // A read error is a cut body (reset, truncated chunked encoding): the
+                        // decoder says whether the answer was whole anyway and where it broke.
+                        // The transport's words go to the log only.
+                        if let Some(Err(e)) = &item {
+                            tracing::debug!(provider = %this.provider, error = %e, "upstream body broke");
+                        }
+                        let result = this.decoder.finish(&mut this.scratch);
+                        this.decoded();
+                        match result {
+                            Ok(()) => this.done = true,
+                            Err(e) => this.fail(e),
+                        }
+                        break;
+                    }
+                    Poll::Pending => break,
                 }
             }
+            if got {
+                this.last_data = Instant::now();
+            }
+            if !this.pending.is_empty() || this.failed.is_some() || this.done {
+                continue;
+            }
+            if let Some(timer) = &mut this.idle_timer
+                && timer.as_mut().poll(cx).is_ready()
+            {
+                let deadline = this.last_data + this.idle;
+                if deadline > Instant::now() {
+                    // Data came since the timer was set: wait the rest of the idle
+                    // period from the last chunk.
+                    timer.as_mut().reset(deadline);
+                    continue;
+                }
+                this.failed = Some(GatewayError::Timeout {
+                    provider: this.provider.clone(),
+                    phase: TimeoutPhase::Idle,
+                });
+                continue;
+            }
+            return Poll::Pending;
         }
     }
 }
@@ -207,21 +266,51 @@ pub(super) async fn status_error(
     own_keys: &[crate::secret::Secret],
     gateway_key: bool,
 ) -> GatewayError {
-    let status = response.status().as_u16();
-    let retry_after = crate::limit::retry_after(response.headers(), std::time::SystemTime::now());
-    let mut body = Vec::new();
-    let mut stream = response.bytes_stream();
-    while let Some(Ok(chunk)) = stream.next().await {
-        body.extend_from_slice(&chunk);
-        if body.len() >= MAX_ERROR_BODY {
-            body.truncate(MAX_ERROR_BODY);
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = read_capped(response.bytes_stream()).await;
+    status_error_of(
+        provider,
+        dialect,
+        status,
+        &headers,
+        &body,
+        own_keys,
+        gateway_key,
+    )
+}
+
+/// The first [`MAX_ERROR_BODY`] bytes of an error answer's `body` (up to a read error).
+pub(super) async fn read_capped<E>(body: impl Stream<Item = Result<Bytes, E>>) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut body = std::pin::pin!(body);
+    while let Some(Ok(chunk)) = body.next().await {
+        out.extend_from_slice(&chunk);
+        if out.len() >= MAX_ERROR_BODY {
+            out.truncate(MAX_ERROR_BODY);
             break;
         }
     }
-    let (error_type, message) = parse_error_body(dialect, &body).unwrap_or_else(|| {
+    out
+}
+
+/// The error a client of either door is shown for a provider's non-2xx answer: `status`,
+/// `headers` and (the start of) `body`.
+pub(super) fn status_error_of(
+    provider: &str,
+    dialect: Dialect,
+    status: http::StatusCode,
+    headers: &http::HeaderMap,
+    body: &[u8],
+    own_keys: &[crate::secret::Secret],
+    gateway_key: bool,
+) -> GatewayError {
+    let status = status.as_u16();
+    let retry_after = crate::limit::retry_after(headers, std::time::SystemTime::now());
+    let (error_type, message) = parse_error_body(dialect, body).unwrap_or_else(|| {
         (
             crate::error::anthropic_type_for(status).to_owned(),
-            lossy_snippet(&body),
+            lossy_snippet(body),
         )
     });
     let error_type = crate::secret::scrub(&error_type, own_keys);

@@ -1,12 +1,19 @@
 //! Calling a provider: one HTTP request, its SSE body decoded into Agent Events as it arrives.
 //!
-//! Each provider gets its own pooled reqwest client (HTTP/1.1 and HTTP/2, TCP_NODELAY, its
-//! own connect timeout). [`Upstream::open`] returns once the first event has arrived, so a
-//! caller can still choose another route when a provider accepts the connection and then
-//! says nothing; the returned stream enforces the idle timeout between chunks.
+//! Streamed answers go through the gateway's own HTTP/1.1 client ([`h1`]): its connections
+//! are polled by the task that reads the answer, pooled per provider (one connection per
+//! concurrent stream, as nginx keeps its upstreams). A provider that an HTTP proxy from the
+//! environment (`HTTP(S)_PROXY`, `ALL_PROXY`, minus `NO_PROXY`) applies to keeps reqwest for
+//! its streamed answers too, decided once when [`Upstream::new`] builds the clients.
+//! Everything else (token counts, pass-through) goes through each provider's pooled reqwest
+//! client (HTTP/1.1 and HTTP/2, TCP_NODELAY, its own connect timeout). [`Upstream::open`]
+//! returns once the first event has arrived, so a caller can still choose another route when
+//! a provider accepts the connection and then says nothing; the returned stream enforces the
+//! idle timeout between chunks.
 
 mod body;
 mod forward;
+mod h1;
 mod pool;
 mod request;
 pub mod span;
@@ -30,6 +37,8 @@ pub use request::{ClientKey, ForwardHeaders, forward_url, uses_client_key};
 #[derive(Debug, Clone)]
 pub struct Upstream {
     clients: HashMap<String, reqwest::Client>,
+    /// The own streamed-answer client of each provider that has one (no proxy applies).
+    streams: HashMap<String, h1::Client>,
     /// Each client's pool use ([`pool`]), for the metrics.
     pools: HashMap<String, std::sync::Arc<pool::PoolCounters>>,
     /// What providers said about their rate limits, per route.
@@ -44,7 +53,9 @@ impl Upstream {
     pub fn new(config: &Config) -> Result<Self, GatewayError> {
         install_crypto_provider();
         let mut clients = HashMap::new();
+        let mut streams = HashMap::new();
         let mut pools = HashMap::new();
+        let mut tls = None;
         for (name, provider) in &config.providers {
             let counters = std::sync::Arc::<pool::PoolCounters>::default();
             let client = reqwest::Client::builder()
@@ -59,6 +70,23 @@ impl Upstream {
                 .build()
                 .map_err(|e| GatewayError::Internal(format!("building HTTP client: {e}")))?;
             clients.insert(name.clone(), client);
+            let tls = match &tls {
+                Some(tls) => tls,
+                None => tls.insert(h1::tls_config()?),
+            };
+            if let Some(stream) = h1::Client::for_provider(
+                &request::endpoint(provider),
+                Duration::from_millis(provider.connect_timeout_ms),
+                tls,
+                std::sync::Arc::clone(&counters),
+            ) {
+                streams.insert(name.clone(), stream);
+            } else {
+                tracing::info!(
+                    provider = %name,
+                    "streamed answers of this provider go through reqwest (a proxy applies, or its base_url is not a plain http(s) URL)"
+                );
+            }
             pools.insert(name.clone(), counters);
         }
         let key_vars = config
@@ -68,6 +96,7 @@ impl Upstream {
             .collect();
         Ok(Upstream {
             clients,
+            streams,
             pools,
             backoff: std::sync::Arc::default(),
             key_vars,
@@ -114,45 +143,81 @@ impl Upstream {
         key: &ClientKey,
         forward: &ForwardHeaders,
     ) -> Result<(Vec<AgentEvent>, EventStream), GatewayError> {
-        let client = self
-            .clients
-            .get(&route.provider)
-            .ok_or_else(|| GatewayError::Internal(format!("no client for {}", route.provider)))?;
         let url = request::endpoint(provider);
         let call = span::call(&route.provider, provider.dialect, &url, &route.model);
-        let request = request::build(client, &url, &route.provider, provider, body, key, forward)?;
         let first_byte = Duration::from_millis(provider.first_byte_timeout_ms);
         let idle = Duration::from_millis(provider.idle_timeout_ms);
         let name = route.provider.clone();
+        let own_keys = || own_keys(&self.key_vars);
+        let gateway_key = !request::uses_client_key(provider, key);
+        let prepared = match self.streams.get(&route.provider) {
+            Some(own) => Prepared::Own(
+                own,
+                request::stream_headers(&route.provider, provider, key, forward)?,
+                body,
+            ),
+            None => {
+                let client = self.clients.get(&route.provider).ok_or_else(|| {
+                    GatewayError::Internal(format!("no client for {}", route.provider))
+                })?;
+                Prepared::Reqwest(request::build(
+                    client,
+                    &url,
+                    &route.provider,
+                    provider,
+                    body,
+                    key,
+                    forward,
+                )?)
+            }
+        };
         let opening = async {
             let in_flight = self.in_flight(&route.provider);
-            let response = request
-                .send()
-                .await
-                .map_err(|e| send_error(&route.provider, &e))?;
-            let status = response.status();
-            call.record("http.response.status_code", i64::from(status.as_u16()));
-            // Rate-limit headers come on successes too: a budget at zero means wait.
-            self.backoff
-                .observe(&route.to_string(), status.as_u16(), response.headers());
-            if !status.is_success() {
-                return Err(body::status_error(
-                    &route.provider,
-                    provider.dialect,
-                    response,
-                    &own_keys(&self.key_vars),
-                    !request::uses_client_key(provider, key),
-                )
-                .await);
-            }
-            let mut stream = EventStream::new(
-                name,
-                provider.dialect,
-                response,
-                idle,
-                self.key_vars.clone(),
-                in_flight,
-            );
+            let source = match prepared {
+                Prepared::Own(own, headers, body) => {
+                    let (head, body) = own.post(&route.provider, headers, body, in_flight).await?;
+                    call.record("http.response.status_code", i64::from(head.status.as_u16()));
+                    // Rate-limit headers come on successes too: a budget at zero means wait.
+                    self.backoff
+                        .observe(&route.to_string(), head.status.as_u16(), &head.headers);
+                    if !head.status.is_success() {
+                        let text = body::read_capped(body).await;
+                        return Err(body::status_error_of(
+                            &route.provider,
+                            provider.dialect,
+                            head.status,
+                            &head.headers,
+                            &text,
+                            &own_keys(),
+                            gateway_key,
+                        ));
+                    }
+                    body::Source::Own(body)
+                }
+                Prepared::Reqwest(request) => {
+                    let response = request
+                        .send()
+                        .await
+                        .map_err(|e| send_error(&route.provider, &e))?;
+                    let status = response.status();
+                    call.record("http.response.status_code", i64::from(status.as_u16()));
+                    self.backoff
+                        .observe(&route.to_string(), status.as_u16(), response.headers());
+                    if !status.is_success() {
+                        return Err(body::status_error(
+                            &route.provider,
+                            provider.dialect,
+                            response,
+                            &own_keys(),
+                            gateway_key,
+                        )
+                        .await);
+                    }
+                    body::Source::reqwest(response, in_flight)
+                }
+            };
+            let mut stream =
+                EventStream::new(name, provider.dialect, source, idle, self.key_vars.clone());
             // The call's span lasts as long as its body is read.
             stream.set_span(call.clone());
             let first = stream.first_events().await?;
@@ -245,6 +310,14 @@ impl Upstream {
     }
 }
 
+/// A streamed answer's request, ready to send through the provider's client.
+enum Prepared<'a> {
+    /// The gateway's own client: headers and body.
+    Own(&'a h1::Client, http::HeaderMap, Vec<u8>),
+    /// reqwest (a proxy applies to the provider).
+    Reqwest(reqwest::RequestBuilder),
+}
+
 /// The current values of the gateway's provider key variables.
 pub(super) fn own_keys(vars: &[String]) -> Vec<crate::secret::Secret> {
     vars.iter()
@@ -304,10 +377,17 @@ pub(super) fn source_chain(e: &reqwest::Error) -> String {
     out
 }
 
-/// Why connecting failed, from the typed errors of the chain (the resolver's only by its
-/// wording, which hyper-util does not type).
+/// Why connecting failed, from the typed errors of reqwest's chain.
 fn connect_fault(e: &reqwest::Error) -> ConnectionFault {
-    let mut source = std::error::Error::source(e);
+    fault_of_connect(std::error::Error::source(e))
+}
+
+/// Why connecting failed, from the typed errors of the chain starting at `first` (the
+/// resolver's only by its wording, which hyper-util does not type).
+pub(super) fn fault_of_connect(
+    first: Option<&(dyn std::error::Error + 'static)>,
+) -> ConnectionFault {
+    let mut source = first;
     while let Some(s) = source {
         if s.downcast_ref::<rustls::Error>().is_some() {
             return ConnectionFault::Tls;
@@ -316,10 +396,7 @@ fn connect_fault(e: &reqwest::Error) -> ConnectionFault {
             if io.kind() == std::io::ErrorKind::ConnectionRefused {
                 return ConnectionFault::Refused;
             }
-            if io
-                .get_ref()
-                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
-            {
+            if wraps_rustls(io) {
                 return ConnectionFault::Tls;
             }
         }
@@ -329,6 +406,22 @@ fn connect_fault(e: &reqwest::Error) -> ConnectionFault {
         source = s.source();
     }
     ConnectionFault::Connect
+}
+
+/// Whether `io` carries a rustls error, directly or in an I/O error it wraps (hyper-rustls
+/// wraps tokio-rustls's I/O error in another, and an I/O error's `source` skips the error
+/// it wraps).
+fn wraps_rustls(io: &std::io::Error) -> bool {
+    let mut inner = io.get_ref();
+    while let Some(e) = inner {
+        if e.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        inner = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref);
+    }
+    false
 }
 
 /// rustls needs one process-wide crypto provider; ring builds without a C toolchain quirk.

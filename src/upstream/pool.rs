@@ -1,7 +1,8 @@
 //! How each provider's connection pool is used, for the metrics: connections opened and
 //! requests in flight.
 //!
-//! reqwest does not expose its pool, and its connector's `Conn` is sealed (a connector layer
+//! Streamed answers' own client (`h1`) counts its connections and requests itself. For the
+//! rest, reqwest does not expose its pool, and its connector's `Conn` is sealed (a connector layer
 //! cannot wrap the connection's I/O to see it close). So the gateway counts what it can see
 //! exactly: each connection the pool opens (a layer on reqwest's connector, counting after the
 //! TCP connect and TLS handshake succeeded), and each request from its send until its response
@@ -35,6 +36,11 @@ pub struct PoolStats {
 }
 
 impl PoolCounters {
+    /// A connection was opened (TCP connected, TLS done).
+    pub(super) fn opened(&self) {
+        self.opened.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(super) fn stats(&self, provider: &str) -> PoolStats {
         PoolStats {
             provider: provider.to_owned(),
@@ -114,7 +120,7 @@ where
         let counters = Arc::clone(&self.counters);
         Box::pin(async move {
             let connection = connecting.await?;
-            counters.opened.fetch_add(1, Ordering::Relaxed);
+            counters.opened();
             Ok(connection)
         })
     }

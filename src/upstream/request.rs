@@ -109,9 +109,7 @@ pub fn build(
     authorize(request, name, provider, key, forward)
 }
 
-/// Adds the provider's own headers to `request`: its key (see [`choose_key`]) in the
-/// dialect's header, the OpenAI organization and project, the Anthropic version and the
-/// client's `anthropic-beta`.
+/// Adds the provider's own headers to `request` ([`provider_headers`]).
 pub fn authorize(
     mut request: reqwest::RequestBuilder,
     name: &str,
@@ -119,13 +117,73 @@ pub fn authorize(
     key: &ClientKey,
     forward: &ForwardHeaders,
 ) -> Result<reqwest::RequestBuilder, GatewayError> {
+    for (name, value) in provider_headers(name, provider, key, forward)? {
+        request = request.header(name, value);
+    }
+    Ok(request)
+}
+
+/// The headers of a streamed answer's request (content type, accept, and the provider's
+/// own), for the gateway's own client (which adds `Host` and `Content-Length`).
+pub(super) fn stream_headers(
+    name: &str,
+    provider: &ProviderConfig,
+    key: &ClientKey,
+    forward: &ForwardHeaders,
+) -> Result<http::HeaderMap, GatewayError> {
+    let mut headers = http::HeaderMap::with_capacity(8);
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        http::header::ACCEPT,
+        http::HeaderValue::from_static("text/event-stream"),
+    );
+    for (name, value) in provider_headers(name, provider, key, forward)? {
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
+/// The provider's own headers: its key (see [`choose_key`]) in the dialect's header, the
+/// OpenAI organization and project, the Anthropic version and the client's
+/// `anthropic-beta`, and the request id.
+pub fn provider_headers(
+    name: &str,
+    provider: &ProviderConfig,
+    key: &ClientKey,
+    forward: &ForwardHeaders,
+) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, GatewayError> {
     let key = choose_key(name, provider, key)?;
     let wire = provider.dialect.wire();
+    let mut out = Vec::with_capacity(5);
+    // A value no header can carry (a control character in a key or setting) fails the
+    // request as reqwest failed it when building it; which value is not said, as it may be
+    // the key.
+    let unsendable = || {
+        tracing::warn!(
+            provider = name,
+            "a header of the upstream request is not valid"
+        );
+        GatewayError::Internal(format!(
+            "the request to provider {name:?} could not be built (check its base_url)"
+        ))
+    };
     if let Some(key) = &key {
-        request = match wire.key_header() {
-            None => request.bearer_auth(key.expose()),
-            Some(name) => request.header(name, key.expose()),
+        let (header, value) = match wire.key_header() {
+            None => (
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", key.expose()),
+            ),
+            Some(header) => (
+                http::HeaderName::from_bytes(header.as_bytes()).map_err(|_| unsendable())?,
+                key.expose().to_owned(),
+            ),
         };
+        let mut value = http::HeaderValue::try_from(value).map_err(|_| unsendable())?;
+        value.set_sensitive(true);
+        out.push((header, value));
     }
     let settings = providers::dialects::UpstreamSettings {
         organization: provider.organization.as_deref(),
@@ -133,13 +191,19 @@ pub fn authorize(
         anthropic_version: &provider.anthropic_version,
         anthropic_beta: forward.anthropic_beta.as_deref(),
     };
-    for (name, value) in wire.upstream_headers(&settings) {
-        request = request.header(name, value);
+    for (header, value) in wire.upstream_headers(&settings) {
+        out.push((
+            http::HeaderName::from_bytes(header.as_bytes()).map_err(|_| unsendable())?,
+            http::HeaderValue::try_from(value).map_err(|_| unsendable())?,
+        ));
     }
     if let Some(id) = &forward.request_id {
-        request = request.header(crate::telemetry::request_id::HEADER, id);
+        out.push((
+            http::HeaderName::from_static(crate::telemetry::request_id::HEADER),
+            http::HeaderValue::try_from(id.as_str()).map_err(|_| unsendable())?,
+        ));
     }
-    Ok(request)
+    Ok(out)
 }
 
 #[cfg(test)]
