@@ -1,7 +1,6 @@
 //! The chat doors: `POST /v1/chat/completions` (OpenAI) and `POST /v1/messages` (Anthropic),
 //! streaming and not, over any upstream.
 
-use axum::body::Bytes;
 use axum::extract::Request;
 use axum::response::Response;
 use futures_util::StreamExt;
@@ -11,7 +10,6 @@ use providers::{AgentEvent, Assembler, Dialect, EncodeOptions, StreamEncoder, en
 use super::common::{authenticate, client_key, door_dialect, error_response, observed, read_body};
 use super::state::AppState;
 use super::streams::STREAM_ID_HEADER;
-use crate::batch::ready_batches;
 use crate::engine::{Call, Events};
 use crate::error::GatewayError;
 use crate::respond::json_response;
@@ -117,42 +115,41 @@ async fn start(
     Ok((streaming, options, None, answer.events))
 }
 
-/// Most events taken from the upstream at once into one write to the client.
-const MAX_BATCH: usize = 256;
-
-/// Scheduler turns the upstream gets to add to a batch (see [`crate::batch`]): hyper's client
-/// hands over the next HTTP chunk within two turns when it has it buffered (measured with
-/// the load tool: one turn moves nothing, two halve the gateway's CPU per stream at zero delay).
-const BATCH_YIELDS: u32 = 2;
-
 /// A streaming answer: each event encoded for the door and sent as soon as it is ready.
 /// Events that are ready together (decoded from one upstream read) go out in one write, so a
 /// fast upstream does not cost one syscall and one task wake-up per event.
 fn sse(door: Dialect, options: EncodeOptions, events: Events) -> Response {
-    let mut encoder = StreamEncoder::new(door, options);
-    let mut failed = false;
-    let body = ready_batches(events, MAX_BATCH, BATCH_YIELDS).filter_map(move |items| {
-        let mut out = Vec::new();
-        for item in items {
-            if failed {
-                break;
+    let encoder = DoorEncoder {
+        door,
+        encoder: StreamEncoder::new(door, options),
+    };
+    super::body::event_stream(super::body::events(events, encoder))
+}
+
+/// An answer's events in the door's dialect; the first error ends it with the dialect's
+/// error frame (never a clean end).
+struct DoorEncoder {
+    door: Dialect,
+    encoder: StreamEncoder,
+}
+
+impl super::body::EncodeItem<Result<AgentEvent, GatewayError>> for DoorEncoder {
+    fn encode(&mut self, item: Result<AgentEvent, GatewayError>, out: &mut Vec<u8>) -> bool {
+        let (result, failed) = match item {
+            Ok(event) => (self.encoder.event(&event, out), false),
+            Err(e) => {
+                tracing::warn!(error = %e, "stream failed after it started");
+                (encode_failure(&mut self.encoder, &e, out), true)
             }
-            let result = match item {
-                Ok(event) => encoder.event(&event, &mut out),
-                Err(e) => {
-                    failed = true;
-                    tracing::warn!(error = %e, "stream failed after it started");
-                    encode_failure(&mut encoder, &e, &mut out)
-                }
-            };
-            if let Err(e) = result {
-                failed = true;
-                let _ = encode_failure(&mut encoder, &encode_error(door, e), &mut out);
+        };
+        match result {
+            Ok(()) => failed,
+            Err(e) => {
+                let _ = encode_failure(&mut self.encoder, &encode_error(self.door, e), out);
+                true
             }
         }
-        std::future::ready((!out.is_empty()).then(|| Bytes::from(out)))
-    });
-    super::body::event_stream(super::body::spawned(body))
+    }
 }
 
 /// The terminal error of a started stream, in the door's dialect: never a clean end.
