@@ -12,7 +12,9 @@ use std::borrow::Cow;
 
 use serde::de::IgnoredAny;
 
-use super::wire::{Choice, Chunk, Delta, Str};
+use super::wire::{
+    Choice, Chunk, CompletionTokensDetails, Delta, PromptTokensDetails, Str, WireUsage,
+};
 use crate::sse::json::skip_plain;
 
 /// Longest chunk head kept by [`Head`]: real heads are under 300 bytes.
@@ -239,7 +241,11 @@ impl<'a> P<'a> {
                 }
                 b"usage" => {
                     Self::once(&mut seen, 16)?;
-                    self.null()?;
+                    c.usage = if self.peek()? == b'n' {
+                        self.null().map(|()| None)?
+                    } else {
+                        Some(Box::new(self.usage()?))
+                    };
                 }
                 b"system_fingerprint" => {
                     Self::once(&mut seen, 32)?;
@@ -257,6 +263,88 @@ impl<'a> P<'a> {
             }
             if !self.next(b'}')? {
                 return Some(c);
+            }
+        }
+    }
+
+    /// `null` or a plain integer.
+    fn opt_uint(&mut self) -> Option<Option<u64>> {
+        if self.peek()? == b'n' {
+            self.null().map(|()| None)
+        } else {
+            self.uint().map(Some)
+        }
+    }
+
+    /// The usage object of the stream's last chunk. serde skips unknown members whatever
+    /// their value; here only plain integers and `null` are skipped, anything else goes to
+    /// serde_json.
+    fn usage(&mut self) -> Option<WireUsage> {
+        let mut u = WireUsage::default();
+        let mut seen = 0u32;
+        self.eat(b'{')?;
+        if self.peek()? == b'}' {
+            self.i += 1;
+            return Some(u);
+        }
+        loop {
+            match self.key()? {
+                b"prompt_tokens" => {
+                    Self::once(&mut seen, 1)?;
+                    u.prompt_tokens = self.opt_uint()?;
+                }
+                b"completion_tokens" => {
+                    Self::once(&mut seen, 2)?;
+                    u.completion_tokens = self.opt_uint()?;
+                }
+                b"total_tokens" => {
+                    Self::once(&mut seen, 4)?;
+                    u.total_tokens = self.opt_uint()?;
+                }
+                b"prompt_tokens_details" => {
+                    Self::once(&mut seen, 8)?;
+                    u.prompt_tokens_details = self
+                        .details(b"cached_tokens")?
+                        .map(|cached_tokens| PromptTokensDetails { cached_tokens });
+                }
+                b"completion_tokens_details" => {
+                    Self::once(&mut seen, 16)?;
+                    u.completion_tokens_details = self
+                        .details(b"reasoning_tokens")?
+                        .map(|reasoning_tokens| CompletionTokensDetails { reasoning_tokens });
+                }
+                _ => {
+                    self.opt_uint()?;
+                }
+            }
+            if !self.next(b'}')? {
+                return Some(u);
+            }
+        }
+    }
+
+    /// A details object (`Some`, holding its `field`: the only member read) or `null`
+    /// (`None`); the outer `None` sends the chunk to serde_json.
+    fn details(&mut self, field: &[u8]) -> Option<Option<Option<u64>>> {
+        if self.peek()? == b'n' {
+            return self.null().map(|()| None);
+        }
+        let mut value = None;
+        let mut seen = 0u32;
+        self.eat(b'{')?;
+        if self.peek()? == b'}' {
+            self.i += 1;
+            return Some(Some(value));
+        }
+        loop {
+            if self.key()? == field {
+                Self::once(&mut seen, 1)?;
+                value = self.opt_uint()?;
+            } else {
+                self.opt_uint()?;
+            }
+            if !self.next(b'}')? {
+                return Some(Some(value));
             }
         }
     }
@@ -456,6 +544,9 @@ mod tests {
                 agrees(&line.replace("\"created\":1", "\"created\":01"));
                 agrees(&line.replace("\"created\":1", "\"created\":-1"));
                 agrees(&line.replace("null", "nul"));
+                agrees(&line.replace("\"total_tokens\":", "\"total_tokens\":1,\"total_tokens\":"));
+                agrees(&line.replace("\"cached_tokens\":0", "\"cached_tokens\":0.0"));
+                agrees(&line.replace("\"audio_tokens\":0", "\"audio_tokens\":{}"));
                 agrees(&line.replace("\"object\"", "\"object\":1,\"object\""));
                 agrees(&format!("{line} x"));
                 for cut in (0..line.len()).filter(|&c| line.is_char_boundary(c)) {
@@ -480,6 +571,21 @@ mod tests {
             "{\"choices\":[{\"index\":4294967296}]}",
             "{\"choices\":[{\"index\":1,\"delta\":{\"role\":\"assistant\",\"content\":null}}]}",
             "{\"choices\":[],}",
+            "{\"usage\":{}}",
+            "{\"usage\":{\"prompt_tokens\":1,\"prompt_tokens\":2}}",
+            "{\"usage\":{\"prompt_tokens\":null,\"x\":1,\"x\":null}}",
+            "{\"usage\":{\"x\":1.5}}",
+            "{\"usage\":{\"x\":\"a\"}}",
+            "{\"usage\":{\"prompt_tokens\":-1}}",
+            "{\"usage\":{\"prompt_tokens\":18446744073709551616}}",
+            "{\"usage\":{\"prompt_tokens_details\":null,\"completion_tokens_details\":{}}}",
+            "{\"usage\":{\"prompt_tokens_details\":{\"cached_tokens\":3,\"audio_tokens\":0}}}",
+            "{\"usage\":{\"prompt_tokens_details\":{\"cached_tokens\":3,\"cached_tokens\":3}}}",
+            "{\"usage\":{\"completion_tokens_details\":{\"reasoning_tokens\":null,\"x\":2}}}",
+            "{\"usage\":{\"completion_tokens_details\":{\"reasoning_tokens\":1},\"completion_tokens_details\":null}}",
+            "{\"usage\":{\"prompt_tokens_details\":[]}}",
+            "{\"usage\":{\"total_tokens\":5},\"usage\":null}",
+            "{\"usage\":{\"total_tokens\":5,}}",
             "{}",
             " { } ",
         ] {
