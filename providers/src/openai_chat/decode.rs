@@ -96,10 +96,10 @@ impl FrameDecoder for Decoder {
         }
         // Parse the untrimmed data so that JSON error lines stay relative to the frame.
         // Once started, the chunk head's fields are no longer read: the fast path may skip them.
-        let chunk: Chunk<'_> = match super::fast::parse(frame.data, &mut self.head, self.started) {
-            Some(chunk) => chunk,
-            None => serde_json::from_str(frame.data)?,
-        };
+        let mut chunk = Chunk::default();
+        if super::fast::parse(frame.data, &mut self.head, self.started, &mut chunk).is_none() {
+            chunk = serde_json::from_str(frame.data)?;
+        }
         if let Some(error) = &chunk.error {
             return Err(FrameError::Upstream(upstream_error(error)));
         }
