@@ -20,6 +20,9 @@ use crate::sse::json::skip_plain;
 /// Longest chunk head kept by [`Head`]: real heads are under 300 bytes.
 const MAX_HEAD: usize = 1024;
 
+/// The bit of `usage` among a chunk's seen keys (see [`P::members`]).
+const USAGE: u32 = 16;
+
 /// The members a stream repeats byte for byte before `"choices"` in every chunk (`id`,
 /// `object`, `created`, `model`, `system_fingerprint`...), as last parsed.
 ///
@@ -30,7 +33,7 @@ pub(crate) struct Head {
     /// From the opening `{` to just before the `"choices"` key: whole members, each with its
     /// comma.
     bytes: Vec<u8>,
-    /// The keys seen in `bytes` (the bits of [`P::chunk`]), for duplicate detection.
+    /// The keys seen in `bytes` (the bits of [`P::members`]), for duplicate detection.
     seen: u32,
 }
 
@@ -67,7 +70,10 @@ pub(crate) fn parse<'a>(
     if p.i != p.b.len() {
         return None;
     }
-    if !known && let Some((end, seen)) = p.head.filter(|&(end, _)| end <= MAX_HEAD) {
+    // A head holding `usage` is not learned: usage is read from every chunk, not only the
+    // first, so it must never be skipped.
+    let learnable = |&(end, seen): &(usize, u32)| end <= MAX_HEAD && seen & USAGE == 0;
+    if !known && let Some((end, seen)) = p.head.filter(learnable) {
         head.bytes.clear();
         head.bytes.extend_from_slice(&p.b[..end]);
         head.seen = seen;
@@ -246,7 +252,7 @@ impl<'a> P<'a> {
                     }
                 }
                 b"usage" => {
-                    Self::once(&mut seen, 16)?;
+                    Self::once(&mut seen, USAGE)?;
                     c.usage = if self.peek()? == b'n' {
                         self.null().map(|()| None)?
                     } else {
@@ -488,6 +494,22 @@ mod tests {
         }
         if skipped {
             assert_eq!((head.bytes.clone(), head.seen), before, "{data}");
+        }
+    }
+
+    #[test]
+    fn usage_before_choices_is_never_skipped() {
+        for first in [
+            "{\"id\":\"a\",\"usage\":{\"prompt_tokens\":1},\"choices\":[]}",
+            "{\"id\":\"a\",\"usage\":null,\"choices\":[]}",
+        ] {
+            let mut head = Head::default();
+            assert!(fast(first, &mut head, false).is_some());
+            assert!(head.bytes.is_empty(), "learned a head with usage: {first}");
+            let next = "{\"id\":\"a\",\"usage\":{\"prompt_tokens\":2},\"choices\":[]}";
+            let chunk = fast(next, &mut head, true).unwrap();
+            assert_eq!(chunk.usage.unwrap().prompt_tokens, Some(2));
+            agrees_skipping(&mut head, next);
         }
     }
 
