@@ -33,8 +33,11 @@ const CASES: &[(Dialect, &str)] = &[
     (Dialect::OpenAi, "openai_chat/text_basic.sse"),
 ];
 
+/// Builds a synthetic stream body.
+type Synthesize = fn() -> Vec<u8>;
+
 /// Synthetic OpenAI token streams (name, body), shaped like the recorded fixtures.
-const SYNTHETIC: &[(&str, fn() -> Vec<u8>)] = &[
+const SYNTHETIC: &[(&str, Synthesize)] = &[
     ("synthetic/load_tokens_50", load_tokens_50),
     ("synthetic/prose_tokens_300", prose_tokens_300),
 ];
