@@ -6,10 +6,10 @@
 //! records the figures.
 //!
 //! The guard of issue #14 (at least 1.5 M OpenAI token chunks per second per core, decode +
-//! re-encode) reads the OpenAI token cases: the `openai_chat/text_*` fixtures and the
-//! synthetic streams ([`SYNTHETIC`]). After a run, `python3 benches/summarize.py --check`
-//! prints each figure against the target with PASS or FAIL (exit status 1 on a FAIL). It is a
-//! benchmark: nothing in CI runs it.
+//! re-encode) reads the OpenAI token cases: the `openai_chat/*` fixtures and the synthetic
+//! streams ([`SYNTHETIC`]). After a run, `python3 benches/summarize.py --check` prints each
+//! `decode+encode_same` figure against the target with PASS or FAIL (the cross-dialect one
+//! beside it) and exits 1 on a FAIL. It is a benchmark: nothing in CI runs it.
 
 use std::hint::black_box;
 use std::path::Path;
