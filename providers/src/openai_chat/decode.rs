@@ -32,6 +32,8 @@ pub struct Decoder {
     open: Vec<Open>,
     /// Block that last received content: what a cut stream was in the middle of.
     last: Option<u32>,
+    /// The chunk head the fast path learned (see [`super::fast::Head`]).
+    head: super::fast::Head,
 }
 
 #[derive(Debug, Default)]
@@ -93,10 +95,11 @@ impl FrameDecoder for Decoder {
             return self.terminate(out);
         }
         // Parse the untrimmed data so that JSON error lines stay relative to the frame.
-        let chunk: Chunk<'_> = match super::fast::parse(frame.data) {
-            Some(chunk) => chunk,
-            None => serde_json::from_str(frame.data)?,
-        };
+        // Once started, the chunk head's fields are no longer read: the fast path may skip them.
+        let mut chunk = Chunk::default();
+        if super::fast::parse(frame.data, &mut self.head, self.started, &mut chunk).is_none() {
+            chunk = serde_json::from_str(frame.data)?;
+        }
         if let Some(error) = &chunk.error {
             return Err(FrameError::Upstream(upstream_error(error)));
         }

@@ -177,7 +177,9 @@ pub struct CompletionTokensDetails {
 
 // ---- Output side: what the encoder writes. Borrowed, so that nothing is copied. ----
 
-/// The fields every chunk repeats before `choices`.
+/// The fields every chunk repeats before `choices`: what the encoder's hand-written head is
+/// tested against.
+#[cfg(test)]
 #[derive(Debug, Serialize)]
 pub(crate) struct ChunkHead<'a> {
     pub id: &'a str,

@@ -1,5 +1,6 @@
 //! Server-Sent Events framing: a byte-exact push parser and the frame writer.
 
+pub(crate) mod json;
 mod parse;
 mod write;
 
