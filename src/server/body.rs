@@ -38,6 +38,7 @@ where
         items,
         encoder,
         done: false,
+        first: First::NotYet,
     })
 }
 
@@ -45,6 +46,17 @@ struct EventBody<S, E> {
     items: S,
     encoder: E,
     done: bool,
+    /// Before the first chunk: it is sent as soon as it holds something, and the next poll
+    /// gives way once (hyper flushes on `Pending`, not before, and would otherwise buffer the
+    /// whole of an answer already there before the client saw its first byte).
+    first: First,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum First {
+    NotYet,
+    Sent,
+    Flushed,
 }
 
 impl<S, E> http_body::Body for EventBody<S, E>
@@ -60,6 +72,11 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = &mut *self;
+        if this.first == First::Sent {
+            this.first = First::Flushed;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         let mut out = Vec::new();
         let mut waiting = false;
         for _ in 0..MAX_ITEMS {
@@ -67,7 +84,13 @@ where
                 break;
             }
             match Pin::new(&mut this.items).poll_next(cx) {
-                Poll::Ready(Some(item)) => this.done = this.encoder.encode(item, &mut out),
+                Poll::Ready(Some(item)) => {
+                    this.done = this.encoder.encode(item, &mut out);
+                    if this.first == First::NotYet && !out.is_empty() {
+                        this.first = First::Sent;
+                        break;
+                    }
+                }
                 Poll::Ready(None) => this.done = true,
                 Poll::Pending => {
                     waiting = true;
@@ -106,4 +129,103 @@ pub fn event_stream(body: Body) -> Response {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+    use http_body::Body as _;
+
+    /// Writes each item's text; `"end"` ends the answer, `""` writes nothing.
+    struct Echo;
+
+    impl EncodeItem<&'static str> for Echo {
+        fn encode(&mut self, item: &'static str, out: &mut Vec<u8>) -> bool {
+            out.extend_from_slice(item.as_bytes());
+            item == "end"
+        }
+    }
+
+    fn body<S: Stream<Item = &'static str> + Send + Unpin + 'static>(items: S) -> EventBody<S, Echo> {
+        EventBody {
+            items,
+            encoder: Echo,
+            done: false,
+            first: First::NotYet,
+        }
+    }
+
+    fn poll<B: http_body::Body<Data = Bytes> + Unpin>(b: &mut B) -> Poll<Option<Vec<u8>>>
+    where
+        B::Error: std::fmt::Debug,
+    {
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        match Pin::new(b).poll_frame(&mut cx) {
+            Poll::Ready(Some(frame)) => {
+                Poll::Ready(Some(frame.unwrap().into_data().unwrap().to_vec()))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    #[test]
+    fn the_first_byte_goes_alone_then_everything_ready_goes_in_one_chunk_with_the_end() {
+        let mut b = body(futures_util::stream::iter(["", "a", "b", "c", "end"]));
+        assert_eq!(poll(&mut b), Poll::Ready(Some(b"a".to_vec())));
+        assert!(!b.is_end_stream());
+        // hyper flushes on Pending: the first chunk is not held behind the rest.
+        assert_eq!(poll(&mut b), Poll::Pending);
+        assert_eq!(poll(&mut b), Poll::Ready(Some(b"bcend".to_vec())));
+        assert!(b.is_end_stream(), "the last chunk says it is the last");
+        assert_eq!(poll(&mut b), Poll::Ready(None));
+    }
+
+    #[test]
+    fn a_stream_that_waits_gives_what_it_had_and_waits_too() {
+        let (tx, rx) = futures::channel::mpsc::unbounded::<&'static str>();
+        let mut b = body(rx);
+        assert_eq!(poll(&mut b), Poll::Pending);
+        tx.unbounded_send("x").unwrap();
+        assert_eq!(poll(&mut b), Poll::Ready(Some(b"x".to_vec())));
+        assert_eq!(poll(&mut b), Poll::Pending);
+        tx.unbounded_send("y").unwrap();
+        tx.unbounded_send("z").unwrap();
+        assert_eq!(poll(&mut b), Poll::Ready(Some(b"yz".to_vec())));
+        assert_eq!(poll(&mut b), Poll::Pending);
+        drop(tx);
+        assert_eq!(poll(&mut b), Poll::Ready(None));
+        assert!(b.is_end_stream());
+    }
+
+    #[test]
+    fn a_chunk_is_bounded_and_items_that_write_nothing_do_not_stall() {
+        // More silent items than one poll takes: the body wakes itself instead of waiting for a
+        // wake-up nothing will send.
+        let silent = std::iter::repeat_n("", MAX_ITEMS + 10);
+        let items = futures_util::stream::iter(std::iter::once("a").chain(silent).chain(["end"]));
+        let mut b = body(items);
+        assert_eq!(poll(&mut b), Poll::Ready(Some(b"a".to_vec())));
+        assert_eq!(poll(&mut b), Poll::Pending);
+        let woken = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let waker = futures_util::task::waker(std::sync::Arc::new(Flag(woken.clone())));
+        let mut cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut b).poll_frame(&mut cx).is_pending());
+        assert!(woken.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(poll(&mut b), Poll::Ready(Some(b"end".to_vec())));
+        let many = futures_util::stream::iter(std::iter::repeat_n("x", MAX_ITEMS * 2)).boxed();
+        let mut b = body(many);
+        assert_eq!(poll(&mut b), Poll::Ready(Some(b"x".to_vec())));
+        assert_eq!(poll(&mut b), Poll::Pending);
+        assert_eq!(poll(&mut b), Poll::Ready(Some(vec![b'x'; MAX_ITEMS])));
+    }
+
+    struct Flag(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+    impl futures_util::task::ArcWake for Flag {
+        fn wake_by_ref(arc_self: &std::sync::Arc<Self>) {
+            arc_self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
 }
