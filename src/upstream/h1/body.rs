@@ -2,18 +2,11 @@
 //!
 //! hyper's HTTP/1.1 connection hands body chunks to the body through a one-slot channel.
 //! Polled here, in turn with the body, the connection reads the socket and fills the slot,
-//! and the body empties it in the same poll: no other task runs.
-//!
-//! Both ends of that channel wake the other's waker (a chunk sent, a slot freed): here both
-//! are the reader's own task, in the middle of this very poll. Such a wake would only make
-//! the runtime poll the whole answer again for nothing, so the body and the connection are
-//! polled with a [`Relay`]: a waker that drops wakes made on this thread while this body is
-//! being polled, and passes on every other (the socket's readiness, from the I/O driver).
+//! and the body empties it in the same poll: no other task runs, none is woken.
 
-use std::cell::Cell;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -31,9 +24,6 @@ pub(in crate::upstream) struct Body {
     conn: Option<Conn>,
     idle: Arc<Idle>,
     ended: bool,
-    /// The waker the body and the connection are polled with.
-    relay: Arc<Relay>,
-    relay_waker: Waker,
     /// Counts the request in flight until the body is dropped.
     _in_flight: Option<InFlight>,
 }
@@ -53,14 +43,11 @@ impl Body {
         idle: &Arc<Idle>,
         in_flight: Option<InFlight>,
     ) -> Body {
-        let relay = Arc::new(Relay::default());
         Body {
             incoming,
             conn,
             idle: Arc::clone(idle),
             ended: false,
-            relay_waker: Waker::from(Arc::clone(&relay)),
-            relay,
             _in_flight: in_flight,
         }
     }
@@ -113,21 +100,12 @@ impl Stream for Body {
         if this.ended {
             return Poll::Ready(None);
         }
-        this.relay.follow(cx.waker());
-        let relay_waker = this.relay_waker.clone();
-        let mut relayed = Context::from_waker(&relay_waker);
-        let polling = Polling::start(&this.relay);
         // The body first (a chunk may be waiting in its slot), then the connection (which
         // reads the socket and fills the slot), then the body again.
-        let mut item = this.poll_data(&mut relayed);
+        let mut item = this.poll_data(cx);
         if item.is_pending() && this.conn.is_some() {
-            this.poll_connection(&mut relayed);
-            item = this.poll_data(&mut relayed);
-        }
-        if polling.end() && item.is_pending() {
-            // Something asked to be polled again (hyper yielding after a long read loop):
-            // nothing here will, so the runtime must.
-            cx.waker().wake_by_ref();
+            this.poll_connection(cx);
+            item = this.poll_data(cx);
         }
         match &item {
             Poll::Ready(None) => {
@@ -142,83 +120,5 @@ impl Stream for Body {
             _ => {}
         }
         item
-    }
-}
-
-/// The waker a body and its connection are polled with (see the module doc).
-#[derive(Debug, Default)]
-struct Relay {
-    /// The reading task's waker.
-    task: Mutex<Option<Waker>>,
-}
-
-thread_local! {
-    /// The relay of the body being polled on this thread (its address), 0 when none.
-    static POLLING: Cell<usize> = const { Cell::new(0) };
-    /// Whether a wake was dropped during that poll.
-    static DROPPED: Cell<bool> = const { Cell::new(false) };
-}
-
-impl Relay {
-    /// Makes `waker` the one woken from now on.
-    fn follow(&self, waker: &Waker) {
-        let mut task = self
-            .task
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match &*task {
-            Some(current) if current.will_wake(waker) => {}
-            _ => *task = Some(waker.clone()),
-        }
-    }
-}
-
-impl Wake for Relay {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        let own = Arc::as_ptr(self) as usize;
-        if POLLING.with(Cell::get) == own {
-            DROPPED.with(|d| d.set(true));
-            return;
-        }
-        let task = self
-            .task
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(waker) = &*task {
-            waker.wake_by_ref();
-        }
-    }
-}
-
-/// A body's poll in progress on this thread.
-struct Polling {
-    previous: usize,
-}
-
-impl Polling {
-    fn start(relay: &Arc<Relay>) -> Polling {
-        let previous = POLLING.with(|p| p.replace(Arc::as_ptr(relay) as usize));
-        DROPPED.with(|d| d.set(false));
-        Polling { previous }
-    }
-
-    /// Ends the poll; whether a wake was dropped during it.
-    fn end(self) -> bool {
-        let dropped = DROPPED.with(Cell::get);
-        POLLING.with(|p| p.set(self.previous));
-        DROPPED.with(|d| d.set(false));
-        std::mem::forget(self);
-        dropped
-    }
-}
-
-impl Drop for Polling {
-    /// A poll that unwound: this thread is no longer polling the body.
-    fn drop(&mut self) {
-        POLLING.with(|p| p.set(self.previous));
     }
 }
