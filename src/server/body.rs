@@ -147,7 +147,9 @@ mod tests {
         }
     }
 
-    fn body<S: Stream<Item = &'static str> + Send + Unpin + 'static>(items: S) -> EventBody<S, Echo> {
+    fn body<S: Stream<Item = &'static str> + Send + Unpin + 'static>(
+        items: S,
+    ) -> EventBody<S, Echo> {
         EventBody {
             items,
             encoder: Echo,
