@@ -93,9 +93,11 @@ async fn twenty_five_unread_long_streams_stay_within_the_memory_cap() {
     normal_answer(&client, &url).await;
     let idle = gateway.rss_bytes();
 
-    // Started together, so that they are live together; their bodies are never read.
+    // Started together, and a frame a millisecond (about 4 s each), so that they are live
+    // together whatever the gateway's speed: an upstream read at once would let the first ones
+    // finish (and be evicted) before the last began; their bodies are never read.
     let unread: Vec<reqwest::Response> = futures_util::future::join_all(
-        (0..UNREAD).map(|_| post(&client, &url, "openai/x_soak").send()),
+        (0..UNREAD).map(|_| post(&client, &url, "openai/drip=1:x_soak").send()),
     )
     .await
     .into_iter()
