@@ -46,9 +46,9 @@ struct EventBody<S, E> {
     items: S,
     encoder: E,
     done: bool,
-    /// Before the first chunk: it is sent as soon as it holds something, and the next poll
-    /// gives way once (hyper flushes on `Pending`, not before, and would otherwise buffer the
-    /// whole of an answer already there before the client saw its first byte).
+    /// Before the first chunk: it holds what is ready when the first event is, and the next
+    /// poll gives way once (hyper flushes on `Pending`, not before, and would otherwise keep
+    /// the first chunk in its buffer while the rest of an answer already there is encoded).
     first: First,
 }
 
@@ -72,7 +72,7 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = &mut *self;
-        if this.first == First::Sent {
+        if this.first == First::Sent && !this.done {
             this.first = First::Flushed;
             cx.waker().wake_by_ref();
             return Poll::Pending;
@@ -84,13 +84,7 @@ where
                 break;
             }
             match Pin::new(&mut this.items).poll_next(cx) {
-                Poll::Ready(Some(item)) => {
-                    this.done = this.encoder.encode(item, &mut out);
-                    if this.first == First::NotYet && !out.is_empty() {
-                        this.first = First::Sent;
-                        break;
-                    }
-                }
+                Poll::Ready(Some(item)) => this.done = this.encoder.encode(item, &mut out),
                 Poll::Ready(None) => this.done = true,
                 Poll::Pending => {
                     waiting = true;
@@ -99,6 +93,9 @@ where
             }
         }
         if !out.is_empty() {
+            if this.first == First::NotYet {
+                this.first = First::Sent;
+            }
             Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))))
         } else if this.done {
             Poll::Ready(None)
@@ -173,15 +170,26 @@ mod tests {
     }
 
     #[test]
-    fn the_first_byte_goes_alone_then_everything_ready_goes_in_one_chunk_with_the_end() {
+    fn everything_ready_goes_in_one_chunk_with_the_end() {
         let mut b = body(futures_util::stream::iter(["", "a", "b", "c", "end"]));
-        assert_eq!(poll(&mut b), Poll::Ready(Some(b"a".to_vec())));
-        assert!(!b.is_end_stream());
-        // hyper flushes on Pending: the first chunk is not held behind the rest.
-        assert_eq!(poll(&mut b), Poll::Pending);
-        assert_eq!(poll(&mut b), Poll::Ready(Some(b"bcend".to_vec())));
+        assert_eq!(poll(&mut b), Poll::Ready(Some(b"abcend".to_vec())));
         assert!(b.is_end_stream(), "the last chunk says it is the last");
         assert_eq!(poll(&mut b), Poll::Ready(None));
+    }
+
+    #[test]
+    fn the_first_chunk_is_flushed_before_the_next_is_encoded() {
+        let (tx, rx) = futures::channel::mpsc::unbounded::<&'static str>();
+        let mut b = body(rx);
+        tx.unbounded_send("a").unwrap();
+        tx.unbounded_send("b").unwrap();
+        assert_eq!(poll(&mut b), Poll::Ready(Some(b"ab".to_vec())));
+        // hyper flushes on Pending: what comes next does not hold the first chunk back.
+        tx.unbounded_send("c").unwrap();
+        assert_eq!(poll(&mut b), Poll::Pending);
+        assert_eq!(poll(&mut b), Poll::Ready(Some(b"c".to_vec())));
+        tx.unbounded_send("d").unwrap();
+        assert_eq!(poll(&mut b), Poll::Ready(Some(b"d".to_vec())));
     }
 
     #[test]
@@ -206,19 +214,17 @@ mod tests {
         // More silent items than one poll takes: the body wakes itself instead of waiting for a
         // wake-up nothing will send.
         let silent = std::iter::repeat_n("", MAX_ITEMS + 10);
-        let items = futures_util::stream::iter(std::iter::once("a").chain(silent).chain(["end"]));
+        let items = futures_util::stream::iter(silent.chain(["a", "end"]));
         let mut b = body(items);
-        assert_eq!(poll(&mut b), Poll::Ready(Some(b"a".to_vec())));
-        assert_eq!(poll(&mut b), Poll::Pending);
         let woken = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let waker = futures_util::task::waker(std::sync::Arc::new(Flag(woken.clone())));
         let mut cx = Context::from_waker(&waker);
         assert!(Pin::new(&mut b).poll_frame(&mut cx).is_pending());
         assert!(woken.load(std::sync::atomic::Ordering::SeqCst));
-        assert_eq!(poll(&mut b), Poll::Ready(Some(b"end".to_vec())));
+        assert_eq!(poll(&mut b), Poll::Ready(Some(b"aend".to_vec())));
         let many = futures_util::stream::iter(std::iter::repeat_n("x", MAX_ITEMS * 2)).boxed();
         let mut b = body(many);
-        assert_eq!(poll(&mut b), Poll::Ready(Some(b"x".to_vec())));
+        assert_eq!(poll(&mut b), Poll::Ready(Some(vec![b'x'; MAX_ITEMS])));
         assert_eq!(poll(&mut b), Poll::Pending);
         assert_eq!(poll(&mut b), Poll::Ready(Some(vec![b'x'; MAX_ITEMS])));
     }

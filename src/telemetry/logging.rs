@@ -6,7 +6,9 @@ use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
+use super::log_writer::{self, LogWriterGuard};
 use super::otlp::{OtlpError, OtlpGuard};
+use super::plain_fields::PlainFields;
 use crate::config::telemetry::OtlpConfig;
 use crate::config::{LogConfig, LogFormat};
 
@@ -24,6 +26,9 @@ pub enum LogError {
     /// `[telemetry.otlp]` could not be started.
     #[error(transparent)]
     Otlp(#[from] OtlpError),
+    /// The log writer thread could not be started.
+    #[error("the log writer thread could not start: {0}")]
+    Writer(#[source] std::io::Error),
 }
 
 /// The filter in force: `RUST_LOG` when set (and not empty), else `[log] level`.
@@ -38,35 +43,33 @@ pub fn filter(config: &LogConfig) -> Result<EnvFilter, LogError> {
     })
 }
 
-/// Lines waiting for the log writer thread at most; past that, new lines are dropped rather
-/// than holding a request back (a stalled stderr pipe must not stall the gateway).
-const QUEUED_LINES: usize = 65_536;
-
 /// What must live as long as logging: the log writer thread (lines still queued are written
 /// when it drops) and the OTLP exporter (its last spans are sent when it drops).
 #[derive(Debug)]
 pub struct LogGuard {
-    _writer: tracing_appender::non_blocking::WorkerGuard,
+    _writer: LogWriterGuard,
     _traces: Option<OtlpGuard>,
 }
 
 /// Installs the subscriber `config` describes, with the OTLP trace exporter when `otlp` is
 /// set. `RUST_LOG` / `[log] level` filter the log lines only; the exporter has its own filter
 /// (docs/observability.md, "Traces"). Lines are formatted where they happen and written to
-/// stderr by a thread of their own, in batches (one write per batch, not one per line: the
-/// access log costs a stream little; docs/performance.md). A second call (tests, the demo)
-/// keeps the first subscriber.
+/// stderr by a thread of their own, in batches ([`log_writer`]: one wake-up and one write per
+/// batch, not per line, so the access log costs a stream little). A second call (tests, the
+/// demo) keeps the first subscriber.
 pub fn init(config: &LogConfig, otlp: Option<&OtlpConfig>) -> Result<LogGuard, LogError> {
     let filter = filter(config)?;
-    let (writer, worker) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .buffered_lines_limit(QUEUED_LINES)
-        .lossy(true)
-        .thread_name("streamgate-log")
-        .finish(std::io::BufWriter::new(std::io::stderr()));
+    let (writer, worker) = log_writer::spawn(
+        std::io::stderr(),
+        "streamgate-log",
+        log_writer::MAX_BUFFERED_BYTES,
+    )
+    .map_err(LogError::Writer)?;
     let (text, json) = match config.format {
         LogFormat::Text => (
             Some(
                 tracing_subscriber::fmt::layer()
+                    .fmt_fields(PlainFields)
                     .with_writer(writer)
                     .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                     .with_filter(filter),

@@ -12,10 +12,12 @@
 
 pub mod histogram;
 pub mod layer;
+pub mod log_writer;
 pub mod logging;
 pub mod meter;
 pub mod metrics;
 pub mod otlp;
+pub mod plain_fields;
 pub mod request;
 pub mod request_id;
 
