@@ -528,7 +528,10 @@ async fn a_second_signal_exits_at_once_and_an_idle_gateway_at_the_first() {
     // Well before the two-minute grace.
     let status = gateway.exit_within(Duration::from_secs(30)).await;
     assert!(signalled.elapsed() < grace / 4);
-    assert_eq!(status.code(), Some(code), "{}", gateway.log());
+    let log = gateway.log();
+    assert_eq!(status.code(), Some(code), "{log}");
+    // Its log lines are written before the exit, the last one included.
+    assert!(log.contains("second stop signal: exiting now"), "{log}");
     // The client's connection went with the process.
     let _ = tokio::time::timeout(Duration::from_secs(30), body)
         .await

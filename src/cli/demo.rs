@@ -54,6 +54,7 @@ pub fn run(
         }
         let text_config = (!json).then(|| config.clone());
         let state = server::AppState::new(config)?;
+        let stop = shutdown_signal();
         let listener = server::bind(listen)?;
         let gateway = format!("http://{}", listener.local_addr()?);
         let text = match text_config {
@@ -68,7 +69,7 @@ pub fn run(
         stdout.flush()?;
         drop(stdout);
         tracing::info!(gateway = %gateway, replay = %replay.url(), "streamgate demo listening");
-        server::serve(state, listener, shutdown_signal()).await?;
+        server::serve(state, listener, stop).await?;
         replay.shutdown().await?;
         if let Some(dir) = temporary {
             // Best effort: a leftover temporary directory harms nothing.

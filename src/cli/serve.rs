@@ -71,10 +71,11 @@ pub fn run(
         tokio::spawn(server::reload::on_hangup(std::sync::Arc::clone(
             &state.engine,
         )));
+        let stop = shutdown_signal();
         let listener = server::bind(addr)?;
         tracing::info!(addr = %listener.local_addr()?, "streamgate listening");
         let hub = std::sync::Arc::clone(&state.hub);
-        server::serve(state, listener, shutdown_signal()).await?;
+        server::serve(state, listener, stop).await?;
         Ok::<_, ServeError>(hub)
     })?;
     close(runtime, hub);
@@ -216,8 +217,16 @@ impl Signals {
 /// Resolves on the first SIGINT (Ctrl-C) or SIGTERM: the gateway then drains for
 /// `[server] shutdown_grace_ms`. A second one during the drain exits the process at once
 /// with 130 (SIGINT) or 143 (SIGTERM); what the journal has written survives as after a crash.
-pub async fn shutdown_signal() {
-    let mut signals = Signals::new();
+///
+/// The handlers are installed when this is called, not when the future is first polled: called
+/// before the listener is bound, a signal sent as soon as the port answers is never met by the
+/// default action (which would end the process without draining or closing the journal).
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    let signals = Signals::new();
+    stop_on(signals)
+}
+
+async fn stop_on(mut signals: Signals) {
     let first = signals.next().await;
     tracing::info!(
         signal = ?first,
@@ -226,6 +235,7 @@ pub async fn shutdown_signal() {
     tokio::spawn(async move {
         let second = signals.next().await;
         tracing::warn!(signal = ?second, "second stop signal: exiting now, without draining");
+        crate::telemetry::logging::flush_before_exit();
         std::process::exit(second.exit_code());
     });
 }

@@ -164,24 +164,39 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
     }
 }
 
-impl Drop for LogWriterGuard {
-    fn drop(&mut self) {
-        let mut state = self.shared.lock();
+impl Shared {
+    /// Closes the writer: what is buffered is written at once, lines after are dropped. Waits
+    /// for that last write at most `wait`.
+    fn close(&self, wait: Duration) {
+        let mut state = self.lock();
         state.closed = true;
-        self.shared.changed.notify_all();
-        let deadline = std::time::Instant::now() + CLOSE_WAIT;
+        self.changed.notify_all();
+        let deadline = std::time::Instant::now() + wait;
         while !state.finished {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
                 return;
             }
             state = self
-                .shared
                 .changed
                 .wait_timeout(state, left)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
+    }
+}
+
+impl LogWriter {
+    /// Writes what is buffered now and closes the writer, for a process about to exit without
+    /// running destructors (`std::process::exit`). Waits at most `wait`.
+    pub fn close(&self, wait: Duration) {
+        self.shared.close(wait);
+    }
+}
+
+impl Drop for LogWriterGuard {
+    fn drop(&mut self) {
+        self.shared.close(CLOSE_WAIT);
     }
 }
 
@@ -287,6 +302,21 @@ mod tests {
         let text = sink.text();
         assert_eq!(text.matches("0123456789abcde").count(), 4, "{text}");
         assert!(text.contains("16 log lines dropped"), "{text}");
+    }
+
+    #[test]
+    fn closing_through_a_writer_writes_what_is_buffered_at_once() {
+        let sink = Sink::default();
+        let (writer, _guard) = spawn(sink.clone(), "test-log", MAX_BUFFERED_BYTES).unwrap();
+        writer.clone().write_all(b"last words\n").unwrap();
+        writer.close(Duration::from_secs(30));
+        assert_eq!(sink.text(), "last words\n");
+        writer.clone().write_all(b"after the close\n").unwrap();
+        assert_eq!(
+            sink.text(),
+            "last words\n",
+            "nothing is written after the close"
+        );
     }
 
     #[test]

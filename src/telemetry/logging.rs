@@ -6,7 +6,7 @@ use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
-use super::log_writer::{self, LogWriterGuard};
+use super::log_writer::{self, LogWriter, LogWriterGuard};
 use super::otlp::{OtlpError, OtlpGuard};
 use super::plain_fields::PlainFields;
 use crate::config::telemetry::OtlpConfig;
@@ -43,6 +43,17 @@ pub fn filter(config: &LogConfig) -> Result<EnvFilter, LogError> {
     })
 }
 
+/// The writer of the installed subscriber, for [`flush_before_exit`].
+static INSTALLED: std::sync::OnceLock<LogWriter> = std::sync::OnceLock::new();
+
+/// Writes the log lines still buffered (waiting at most 200 ms), for a process about to call
+/// `std::process::exit`, which drops no [`LogGuard`].
+pub fn flush_before_exit() {
+    if let Some(writer) = INSTALLED.get() {
+        writer.close(std::time::Duration::from_millis(200));
+    }
+}
+
 /// What must live as long as logging: the log writer thread (lines still queued are written
 /// when it drops) and the OTLP exporter (its last spans are sent when it drops).
 #[derive(Debug)]
@@ -65,6 +76,7 @@ pub fn init(config: &LogConfig, otlp: Option<&OtlpConfig>) -> Result<LogGuard, L
         log_writer::MAX_BUFFERED_BYTES,
     )
     .map_err(LogError::Writer)?;
+    let closer = writer.clone();
     let (text, json) = match config.format {
         LogFormat::Text => (
             Some(
@@ -92,11 +104,14 @@ pub fn init(config: &LogConfig, otlp: Option<&OtlpConfig>) -> Result<LogGuard, L
         Some((layer, guard)) => (Some(layer), Some(guard)),
         None => (None, None),
     };
-    let _ = tracing_subscriber::registry()
+    let installed = tracing_subscriber::registry()
         .with(text)
         .with(json)
         .with(traces)
         .try_init();
+    if installed.is_ok() {
+        let _ = INSTALLED.set(closer);
+    }
     Ok(LogGuard {
         _writer: worker,
         _traces: guard,
