@@ -611,7 +611,7 @@ impl Run {
             .generation
             .upstream
             .open(&route, &provider, body, &self.call.key, &self.call.forward)
-            .instrument(trace.span().clone());
+            .instrument(trace.context().clone());
         let winner = match hedge_after {
             None => match open.await {
                 Ok((first, stream)) => hedge::Winner {
@@ -826,7 +826,7 @@ fn hedge_contender<'a>(
         open: generation
             .upstream
             .open(route, provider, body, &call.key, &call.forward)
-            .instrument(trace.span().clone()),
+            .instrument(trace.context().clone()),
         trace,
     })
 }

@@ -10,6 +10,7 @@ use tracing::field::Empty;
 
 use crate::error::GatewayError;
 use crate::route::Route;
+use crate::telemetry::CALL_SPANS;
 use crate::upstream::span::{GEN_AI_OPERATION, gen_ai_provider, int, record_error};
 
 /// How an attempt ended, as recorded in its `outcome` field.
@@ -40,6 +41,8 @@ impl Outcome {
 #[derive(Debug)]
 pub(super) struct AttemptSpan {
     span: Span,
+    /// What the attempt's work runs in ([`AttemptSpan::context`]).
+    context: Span,
     input_tokens: Option<u64>,
     output_tokens: Option<u64>,
     finish: Option<FinishReason>,
@@ -51,6 +54,7 @@ impl AttemptSpan {
     pub(super) fn none() -> AttemptSpan {
         AttemptSpan {
             span: Span::none(),
+            context: Span::none(),
             input_tokens: None,
             output_tokens: None,
             finish: None,
@@ -68,7 +72,8 @@ impl AttemptSpan {
         hedge: bool,
     ) -> AttemptSpan {
         let system = gen_ai_provider(dialect);
-        let span = tracing::info_span!(
+        let span = tracing::debug_span!(
+            target: CALL_SPANS,
             parent: parent,
             "attempt",
             attempt = i64::from(number),
@@ -88,8 +93,17 @@ impl AttemptSpan {
             "error.type" = Empty,
             "otel.status_code" = Empty,
         );
+        // Without a trace exporter and with call spans filtered out of the logs, the span is
+        // disabled: the attempt's work then runs in the request's span, so that its log lines
+        // still carry the request id.
+        let context = if span.is_disabled() {
+            parent.clone()
+        } else {
+            span.clone()
+        };
         AttemptSpan {
             span,
+            context,
             input_tokens: None,
             output_tokens: None,
             finish: None,
@@ -97,9 +111,10 @@ impl AttemptSpan {
         }
     }
 
-    /// The span, to instrument the attempt's work with.
-    pub(super) fn span(&self) -> &Span {
-        &self.span
+    /// The span to instrument the attempt's work with: its own, or the request's when its own
+    /// is disabled.
+    pub(super) fn context(&self) -> &Span {
+        &self.context
     }
 
     /// Notes what `event` (from this attempt's provider) says about the answer.

@@ -10,6 +10,12 @@
 //! - [`logging`]: the tracing subscriber, from `[log]`.
 //! - [`otlp`]: trace export (off by default).
 
+/// The target of the `attempt` and `upstream` spans, made at `debug` level: always exported as
+/// traces, in log lines only when the log filter enables them
+/// (`level = "info,streamgate::calls=debug"`). At `info`, every log line of the gateway paid for
+/// formatting their two dozen fields per request (docs/performance-gateway.md).
+pub const CALL_SPANS: &str = "streamgate::calls";
+
 pub mod histogram;
 pub mod layer;
 pub mod log_writer;

@@ -23,6 +23,8 @@ use opentelemetry_sdk::trace::{
 use tracing::Subscriber;
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::Targets;
+
+use super::CALL_SPANS;
 use tracing_subscriber::registry::LookupSpan;
 
 /// The largest collector answer read: an OTLP answer is a few bytes (a partial-success
@@ -77,8 +79,9 @@ impl Drop for OtlpGuard {
 /// the guard that flushes it at exit; None when `config` is None (tracing off: nothing
 /// built, no thread started, no collector contacted).
 ///
-/// The layer carries its own filter (the gateway's spans at `info` and above), so it
-/// exports the same spans whatever `RUST_LOG` says about the log lines.
+/// The layer carries its own filter (the gateway's spans at `info` and above, and the
+/// attempt and upstream-call spans of [`CALL_SPANS`] at `debug`), so it exports the same spans
+/// whatever `RUST_LOG` says about the log lines.
 pub fn layer<S>(
     config: Option<&OtlpConfig>,
 ) -> Result<Option<(impl Layer<S>, OtlpGuard)>, OtlpError>
@@ -125,7 +128,11 @@ where
     let tracer = provider.tracer("streamgate");
     let layer = tracing_opentelemetry::layer()
         .with_tracer(tracer)
-        .with_filter(Targets::new().with_target("streamgate", tracing::Level::INFO));
+        .with_filter(
+            Targets::new()
+                .with_target("streamgate", tracing::Level::INFO)
+                .with_target(CALL_SPANS, tracing::Level::DEBUG),
+        );
     Ok(Some((layer, OtlpGuard { provider })))
 }
 

@@ -10,6 +10,7 @@ use tracing::Span;
 use tracing::field::Empty;
 
 use crate::error::{ConnectionFault, GatewayError, TimeoutPhase};
+use crate::telemetry::CALL_SPANS;
 
 /// `gen_ai.operation.name` of every call the gateway makes upstream.
 pub const GEN_AI_OPERATION: &str = "chat";
@@ -109,7 +110,8 @@ pub(super) fn http_call(
         })
     });
     let system = gen_ai_provider(dialect);
-    tracing::info_span!(
+    tracing::debug_span!(
+        target: CALL_SPANS,
         "upstream",
         "otel.kind" = "client",
         provider = name,

@@ -80,7 +80,7 @@ impl Stream for RunEvents {
                 && let Some(mut run) = this.run.take()
             {
                 // Log lines of the failed attempt carry its span (and so the request's).
-                let span = run.trace.span().clone();
+                let span = run.trace.context().clone();
                 this.recovering = Some(Box::pin(
                     async move {
                         let batch = run.attempt_failed(error).await;
