@@ -45,6 +45,26 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Closes the writer: what is buffered is written at once, lines after are dropped. Waits
+    /// for that last write at most `wait`.
+    fn close(&self, wait: Duration) {
+        let mut state = self.lock();
+        state.closed = true;
+        self.changed.notify_all();
+        let deadline = std::time::Instant::now() + wait;
+        while !state.finished {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
 }
 
 /// Where formatted lines go: cheap to clone, one per layer (`MakeWriter`).
@@ -136,7 +156,7 @@ fn run<W: Write>(shared: &Shared, mut sink: W) {
     }
 }
 
-impl Write for LogWriter {
+impl Write for &LogWriter {
     fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
         let mut state = self.shared.lock();
         if state.closed || state.lines.len() + line.len() > self.shared.cap {
@@ -157,32 +177,11 @@ impl Write for LogWriter {
 }
 
 impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
-    type Writer = LogWriter;
+    // Borrowed: a line costs the lock and the copy, not a reference count too.
+    type Writer = &'a LogWriter;
 
     fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-impl Shared {
-    /// Closes the writer: what is buffered is written at once, lines after are dropped. Waits
-    /// for that last write at most `wait`.
-    fn close(&self, wait: Duration) {
-        let mut state = self.lock();
-        state.closed = true;
-        self.changed.notify_all();
-        let deadline = std::time::Instant::now() + wait;
-        while !state.finished {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return;
-            }
-            state = self
-                .changed
-                .wait_timeout(state, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+        self
     }
 }
 
@@ -258,7 +257,7 @@ mod tests {
             seed ^= seed >> 7;
             seed ^= seed << 17;
             let line = format!("{i} {}\n", "x".repeat((seed % 4096) as usize));
-            writer.clone().write_all(line.as_bytes()).unwrap();
+            (&writer).write_all(line.as_bytes()).unwrap();
             expected.push_str(&line);
         }
         drop(guard);
@@ -271,13 +270,10 @@ mod tests {
         let (writer, guard) = spawn(sink.clone(), "test-log", MAX_BUFFERED_BYTES).unwrap();
         // Held: the thread is stuck in its first write while 100 lines come in.
         let gate = sink.gate.lock().unwrap();
-        writer.clone().write_all(b"first\n").unwrap();
+        (&writer).write_all(b"first\n").unwrap();
         sink.wait_entered(1);
         for i in 0..100 {
-            writer
-                .clone()
-                .write_all(format!("{i}\n").as_bytes())
-                .unwrap();
+            (&writer).write_all(format!("{i}\n").as_bytes()).unwrap();
         }
         drop(gate);
         drop(guard);
@@ -291,11 +287,11 @@ mod tests {
         let sink = Sink::default();
         let (writer, guard) = spawn(sink.clone(), "test-log", 64).unwrap();
         let gate = sink.gate.lock().unwrap();
-        writer.clone().write_all(b"stuck\n").unwrap();
+        (&writer).write_all(b"stuck\n").unwrap();
         sink.wait_entered(1);
         // The thread holds "stuck"; 64 bytes fit in the buffer, the rest is dropped.
         for _ in 0..20 {
-            writer.clone().write_all(b"0123456789abcde\n").unwrap();
+            (&writer).write_all(b"0123456789abcde\n").unwrap();
         }
         drop(gate);
         drop(guard);
@@ -308,10 +304,10 @@ mod tests {
     fn closing_through_a_writer_writes_what_is_buffered_at_once() {
         let sink = Sink::default();
         let (writer, _guard) = spawn(sink.clone(), "test-log", MAX_BUFFERED_BYTES).unwrap();
-        writer.clone().write_all(b"last words\n").unwrap();
+        (&writer).write_all(b"last words\n").unwrap();
         writer.close(Duration::from_secs(30));
         assert_eq!(sink.text(), "last words\n");
-        writer.clone().write_all(b"after the close\n").unwrap();
+        (&writer).write_all(b"after the close\n").unwrap();
         assert_eq!(
             sink.text(),
             "last words\n",
@@ -324,8 +320,7 @@ mod tests {
         let sink = Sink::default();
         let (writer, guard) = spawn(sink.clone(), "test-log", 1024).unwrap();
         let gate = sink.gate.lock().unwrap();
-        writer
-            .clone()
+        (&writer)
             .write_all(b"never written while the gate is held\n")
             .unwrap();
         let started = std::time::Instant::now();
