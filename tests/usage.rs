@@ -41,13 +41,24 @@ fn cuts(rec: &rs::Recording, unreported: bool) -> Vec<usize> {
         .collect()
 }
 
-/// The gateway's estimate of a broken first attempt of `model` cut after `n` frames of `rec`:
-/// input from the client's request, output from the text streamed, 4 bytes a token.
-fn estimate(rec: &rs::Recording, door: Dialect, model: &str, n: usize) -> (u64, u64) {
+/// The gateway's estimate of the input of `model`'s request through `door`.
+fn input_estimate(door: Dialect, model: &str) -> u64 {
     let body = gw::chat_body(door, model, true);
     let request = door.wire().parse_request(body).unwrap();
-    let input = streamgate::estimate::input_tokens(&request);
-    (input, rec.text_before(n).len().div_ceil(4) as u64)
+    streamgate::estimate::input_tokens(&request)
+}
+
+/// The text a client received before the first retry seam of `events`: what the broken
+/// attempt streamed, which the gateway estimates at 4 bytes a token.
+fn text_before_seam(events: &[AgentEvent]) -> String {
+    events
+        .iter()
+        .take_while(|e| !matches!(e, AgentEvent::Retry { .. }))
+        .filter_map(|e| match e {
+            AgentEvent::TextDelta { text, .. } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,11 +78,7 @@ async fn a_broken_attempt_is_counted_by_estimate_and_the_total_is_marked() {
                 "openai/times=1,reset_after={n},drip={}:text_basic",
                 door as u8
             );
-            let (input, output) = estimate(&rec, door, &model, n);
-            let want = (
-                Some(input + real.input_tokens.unwrap()),
-                Some(output + real.output_tokens.unwrap()),
-            );
+            let input = input_estimate(door, &model);
             let base = format!("http://{}", h.gateway);
             let body = gw::post_stream(&base, door, &model)
                 .await
@@ -85,6 +92,21 @@ async fn a_broken_attempt_is_counted_by_estimate_and_the_total_is_marked() {
             if !events.iter().any(|e| matches!(e, AgentEvent::Retry { .. })) {
                 errs.push("no retry seam: the fault did not break the attempt".to_owned());
             }
+            // The reset is sent right after frame `n`; with no drip it may overtake the last
+            // frames in the gateway's socket, so the attempt streamed at most the text of `n`
+            // frames, and the estimate is of what it streamed.
+            let streamed = text_before_seam(&events);
+            let cut = rec.text_before(n);
+            if !cut.starts_with(&streamed) {
+                errs.push(format!(
+                    "streamed {streamed:?} before the seam, beyond the cut {cut:?}"
+                ));
+            }
+            let output = streamed.len().div_ceil(4) as u64;
+            let want = (
+                Some(input + real.input_tokens.unwrap()),
+                Some(output + real.output_tokens.unwrap()),
+            );
             let total = usage_of(&events);
             if (total.input_tokens, total.output_tokens) != want {
                 errs.push(format!(
@@ -132,7 +154,9 @@ async fn an_openai_stream_that_fails_sends_its_usage_chunk_before_the_error() {
                     && v["choices"].as_array().is_some_and(Vec::is_empty)
             });
             let error_at = frames.iter().position(|(_, v)| v.get("error").is_some());
-            let (input, output) = estimate(&rec, Dialect::OpenAi, &model, n);
+            let input = input_estimate(Dialect::OpenAi, &model);
+            // Dripped: the break comes after all `n` frames, and the estimate is of their text.
+            let output = rec.text_before(n).len().div_ceil(4) as u64;
             let errs = match (usage_at, error_at) {
                 (Some(u), Some(e)) if u + 1 == e => {
                     let usage = &frames[u].1["usage"];

@@ -110,7 +110,9 @@ pub(super) async fn start(
     prior: &[AgentEvent],
 ) -> Result<Answer, GatewayError> {
     let plan = route::plan(&generation.config, &call.request.model)?;
-    let mut run = Run::new(engine, generation, call, permit, plan.routes);
+    // Boxed from the start, not when the stream takes it: the request's future waits for the
+    // first events with a pointer, not the whole run, inside it.
+    let mut run = Box::new(Run::new(engine, generation, call, permit, plan.routes));
     run.at = run.first_open_route().await?;
     let mut out = Vec::new();
     let seam = (!prior.is_empty()).then(|| run.replay(prior, &mut out));
@@ -118,7 +120,7 @@ pub(super) async fn start(
         run.recover(e, &mut out).await?;
     }
     let route = run.routes[run.at].clone();
-    let events = stream::RunEvents::new(Box::new(run), out);
+    let events = stream::RunEvents::new(run, out);
     Ok(Answer {
         route,
         events: Box::pin(events) as Events,
@@ -652,7 +654,10 @@ impl Run {
                     }
                     contender
                 };
-                let raced = hedge::race(primary, after, hedge).await;
+                // Boxed: the race holds two openings at once, and inline it would size every
+                // request's future (they live on the heap while the head is awaited) for the
+                // rare answer that hedges.
+                let raced = Box::pin(hedge::race(primary, after, hedge)).await;
                 self.raced(raced)?
             }
         };

@@ -85,7 +85,8 @@ async fn start(
             .get(RESUMABLE_HEADER)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
     if resumable {
-        let entry = super::streams::start_parsed(
+        // Boxed, so that its future does not size the plain answer's.
+        let entry = Box::pin(super::streams::start_parsed(
             state,
             caller,
             door,
@@ -94,7 +95,7 @@ async fn start(
             request,
             &parts.headers,
             observed(&parts.extensions),
-        )
+        ))
         .await?;
         let id = entry.id().to_owned();
         let events = super::streams::agent_events(entry.subscribe(None)?);
@@ -110,6 +111,9 @@ async fn start(
         caller,
         observed: observed(&parts.extensions),
     };
+    // The head's header values are slices of the connection's read buffer: while they live,
+    // hyper's next read cannot reuse that buffer and takes another 8 KiB.
+    drop(parts);
     let answer = state.engine.answer(call).await?;
     // The access line names the door and the routes when the request ends; this says when
     // the answer began, for debugging (at info it doubled the lines of a busy gateway).

@@ -67,11 +67,14 @@ fn door_of(template: Option<&str>) -> Door {
 
 /// See the module doc.
 async fn observe(State(telemetry): State<Telemetry>, mut request: Request, next: Next) -> Response {
+    // A copy, not a clone: a client's id is a slice of the connection's read buffer, which it
+    // would keep from being reused for as long as the answer streams.
     let id_header = request
         .extensions()
         .get::<RequestId>()
-        .map(|id| id.header_value().clone())
-        .or_else(|| request.headers().get(request_id::HEADER).cloned())
+        .map(|id| id.header_value())
+        .or_else(|| request.headers().get(request_id::HEADER))
+        .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok())
         .unwrap_or_else(|| HeaderValue::from_static(""));
     // Sane (checked before SetRequestId) or a UUID: always ASCII.
     let id = id_header.to_str().unwrap_or_default().to_owned();

@@ -20,6 +20,7 @@
 mod admit;
 mod bodies;
 mod files;
+mod protocol;
 mod watch;
 
 use std::convert::Infallible;
@@ -35,7 +36,6 @@ use axum::response::Response;
 use http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -50,6 +50,7 @@ use crate::config::ServerConfig;
 use admit::{Admission, Refusal, Slot};
 pub(crate) use bodies::BodyTimedOut;
 pub(crate) use files::fit as fit_open_files;
+use protocol::{Builders, Version};
 use watch::{Activity, Clocks, Watched};
 
 /// `[server]`'s bounds on client connections.
@@ -112,7 +113,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let admission = Admission::new(limits.max_connections, limits.max_connections_per_address);
     let refusals = Arc::new(Semaphore::new(REFUSALS));
-    let builder = Arc::new(builder());
+    let builders = Arc::new(builders());
     let stop = CancellationToken::new();
     let connections = TaskTracker::new();
     let mut shutdown = pin!(shutdown);
@@ -137,7 +138,7 @@ pub async fn serve(
                     peer,
                     slot,
                     app: app.clone(),
-                    builder: Arc::clone(&builder),
+                    builders: Arc::clone(&builders),
                     limits,
                     stop: stop.clone(),
                     drain: drain.clone(),
@@ -156,16 +157,18 @@ pub async fn serve(
 }
 
 /// hyper's connection settings: HTTP/1.1 or HTTP/2 by what the client speaks (or ALPN).
-fn builder() -> Builder<TokioExecutor> {
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+fn builders() -> Builders {
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
         .max_buf_size(MAX_HEAD_BYTES)
+        // The buffer's cap alone is soft: hyper reads into all the room a buffer has, and a
+        // doubled buffer can hold a whole head well past the cap before it is parsed.
+        .max_header_size(MAX_HEAD_BYTES)
         // The watchdog times heads (see `watch`); hyper's timer would also cut idle
         // keep-alive connections.
         .header_read_timeout(None);
-    builder
-        .http2()
+    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    http2
         .max_concurrent_streams(HTTP2_MAX_STREAMS)
         .max_header_list_size(MAX_HEAD_BYTES as u32)
         .keep_alive_interval(HTTP2_PING_INTERVAL)
@@ -173,7 +176,7 @@ fn builder() -> Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         // WebSocket over HTTP/2 (RFC 8441), as axum's own server allows.
         .enable_connect_protocol();
-    builder
+    Builders { http1, http2 }
 }
 
 /// Answers an over-cap connection (plain HTTP only) and closes it.
@@ -215,7 +218,7 @@ struct Connection {
     peer: SocketAddr,
     slot: Slot,
     app: Router,
-    builder: Arc<Builder<TokioExecutor>>,
+    builders: Arc<Builders>,
     limits: Limits,
     stop: CancellationToken,
     drain: Drain,
@@ -225,16 +228,29 @@ impl Connection {
     async fn run(self, tcp: TcpStream, tls: Option<TlsAcceptor>) {
         let opened = Instant::now();
         let activity = Activity::new(opened);
-        let Some(acceptor) = tls else {
-            return self.serve(tcp, activity).await;
-        };
-        // The handshake counts towards the first head's time.
+        // The handshake, and the wait for the first bytes, count towards the first head's time.
         let deadline = opened + self.limits.clocks.header_read;
+        let Some(acceptor) = tls else {
+            let sniffed = tokio::select! {
+                sniffed = tokio::time::timeout_at(deadline, protocol::sniff(&tcp)) => sniffed,
+                () = self.stop.cancelled() => return,
+            };
+            match sniffed {
+                Ok(Some(version)) => self.serve(tcp, version, activity).await,
+                Ok(None) => {}
+                Err(_) => tracing::debug!(peer = %self.peer, "no request head in time"),
+            }
+            return;
+        };
         let handshake = tokio::time::timeout_at(deadline, acceptor.accept(tcp));
         let peer = self.peer;
         tokio::select! {
             shaken = handshake => match shaken {
-                Ok(Ok(stream)) => self.serve(stream, activity).await,
+                Ok(Ok(stream)) => {
+                    let version = protocol::from_alpn(stream.get_ref().1.alpn_protocol());
+                    // Boxed: TLS state would otherwise size every plain connection's task too.
+                    Box::pin(self.serve(stream, version, activity)).await;
+                }
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             },
@@ -242,7 +258,7 @@ impl Connection {
         }
     }
 
-    async fn serve<I>(self, io: I, activity: Arc<Activity>)
+    async fn serve<I>(self, io: I, version: Version, activity: Arc<Activity>)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -250,7 +266,7 @@ impl Connection {
             peer,
             slot,
             app,
-            builder,
+            builders,
             limits,
             stop,
             drain,
@@ -263,7 +279,7 @@ impl Connection {
             body_read: limits.body_read,
             drain,
         };
-        let mut conn = pin!(builder.serve_connection_with_upgrades(io, service));
+        let mut conn = pin!(builders.serve(version, io, service));
         let mut stopping = false;
         loop {
             tokio::select! {

@@ -32,6 +32,13 @@ pub(super) use connect::tls_config;
 use super::pool::{InFlight, PoolCounters};
 use crate::error::{ConnectionFault, GatewayError};
 
+/// The read buffer of one upstream connection, which also caps a response head. hyper's
+/// default grows it while reads fill it (to 24 KiB and more per pooled connection when an
+/// upstream answers fast), and a pooled connection keeps it; 8 KiB holds a provider's head
+/// with room to spare (nginx's default `proxy_buffer_size` is 4 KiB), and body data streams
+/// through it whatever its size.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+
 /// A request body sent whole: the provider-dialect JSON of one streamed answer.
 #[derive(Debug)]
 pub(super) struct Payload(Option<Bytes>);
@@ -237,6 +244,7 @@ impl Client {
             .connect(provider, &inner.target.origin)
             .await?;
         let (sender, connection) = http1::Builder::new()
+            .read_buf_exact_size(Some(READ_BUFFER_BYTES))
             .handshake(io)
             .await
             .map_err(|e| send_error(provider, &e))?;

@@ -291,3 +291,64 @@ fn only_plain_http_urls_are_taken() {
     assert!(Target::parse("ftp://h/v1").is_none());
     assert!(Target::parse("/v1").is_none());
 }
+
+/// A provider that answers one request with a head padded to `head_bytes` and one chunk of
+/// `frame_bytes` of body, then ends the body.
+async fn padded_provider(head_bytes: usize, frame_bytes: usize) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let Ok((mut socket, _)) = listener.accept().await else {
+            return;
+        };
+        if !read_request(&mut socket).await {
+            return;
+        }
+        let start = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\nx-pad: ";
+        let mut out = format!(
+            "{start}{}\r\n\r\n",
+            "p".repeat(head_bytes - start.len() - 4)
+        )
+        .into_bytes();
+        assert_eq!(out.len(), head_bytes);
+        let frame = format!("data: {}\n\n", "x".repeat(frame_bytes - 8));
+        out.extend_from_slice(format!("{:x}\r\n{frame}\r\n0\r\n\r\n", frame.len()).as_bytes());
+        let _ = socket.write_all(&out).await;
+        // Kept open until the client is done with it.
+        let _ = socket.read(&mut [0u8; 1]).await;
+    });
+    port
+}
+
+/// The connection's read buffer is a fixed 8 KiB: heads up to it are read, longer ones fail
+/// the call, and a body frame of any size streams through it whole. Sizes are seeded.
+#[tokio::test]
+async fn heads_are_capped_by_the_read_buffer_and_bodies_are_not() {
+    let mut seed: u64 = 0x8_0000;
+    let mut next = |bound: usize| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) as usize % bound
+    };
+    for case in 0..8 {
+        let fits = case % 2 == 0;
+        let head = if fits {
+            READ_BUFFER_BYTES - 64 - next(4096)
+        } else {
+            READ_BUFFER_BYTES + 64 + next(16 * 1024)
+        };
+        let frame = 64 + next(256 * 1024);
+        let port = padded_provider(head, frame).await;
+        let (client, _) = client(port, 0);
+        match post(&client).await {
+            Ok(body) if fits => {
+                let bytes = read_all(body).await.unwrap();
+                assert_eq!(bytes.len(), frame, "head {head}, frame {frame}");
+            }
+            Ok(_) => panic!("a head of {head} bytes was read"),
+            Err(e) if fits => panic!("a head of {head} bytes failed: {e}"),
+            Err(_) => {}
+        }
+    }
+}
