@@ -3,7 +3,7 @@
 //! on the largest recordings.
 //!
 //!     cargo build --release
-//!     cargo bench --bench ws                        # 10000 idle, 1000 active, 4 modes
+//!     cargo bench --bench ws                        # 9990 idle, 1000 active, 4 modes
 //!     cargo bench --bench ws -- --idle 2000 --active 200 --streams 40
 //!
 //! It starts `target/release/streamgate demo --listen 127.0.0.1:PORT --json` as a child (the
@@ -49,7 +49,9 @@ struct Args {
 
 fn args() -> Res<Args> {
     let mut a = Args {
-        idle: 10_000,
+        // With the active phase's 10 connections, the gateway's default `max_connections`
+        // (10,000): one more would be refused with 503.
+        idle: 9_990,
         active: 1_000,
         streams: 100,
         binary: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/streamgate"),
@@ -140,12 +142,29 @@ type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(url: &str, compression: Compression) -> Res<Socket> {
+    connect_from(url, compression, std::net::Ipv4Addr::LOCALHOST).await
+}
+
+/// A connection from `source` (any 127.x.y.z on Linux): the gateway caps connections per
+/// client address (`max_connections_per_address`, 1000 by default), so the idle phase spreads
+/// its connections over several.
+async fn connect_from(
+    url: &str,
+    compression: Compression,
+    source: std::net::Ipv4Addr,
+) -> Res<Socket> {
     let ws = url.replacen("http://", "ws://", 1) + "/v1/ws";
     let mut request = ws.into_client_request()?;
     request
         .headers_mut()
         .insert("sec-websocket-protocol", compression.subprotocol().parse()?);
-    let (socket, _) = tokio_tungstenite::connect_async(request).await?;
+    let gateway: std::net::SocketAddr = url.trim_start_matches("http://").parse()?;
+    let tcp = tokio::net::TcpSocket::new_v4()?;
+    tcp.bind((source, 0).into())?;
+    let tcp = tcp.connect(gateway).await?;
+    let (socket, _) =
+        tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(tcp))
+            .await?;
     Ok(socket)
 }
 
@@ -175,8 +194,10 @@ async fn idle(url: &str, n: usize) -> Res<Vec<tokio::task::JoinHandle<()>>> {
     while opened < n {
         let batch = (n - opened).min(250);
         let mut pending = Vec::with_capacity(batch);
-        for _ in 0..batch {
-            pending.push(connect(url, Compression::None));
+        for i in opened..opened + batch {
+            // 500 per address, under the default cap of 1000.
+            let source = std::net::Ipv4Addr::new(127, 0, 1 + (i / 500) as u8, 1);
+            pending.push(connect_from(url, Compression::None, source));
         }
         for socket in futures_util::future::join_all(pending).await {
             let mut socket = socket?;

@@ -428,13 +428,8 @@ async fn a_head_over_64_kib_is_refused_with_431() {
 #[tokio::test]
 async fn heads_are_answered_or_refused_by_their_size_alone() {
     let h = gateway(|_| {}).await;
-    let mut seed: u64 = 0x5eed_0431;
-    let mut next = |bound: usize| {
-        seed = seed
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (seed >> 33) as usize % bound
-    };
+    let mut rng = fastrand::Rng::with_seed(0x5eed_0431);
+    let mut next = |bound: usize| rng.usize(..bound);
     const LIMIT: usize = 64 * 1024;
     for case in 0..12 {
         let over = case % 2 == 1;

@@ -324,13 +324,8 @@ async fn padded_provider(head_bytes: usize, frame_bytes: usize) -> u16 {
 /// the call, and a body frame of any size streams through it whole. Sizes are seeded.
 #[tokio::test]
 async fn heads_are_capped_by_the_read_buffer_and_bodies_are_not() {
-    let mut seed: u64 = 0x8_0000;
-    let mut next = |bound: usize| {
-        seed = seed
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (seed >> 33) as usize % bound
-    };
+    let mut rng = fastrand::Rng::with_seed(0x8_0000);
+    let mut next = |bound: usize| rng.usize(..bound);
     for case in 0..8 {
         let fits = case % 2 == 0;
         let head = if fits {
