@@ -28,13 +28,15 @@ fn self_signed(dir: &Path) -> (TlsConfig, String) {
 }
 
 fn https_client(cert_pem: &str) -> reqwest::Client {
+    https_client_builder(cert_pem).build().unwrap()
+}
+
+fn https_client_builder(cert_pem: &str) -> reqwest::ClientBuilder {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .no_proxy()
         .timeout(gw::BOUND)
         .tls_certs_only([reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap()])
-        .build()
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,10 +62,31 @@ async fn https_and_wss_with_a_self_signed_certificate() {
         String::from_utf8_lossy(&got)
     );
 
-    // HTTPS to both doors (after the plain attempt: it harmed nothing).
-    for (door, model) in [
-        (Dialect::OpenAi, "anthropic/text_basic"),
-        (Dialect::Anthropic, "openai/text_basic"),
+    // HTTPS to both doors (after the plain attempt: it harmed nothing), over HTTP/2 and over
+    // HTTP/1.1 as ALPN agreed (the WebSocket below offers no ALPN: HTTP/1.1).
+    let http1 = https_client_builder(&cert_pem)
+        .http1_only()
+        .build()
+        .unwrap();
+    for (door, model, client, version) in [
+        (
+            Dialect::OpenAi,
+            "anthropic/text_basic",
+            &client,
+            http::Version::HTTP_2,
+        ),
+        (
+            Dialect::Anthropic,
+            "openai/text_basic",
+            &client,
+            http::Version::HTTP_2,
+        ),
+        (
+            Dialect::OpenAi,
+            "openai/text_basic",
+            &http1,
+            http::Version::HTTP_11,
+        ),
     ] {
         let path = gw::door_path(door);
         let mut request = client
@@ -75,6 +98,7 @@ async fn https_and_wss_with_a_self_signed_certificate() {
         }
         let answer = request.send().await.unwrap();
         assert_eq!(answer.status(), 200, "{path}");
+        assert_eq!(answer.version(), version, "{path}");
         let body = answer.text().await.unwrap();
         assert!(body.contains("data: "), "{path}: {body}");
     }

@@ -16,6 +16,8 @@
 //!   answer runs as long as it runs).
 //! - Bodies ([`bodies`]): the whole request body within `body_read_timeout_ms` of its head.
 //! - Descriptors ([`files`]): the soft open-file limit is raised to fit `max_connections`.
+//! - Versions ([`protocol`]): HTTP/1.1 or HTTP/2, told from ALPN or from the first bytes
+//!   (peeked) before hyper reads any.
 
 mod admit;
 mod bodies;

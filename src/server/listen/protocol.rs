@@ -38,7 +38,7 @@ pub(super) enum Version {
 
 /// The version the first bytes of a connection say, if they say one yet: HTTP/2 once the
 /// whole preface is there, HTTP/1 as soon as a byte differs from it.
-pub(super) fn from_first_bytes(first: &[u8]) -> Option<Version> {
+fn from_first_bytes(first: &[u8]) -> Option<Version> {
     let n = first.len().min(PREFACE.len());
     if n == 0 {
         return None;
