@@ -48,8 +48,13 @@ fn input_estimate(door: Dialect, model: &str) -> u64 {
     streamgate::estimate::input_tokens(&request)
 }
 
+/// The gateway's estimate of the output of `text`: 4 bytes a token.
+fn output_estimate(text: &str) -> u64 {
+    text.len().div_ceil(4) as u64
+}
+
 /// The text a client received before the first retry seam of `events`: what the broken
-/// attempt streamed, which the gateway estimates at 4 bytes a token.
+/// attempt streamed, which the gateway estimates.
 fn text_before_seam(events: &[AgentEvent]) -> String {
     events
         .iter()
@@ -102,7 +107,7 @@ async fn a_broken_attempt_is_counted_by_estimate_and_the_total_is_marked() {
                     "streamed {streamed:?} before the seam, beyond the cut {cut:?}"
                 ));
             }
-            let output = streamed.len().div_ceil(4) as u64;
+            let output = output_estimate(&streamed);
             let want = (
                 Some(input + real.input_tokens.unwrap()),
                 Some(output + real.output_tokens.unwrap()),
@@ -156,7 +161,7 @@ async fn an_openai_stream_that_fails_sends_its_usage_chunk_before_the_error() {
             let error_at = frames.iter().position(|(_, v)| v.get("error").is_some());
             let input = input_estimate(Dialect::OpenAi, &model);
             // Dripped: the break comes after all `n` frames, and the estimate is of their text.
-            let output = rec.text_before(n).len().div_ceil(4) as u64;
+            let output = output_estimate(&rec.text_before(n));
             let errs = match (usage_at, error_at) {
                 (Some(u), Some(e)) if u + 1 == e => {
                     let usage = &frames[u].1["usage"];

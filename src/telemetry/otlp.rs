@@ -23,9 +23,9 @@ use opentelemetry_sdk::trace::{
 use tracing::Subscriber;
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::Targets;
+use tracing_subscriber::registry::LookupSpan;
 
 use super::CALL_SPANS;
-use tracing_subscriber::registry::LookupSpan;
 
 /// The largest collector answer read: an OTLP answer is a few bytes (a partial-success
 /// note at most); a misconfigured endpoint serving something else is not read whole.
