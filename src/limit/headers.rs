@@ -5,7 +5,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 /// A 429 that says nothing about when to come back blocks its route this long.
 pub const DEFAULT_429_BACKOFF: Duration = Duration::from_secs(1);
@@ -13,30 +13,35 @@ pub const DEFAULT_429_BACKOFF: Duration = Duration::from_secs(1);
 /// No header blocks a route longer than this (a misread or hostile header cannot park it).
 pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 
-const OPENAI: [(&str, &str); 2] = [
+// Header names, not strings: a lookup by `&str` parses the name first, and these are looked
+// up on every provider answer.
+static OPENAI: [(HeaderName, HeaderName); 2] = [
     (
-        "x-ratelimit-remaining-requests",
-        "x-ratelimit-reset-requests",
+        HeaderName::from_static("x-ratelimit-remaining-requests"),
+        HeaderName::from_static("x-ratelimit-reset-requests"),
     ),
-    ("x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"),
+    (
+        HeaderName::from_static("x-ratelimit-remaining-tokens"),
+        HeaderName::from_static("x-ratelimit-reset-tokens"),
+    ),
 ];
 
-const ANTHROPIC: [(&str, &str); 4] = [
+static ANTHROPIC: [(HeaderName, HeaderName); 4] = [
     (
-        "anthropic-ratelimit-requests-remaining",
-        "anthropic-ratelimit-requests-reset",
+        HeaderName::from_static("anthropic-ratelimit-requests-remaining"),
+        HeaderName::from_static("anthropic-ratelimit-requests-reset"),
     ),
     (
-        "anthropic-ratelimit-tokens-remaining",
-        "anthropic-ratelimit-tokens-reset",
+        HeaderName::from_static("anthropic-ratelimit-tokens-remaining"),
+        HeaderName::from_static("anthropic-ratelimit-tokens-reset"),
     ),
     (
-        "anthropic-ratelimit-input-tokens-remaining",
-        "anthropic-ratelimit-input-tokens-reset",
+        HeaderName::from_static("anthropic-ratelimit-input-tokens-remaining"),
+        HeaderName::from_static("anthropic-ratelimit-input-tokens-reset"),
     ),
     (
-        "anthropic-ratelimit-output-tokens-remaining",
-        "anthropic-ratelimit-output-tokens-reset",
+        HeaderName::from_static("anthropic-ratelimit-output-tokens-remaining"),
+        HeaderName::from_static("anthropic-ratelimit-output-tokens-reset"),
     ),
 ];
 
@@ -46,14 +51,14 @@ const ANTHROPIC: [(&str, &str); 4] = [
 /// than [`MAX_BACKOFF`].
 pub fn backoff_from_headers(status: u16, headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let exhausted =
-        |name: &str| text(headers, name).and_then(|v| v.parse::<f64>().ok()) == Some(0.0);
+        |name: &HeaderName| text(headers, name).and_then(|v| v.parse::<f64>().ok()) == Some(0.0);
     let mut longest: Option<Duration> = None;
     let mut consider = |d: Duration| {
         if !d.is_zero() && longest.is_none_or(|l| d > l) {
             longest = Some(d);
         }
     };
-    for (remaining, reset) in OPENAI {
+    for (remaining, reset) in &OPENAI {
         if exhausted(remaining) {
             consider(
                 text(headers, reset)
@@ -62,7 +67,7 @@ pub fn backoff_from_headers(status: u16, headers: &HeaderMap, now: SystemTime) -
             );
         }
     }
-    for (remaining, reset) in ANTHROPIC {
+    for (remaining, reset) in &ANTHROPIC {
         if exhausted(remaining) {
             let until = text(headers, reset).and_then(parse_rfc3339);
             consider(until.map_or(DEFAULT_429_BACKOFF, |t| wait_until(t, now)));
@@ -86,11 +91,11 @@ pub fn backoff_from_headers(status: u16, headers: &HeaderMap, now: SystemTime) -
 /// NaN or infinite says nothing (None), and a malformed `retry-after-ms` falls back to
 /// `Retry-After`.
 pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let ms = text(headers, "retry-after-ms")
+    let ms = text(headers, &RETRY_AFTER_MS)
         .and_then(|v| v.parse::<f64>().ok())
         .and_then(|ms| secs_f64(ms / 1000.0));
     ms.or_else(|| {
-        let v = text(headers, "retry-after")?;
+        let v = text(headers, &http::header::RETRY_AFTER)?;
         match v.parse::<f64>() {
             Ok(secs) => secs_f64(secs),
             Err(_) => httpdate::parse_http_date(v)
@@ -100,7 +105,9 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     })
 }
 
-fn text<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+static RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
+
+fn text<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h str> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())

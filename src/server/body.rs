@@ -21,6 +21,11 @@ use http_body::Frame;
 /// Most items encoded into one chunk: bounds the work and the chunk before a write.
 const MAX_ITEMS: usize = 256;
 
+/// The room a chunk's buffer starts with, at least and at most: the last chunk's size within
+/// these bounds, so that encoding a chunk rarely grows its buffer (a frame of a few hundred
+/// bytes grew it six times from empty).
+const CHUNK_ROOM: (usize, usize) = (256, 16 * 1024);
+
 /// Encodes one item of an answer into the client's bytes; `true` once nothing may follow.
 pub trait EncodeItem<T>: Send + Unpin + 'static {
     /// Appends `item`'s bytes to `out`; returns whether the answer is over for the client.
@@ -39,6 +44,7 @@ where
         encoder,
         done: false,
         first: First::NotYet,
+        room: CHUNK_ROOM.0,
     })
 }
 
@@ -50,6 +56,8 @@ struct EventBody<S, E> {
     /// poll gives way once (hyper flushes on `Pending`, not before, and would otherwise keep
     /// the first chunk in its buffer while the rest of an answer already there is encoded).
     first: First,
+    /// What the next chunk's buffer starts with (see [`CHUNK_ROOM`]).
+    room: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -77,7 +85,7 @@ where
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(this.room);
         let mut waiting = false;
         for _ in 0..MAX_ITEMS {
             if this.done {
@@ -93,6 +101,7 @@ where
             }
         }
         if !out.is_empty() {
+            this.room = out.len().clamp(CHUNK_ROOM.0, CHUNK_ROOM.1);
             if this.first == First::NotYet {
                 this.first = First::Sent;
             }
@@ -152,6 +161,7 @@ mod tests {
             encoder: Echo,
             done: false,
             first: First::NotYet,
+            room: CHUNK_ROOM.0,
         }
     }
 

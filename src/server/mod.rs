@@ -42,17 +42,16 @@ pub fn router(state: AppState, admin: &AdminPlacement) -> Router {
     };
     let telemetry = state.telemetry.clone();
     // Whatever the gateway does not answer itself (the routes above) passes through.
-    let routes = routes.fallback(passthrough::forward).layer(panic::layer());
-    crate::telemetry::layer::wrap(routes, telemetry).with_state(state)
+    let routes = routes.fallback(passthrough::forward);
+    crate::telemetry::layer::wrap(routes, telemetry, panic::answer).with_state(state)
 }
 
 /// The one route of `[server] metrics_listen`'s listener.
 fn metrics_router(state: AppState) -> Router {
     let routes = Router::new()
         .route("/metrics", get(metrics))
-        .fallback(door::not_found)
-        .layer(panic::layer());
-    crate::telemetry::layer::wrap(routes, state.telemetry.clone()).with_state(state)
+        .fallback(door::not_found);
+    crate::telemetry::layer::wrap(routes, state.telemetry.clone(), panic::answer).with_state(state)
 }
 
 /// The routes of `[server] admin_listen`'s own listener.
@@ -61,8 +60,8 @@ fn admin_router(state: AppState, key: Option<&AdminKey>) -> Router {
         Some(key) => keyed(admin_routes(), key.clone()),
         None => admin_routes(),
     };
-    let routes = routes.fallback(door::not_found).layer(panic::layer());
-    crate::telemetry::layer::wrap(routes, state.telemetry.clone()).with_state(state)
+    let routes = routes.fallback(door::not_found);
+    crate::telemetry::layer::wrap(routes, state.telemetry.clone(), panic::answer).with_state(state)
 }
 
 fn keyed(routes: Router<AppState>, key: AdminKey) -> Router<AppState> {

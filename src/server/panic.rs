@@ -7,16 +7,11 @@ use axum::response::Response;
 use http::StatusCode;
 use providers::untrusted::untrusted;
 use serde_json::json;
-use tower_http::catch_panic::CatchPanicLayer;
 
-/// The layer the router wraps every route in.
-pub(super) fn layer() -> CatchPanicLayer<fn(Box<dyn Any + Send + 'static>) -> Response> {
-    CatchPanicLayer::custom(answer as fn(Box<dyn Any + Send + 'static>) -> Response)
-}
-
-/// The 500 for a panic. The door is not known here: the body has the fields both SDKs read
+/// The 500 for a panic (the telemetry layer catches it: [`crate::telemetry::layer::wrap`]).
+/// The door is not known here: the body has the fields both SDKs read
 /// (OpenAI's `error.message`/`code`, Anthropic's `type` and `error.type`).
-fn answer(panic: Box<dyn Any + Send + 'static>) -> Response {
+pub(super) fn answer(panic: Box<dyn Any + Send + 'static>) -> Response {
     let message = panic
         .downcast_ref::<String>()
         .map(String::as_str)
@@ -51,8 +46,9 @@ mod tests {
     async fn a_panicking_handler_answers_a_generic_500_and_the_server_lives_on() {
         let app = Router::new()
             .route("/boom", get(boom))
-            .route("/ok", get(|| async { "ok" }))
-            .layer(layer());
+            .route("/ok", get(|| async { "ok" }));
+        let telemetry = crate::telemetry::Telemetry::new(true, true, |_| {});
+        let app = crate::telemetry::layer::wrap(app, telemetry, answer);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -65,6 +61,8 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(response.status(), 500);
+            // The telemetry layer saw the answer: it carries the request's id.
+            assert!(response.headers().contains_key("x-request-id"));
             let body: serde_json::Value =
                 serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
             let text = body.to_string();

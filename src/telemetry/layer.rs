@@ -7,6 +7,8 @@
 //! and a pass-through response carries the provider's. The gateway's id replaces it, and the
 //! provider's moves to [`UPSTREAM_HEADER`].
 
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -15,6 +17,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use futures_util::FutureExt as _;
 use http::HeaderValue;
 use tower_http::request_id::{RequestId, SetRequestIdLayer};
 use tracing::Instrument;
@@ -23,14 +26,27 @@ use super::Telemetry;
 use super::request::{Door, Finisher, Observed};
 use super::request_id::{self, MakeUuidV7};
 
+/// What a handler's panic is answered with (the panic's payload in, a response out).
+pub type PanicAnswer = fn(Box<dyn Any + Send + 'static>) -> Response;
+
 /// `router` with the request-id and observation layers (outermost: they see every answer,
-/// a panic's 500 included).
-pub fn wrap<S>(router: Router<S>, telemetry: Telemetry) -> Router<S>
+/// a panic's included, which `on_panic` answers).
+///
+/// The panic is caught here rather than by a layer of its own (tower-http's `CatchPanic`):
+/// each router layer wraps every route once more, and that one also boxed every response
+/// body twice more, which each chunk of a streamed answer then went through.
+pub fn wrap<S>(router: Router<S>, telemetry: Telemetry, on_panic: PanicAnswer) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
     router
-        .layer(axum::middleware::from_fn_with_state(telemetry, observe))
+        .layer(axum::middleware::from_fn_with_state(
+            Observing {
+                telemetry,
+                on_panic,
+            },
+            observe,
+        ))
         .layer(SetRequestIdLayer::new(
             http::HeaderName::from_static(request_id::HEADER),
             MakeUuidV7,
@@ -65,8 +81,22 @@ fn door_of(template: Option<&str>) -> Door {
     }
 }
 
+/// What [`observe`] needs besides the request.
+#[derive(Clone)]
+struct Observing {
+    telemetry: Telemetry,
+    on_panic: PanicAnswer,
+}
+
 /// See the module doc.
-async fn observe(State(telemetry): State<Telemetry>, mut request: Request, next: Next) -> Response {
+async fn observe(
+    State(Observing {
+        telemetry,
+        on_panic,
+    }): State<Observing>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     // A copy, not a clone: a client's id is a slice of the connection's read buffer, which it
     // would keep from being reused for as long as the answer streams.
     let id_header = request
@@ -102,7 +132,15 @@ async fn observe(State(telemetry): State<Telemetry>, mut request: Request, next:
         telemetry.access,
     );
     request.extensions_mut().insert(observed.clone());
-    let response = next.run(request).instrument(span).await;
+    // Answered in the span, so that the panic's log line carries the request id.
+    let response = async move {
+        AssertUnwindSafe(next.run(request))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(on_panic)
+    }
+    .instrument(span)
+    .await;
     let (mut parts, body) = response.into_parts();
     if let Some(theirs) = parts.headers.insert(request_id::HEADER, id_header.clone())
         && theirs != id_header

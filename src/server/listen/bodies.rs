@@ -73,14 +73,15 @@ impl HttpBody for Deadline {
 
 /// `body`, keeping `in_flight` (the connection's mark and the shutdown drain's count) until
 /// it is done or dropped.
-pub fn tracked(body: Body, in_flight: (InFlight, Counted)) -> Body {
-    Body::new(Tracked {
+pub fn tracked(body: Body, in_flight: (InFlight, Counted)) -> Tracked {
+    Tracked {
         body,
         in_flight: Some(in_flight),
-    })
+    }
 }
 
-struct Tracked {
+/// See [`tracked`].
+pub struct Tracked {
     body: Body,
     in_flight: Option<(InFlight, Counted)>,
 }

@@ -325,9 +325,11 @@ struct Service {
 }
 
 impl hyper::service::Service<Request<Incoming>> for Service {
-    type Response = Response;
+    /// Served as it is, not boxed once more into an axum `Body`: every chunk of a streamed
+    /// answer goes through each box.
+    type Response = Response<bodies::Tracked>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let in_flight = (self.activity.request(request.version()), self.drain.count());
