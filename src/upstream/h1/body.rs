@@ -2,19 +2,57 @@
 //!
 //! hyper's HTTP/1.1 connection hands body chunks to the body through a one-slot channel.
 //! Polled here, in turn with the body, the connection reads the socket and fills the slot,
-//! and the body empties it in the same poll: no other task runs, none is woken.
+//! and the body empties it in the same poll: no other task runs.
+//!
+//! Both are polled with a waker of the body's own ([`Nudge`]), not the task's: each side of
+//! that channel wakes the other as it fills or empties the slot, and with the task's waker
+//! each of those wakes, made while the task runs, had the whole connection task polled once
+//! more for nothing (two task polls per upstream frame, each down to the socket). The nudge
+//! only notes such a wake; it passes on to the task the wakes that come while the body is not
+//! being polled (the socket became readable). A reader that polls again before anything
+//! happened gets `Pending` from the slot without the connection being polled.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 
 use bytes::Bytes;
 use futures_util::Stream;
+use futures_util::task::AtomicWaker;
 use http_body::Body as _;
 
 use super::Conn;
 use super::idle::Idle;
 use crate::upstream::pool::InFlight;
+
+/// Most times one poll of the body polls its connection while the connection keeps waking
+/// it without a chunk: then the task is woken to come back, and others get their turn.
+const MAX_CONNECTION_POLLS: usize = 32;
+
+/// The waker the connection and the body's slot are polled with (see the module doc).
+#[derive(Debug, Default)]
+struct Nudge {
+    /// Something the connection or the slot waits on happened since the last look.
+    woken: AtomicBool,
+    /// The body is being polled: a wake now is seen by that poll and needs no task poll.
+    polling: AtomicBool,
+    /// The task reading the body.
+    task: AtomicWaker,
+}
+
+impl Wake for Nudge {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::SeqCst);
+        if !self.polling.load(Ordering::SeqCst) {
+            self.task.wake();
+        }
+    }
+}
 
 /// A response body that drives its own connection, and gives the connection back to the
 /// provider's pool when the body ended cleanly (else closes it).
@@ -24,6 +62,9 @@ pub(in crate::upstream) struct Body {
     conn: Option<Conn>,
     idle: Arc<Idle>,
     ended: bool,
+    nudge: Arc<Nudge>,
+    /// `nudge` as a waker, made once.
+    waker: Waker,
     /// Counts the request in flight until the body is dropped.
     _in_flight: Option<InFlight>,
 }
@@ -43,38 +84,46 @@ impl Body {
         idle: &Arc<Idle>,
         in_flight: Option<InFlight>,
     ) -> Body {
+        // Woken at first: the connection may hold what came with the response head.
+        let nudge = Arc::new(Nudge {
+            woken: AtomicBool::new(true),
+            ..Nudge::default()
+        });
         Body {
             incoming,
             conn,
             idle: Arc::clone(idle),
             ended: false,
+            waker: Waker::from(Arc::clone(&nudge)),
+            nudge,
             _in_flight: in_flight,
         }
     }
 
-    /// The body's next data, without polling the connection.
-    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, hyper::Error>>> {
-        loop {
-            match Pin::new(&mut self.incoming).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(data) if !data.is_empty() => return Poll::Ready(Some(Ok(data))),
-                    // Empty data or trailers: nothing for the reader.
-                    _ => {}
-                },
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
-                Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Pending => return Poll::Pending,
+    /// The next data: from the slot, else from the connection as long as the nudge says
+    /// something happened. Called with `polling` set.
+    fn poll_nudged(&mut self) -> Poll<Option<Result<Bytes, hyper::Error>>> {
+        let mut cx = Context::from_waker(&self.waker);
+        for _ in 0..MAX_CONNECTION_POLLS {
+            let item = poll_data(&mut self.incoming, &mut cx);
+            if item.is_ready() || self.conn.is_none() {
+                return item;
             }
+            if self.nudge.woken.swap(false, Ordering::SeqCst) {
+                poll_connection(&mut self.conn, &mut cx);
+                continue;
+            }
+            // A wake from another thread while `polling` was set reached no task: look once
+            // more with `polling` cleared, after which every wake reaches the task.
+            self.nudge.polling.store(false, Ordering::SeqCst);
+            if !self.nudge.woken.load(Ordering::SeqCst) {
+                return Poll::Pending;
+            }
+            self.nudge.polling.store(true, Ordering::SeqCst);
         }
-    }
-
-    /// Polls the connection once; drops it if it finished (closed, or broke).
-    fn poll_connection(&mut self, cx: &mut Context<'_>) {
-        if let Some(conn) = &mut self.conn
-            && conn.connection.as_mut().poll(cx).is_ready()
-        {
-            self.conn = None;
-        }
+        // The connection keeps waking without a chunk: come back after the others' turn.
+        self.nudge.task.wake();
+        Poll::Pending
     }
 
     /// The body ended cleanly: the connection goes back to the pool if hyper settled it into
@@ -92,6 +141,34 @@ impl Body {
     }
 }
 
+/// The body's next data, without polling the connection.
+fn poll_data(
+    incoming: &mut hyper::body::Incoming,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Bytes, hyper::Error>>> {
+    loop {
+        match Pin::new(&mut *incoming).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) if !data.is_empty() => return Poll::Ready(Some(Ok(data))),
+                // Empty data or trailers: nothing for the reader.
+                _ => {}
+            },
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        }
+    }
+}
+
+/// Polls the connection once; drops it if it finished (closed, or broke).
+fn poll_connection(conn: &mut Option<Conn>, cx: &mut Context<'_>) {
+    if let Some(c) = conn
+        && c.connection.as_mut().poll(cx).is_ready()
+    {
+        *conn = None;
+    }
+}
+
 impl Stream for Body {
     type Item = Result<Bytes, hyper::Error>;
 
@@ -102,11 +179,10 @@ impl Stream for Body {
         }
         // The body first (a chunk may be waiting in its slot), then the connection (which
         // reads the socket and fills the slot), then the body again.
-        let mut item = this.poll_data(cx);
-        if item.is_pending() && this.conn.is_some() {
-            this.poll_connection(cx);
-            item = this.poll_data(cx);
-        }
+        this.nudge.task.register(cx.waker());
+        this.nudge.polling.store(true, Ordering::SeqCst);
+        let item = this.poll_nudged();
+        this.nudge.polling.store(false, Ordering::SeqCst);
         match &item {
             Poll::Ready(None) => {
                 this.ended = true;

@@ -347,3 +347,89 @@ async fn heads_are_capped_by_the_read_buffer_and_bodies_are_not() {
         }
     }
 }
+
+/// A provider that sends one frame each time `next` says so, then the end of the body.
+async fn gated_provider(frames: usize) -> (u16, tokio::sync::mpsc::UnboundedSender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (next, mut go) = tokio::sync::mpsc::unbounded_channel::<()>();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        assert!(read_request(&mut socket).await);
+        let head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+        socket.write_all(head).await.unwrap();
+        for _ in 0..frames {
+            if go.recv().await.is_none() {
+                return;
+            }
+            let frame = format!("{:x}\r\n{FRAME}\r\n", FRAME.len());
+            socket.write_all(frame.as_bytes()).await.unwrap();
+        }
+        let _ = go.recv().await;
+        socket.write_all(b"0\r\n\r\n").await.unwrap();
+        let _ = go.recv().await; // the client's end
+    });
+    (port, next)
+}
+
+/// Counts the wakes of the task that reads the body.
+#[derive(Default)]
+struct Wakes {
+    count: AtomicUsize,
+    notify: tokio::sync::Notify,
+}
+
+impl std::task::Wake for Wakes {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+}
+
+/// Frames that arrive one at a time wake the reading task once each: the connection's own
+/// hand-over of a chunk to the body (each side of the slot waking the other) wakes no one.
+/// With the task's waker, each frame woke it about three times, and each wake polled the
+/// whole connection task once more.
+#[tokio::test]
+async fn a_frame_wakes_the_reader_once() {
+    let frames = 20;
+    let (port, next) = gated_provider(frames).await;
+    let (client, _) = client(port, 1);
+    let mut body = post(&client).await.unwrap();
+    let wakes = Arc::new(Wakes::default());
+    let waker = std::task::Waker::from(Arc::clone(&wakes));
+    let mut got = 0;
+    let mut text = Vec::new();
+    next.send(()).unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let notified = wakes.notify.notified();
+            let polled = body.poll_next_unpin(&mut Context::from_waker(&waker));
+            match polled {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    got += 1;
+                    text.extend_from_slice(&chunk);
+                    // The next frame only once this one was read: they arrive one at a time.
+                    let _ = next.send(());
+                }
+                Poll::Ready(Some(Err(e))) => panic!("the body broke: {e}"),
+                Poll::Ready(None) => return,
+                Poll::Pending => notified.await,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the body did not end ({got} chunks)");
+    assert_eq!(got, frames, "one chunk per frame");
+    assert_eq!(text, FRAME.repeat(frames).into_bytes());
+    let woken = wakes.count.load(Ordering::SeqCst);
+    // One per frame and one for the end, with room for a wake the reader polls in vain.
+    assert!(
+        woken <= frames + 3,
+        "{woken} task wakes for {frames} frames"
+    );
+}
