@@ -1,7 +1,8 @@
 //! The layers every listener's router runs a request through: a sane client `x-request-id`
 //! kept or a fresh one made (tower-http's `SetRequestId` with [`MakeUuidV7`]), then
-//! [`observe`]: the request's span and [`Observed`] record, the id on the response, and the
-//! body wrapped so that the record finishes when the body ends or is dropped.
+//! [`observe`]: the request's span and [`Observed`] record, a handler's panic answered, the id
+//! on the response, and the body wrapped so that the record finishes when the body ends or is
+//! dropped.
 //!
 //! tower-http's `PropagateRequestId` is not used: it keeps a response's own `x-request-id`,
 //! and a pass-through response carries the provider's. The gateway's id replaces it, and the
@@ -39,19 +40,22 @@ pub fn wrap<S>(router: Router<S>, telemetry: Telemetry, on_panic: PanicAnswer) -
 where
     S: Clone + Send + Sync + 'static,
 {
-    router
-        .layer(axum::middleware::from_fn_with_state(
+    // One router layer of the three, outermost first: each `Router::layer` wraps every route
+    // in a box of its own, which every request then went through.
+    router.layer((
+        axum::middleware::map_request(drop_insane),
+        SetRequestIdLayer::new(
+            http::HeaderName::from_static(request_id::HEADER),
+            MakeUuidV7,
+        ),
+        axum::middleware::from_fn_with_state(
             Observing {
                 telemetry,
                 on_panic,
             },
             observe,
-        ))
-        .layer(SetRequestIdLayer::new(
-            http::HeaderName::from_static(request_id::HEADER),
-            MakeUuidV7,
-        ))
-        .layer(axum::middleware::map_request(drop_insane))
+        ),
+    ))
 }
 
 async fn drop_insane(request: Request) -> Request {

@@ -48,9 +48,7 @@ impl PlainVisitor<'_> {
         let name = field.name();
         name.strip_prefix("r#").unwrap_or(name)
     }
-}
 
-impl PlainVisitor<'_> {
     /// Starts a `name=` field; false when nothing may be written (an earlier write failed, or
     /// the field is one of the `log` crate's, which the default leaves out too).
     fn start(&mut self, field: &Field) -> bool {
@@ -146,19 +144,19 @@ impl Visit for PlainVisitor<'_> {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if self.result.is_err() || field.name().starts_with("log.") {
+        if field.name() != "message" {
+            if self.start(field) {
+                self.result = write!(self.writer, "{value:?}");
+            }
             return;
         }
-        self.pad();
-        if self.result.is_err() {
-            return;
+        if self.result.is_ok() {
+            self.pad();
         }
-        self.result = if field.name() == "message" {
+        if self.result.is_ok() {
             // An escape sequence in a message is shown, not run by the reader's terminal.
-            write!(self.writer, "{}", Escaped(value))
-        } else {
-            write!(self.writer, "{}={value:?}", Self::name(field))
-        };
+            self.result = write!(self.writer, "{}", Escaped(value));
+        }
     }
 }
 
