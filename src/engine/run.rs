@@ -105,19 +105,20 @@ impl From<GatewayError> for Failed {
 pub(super) async fn start(
     engine: Arc<Engine>,
     generation: Arc<Generation>,
-    call: Call,
+    call: Box<Call>,
     permit: Permit,
     prior: &[AgentEvent],
 ) -> Result<Answer, GatewayError> {
     let plan = route::plan(&generation.config, &call.request.model)?;
     // Boxed from the start, not when the stream takes it: the request's future waits for the
     // first events with a pointer, not the whole run, inside it.
-    let mut run = Box::new(Run::new(engine, generation, call, permit, plan.routes));
+    let mut run = Box::new(Run::new(engine, generation, *call, permit, plan.routes));
     run.at = run.first_open_route().await?;
     let mut out = Vec::new();
     let seam = (!prior.is_empty()).then(|| run.replay(prior, &mut out));
     if let Err(e) = run.attempt(&mut out, seam).await {
-        run.recover(e, &mut out).await?;
+        // Boxed: the rare path, larger than the attempt, would size every answer's future.
+        Box::pin(run.recover(e, &mut out)).await?;
     }
     let route = run.routes[run.at].clone();
     let events = stream::RunEvents::new(run, out);
@@ -839,4 +840,4 @@ fn hedge_contender<'a>(
 mod stream;
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

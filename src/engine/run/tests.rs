@@ -18,7 +18,8 @@ use crate::upstream::{ClientKey, ForwardHeaders};
 /// The model's tokens-per-minute budget.
 const BUDGET: u64 = 100_000;
 
-fn engine() -> Arc<Engine> {
+/// An engine whose model has a [`BUDGET`] of tokens per minute.
+pub(in crate::engine) fn engine() -> Arc<Engine> {
     let config = crate::config::Config {
         limits: toml::from_str(&format!(
             "queue_ms = 0\n[per_model]\ntokens_per_minute = {BUDGET}\n"
@@ -29,7 +30,8 @@ fn engine() -> Arc<Engine> {
     Arc::new(Engine::new(config).unwrap())
 }
 
-fn call() -> Call {
+/// A small Anthropic request for model `m`.
+pub(in crate::engine) fn call() -> Call {
     let request = ChatRequest::from_anthropic(&json!({
         "model": "m", "max_tokens": 4000,
         "messages": [{"role": "user", "content": "hello"}]
