@@ -217,6 +217,21 @@ fn write_message(
             return Ok(());
         }
     };
+    // One plain text is a string, unless the client wrote it as an array.
+    let as_string = !same || m.origin.is_none_or(|o| o.as_string);
+    if as_string
+        && let [Part::Text { text, extra }] = m.content.as_slice()
+        && (!same || extra.is_empty())
+    {
+        // The common message, written as the loop below would write it without building
+        // its part first: a conversation pays this once per message (issue #14).
+        let mut v = json!({"role": role, "content": text});
+        if same {
+            extend(&mut v, &m.extra);
+        }
+        out.push(v);
+        return Ok(());
+    }
     let mut parts: Vec<Value> = Vec::new();
     let mut plain = true; // every part is a text part without extras
     let mut calls = Vec::new();
@@ -294,8 +309,6 @@ fn write_message(
         // Only reasoning, which OpenAI cannot take: the whole message goes.
         return Ok(());
     }
-    // One plain text is a string, unless the client wrote it as an array.
-    let as_string = !same || m.origin.is_none_or(|o| o.as_string);
     let content = if plain && parts.len() == 1 && as_string {
         parts.swap_remove(0)["text"].take()
     } else if parts.is_empty() && (!calls.is_empty() || m.role == Role::Assistant) {

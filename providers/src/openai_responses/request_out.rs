@@ -215,6 +215,33 @@ fn write_message(
         }
     };
     let as_string = !same || m.origin.is_none_or(|o| o.as_string);
+    let content = match m.content.as_slice() {
+        // The common message, without building its part first: a conversation pays this
+        // once per message (issue #14).
+        [Part::Text { text, extra }] if as_string && (!same || extra.is_empty()) => {
+            Value::String(text.clone())
+        }
+        _ => content_parts(m, i, same, as_string)?,
+    };
+    let mut v = json!({"role": role, "content": content});
+    if same {
+        // With the client's own `type`, or none for an "easy" message.
+        extend(&mut v, &m.extra);
+    } else {
+        extend(&mut v, &Map::from_iter([("type".into(), json!("message"))]));
+    }
+    out.push(v);
+    Ok(())
+}
+
+/// A user, system or developer message's content from its parts: one plain text as a
+/// string when the client wrote a string (or across dialects), else the parts.
+fn content_parts(
+    m: &Message,
+    i: usize,
+    same: bool,
+    as_string: bool,
+) -> Result<Value, RequestError> {
     let mut parts = Vec::new();
     for (j, p) in m.content.iter().enumerate() {
         match p {
@@ -251,20 +278,11 @@ fn write_message(
         .content
         .iter()
         .all(|p| matches!(p, Part::Text { extra, .. } if !same || extra.is_empty()));
-    let content = if plain && parts.len() == 1 && as_string {
+    Ok(if plain && parts.len() == 1 && as_string {
         parts.swap_remove(0)["text"].take()
     } else {
         Value::Array(parts)
-    };
-    let mut v = json!({"role": role, "content": content});
-    if same {
-        // With the client's own `type`, or none for an "easy" message.
-        extend(&mut v, &m.extra);
-    } else {
-        extend(&mut v, &Map::from_iter([("type".into(), json!("message"))]));
-    }
-    out.push(v);
-    Ok(())
+    })
 }
 
 /// An "easy" message as the client wrote it: string content, and a `type` only if it had

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::REASONS;
+use super::{REASONS, Rng};
 use crate::dialect::Dialect;
 use crate::request::{AnthropicDefaults, ChatRequest, Part, RequestError, Role};
 
@@ -173,26 +173,6 @@ fn recorded_fields_are_read_into_the_model() {
         matches!(&req.messages[1].content[0], Part::ToolCall { name, .. } if name == "get_capital")
     );
     assert_eq!(req.messages[2].role, Role::Tool);
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % n.max(1)
-    }
-
-    fn word(&mut self) -> String {
-        const WORDS: [&str; 6] = ["hi", "é", "\"q\"", "line\nbreak", "日本", "{x}"];
-        (0..1 + self.next(3))
-            .map(|_| WORDS[self.next(6) as usize])
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
 }
 
 /// A random but valid Responses request: every item kind, every modelled field.

@@ -280,3 +280,61 @@ fn thinking_with_unknown_fields_is_still_dropped_towards_openai() {
         json!({"role": "assistant", "content": "answer"})
     );
 }
+
+/// A random OpenAI conversation: every role that holds text, content written as a string or
+/// as text parts (with fields the gateway does not know, or without), messages with fields of
+/// their own.
+fn random_conversation(rng: &mut super::Rng) -> Value {
+    const ROLES: [&str; 4] = ["user", "assistant", "system", "developer"];
+    let messages: Vec<Value> = (0..1 + rng.next(6))
+        .map(|_| {
+            let content = match rng.next(3) {
+                0 => json!(rng.word()),
+                _ => Value::Array(
+                    (0..1 + rng.next(2))
+                        .map(|_| {
+                            let mut part = json!({"type": "text", "text": rng.word()});
+                            if rng.next(2) == 0 {
+                                part["cache_control"] = json!({"type": "ephemeral"});
+                            }
+                            part
+                        })
+                        .collect(),
+                ),
+            };
+            let mut m = json!({"role": ROLES[rng.next(4) as usize], "content": content});
+            if rng.next(3) == 0 {
+                m["name"] = json!(rng.word());
+            }
+            m
+        })
+        .collect();
+    openai(Value::Array(messages))
+}
+
+/// Text messages of every shape come back as they were written within OpenAI, and as a string
+/// of the same text across (from Anthropic, the single text part of a message becomes the
+/// OpenAI message's string content).
+#[test]
+fn text_messages_keep_their_shape_within_openai_and_become_strings_across() {
+    let mut rng = super::Rng(0x7e57);
+    for case in 0..500 {
+        let body = random_conversation(&mut rng);
+        assert_eq!(o2o(&body), body, "case {case}");
+    }
+    for case in 0..500 {
+        let text = rng.word();
+        let content = match rng.next(2) {
+            0 => json!(text),
+            _ => json!([{"type": "text", "text": text}]),
+        };
+        let role = ["user", "assistant"][rng.next(2) as usize];
+        let body = anthropic(json!([{"role": role, "content": content}]));
+        let o = super::a2o(body).unwrap();
+        assert_eq!(
+            o["messages"][0],
+            json!({"role": role, "content": text}),
+            "case {case}"
+        );
+    }
+}
