@@ -199,31 +199,19 @@ mod tests {
     use serde_json::{Map, Value, json};
 
     use super::Obj;
+    use crate::request::tests::Rng;
 
-    /// A small seeded generator (the crate has no property-testing dependency).
-    struct Rng(u64);
+    fn key(rng: &mut Rng) -> String {
+        const KEYS: [&str; 6] = ["model", "messages", "stream", "n", "", "extra"];
+        KEYS[rng.next(6) as usize].to_owned()
+    }
 
-    impl Rng {
-        fn below(&mut self, n: u64) -> u64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (self.0 >> 33) % n
-        }
-
-        fn key(&mut self) -> String {
-            const KEYS: [&str; 6] = ["model", "messages", "stream", "n", "", "extra"];
-            KEYS[self.below(6) as usize].to_owned()
-        }
-
-        fn value(&mut self) -> Value {
-            match self.below(4) {
-                0 => Value::Null,
-                1 => json!(self.below(100)),
-                2 => json!(self.key()),
-                _ => json!([self.below(3)]),
-            }
+    fn value(rng: &mut Rng) -> Value {
+        match rng.next(4) {
+            0 => Value::Null,
+            1 => json!(rng.next(100)),
+            2 => json!(key(rng)),
+            _ => json!([rng.next(3)]),
         }
     }
 
@@ -235,14 +223,14 @@ mod tests {
         let mut rng = Rng(14);
         for case in 0..2000 {
             let mut map = Map::new();
-            for _ in 0..rng.below(6) {
-                map.insert(rng.key(), rng.value());
+            for _ in 0..rng.next(6) {
+                map.insert(key(&mut rng), value(&mut rng));
             }
             let mut obj = Obj::new(Value::Object(map.clone()), "").unwrap();
-            for _ in 0..rng.below(8) {
-                let key = rng.key();
-                if rng.below(3) == 0 {
-                    let v = rng.value();
+            for _ in 0..rng.next(8) {
+                let key = key(&mut rng);
+                if rng.next(3) == 0 {
+                    let v = value(&mut rng);
                     map.insert(key.clone(), v.clone());
                     obj.put(&key, v);
                 } else {

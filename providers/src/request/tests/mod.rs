@@ -44,10 +44,11 @@ fn err_param(r: Result<Value, RequestError>) -> String {
 }
 
 /// A small seeded generator (the crate has no property-testing dependency).
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
-    fn next(&mut self, n: u64) -> u64 {
+    /// A number below `n`.
+    pub(super) fn next(&mut self, n: u64) -> u64 {
         self.0 = self
             .0
             .wrapping_mul(6_364_136_223_846_793_005)
@@ -55,7 +56,8 @@ impl Rng {
         (self.0 >> 33) % n.max(1)
     }
 
-    fn word(&mut self) -> String {
+    /// A few words of text, with escapes, newlines and multi-byte characters.
+    pub(super) fn word(&mut self) -> String {
         const WORDS: [&str; 6] = ["hi", "é", "\"q\"", "line\nbreak", "日本", "{x}"];
         (0..1 + self.next(3))
             .map(|_| WORDS[self.next(6) as usize])
