@@ -6,6 +6,7 @@ use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
+use super::log_time::LogTime;
 use super::log_writer::{self, LogWriter, LogWriterGuard};
 use super::otlp::{OtlpError, OtlpGuard};
 use super::plain_fields::PlainFields;
@@ -81,6 +82,7 @@ pub fn init(config: &LogConfig, otlp: Option<&OtlpConfig>) -> Result<LogGuard, L
         LogFormat::Text => (
             Some(
                 tracing_subscriber::fmt::layer()
+                    .with_timer(LogTime)
                     .fmt_fields(PlainFields)
                     .with_writer(writer)
                     .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -92,6 +94,7 @@ pub fn init(config: &LogConfig, otlp: Option<&OtlpConfig>) -> Result<LogGuard, L
             None,
             Some(
                 tracing_subscriber::fmt::layer()
+                    .with_timer(LogTime)
                     .json()
                     .with_current_span(true)
                     .with_span_list(true)

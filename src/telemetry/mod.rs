@@ -18,6 +18,7 @@ pub const CALL_SPANS: &str = "streamgate::calls";
 
 pub mod histogram;
 pub mod layer;
+pub mod log_time;
 pub mod log_writer;
 pub mod logging;
 pub mod meter;

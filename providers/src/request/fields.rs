@@ -44,6 +44,8 @@ pub(crate) fn peek_str<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
 /// has a few members and is asked for a dozen or two names, most of them absent. A look down
 /// the list costs a few short comparisons where the map hashed every name asked for (SipHash)
 /// and shifted the members after each one taken (issue #14: 5k instructions per request).
+/// An object of very many members costs a scan per name asked (a few dozen names at most),
+/// linear in the body as its parse already is; `max_body_json_values` bounds both.
 #[derive(Debug)]
 pub(crate) struct Obj {
     /// The members in order; a taken one is `None`. Keys are unique (the parsed map's).
