@@ -12,6 +12,8 @@
 # it drain and the profiler write its output:
 #   callgrind: /tmp/streamgate-profile/callgrind.out.PID (callgrind_annotate)
 #   heaptrack: /tmp/streamgate-profile/heaptrack.TIME.zst (heaptrack_print)
+#   trace: /tmp/streamgate-profile/trace.TIME.txt, the gateway's socket syscalls with their
+#          times (`perf trace`), read by benches/timeline.py into per-request intervals
 # Instructions per request: (count of an N-request run - count of an M-request run) / (N - M).
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,7 +23,9 @@ mkdir -p "$out"
 case "${PROFILER:-callgrind}" in
 callgrind) setsid valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out.%p" "$bin" "$@" & ;;
 heaptrack) setsid heaptrack -o "$out/heaptrack.$(date +%s)" "$bin" "$@" & ;;
-*) echo "PROFILER is callgrind or heaptrack" >&2; exit 2 ;;
+trace) setsid perf trace -o "$out/trace.$(date +%s).txt" \
+    -e 'accept4,connect,recvfrom,writev,epoll_wait' -- "$bin" "$@" & ;;
+*) echo "PROFILER is callgrind, heaptrack or trace" >&2; exit 2 ;;
 esac
 child=$!
 script=$$

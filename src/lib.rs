@@ -36,6 +36,7 @@
 
 pub mod batch;
 pub mod caps;
+pub mod civil;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::ClientId;
 use super::limited::{LimitKind, Limited, Scope};
+use crate::civil::civil_from_days;
 
 const DAY_SECS: u64 = 86_400;
 
@@ -184,25 +185,6 @@ impl Period {
             until_next_month: Duration::from_secs(next_month_start - secs),
         }
     }
-}
-
-/// Year, month (1-12) and day of month (1-31) of the day `days` after 1970-01-01 (Howard
-/// Hinnant's `civil_from_days`, for days on or after the epoch).
-fn civil_from_days(days: u64) -> (u64, u32, u32) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (
-        y,
-        u32::try_from(m).unwrap_or(1),
-        u32::try_from(d).unwrap_or(1),
-    )
 }
 
 fn days_in_month(year: u64, month: u32) -> u32 {
