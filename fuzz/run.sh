@@ -11,7 +11,7 @@ cd "$(dirname "$0")"
 
 CARGO_FUZZ_VERSION=0.13.1
 seconds="${FUZZ_SECONDS:-40}"
-targets="${FUZZ_TARGETS:-sse stream_decoder request ws journal headers}"
+targets="${FUZZ_TARGETS:-sse stream_decoder request ws journal headers h1_response}"
 
 if ! cargo fuzz --version 2>/dev/null | grep -qF "$CARGO_FUZZ_VERSION"; then
     cargo install --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION"

@@ -67,6 +67,20 @@ def main():
         write("sse", name, bytes([0, i % 16]) + body)
         bit = dict((d, b) for b, d in DIALECT_DIRS).get(f.parent.name, 1)
         write("stream_decoder", name, bytes([bit | ((i * 37) % 64) << 2]) + body)
+        # h1_response: the body as a provider sends it, chunked (some with an informational
+        # head first and trailers) or by length.
+        head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+        if i % 2 == 0:
+            step = 1 + (i * 97) % 500
+            chunks = b"".join(
+                b"%x\r\n%s\r\n" % (len(body[k:k + step]), body[k:k + step])
+                for k in range(0, len(body), step)
+            )
+            info = b"HTTP/1.1 100 Continue\r\n\r\n" if i % 4 == 0 else b""
+            wire = info + head + b"transfer-encoding: chunked\r\n\r\n" + chunks + b"0\r\nx-t: 1\r\n\r\n"
+        else:
+            wire = head + b"content-length: %d\r\n\r\n" % len(body) + body
+        write("h1_response", name, bytes([(i * 53) % 256]) + wire)
 
     texts = []
     for bit, name, body in request_bodies():

@@ -26,9 +26,9 @@ type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 
 /// Where a streamed answer's bytes come from.
 pub(super) enum Source {
-    /// A reqwest response's body (a provider reached through a proxy).
-    Reqwest(ByteStream),
-    /// The gateway's own client: the body drives its connection in the reader's task.
+    /// A reqwest response's body (a provider reached through a proxy), and its last chunk.
+    Reqwest(ByteStream, Bytes),
+    /// The gateway's own client: the body reads its connection in the reader's task.
     Own(super::h1::Body),
 }
 
@@ -38,21 +38,27 @@ impl Source {
         response: reqwest::Response,
         in_flight: Option<super::pool::InFlight>,
     ) -> Source {
-        Source::Reqwest(Box::pin(super::pool::held_by(
-            response.bytes_stream(),
-            in_flight,
-        )))
+        Source::Reqwest(
+            Box::pin(super::pool::held_by(response.bytes_stream(), in_flight)),
+            Bytes::new(),
+        )
     }
 
-    /// The next bytes; a read error in the transport's words (for the log only).
-    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, String>>> {
+    /// The next bytes (valid until the next poll); a read error in the transport's words
+    /// (for the log only).
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<&[u8], String>>> {
         match self {
-            Source::Reqwest(body) => body
-                .as_mut()
-                .poll_next(cx)
-                .map(|item| item.map(|r| r.map_err(|e| super::source_chain(&e)))),
-            Source::Own(body) => Pin::new(body)
-                .poll_next(cx)
+            Source::Reqwest(body, last) => match body.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(bytes))) => {
+                    *last = bytes;
+                    Poll::Ready(Some(Ok(&last[..])))
+                }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(super::source_chain(&e)))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+            Source::Own(body) => body
+                .poll_data(cx)
                 .map(|item| item.map(|r| r.map_err(|e| super::h1::chain(&e)))),
         }
     }
@@ -201,7 +207,7 @@ impl Stream for EventStream {
                 match this.body.poll_chunk(cx) {
                     Poll::Ready(Some(Ok(bytes))) => {
                         got = true;
-                        let result = this.decoder.feed(&bytes, &mut this.scratch);
+                        let result = this.decoder.feed(bytes, &mut this.scratch);
                         this.decoded();
                         if let Err(e) = result {
                             this.fail(e);
@@ -268,7 +274,7 @@ pub(super) async fn status_error(
 ) -> GatewayError {
     let status = response.status();
     let headers = response.headers().clone();
-    let body = read_capped(response.bytes_stream()).await;
+    let body = read_capped(Source::reqwest(response, None)).await;
     status_error_of(
         provider,
         dialect,
@@ -281,16 +287,19 @@ pub(super) async fn status_error(
 }
 
 /// The first [`MAX_ERROR_BODY`] bytes of an error answer's `body` (up to a read error).
-pub(super) async fn read_capped<E>(body: impl Stream<Item = Result<Bytes, E>>) -> Vec<u8> {
+pub(super) async fn read_capped(mut body: Source) -> Vec<u8> {
     let mut out = Vec::new();
-    let mut body = std::pin::pin!(body);
-    while let Some(Ok(chunk)) = body.next().await {
-        out.extend_from_slice(&chunk);
-        if out.len() >= MAX_ERROR_BODY {
-            out.truncate(MAX_ERROR_BODY);
-            break;
+    std::future::poll_fn(|cx| {
+        while let Some(Ok(chunk)) = std::task::ready!(body.poll_chunk(cx)) {
+            let room = MAX_ERROR_BODY - out.len();
+            out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if out.len() == MAX_ERROR_BODY {
+                break;
+            }
         }
-    }
+        Poll::Ready(())
+    })
+    .await;
     out
 }
 

@@ -30,6 +30,9 @@ use crate::route::Route;
 
 pub use body::EventStream;
 pub use forward::{Forward, Forwarded, ForwardedBody};
+/// The own client's HTTP/1.1 wire format, for the fuzz target that reads responses with it.
+#[doc(hidden)]
+pub use h1::wire as h1_wire;
 pub use pool::PoolStats;
 pub use request::{ClientKey, ForwardHeaders, forward_url, uses_client_key};
 
@@ -181,7 +184,7 @@ impl Upstream {
                     self.backoff
                         .observe(&route.to_string(), head.status.as_u16(), &head.headers);
                     if !head.status.is_success() {
-                        let text = body::read_capped(body).await;
+                        let text = body::read_capped(body::Source::Own(body)).await;
                         return Err(body::status_error_of(
                             &route.provider,
                             provider.dialect,

@@ -2,15 +2,14 @@
 //!
 //! Last in, first out: the connection used most recently is the one most likely still open
 //! at the provider (and the ones at the bottom age out). A connection comes back here only
-//! after its response body ended cleanly and hyper settled it into idle; one that broke or
-//! was dropped mid-body is closed by dropping it instead. Before one is reused it is polled
-//! once without blocking, so a connection the provider closed while it sat here is noticed
-//! and dropped rather than sent on.
+//! after its response body ended cleanly and the provider left it open for another request;
+//! one that broke or was dropped mid-body is closed by dropping it instead. Before one is
+//! reused it is read once without blocking, so a connection the provider closed while it
+//! sat here is noticed and dropped rather than sent on.
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use futures_util::FutureExt as _;
 use tokio::time::Instant;
 
 use super::Conn;
@@ -139,20 +138,5 @@ async fn reap(pool: Weak<Idle>, every: Duration) {
             Some(pool) => pool.expire(),
             None => return,
         }
-    }
-}
-
-impl Conn {
-    /// Whether this idle connection can take a request: polled once without waiting, a
-    /// connection the provider closed (or wrote to out of turn) finishes, and its sender
-    /// says whether the connection is idle and wants a request.
-    pub(super) fn still_open(&mut self) -> bool {
-        if self.sender.is_closed() {
-            return false;
-        }
-        if self.connection.as_mut().now_or_never().is_some() {
-            return false;
-        }
-        self.sender.is_ready()
     }
 }

@@ -1,11 +1,14 @@
-//! The gateway's own HTTP/1.1 client for streamed answers, driven by whoever reads the answer.
+//! The gateway's own HTTP/1.1 client for streamed answers, read by whoever reads the answer.
 //!
-//! With reqwest, each connection runs in a task of its own: it reads the socket and hands
-//! every body chunk to the answering task through a channel, two task wake-ups per upstream
-//! frame. Here the connection ([`hyper::client::conn::http1`]) is a future the answer's
-//! [`Body`] polls itself, beside the response body: a burst of frames costs the answering
-//! task one wake-up and no other task any. Connections come from the connector stack reqwest
-//! uses ([`connect`]) and go back to a pool of the provider's own ([`idle`]) once an answer
+//! A request is written in one vectored write; the response head is parsed by httparse
+//! ([`wire`]); the body is de-chunked in place in the connection's read buffer and handed
+//! to the SSE decoder as slices of it ([`Body`]). The answering task reads the socket
+//! itself: an upstream frame costs one wake-up of that task and nothing else. hyper's client
+//! cost 2k instructions per frame on top of this (its connection future, the one-slot
+//! channel between it and the body, a `Bytes` per chunk) and 27 KB per connection (its
+//! boxed state, an 8 KiB write buffer, its request channel); measured in
+//! docs/performance-gateway.md. Connections come from the connector stack reqwest uses
+//! ([`connect`]) and go back to a pool of the provider's own ([`idle`]) once an answer
 //! ended cleanly.
 //!
 //! Used for a provider's streamed answers only, and only when no HTTP proxy from the
@@ -15,68 +18,27 @@
 //! stream, as nginx does with its upstreams.
 
 mod body;
+mod conn;
 mod connect;
 mod idle;
+pub mod wire;
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use hyper::client::conn::http1;
-
 pub(super) use body::Body;
+pub(super) use conn::TransportError;
 pub(super) use connect::tls_config;
 
 use super::pool::{InFlight, PoolCounters};
 use crate::error::{ConnectionFault, GatewayError};
+use conn::{Buffer, Conn};
 
-/// The read buffer of one upstream connection, which also caps a response head. hyper's
-/// default grows it while reads fill it (to 24 KiB and more per pooled connection when an
-/// upstream answers fast), and a pooled connection keeps it; 8 KiB holds a provider's head
-/// with room to spare (nginx's default `proxy_buffer_size` is 4 KiB), and body data streams
-/// through it whatever its size.
+/// The read buffer of one exchange, which also caps a response head: 8 KiB holds a
+/// provider's head with room to spare (nginx's default `proxy_buffer_size` is 4 KiB), and
+/// body data streams through it whatever its size. Allocated per exchange: a pooled
+/// connection holds none.
 const READ_BUFFER_BYTES: usize = 8 * 1024;
-
-/// A request body sent whole: the provider-dialect JSON of one streamed answer.
-#[derive(Debug)]
-pub(super) struct Payload(Option<Bytes>);
-
-impl http_body::Body for Payload {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        Poll::Ready(self.0.take().map(|b| Ok(http_body::Frame::data(b))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.0.is_none()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        http_body::SizeHint::with_exact(self.0.as_ref().map_or(0, |b| b.len() as u64))
-    }
-}
-
-/// One connection: the handle requests are sent through, and the connection itself (the
-/// future that reads and writes the socket; whoever uses the connection polls it).
-pub(super) struct Conn {
-    sender: http1::SendRequest<Payload>,
-    connection: Pin<Box<http1::Connection<connect::Io, Payload>>>,
-}
-
-impl std::fmt::Debug for Conn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Conn")
-            .field("ready", &self.sender.is_ready())
-            .finish_non_exhaustive()
-    }
-}
 
 /// Where a provider's streamed answers are asked for, parsed once.
 #[derive(Debug)]
@@ -84,7 +46,7 @@ struct Target {
     /// Scheme and authority: what is connected to.
     origin: http::Uri,
     /// Path and query: what goes on the request line.
-    path: http::Uri,
+    path: String,
     /// The `Host` header.
     host: http::HeaderValue,
 }
@@ -120,7 +82,7 @@ impl Target {
                 .path_and_query("/")
                 .build()
                 .ok()?,
-            path: http::Uri::from(path),
+            path: path.as_str().to_owned(),
             host: http::HeaderValue::try_from(host).ok()?,
         })
     }
@@ -183,57 +145,49 @@ impl Client {
     }
 
     /// POSTs `body` with `headers` (the provider's: content type, accept, credentials...;
-    /// `Host` and `Content-Length` are added here) and waits for the response head.
+    /// `Host` and `Content-Length` are written here) and waits for the response head.
     ///
-    /// A pooled connection found closed when the request is handed to it (nothing of the
-    /// request written) is replaced by a fresh one, once; a request that may have reached
-    /// the provider is never sent again.
+    /// A pooled connection that takes none of the request (found closed as it is written)
+    /// is replaced by a fresh one, once; a request that may have reached the provider is
+    /// never sent again.
     pub(super) async fn post(
         &self,
         provider: &str,
-        mut headers: http::HeaderMap,
+        headers: http::HeaderMap,
         body: Vec<u8>,
         in_flight: Option<InFlight>,
     ) -> Result<(http::response::Parts, Body), GatewayError> {
         let inner = &*self.inner;
-        headers.insert(http::header::HOST, inner.target.host.clone());
-        headers.insert(
-            http::header::CONTENT_LENGTH,
-            http::HeaderValue::from(body.len()),
-        );
-        let mut request = http::Request::new(Payload(Some(Bytes::from(body))));
-        *request.method_mut() = http::Method::POST;
-        *request.uri_mut() = inner.target.path.clone();
-        *request.headers_mut() = headers;
+        let head = wire::request_head(&inner.target.path, &inner.target.host, &headers, body.len());
         let (mut conn, mut reused) = match inner.idle.take() {
             Some(conn) => (conn, true),
             None => (Box::pin(self.connect(provider)).await?, false),
         };
         loop {
-            match exchange(conn, request).await {
-                Exchanged::Answered(response, connection) => {
-                    let (head, incoming) = response.into_parts();
-                    let body = Body::new(incoming, connection, &inner.idle, in_flight);
-                    return Ok((head, body));
+            match conn.send(&head, &body).await {
+                Ok(()) => break,
+                Err(e) if reused && e.nothing_written() => {
+                    tracing::debug!(provider, error = %chain(&e), "a pooled upstream connection was closed: sending on a new one");
+                    conn = Box::pin(self.connect(provider)).await?;
+                    reused = false;
                 }
-                Exchanged::Failed(mut e) => match e.take_message() {
-                    Some(again) if reused => {
-                        tracing::debug!(provider, error = %chain(e.error()), "a pooled upstream connection was closed: sending on a new one");
-                        request = again;
-                        conn = Box::pin(self.connect(provider)).await?;
-                        reused = false;
-                    }
-                    _ => return Err(send_error(provider, e.error())),
-                },
-                Exchanged::Vanished => {
-                    tracing::warn!(provider, "upstream connection closed without a response");
-                    return Err(GatewayError::Connection {
-                        provider: provider.to_owned(),
-                        fault: ConnectionFault::ClosedBeforeResponse,
-                    });
-                }
+                Err(e) => return Err(send_error(provider, &e)),
             }
         }
+        let mut buf = Buffer::new(READ_BUFFER_BYTES);
+        let response = conn
+            .read_head(&mut buf)
+            .await
+            .map_err(|e| send_error(provider, &e))?;
+        let body = Body::new(
+            conn,
+            buf,
+            response.framing,
+            response.keep_alive,
+            &inner.idle,
+            in_flight,
+        );
+        Ok((response.parts, body))
     }
 
     /// A fresh connection, counted once TCP and TLS are done. Awaited boxed: its future
@@ -245,16 +199,8 @@ impl Client {
             .connector
             .connect(provider, &inner.target.origin)
             .await?;
-        let (sender, connection) = http1::Builder::new()
-            .read_buf_exact_size(Some(READ_BUFFER_BYTES))
-            .handshake(io)
-            .await
-            .map_err(|e| send_error(provider, &e))?;
         inner.counters.opened();
-        Ok(Conn {
-            sender,
-            connection: Box::pin(connection),
-        })
+        Ok(Conn::new(io))
     }
 
     /// Connections parked in this client's pool now.
@@ -264,59 +210,10 @@ impl Client {
     }
 }
 
-/// How sending a request on a connection went.
-enum Exchanged {
-    /// The response head came; the connection, unless it already finished.
-    Answered(hyper::Response<hyper::body::Incoming>, Option<Conn>),
-    /// hyper's error, with the request back when none of it was written.
-    Failed(hyper::client::conn::TrySendError<http::Request<Payload>>),
-    /// The connection finished and the request future had no word of why (hyper answers
-    /// the request future before that; this is the backstop).
-    Vanished,
-}
-
-/// Sends `request` on a connection and waits for the response head, polling the connection
-/// meanwhile (nothing else does).
-async fn exchange(conn: Conn, request: http::Request<Payload>) -> Exchanged {
-    let Conn {
-        mut sender,
-        connection,
-    } = conn;
-    let response = sender.try_send_request(request);
-    let mut response = std::pin::pin!(response);
-    let mut connection = Some(connection);
-    let result = std::future::poll_fn(|cx| {
-        if let Poll::Ready(r) = response.as_mut().poll(cx) {
-            return Poll::Ready(Some(r));
-        }
-        if let Some(c) = connection.as_mut()
-            && c.as_mut().poll(cx).is_ready()
-        {
-            // The connection is gone: dropping it hands the request future its error (and
-            // the request, when none of it was written).
-            connection = None;
-            return match response.as_mut().poll(cx) {
-                Poll::Ready(r) => Poll::Ready(Some(r)),
-                Poll::Pending => Poll::Ready(None),
-            };
-        }
-        Poll::Pending
-    })
-    .await;
-    match result {
-        Some(Ok(response)) => Exchanged::Answered(
-            response,
-            connection.map(|connection| Conn { sender, connection }),
-        ),
-        Some(Err(e)) => Exchanged::Failed(e),
-        None => Exchanged::Vanished,
-    }
-}
-
-/// A hyper error on the way to a response head: the provider was reached (or the pooled
+/// A failure on the way to a response head: the provider was reached (or the pooled
 /// connection was dead and there is no second try), so it closed before answering, as
 /// reqwest's error mapped it. The transport's words go to the log.
-fn send_error(provider: &str, e: &hyper::Error) -> GatewayError {
+fn send_error(provider: &str, e: &TransportError) -> GatewayError {
     tracing::warn!(provider, error = %chain(e), "upstream connection failed");
     GatewayError::Connection {
         provider: provider.to_owned(),

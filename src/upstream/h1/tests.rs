@@ -4,6 +4,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use std::task::Poll;
+
 use futures_util::StreamExt as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -87,7 +89,7 @@ async fn answer(mut socket: TcpStream, then: Then, closed: Arc<tokio::sync::Noti
 }
 
 /// Reads one request (head and `content-length` body); false at the end of the connection.
-async fn read_request(socket: &mut TcpStream) -> bool {
+async fn read_request<S: tokio::io::AsyncRead + Unpin>(socket: &mut S) -> bool {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
@@ -147,10 +149,19 @@ async fn post(client: &Client) -> Result<Body, GatewayError> {
     Ok(body)
 }
 
+/// The body's next data, None at its end.
+async fn next_data(body: &mut Body) -> Option<Result<Vec<u8>, TransportError>> {
+    std::future::poll_fn(|cx| {
+        body.poll_data(cx)
+            .map(|item| item.map(|data| data.map(<[u8]>::to_vec)))
+    })
+    .await
+}
+
 /// The body's bytes to its end, or the error that cut it.
-async fn read_all(mut body: Body) -> Result<Vec<u8>, hyper::Error> {
+async fn read_all(mut body: Body) -> Result<Vec<u8>, TransportError> {
     let mut out = Vec::new();
-    while let Some(chunk) = body.next().await {
+    while let Some(chunk) = next_data(&mut body).await {
         out.extend_from_slice(&chunk?);
     }
     Ok(out)
@@ -234,7 +245,7 @@ async fn a_body_dropped_mid_stream_closes_its_connection() {
     let p = provider(Then::Hang).await;
     let (client, counters) = client(p.port, 8);
     let mut body = post(&client).await.unwrap();
-    let first = body.next().await.unwrap().unwrap();
+    let first = next_data(&mut body).await.unwrap().unwrap();
     assert!(first.starts_with(b"data: "));
     drop(body);
     assert_eq!(client.idle(), 0);
@@ -390,10 +401,9 @@ impl std::task::Wake for Wakes {
     }
 }
 
-/// Frames that arrive one at a time wake the reading task once each: the connection's own
-/// hand-over of a chunk to the body (each side of the slot waking the other) wakes no one.
-/// With the task's waker, each frame woke it about three times, and each wake polled the
-/// whole connection task once more.
+/// Frames that arrive one at a time wake the reading task once each: the socket's readiness
+/// is the only wake. (With hyper's client and the task's waker, each frame woke it about
+/// three times, and each wake polled the whole connection task once more.)
 #[tokio::test]
 async fn a_frame_wakes_the_reader_once() {
     let frames = 20;
@@ -408,11 +418,11 @@ async fn a_frame_wakes_the_reader_once() {
     let ended = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             let notified = wakes.notify.notified();
-            let polled = body.poll_next_unpin(&mut Context::from_waker(&waker));
+            let polled = body.poll_data(&mut std::task::Context::from_waker(&waker));
             match polled {
                 Poll::Ready(Some(Ok(chunk))) => {
                     got += 1;
-                    text.extend_from_slice(&chunk);
+                    text.extend_from_slice(chunk);
                     // The next frame only once this one was read: they arrive one at a time.
                     let _ = next.send(());
                 }
@@ -432,4 +442,357 @@ async fn a_frame_wakes_the_reader_once() {
         woken <= frames + 3,
         "{woken} task wakes for {frames} frames"
     );
+}
+
+/// One reply of a scripted provider: its bytes, and whether the provider closes the
+/// connection after them.
+#[derive(Debug, Clone)]
+struct Reply {
+    bytes: Vec<u8>,
+    close: bool,
+}
+
+/// A provider that answers each request, on whatever connection it comes, with the next of
+/// `replies`, written in pieces cut at seeded offsets.
+async fn scripted(replies: Vec<Reply>, seed: u64) -> Provider {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let queue = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(
+        replies,
+    )));
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        let mut seed = seed;
+        while let Ok((socket, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            seed += 1;
+            tokio::spawn(answer_scripted(socket, Arc::clone(&queue), seed));
+        }
+    });
+    Provider {
+        port,
+        accepted,
+        closed: Arc::new(tokio::sync::Notify::new()),
+    }
+}
+
+async fn answer_scripted<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut socket: S,
+    queue: Arc<std::sync::Mutex<std::collections::VecDeque<Reply>>>,
+    seed: u64,
+) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    while read_request(&mut socket).await {
+        let Some(reply) = queue.lock().unwrap().pop_front() else {
+            return;
+        };
+        let mut rest = &reply.bytes[..];
+        while !rest.is_empty() {
+            let n = rng.usize(1..=rest.len().min(700));
+            if socket.write_all(&rest[..n]).await.is_err() {
+                return;
+            }
+            let _ = socket.flush().await;
+            rest = &rest[n..];
+            if rng.u8(..4) == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        if reply.close {
+            return;
+        }
+    }
+}
+
+/// How a generated reply frames its body, and whether its connection may be reused.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Framed {
+    Chunked,
+    Length,
+    /// No length: the body runs to the close.
+    ToClose,
+    /// HTTP/1.0 with a length: closed after.
+    Http10,
+    /// `connection: close` with a length.
+    SaysClose,
+    /// 204: no body at all.
+    NoContent,
+}
+
+/// A reply framed as `framed` carrying `body`, with informational heads before it maybe.
+fn reply(rng: &mut fastrand::Rng, framed: Framed, body: &[u8]) -> (Reply, bool) {
+    let mut out = Vec::new();
+    for _ in 0..rng.usize(..3) {
+        out.extend_from_slice(
+            [
+                &b"HTTP/1.1 100 Continue\r\n\r\n"[..],
+                b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n",
+            ][rng.usize(..2)],
+        );
+    }
+    let version = if framed == Framed::Http10 {
+        "1.0"
+    } else {
+        "1.1"
+    };
+    let status = if framed == Framed::NoContent {
+        "204 No Content"
+    } else {
+        "200 OK"
+    };
+    out.extend_from_slice(
+        format!("HTTP/{version} {status}\r\ncontent-type: text/event-stream\r\n").as_bytes(),
+    );
+    match framed {
+        Framed::Chunked => {
+            out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+            let mut rest = body;
+            while !rest.is_empty() {
+                let n = rng.usize(1..=rest.len().min(900));
+                let ext = if rng.u8(..4) == 0 { ";x=1" } else { "" };
+                out.extend_from_slice(format!("{n:X}{ext}\r\n").as_bytes());
+                out.extend_from_slice(&rest[..n]);
+                out.extend_from_slice(b"\r\n");
+                rest = &rest[n..];
+            }
+            out.extend_from_slice(b"0\r\n");
+            if rng.bool() {
+                out.extend_from_slice(b"x-trailer: t\r\n");
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+        Framed::Length | Framed::Http10 | Framed::SaysClose => {
+            if framed == Framed::SaysClose {
+                out.extend_from_slice(b"Connection: close\r\n");
+            }
+            out.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+            out.extend_from_slice(body);
+        }
+        Framed::ToClose => {
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(body);
+        }
+        Framed::NoContent => out.extend_from_slice(b"\r\n"),
+    }
+    let reusable = matches!(framed, Framed::Chunked | Framed::Length | Framed::NoContent);
+    // The provider closes what its head said it would not keep (closing a reusable one
+    // would race the next request, which no client can tell apart from a cut).
+    (
+        Reply {
+            bytes: out,
+            close: !reusable,
+        },
+        reusable,
+    )
+}
+
+/// Generated replies in every framing, written in random pieces, read back whole; each
+/// connection goes back to the pool exactly when its head allows it, and the next request
+/// reuses it or connects afresh accordingly.
+#[tokio::test]
+async fn every_framing_reads_whole_and_pools_as_its_head_allows() {
+    let mut rng = fastrand::Rng::with_seed(0x11_0001);
+    let kinds = [
+        Framed::Chunked,
+        Framed::Length,
+        Framed::ToClose,
+        Framed::Http10,
+        Framed::SaysClose,
+        Framed::NoContent,
+    ];
+    let mut script = Vec::new();
+    let mut expected = Vec::new();
+    for _ in 0..60 {
+        let framed = kinds[rng.usize(..kinds.len())];
+        let body: Vec<u8> = if framed == Framed::NoContent {
+            Vec::new()
+        } else {
+            (0..rng.usize(..20_000)).map(|_| rng.u8(..)).collect()
+        };
+        let (reply, pooled) = reply(&mut rng, framed, &body);
+        script.push(reply);
+        expected.push((framed, body, pooled));
+    }
+    let p = scripted(script, 7).await;
+    let (client, counters) = client(p.port, 8);
+    let mut opened_expected = 0;
+    let mut was_pooled = false;
+    for (i, (framed, body, pooled)) in expected.into_iter().enumerate() {
+        if !was_pooled {
+            opened_expected += 1;
+        }
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        let (head, got) = client
+            .post("p", headers, b"{}".to_vec(), None)
+            .await
+            .unwrap();
+        let status = if framed == Framed::NoContent {
+            204
+        } else {
+            200
+        };
+        assert_eq!(head.status, status, "reply {i} ({framed:?})");
+        let got = read_all(got).await.unwrap();
+        assert!(
+            got == body,
+            "reply {i} ({framed:?}): {} bytes of {}",
+            got.len(),
+            body.len()
+        );
+        assert_eq!(client.idle(), usize::from(pooled), "reply {i} ({framed:?})");
+        was_pooled = pooled;
+        assert_eq!(opened(&counters), opened_expected, "reply {i} ({framed:?})");
+    }
+    assert_eq!(p.accepted.load(Ordering::SeqCst) as u64, opened_expected);
+}
+
+/// A provider that writes past the end of a body has broken the framing of the connection:
+/// the body reads whole, and the connection is not used again.
+#[tokio::test]
+async fn bytes_past_the_body_keep_its_connection_out_of_the_pool() {
+    let body = b"data: {}\n\n";
+    let mut bytes =
+        format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len()).into_bytes();
+    bytes.extend_from_slice(body);
+    bytes.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+    let ok = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+    let mut ok = ok.into_bytes();
+    ok.extend_from_slice(body);
+    let p = scripted(
+        vec![
+            Reply {
+                bytes,
+                close: false,
+            },
+            Reply {
+                bytes: ok,
+                close: false,
+            },
+        ],
+        3,
+    )
+    .await;
+    let (client, counters) = client(p.port, 8);
+    for _ in 0..2 {
+        let got = read_all(post(&client).await.unwrap()).await.unwrap();
+        assert_eq!(got, body);
+    }
+    assert_eq!(opened(&counters), 2);
+}
+
+/// Malformed replies fail the call or the body with the transport's words, never hang nor
+/// panic, and leave nothing in the pool.
+#[tokio::test]
+async fn malformed_replies_fail_and_are_not_pooled() {
+    let cases: [&[u8]; 6] = [
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nabcdeXY",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 7\r\n\r\nabcde",
+        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n",
+        b"SSH-2.0-OpenSSH_9.6\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc",
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        let p = scripted(
+            vec![Reply {
+                bytes: case.to_vec(),
+                close: true,
+            }],
+            i as u64,
+        )
+        .await;
+        let (client, _) = client(p.port, 8);
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::ACCEPT, http::HeaderValue::from_static("*/*"));
+        let outcome = match client.post("p", headers, b"{}".to_vec(), None).await {
+            Err(e) => {
+                assert!(
+                    matches!(
+                        e,
+                        GatewayError::Connection {
+                            fault: ConnectionFault::ClosedBeforeResponse,
+                            ..
+                        }
+                    ),
+                    "case {i}: {e:?}"
+                );
+                None
+            }
+            Ok((_, body)) => Some(read_all(body).await),
+        };
+        assert!(
+            !matches!(outcome, Some(Ok(_))),
+            "case {i} read as a whole body: {outcome:?}"
+        );
+        assert_eq!(client.idle(), 0, "case {i}");
+    }
+}
+
+/// The same client over TLS (a self-signed certificate trusted by the test's client
+/// config): requests are flushed through TLS, bodies read whole, the connection reused.
+#[tokio::test]
+async fn streamed_answers_over_tls_read_whole_and_reuse_the_connection() {
+    crate::upstream::install_crypto_provider();
+    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let cert = made.cert.der().clone();
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(made.signing_key.serialize_der().into());
+    let server = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let mut rng = fastrand::Rng::with_seed(0x7_15);
+    let mut script = Vec::new();
+    let mut bodies = Vec::new();
+    for _ in 0..5 {
+        let body: Vec<u8> = (0..rng.usize(1..30_000)).map(|_| rng.u8(..)).collect();
+        let framed = [Framed::Chunked, Framed::Length][rng.usize(..2)];
+        let (mut reply, _) = reply(&mut rng, framed, &body);
+        reply.close = false;
+        script.push(reply);
+        bodies.push(body);
+    }
+    let queue = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(
+        script,
+    )));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let Ok(tls) = acceptor.accept(socket).await else {
+                continue;
+            };
+            tokio::spawn(answer_scripted(tls, Arc::clone(&queue), 1));
+        }
+    });
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let tls = Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let counters = Arc::<PoolCounters>::default();
+    let target = Target::parse(&format!("https://127.0.0.1:{port}/v1/chat/completions")).unwrap();
+    let client = Client::new(
+        target,
+        Duration::from_secs(5),
+        &tls,
+        Arc::clone(&counters),
+        8,
+    );
+    for body in bodies {
+        let got = read_all(post(&client).await.unwrap()).await.unwrap();
+        assert!(got == body, "{} bytes of {}", got.len(), body.len());
+    }
+    assert_eq!(opened(&counters), 1);
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }

@@ -1,0 +1,200 @@
+//! One upstream connection's I/O: a request written in one go, the bytes of its response
+//! read into a bounded buffer, the response head parsed from them, and whether an idle
+//! connection is still open.
+
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use hyper::rt::{Read as _, Write as _};
+
+use super::connect::Io;
+use super::wire::{self, Head, ResponseHead, WireError};
+
+/// What failed on an upstream connection, and where (the I/O error is the source: shown by
+/// [`super::chain`]).
+#[derive(Debug, thiserror::Error)]
+pub(in crate::upstream) enum TransportError {
+    /// Writing the request failed after `written` of its bytes.
+    #[error("writing the request failed after {written} bytes")]
+    Write {
+        /// The socket's (or TLS's) error.
+        source: std::io::Error,
+        /// Bytes of the request accepted before it.
+        written: usize,
+    },
+    /// Reading the response failed.
+    #[error("reading the response failed")]
+    Read(#[source] std::io::Error),
+    /// The connection closed before a whole response head came.
+    #[error("the connection closed before the response head")]
+    ClosedBeforeHead,
+    /// What came was not HTTP/1.1 as it must be.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+}
+
+impl TransportError {
+    /// Whether none of the request reached the connection (it may be sent elsewhere).
+    pub(super) fn nothing_written(&self) -> bool {
+        matches!(self, TransportError::Write { written: 0, .. })
+    }
+}
+
+/// The bytes read from a connection and not yet consumed: a fixed buffer, which also caps a
+/// response head.
+#[derive(Debug)]
+pub(super) struct Buffer {
+    bytes: Box<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+impl Buffer {
+    pub(super) fn new(capacity: usize) -> Buffer {
+        Buffer {
+            bytes: vec![0; capacity].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// The bytes read and not yet consumed.
+    pub(super) fn filled(&self) -> &[u8] {
+        &self.bytes[self.start..self.end]
+    }
+
+    /// The first `n` of [`Self::filled`] are used.
+    pub(super) fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+    }
+
+    pub(super) fn capacity(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Reads what `io` has into the room left (made by moving the unconsumed bytes to the
+    /// front when they reach the end); the count read, 0 at the end of the connection.
+    fn poll_fill(&mut self, io: &mut Io, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.end == self.bytes.len() {
+            self.bytes.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.bytes.len() {
+            // The callers' caps (a head, a line) are below the buffer's size.
+            return Poll::Ready(Err(std::io::Error::other("read buffer full")));
+        }
+        let mut read = hyper::rt::ReadBuf::new(&mut self.bytes[self.end..]);
+        ready!(Pin::new(io).poll_read(cx, read.unfilled()))?;
+        let n = read.filled().len();
+        self.end += n;
+        Poll::Ready(Ok(n))
+    }
+}
+
+/// One open connection to a provider. Its stream is boxed: with TLS it holds rustls's
+/// connection state (over 1 KB), which inline would size every waiting request's future and
+/// every pooled entry.
+pub(super) struct Conn {
+    io: Box<Io>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn").finish_non_exhaustive()
+    }
+}
+
+impl Conn {
+    pub(super) fn new(io: Io) -> Conn {
+        Conn { io: Box::new(io) }
+    }
+
+    /// Writes `head` and `body` (one vectored write when the socket takes it all) and
+    /// flushes them (TLS holds written bytes until then).
+    pub(super) async fn send(&mut self, head: &[u8], body: &[u8]) -> Result<(), TransportError> {
+        let total = head.len() + body.len();
+        let mut written = 0;
+        while written < total {
+            let slices = if written < head.len() {
+                [IoSlice::new(&head[written..]), IoSlice::new(body)]
+            } else {
+                [
+                    IoSlice::new(&body[written - head.len()..]),
+                    IoSlice::new(&[]),
+                ]
+            };
+            let n =
+                std::future::poll_fn(|cx| Pin::new(&mut self.io).poll_write_vectored(cx, &slices))
+                    .await
+                    .map_err(|source| TransportError::Write { source, written })?;
+            if n == 0 {
+                return Err(TransportError::Write {
+                    source: std::io::ErrorKind::WriteZero.into(),
+                    written,
+                });
+            }
+            written += n;
+        }
+        std::future::poll_fn(|cx| Pin::new(&mut self.io).poll_flush(cx))
+            .await
+            .map_err(|source| TransportError::Write { source, written })
+    }
+
+    /// Reads up to the final response head (informational ones skipped, at most
+    /// [`wire::MAX_INFORMATIONAL`]); the bytes after it stay in `buf`.
+    pub(super) async fn read_head(
+        &mut self,
+        buf: &mut Buffer,
+    ) -> Result<ResponseHead, TransportError> {
+        let mut informational = 0;
+        loop {
+            match wire::parse_head(buf.filled(), buf.capacity())? {
+                Head::Final { head, len } => {
+                    buf.consume(len);
+                    return Ok(*head);
+                }
+                Head::Informational { len } => {
+                    buf.consume(len);
+                    informational += 1;
+                    if informational > wire::MAX_INFORMATIONAL {
+                        return Err(WireError::TooManyInformational.into());
+                    }
+                }
+                Head::Partial => {
+                    let n = std::future::poll_fn(|cx| self.poll_fill(buf, cx))
+                        .await
+                        .map_err(TransportError::Read)?;
+                    if n == 0 {
+                        return Err(TransportError::ClosedBeforeHead);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads into `buf` (see [`Buffer::poll_fill`]).
+    pub(super) fn poll_fill(
+        &mut self,
+        buf: &mut Buffer,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<usize>> {
+        buf.poll_fill(&mut self.io, cx)
+    }
+
+    /// Whether this idle connection can take a request: read once without waiting, one the
+    /// provider closed ends, and one the provider wrote to out of turn has bytes; either is
+    /// not used again.
+    pub(super) fn still_open(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        let mut read = hyper::rt::ReadBuf::new(&mut byte);
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        Pin::new(&mut self.io)
+            .poll_read(&mut cx, read.unfilled())
+            .is_pending()
+    }
+}
