@@ -150,3 +150,57 @@ async fn a_running_gateway_reports_its_subsystems() {
     let _ = stop.send(());
     replay.shutdown().await.unwrap();
 }
+
+/// Streamed answers one after another, through both doors and the whole engine, go over one
+/// upstream connection: each answer's body is read to its end (the chunked terminator
+/// included) before its connection is dropped, so it goes back to the pool. Were it dropped
+/// at the last event instead, every answer would open a connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_answers_in_turn_reuse_one_upstream_connection() {
+    let replay = replay::spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let journal = tempfile::tempdir().unwrap();
+    let mut config = replay.config();
+    config.streams.journal.dir = journal.path().to_owned();
+    let state = AppState::new(config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(streamgate::server::serve(
+        state.clone(),
+        listener,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let client = gw::client();
+    let answers = 12;
+    for i in 0..answers {
+        let door = [Dialect::OpenAi, Dialect::Anthropic][i % 2];
+        let response = client
+            .post(format!("http://{addr}{}", gw::door_path(door)))
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&gw::chat_body(door, "openai/text_basic", true)).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body = gw::body_bytes(response).await;
+        let (events, end) = gw::decode(door, &body);
+        assert!(end.is_ok() && !events.is_empty(), "answer {i}: {end:?}");
+        // The next request only once this answer's upstream call is over (its body dropped
+        // a little after the client's last byte).
+        let in_flight = format!(r#"{}{{provider="openai"}}"#, names::UPSTREAM_IN_FLIGHT);
+        settles(&state, &in_flight, 0.0).await;
+    }
+    let opened = format!(
+        r#"{}_total{{provider="openai"}}"#,
+        names::UPSTREAM_CONNECTIONS_OPENED
+    );
+    let opened = value(&scrape(&state), &opened);
+    assert_eq!(
+        opened, 1.0,
+        "{answers} answers in turn opened {opened} connections"
+    );
+}

@@ -8,7 +8,8 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use super::conn::{Buffer, Conn, TransportError};
+use super::buffer::{Buffer, Spare};
+use super::conn::{Conn, TransportError};
 use super::idle::Idle;
 use super::wire::{Framing, Step};
 use crate::upstream::pool::InFlight;
@@ -25,6 +26,8 @@ pub(in crate::upstream) struct Body {
     /// Bytes of data handed out by the last poll: consumed at the next.
     lent: usize,
     idle: Arc<Idle>,
+    /// Where `buf` goes when the body is dropped.
+    spare: Arc<Spare>,
     /// Counts the request in flight until the body is dropped.
     _in_flight: Option<InFlight>,
 }
@@ -45,6 +48,7 @@ impl Body {
         framing: Framing,
         keep_alive: bool,
         idle: &Arc<Idle>,
+        spare: &Arc<Spare>,
         in_flight: Option<InFlight>,
     ) -> Body {
         Body {
@@ -54,6 +58,7 @@ impl Body {
             keep_alive,
             lent: 0,
             idle: Arc::clone(idle),
+            spare: Arc::clone(spare),
             _in_flight: in_flight,
         }
     }
@@ -112,5 +117,11 @@ impl Body {
         if self.keep_alive && self.buf.filled().is_empty() {
             self.idle.put(conn);
         }
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        self.spare.put(std::mem::take(&mut self.buf));
     }
 }

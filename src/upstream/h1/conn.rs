@@ -1,13 +1,13 @@
-//! One upstream connection's I/O: a request written in one go, the bytes of its response
-//! read into a bounded buffer, the response head parsed from them, and whether an idle
-//! connection is still open.
+//! One upstream connection's I/O: a request written in one go, its response read into a
+//! [`Buffer`] and its head parsed from it, and whether an idle connection is still open.
 
 use std::io::IoSlice;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use hyper::rt::{Read as _, Write as _};
 
+use super::buffer::Buffer;
 use super::connect::Io;
 use super::wire::{self, Head, ResponseHead, WireError};
 
@@ -38,61 +38,6 @@ impl TransportError {
     /// Whether none of the request reached the connection (it may be sent elsewhere).
     pub(super) fn nothing_written(&self) -> bool {
         matches!(self, TransportError::Write { written: 0, .. })
-    }
-}
-
-/// The bytes read from a connection and not yet consumed: a fixed buffer, which also caps a
-/// response head.
-#[derive(Debug)]
-pub(super) struct Buffer {
-    bytes: Box<[u8]>,
-    start: usize,
-    end: usize,
-}
-
-impl Buffer {
-    pub(super) fn new(capacity: usize) -> Buffer {
-        Buffer {
-            bytes: vec![0; capacity].into_boxed_slice(),
-            start: 0,
-            end: 0,
-        }
-    }
-
-    /// The bytes read and not yet consumed.
-    pub(super) fn filled(&self) -> &[u8] {
-        &self.bytes[self.start..self.end]
-    }
-
-    /// The first `n` of [`Self::filled`] are used.
-    pub(super) fn consume(&mut self, n: usize) {
-        self.start = (self.start + n).min(self.end);
-    }
-
-    pub(super) fn capacity(&self) -> usize {
-        self.bytes.len()
-    }
-
-    /// Reads what `io` has into the room left (made by moving the unconsumed bytes to the
-    /// front when they reach the end); the count read, 0 at the end of the connection.
-    fn poll_fill(&mut self, io: &mut Io, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        } else if self.end == self.bytes.len() {
-            self.bytes.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        if self.end == self.bytes.len() {
-            // The callers' caps (a head, a line) are below the buffer's size.
-            return Poll::Ready(Err(std::io::Error::other("read buffer full")));
-        }
-        let mut read = hyper::rt::ReadBuf::new(&mut self.bytes[self.end..]);
-        ready!(Pin::new(io).poll_read(cx, read.unfilled()))?;
-        let n = read.filled().len();
-        self.end += n;
-        Poll::Ready(Ok(n))
     }
 }
 

@@ -18,6 +18,7 @@
 //! stream, as nginx does with its upstreams.
 
 mod body;
+mod buffer;
 mod conn;
 mod connect;
 mod idle;
@@ -32,13 +33,17 @@ pub(super) use connect::tls_config;
 
 use super::pool::{InFlight, PoolCounters};
 use crate::error::{ConnectionFault, GatewayError};
-use conn::{Buffer, Conn};
+use buffer::Spare;
+use conn::Conn;
 
 /// The read buffer of one exchange, which also caps a response head: 8 KiB holds a
 /// provider's head with room to spare (nginx's default `proxy_buffer_size` is 4 KiB), and
-/// body data streams through it whatever its size. Allocated per exchange: a pooled
-/// connection holds none.
+/// body data streams through it whatever its size. Held by an answer while it is read: a
+/// pooled connection holds none.
 const READ_BUFFER_BYTES: usize = 8 * 1024;
+
+/// Read buffers a provider's client keeps for its next answers (512 KiB at most).
+const SPARE_BUFFERS: usize = 64;
 
 /// Where a provider's streamed answers are asked for, parsed once.
 #[derive(Debug)]
@@ -99,6 +104,7 @@ struct Inner {
     target: Target,
     connector: connect::Connector,
     idle: Arc<idle::Idle>,
+    spare: Arc<Spare>,
     counters: Arc<PoolCounters>,
 }
 
@@ -139,6 +145,7 @@ impl Client {
                 target,
                 connector: connect::Connector::new(Arc::clone(tls), connect_timeout),
                 idle: Arc::new(idle::Idle::new(max_idle, idle::IDLE_TIMEOUT)),
+                spare: Arc::new(Spare::new(READ_BUFFER_BYTES, SPARE_BUFFERS)),
                 counters,
             }),
         }
@@ -174,7 +181,7 @@ impl Client {
                 Err(e) => return Err(send_error(provider, &e)),
             }
         }
-        let mut buf = Buffer::new(READ_BUFFER_BYTES);
+        let mut buf = inner.spare.take();
         let response = conn
             .read_head(&mut buf)
             .await
@@ -185,6 +192,7 @@ impl Client {
             response.framing,
             response.keep_alive,
             &inner.idle,
+            &inner.spare,
             in_flight,
         );
         Ok((response.parts, body))

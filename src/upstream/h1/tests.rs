@@ -176,9 +176,13 @@ async fn a_second_request_reuses_the_connection() {
     let p = provider(Then::KeepAlive).await;
     let (client, counters) = client(p.port, 8);
     for _ in 0..3 {
-        let body = read_all(post(&client).await.unwrap()).await.unwrap();
+        let body = post(&client).await.unwrap();
+        // The answer holds the one read buffer; it is kept for the next once dropped.
+        assert_eq!(client.inner.spare.len(), 0);
+        let body = read_all(body).await.unwrap();
         assert!(body.ends_with(b"data: [DONE]\n\n"));
         assert_eq!(client.idle(), 1);
+        assert_eq!(client.inner.spare.len(), 1);
     }
     assert_eq!(opened(&counters), 1);
     assert_eq!(p.accepted.load(Ordering::SeqCst), 1);
