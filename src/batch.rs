@@ -1,10 +1,11 @@
 //! Batches of what a stream has ready, for one write each.
 //!
-//! A streaming answer crosses tasks frame by frame: hyper's client connection task hands the
-//! upstream body over one HTTP chunk at a time and decodes the next only after the answering
-//! task asked for it. So when the upstream sends frames back to back, the answering task sees
-//! "nothing ready" after every frame and would write each as its own segment: one syscall for
-//! the gateway and one wake-up for the client per frame. [`ready_batches`] gives the producer
+//! A streaming answer's events come as the upstream's frames are read. When the upstream sends
+//! frames back to back, the answering task can still see "nothing ready" between two of them
+//! (the next is on its way through the kernel, or another task's turn came first) and would
+//! write each as its own segment: one syscall for the gateway and one wake-up for the client
+//! per frame. (It saw that after every frame when hyper's client connection task handed the
+//! body over one HTTP chunk at a time.) [`ready_batches`] gives the producer
 //! one turn of the scheduler (a `yield_now`) whenever it has nothing ready, and ends the batch
 //! when a turn brought nothing: frames already in the gateway's buffers join the batch one
 //! turn each, and a frame that is not there yet costs one scheduler turn of delay (a few

@@ -34,6 +34,8 @@ pub struct Decoder {
     last: Option<u32>,
     /// The chunk head the fast path learned (see [`super::fast::Head`]).
     head: super::fast::Head,
+    /// The last chunk's `choices` allocation, for the next ([`super::wire::recycle`]).
+    spare: Vec<super::wire::Choice<'static>>,
 }
 
 #[derive(Debug, Default)]
@@ -97,7 +99,9 @@ impl FrameDecoder for Decoder {
         // Parse the untrimmed data so that JSON error lines stay relative to the frame.
         // Once started, the chunk head's fields are no longer read: the fast path may skip them.
         let mut chunk = Chunk::default();
-        if super::fast::parse(frame.data, &mut self.head, self.started, &mut chunk).is_none() {
+        let spare = super::wire::recycle(std::mem::take(&mut self.spare));
+        if super::fast::parse(frame.data, &mut self.head, self.started, &mut chunk, spare).is_none()
+        {
             chunk = serde_json::from_str(frame.data)?;
         }
         if let Some(error) = &chunk.error {
@@ -130,10 +134,11 @@ impl FrameDecoder for Decoder {
         if !self.started {
             self.start(id, model, created, system_fingerprint, service_tier, out);
         }
-        if let Some(choices) = choices {
-            for choice in choices {
+        if let Some(mut choices) = choices {
+            for choice in choices.drain(..) {
                 self.choice(choice, out)?;
             }
+            self.spare = super::wire::recycle(choices);
         }
         if let Some(usage) = usage {
             out.push(AgentEvent::Usage(convert_usage(*usage)));

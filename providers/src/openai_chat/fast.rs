@@ -47,17 +47,22 @@ pub(crate) struct Head {
 /// `None`: only for a caller that has read them from an earlier chunk of the stream.
 /// Everything else is as without `skip`, errors included: the skipped bytes were accepted
 /// as whole members before, and the rest is parsed knowing which keys they held.
+///
+/// `spare` is an empty vector whose allocation the chunk's `choices` take (see
+/// [`super::wire::recycle`]).
 pub(crate) fn parse<'a>(
     data: &'a str,
     head: &mut Head,
     skip: bool,
     c: &mut Chunk<'a>,
+    spare: Vec<Choice<'a>>,
 ) -> Option<()> {
     let mut p = P {
         s: data,
         b: data.as_bytes(),
         i: 0,
         head: None,
+        spare,
     };
     let known = skip && !head.bytes.is_empty() && p.b.starts_with(&head.bytes);
     if known {
@@ -88,6 +93,8 @@ struct P<'a> {
     /// Where the top-level `"choices"` key started (after the whitespace before it), with
     /// the keys seen before it: the chunk's [`Head`].
     head: Option<(usize, u32)>,
+    /// The allocation `choices` goes into.
+    spare: Vec<Choice<'a>>,
 }
 
 impl<'a> P<'a> {
@@ -248,7 +255,8 @@ impl<'a> P<'a> {
                     if self.peek()? == b'n' {
                         self.null()?;
                     } else {
-                        self.choices(c.choices.insert(Vec::new()))?;
+                        let spare = std::mem::take(&mut self.spare);
+                        self.choices(c.choices.insert(spare))?;
                     }
                 }
                 b"usage" => {
@@ -453,7 +461,7 @@ mod tests {
     /// [`parse`] into a fresh chunk.
     fn fast<'a>(data: &'a str, head: &mut Head, skip: bool) -> Option<Chunk<'a>> {
         let mut c = Chunk::default();
-        parse(data, head, skip, &mut c).map(|()| c)
+        parse(data, head, skip, &mut c, Vec::new()).map(|()| c)
     }
 
     /// Whatever the fast path accepts, serde_json parses to the same chunk.
