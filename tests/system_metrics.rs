@@ -43,8 +43,17 @@ async fn settles(state: &AppState, series: &str, want: f64) -> String {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_running_gateway_reports_its_subsystems() {
+/// A gateway serving on 127.0.0.1 in front of the replay upstream, with a journal of its own.
+struct Running {
+    replay: replay::Replay,
+    state: AppState,
+    addr: SocketAddr,
+    /// Stops the gateway when sent (or dropped).
+    stop: tokio::sync::oneshot::Sender<()>,
+    journal: tempfile::TempDir,
+}
+
+async fn running() -> Running {
     let replay = replay::spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .unwrap();
@@ -62,6 +71,24 @@ async fn a_running_gateway_reports_its_subsystems() {
             let _ = stopped.await;
         },
     ));
+    Running {
+        replay,
+        state,
+        addr,
+        stop,
+        journal,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_gateway_reports_its_subsystems() {
+    let Running {
+        replay,
+        state,
+        addr,
+        stop,
+        journal: _journal,
+    } = running().await;
     let base = format!("http://{addr}");
     let client = gw::client();
     let chat = |model: &str| {
@@ -157,23 +184,14 @@ async fn a_running_gateway_reports_its_subsystems() {
 /// at the last event instead, every answer would open a connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_answers_in_turn_reuse_one_upstream_connection() {
-    let replay = replay::spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .unwrap();
-    let journal = tempfile::tempdir().unwrap();
-    let mut config = replay.config();
-    config.streams.journal.dir = journal.path().to_owned();
-    let state = AppState::new(config).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(streamgate::server::serve(
-        state.clone(),
-        listener,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    // Every part is held to the end: dropping the replay or the stop ends them.
+    let Running {
+        replay: _replay,
+        state,
+        addr,
+        stop: _stop,
+        journal: _journal,
+    } = running().await;
     let client = gw::client();
     let answers = 12;
     for i in 0..answers {

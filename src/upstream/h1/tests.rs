@@ -123,28 +123,44 @@ async fn read_request<S: tokio::io::AsyncRead + Unpin>(socket: &mut S) -> bool {
 
 fn client(port: u16, max_idle: usize) -> (Client, Arc<PoolCounters>) {
     crate::upstream::install_crypto_provider();
+    client_at("http", port, &tls_config().unwrap(), max_idle)
+}
+
+/// A client of `scheme://127.0.0.1:port/v1/chat/completions` with `tls` for https.
+fn client_at(
+    scheme: &str,
+    port: u16,
+    tls: &Arc<rustls::ClientConfig>,
+    max_idle: usize,
+) -> (Client, Arc<PoolCounters>) {
     let counters = Arc::<PoolCounters>::default();
-    let target = Target::parse(&format!("http://127.0.0.1:{port}/v1/chat/completions")).unwrap();
-    let tls = tls_config().unwrap();
+    let url = format!("{scheme}://127.0.0.1:{port}/v1/chat/completions");
+    let target = Target::parse(&url).unwrap();
     let client = Client::new(
         target,
         Duration::from_secs(5),
-        &tls,
+        tls,
         Arc::clone(&counters),
         max_idle,
     );
     (client, counters)
 }
 
-async fn post(client: &Client) -> Result<Body, GatewayError> {
+/// A streamed-answer request: the response head and body, whatever the status.
+async fn send(client: &Client) -> Result<(http::response::Parts, Body), GatewayError> {
     let mut headers = http::HeaderMap::new();
     headers.insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
     );
-    let (head, body) = client
+    client
         .post("p", headers, b"{\"stream\":true}".to_vec(), None)
-        .await?;
+        .await
+}
+
+/// [`send`], for a 200.
+async fn post(client: &Client) -> Result<Body, GatewayError> {
+    let (head, body) = send(client).await?;
     assert_eq!(head.status, 200);
     Ok(body)
 }
@@ -626,15 +642,7 @@ async fn every_framing_reads_whole_and_pools_as_its_head_allows() {
         if !was_pooled {
             opened_expected += 1;
         }
-        let mut headers = http::HeaderMap::new();
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
-        );
-        let (head, got) = client
-            .post("p", headers, b"{}".to_vec(), None)
-            .await
-            .unwrap();
+        let (head, got) = send(&client).await.unwrap();
         let status = if framed == Framed::NoContent {
             204
         } else {
@@ -711,9 +719,7 @@ async fn malformed_replies_fail_and_are_not_pooled() {
         )
         .await;
         let (client, _) = client(p.port, 8);
-        let mut headers = http::HeaderMap::new();
-        headers.insert(http::header::ACCEPT, http::HeaderValue::from_static("*/*"));
-        let outcome = match client.post("p", headers, b"{}".to_vec(), None).await {
+        let outcome = match send(&client).await {
             Err(e) => {
                 assert!(
                     matches!(
@@ -784,15 +790,7 @@ async fn streamed_answers_over_tls_read_whole_and_reuse_the_connection() {
             .with_root_certificates(roots)
             .with_no_client_auth(),
     );
-    let counters = Arc::<PoolCounters>::default();
-    let target = Target::parse(&format!("https://127.0.0.1:{port}/v1/chat/completions")).unwrap();
-    let client = Client::new(
-        target,
-        Duration::from_secs(5),
-        &tls,
-        Arc::clone(&counters),
-        8,
-    );
+    let (client, counters) = client_at("https", port, &tls, 8);
     for body in bodies {
         let got = read_all(post(&client).await.unwrap()).await.unwrap();
         assert!(got == body, "{} bytes of {}", got.len(), body.len());
