@@ -7,6 +7,10 @@
 //! malformed document. The caller then parses with serde_json, so errors and unusual inputs
 //! behave exactly as before; whatever `parse` accepts, serde_json parses to the same value
 //! (but for the head fields a caller lets it skip, see [`Head`]).
+//!
+//! Past a learned head, a token chunk repeats its rest byte for byte too, but for the text
+//! itself: [`Head`] also learns that shape, and a chunk that has it is read by two
+//! comparisons and a scan of the text ([`TextShape`]).
 
 use std::borrow::Cow;
 
@@ -28,13 +32,101 @@ const USAGE: u32 = 16;
 ///
 /// They are most of a token chunk's bytes, and the decoder reads them only from the stream's
 /// first chunk; a later chunk that starts with the same bytes skips them (see [`parse`]).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Head {
     /// From the opening `{` to just before the `"choices"` key: whole members, each with its
     /// comma.
     bytes: Vec<u8>,
     /// The keys seen in `bytes` (the bits of [`P::members`]), for duplicate detection.
     seen: u32,
+    /// The shape of a text chunk after `bytes`, once one was read past them.
+    text: Option<TextShape>,
+}
+
+/// What follows a learned [`Head`] in a chunk that holds nothing but one choice's text
+/// (`"choices":[{"index":0,"delta":{"content":"` ... `"},"logprobs":null,"finish_reason":null}]}`
+/// in OpenAI's streams), learned from such a chunk that the full parse accepted.
+///
+/// A later chunk made of the same bytes around a string without quotes, backslashes or
+/// control characters is the same JSON document but for that string, so it parses to the
+/// same chunk but for the text: [`parse`] then reads it without parsing.
+#[derive(Debug, Clone)]
+struct TextShape {
+    /// From the end of the head to the text's opening quote, inclusive.
+    before: Vec<u8>,
+    /// From the text's closing quote to the end of the data.
+    after: Vec<u8>,
+    /// The choice's index.
+    index: u32,
+}
+
+impl TextShape {
+    /// Learns the shape from `c`, parsed from `data` past a head of `head` bytes, if `c` is
+    /// a text chunk and nothing else (the patterns name every field, so that a field added
+    /// to the wire types cannot slip past unconsidered).
+    fn of(data: &str, head: usize, c: &Chunk<'_>) -> Option<Self> {
+        let Chunk {
+            id: None,
+            model: None,
+            created: None,
+            choices: Some(choices),
+            usage: None,
+            system_fingerprint: None,
+            service_tier: None,
+            prompt_filter_results: None,
+            error: None,
+        } = c
+        else {
+            return None;
+        };
+        let [
+            Choice {
+                index,
+                delta: Some(delta),
+                finish_reason: None,
+                logprobs: None,
+                content_filter_results: None,
+            },
+        ] = choices.as_slice()
+        else {
+            return None;
+        };
+        let Delta {
+            role: None,
+            content: Some(Str(Cow::Borrowed(text))),
+            refusal: None,
+            reasoning_content: None,
+            reasoning: None,
+            tool_calls: None,
+        } = delta
+        else {
+            return None;
+        };
+        // Where the borrowed text lies in `data`.
+        let start = (text.as_ptr() as usize).checked_sub(data.as_ptr() as usize)?;
+        let end = start + text.len();
+        let b = data.as_bytes();
+        let before = b.get(head..start)?;
+        let after = b.get(end..)?;
+        let quoted = before.last() == Some(&b'"') && after.first() == Some(&b'"');
+        (quoted && before.len() + after.len() <= MAX_HEAD).then(|| Self {
+            before: before.to_vec(),
+            after: after.to_vec(),
+            index: *index,
+        })
+    }
+
+    /// The text of `rest` (a chunk's bytes past its head) if `rest` has this shape.
+    fn text_in<'a>(&self, rest: &'a str) -> Option<&'a str> {
+        let b = rest.as_bytes();
+        let end = b.len().checked_sub(self.after.len())?;
+        let start = self.before.len();
+        if end < start || !b.starts_with(&self.before) || !b[end..].eq(self.after.as_slice()) {
+            return None;
+        }
+        // Both ends are ASCII quotes, so `get` cannot fail on a char boundary.
+        (skip_plain(&b[..end], start) == end).then(|| rest.get(start..end))?
+    }
 }
 
 /// Parses `data` into `c` (a default [`Chunk`]), or `None` when the slow path must decide
@@ -66,6 +158,22 @@ pub(crate) fn parse<'a>(
     };
     let known = skip && !head.bytes.is_empty() && p.b.starts_with(&head.bytes);
     if known {
+        let rest = data.get(head.bytes.len()..)?;
+        if let Some(shape) = &head.text
+            && let Some(text) = shape.text_in(rest)
+        {
+            let mut choices = p.spare;
+            choices.push(Choice {
+                index: shape.index,
+                delta: Some(Delta {
+                    content: Some(Str(Cow::Borrowed(text))),
+                    ..Delta::default()
+                }),
+                ..Choice::default()
+            });
+            c.choices = Some(choices);
+            return Some(());
+        }
         p.i = head.bytes.len();
         p.members(c, head.seen)?;
     } else {
@@ -75,13 +183,20 @@ pub(crate) fn parse<'a>(
     if p.i != p.b.len() {
         return None;
     }
+    if known {
+        if head.text.is_none() {
+            head.text = TextShape::of(data, head.bytes.len(), c);
+        }
+        return Some(());
+    }
     // A head holding `usage` is not learned: usage is read from every chunk, not only the
     // first, so it must never be skipped.
     let learnable = |&(end, seen): &(usize, u32)| end <= MAX_HEAD && seen & USAGE == 0;
-    if !known && let Some((end, seen)) = p.head.filter(learnable) {
+    if let Some((end, seen)) = p.head.filter(learnable) {
         head.bytes.clear();
         head.bytes.extend_from_slice(&p.b[..end]);
         head.seen = seen;
+        head.text = None;
     }
     Some(())
 }
@@ -524,23 +639,20 @@ mod tests {
     #[test]
     fn skipping_the_learned_head_agrees_with_serde() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/openai_chat/");
-        let mut skipped = 0;
+        let (mut skipped, mut shaped) = (0, 0);
         for entry in std::fs::read_dir(dir).unwrap() {
             let body = std::fs::read_to_string(entry.unwrap().path()).unwrap();
             let lines: Vec<&str> = body
                 .lines()
                 .filter_map(|l| l.strip_prefix("data: "))
                 .collect();
-            let mut head = Head::default();
-            let Some(first) = lines.iter().find(|l| fast(l, &mut head, false).is_some()) else {
+            let head = learned(&lines);
+            if head.bytes.is_empty() {
                 continue;
-            };
-            assert!(first.as_bytes().starts_with(&head.bytes));
+            }
             for line in &lines {
-                let mut h = Head {
-                    bytes: head.bytes.clone(),
-                    seen: head.seen,
-                };
+                let mut h = head.clone();
+                shaped += usize::from(read_by_shape(&h, line).is_some());
                 skipped += usize::from(
                     !h.bytes.is_empty()
                         && line.as_bytes().starts_with(&h.bytes)
@@ -567,6 +679,90 @@ mod tests {
             }
         }
         assert!(skipped > 100, "head barely skipped: {skipped}");
+        assert!(shaped > 100, "text shape barely used: {shaped}");
+    }
+
+    /// The head and text shape a decoder learns from `lines`: the stream's first accepted
+    /// chunk is parsed without skipping, every later one with.
+    fn learned(lines: &[&str]) -> Head {
+        let mut head = Head::default();
+        let mut started = false;
+        for line in lines {
+            started |= fast(line, &mut head, started).is_some();
+        }
+        head
+    }
+
+    /// The text `line` is read as through `head`'s text shape, if it is.
+    fn read_by_shape<'a>(head: &Head, line: &'a str) -> Option<&'a str> {
+        let rest = line.strip_prefix(std::str::from_utf8(&head.bytes).ok()?)?;
+        head.text.as_ref()?.text_in(rest)
+    }
+
+    /// Texts from an alphabet of what breaks a naive reading: quotes, backslashes and
+    /// escapes, raw control characters, JSON punctuation, multi-byte characters.
+    fn texts(seed: u64, count: usize) -> Vec<String> {
+        const PIECES: [&str; 16] = [
+            "a", " tok", "\"", "\\", "\\n", "\\\"", "\n", "\u{1}", "\u{1f}", "}", "]", ",", ":",
+            "é", "日本", "\\u00e9",
+        ];
+        let mut x = seed | 1;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        (0..count)
+            .map(|_| {
+                let len = next() % 12;
+                (0..len)
+                    .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Any text in a learned shape: the fast path agrees with serde_json, reads a plain text
+    /// by the shape as itself, and leaves the head and shape as they were.
+    #[test]
+    fn text_shape_agrees_with_serde_for_any_text() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/openai_chat/");
+        let mut plain = 0;
+        for (n, entry) in std::fs::read_dir(dir).unwrap().enumerate() {
+            let body = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            let lines: Vec<&str> = body
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .collect();
+            let head = learned(&lines);
+            let Some(shape) = &head.text else {
+                continue;
+            };
+            let (before, after) = (
+                std::str::from_utf8(&shape.before).unwrap(),
+                std::str::from_utf8(&shape.after).unwrap(),
+            );
+            let prefix = std::str::from_utf8(&head.bytes).unwrap();
+            for text in texts(n as u64 + 1, 400) {
+                let line = format!("{prefix}{before}{text}{after}");
+                let mut h = head.clone();
+                agrees_skipping(&mut h, &line);
+                assert_eq!(format!("{h:?}"), format!("{head:?}"), "{line}");
+                let is_plain = !text.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20);
+                if is_plain {
+                    plain += 1;
+                    assert_eq!(read_by_shape(&head, &line), Some(text.as_str()), "{line}");
+                    let chunk = fast(&line, &mut h, true).expect(&line);
+                    let choices = chunk.choices.unwrap();
+                    let content = choices[0].delta.as_ref().unwrap().content.as_ref();
+                    assert_eq!(content.map(Str::as_str), Some(text.as_str()));
+                } else {
+                    assert_eq!(read_by_shape(&head, &line), None, "{line}");
+                }
+            }
+        }
+        assert!(plain > 100, "few plain texts tried: {plain}");
     }
 
     #[test]
