@@ -45,16 +45,21 @@ pub(crate) struct Head {
 
 /// What follows a learned [`Head`] in a chunk that holds nothing but one choice's text
 /// (`"choices":[{"index":0,"delta":{"content":"` ... `"},"logprobs":null,"finish_reason":null}]}`
-/// in OpenAI's streams), learned from such a chunk that the full parse accepted.
+/// in OpenAI's streams), learned from such a chunk that the full parse accepted. OpenAI's
+/// chunks also end with an `"obfuscation"` string of random padding, different in every chunk
+/// and ignored: the shape then has a second hole for it.
 ///
-/// A later chunk made of the same bytes around a string without quotes, backslashes or
-/// control characters is the same JSON document but for that string, so it parses to the
+/// A later chunk made of the same bytes around strings without quotes, backslashes or
+/// control characters is the same JSON document but for those strings, so it parses to the
 /// same chunk but for the text: [`parse`] then reads it without parsing.
 #[derive(Debug, Clone)]
 struct TextShape {
     /// From the end of the head to the text's opening quote, inclusive.
     before: Vec<u8>,
-    /// From the text's closing quote to the end of the data.
+    /// With an obfuscation hole: from the text's closing quote to the padding's opening
+    /// quote, inclusive.
+    between: Option<Vec<u8>>,
+    /// From the closing quote of the last hole to the end of the data.
     after: Vec<u8>,
     /// The choice's index.
     index: u32,
@@ -63,8 +68,9 @@ struct TextShape {
 impl TextShape {
     /// Learns the shape from `c`, parsed from `data` past a head of `head` bytes, if `c` is
     /// a text chunk and nothing else (the patterns name every field, so that a field added
-    /// to the wire types cannot slip past unconsidered).
-    fn of(data: &str, head: usize, c: &Chunk<'_>) -> Option<Self> {
+    /// to the wire types cannot slip past unconsidered). `padding` is where the chunk's last
+    /// unescaped `"obfuscation"` string lies, if it has one.
+    fn of(data: &str, head: usize, c: &Chunk<'_>, padding: Option<(usize, usize)>) -> Option<Self> {
         let Chunk {
             id: None,
             model: None,
@@ -107,10 +113,18 @@ impl TextShape {
         let end = start + text.len();
         let b = data.as_bytes();
         let before = b.get(head..start)?;
-        let after = b.get(end..)?;
-        let quoted = before.last() == Some(&b'"') && after.first() == Some(&b'"');
-        (quoted && before.len() + after.len() <= MAX_HEAD).then(|| Self {
+        let quoted = |s: &[u8]| s.len() >= 2 && s[0] == b'"' && s[s.len() - 1] == b'"';
+        let (between, after) = match padding.filter(|&(at, _)| at > end) {
+            Some((at, to)) => (Some(b.get(end..at)?), b.get(to..)?),
+            None => (None, b.get(end..)?),
+        };
+        let fits = before.len() + between.map_or(0, <[u8]>::len) + after.len() <= MAX_HEAD;
+        let well_formed = before.last() == Some(&b'"')
+            && after.first() == Some(&b'"')
+            && between.is_none_or(quoted);
+        (fits && well_formed).then(|| Self {
             before: before.to_vec(),
+            between: between.map(<[u8]>::to_vec),
             after: after.to_vec(),
             index: *index,
         })
@@ -124,8 +138,18 @@ impl TextShape {
         if end < start || !b.starts_with(&self.before) || !b[end..].eq(self.after.as_slice()) {
             return None;
         }
-        // Both ends are ASCII quotes, so `get` cannot fail on a char boundary.
-        (skip_plain(&b[..end], start) == end).then(|| rest.get(start..end))?
+        let b = &b[..end];
+        // The text ends at its first quote, backslash or control character: it must be the
+        // quote that the rest of the shape starts with.
+        let close = skip_plain(b, start);
+        let plain = match &self.between {
+            None => close == end,
+            Some(between) => {
+                b[close..].starts_with(between) && skip_plain(b, close + between.len()) == end
+            }
+        };
+        // The text lies between ASCII quotes, so `get` cannot fail on a char boundary.
+        plain.then(|| rest.get(start..close))?
     }
 }
 
@@ -155,6 +179,7 @@ pub(crate) fn parse<'a>(
         i: 0,
         head: None,
         spare,
+        padding: None,
     };
     let known = skip && !head.bytes.is_empty() && p.b.starts_with(&head.bytes);
     if known {
@@ -185,7 +210,7 @@ pub(crate) fn parse<'a>(
     }
     if known {
         if head.text.is_none() {
-            head.text = TextShape::of(data, head.bytes.len(), c);
+            head.text = TextShape::of(data, head.bytes.len(), c, p.padding);
         }
         return Some(());
     }
@@ -210,6 +235,8 @@ struct P<'a> {
     head: Option<(usize, u32)>,
     /// The allocation `choices` goes into.
     spare: Vec<Choice<'a>>,
+    /// Where the last unescaped `"obfuscation"` string's value lies (quotes excluded).
+    padding: Option<(usize, usize)>,
 }
 
 impl<'a> P<'a> {
@@ -391,8 +418,15 @@ impl<'a> P<'a> {
                     c.service_tier = self.opt_str()?;
                 }
                 // Not fields of `Chunk`: skipped, repeats allowed, as serde does.
-                b"object" | b"obfuscation" => {
+                b"object" => {
                     self.opt_str()?;
+                }
+                b"obfuscation" => {
+                    self.ws();
+                    let at = self.i + 1;
+                    if let Some(Str(Cow::Borrowed(_))) = self.opt_str()? {
+                        self.padding = Some((at, self.i - 1));
+                    }
                 }
                 _ => return None,
             }
@@ -723,12 +757,12 @@ mod tests {
             .collect()
     }
 
-    /// Any text in a learned shape: the fast path agrees with serde_json, reads a plain text
-    /// by the shape as itself, and leaves the head and shape as they were.
+    /// Any text (and padding) in a learned shape: the fast path agrees with serde_json, reads
+    /// a plain text by the shape as itself, and leaves the head and shape as they were.
     #[test]
     fn text_shape_agrees_with_serde_for_any_text() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/openai_chat/");
-        let mut plain = 0;
+        let (mut plain, mut padded) = (0, 0);
         for (n, entry) in std::fs::read_dir(dir).unwrap().enumerate() {
             let body = std::fs::read_to_string(entry.unwrap().path()).unwrap();
             let lines: Vec<&str> = body
@@ -739,18 +773,22 @@ mod tests {
             let Some(shape) = &head.text else {
                 continue;
             };
-            let (before, after) = (
-                std::str::from_utf8(&shape.before).unwrap(),
-                std::str::from_utf8(&shape.after).unwrap(),
-            );
-            let prefix = std::str::from_utf8(&head.bytes).unwrap();
-            for text in texts(n as u64 + 1, 400) {
-                let line = format!("{prefix}{before}{text}{after}");
+            let utf8 = |b: &[u8]| std::str::from_utf8(b).unwrap().to_owned();
+            let (before, after) = (utf8(&shape.before), utf8(&shape.after));
+            let between = shape.between.as_deref().map(utf8);
+            padded += usize::from(between.is_some());
+            let prefix = utf8(&head.bytes);
+            let pads = texts(n as u64 + 1000, 400);
+            for (text, pad) in texts(n as u64 + 1, 400).iter().zip(&pads) {
+                let line = match &between {
+                    None => format!("{prefix}{before}{text}{after}"),
+                    Some(between) => format!("{prefix}{before}{text}{between}{pad}{after}"),
+                };
                 let mut h = head.clone();
                 agrees_skipping(&mut h, &line);
                 assert_eq!(format!("{h:?}"), format!("{head:?}"), "{line}");
-                let is_plain = !text.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20);
-                if is_plain {
+                let plain_str = |s: &str| !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20);
+                if plain_str(text) && (between.is_none() || plain_str(pad)) {
                     plain += 1;
                     assert_eq!(read_by_shape(&head, &line), Some(text.as_str()), "{line}");
                     let chunk = fast(&line, &mut h, true).expect(&line);
@@ -763,6 +801,10 @@ mod tests {
             }
         }
         assert!(plain > 100, "few plain texts tried: {plain}");
+        assert!(
+            padded > 0,
+            "no shape with OpenAI's obfuscation padding learned"
+        );
     }
 
     #[test]
