@@ -672,14 +672,9 @@ mod tests {
 
     #[test]
     fn skipping_the_learned_head_agrees_with_serde() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/openai_chat/");
         let (mut skipped, mut shaped) = (0, 0);
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let body = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-            let lines: Vec<&str> = body
-                .lines()
-                .filter_map(|l| l.strip_prefix("data: "))
-                .collect();
+        for body in recordings() {
+            let lines = data_lines(&body);
             let head = learned(&lines);
             if head.bytes.is_empty() {
                 continue;
@@ -714,6 +709,22 @@ mod tests {
         }
         assert!(skipped > 100, "head barely skipped: {skipped}");
         assert!(shaped > 100, "text shape barely used: {shaped}");
+    }
+
+    /// Every recorded OpenAI stream's body.
+    fn recordings() -> Vec<String> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/openai_chat/");
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap())
+            .collect()
+    }
+
+    /// The data of each `data:` line of an SSE body.
+    fn data_lines(body: &str) -> Vec<&str> {
+        body.lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .collect()
     }
 
     /// The head and text shape a decoder learns from `lines`: the stream's first accepted
@@ -761,14 +772,9 @@ mod tests {
     /// a plain text by the shape as itself, and leaves the head and shape as they were.
     #[test]
     fn text_shape_agrees_with_serde_for_any_text() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/openai_chat/");
         let (mut plain, mut padded) = (0, 0);
-        for (n, entry) in std::fs::read_dir(dir).unwrap().enumerate() {
-            let body = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-            let lines: Vec<&str> = body
-                .lines()
-                .filter_map(|l| l.strip_prefix("data: "))
-                .collect();
+        for (n, body) in recordings().iter().enumerate() {
+            let lines = data_lines(body);
             let head = learned(&lines);
             let Some(shape) = &head.text else {
                 continue;
@@ -809,11 +815,9 @@ mod tests {
 
     #[test]
     fn fast_path_matches_serde_on_fixtures_and_variants() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/openai_chat/");
         let mut hits = 0;
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let body = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-            for line in body.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        for body in recordings() {
+            for line in data_lines(&body) {
                 hits += usize::from(fast(line, &mut Head::default(), false).is_some());
                 agrees(line);
                 agrees(&line.replace(',', " ,\n\t").replace(':', ": "));
