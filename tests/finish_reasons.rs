@@ -397,7 +397,7 @@ fn events_ending(
     refusal_text: bool,
     stop_sequence: Option<&str>,
 ) -> Vec<AgentEvent> {
-    let mut events = vec![AgentEvent::StreamStart(StreamStart {
+    let mut events = vec![AgentEvent::StreamStart(Box::new(StreamStart {
         id: "id_t".into(),
         model: "model-t".into(),
         dialect: source,
@@ -405,7 +405,7 @@ fn events_ending(
         request_id: None,
         provider: None,
         extra: None,
-    })];
+    }))];
     let (block, delta) = if refusal_text {
         (
             BlockKind::Refusal,
@@ -450,13 +450,13 @@ fn events_ending(
             truncated: false,
         });
     }
-    events.push(AgentEvent::StreamEnd(StreamEnd {
+    events.push(AgentEvent::StreamEnd(Box::new(StreamEnd {
         reason,
         provider_reason: provider_reason.map(str::to_owned),
         stop_sequence: stop_sequence.map(str::to_owned),
         other_choices: Vec::new(),
         extra: None,
-    }));
+    })));
     events
 }
 

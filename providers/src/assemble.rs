@@ -102,7 +102,7 @@ impl Assembler {
     pub fn push(&mut self, event: &AgentEvent) {
         let m = &mut self.message;
         match event {
-            AgentEvent::StreamStart(s) => m.start = Some(s.clone()),
+            AgentEvent::StreamStart(s) => m.start = Some(StreamStart::clone(s)),
             AgentEvent::BlockStart {
                 index,
                 block,
@@ -135,7 +135,7 @@ impl Assembler {
                     choice: *choice,
                     content,
                     closed: false,
-                    extra: extra.clone(),
+                    extra: extra.as_deref().cloned(),
                 });
             }
             AgentEvent::ToolCallStart {
@@ -154,7 +154,7 @@ impl Assembler {
                     truncated: false,
                 },
                 closed: false,
-                extra: extra.clone(),
+                extra: extra.as_deref().cloned(),
             }),
             AgentEvent::TextDelta { index, text, extra } => {
                 if let Some(BlockContent::Text {
@@ -163,7 +163,7 @@ impl Assembler {
                 {
                     t.push_str(text);
                     if let Some(extra) = extra {
-                        extras.push(extra.clone());
+                        extras.push(Extra::clone(extra));
                     }
                 }
             }
@@ -217,7 +217,7 @@ impl Assembler {
             }
             AgentEvent::Usage(u) => m.usage.merge(u),
             AgentEvent::Error(e) => m.error = Some(e.clone()),
-            AgentEvent::StreamEnd(end) => m.end = Some(end.clone()),
+            AgentEvent::StreamEnd(end) => m.end = Some(StreamEnd::clone(end)),
             AgentEvent::ProviderEvent { name, data } => {
                 m.provider_events.push((name.clone(), data.clone()));
             }
@@ -348,13 +348,13 @@ mod tests {
                 arguments: "{\"a\":1}".into(),
                 truncated: false,
             },
-            AgentEvent::StreamEnd(StreamEnd {
+            AgentEvent::StreamEnd(Box::new(StreamEnd {
                 reason: FinishReason::ToolCalls,
                 provider_reason: None,
                 stop_sequence: None,
                 other_choices: Vec::new(),
                 extra: None,
-            }),
+            })),
         ];
         let m = Assembler::assemble(&events);
         assert_eq!(m.text(), "Hello");

@@ -20,7 +20,7 @@ pub type Extra = Map<String, Value>;
 pub enum AgentEvent {
     /// The answer began: who is answering and under which id.
     #[serde(rename = "stream.start")]
-    StreamStart(StreamStart),
+    StreamStart(Box<StreamStart>),
     /// A content block that is not a client tool call opens at `index`.
     #[serde(rename = "block.start")]
     BlockStart {
@@ -33,7 +33,7 @@ pub enum AgentEvent {
         choice: u32,
         /// Same-dialect passthrough fields of the block header.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        extra: Option<Extra>,
+        extra: Option<Box<Extra>>,
     },
     /// Answer text for the text block at `index`.
     #[serde(rename = "text.delta")]
@@ -44,7 +44,7 @@ pub enum AgentEvent {
         text: String,
         /// Same-dialect passthrough fields (OpenAI `logprobs`, `content_filter_results`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        extra: Option<Extra>,
+        extra: Option<Box<Extra>>,
     },
     /// Refusal text (OpenAI `delta.refusal`) for the refusal block at `index`.
     #[serde(rename = "refusal.delta")]
@@ -85,7 +85,7 @@ pub enum AgentEvent {
         choice: u32,
         /// Same-dialect passthrough fields of the call header (Anthropic `caller`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        extra: Option<Extra>,
+        extra: Option<Box<Extra>>,
     },
     /// A fragment of the JSON arguments of the tool call at `index`.
     #[serde(rename = "tool_call.delta")]
@@ -124,7 +124,7 @@ pub enum AgentEvent {
     },
     /// Token counts so far. Each field, when present, replaces the previous value.
     #[serde(rename = "usage")]
-    Usage(Usage),
+    Usage(Box<Usage>),
     /// The upstream is retried after a failure (emitted by the gateway).
     #[serde(rename = "retry")]
     Retry {
@@ -165,7 +165,7 @@ pub enum AgentEvent {
     Error(ErrorInfo),
     /// The answer is over.
     #[serde(rename = "stream.end")]
-    StreamEnd(StreamEnd),
+    StreamEnd(Box<StreamEnd>),
     /// Keep-alive (Anthropic `ping`).
     #[serde(rename = "heartbeat")]
     Heartbeat,
@@ -406,13 +406,13 @@ impl AgentEvent {
     pub fn terminal_failure(error: ErrorInfo) -> [AgentEvent; 2] {
         [
             AgentEvent::Error(error),
-            AgentEvent::StreamEnd(StreamEnd {
+            AgentEvent::StreamEnd(Box::new(StreamEnd {
                 reason: FinishReason::Error,
                 provider_reason: None,
                 stop_sequence: None,
                 other_choices: Vec::new(),
                 extra: None,
-            }),
+            })),
         ]
     }
 
@@ -445,6 +445,19 @@ impl AgentEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every event is moved several times between the upstream and the client: the rare,
+    /// large payloads (start, usage, end, passthrough maps) are boxed so that the common
+    /// deltas stay small (an event was 192 bytes with them inline).
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn an_event_stays_small() {
+        assert!(
+            std::mem::size_of::<AgentEvent>() <= 112,
+            "AgentEvent grew to {} bytes",
+            std::mem::size_of::<AgentEvent>()
+        );
+    }
 
     #[test]
     fn events_serialize_with_dotted_type_tags_and_round_trip() {
@@ -511,21 +524,21 @@ mod tests {
             ..Usage::default()
         };
         assert_eq!(
-            serde_json::to_string(&AgentEvent::Usage(reported.clone())).unwrap(),
+            serde_json::to_string(&AgentEvent::Usage(Box::new(reported.clone()))).unwrap(),
             r#"{"type":"usage","input_tokens":3}"#
         );
         let estimated = Usage {
             basis: UsageBasis::Estimated,
             ..reported
         };
-        let json = serde_json::to_string(&AgentEvent::Usage(estimated.clone())).unwrap();
+        let json = serde_json::to_string(&AgentEvent::Usage(Box::new(estimated.clone()))).unwrap();
         assert_eq!(
             json,
             r#"{"type":"usage","input_tokens":3,"basis":"estimated"}"#
         );
         assert_eq!(
             serde_json::from_str::<AgentEvent>(&json).unwrap(),
-            AgentEvent::Usage(estimated)
+            AgentEvent::Usage(Box::new(estimated))
         );
     }
 
@@ -580,7 +593,7 @@ mod tests {
     fn door_encoders_never_write_the_estimate_marker() {
         use crate::{Dialect, EncodeOptions, StreamEncoder};
         let start = |dialect| {
-            AgentEvent::StreamStart(StreamStart {
+            AgentEvent::StreamStart(Box::new(StreamStart {
                 id: "id".into(),
                 model: "m".into(),
                 dialect,
@@ -588,24 +601,24 @@ mod tests {
                 request_id: None,
                 provider: None,
                 extra: None,
-            })
+            }))
         };
-        let usage = AgentEvent::Usage(Usage {
+        let usage = AgentEvent::Usage(Box::new(Usage {
             input_tokens: Some(4),
             output_tokens: Some(2),
             basis: UsageBasis::Estimated,
             ..Usage::default()
-        });
+        }));
         for source in Dialect::ALL {
             for door in Dialect::ALL {
                 for ending in [
-                    AgentEvent::StreamEnd(StreamEnd {
+                    AgentEvent::StreamEnd(Box::new(StreamEnd {
                         reason: FinishReason::Stop,
                         provider_reason: None,
                         stop_sequence: None,
                         other_choices: Vec::new(),
                         extra: None,
-                    }),
+                    })),
                     AgentEvent::Error(ErrorInfo {
                         code: "incomplete_stream".into(),
                         message: "cut".into(),
@@ -635,7 +648,7 @@ mod tests {
     fn the_openai_usage_chunk_comes_before_an_error_chunk() {
         use crate::{Dialect, EncodeOptions, StreamEncoder};
         let events = [
-            AgentEvent::StreamStart(StreamStart {
+            AgentEvent::StreamStart(Box::new(StreamStart {
                 id: "id".into(),
                 model: "m".into(),
                 dialect: Dialect::OpenAi,
@@ -643,12 +656,12 @@ mod tests {
                 request_id: None,
                 provider: None,
                 extra: None,
-            }),
-            AgentEvent::Usage(Usage {
+            })),
+            AgentEvent::Usage(Box::new(Usage {
                 input_tokens: Some(4),
                 output_tokens: Some(2),
                 ..Usage::default()
-            }),
+            })),
             AgentEvent::Error(ErrorInfo {
                 code: "incomplete_stream".into(),
                 message: "cut".into(),

@@ -239,13 +239,13 @@ mod tests {
         let end = Envelope {
             stream: "st_a".into(),
             seq: 9,
-            event: AgentEvent::StreamEnd(StreamEnd {
+            event: AgentEvent::StreamEnd(Box::new(StreamEnd {
                 reason: FinishReason::Stop,
                 provider_reason: Some("end_turn".into()),
                 stop_sequence: None,
                 other_choices: Vec::new(),
                 extra: None,
-            }),
+            })),
         };
         assert_eq!(
             marker(&end),

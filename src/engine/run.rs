@@ -720,12 +720,12 @@ impl Run {
                 // message_start) of an upstream reporting usage only at the end (OpenAI's):
                 // start with an estimate, which the real count replaces (latest-wins).
                 self.splicer.push(
-                    AgentEvent::Usage(Usage {
+                    AgentEvent::Usage(Box::new(Usage {
                         input_tokens: Some(input),
                         output_tokens: Some(0),
                         basis: UsageBasis::Estimated,
                         ..Usage::default()
-                    }),
+                    })),
                     out,
                 );
             }

@@ -172,12 +172,12 @@ pub fn events(
         return Err(Refused::Fixture("no stream start".into()));
     };
     let mut out = vec![
-        AgentEvent::StreamStart(start),
-        AgentEvent::Usage(Usage {
+        AgentEvent::StreamStart(Box::new(start)),
+        AgentEvent::Usage(Box::new(Usage {
             input_tokens: Some(request_bytes.div_ceil(4).max(1) as u64),
             output_tokens: Some(1),
             ..Usage::default()
-        }),
+        })),
     ];
     let mut index = 0;
     if !text.is_empty() {
@@ -212,7 +212,7 @@ pub fn events(
             id: id.clone(),
             name: name.clone(),
             choice: 0,
-            extra: block.extra.clone(),
+            extra: block.extra.clone().map(Box::new),
         });
         for piece in pieces(arguments, 3) {
             out.push(AgentEvent::ToolCallDelta {
@@ -242,7 +242,7 @@ pub fn events(
         extra: None,
     });
     end.other_choices.clear();
-    out.push(AgentEvent::StreamEnd(end));
+    out.push(AgentEvent::StreamEnd(Box::new(end)));
     Ok(out)
 }
 

@@ -438,7 +438,7 @@ impl Splicer {
             AgentEvent::Usage(u) => {
                 self.usage_now.merge(&u);
                 let total = self.usage();
-                self.emit(AgentEvent::Usage(total), out);
+                self.emit(AgentEvent::Usage(Box::new(total)), out);
             }
             AgentEvent::StreamEnd(end) => {
                 self.flush_any_head(out);
@@ -559,7 +559,7 @@ impl Splicer {
         self.usage_now = Usage::default();
         if self.usage_done != Usage::default() {
             let usage = self.usage_done.clone();
-            self.emit(AgentEvent::Usage(usage), out);
+            self.emit(AgentEvent::Usage(Box::new(usage)), out);
         }
     }
 

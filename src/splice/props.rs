@@ -13,7 +13,7 @@ const NAMES: [&str; 2] = ["get_name", "lookup"];
 const ARGUMENTS: [&str; 5] = ["{}", "", "{\"a\":1}", "{\"a\": 1}", "{\"b\":[1,2]}"];
 
 fn start(dialect: Dialect) -> AgentEvent {
-    AgentEvent::StreamStart(StreamStart {
+    AgentEvent::StreamStart(Box::new(StreamStart {
         id: "s".into(),
         model: "m".into(),
         dialect,
@@ -21,7 +21,7 @@ fn start(dialect: Dialect) -> AgentEvent {
         request_id: None,
         provider: None,
         extra: None,
-    })
+    }))
 }
 
 /// One attempt's whole answer: the calls `calls[from..]`, each in its own block, arguments
@@ -51,17 +51,17 @@ fn attempt(dialect: Dialect, calls: &[(usize, usize)], from: usize, tag: usize) 
             truncated: false,
         });
     }
-    events.push(AgentEvent::Usage(Usage {
+    events.push(AgentEvent::Usage(Box::new(Usage {
         output_tokens: Some(1),
         ..Usage::default()
-    }));
-    events.push(AgentEvent::StreamEnd(StreamEnd {
+    })));
+    events.push(AgentEvent::StreamEnd(Box::new(StreamEnd {
         reason: FinishReason::ToolCalls,
         provider_reason: None,
         stop_sequence: None,
         other_choices: Vec::new(),
         extra: None,
-    }));
+    })));
     events
 }
 
@@ -333,13 +333,13 @@ fn spliced(text: &str, cut: usize, resume: Resume, splits: &[f64]) -> Option<Str
     text_events(&mut s, &mut out, pieces);
     s.push(AgentEvent::BlockEnd { index: 0 }, &mut out);
     s.push(
-        AgentEvent::StreamEnd(StreamEnd {
+        AgentEvent::StreamEnd(Box::new(StreamEnd {
             reason: FinishReason::Stop,
             provider_reason: None,
             stop_sequence: None,
             other_choices: Vec::new(),
             extra: None,
-        }),
+        })),
         &mut out,
     );
     Some(Assembler::assemble(&out).text())

@@ -45,15 +45,15 @@ fn continuation(full: &[AgentEvent], prefix: &str, repeat: usize) -> Vec<AgentEv
     let whole = Assembler::assemble(full);
     let text = whole.text();
     let Some(start) = full.iter().find_map(|e| match e {
-        AgentEvent::StreamStart(s) => Some(s.clone()),
+        AgentEvent::StreamStart(s) => Some(StreamStart::clone(s)),
         _ => None,
     }) else {
         return Vec::new();
     };
-    let mut events = vec![AgentEvent::StreamStart(StreamStart {
+    let mut events = vec![AgentEvent::StreamStart(Box::new(StreamStart {
         id: "second".into(),
         ..start
-    })];
+    }))];
     let mut index = 0;
     let from = prefix.len().saturating_sub(repeat);
     let from = (0..=from)
@@ -112,13 +112,13 @@ fn continuation(full: &[AgentEvent], prefix: &str, repeat: usize) -> Vec<AgentEv
             index += 1;
         }
     }
-    events.push(AgentEvent::Usage(Usage {
+    events.push(AgentEvent::Usage(Box::new(Usage {
         input_tokens: Some(7),
         output_tokens: Some(3),
         ..Usage::default()
-    }));
+    })));
     if let Some(end) = &whole.end {
-        events.push(AgentEvent::StreamEnd(end.clone()));
+        events.push(AgentEvent::StreamEnd(Box::new(end.clone())));
     }
     events
 }
@@ -249,10 +249,7 @@ fn failing_for_good_ends_with_an_error_not_a_clean_finish() {
     assert_eq!(kinds[kinds.len() - 2..], ["error", "stream.end"]);
     assert!(matches!(
         out.last(),
-        Some(AgentEvent::StreamEnd(StreamEnd {
-            reason: FinishReason::Error,
-            ..
-        }))
+        Some(AgentEvent::StreamEnd(end)) if end.reason == FinishReason::Error
     ));
     let m = Assembler::assemble(&out);
     assert!(m.tool_calls().is_empty(), "the half call was never sent");
@@ -264,7 +261,7 @@ fn the_failover_seam_names_the_new_model_and_its_seq() {
     let mut s = Splicer::new(true);
     let mut out = Vec::new();
     s.push(
-        AgentEvent::StreamStart(StreamStart {
+        AgentEvent::StreamStart(Box::new(StreamStart {
             id: "a".into(),
             model: "claude".into(),
             dialect: Dialect::Anthropic,
@@ -272,7 +269,7 @@ fn the_failover_seam_names_the_new_model_and_its_seq() {
             request_id: None,
             provider: None,
             extra: None,
-        }),
+        })),
         &mut out,
     );
     s.interrupt(&mut out);
@@ -296,7 +293,7 @@ fn the_failover_seam_names_the_new_model_and_its_seq() {
 /// all repeat; the link then reset before the next piece.
 #[test]
 fn a_second_break_inside_the_held_head_sends_no_repeat() {
-    let start = AgentEvent::StreamStart(StreamStart {
+    let start = AgentEvent::StreamStart(Box::new(StreamStart {
         id: "s".into(),
         model: "m".into(),
         dialect: Dialect::OpenAi,
@@ -304,7 +301,7 @@ fn a_second_break_inside_the_held_head_sends_no_repeat() {
         request_id: None,
         provider: None,
         extra: None,
-    });
+    }));
     let text_block = |index| AgentEvent::BlockStart {
         index,
         block: BlockKind::Text,
@@ -336,13 +333,13 @@ fn a_second_break_inside_the_held_head_sends_no_repeat() {
     s.push(delta(0, "brown fox jumps over the lazy dog."), &mut out);
     s.push(AgentEvent::BlockEnd { index: 0 }, &mut out);
     s.push(
-        AgentEvent::StreamEnd(StreamEnd {
+        AgentEvent::StreamEnd(Box::new(StreamEnd {
             reason: providers::FinishReason::Stop,
             provider_reason: None,
             stop_sequence: None,
             other_choices: Vec::new(),
             extra: None,
-        }),
+        })),
         &mut out,
     );
     assert_eq!(
@@ -358,7 +355,7 @@ fn a_second_break_inside_the_held_head_sends_no_repeat() {
 #[test]
 fn a_failover_across_dialects_passes_no_foreign_provider_fields() {
     let start = |dialect| {
-        AgentEvent::StreamStart(StreamStart {
+        AgentEvent::StreamStart(Box::new(StreamStart {
             id: "s".into(),
             model: "m".into(),
             dialect,
@@ -366,7 +363,7 @@ fn a_failover_across_dialects_passes_no_foreign_provider_fields() {
             request_id: None,
             provider: None,
             extra: None,
-        })
+        }))
     };
     let mut s = Splicer::new(true);
     let mut out = Vec::new();
@@ -390,7 +387,7 @@ fn a_failover_across_dialects_passes_no_foreign_provider_fields() {
             id: "call_1".into(),
             name: "f".into(),
             choice: 0,
-            extra: Some(extra.clone()),
+            extra: Some(Box::new(extra.clone())),
         },
         &mut out,
     );
@@ -403,13 +400,13 @@ fn a_failover_across_dialects_passes_no_foreign_provider_fields() {
         &mut out,
     );
     s.push(
-        AgentEvent::StreamEnd(StreamEnd {
+        AgentEvent::StreamEnd(Box::new(StreamEnd {
             reason: providers::FinishReason::ToolCalls,
             provider_reason: Some("tool_calls".into()),
             stop_sequence: None,
             other_choices: Vec::new(),
             extra: Some(extra),
-        }),
+        })),
         &mut out,
     );
     let end = out.iter().find_map(|e| match e {
@@ -436,7 +433,7 @@ fn a_failover_across_dialects_passes_no_foreign_provider_fields() {
 #[test]
 fn a_failover_to_another_dialect_drops_its_native_finish_reason() {
     let start = |dialect| {
-        AgentEvent::StreamStart(StreamStart {
+        AgentEvent::StreamStart(Box::new(StreamStart {
             id: "a".into(),
             model: "m".into(),
             dialect,
@@ -444,16 +441,16 @@ fn a_failover_to_another_dialect_drops_its_native_finish_reason() {
             request_id: None,
             provider: None,
             extra: None,
-        })
+        }))
     };
     let end = |reason: &str| {
-        AgentEvent::StreamEnd(StreamEnd {
+        AgentEvent::StreamEnd(Box::new(StreamEnd {
             reason: FinishReason::ToolCalls,
             provider_reason: Some(reason.into()),
             stop_sequence: None,
             other_choices: Vec::new(),
             extra: None,
-        })
+        }))
     };
     // Same dialect again (a retry): the raw reason is the client's dialect's and stays.
     let mut s = Splicer::new(true);

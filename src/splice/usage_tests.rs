@@ -9,7 +9,7 @@ use providers::{AgentEvent, Dialect, Usage, UsageBasis};
 use super::Splicer;
 
 fn start(dialect: Dialect) -> AgentEvent {
-    AgentEvent::StreamStart(StreamStart {
+    AgentEvent::StreamStart(Box::new(StreamStart {
         id: "id".into(),
         model: "m".into(),
         dialect,
@@ -17,15 +17,15 @@ fn start(dialect: Dialect) -> AgentEvent {
         request_id: None,
         provider: None,
         extra: None,
-    })
+    }))
 }
 
 fn usage(input: Option<u64>, output: Option<u64>) -> AgentEvent {
-    AgentEvent::Usage(Usage {
+    AgentEvent::Usage(Box::new(Usage {
         input_tokens: input,
         output_tokens: output,
         ..Usage::default()
-    })
+    }))
 }
 
 /// A random word of 1..12 ASCII letters.
@@ -124,13 +124,13 @@ fn usage_sums_reported_and_estimated_attempts() {
                 let (input, output) = (rng.u64(1..5_000), rng.u64(0..5_000));
                 splicer.push(usage(Some(input), Some(output)), &mut out);
                 splicer.push(
-                    AgentEvent::StreamEnd(StreamEnd {
+                    AgentEvent::StreamEnd(Box::new(StreamEnd {
                         reason: FinishReason::Stop,
                         provider_reason: None,
                         stop_sequence: None,
                         other_choices: Vec::new(),
                         extra: None,
-                    }),
+                    })),
                     &mut out,
                 );
                 want_in += input;
@@ -171,7 +171,7 @@ fn usage_sums_reported_and_estimated_attempts() {
         assert_eq!(total.basis, want_basis, "case {case}");
         // The client's last usage event is that total.
         let last = out.iter().rev().find_map(|e| match e {
-            AgentEvent::Usage(u) => Some(u.clone()),
+            AgentEvent::Usage(u) => Some(Usage::clone(u)),
             _ => None,
         });
         assert_eq!(last, Some(total), "case {case}");
@@ -271,13 +271,13 @@ fn an_attempt_that_finishes_without_a_report_is_estimated_if_the_answer_ends_the
         );
         splicer.push(AgentEvent::BlockEnd { index: 0 }, &mut out);
         splicer.push(
-            AgentEvent::StreamEnd(StreamEnd {
+            AgentEvent::StreamEnd(Box::new(StreamEnd {
                 reason: FinishReason::Stop,
                 provider_reason: None,
                 stop_sequence: None,
                 other_choices: Vec::new(),
                 extra: None,
-            }),
+            })),
             &mut out,
         );
         // Finished without any usage report: still estimated, not free.

@@ -416,22 +416,22 @@ mod tests {
                 text: "Hi \"there\"\n{}".into(),
                 extra: None,
             },
-            AgentEvent::Usage(Usage {
+            AgentEvent::Usage(Box::new(Usage {
                 input_tokens: Some(3),
                 ..Usage::default()
-            }),
+            })),
             AgentEvent::Error(ErrorInfo {
                 code: "overloaded_error".into(),
                 message: "busy".into(),
                 retryable: true,
             }),
-            AgentEvent::StreamEnd(StreamEnd {
+            AgentEvent::StreamEnd(Box::new(StreamEnd {
                 reason: FinishReason::Stop,
                 provider_reason: Some("end_turn".into()),
                 stop_sequence: None,
                 other_choices: Vec::new(),
                 extra: None,
-            }),
+            })),
         ];
         let mut stamper = providers::Stamper::new("st_1");
         events.into_iter().map(|e| stamper.stamp(e)).collect()

@@ -154,7 +154,7 @@ impl Decoder {
         for k in MESSAGE_KNOWN_FIELDS {
             rest.remove(k);
         }
-        out.push(AgentEvent::StreamStart(StreamStart {
+        out.push(AgentEvent::StreamStart(Box::new(StreamStart {
             id: message.id,
             model: message.model,
             dialect: Dialect::Anthropic,
@@ -162,10 +162,10 @@ impl Decoder {
             request_id: None,
             provider: None,
             extra: non_null(rest),
-        }));
+        })));
         if let Some(u) = message.usage {
             let u = self.usage(u);
-            out.push(AgentEvent::Usage(u));
+            out.push(AgentEvent::Usage(Box::new(u)));
         }
         out.append(&mut self.held);
         self.phase = Phase::Started;
@@ -187,7 +187,7 @@ impl Decoder {
                     index,
                     block: BlockKind::Text,
                     choice: 0,
-                    extra: (!extra.is_empty()).then_some(extra),
+                    extra: (!extra.is_empty()).then(|| Box::new(extra)),
                 });
                 if !text.is_empty() {
                     out.push(AgentEvent::TextDelta {
@@ -239,7 +239,7 @@ impl Decoder {
                     id,
                     name: name.clone(),
                     choice: 0,
-                    extra: (!extra.is_empty()).then_some(extra),
+                    extra: (!extra.is_empty()).then(|| Box::new(extra)),
                 });
                 // Streaming headers carry `input: {}`; anything more is the start of the
                 // arguments and must not be lost.
@@ -348,7 +348,7 @@ impl Decoder {
         }
         if let Some(u) = usage {
             let u = self.usage(u);
-            out.push(AgentEvent::Usage(u));
+            out.push(AgentEvent::Usage(Box::new(u)));
         }
         Ok(())
     }
@@ -373,7 +373,7 @@ impl Decoder {
                 }
             }
         };
-        out.push(AgentEvent::StreamEnd(end));
+        out.push(AgentEvent::StreamEnd(Box::new(end)));
         self.phase = Phase::Done;
         Ok(())
     }
@@ -511,7 +511,7 @@ impl FrameDecoder for Decoder {
             Phase::BeforeStart => Err(CutPoint::BeforeStart),
             Phase::Started => {
                 if let Some(end) = self.end.take() {
-                    out.push(AgentEvent::StreamEnd(*end));
+                    out.push(AgentEvent::StreamEnd(end));
                     self.phase = Phase::Done;
                     return Ok(());
                 }

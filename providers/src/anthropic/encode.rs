@@ -321,12 +321,12 @@ impl Encoder {
                 id,
                 name,
                 input: EmptyObject,
-                extra: if self.same { extra.as_ref() } else { None },
+                extra: if self.same { extra.as_deref() } else { None },
             }),
             AgentEvent::BlockStart { block, extra, .. } => match block {
                 BlockKind::Text | BlockKind::Refusal => BlockOut::Known(KnownBlockOut::Text {
                     text: "",
-                    extra: if self.same { extra.as_ref() } else { None },
+                    extra: if self.same { extra.as_deref() } else { None },
                 }),
                 BlockKind::Reasoning => BlockOut::Known(KnownBlockOut::Thinking {
                     thinking: "",
@@ -640,7 +640,7 @@ impl EventEncoder for Encoder {
                 // A second start (failover) changes who answers, not the message.
                 self.same = s.dialect == DIALECT;
                 if !self.message_started && self.start.is_none() {
-                    self.start = Some(Box::new(s.clone()));
+                    self.start = Some(s.clone());
                 }
                 Ok(())
             }

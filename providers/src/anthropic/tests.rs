@@ -56,7 +56,7 @@ fn usages(events: &[AgentEvent]) -> Vec<&Usage> {
     events
         .iter()
         .filter_map(|e| match e {
-            AgentEvent::Usage(u) => Some(u),
+            AgentEvent::Usage(u) => Some(&**u),
             _ => None,
         })
         .collect()
@@ -572,7 +572,7 @@ fn unknown_events_and_deltas_pass_through() {
 }
 
 fn start(dialect: Dialect) -> AgentEvent {
-    AgentEvent::StreamStart(StreamStart {
+    AgentEvent::StreamStart(Box::new(StreamStart {
         id: "chatcmpl-1".into(),
         model: "gpt-4o".into(),
         dialect,
@@ -580,17 +580,17 @@ fn start(dialect: Dialect) -> AgentEvent {
         request_id: None,
         provider: None,
         extra: None,
-    })
+    }))
 }
 
 fn stream_end(reason: FinishReason) -> AgentEvent {
-    AgentEvent::StreamEnd(StreamEnd {
+    AgentEvent::StreamEnd(Box::new(StreamEnd {
         reason,
         provider_reason: Some("tool_calls".into()),
         stop_sequence: None,
         other_choices: Vec::new(),
         extra: None,
-    })
+    }))
 }
 
 /// Events shaped like an OpenAI upstream: text, then two tool calls that open (and
@@ -638,13 +638,13 @@ fn openai_style_events() -> Vec<AgentEvent> {
             arguments: "{\"tz\":\"CET\"}".into(),
             truncated: false,
         },
-        AgentEvent::Usage(Usage {
+        AgentEvent::Usage(Box::new(Usage {
             input_tokens: Some(100),
             output_tokens: Some(20),
             cache_read_tokens: Some(80),
             reasoning_tokens: Some(5),
             ..Usage::default()
-        }),
+        })),
         stream_end(FinishReason::ToolCalls),
     ]
 }
@@ -838,13 +838,13 @@ fn encoder_errors_and_edges() {
             message: "Overloaded".into(),
             retryable: true,
         }),
-        AgentEvent::StreamEnd(StreamEnd {
+        AgentEvent::StreamEnd(Box::new(StreamEnd {
             reason: FinishReason::Error,
             provider_reason: None,
             stop_sequence: None,
             other_choices: Vec::new(),
             extra: None,
-        }),
+        })),
     ];
     let fs = frames(&encode(&events));
     let names: Vec<&str> = fs.iter().map(|(n, _)| n.as_str()).collect();
@@ -871,13 +871,13 @@ fn stop_reasons_map_across_dialects() {
     for (reason, seq, want) in cases {
         let events = vec![
             start(Dialect::OpenAi),
-            AgentEvent::StreamEnd(StreamEnd {
+            AgentEvent::StreamEnd(Box::new(StreamEnd {
                 reason,
                 provider_reason: Some("whatever".into()),
                 stop_sequence: seq.map(str::to_owned),
                 other_choices: Vec::new(),
                 extra: None,
-            }),
+            })),
         ];
         let fs = frames(&encode(&events));
         let delta = &fs[fs.len() - 2].1["delta"];

@@ -141,7 +141,7 @@ impl FrameDecoder for Decoder {
             self.spare = super::wire::recycle(choices);
         }
         if let Some(usage) = usage {
-            out.push(AgentEvent::Usage(convert_usage(*usage)));
+            out.push(AgentEvent::Usage(Box::new(convert_usage(*usage))));
         }
         Ok(())
     }
@@ -189,7 +189,7 @@ impl Decoder {
                     .insert(key.to_owned(), Value::String(v.into_string()));
             }
         }
-        out.push(AgentEvent::StreamStart(StreamStart {
+        out.push(AgentEvent::StreamStart(Box::new(StreamStart {
             id: id.map(Str::into_string).unwrap_or_default(),
             model: model.map(Str::into_string).unwrap_or_default(),
             dialect: Dialect::OpenAi,
@@ -197,7 +197,7 @@ impl Decoder {
             request_id: None,
             provider: None,
             extra,
-        }));
+        })));
         out.append(&mut self.held);
         self.started = true;
     }
@@ -281,7 +281,11 @@ impl Decoder {
             }
         };
         self.last = Some(index);
-        out.push(AgentEvent::TextDelta { index, text, extra });
+        out.push(AgentEvent::TextDelta {
+            index,
+            text,
+            extra: extra.map(Box::new),
+        });
     }
 
     fn refusal(&mut self, ci: u32, text: String, out: &mut Vec<AgentEvent>) {
@@ -477,13 +481,13 @@ impl Decoder {
                 provider_reason: c.finish.clone(),
             })
             .collect();
-        AgentEvent::StreamEnd(StreamEnd {
+        AgentEvent::StreamEnd(Box::new(StreamEnd {
             reason,
             provider_reason,
             stop_sequence: None,
             other_choices,
             extra,
-        })
+        }))
     }
 
     fn cut_point(&self) -> CutPoint {

@@ -322,7 +322,7 @@ impl EventEncoder for Encoder {
                         content: Some(text),
                         ..DeltaOut::default()
                     };
-                    self.chunk(out, b.choice, delta, extra.as_ref(), None)?;
+                    self.chunk(out, b.choice, delta, extra.as_deref(), None)?;
                 }
             }
             AgentEvent::RefusalDelta { index, text } => {
@@ -398,7 +398,7 @@ impl EventEncoder for Encoder {
             }
             AgentEvent::Usage(u) => match &mut self.usage {
                 Some(held) => held.merge(u),
-                None => self.usage = Some(Box::new(u.clone())),
+                None => self.usage = Some(u.clone()),
             },
             AgentEvent::StreamEnd(end) => self.end(end, out)?,
             AgentEvent::Error(e) => self.error(&e.code, &e.message, out)?,

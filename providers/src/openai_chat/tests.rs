@@ -687,7 +687,7 @@ fn cross_dialect_encoding_maps_reasons_and_drops_passthrough() {
 #[test]
 fn encoder_writes_the_argument_suffix_only_end_knows() {
     let events = vec![
-        AgentEvent::StreamStart(StreamStart {
+        AgentEvent::StreamStart(Box::new(StreamStart {
             id: "msg_1".into(),
             model: "claude".into(),
             dialect: Dialect::Anthropic,
@@ -695,7 +695,7 @@ fn encoder_writes_the_argument_suffix_only_end_knows() {
             request_id: None,
             provider: None,
             extra: None,
-        }),
+        })),
         AgentEvent::ToolCallStart {
             index: 0,
             id: "toolu_1".into(),
@@ -708,22 +708,22 @@ fn encoder_writes_the_argument_suffix_only_end_knows() {
             arguments: "{}".into(),
             truncated: false,
         },
-        AgentEvent::Usage(Usage {
+        AgentEvent::Usage(Box::new(Usage {
             input_tokens: Some(10),
             cache_read_tokens: Some(4),
             ..Usage::default()
-        }),
-        AgentEvent::Usage(Usage {
+        })),
+        AgentEvent::Usage(Box::new(Usage {
             output_tokens: Some(3),
             ..Usage::default()
-        }),
-        AgentEvent::StreamEnd(StreamEnd {
+        })),
+        AgentEvent::StreamEnd(Box::new(StreamEnd {
             reason: FinishReason::ToolCalls,
             provider_reason: Some("tool_use".into()),
             stop_sequence: None,
             other_choices: Vec::new(),
             extra: None,
-        }),
+        })),
     ];
     let out = encode(&events, true);
     let back = decode_ok(&out);
@@ -748,13 +748,13 @@ fn error_event_is_written_and_ends_the_stream() {
         message: "busy".into(),
         retryable: true,
     }));
-    events.push(AgentEvent::StreamEnd(StreamEnd {
+    events.push(AgentEvent::StreamEnd(Box::new(StreamEnd {
         reason: FinishReason::Error,
         provider_reason: None,
         stop_sequence: None,
         other_choices: Vec::new(),
         extra: None,
-    }));
+    })));
     let out = String::from_utf8(encode(&events, true)).unwrap();
     assert!(out.ends_with(
         "data: {\"error\":{\"message\":\"busy\",\"type\":\"overloaded_error\",\"code\":\"overloaded_error\"}}\n\n"

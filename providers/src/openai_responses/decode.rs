@@ -313,7 +313,7 @@ impl Decoder {
         // Some streams (a resumed one, a proxy's) begin without `response.created`: the
         // answer starts anyway, with whatever the first event says.
         let head = head_of(obj)?;
-        out.push(AgentEvent::StreamStart(StreamStart {
+        out.push(AgentEvent::StreamStart(Box::new(StreamStart {
             id: head.id.unwrap_or_default(),
             model: head.model.unwrap_or_default(),
             dialect: DIALECT,
@@ -325,7 +325,7 @@ impl Decoder {
             request_id: None,
             provider: None,
             extra: None,
-        }));
+        })));
         self.started = true;
         Ok(())
     }
@@ -371,7 +371,7 @@ impl Decoder {
                     index: block,
                     block: BlockKind::Reasoning,
                     choice: 0,
-                    extra: id_extra(&id),
+                    extra: id_extra(&id).map(Box::new),
                 });
                 ItemKind::Reasoning {
                     block,
@@ -396,7 +396,7 @@ impl Decoder {
                     id: call_id,
                     name: name.clone(),
                     choice: 0,
-                    extra: id_extra(&id),
+                    extra: id_extra(&id).map(Box::new),
                 });
                 self.had_tool_calls = true;
                 let args = str_of(&item, "arguments").unwrap_or_default().to_owned();
@@ -543,7 +543,7 @@ impl Decoder {
                 BlockKind::Text
             },
             choice: 0,
-            extra,
+            extra: extra.map(Box::new),
         });
         Ok(block)
     }
@@ -722,15 +722,15 @@ impl Decoder {
         };
         self.close_all(reason == FinishReason::Length, out)?;
         if let Some(u) = head.usage {
-            out.push(AgentEvent::Usage(convert_usage(u)));
+            out.push(AgentEvent::Usage(Box::new(convert_usage(u))));
         }
-        out.push(AgentEvent::StreamEnd(StreamEnd {
+        out.push(AgentEvent::StreamEnd(Box::new(StreamEnd {
             reason,
             provider_reason,
             stop_sequence: None,
             other_choices: Vec::new(),
             extra: None,
-        }));
+        })));
         self.done = true;
         Ok(())
     }

@@ -234,10 +234,10 @@ impl Encoder {
                     return Err(unsupported_choice());
                 }
                 match block {
-                    BlockKind::Text => self.open_part(*index, false, extra.as_ref(), out),
-                    BlockKind::Refusal => self.open_part(*index, true, extra.as_ref(), out),
+                    BlockKind::Text => self.open_part(*index, false, extra.as_deref(), out),
+                    BlockKind::Refusal => self.open_part(*index, true, extra.as_deref(), out),
                     BlockKind::Reasoning => {
-                        let id = match (self.same, extra_id(extra.as_ref())) {
+                        let id = match (self.same, extra_id(extra.as_deref())) {
                             (true, Some(id)) => id.to_owned(),
                             _ => format!("rs_{index}"),
                         };
@@ -290,7 +290,7 @@ impl Encoder {
                 if *choice > 0 {
                     return Err(unsupported_choice());
                 }
-                let item_id = match (self.same, extra_id(extra.as_ref())) {
+                let item_id = match (self.same, extra_id(extra.as_deref())) {
                     (true, Some(i)) => i.to_owned(),
                     _ => format!("fc_{index}"),
                 };

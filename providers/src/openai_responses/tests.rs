@@ -612,7 +612,7 @@ impl Rng {
 /// A random but well-formed event stream from any source: blocks of every kind, usage, and
 /// every way of ending (each finish, an error after a whole block, an error inside one).
 fn random_stream(rng: &mut Rng, source: Dialect) -> (Vec<AgentEvent>, FinishReason) {
-    let mut events = vec![AgentEvent::StreamStart(StreamStart {
+    let mut events = vec![AgentEvent::StreamStart(Box::new(StreamStart {
         id: format!("resp_{}", rng.next(1000)),
         model: "m".into(),
         dialect: source,
@@ -620,7 +620,7 @@ fn random_stream(rng: &mut Rng, source: Dialect) -> (Vec<AgentEvent>, FinishReas
         request_id: None,
         provider: None,
         extra: None,
-    })];
+    }))];
     let blocks = rng.next(6) as u32;
     let cut_inside = rng.next(5) == 0;
     let mut has_call = false;
@@ -735,11 +735,11 @@ fn random_stream(rng: &mut Rng, source: Dialect) -> (Vec<AgentEvent>, FinishReas
         }
     }
     if rng.next(3) > 0 {
-        events.push(AgentEvent::Usage(Usage {
+        events.push(AgentEvent::Usage(Box::new(Usage {
             input_tokens: Some(rng.next(500)),
             output_tokens: Some(rng.next(500)),
             ..Usage::default()
-        }));
+        })));
     }
     let error = ErrorInfo {
         code: "overloaded_error".into(),
@@ -760,13 +760,13 @@ fn random_stream(rng: &mut Rng, source: Dialect) -> (Vec<AgentEvent>, FinishReas
     if reason == FinishReason::Error {
         events.extend(AgentEvent::terminal_failure(error));
     } else {
-        events.push(AgentEvent::StreamEnd(StreamEnd {
+        events.push(AgentEvent::StreamEnd(Box::new(StreamEnd {
             reason,
             provider_reason: None,
             stop_sequence: None,
             other_choices: Vec::new(),
             extra: None,
-        }));
+        })));
     }
     (events, reason)
 }

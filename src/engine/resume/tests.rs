@@ -41,7 +41,7 @@ fn recordings() -> Vec<Recording> {
             let failed = events.iter().any(|e| matches!(e, AgentEvent::Error(_)));
             let whole = Assembler::assemble(&events);
             let start = events.iter().find_map(|e| match e {
-                AgentEvent::StreamStart(s) => Some(s.clone()),
+                AgentEvent::StreamStart(s) => Some(StreamStart::clone(s)),
                 _ => None,
             });
             let (Some(start), Some(end)) = (start, whole.end.clone()) else {
@@ -79,15 +79,15 @@ fn continuation(rec: &Recording, prefix: &str, repeat: usize, output: u64) -> Ve
         rec.name
     );
     let mut events = vec![
-        AgentEvent::StreamStart(StreamStart {
+        AgentEvent::StreamStart(Box::new(StreamStart {
             id: "continued".into(),
             ..rec.start.clone()
-        }),
-        AgentEvent::Usage(Usage {
+        })),
+        AgentEvent::Usage(Box::new(Usage {
             input_tokens: Some(100),
             output_tokens: Some(1),
             ..Usage::default()
-        }),
+        })),
     ];
     let from = (0..=prefix.len().saturating_sub(repeat))
         .rev()
@@ -138,11 +138,11 @@ fn continuation(rec: &Recording, prefix: &str, repeat: usize, output: u64) -> Ve
         });
         index += 1;
     }
-    events.push(AgentEvent::Usage(Usage {
+    events.push(AgentEvent::Usage(Box::new(Usage {
         output_tokens: Some(output),
         ..Usage::default()
-    }));
-    events.push(AgentEvent::StreamEnd(rec.end.clone()));
+    })));
+    events.push(AgentEvent::StreamEnd(Box::new(rec.end.clone())));
     events
 }
 
@@ -219,7 +219,7 @@ impl Life<'_> {
             let mut mine = Vec::new();
             for event in events.into_iter().take(cut.unwrap_or(usize::MAX)) {
                 let usage = match &event {
-                    AgentEvent::Usage(u) => Some(u.clone()),
+                    AgentEvent::Usage(u) => Some(Usage::clone(u)),
                     _ => None,
                 };
                 let before = out.len();
@@ -377,7 +377,7 @@ fn repeated_crashes_at_random_events_never_repeat_text_calls_or_usage() {
 /// (after its `retry` seam, merged into the open text block) and the process dies again.
 #[test]
 fn a_second_restart_counts_the_first_restarts_continuation_as_sent() {
-    let start = AgentEvent::StreamStart(StreamStart {
+    let start = AgentEvent::StreamStart(Box::new(StreamStart {
         id: "m".into(),
         model: "m".into(),
         dialect: Dialect::Anthropic,
@@ -385,18 +385,18 @@ fn a_second_restart_counts_the_first_restarts_continuation_as_sent() {
         request_id: None,
         provider: None,
         extra: None,
-    });
+    }));
     let text = |t: &str| AgentEvent::TextDelta {
         index: 0,
         text: t.into(),
         extra: None,
     };
     let usage = |i, o| {
-        AgentEvent::Usage(Usage {
+        AgentEvent::Usage(Box::new(Usage {
             input_tokens: Some(i),
             output_tokens: Some(o),
             ..Usage::default()
-        })
+        }))
     };
     let journal = vec![
         start,
@@ -432,7 +432,7 @@ fn last_usage(events: &[AgentEvent]) -> Usage {
         .iter()
         .rev()
         .find_map(|e| match e {
-            AgentEvent::Usage(u) => Some(u.clone()),
+            AgentEvent::Usage(u) => Some(Usage::clone(u)),
             _ => None,
         })
         .unwrap_or_default()
@@ -474,7 +474,7 @@ fn restarts_never_change_the_usage_a_client_saw_beyond_each_new_attempts_own() {
             splicer.begin_attempt(input);
             let anthropic = rng.bool();
             splicer.push(
-                AgentEvent::StreamStart(StreamStart {
+                AgentEvent::StreamStart(Box::new(StreamStart {
                     id: "m".into(),
                     model: "m".into(),
                     dialect: if anthropic {
@@ -486,7 +486,7 @@ fn restarts_never_change_the_usage_a_client_saw_beyond_each_new_attempts_own() {
                     request_id: None,
                     provider: None,
                     extra: None,
-                }),
+                })),
                 &mut out,
             );
             let mut own = Usage::default();
@@ -496,7 +496,7 @@ fn restarts_never_change_the_usage_a_client_saw_beyond_each_new_attempts_own() {
                     output_tokens: Some(1),
                     ..Usage::default()
                 };
-                splicer.push(AgentEvent::Usage(own.clone()), &mut out);
+                splicer.push(AgentEvent::Usage(Box::new(own.clone())), &mut out);
             }
             if journal.is_empty() {
                 splicer.push(
@@ -526,7 +526,7 @@ fn restarts_never_change_the_usage_a_client_saw_beyond_each_new_attempts_own() {
                     output_tokens: Some(rng.u64(1..500)),
                     ..Usage::default()
                 };
-                splicer.push(AgentEvent::Usage(own.clone()), &mut out);
+                splicer.push(AgentEvent::Usage(Box::new(own.clone())), &mut out);
             }
             // The process dies here, with everything journaled.
             if own != Usage::default() {

@@ -94,7 +94,7 @@ async fn a_run_that_stops_early_settles_with_the_estimate_of_what_it_streamed() 
         let mut out = Vec::new();
         let anthropic = rng.bool();
         run.push(
-            AgentEvent::StreamStart(StreamStart {
+            AgentEvent::StreamStart(Box::new(StreamStart {
                 id: "s".into(),
                 model: "m".into(),
                 dialect: if anthropic {
@@ -106,7 +106,7 @@ async fn a_run_that_stops_early_settles_with_the_estimate_of_what_it_streamed() 
                 request_id: None,
                 provider: None,
                 extra: None,
-            }),
+            })),
             &mut out,
         );
         // Anthropic reports its input, and an output of 1, at the start: the run settles with
@@ -114,11 +114,11 @@ async fn a_run_that_stops_early_settles_with_the_estimate_of_what_it_streamed() 
         let reported_in = rng.u64(1..2_000);
         if anthropic {
             run.push(
-                AgentEvent::Usage(Usage {
+                AgentEvent::Usage(Box::new(Usage {
                     input_tokens: Some(reported_in),
                     output_tokens: Some(1),
                     ..Usage::default()
-                }),
+                })),
                 &mut out,
             );
             assert_eq!(run.permit.charged(), reported_in + 1, "case {case}");
