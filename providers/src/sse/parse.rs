@@ -281,7 +281,8 @@ impl SseParser {
         }
         // The colon is ASCII, so splitting the bytes there and decoding each side gives what
         // decoding the whole line would. Valid UTF-8 is the norm: check it with the fast
-        // validator and only fall back to the slower replacing decoder for a broken line.
+        // validator (SIMD: std's was ~250 instructions of a token chunk's data line) and only
+        // fall back to the slower replacing decoder for a broken line.
         let (field, value) = match memchr::memchr(b':', raw) {
             Some(i) => {
                 let v = &raw[i + 1..];
@@ -289,7 +290,7 @@ impl SseParser {
             }
             None => (raw, &b""[..]),
         };
-        let r = match std::str::from_utf8(value) {
+        let r = match simdutf8::basic::from_utf8(value) {
             Ok(v) => self.field(field, v, Some(v), borrowed),
             Err(_) => self.field(field, &String::from_utf8_lossy(value), None, borrowed),
         };
