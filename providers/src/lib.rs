@@ -28,6 +28,8 @@ pub mod openai_chat;
 pub mod openai_responses;
 pub mod parse;
 pub mod request;
+#[cfg(test)]
+mod seeded;
 pub mod sse;
 pub mod stamp;
 pub mod untrusted;

@@ -809,41 +809,15 @@ fn native_block(block: &Value, deltas: &[Value]) -> Value {
 #[cfg(test)]
 mod delta_tests {
     use super::*;
-
-    /// Seeded strings over what an escaper can get wrong: quotes, backslashes, every control
-    /// character, DEL, multi-byte characters (2, 3 and 4 bytes), line separators.
-    fn strings(seed: u64, count: usize) -> Vec<String> {
-        let mut x = seed | 1;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        let special = [
-            '"', '\\', '/', '\u{7f}', 'é', '\u{2028}', '日', '😀', ' ', 'a',
-        ];
-        (0..count)
-            .map(|_| {
-                let len = (next() % 40) as usize;
-                (0..len)
-                    .map(|_| match next() % 3 {
-                        0 => char::from_u32((next() % 0x20) as u32).unwrap_or('a'),
-                        1 => special[(next() % special.len() as u64) as usize],
-                        _ => char::from_u32((next() % 0x800) as u32).unwrap_or('b'),
-                    })
-                    .collect()
-            })
-            .collect()
-    }
+    use crate::seeded::{Rng, escaper_string};
 
     #[test]
     fn hand_written_deltas_are_serde_jsons_bytes() {
-        let texts = strings(7, 500);
-        let mut x = 0x9e37_79b9_u32;
-        for (n, value) in texts.iter().enumerate() {
-            x = x.rotate_left(5) ^ (n as u32).wrapping_mul(0x85eb_ca6b);
-            let wire = [0, 1, 9, 10, u32::MAX, x][n % 6];
+        let mut rng = Rng(7);
+        for n in 0..500 {
+            let len = rng.below(40) as usize;
+            let value = &escaper_string(&mut rng, len);
+            let wire = [0, 1, 9, 10, u32::MAX, rng.next() as u32][n % 6];
             let deltas = [
                 KnownDeltaOut::TextDelta { text: value },
                 KnownDeltaOut::InputJsonDelta {

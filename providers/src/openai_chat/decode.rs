@@ -99,7 +99,8 @@ impl FrameDecoder for Decoder {
         // Parse the untrimmed data so that JSON error lines stay relative to the frame.
         // Once started, the chunk head's fields are no longer read: the fast path may skip them.
         let mut chunk = Chunk::default();
-        let spare = super::wire::recycle(std::mem::take(&mut self.spare));
+        // `spare` is empty (see below): it lends its allocation to this frame's choices.
+        let spare = std::mem::take(&mut self.spare);
         if super::fast::parse(frame.data, &mut self.head, self.started, &mut chunk, spare).is_none()
         {
             chunk = serde_json::from_str(frame.data)?;

@@ -606,6 +606,7 @@ impl<'a> P<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::seeded::Rng;
 
     /// [`parse`] into a fresh chunk.
     fn fast<'a>(data: &'a str, head: &mut Head, skip: bool) -> Option<Chunk<'a>> {
@@ -751,18 +752,12 @@ mod tests {
             "a", " tok", "\"", "\\", "\\n", "\\\"", "\n", "\u{1}", "\u{1f}", "}", "]", ",", ":",
             "é", "日本", "\\u00e9",
         ];
-        let mut x = seed | 1;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = Rng(seed);
         (0..count)
             .map(|_| {
-                let len = next() % 12;
+                let len = rng.below(12);
                 (0..len)
-                    .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
+                    .map(|_| PIECES[rng.below(PIECES.len() as u64) as usize])
                     .collect()
             })
             .collect()

@@ -92,39 +92,7 @@ pub(crate) fn write_u64(out: &mut Vec<u8>, n: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A small deterministic generator, so that a failure reproduces from its seed.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            // xorshift64*
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
-
-    /// Characters that stress the escaper: every control character, the two escaped ASCII
-    /// characters, DEL, plain ASCII and multi-byte UTF-8 (2, 3 and 4 bytes, U+2028 among them).
-    fn random_string(rng: &mut Rng, len: usize) -> String {
-        const SPECIAL: &[char] = &[
-            '"', '\\', '/', '\u{7f}', 'é', '—', '\u{2028}', '\u{2029}', '😀', '\u{fffd}', ' ',
-        ];
-        (0..len)
-            .map(|_| match rng.below(4) {
-                0 => char::from(rng.below(0x20) as u8),
-                1 => SPECIAL[rng.below(SPECIAL.len() as u64) as usize],
-                2 => char::from_u32(rng.below(0x11_0000) as u32).unwrap_or('x'),
-                _ => char::from(b' ' + rng.below(95) as u8),
-            })
-            .collect()
-    }
+    use crate::seeded::{Rng, escaper_string};
 
     fn check(s: &str) {
         let mut ours = Vec::new();
@@ -154,7 +122,7 @@ mod tests {
         for seed in 1..=300u64 {
             let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
             let len = rng.below(40) as usize;
-            let s = random_string(&mut rng, len);
+            let s = escaper_string(&mut rng, len);
             for cut in (0..=s.len()).filter(|&c| s.is_char_boundary(c)) {
                 check(&s[..cut]);
                 check(&s[cut..]);
@@ -167,7 +135,7 @@ mod tests {
         for seed in 1..=2000u64 {
             let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
             let len = rng.below(30) as usize;
-            let s = random_string(&mut rng, len);
+            let s = escaper_string(&mut rng, len);
             let b = s.as_bytes();
             for start in 0..=b.len() {
                 let expected = (start..b.len())
