@@ -33,10 +33,11 @@ const BUS_CAPACITY: usize = 256;
 /// Two openings whose ends are this close are one (the transit time of the news).
 const SAME_OPENING: Duration = Duration::from_millis(250);
 
-/// Routes whose recent outcomes are kept at most: a client naming `provider/model` routes
-/// directly could otherwise add one per model string. Idle ones make room first; past it a
-/// new route's outcomes are not counted (its breaker still is).
-const MAX_RECENT_ROUTES: usize = 1024;
+/// Routes whose breakers (with their transitions and recent outcomes) are kept at most: a
+/// client naming `provider/model` routes directly could otherwise add one per model string.
+/// Closed breakers make room; past it a new route goes untracked: it is let through, and its
+/// outcomes are not counted until there is room.
+const MAX_ROUTES: usize = 1024;
 
 /// Breaker settings.
 #[derive(Debug, Clone, Copy)]
@@ -165,15 +166,14 @@ struct Inner {
 impl Inner {
     /// Sets `route`'s state, counting a transition when its [`BreakerState`] changes.
     /// (Callers have the route's entry already: no allocation but on a transition's first.)
+    /// A route without an entry has none because [`Inner::slot`] found no room: it stays
+    /// untracked.
     fn set(&mut self, route: &str, to: State) {
         let into = BreakerState::of(&to);
-        let from = match self.states.get_mut(route) {
-            Some(state) => BreakerState::of(&std::mem::replace(state, to)),
-            None => {
-                self.states.insert(route.to_owned(), to);
-                BreakerState::Closed
-            }
+        let Some(state) = self.states.get_mut(route) else {
+            return;
         };
+        let from = BreakerState::of(&std::mem::replace(state, to));
         if from != into {
             let i = into as usize;
             match self.transitions.get_mut(route) {
@@ -187,17 +187,43 @@ impl Inner {
         }
     }
 
-    /// Counts an attempt's outcome in `route`'s recent window.
+    /// `route`'s breaker, a closed one made for it if it had none; None when [`MAX_ROUTES`]
+    /// routes hold a breaker that is not closed (the route then goes untracked).
+    fn slot(&mut self, route: &str, now: Instant) -> Option<&mut State> {
+        if !self.states.contains_key(route) {
+            if self.states.len() >= MAX_ROUTES {
+                // A closed breaker holds at most a few failures short of the threshold: the
+                // least there is to forget, the idle ones first (what `/admin/routes` shows
+                // of them is empty). Open and half-open ones are what keeps traffic off a
+                // failing route, so they stay.
+                let recent = &self.recent;
+                let idle = |route: &String| recent.get(route).is_none_or(|r| r.idle(now));
+                self.states
+                    .retain(|route, state| !matches!(state, State::Closed { .. }) || !idle(route));
+                if self.states.len() >= MAX_ROUTES {
+                    self.states
+                        .retain(|_, state| !matches!(state, State::Closed { .. }));
+                }
+                let states = &self.states;
+                self.transitions
+                    .retain(|route, _| states.contains_key(route));
+                self.recent.retain(|route, _| states.contains_key(route));
+                if self.states.len() >= MAX_ROUTES {
+                    return None;
+                }
+            }
+            self.states
+                .insert(route.to_owned(), State::Closed { failures: 0 });
+        }
+        self.states.get_mut(route)
+    }
+
+    /// Counts an attempt's outcome in `route`'s recent window (a route [`Inner::slot`] found
+    /// room for: windows are kept for breakers only, so that they are bounded alike).
     fn record(&mut self, route: &str, now: Instant, failed: bool) {
         if let Some(recent) = self.recent.get_mut(route) {
             recent.record(now, failed);
             return;
-        }
-        if self.recent.len() >= MAX_RECENT_ROUTES {
-            self.recent.retain(|_, r| !r.idle(now));
-            if self.recent.len() >= MAX_RECENT_ROUTES {
-                return;
-            }
         }
         let mut recent = Recent::new(now);
         recent.record(now, failed);
@@ -287,10 +313,9 @@ impl Breakers {
         self.with(|inner| {
             let threshold = inner.config.failure_threshold;
             let until = later(now, left);
-            let state = inner
-                .states
-                .entry(route.to_owned())
-                .or_insert(State::Closed { failures: 0 });
+            let Some(state) = inner.slot(route, now) else {
+                return;
+            };
             let to = match *state {
                 // Its own opening read back (after a reset) or one no later than ours.
                 State::Open { until: mine, .. } if later(mine, SAME_OPENING) >= until => return,
@@ -348,16 +373,16 @@ impl Breakers {
 
     /// A pass for `route` if it may be tried now. An open breaker whose cooldown is over lets
     /// exactly one caller through as the probe; so does a half-open one whose probe was given
-    /// back or has held it for a cooldown without reporting.
+    /// back or has held it for a cooldown without reporting. A route past [`MAX_ROUTES`] is let
+    /// through untracked.
     pub fn allow(self: &Arc<Self>, route: &str) -> Option<Pass> {
         let now = Instant::now();
         let probe = self.with(|inner| {
             let cooldown = inner.config.cooldown;
             let id = inner.next_probe;
-            let state = inner
-                .states
-                .entry(route.to_owned())
-                .or_insert(State::Closed { failures: 0 });
+            let Some(state) = inner.slot(route, now) else {
+                return Some(None);
+            };
             let failures = match *state {
                 State::Closed { .. } => return Some(None),
                 State::Open { until, .. } if now < until => return None,
@@ -424,11 +449,10 @@ impl Breakers {
     pub fn success(&self, route: &str) {
         let now = Instant::now();
         self.with(|inner| {
+            let Some(state) = inner.slot(route, now).copied() else {
+                return;
+            };
             inner.record(route, now, false);
-            let state = inner
-                .states
-                .entry(route.to_owned())
-                .or_insert(State::Closed { failures: 0 });
             if !matches!(state, State::Closed { .. }) {
                 tracing::info!(route, "circuit closed");
             }
@@ -442,12 +466,10 @@ impl Breakers {
         let now = Instant::now();
         let opened = self.with(|inner| {
             let config = inner.config;
+            // An untracked route's failure is not counted.
+            let state = inner.slot(route, now).copied()?;
             inner.record(route, now, true);
-            let state = inner
-                .states
-                .entry(route.to_owned())
-                .or_insert(State::Closed { failures: 0 });
-            let (failures, open) = match *state {
+            let (failures, open) = match state {
                 State::Closed { failures } => {
                     let failures = failures.saturating_add(1);
                     (failures, failures >= config.failure_threshold)
@@ -919,24 +941,87 @@ mod tests {
         }
     }
 
+    /// Routes held, as the metrics and `/admin/routes` see them.
+    fn held(b: &Breakers) -> (usize, usize) {
+        b.with(|inner| (inner.states.len(), inner.transitions.len()))
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn recent_windows_are_capped_and_idle_routes_make_room() {
+    async fn a_flood_of_model_strings_is_bounded_and_keeps_failing_routes_open() {
         let b = breakers();
-        for i in 0..MAX_RECENT_ROUTES + 10 {
-            b.success(&format!("p/m{i}"));
+        open(&b);
+        // Seeded: a client naming fresh `provider/model` routes, some of which fail (enough
+        // to open a few), interleaved with the real route's requests.
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for i in 0..5 * MAX_ROUTES {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let route = format!("p/junk-{i}");
+            match seed % 8 {
+                0 => {
+                    for _ in 0..3 {
+                        if let Some(mut pass) = b.allow(&route) {
+                            pass.failure();
+                        }
+                    }
+                }
+                1 => b.failure(&route),
+                _ => {
+                    if let Some(pass) = b.allow(&route) {
+                        pass.success();
+                    }
+                }
+            }
+            let (states, transitions) = held(&b);
+            assert!(
+                states <= MAX_ROUTES && transitions <= MAX_ROUTES,
+                "{i}: {states}"
+            );
+            assert!(
+                b.allow("a/m").is_none(),
+                "{i}: the failing route stays open"
+            );
         }
+        assert_eq!(b.counts().len(), held(&b).0);
+        // Every slot taken by an open breaker: a new route is let through untracked.
+        for i in 0..MAX_ROUTES {
+            for _ in 0..3 {
+                b.failure(&format!("p/open-{i}"));
+            }
+        }
+        let (states, _) = held(&b);
+        assert_eq!(states, MAX_ROUTES);
+        let mut pass = b.allow("p/late").expect("untracked routes pass");
+        assert!(!pass.probing());
+        pass.failure();
+        assert!(b.snapshot().iter().all(|r| r.route != "p/late"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_closed_routes_make_room_first() {
+        let b = breakers();
         let counted = |b: &Breakers| {
             b.snapshot()
                 .iter()
                 .filter(|r| r.recent.attempts > 0)
                 .count()
         };
-        assert_eq!(counted(&b), MAX_RECENT_ROUTES);
+        for i in 0..MAX_ROUTES {
+            b.success(&format!("p/m{i}"));
+        }
+        assert_eq!(counted(&b), MAX_ROUTES);
         tokio::time::advance(super::super::recent::WINDOW).await;
-        b.failure("p/new");
+        b.success("p/busy");
+        fail(&b, "p/new");
         let snapshot = b.snapshot();
         let new = snapshot.iter().find(|r| r.route == "p/new").unwrap();
         assert_eq!(new.recent.failures, 1, "room was made for it");
-        assert_eq!(counted(&b), 1);
+        assert_eq!(snapshot.len(), 2, "the idle routes made room");
+        // Busy ones make room only when no idle one is left.
+        for i in 0..2 * MAX_ROUTES {
+            b.success(&format!("p/again{i}"));
+            assert!(held(&b).0 <= MAX_ROUTES);
+        }
     }
 }
