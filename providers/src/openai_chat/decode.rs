@@ -89,6 +89,12 @@ impl FrameDecoder for Decoder {
         if self.done || !frame.has_data {
             return Ok(());
         }
+        // Most of a stream: a token chunk like the last, read without building its chunk.
+        if self.started
+            && let Some((ci, text)) = self.head.shaped_text(frame.data)
+        {
+            return self.shaped_text(ci, text, out);
+        }
         let trimmed = frame.data.trim_ascii();
         if trimmed.is_empty() {
             return Ok(());
@@ -203,8 +209,8 @@ impl Decoder {
         self.started = true;
     }
 
-    fn choice(&mut self, c: Choice<'_>, out: &mut Vec<AgentEvent>) -> Result<(), FrameError> {
-        let ci = c.index;
+    /// Choice `ci`'s slot, marked seen.
+    fn seen(&mut self, ci: u32) -> Result<usize, FrameError> {
         if ci >= MAX_CHOICES {
             return Err(FrameError::Protocol(format!(
                 "choice index {ci} is out of range"
@@ -215,6 +221,12 @@ impl Decoder {
             self.choices.resize_with(slot + 1, ChoiceState::default);
         }
         self.choices[slot].seen = true;
+        Ok(slot)
+    }
+
+    fn choice(&mut self, c: Choice<'_>, out: &mut Vec<AgentEvent>) -> Result<(), FrameError> {
+        let ci = c.index;
+        let slot = self.seen(ci)?;
         let mut extra = choice_extra(c.logprobs, c.content_filter_results);
         if let Some(delta) = c.delta {
             // Some servers send the same text as both `reasoning_content` and `reasoning`.
@@ -243,6 +255,20 @@ impl Decoder {
             if ci == 0 && extra.is_some() {
                 state.end_extra = extra;
             }
+        }
+        Ok(())
+    }
+
+    /// What [`Decoder::choice`] does with a choice holding only `text`, without building it.
+    fn shaped_text(
+        &mut self,
+        ci: u32,
+        text: &str,
+        out: &mut Vec<AgentEvent>,
+    ) -> Result<(), FrameError> {
+        self.seen(ci)?;
+        if !text.is_empty() {
+            self.text(ci, text.to_owned(), None, out);
         }
         Ok(())
     }

@@ -43,6 +43,20 @@ pub(crate) struct Head {
     text: Option<TextShape>,
 }
 
+impl Head {
+    /// The choice index and text of `data`, when it is the learned head followed by the
+    /// learned text shape: the same chunk as the one the shape was learned from but for its
+    /// text (and padding), which [`parse`] would read as one choice holding only that text.
+    /// Only for a caller that has read the head's fields already, as with `skip`.
+    pub(crate) fn shaped_text<'a>(&self, data: &'a str) -> Option<(u32, &'a str)> {
+        let shape = self.text.as_ref()?;
+        if !data.as_bytes().starts_with(&self.bytes) {
+            return None;
+        }
+        Some((shape.index, shape.text_in(data.get(self.bytes.len()..)?)?))
+    }
+}
+
 /// What follows a learned [`Head`] in a chunk that holds nothing but one choice's text
 /// (`"choices":[{"index":0,"delta":{"content":"` ... `"},"logprobs":null,"finish_reason":null}]}`
 /// in OpenAI's streams), learned from such a chunk that the full parse accepted. OpenAI's
@@ -183,22 +197,6 @@ pub(crate) fn parse<'a>(
     };
     let known = skip && !head.bytes.is_empty() && p.b.starts_with(&head.bytes);
     if known {
-        let rest = data.get(head.bytes.len()..)?;
-        if let Some(shape) = &head.text
-            && let Some(text) = shape.text_in(rest)
-        {
-            let mut choices = p.spare;
-            choices.push(Choice {
-                index: shape.index,
-                delta: Some(Delta {
-                    content: Some(Str(Cow::Borrowed(text))),
-                    ..Delta::default()
-                }),
-                ..Choice::default()
-            });
-            c.choices = Some(choices);
-            return Some(());
-        }
         p.i = head.bytes.len();
         p.members(c, head.seen)?;
     } else {
@@ -741,8 +739,7 @@ mod tests {
 
     /// The text `line` is read as through `head`'s text shape, if it is.
     fn read_by_shape<'a>(head: &Head, line: &'a str) -> Option<&'a str> {
-        let rest = line.strip_prefix(std::str::from_utf8(&head.bytes).ok()?)?;
-        head.text.as_ref()?.text_in(rest)
+        head.shaped_text(line).map(|(_, text)| text)
     }
 
     /// Texts from an alphabet of what breaks a naive reading: quotes, backslashes and
