@@ -137,7 +137,7 @@ mod tests {
             let mut bytes = 0;
             for text in &texts {
                 bytes += text.len();
-                produced.add(&AgentEvent::TextDelta { index: 0, text: text.clone(), extra: None });
+                produced.add(&AgentEvent::TextDelta { index: 0, text: text.as_str().into(), extra: None });
                 // Events the model did not generate count nothing.
                 produced.add(&AgentEvent::BlockEnd { index: 0 });
             }

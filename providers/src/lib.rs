@@ -42,6 +42,6 @@ pub use dialects::WireDialect;
 pub use encode::{EncodeOptions, StreamEncoder, encode_response};
 pub use error::{CutPoint, DecodeError, EncodeError, UpstreamError};
 pub use event::{
-    AgentEvent, FailoverCause, FinishReason, StreamEnd, StreamStart, Usage, UsageBasis,
+    AgentEvent, FailoverCause, FinishReason, Fragment, StreamEnd, StreamStart, Usage, UsageBasis,
 };
 pub use stamp::{Envelope, Stamper};

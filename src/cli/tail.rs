@@ -256,7 +256,7 @@ mod tests {
             seq: 3,
             event: AgentEvent::ToolCallDelta {
                 index: 1,
-                arguments: "{\"city\": \"".to_owned() + &"x".repeat(100),
+                arguments: ("{\"city\": \"".to_owned() + &"x".repeat(100)).into(),
             },
         };
         let m = marker(&delta);

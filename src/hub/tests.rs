@@ -333,7 +333,7 @@ fn endless(bytes: usize, dropped: &Arc<std::sync::atomic::AtomicBool>) -> crate:
         let _ = &flag;
         Ok(AgentEvent::TextDelta {
             index: 0,
-            text: "x".repeat(bytes),
+            text: "x".repeat(bytes).into(),
             extra: None,
         })
     }));

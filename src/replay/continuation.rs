@@ -190,7 +190,7 @@ pub fn events(
         for piece in pieces(&text, 3) {
             out.push(AgentEvent::TextDelta {
                 index,
-                text: piece.to_owned(),
+                text: piece.into(),
                 extra: None,
             });
         }
@@ -217,7 +217,7 @@ pub fn events(
         for piece in pieces(arguments, 3) {
             out.push(AgentEvent::ToolCallDelta {
                 index,
-                arguments: piece.to_owned(),
+                arguments: piece.into(),
             });
         }
         out.push(AgentEvent::ToolCallEnd {

@@ -603,7 +603,7 @@ impl Splicer {
             self.emit(
                 AgentEvent::TextDelta {
                     index: head.client,
-                    text: rest.to_owned(),
+                    text: rest.into(),
                     extra: None,
                 },
                 out,

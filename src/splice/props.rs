@@ -291,7 +291,7 @@ fn spliced(text: &str, cut: usize, resume: Resume, splits: &[f64]) -> Option<Str
             s.push(
                 AgentEvent::TextDelta {
                     index: 0,
-                    text: piece.to_owned(),
+                    text: piece.into(),
                     extra: None,
                 },
                 out,

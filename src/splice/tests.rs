@@ -77,7 +77,7 @@ fn continuation(full: &[AgentEvent], prefix: &str, repeat: usize) -> Vec<AgentEv
             if !piece.is_empty() {
                 events.push(AgentEvent::TextDelta {
                     index,
-                    text: piece.to_owned(),
+                    text: piece.into(),
                     extra: None,
                 });
             }
@@ -102,7 +102,7 @@ fn continuation(full: &[AgentEvent], prefix: &str, repeat: usize) -> Vec<AgentEv
             });
             events.push(AgentEvent::ToolCallDelta {
                 index,
-                arguments: arguments.clone(),
+                arguments: arguments.as_str().into(),
             });
             events.push(AgentEvent::ToolCallEnd {
                 index,

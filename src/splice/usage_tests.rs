@@ -81,7 +81,7 @@ fn usage_sums_reported_and_estimated_attempts() {
                     splicer.push(
                         AgentEvent::ToolCallDelta {
                             index,
-                            arguments: args,
+                            arguments: args.into(),
                         },
                         &mut out,
                     );
@@ -105,11 +105,14 @@ fn usage_sums_reported_and_estimated_attempts() {
                         let text = format!("{} ", word(&mut rng));
                         produced += text.len();
                         let event = if reasoning {
-                            AgentEvent::ReasoningDelta { index, text }
+                            AgentEvent::ReasoningDelta {
+                                index,
+                                text: text.into(),
+                            }
                         } else {
                             AgentEvent::TextDelta {
                                 index,
-                                text,
+                                text: text.into(),
                                 extra: None,
                             }
                         };
@@ -252,7 +255,7 @@ fn an_attempt_that_finishes_without_a_report_is_estimated_if_the_answer_ends_the
             splicer.push(
                 AgentEvent::TextDelta {
                     index: 0,
-                    text,
+                    text: text.into(),
                     extra: None,
                 },
                 &mut out,

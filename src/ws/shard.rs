@@ -148,7 +148,7 @@ pub(super) mod tests {
             seq,
             event: AgentEvent::TextDelta {
                 index: 0,
-                text,
+                text: text.into(),
                 extra: None,
             },
         };
@@ -276,7 +276,7 @@ pub(super) mod tests {
             let env = Envelope {
                 stream: stream.clone(),
                 seq,
-                event: AgentEvent::TextDelta { index: 0, text: text.repeat(8), extra: None },
+                event: AgentEvent::TextDelta { index: 0, text: text.repeat(8).into(), extra: None },
             };
             let frame = super::super::frame::ServerFrame::Event(env).to_json();
             let shards = shard(&stream, seq, &frame, chunk);

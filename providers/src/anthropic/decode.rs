@@ -192,7 +192,7 @@ impl Decoder {
                 if !text.is_empty() {
                     out.push(AgentEvent::TextDelta {
                         index,
-                        text,
+                        text: text.into(),
                         extra: None,
                     });
                 }
@@ -211,7 +211,7 @@ impl Decoder {
                 if !thinking.is_empty() {
                     out.push(AgentEvent::ReasoningDelta {
                         index,
-                        text: thinking,
+                        text: thinking.into(),
                     });
                 }
                 if !signature.is_empty() {
@@ -248,7 +248,7 @@ impl Decoder {
                         let s = Value::Object(m).to_string();
                         out.push(AgentEvent::ToolCallDelta {
                             index,
-                            arguments: s.clone(),
+                            arguments: s.as_str().into(),
                         });
                         s
                     }
@@ -287,12 +287,12 @@ impl Decoder {
             ) if s.is_empty() => {}
             (OpenKind::Text, Delta::Text(s)) => out.push(AgentEvent::TextDelta {
                 index,
-                text: s.into_owned(),
+                text: s.into(),
                 extra: None,
             }),
             (OpenKind::Thinking, Delta::Thinking(s)) => out.push(AgentEvent::ReasoningDelta {
                 index,
-                text: s.into_owned(),
+                text: s.into(),
             }),
             (OpenKind::Thinking, Delta::Signature(s)) => {
                 out.push(AgentEvent::ReasoningSignature {
@@ -304,7 +304,7 @@ impl Decoder {
                 arguments.push_str(&s);
                 out.push(AgentEvent::ToolCallDelta {
                     index,
-                    arguments: s.into_owned(),
+                    arguments: s.into(),
                 });
             }
             (_, Delta::Other(v)) => out.push(AgentEvent::NativeDelta { index, delta: v }),
@@ -416,7 +416,7 @@ fn close(
                 arguments.push_str("{}");
                 out.push(AgentEvent::ToolCallDelta {
                     index,
-                    arguments: arguments.clone(),
+                    arguments: arguments.as_str().into(),
                 });
             }
             let valid = serde_json::from_str::<serde::de::IgnoredAny>(&arguments).is_ok();

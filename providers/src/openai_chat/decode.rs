@@ -8,7 +8,7 @@ use crate::codec::{FrameDecoder, FrameError};
 use crate::dialect::Dialect;
 use crate::error::{CutPoint, UpstreamError};
 use crate::event::{
-    AgentEvent, BlockKind, ChoiceEnd, Extra, FinishReason, StreamEnd, StreamStart, Usage,
+    AgentEvent, BlockKind, ChoiceEnd, Extra, FinishReason, Fragment, StreamEnd, StreamStart, Usage,
     UsageBasis,
 };
 use crate::sse::SseFrame;
@@ -235,13 +235,13 @@ impl Decoder {
                 _ => delta.reasoning,
             };
             if let Some(r) = nonempty(reasoning) {
-                self.reasoning(ci, r.into_string(), out);
+                self.reasoning(ci, r.into_fragment(), out);
             }
             if let Some(t) = nonempty(delta.content) {
-                self.text(ci, t.into_string(), extra.take(), out);
+                self.text(ci, t.into_fragment(), extra.take(), out);
             }
             if let Some(r) = nonempty(delta.refusal) {
-                self.refusal(ci, r.into_string(), out);
+                self.refusal(ci, r.into_fragment(), out);
             }
             if let Some(calls) = delta.tool_calls {
                 for (pos, call) in calls.into_iter().enumerate() {
@@ -268,7 +268,7 @@ impl Decoder {
     ) -> Result<(), FrameError> {
         self.seen(ci)?;
         if !text.is_empty() {
-            self.text(ci, text.to_owned(), None, out);
+            self.text(ci, Fragment::new(text), None, out);
         }
         Ok(())
     }
@@ -294,7 +294,7 @@ impl Decoder {
         }
     }
 
-    fn text(&mut self, ci: u32, text: String, extra: Option<Extra>, out: &mut Vec<AgentEvent>) {
+    fn text(&mut self, ci: u32, text: Fragment, extra: Option<Extra>, out: &mut Vec<AgentEvent>) {
         let slot = ci as usize;
         let index = match self.choices[slot].text {
             Some(i) => i,
@@ -315,7 +315,7 @@ impl Decoder {
         });
     }
 
-    fn refusal(&mut self, ci: u32, text: String, out: &mut Vec<AgentEvent>) {
+    fn refusal(&mut self, ci: u32, text: Fragment, out: &mut Vec<AgentEvent>) {
         let slot = ci as usize;
         let index = match self.choices[slot].refusal {
             Some(i) => i,
@@ -333,7 +333,7 @@ impl Decoder {
         out.push(AgentEvent::RefusalDelta { index, text });
     }
 
-    fn reasoning(&mut self, ci: u32, text: String, out: &mut Vec<AgentEvent>) {
+    fn reasoning(&mut self, ci: u32, text: Fragment, out: &mut Vec<AgentEvent>) {
         let slot = ci as usize;
         let index = match self.choices[slot].reasoning {
             Some(i) => i,
@@ -419,7 +419,7 @@ impl Decoder {
             state.args.push_str(&args);
             out.push(AgentEvent::ToolCallDelta {
                 index: state.block,
-                arguments: args,
+                arguments: args.into(),
             });
         }
         Ok(())
@@ -464,7 +464,7 @@ impl Decoder {
                         tool.args.push_str("{}");
                         out.push(AgentEvent::ToolCallDelta {
                             index: o.index,
-                            arguments: "{}".to_owned(),
+                            arguments: "{}".into(),
                         });
                     }
                     let valid = serde_json::from_str::<IgnoredAny>(&tool.args).is_ok();

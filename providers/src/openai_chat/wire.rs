@@ -13,7 +13,7 @@ use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::event::Extra;
+use crate::event::{Extra, Fragment};
 
 /// A JSON string borrowed from the input when it has no escapes, owned otherwise.
 ///
@@ -32,6 +32,11 @@ impl Str<'_> {
     /// The string, owned (no copy when it was already owned).
     pub fn into_string(self) -> String {
         self.0.into_owned()
+    }
+
+    /// The string as an event's fragment (inline when short, whether borrowed or owned).
+    pub fn into_fragment(self) -> Fragment {
+        Fragment::from(self.0)
     }
 }
 

@@ -136,11 +136,14 @@ impl FrameDecoder for Decoder {
                 self.streamed(&obj, text.len());
                 if !text.is_empty() {
                     out.push(if kind == "response.refusal.delta" {
-                        AgentEvent::RefusalDelta { index: block, text }
+                        AgentEvent::RefusalDelta {
+                            index: block,
+                            text: text.into(),
+                        }
                     } else {
                         AgentEvent::TextDelta {
                             index: block,
-                            text,
+                            text: text.into(),
                             extra: None,
                         }
                     });
@@ -164,11 +167,14 @@ impl FrameDecoder for Decoder {
                 if let Some(text) = rest {
                     self.streamed(&obj, text.len());
                     out.push(if kind == "response.refusal.done" {
-                        AgentEvent::RefusalDelta { index: block, text }
+                        AgentEvent::RefusalDelta {
+                            index: block,
+                            text: text.into(),
+                        }
                     } else {
                         AgentEvent::TextDelta {
                             index: block,
-                            text,
+                            text: text.into(),
                             extra: None,
                         }
                     });
@@ -207,7 +213,7 @@ impl FrameDecoder for Decoder {
                     args.push_str(delta);
                     out.push(AgentEvent::ToolCallDelta {
                         index: block,
-                        arguments: delta.to_owned(),
+                        arguments: delta.into(),
                     });
                 }
                 Ok(())
@@ -403,7 +409,7 @@ impl Decoder {
                 if !args.is_empty() {
                     out.push(AgentEvent::ToolCallDelta {
                         index: block,
-                        arguments: args.clone(),
+                        arguments: args.as_str().into(),
                     });
                 }
                 ItemKind::Call { block, name, args }
@@ -600,7 +606,10 @@ impl Decoder {
             text.to_owned()
         };
         *wrote = true;
-        out.push(AgentEvent::ReasoningDelta { index: block, text });
+        out.push(AgentEvent::ReasoningDelta {
+            index: block,
+            text: text.into(),
+        });
         Ok(())
     }
 
@@ -613,7 +622,7 @@ impl Decoder {
         {
             out.push(AgentEvent::ToolCallDelta {
                 index: *block,
-                arguments: rest.to_owned(),
+                arguments: rest.into(),
             });
             args.push_str(rest);
         }
@@ -646,7 +655,7 @@ impl Decoder {
                     args.push_str("{}");
                     out.push(AgentEvent::ToolCallDelta {
                         index: *block,
-                        arguments: "{}".to_owned(),
+                        arguments: "{}".into(),
                     });
                 }
                 let valid = serde_json::from_str::<IgnoredAny>(args).is_ok();

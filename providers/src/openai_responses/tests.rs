@@ -167,7 +167,7 @@ fn check_rules(events: &[AgentEvent], whole: bool) {
                 assert!(open.contains(index), "delta for closed block {index}");
                 match args.iter_mut().find(|(i, _)| i == index) {
                     Some((_, a)) => a.push_str(arguments),
-                    None => args.push((*index, arguments.clone())),
+                    None => args.push((*index, arguments.to_string())),
                 }
             }
             AgentEvent::BlockEnd { index } => {
@@ -642,11 +642,14 @@ fn random_stream(rng: &mut Rng, source: Dialect) -> (Vec<AgentEvent>, FinishReas
                 for _ in 0..1 + rng.next(4) {
                     let text = rng.text();
                     events.push(if refusal {
-                        AgentEvent::RefusalDelta { index, text }
+                        AgentEvent::RefusalDelta {
+                            index,
+                            text: text.into(),
+                        }
                     } else {
                         AgentEvent::TextDelta {
                             index,
-                            text,
+                            text: text.into(),
                             extra: None,
                         }
                     });
@@ -664,7 +667,10 @@ fn random_stream(rng: &mut Rng, source: Dialect) -> (Vec<AgentEvent>, FinishReas
                 });
                 for _ in 0..rng.next(4) {
                     let text = rng.text();
-                    events.push(AgentEvent::ReasoningDelta { index, text });
+                    events.push(AgentEvent::ReasoningDelta {
+                        index,
+                        text: text.into(),
+                    });
                 }
                 if rng.next(2) == 0 {
                     events.push(AgentEvent::ReasoningSignature {
@@ -695,7 +701,7 @@ fn random_stream(rng: &mut Rng, source: Dialect) -> (Vec<AgentEvent>, FinishReas
                     let (piece, tail) = rest.split_at(n);
                     events.push(AgentEvent::ToolCallDelta {
                         index,
-                        arguments: piece.to_owned(),
+                        arguments: piece.into(),
                     });
                     rest = tail;
                 }

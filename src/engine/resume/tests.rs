@@ -111,7 +111,7 @@ fn continuation(rec: &Recording, prefix: &str, repeat: usize, output: u64) -> Ve
             }
             events.push(AgentEvent::TextDelta {
                 index,
-                text: rest[at..to].to_owned(),
+                text: rest[at..to].into(),
                 extra: None,
             });
             at = to;
@@ -129,7 +129,7 @@ fn continuation(rec: &Recording, prefix: &str, repeat: usize, output: u64) -> Ve
         });
         events.push(AgentEvent::ToolCallDelta {
             index,
-            arguments: arguments.clone(),
+            arguments: arguments.as_str().into(),
         });
         events.push(AgentEvent::ToolCallEnd {
             index,

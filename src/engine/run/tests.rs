@@ -139,7 +139,7 @@ async fn a_run_that_stops_early_settles_with_the_estimate_of_what_it_streamed() 
             run.push(
                 AgentEvent::TextDelta {
                     index: 0,
-                    text,
+                    text: text.into(),
                     extra: None,
                 },
                 &mut out,
