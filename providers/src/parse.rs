@@ -41,75 +41,40 @@ pub fn parse(door: Dialect, bytes: &[u8], max_values: usize) -> Result<ChatReque
 
 #[cfg(test)]
 mod tests {
-    use serde_json::{Map, Value, json};
+    use serde_json::{Value, json};
 
     use super::*;
+    use crate::seeded::{Rng, json_object, json_value, tree_count};
 
-    /// A small seeded generator (the crate has no property-testing dependency).
-    struct Rng(u64);
-
-    impl Rng {
-        fn below(&mut self, n: u64) -> u64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (self.0 >> 33) % n
-        }
-
-        fn text(&mut self) -> String {
-            const PIECES: [&str; 7] = ["a", "model", "\n", "\"", "é", "user", "messages"];
-            (0..self.below(4))
-                .map(|_| PIECES[self.below(7) as usize])
-                .collect()
-        }
-
-        fn value(&mut self, depth: u32) -> Value {
-            match self.below(if depth == 0 { 4 } else { 6 }) {
-                0 => Value::Null,
-                1 => Value::Bool(self.below(2) == 0),
-                2 => Value::from(self.below(1000)),
-                3 => Value::String(self.text()),
-                4 => Value::Array((0..self.below(4)).map(|_| self.value(depth - 1)).collect()),
-                _ => Value::Object(self.object(depth - 1)),
-            }
-        }
-
-        fn object(&mut self, depth: u32) -> Map<String, Value> {
-            (0..self.below(4))
-                .map(|_| (self.text(), self.value(depth)))
-                .collect()
-        }
-
-        /// A body of either door: a plausible request, a random object, or a plausible
-        /// request with random fields mixed in (valid or not).
-        fn body(&mut self) -> Value {
-            let mut plausible = json!({
-                "model": self.text(),
-                "max_tokens": self.below(5000),
-                "messages": (0..self.below(3))
-                    .map(|_| json!({"role": "user", "content": self.text()}))
-                    .collect::<Vec<_>>(),
-            });
-            match self.below(3) {
-                0 => plausible,
-                1 => Value::Object(self.object(3)),
-                _ => {
-                    if let Some(o) = plausible.as_object_mut() {
-                        o.extend(self.object(2));
-                    }
-                    plausible
-                }
-            }
-        }
+    /// Text of JSON-escaped characters and the names of request fields.
+    fn text(rng: &mut Rng) -> String {
+        rng.pieces(
+            &["a", "model", "\n", "\"", "é", "user", "messages"],
+            0,
+            3,
+            "",
+        )
     }
 
-    /// The value count [`count_values`] gives a tree: every value and every object key.
-    fn tree_count(v: &Value) -> usize {
-        1 + match v {
-            Value::Array(items) => items.iter().map(tree_count).sum(),
-            Value::Object(o) => o.values().map(|v| 1 + tree_count(v)).sum(),
-            _ => 0,
+    /// A body of either door: a plausible request, a random object, or a plausible request
+    /// with random fields mixed in (valid or not).
+    fn body(rng: &mut Rng) -> Value {
+        let mut plausible = json!({
+            "model": text(rng),
+            "max_tokens": rng.below(5000),
+            "messages": (0..rng.below(3))
+                .map(|_| json!({"role": "user", "content": text(rng)}))
+                .collect::<Vec<_>>(),
+        });
+        match rng.below(3) {
+            0 => plausible,
+            1 => Value::Object(json_object(rng, 3, 4, &mut text)),
+            _ => {
+                if let Some(o) = plausible.as_object_mut() {
+                    o.extend(json_object(rng, 2, 4, &mut text));
+                }
+                plausible
+            }
         }
     }
 
@@ -129,7 +94,7 @@ mod tests {
         let mut built = 0;
         for _ in 0..3000 {
             for door in Dialect::ALL {
-                let value = rng.body();
+                let value = body(&mut rng);
                 let bytes = serde_json::to_vec(&value).unwrap();
                 let n = tree_count(&value);
                 let want = reference(door, value).map_err(ParseError::Request);
@@ -153,7 +118,7 @@ mod tests {
         let mut rng = Rng(0xbad);
         for _ in 0..3000 {
             for door in Dialect::ALL {
-                let value = rng.value(3);
+                let value = json_value(&mut rng, 3, 4, &mut text);
                 let bytes = serde_json::to_vec(&value).unwrap();
                 if !value.is_object() {
                     assert_eq!(
@@ -162,7 +127,7 @@ mod tests {
                         "{value}"
                     );
                 }
-                let body = serde_json::to_vec(&rng.body()).unwrap();
+                let body = serde_json::to_vec(&body(&mut rng)).unwrap();
                 let cut = rng.below(body.len() as u64) as usize;
                 assert!(
                     matches!(

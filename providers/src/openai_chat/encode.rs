@@ -698,18 +698,7 @@ fn response_choice(message: &Message, choice: u32, same: bool) -> CompletionChoi
 mod tests {
     use super::super::wire::ChunkHead;
     use super::*;
-
-    /// xorshift64*: deterministic, so a failure reproduces from its seed.
-    struct Rng(u64);
-
-    impl Rng {
-        fn below(&mut self, n: u64) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-        }
-    }
+    use crate::seeded::Rng;
 
     /// Text with escapes, every kind of control character, non-ASCII and plain runs.
     fn text(rng: &mut Rng) -> String {

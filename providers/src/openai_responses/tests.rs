@@ -12,6 +12,7 @@ use crate::dialect::Dialect;
 use crate::encode::StreamEncoder;
 use crate::error::{CutPoint, UpstreamError};
 use crate::event::{AgentEvent, BlockKind, ErrorInfo, FinishReason, StreamEnd, StreamStart, Usage};
+use crate::seeded::Rng;
 use crate::sse::{SseError, SseFrame, SseParser};
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/openai_responses/");
@@ -590,45 +591,31 @@ fn non_streaming_body_agrees_with_the_stream() {
     }
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % n.max(1)
-    }
-
-    fn text(&mut self) -> String {
-        const PIECES: [&str; 8] = ["a", " ", "é", "\n", "\"", "\\", "日本", "{"];
-        (0..1 + self.next(6))
-            .map(|_| PIECES[self.next(8) as usize])
-            .collect()
-    }
+/// Text with spaces, newlines, quotes, backslashes, braces and multi-byte characters.
+fn text(rng: &mut Rng) -> String {
+    rng.pieces(&["a", " ", "é", "\n", "\"", "\\", "日本", "{"], 1, 6, "")
 }
 
 /// A random but well-formed event stream from any source: blocks of every kind, usage, and
 /// every way of ending (each finish, an error after a whole block, an error inside one).
 fn random_stream(rng: &mut Rng, source: Dialect) -> (Vec<AgentEvent>, FinishReason) {
     let mut events = vec![AgentEvent::StreamStart(Box::new(StreamStart {
-        id: format!("resp_{}", rng.next(1000)),
+        id: format!("resp_{}", rng.below(1000)),
         model: "m".into(),
         dialect: source,
-        created: Some(1 + rng.next(1 << 30)),
+        created: Some(1 + rng.below(1 << 30)),
         request_id: None,
         provider: None,
         extra: None,
     }))];
-    let blocks = rng.next(6) as u32;
-    let cut_inside = rng.next(5) == 0;
+    let blocks = rng.below(6) as u32;
+    let cut_inside = rng.below(5) == 0;
     let mut has_call = false;
     for index in 0..blocks {
         let last = index + 1 == blocks;
-        match rng.next(5) {
+        match rng.below(5) {
             0 | 1 => {
-                let refusal = rng.next(4) == 0;
+                let refusal = rng.below(4) == 0;
                 events.push(AgentEvent::BlockStart {
                     index,
                     block: if refusal {
@@ -639,8 +626,8 @@ fn random_stream(rng: &mut Rng, source: Dialect) -> (Vec<AgentEvent>, FinishReas
                     choice: 0,
                     extra: None,
                 });
-                for _ in 0..1 + rng.next(4) {
-                    let text = rng.text();
+                for _ in 0..1 + rng.below(4) {
+                    let text = text(rng);
                     events.push(if refusal {
                         AgentEvent::RefusalDelta {
                             index,
@@ -665,14 +652,14 @@ fn random_stream(rng: &mut Rng, source: Dialect) -> (Vec<AgentEvent>, FinishReas
                     choice: 0,
                     extra: None,
                 });
-                for _ in 0..rng.next(4) {
-                    let text = rng.text();
+                for _ in 0..rng.below(4) {
+                    let text = text(rng);
                     events.push(AgentEvent::ReasoningDelta {
                         index,
                         text: text.into(),
                     });
                 }
-                if rng.next(2) == 0 {
+                if rng.below(2) == 0 {
                     events.push(AgentEvent::ReasoningSignature {
                         index,
                         signature: "sig".into(),
@@ -687,14 +674,14 @@ fn random_stream(rng: &mut Rng, source: Dialect) -> (Vec<AgentEvent>, FinishReas
                 events.push(AgentEvent::ToolCallStart {
                     index,
                     id: format!("call_{index}"),
-                    name: format!("tool_{}", rng.next(3)),
+                    name: format!("tool_{}", rng.below(3)),
                     choice: 0,
                     extra: None,
                 });
-                let args = serde_json::json!({"q": rng.text(), "n": rng.next(100)}).to_string();
+                let args = serde_json::json!({"q": text(rng), "n": rng.below(100)}).to_string();
                 let mut rest = args.as_str();
                 while !rest.is_empty() {
-                    let mut n = (1 + rng.next(8) as usize).min(rest.len());
+                    let mut n = (1 + rng.below(8) as usize).min(rest.len());
                     while !rest.is_char_boundary(n) {
                         n += 1;
                     }
@@ -740,10 +727,10 @@ fn random_stream(rng: &mut Rng, source: Dialect) -> (Vec<AgentEvent>, FinishReas
             }
         }
     }
-    if rng.next(3) > 0 {
+    if rng.below(3) > 0 {
         events.push(AgentEvent::Usage(Box::new(Usage {
-            input_tokens: Some(rng.next(500)),
-            output_tokens: Some(rng.next(500)),
+            input_tokens: Some(rng.below(500)),
+            output_tokens: Some(rng.below(500)),
             ..Usage::default()
         })));
     }
@@ -756,7 +743,7 @@ fn random_stream(rng: &mut Rng, source: Dialect) -> (Vec<AgentEvent>, FinishReas
         events.extend(AgentEvent::terminal_failure(error));
         return (events, FinishReason::Error);
     }
-    let reason = match rng.next(6) {
+    let reason = match rng.below(6) {
         0 => FinishReason::Length,
         1 => FinishReason::ContentFilter,
         2 => FinishReason::Error,
@@ -837,10 +824,10 @@ fn hostile_bodies_never_panic() {
     let mut rng = Rng(0xbad_5eed);
     for _ in 0..300 {
         let mut mutated = body.clone();
-        for _ in 0..1 + rng.next(8) {
-            let at = rng.next(mutated.len() as u64) as usize;
-            match rng.next(3) {
-                0 => mutated[at] = b"{}[]\":,\n0x"[rng.next(10) as usize],
+        for _ in 0..1 + rng.below(8) {
+            let at = rng.below(mutated.len() as u64) as usize;
+            match rng.below(3) {
+                0 => mutated[at] = b"{}[]\":,\n0x"[rng.below(10) as usize],
                 1 => {
                     mutated.remove(at);
                 }

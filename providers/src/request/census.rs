@@ -120,57 +120,12 @@ impl<'de> Visitor<'de> for Census<'_> {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::{Map, Value};
-
     use super::*;
+    use crate::seeded::{Rng, json_value, tree_count};
 
-    /// Values of a tree, counted the way the census counts them.
-    fn tree_count(v: &Value) -> usize {
-        match v {
-            Value::Array(items) => 1 + items.iter().map(tree_count).sum::<usize>(),
-            Value::Object(map) => 1 + map.values().map(|v| 1 + tree_count(v)).sum::<usize>(),
-            _ => 1,
-        }
-    }
-
-    /// A small seeded generator (the crate has no proptest).
-    struct Rng(u64);
-
-    impl Rng {
-        fn below(&mut self, n: u64) -> u64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (self.0 >> 33) % n
-        }
-
-        fn text(&mut self) -> String {
-            const PIECES: [&str; 6] = ["a", "\n", "\"", "é", "\u{1}", "\\"];
-            (0..self.below(6))
-                .map(|_| PIECES[self.below(6) as usize])
-                .collect()
-        }
-
-        fn value(&mut self, depth: u32) -> Value {
-            let pick = if depth == 0 {
-                self.below(4)
-            } else {
-                self.below(6)
-            };
-            match pick {
-                0 => Value::Null,
-                1 => Value::Bool(self.below(2) == 0),
-                2 => Value::from(self.below(u64::MAX) as i64 - i64::MAX / 2),
-                3 => Value::String(self.text()),
-                4 => Value::Array((0..self.below(6)).map(|_| self.value(depth - 1)).collect()),
-                _ => Value::Object(
-                    (0..self.below(6))
-                        .map(|_| (self.text(), self.value(depth - 1)))
-                        .collect::<Map<_, _>>(),
-                ),
-            }
-        }
+    /// Text with newlines, quotes, backslashes, control and multi-byte characters.
+    fn text(rng: &mut Rng) -> String {
+        rng.pieces(&["a", "\n", "\"", "é", "\u{1}", "\\"], 0, 5, "")
     }
 
     /// Any JSON: the census counts exactly the tree's values, and refuses it at any limit
@@ -179,7 +134,7 @@ mod tests {
     fn counts_what_the_tree_holds() {
         let mut rng = Rng(0x5eed);
         for _ in 0..2000 {
-            let v = rng.value(5);
+            let v = json_value(&mut rng, 5, 6, &mut text);
             let text = serde_json::to_vec(&v).unwrap();
             let n = tree_count(&v);
             assert_eq!(count_values(&text, n), Ok(n), "{v}");

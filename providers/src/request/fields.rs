@@ -205,15 +205,15 @@ mod tests {
 
     fn key(rng: &mut Rng) -> String {
         const KEYS: [&str; 6] = ["model", "messages", "stream", "n", "", "extra"];
-        KEYS[rng.next(6) as usize].to_owned()
+        KEYS[rng.below(6) as usize].to_owned()
     }
 
     fn value(rng: &mut Rng) -> Value {
-        match rng.next(4) {
+        match rng.below(4) {
             0 => Value::Null,
-            1 => json!(rng.next(100)),
+            1 => json!(rng.below(100)),
             2 => json!(key(rng)),
-            _ => json!([rng.next(3)]),
+            _ => json!([rng.below(3)]),
         }
     }
 
@@ -225,13 +225,13 @@ mod tests {
         let mut rng = Rng(14);
         for case in 0..2000 {
             let mut map = Map::new();
-            for _ in 0..rng.next(6) {
+            for _ in 0..rng.below(6) {
                 map.insert(key(&mut rng), value(&mut rng));
             }
             let mut obj = Obj::new(Value::Object(map.clone()), "").unwrap();
-            for _ in 0..rng.next(8) {
+            for _ in 0..rng.below(8) {
                 let key = key(&mut rng);
-                if rng.next(3) == 0 {
+                if rng.below(3) == 0 {
                     let v = value(&mut rng);
                     map.insert(key.clone(), v.clone());
                     obj.put(&key, v);

@@ -43,25 +43,14 @@ fn err_param(r: Result<Value, RequestError>) -> String {
     }
 }
 
-/// A small seeded generator (the crate has no property-testing dependency).
-pub(super) struct Rng(pub(super) u64);
+pub(super) use crate::seeded::Rng;
 
-impl Rng {
-    /// A number below `n`.
-    pub(super) fn next(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % n.max(1)
-    }
-
-    /// A few words of text, with escapes, newlines and multi-byte characters.
-    pub(super) fn word(&mut self) -> String {
-        const WORDS: [&str; 6] = ["hi", "é", "\"q\"", "line\nbreak", "日本", "{x}"];
-        (0..1 + self.next(3))
-            .map(|_| WORDS[self.next(6) as usize])
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
+/// A few words of text, with escapes, newlines and multi-byte characters.
+pub(super) fn word(rng: &mut Rng) -> String {
+    rng.pieces(
+        &["hi", "é", "\"q\"", "line\nbreak", "日本", "{x}"],
+        1,
+        3,
+        " ",
+    )
 }

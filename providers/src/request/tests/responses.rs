@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::{REASONS, Rng};
+use super::{REASONS, Rng, word};
 use crate::dialect::Dialect;
 use crate::request::{AnthropicDefaults, ChatRequest, Part, RequestError, Role};
 
@@ -179,26 +179,26 @@ fn recorded_fields_are_read_into_the_model() {
 fn random_request(rng: &mut Rng) -> Value {
     let mut input = Vec::new();
     let mut calls = 0;
-    for _ in 0..1 + rng.next(6) {
-        match rng.next(7) {
-            0 => input.push(json!({"role": "user", "content": rng.word()})),
+    for _ in 0..1 + rng.below(6) {
+        match rng.below(7) {
+            0 => input.push(json!({"role": "user", "content": word(rng)})),
             1 => input.push(json!({
                 "type": "message",
                 "role": "user",
                 "content": [
-                    {"type": "input_text", "text": rng.word()},
+                    {"type": "input_text", "text": word(rng)},
                     {"type": "input_image", "image_url": "https://example.com/a.png", "detail": "low"},
                 ],
             })),
             2 => input.push(json!({
                 "type": "message",
                 "role": "assistant",
-                "id": format!("msg_{}", rng.next(100)),
+                "id": format!("msg_{}", rng.below(100)),
                 "status": "completed",
-                "content": if rng.next(4) == 0 {
-                    json!([{"type": "refusal", "refusal": rng.word()}])
+                "content": if rng.below(4) == 0 {
+                    json!([{"type": "refusal", "refusal": word(rng)}])
                 } else {
-                    json!([{"type": "output_text", "text": rng.word(), "annotations": []}])
+                    json!([{"type": "output_text", "text": word(rng), "annotations": []}])
                 },
             })),
             3 => {
@@ -208,75 +208,75 @@ fn random_request(rng: &mut Rng) -> Value {
                     "type": "function_call",
                     "call_id": id,
                     "name": "lookup",
-                    "arguments": json!({"q": rng.word()}).to_string(),
+                    "arguments": json!({"q": word(rng)}).to_string(),
                 }));
                 input.push(json!({
                     "type": "function_call_output",
                     "call_id": id,
-                    "output": rng.word(),
+                    "output": word(rng),
                 }));
             }
             4 => input.push(json!({
                 "type": "message",
                 "role": "developer",
-                "content": rng.word(),
+                "content": word(rng),
             })),
-            5 if rng.next(2) == 0 => {
-                input.push(json!({"role": "user", "content": rng.word()}));
-                input.push(json!({"role": "assistant", "content": rng.word()}));
+            5 if rng.below(2) == 0 => {
+                input.push(json!({"role": "user", "content": word(rng)}));
+                input.push(json!({"role": "assistant", "content": word(rng)}));
             }
             _ => input.push(json!({
                 "type": "reasoning",
-                "id": format!("rs_{}", rng.next(100)),
-                "summary": [{"type": "summary_text", "text": rng.word()}],
+                "id": format!("rs_{}", rng.below(100)),
+                "summary": [{"type": "summary_text", "text": word(rng)}],
                 "encrypted_content": "gAAAA",
             })),
         }
     }
     let mut body = json!({"model": "gpt-5", "input": input});
     let m = body.as_object_mut().unwrap();
-    if rng.next(2) == 0 {
-        m.insert("instructions".into(), json!(rng.word()));
+    if rng.below(2) == 0 {
+        m.insert("instructions".into(), json!(word(rng)));
     }
-    if rng.next(2) == 0 {
+    if rng.below(2) == 0 {
         m.insert(
             "tools".into(),
             json!([{
                 "type": "function",
                 "name": "lookup",
-                "description": rng.word(),
+                "description": word(rng),
                 "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
-                "strict": rng.next(2) == 0,
+                "strict": rng.below(2) == 0,
             }]),
         );
-        let choice = match rng.next(4) {
+        let choice = match rng.below(4) {
             0 => json!("auto"),
             1 => json!("required"),
             2 => json!("none"),
             _ => json!({"type": "function", "name": "lookup"}),
         };
         m.insert("tool_choice".into(), choice);
-        m.insert("parallel_tool_calls".into(), json!(rng.next(2) == 0));
+        m.insert("parallel_tool_calls".into(), json!(rng.below(2) == 0));
     }
-    if rng.next(2) == 0 {
-        m.insert("max_output_tokens".into(), json!(3000 + rng.next(5000)));
+    if rng.below(2) == 0 {
+        m.insert("max_output_tokens".into(), json!(3000 + rng.below(5000)));
     }
-    if rng.next(2) == 0 {
+    if rng.below(2) == 0 {
         m.insert("temperature".into(), json!(0.5));
         m.insert("top_p".into(), json!(0.9));
     }
-    if rng.next(2) == 0 {
-        let effort = ["low", "medium", "high"][rng.next(3) as usize];
+    if rng.below(2) == 0 {
+        let effort = ["low", "medium", "high"][rng.below(3) as usize];
         m.insert(
             "reasoning".into(),
             json!({"effort": effort, "summary": "auto"}),
         );
     }
-    if rng.next(2) == 0 {
-        m.insert("metadata".into(), json!({"k": rng.word()}));
-        m.insert("store".into(), json!(rng.next(2) == 0));
+    if rng.below(2) == 0 {
+        m.insert("metadata".into(), json!({"k": word(rng)}));
+        m.insert("store".into(), json!(rng.below(2) == 0));
     }
-    m.insert("stream".into(), json!(rng.next(2) == 0));
+    m.insert("stream".into(), json!(rng.below(2) == 0));
     body
 }
 

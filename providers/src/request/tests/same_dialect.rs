@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use super::super::{AnthropicDefaults, Capabilities, ChatRequest, RequestError};
-use super::{a2o, err_param};
+use super::{Rng, a2o, err_param, word};
 
 /// An Anthropic body saying everything the writer always writes (`stream`).
 fn anthropic(messages: Value) -> Value {
@@ -284,17 +284,17 @@ fn thinking_with_unknown_fields_is_still_dropped_towards_openai() {
 /// A random OpenAI conversation: every role that holds text, content written as a string or
 /// as text parts (with fields the gateway does not know, or without), messages with fields of
 /// their own.
-fn random_conversation(rng: &mut super::Rng) -> Value {
+fn random_conversation(rng: &mut Rng) -> Value {
     const ROLES: [&str; 4] = ["user", "assistant", "system", "developer"];
-    let messages: Vec<Value> = (0..1 + rng.next(6))
+    let messages: Vec<Value> = (0..1 + rng.below(6))
         .map(|_| {
-            let content = match rng.next(3) {
-                0 => json!(rng.word()),
+            let content = match rng.below(3) {
+                0 => json!(word(rng)),
                 _ => Value::Array(
-                    (0..1 + rng.next(2))
+                    (0..1 + rng.below(2))
                         .map(|_| {
-                            let mut part = json!({"type": "text", "text": rng.word()});
-                            if rng.next(2) == 0 {
+                            let mut part = json!({"type": "text", "text": word(rng)});
+                            if rng.below(2) == 0 {
                                 part["cache_control"] = json!({"type": "ephemeral"});
                             }
                             part
@@ -302,9 +302,9 @@ fn random_conversation(rng: &mut super::Rng) -> Value {
                         .collect(),
                 ),
             };
-            let mut m = json!({"role": ROLES[rng.next(4) as usize], "content": content});
-            if rng.next(3) == 0 {
-                m["name"] = json!(rng.word());
+            let mut m = json!({"role": ROLES[rng.below(4) as usize], "content": content});
+            if rng.below(3) == 0 {
+                m["name"] = json!(word(rng));
             }
             m
         })
@@ -317,18 +317,18 @@ fn random_conversation(rng: &mut super::Rng) -> Value {
 /// OpenAI message's string content).
 #[test]
 fn text_messages_keep_their_shape_within_openai_and_become_strings_across() {
-    let mut rng = super::Rng(0x7e57);
+    let mut rng = Rng(0x7e57);
     for case in 0..500 {
         let body = random_conversation(&mut rng);
         assert_eq!(o2o(&body), body, "case {case}");
     }
     for case in 0..500 {
-        let text = rng.word();
-        let content = match rng.next(2) {
+        let text = word(&mut rng);
+        let content = match rng.below(2) {
             0 => json!(text),
             _ => json!([{"type": "text", "text": text}]),
         };
-        let role = ["user", "assistant"][rng.next(2) as usize];
+        let role = ["user", "assistant"][rng.below(2) as usize];
         let body = anthropic(json!([{"role": role, "content": content}]));
         let o = super::a2o(body).unwrap();
         assert_eq!(
