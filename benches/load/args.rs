@@ -9,6 +9,9 @@ pub(crate) struct Args {
     /// Whether `--requests` was given (the matrix then uses it for every setting).
     pub(crate) requests_given: bool,
     pub(crate) chunks: usize,
+    /// `--history N`: earlier turns (a user and an assistant message each, ~1 kB together)
+    /// before the request's question, for a request the size of a real conversation's.
+    pub(crate) history: usize,
     pub(crate) delay: Duration,
     pub(crate) warmup: usize,
     pub(crate) gateway: PathBuf,
@@ -46,7 +49,11 @@ pub(crate) struct Args {
 /// The second gateway of `--quiet-gateway`: metrics and access lines off.
 pub(crate) const QUIET: &str = "metrics = false\n\n[log]\naccess = false\n";
 
-pub(crate) const USAGE: &str = "cargo bench --bench load -- [--concurrency N] [--requests N] [--chunks N] \
+/// Turns `--history` takes at most (about 1 MB of request body; the gateway's default body
+/// limit is larger).
+const MAX_HISTORY: usize = 1000;
+
+pub(crate) const USAGE: &str = "cargo bench --bench load -- [--concurrency N] [--requests N] [--chunks N] [--history N] \
                      [--delay-ms F] [--warmup N] [--gateway PATH] [--gateway-log FILTER] \
                      [--quiet-gateway] [--quiet-config TEXT] [--pin] [--reference nginx] [--reference-bin PATH] \
                      [--reference-workers N] [--state-redis] [--redis-server PATH] [--redis-cpu 0|1] \
@@ -59,6 +66,7 @@ impl Args {
             requests: 5000,
             requests_given: false,
             chunks: 50,
+            history: 0,
             delay: Duration::ZERO,
             warmup: 1,
             gateway: PathBuf::from(env!("CARGO_BIN_EXE_streamgate")),
@@ -85,6 +93,7 @@ impl Args {
                 "--concurrency",
                 "--requests",
                 "--chunks",
+                "--history",
                 "--delay-ms",
                 "--warmup",
                 "--gateway",
@@ -140,6 +149,12 @@ impl Args {
                 }
                 "--chunks" => args.chunks = value.parse().map_err(|e| bad(&e))?,
                 "--warmup" => args.warmup = value.parse().map_err(|e| bad(&e))?,
+                "--history" => {
+                    args.history = value.parse().map_err(|e| bad(&e))?;
+                    if args.history > MAX_HISTORY {
+                        return Err(bad(&format!("at most {MAX_HISTORY} turns")).into());
+                    }
+                }
                 "--delay-ms" => {
                     let ms: f64 = value.parse().map_err(|e| bad(&e))?;
                     if !(0.0..=60_000.0).contains(&ms) {

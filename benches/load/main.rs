@@ -202,7 +202,7 @@ async fn run_async(args: Args, fds: String) -> Res<bool> {
     eprintln!("gateway phase ...");
     let via = run_phase(
         &args,
-        Target::new(gateway.addr, Door::OpenAi, "openai/synthetic"),
+        Target::new(gateway.addr, Door::OpenAi, "openai/synthetic", args.history),
         expected.clone(),
         &[gateway.pid],
         &upstream,
@@ -224,8 +224,9 @@ async fn run_async(args: Args, fds: String) -> Res<bool> {
     // side gets one early and one late measured phase.
     let mut observability = None;
     if let Some(q) = &mut quiet {
-        let gateway_target = || Target::new(gateway.addr, Door::OpenAi, "openai/synthetic");
-        let quiet_target = || Target::new(q.addr, Door::OpenAi, "openai/synthetic");
+        let gateway_target =
+            || Target::new(gateway.addr, Door::OpenAi, "openai/synthetic", args.history);
+        let quiet_target = || Target::new(q.addr, Door::OpenAi, "openai/synthetic", args.history);
         eprintln!("gw-quiet warm-up phase (not measured) ...");
         run_phase(&args, quiet_target(), expected.clone(), &[q.pid], &upstream).await?;
         let mut phases = Vec::new();
@@ -273,7 +274,7 @@ async fn run_async(args: Args, fds: String) -> Res<bool> {
         // The same requests as direct (the upstream ignores the model; nginx forwards bytes).
         let phase = run_phase(
             &args,
-            Target::new(n.addr, Door::OpenAi, "synthetic"),
+            Target::new(n.addr, Door::OpenAi, "synthetic", args.history),
             expected.clone(),
             &n.pids(),
             &upstream,

@@ -202,9 +202,9 @@ pub(crate) async fn run_matrix(args: Args, fds: String) -> Res<bool> {
     println!("load average before the run: {}", loadavg());
     println!("\n{}", legend(upstream_frames));
 
-    let same = |addr| Target::new(addr, Door::OpenAi, "openai/synthetic");
-    let cross = |addr| Target::new(addr, Door::Anthropic, "openai/synthetic");
-    let via_nginx = Target::new(nginx.addr, Door::OpenAi, "synthetic");
+    let same = |addr| Target::new(addr, Door::OpenAi, "openai/synthetic", args.history);
+    let cross = |addr| Target::new(addr, Door::Anthropic, "openai/synthetic", args.history);
+    let via_nginx = Target::new(nginx.addr, Door::OpenAi, "synthetic", args.history);
 
     // A proxy's first phase costs it more than its later ones (lazy setup, pools, arenas):
     // one unmeasured phase per door and proxy before the first setting.

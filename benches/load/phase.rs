@@ -24,12 +24,13 @@ impl Door {
         }
     }
 
-    /// A streaming request for `model` in this door's shape.
-    fn body(self, model: &str) -> Bytes {
+    /// A streaming request for `model` in this door's shape, after `history` earlier turns.
+    fn body(self, model: &str, history: usize) -> Bytes {
+        let messages = messages(history);
         match self {
-            Door::OpenAi | Door::Native => request_body(model),
+            Door::OpenAi | Door::Native => request_body(model, &messages),
             Door::Anthropic => Bytes::from(format!(
-                r#"{{"model":"{model}","max_tokens":1024,"stream":true,"messages":[{{"role":"user","content":"Write a short paragraph about load testing."}}]}}"#
+                r#"{{"model":"{model}","max_tokens":1024,"stream":true,"messages":{messages}}}"#
             )),
         }
     }
@@ -75,12 +76,13 @@ pub(crate) struct Target {
 
 impl Target {
     /// `door` at `addr`, asking for `model` (`synthetic` direct and through nginx, which
-    /// forward it as it is; `openai/synthetic` through the gateway, routed to its provider).
-    pub(crate) fn new(addr: SocketAddr, door: Door, model: &str) -> Target {
+    /// forward it as it is; `openai/synthetic` through the gateway, routed to its provider),
+    /// after `history` earlier turns (`--history`).
+    pub(crate) fn new(addr: SocketAddr, door: Door, model: &str, history: usize) -> Target {
         Target {
             addr,
             door,
-            body: door.body(model),
+            body: door.body(model, history),
         }
     }
 }
@@ -289,7 +291,7 @@ pub(crate) async fn direct_phase(
     upstream: &Upstream,
 ) -> Res<Phase> {
     eprintln!("direct phase ...");
-    let target = Target::new(up_addr, Door::OpenAi, "synthetic");
+    let target = Target::new(up_addr, Door::OpenAi, "synthetic", args.history);
     run_phase(args, target, Arc::clone(expected), &[], upstream).await
 }
 
@@ -394,8 +396,33 @@ pub(crate) fn pct(sorted: &[Duration], q: f64) -> f64 {
     sorted[rank - 1].as_secs_f64() * 1000.0
 }
 
-pub(crate) fn request_body(model: &str) -> Bytes {
+pub(crate) fn request_body(model: &str, messages: &str) -> Bytes {
     Bytes::from(format!(
-        r#"{{"model":"{model}","stream":true,"stream_options":{{"include_usage":true}},"messages":[{{"role":"user","content":"Write a short paragraph about load testing."}}]}}"#
+        r#"{{"model":"{model}","stream":true,"stream_options":{{"include_usage":true}},"messages":{messages}}}"#
     ))
+}
+
+/// The messages array: `history` earlier turns of prose (with the escapes real text has),
+/// then the question. The same in both doors' shapes (string contents).
+fn messages(history: usize) -> String {
+    const USER: &str = "Here is the next part of the log I mentioned, with the \"retry\" lines \
+        kept as they were:\n  12:01:07 upstream answered 429, retry-after 2 s\n  12:01:09 \
+        retried; answer streamed in 3.1 s\nWhy did the second attempt take so much longer \
+        than the first one, and is that something the gateway should smooth out?";
+    const ASSISTANT: &str = "The second attempt waited for the provider's retry-after and then \
+        queued behind the requests that arrived during the pause, so its first token came \
+        late even though its stream itself was normal. A gateway can spread such retries with \
+        jitter, keep one client's burst from taking every slot, and report the wait in its \
+        logs so that the latency is explained rather than hidden. Shall I show the settings \
+        that do each of those, with the numbers from your log?";
+    let turn = [
+        serde_json::json!({"role": "user", "content": USER}),
+        serde_json::json!({"role": "assistant", "content": ASSISTANT}),
+    ];
+    let question = serde_json::json!({"role": "user", "content": "Write a short paragraph about load testing."});
+    let all: Vec<&serde_json::Value> = (0..history)
+        .flat_map(|_| turn.iter())
+        .chain(std::iter::once(&question))
+        .collect();
+    serde_json::to_string(&all).unwrap_or_default()
 }

@@ -194,7 +194,8 @@ pub(crate) async fn run_state_redis(args: Args, fds: String) -> Res<bool> {
     );
 
     let direct = direct_phase(&args, up_addr, &expected, &upstream).await?;
-    let native = |addr: SocketAddr| Target::new(addr, Door::Native, "openai/synthetic");
+    let native =
+        |addr: SocketAddr| Target::new(addr, Door::Native, "openai/synthetic", args.history);
     for (name, gateway) in [("embedded", &embedded), ("redis", &shared)] {
         eprintln!("{name} warm-up phase (not measured) ...");
         run_phase(

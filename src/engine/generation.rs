@@ -140,8 +140,8 @@ impl Generation {
             &self.defaults,
             caps,
         )?;
-        serde_json::to_vec(&body)
-            .map_err(|e| GatewayError::Internal(format!("serializing request: {e}")))
+        // serde_json's bytes, with the encoders' string scan (most of a body is text).
+        Ok(providers::json_write::to_vec(&body))
     }
 
     /// How long an answer for `model` may go without content before its next route is

@@ -60,7 +60,7 @@ async fn count(engine: &EngineState, request: Request) -> Result<Value, GatewayE
     if let Value::Object(map) = &mut upstream {
         map.retain(|k, _| COUNT_FIELDS.contains(&k.as_str()));
     }
-    let body = serde_json::to_vec(&upstream).map_err(|e| GatewayError::Internal(e.to_string()))?;
+    let body = providers::json_write::to_vec(&upstream);
     let forward = ForwardHeaders::from_headers(&parts.headers);
     generation
         .upstream()

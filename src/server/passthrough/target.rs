@@ -98,8 +98,7 @@ pub fn for_json<'a>(
         return Ok(untouched(Some(model), body));
     };
     object.insert("model".into(), Value::String(upstream_model));
-    let body = serde_json::to_vec(&object)
-        .map_err(|e| GatewayError::Internal(format!("serializing a forwarded body: {e}")))?;
+    let body = providers::json_write::to_vec(&Value::Object(object));
     Ok(Target {
         name,
         provider,
