@@ -179,7 +179,7 @@ async fn run_async(args: Args, fds: String) -> Res<bool> {
     if let Some(n) = &nginx {
         println!(
             "reference: {} ({}), {} workers (pids {:?}, master {}), proxy_buffering off, \
-             upstream keepalive, access_log off",
+             proxy_request_buffering off, upstream keepalive, access_log off",
             n.binary.display(),
             nginx_version(&n.binary),
             n.workers.len(),

@@ -189,7 +189,7 @@ pub(crate) async fn run_matrix(args: Args, fds: String) -> Res<bool> {
     );
     println!(
         "streamgate: {} (pid {}, RUST_LOG={}); nginx: {} ({}), {} worker(s) (pids {:?}, master \
-         {}), proxy_buffering off, upstream keepalive, access_log off",
+         {}), proxy_buffering off, proxy_request_buffering off, upstream keepalive, access_log off",
         args.gateway.display(),
         gateway.pid,
         args.gateway_log,
