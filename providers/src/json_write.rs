@@ -1,5 +1,5 @@
 //! A `serde_json::Value` written to bytes exactly as `serde_json::to_vec` writes it, with the
-//! string scan the encoders use ([`crate::sse::json::write_str`]).
+//! string scan the encoders use (`sse::json::write_str`).
 //!
 //! An upstream request body is a `Value` built from the unified request, and most of its
 //! bytes are the conversation's text. serde_json's serializer escapes a string a byte at a
@@ -92,7 +92,11 @@ mod tests {
             json!({}),
             json!({"": [[], {}, ""]}),
         ] {
-            assert_eq!(to_vec(&value), serde_json::to_vec(&value).unwrap(), "{value}");
+            assert_eq!(
+                to_vec(&value),
+                serde_json::to_vec(&value).unwrap(),
+                "{value}"
+            );
         }
     }
 }

@@ -9,8 +9,9 @@
 //! (but for the head fields a caller lets it skip, see [`Head`]).
 //!
 //! Past a learned head, a token chunk repeats its rest byte for byte too, but for the text
-//! itself: [`Head`] also learns that shape, and a chunk that has it is read by two
-//! comparisons and a scan of the text ([`TextShape`]).
+//! itself: [`Head`] also learns that shape (when `parse` accepts such a chunk), and a chunk
+//! that has it is read by two comparisons and a scan of the text ([`Head::shaped_text`]),
+//! before and instead of `parse`.
 
 use std::borrow::Cow;
 
@@ -65,7 +66,7 @@ impl Head {
 ///
 /// A later chunk made of the same bytes around strings without quotes, backslashes or
 /// control characters is the same JSON document but for those strings, so it parses to the
-/// same chunk but for the text: [`parse`] then reads it without parsing.
+/// same chunk but for the text: [`Head::shaped_text`] then reads it without parsing.
 #[derive(Debug, Clone)]
 struct TextShape {
     /// From the end of the head to the text's opening quote, inclusive.
