@@ -415,11 +415,11 @@ impl Decoder {
         let state = &mut self.choices[slot].tools[tool];
         self.last = Some(state.block);
         if let Some(args) = nonempty(arguments) {
-            let args = args.into_string();
-            state.args.push_str(&args);
+            let arguments = args.into_fragment();
+            state.args.push_str(&arguments);
             out.push(AgentEvent::ToolCallDelta {
                 index: state.block,
-                arguments: args.into(),
+                arguments,
             });
         }
         Ok(())

@@ -12,7 +12,7 @@ use super::wire::{ResponseHead, WireUsage};
 use crate::codec::{FrameDecoder, FrameError};
 use crate::error::{CutPoint, UpstreamError};
 use crate::event::{
-    AgentEvent, BlockKind, Extra, FinishReason, StreamEnd, StreamStart, Usage, UsageBasis,
+    AgentEvent, BlockKind, Extra, FinishReason, Fragment, StreamEnd, StreamStart, Usage, UsageBasis,
 };
 use crate::sse::SseFrame;
 
@@ -131,19 +131,16 @@ impl FrameDecoder for Decoder {
             }
             "response.output_text.delta" | "response.refusal.delta" => {
                 let block = self.part(&obj, out)?;
-                let text = str_of(&obj, "delta").unwrap_or_default().to_owned();
+                let text = Fragment::from(str_of(&obj, "delta").unwrap_or_default());
                 self.last = Some(block);
                 self.streamed(&obj, text.len());
                 if !text.is_empty() {
                     out.push(if kind == "response.refusal.delta" {
-                        AgentEvent::RefusalDelta {
-                            index: block,
-                            text: text.into(),
-                        }
+                        AgentEvent::RefusalDelta { index: block, text }
                     } else {
                         AgentEvent::TextDelta {
                             index: block,
-                            text: text.into(),
+                            text,
                             extra: None,
                         }
                     });
@@ -163,18 +160,15 @@ impl FrameDecoder for Decoder {
                     .streamed(&obj, 0)
                     .and_then(|n| whole.get(n..))
                     .filter(|r| !r.is_empty())
-                    .map(str::to_owned);
+                    .map(Fragment::from);
                 if let Some(text) = rest {
                     self.streamed(&obj, text.len());
                     out.push(if kind == "response.refusal.done" {
-                        AgentEvent::RefusalDelta {
-                            index: block,
-                            text: text.into(),
-                        }
+                        AgentEvent::RefusalDelta { index: block, text }
                     } else {
                         AgentEvent::TextDelta {
                             index: block,
-                            text: text.into(),
+                            text,
                             extra: None,
                         }
                     });
@@ -601,15 +595,12 @@ impl Decoder {
             return Ok(());
         }
         let text = if std::mem::take(separate) {
-            format!("\n\n{text}")
+            Fragment::from(format!("\n\n{text}"))
         } else {
-            text.to_owned()
+            Fragment::from(text)
         };
         *wrote = true;
-        out.push(AgentEvent::ReasoningDelta {
-            index: block,
-            text: text.into(),
-        });
+        out.push(AgentEvent::ReasoningDelta { index: block, text });
         Ok(())
     }
 
