@@ -818,6 +818,8 @@ mod tests {
             .with_ansi(false)
             .finish();
         let _default = tracing::subscriber::set_default(subscriber);
+        // Interest another thread cached for these callsites before this subscriber existed.
+        tracing::callsite::rebuild_interest_cache();
         let b = breakers();
         b.allow("a/m").unwrap().success();
         fail(&b, "a/m");
@@ -946,19 +948,29 @@ mod tests {
         b.with(|inner| (inner.states.len(), inner.transitions.len()))
     }
 
+    /// A subscriber that takes every event and writes none, for a test that logs a lot: a
+    /// log line's callsite first hit on a thread with no subscriber can have its interest
+    /// cached as "never" for every thread, which another test counting log lines (above)
+    /// would then miss.
+    fn quiet() -> tracing::subscriber::DefaultGuard {
+        tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_writer(std::io::sink)
+                .finish(),
+        )
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_flood_of_model_strings_is_bounded_and_keeps_failing_routes_open() {
+        let _quiet = quiet();
         let b = breakers();
         open(&b);
         // Seeded: a client naming fresh `provider/model` routes, some of which fail (enough
         // to open a few), interleaved with the real route's requests.
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rng = fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15);
         for i in 0..5 * MAX_ROUTES {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
             let route = format!("p/junk-{i}");
-            match seed % 8 {
+            match rng.u8(0..8) {
                 0 => {
                     for _ in 0..3 {
                         if let Some(mut pass) = b.allow(&route) {
@@ -1000,6 +1012,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn idle_closed_routes_make_room_first() {
+        let _quiet = quiet();
         let b = breakers();
         let counted = |b: &Breakers| {
             b.snapshot()
@@ -1018,7 +1031,7 @@ mod tests {
         let new = snapshot.iter().find(|r| r.route == "p/new").unwrap();
         assert_eq!(new.recent.failures, 1, "room was made for it");
         assert_eq!(snapshot.len(), 2, "the idle routes made room");
-        // Busy ones make room only when no idle one is left.
+        // With no idle one left, busy closed routes make room: the bound holds.
         for i in 0..2 * MAX_ROUTES {
             b.success(&format!("p/again{i}"));
             assert!(held(&b).0 <= MAX_ROUTES);
