@@ -9,7 +9,7 @@ pub(crate) struct Args {
     /// Whether `--requests` was given (the matrix then uses it for every setting).
     pub(crate) requests_given: bool,
     pub(crate) chunks: usize,
-    /// `--history N`: earlier turns (a user and an assistant message each, ~1 kB together)
+    /// `--history N`: earlier turns (a user and an assistant message each, ~830 bytes of body)
     /// before the request's question, for a request the size of a real conversation's.
     pub(crate) history: usize,
     pub(crate) delay: Duration,
@@ -49,8 +49,8 @@ pub(crate) struct Args {
 /// The second gateway of `--quiet-gateway`: metrics and access lines off.
 pub(crate) const QUIET: &str = "metrics = false\n\n[log]\naccess = false\n";
 
-/// Turns `--history` takes at most (about 1 MB of request body; the gateway's default body
-/// limit is larger).
+/// Turns `--history` takes at most (about 830 kB of request body; the gateway's default body
+/// limit is 8 MiB).
 const MAX_HISTORY: usize = 1000;
 
 pub(crate) const USAGE: &str = "cargo bench --bench load -- [--concurrency N] [--requests N] [--chunks N] [--history N] \
