@@ -33,7 +33,8 @@ const BODY_BYTES: usize = 30 * 1024 * 1024;
 /// a value with `preserve_order`), and the body written for the upstream (a tree again, then
 /// its bytes): 200 to 300 MB for the densest shape accepted. Three at once plus the
 /// allocator's per-thread arenas and the process's own 25 MB: measured 740-790 MB. Without
-/// the value census, the two refused shapes alone took the gateway to 6.1 and 7.3 GB.
+/// the count of values (a refused body's tree stops growing at the limit, then is dropped),
+/// the two refused shapes alone took the gateway to 6.1 and 7.3 GB.
 const PEAK_RSS_BOUND: u64 = 1024 * 1024 * 1024;
 
 /// Upper bound for one exchange on a loaded 2-core machine.

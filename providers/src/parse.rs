@@ -2,12 +2,12 @@
 
 use crate::dialect::Dialect;
 
-use crate::request::{CensusError, ChatRequest, RequestError, count_values};
+use crate::request::{CensusError, ChatRequest, RequestError, parse_bounded};
 
 /// Why a body did not become a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
-    /// The body holds more than `limit` JSON values (see [`count_values`]).
+    /// The body holds more than `limit` JSON values (see [`parse_bounded`]).
     #[error("the request body holds more than {limit} JSON values")]
     TooManyValues {
         /// The limit.
@@ -23,16 +23,14 @@ pub enum ParseError {
 }
 
 /// Parses a door's JSON body into the unified request, refusing a body of more than
-/// `max_values` JSON values before building anything (see [`count_values`]). The tree is
+/// `max_values` JSON values once that many are built (see [`parse_bounded`]). The tree is
 /// built once and taken apart into the request, never copied, so parsing costs the body's
 /// strings once plus at most about a hundred bytes per value.
 pub fn parse(door: Dialect, bytes: &[u8], max_values: usize) -> Result<ChatRequest, ParseError> {
-    count_values(bytes, max_values).map_err(|e| match e {
+    let value = parse_bounded(bytes, max_values).map_err(|e| match e {
         CensusError::TooManyValues { limit } => ParseError::TooManyValues { limit },
         CensusError::Syntax(message) => ParseError::NotJson(message),
     })?;
-    let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| ParseError::NotJson(e.to_string()))?;
     if !value.is_object() {
         return Err(ParseError::NotJson("the body must be a JSON object".into()));
     }

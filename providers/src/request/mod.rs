@@ -86,7 +86,7 @@ mod tests;
 
 pub use crate::anthropic::request_out::MIN_THINKING_BUDGET;
 pub use capability::{Capabilities, reasons_by_family};
-pub use census::{CensusError, count_values};
+pub use census::{CensusError, parse_bounded};
 pub use error::RequestError;
 pub use unified::{
     ChatRequest, Effort, FunctionTool, ImageSource, Message, Origin, Part, Reasoning, Role,

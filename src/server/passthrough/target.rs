@@ -77,15 +77,12 @@ pub fn for_json<'a>(
         body,
         ..Target::untouched(default)
     };
-    match providers::request::count_values(&body, max_values) {
+    let mut object = match providers::request::parse_bounded(&body, max_values) {
         Err(CensusError::TooManyValues { limit }) => {
             return Err(GatewayError::TooManyJsonValues { limit });
         }
-        Err(CensusError::Syntax(_)) => return Ok(untouched(None, body)),
-        Ok(_) => {}
-    }
-    let Ok(Value::Object(mut object)) = serde_json::from_slice::<Value>(&body) else {
-        return Ok(untouched(None, body));
+        Ok(Value::Object(object)) => object,
+        Err(CensusError::Syntax(_)) | Ok(_) => return Ok(untouched(None, body)),
     };
     let Some(model) = object
         .get("model")
