@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use crate::dialect::Dialect;
 use crate::request::error::RequestError;
-use crate::request::fields::{Obj, idx, kind, peek_str};
+use crate::request::fields::{Obj, Path, kind, peek_str};
 use crate::request::unified::{
     ChatRequest, FunctionTool, ImageSource, Message, Origin, Part, Reasoning, Role, SystemPart,
     Tool, ToolChoice,
@@ -25,7 +25,7 @@ impl ChatRequest {
     /// [`ChatRequest::from_anthropic`] taking the body over: its strings move into the
     /// request, nothing is copied.
     pub fn from_anthropic_value(body: Value) -> Result<ChatRequest, RequestError> {
-        let mut o = Obj::new(body, "")?;
+        let mut o = Obj::new(body, Path::Root)?;
         let mut req = ChatRequest {
             model: o.req_str("model")?,
             source: Some(Dialect::Anthropic),
@@ -42,7 +42,7 @@ impl ChatRequest {
                 blocks
                     .into_iter()
                     .enumerate()
-                    .map(|(i, b)| read_system_block(b, &idx("system", i)))
+                    .map(|(i, b)| read_system_block(b, Path::top("system").index(i)))
                     .collect::<Result<_, _>>()?
             }
             Some(other) => {
@@ -65,7 +65,7 @@ impl ChatRequest {
             req.tools = tools
                 .into_iter()
                 .enumerate()
-                .map(|(i, t)| read_tool(t, &idx("tools", i)))
+                .map(|(i, t)| read_tool(t, Path::top("tools").index(i)))
                 .collect::<Result<_, _>>()?;
         }
         if let Some(raw) = o.take("tool_choice") {
@@ -73,7 +73,7 @@ impl ChatRequest {
                 // A newer choice: same-dialect passthrough, refused by the other.
                 o.put("tool_choice", raw);
             } else {
-                let mut tc = Obj::new(raw, "tool_choice")?;
+                let mut tc = Obj::new(raw, Path::top("tool_choice"))?;
                 req.tool_choice = Some(match tc.req_str("type")?.as_str() {
                     "auto" => ToolChoice::Auto,
                     "none" => ToolChoice::None,
@@ -111,7 +111,7 @@ impl ChatRequest {
                 .map(|(i, v)| match v {
                     Value::String(s) => Ok(s),
                     other => Err(RequestError::invalid(
-                        idx("stop_sequences", i),
+                        Path::top("stop_sequences").index(i),
                         format!("expected a string, got {}", kind(&other)),
                     )),
                 })
@@ -126,7 +126,7 @@ impl ChatRequest {
             }
         }
         if let Some(thinking) = o.take("thinking") {
-            let mut t = Obj::new(thinking, "thinking")?;
+            let mut t = Obj::new(thinking, Path::top("thinking"))?;
             let ty = t.req_str("type")?;
             let budget_tokens = match ty.as_str() {
                 "enabled" => t.u32("budget_tokens")?,
@@ -145,7 +145,7 @@ impl ChatRequest {
     }
 }
 
-fn read_system_block(b: Value, path: &str) -> Result<SystemPart, RequestError> {
+fn read_system_block(b: Value, path: Path<'_>) -> Result<SystemPart, RequestError> {
     let mut o = Obj::new(b, path)?;
     match o.req_str("type")?.as_str() {
         "text" => Ok(SystemPart {
@@ -161,7 +161,8 @@ fn read_system_block(b: Value, path: &str) -> Result<SystemPart, RequestError> {
 }
 
 fn read_message(out: &mut Vec<Message>, m: Value, i: usize) -> Result<(), RequestError> {
-    let path = idx("messages", i);
+    let messages = Path::top("messages");
+    let path = messages.index(i);
     let origin = |part_offset, as_string| {
         Some(Origin {
             index: i,
@@ -176,7 +177,7 @@ fn read_message(out: &mut Vec<Message>, m: Value, i: usize) -> Result<(), Reques
         });
         return Ok(());
     }
-    let mut o = Obj::new(m, &path)?;
+    let mut o = Obj::new(m, path)?;
     let role = match o.req_str("role")?.as_str() {
         "user" => Role::User,
         "assistant" => Role::Assistant,
@@ -189,9 +190,10 @@ fn read_message(out: &mut Vec<Message>, m: Value, i: usize) -> Result<(), Reques
             ));
         }
     };
+    let content = o.take("content");
     let content_path = o.path("content");
     let mut as_string = false;
-    let parts = match o.take("content") {
+    let parts = match content {
         None => Vec::new(),
         Some(Value::String(s)) => {
             as_string = true;
@@ -200,7 +202,7 @@ fn read_message(out: &mut Vec<Message>, m: Value, i: usize) -> Result<(), Reques
         Some(Value::Array(blocks)) => blocks
             .into_iter()
             .enumerate()
-            .map(|(j, b)| read_block(b, &idx(&content_path, j)))
+            .map(|(j, b)| read_block(b, content_path.index(j)))
             .collect::<Result<_, _>>()?,
         Some(other) => {
             return Err(RequestError::invalid(
@@ -298,7 +300,7 @@ fn kept_whole(b: &Value) -> bool {
     }
 }
 
-fn read_block(b: Value, path: &str) -> Result<Part, RequestError> {
+fn read_block(b: Value, path: Path<'_>) -> Result<Part, RequestError> {
     if kept_whole(&b) {
         return Ok(native(b));
     }
@@ -310,10 +312,7 @@ fn read_block(b: Value, path: &str) -> Result<Part, RequestError> {
             extra: o.rest(),
         },
         "image" => {
-            let raw_source = o.take("source").ok_or_else(|| {
-                RequestError::invalid(o.path("source"), "required field is missing")
-            })?;
-            let mut s = Obj::new(raw_source, &o.path("source"))?;
+            let mut s = o.req_obj("source")?;
             // Other sources and fields were kept whole above.
             let source = match s.req_str("type")?.as_str() {
                 "base64" => ImageSource::Base64 {
@@ -357,9 +356,10 @@ fn read_block(b: Value, path: &str) -> Result<Part, RequestError> {
         }
         "tool_result" => {
             let call_id = o.req_str("tool_use_id")?;
+            let content = o.take("content");
             let content_path = o.path("content");
             let mut as_string = false;
-            let content = match o.take("content") {
+            let content = match content {
                 None => Vec::new(),
                 Some(Value::String(s)) => {
                     as_string = true;
@@ -368,7 +368,7 @@ fn read_block(b: Value, path: &str) -> Result<Part, RequestError> {
                 Some(Value::Array(blocks)) => blocks
                     .into_iter()
                     .enumerate()
-                    .map(|(k, b)| read_block(b, &idx(&content_path, k)))
+                    .map(|(k, b)| read_block(b, content_path.index(k)))
                     .collect::<Result<_, _>>()?,
                 Some(other) => {
                     return Err(RequestError::invalid(
@@ -424,7 +424,7 @@ fn native(b: Value) -> Part {
     }
 }
 
-fn read_tool(t: Value, path: &str) -> Result<Tool, RequestError> {
+fn read_tool(t: Value, path: Path<'_>) -> Result<Tool, RequestError> {
     if peek_str(&t, "type").is_some_and(|ty| ty != "custom") {
         // Server tools (web_search_20250305, bash_20250124, ...).
         return Ok(Tool::Native {

@@ -1,10 +1,12 @@
 //! Reading an OpenAI Chat Completions request body into the unified model.
 
+use std::fmt;
+
 use serde_json::{Map, Value};
 
 use crate::dialect::Dialect;
 use crate::request::error::RequestError;
-use crate::request::fields::{Obj, idx, kind, peek_str, text_parts};
+use crate::request::fields::{Obj, Path, kind, peek_str, text_parts};
 use crate::request::unified::{
     ChatRequest, Effort, FunctionTool, ImageSource, Message, Origin, Part, Reasoning, Role, Tool,
     ToolChoice,
@@ -23,7 +25,7 @@ impl ChatRequest {
     /// [`ChatRequest::from_openai`] taking the body over: its strings move into the request,
     /// nothing is copied.
     pub fn from_openai_value(body: Value) -> Result<ChatRequest, RequestError> {
-        let mut o = Obj::new(body, "")?;
+        let mut o = Obj::new(body, Path::Root)?;
         let mut req = ChatRequest {
             model: o.req_str("model")?,
             source: Some(Dialect::OpenAi),
@@ -39,7 +41,7 @@ impl ChatRequest {
             req.tools = tools
                 .into_iter()
                 .enumerate()
-                .map(|(i, t)| read_tool(t, &idx("tools", i)))
+                .map(|(i, t)| read_tool(t, Path::top("tools").index(i)))
                 .collect::<Result<_, _>>()?;
         }
         if let Some(choice) = o.take("tool_choice") {
@@ -76,7 +78,7 @@ impl ChatRequest {
                 .map(|(i, v)| match v {
                     Value::String(s) => Ok(s),
                     other => Err(RequestError::invalid(
-                        idx("stop", i),
+                        Path::top("stop").index(i),
                         format!("expected a string, got {}", kind(&other)),
                     )),
                 })
@@ -125,7 +127,8 @@ impl ChatRequest {
 const KNOWN_ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool"];
 
 fn read_message(req: &mut ChatRequest, m: Value, i: usize) -> Result<(), RequestError> {
-    let path = idx("messages", i);
+    let messages = Path::top("messages");
+    let path = messages.index(i);
     if peek_str(&m, "role").is_some_and(|r| !KNOWN_ROLES.contains(&r)) {
         // Legacy `function` and newer roles: same-dialect passthrough, refused by the
         // other.
@@ -145,10 +148,9 @@ fn read_message(req: &mut ChatRequest, m: Value, i: usize) -> Result<(), Request
         });
         return Ok(());
     }
-    let mut o = Obj::new(m, &path)?;
+    let mut o = Obj::new(m, path)?;
     let role = o.req_str("role")?;
     let content = o.take("content");
-    let content_path = o.path("content");
     let origin = Some(Origin {
         index: i,
         part_offset: 0,
@@ -162,9 +164,9 @@ fn read_message(req: &mut ChatRequest, m: Value, i: usize) -> Result<(), Request
                 Some(Value::Array(items)) => items
                     .into_iter()
                     .enumerate()
-                    .map(|(j, p)| read_text_part(p, &idx(&content_path, j)))
+                    .map(|(j, p)| read_text_part(p, o.path("content").index(j)))
                     .collect::<Result<_, _>>()?,
-                Some(other) => return Err(not_content(&content_path, &other)),
+                Some(other) => return Err(not_content(o.path("content"), &other)),
             };
             let role = if role == "system" {
                 Role::System
@@ -180,9 +182,9 @@ fn read_message(req: &mut ChatRequest, m: Value, i: usize) -> Result<(), Request
                 Some(Value::Array(items)) => items
                     .into_iter()
                     .enumerate()
-                    .map(|(j, p)| read_user_part(p, &idx(&content_path, j)))
+                    .map(|(j, p)| read_user_part(p, o.path("content").index(j)))
                     .collect::<Result<_, _>>()?,
-                Some(other) => return Err(not_content(&content_path, &other)),
+                Some(other) => return Err(not_content(o.path("content"), &other)),
             };
             Message::new(Role::User, parts)
         }
@@ -193,14 +195,14 @@ fn read_message(req: &mut ChatRequest, m: Value, i: usize) -> Result<(), Request
                 Some(Value::Array(items)) => items
                     .into_iter()
                     .enumerate()
-                    .map(|(j, p)| read_text_part(p, &idx(&content_path, j)))
+                    .map(|(j, p)| read_text_part(p, o.path("content").index(j)))
                     .collect::<Result<_, _>>()?,
-                Some(other) => return Err(not_content(&content_path, &other)),
+                Some(other) => return Err(not_content(o.path("content"), &other)),
             };
             if let Some(calls) = o.arr("tool_calls")? {
                 let calls_path = o.path("tool_calls");
                 for (k, c) in calls.into_iter().enumerate() {
-                    parts.push(read_tool_call(c, &idx(&calls_path, k))?);
+                    parts.push(read_tool_call(c, calls_path.index(k))?);
                 }
             }
             Message::new(Role::Assistant, parts)
@@ -208,7 +210,7 @@ fn read_message(req: &mut ChatRequest, m: Value, i: usize) -> Result<(), Request
         "tool" => {
             let call_id = o.req_str("tool_call_id")?;
             let texts = match content {
-                Some(c) => text_parts(c, &content_path)?,
+                Some(c) => text_parts(c, o.path("content"))?,
                 None => Vec::new(),
             };
             let result =
@@ -231,7 +233,7 @@ fn read_message(req: &mut ChatRequest, m: Value, i: usize) -> Result<(), Request
     Ok(())
 }
 
-fn not_content(path: &str, v: &Value) -> RequestError {
+fn not_content(path: Path<'_>, v: &Value) -> RequestError {
     RequestError::invalid(
         path,
         format!(
@@ -241,7 +243,7 @@ fn not_content(path: &str, v: &Value) -> RequestError {
     )
 }
 
-fn read_user_part(p: Value, path: &str) -> Result<Part, RequestError> {
+fn read_user_part(p: Value, path: Path<'_>) -> Result<Part, RequestError> {
     if peek_str(&p, "type").is_some_and(|t| t != "text" && t != "image_url") {
         return Ok(Part::Native {
             dialect: Dialect::OpenAi,
@@ -256,9 +258,7 @@ fn read_user_part(p: Value, path: &str) -> Result<Part, RequestError> {
             extra: o.rest(),
         }),
         "image_url" => {
-            let mut img = o.obj("image_url")?.ok_or_else(|| {
-                RequestError::invalid(o.path("image_url"), "required field is missing")
-            })?;
+            let mut img = o.req_obj("image_url")?;
             let url = img.req_str("url")?;
             let source = parse_image_url(&url).ok_or_else(|| {
                 RequestError::invalid(
@@ -280,7 +280,7 @@ fn read_user_part(p: Value, path: &str) -> Result<Part, RequestError> {
 }
 
 /// A part of assistant or system content: text, or kept whole.
-fn read_text_part(p: Value, path: &str) -> Result<Part, RequestError> {
+fn read_text_part(p: Value, path: Path<'_>) -> Result<Part, RequestError> {
     if peek_str(&p, "type").is_some_and(|t| t != "text") {
         // `refusal` parts and anything newer: same-dialect only.
         return Ok(Part::Native {
@@ -321,7 +321,7 @@ pub(crate) fn parse_image_url(url: &str) -> Option<ImageSource> {
     None
 }
 
-fn read_tool_call(c: Value, path: &str) -> Result<Part, RequestError> {
+fn read_tool_call(c: Value, path: Path<'_>) -> Result<Part, RequestError> {
     let mut o = Obj::new(c, path)?;
     let id = o.req_str("id")?;
     match o.str("type")?.as_deref() {
@@ -336,9 +336,7 @@ fn read_tool_call(c: Value, path: &str) -> Result<Part, RequestError> {
             ));
         }
     }
-    let mut f = o
-        .obj("function")?
-        .ok_or_else(|| RequestError::invalid(o.path("function"), "required field is missing"))?;
+    let mut f = o.req_obj("function")?;
     let name = f.req_str("name")?;
     let arguments = f.str("arguments")?.unwrap_or_default();
     check_arguments(&arguments, &f.path("arguments"))?;
@@ -351,9 +349,10 @@ fn read_tool_call(c: Value, path: &str) -> Result<Part, RequestError> {
 }
 
 /// Tool call arguments must be the JSON text of an object; an empty string means `{}`.
+/// `path` is a [`Path`] when reading, rendered only on an error.
 pub(crate) fn check_arguments(
     arguments: &str,
-    path: &str,
+    path: &dyn fmt::Display,
 ) -> Result<Map<String, Value>, RequestError> {
     if arguments.trim().is_empty() {
         return Ok(Map::new());
@@ -361,20 +360,20 @@ pub(crate) fn check_arguments(
     match serde_json::from_str::<Value>(arguments) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(other) => Err(RequestError::invalid(
-            path,
+            path.to_string(),
             format!(
                 "tool call arguments must be a JSON object, got {}",
                 kind(&other)
             ),
         )),
         Err(e) => Err(RequestError::invalid(
-            path,
+            path.to_string(),
             format!("tool call arguments are not valid JSON: {e}"),
         )),
     }
 }
 
-fn read_tool(t: Value, path: &str) -> Result<Tool, RequestError> {
+fn read_tool(t: Value, path: Path<'_>) -> Result<Tool, RequestError> {
     // Anything but a function tool (a missing type included) is kept whole; a type that is
     // not a string is an error below.
     let kept_whole = t.is_object()
@@ -391,9 +390,7 @@ fn read_tool(t: Value, path: &str) -> Result<Tool, RequestError> {
     }
     let mut o = Obj::new(t, path)?;
     o.str("type")?;
-    let mut f = o
-        .obj("function")?
-        .ok_or_else(|| RequestError::invalid(o.path("function"), "required field is missing"))?;
+    let mut f = o.req_obj("function")?;
     let tool = FunctionTool {
         name: f.req_str("name")?,
         description: f.str("description")?,

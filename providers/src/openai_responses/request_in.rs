@@ -28,7 +28,7 @@ use serde_json::Value;
 use crate::dialect::Dialect;
 use crate::openai_chat::request_in::{check_arguments, parse_image_url};
 use crate::request::error::RequestError;
-use crate::request::fields::{Obj, idx, kind, peek_str};
+use crate::request::fields::{Obj, Path, kind, peek_str};
 use crate::request::unified::{
     ChatRequest, Effort, FunctionTool, Message, Origin, Part, Reasoning, Role, SystemPart, Tool,
     ToolChoice,
@@ -70,7 +70,7 @@ impl ChatRequest {
 
     /// [`ChatRequest::from_responses`] taking the body over.
     pub fn from_responses_value(body: Value) -> Result<ChatRequest, RequestError> {
-        let mut o = Obj::new(body, "")?;
+        let mut o = Obj::new(body, Path::Root)?;
         let mut req = ChatRequest {
             model: o.req_str("model")?,
             source: Some(RESPONSES),
@@ -118,7 +118,7 @@ impl ChatRequest {
             req.tools = tools
                 .into_iter()
                 .enumerate()
-                .map(|(i, t)| read_tool(t, &idx("tools", i)))
+                .map(|(i, t)| read_tool(t, Path::top("tools").index(i)))
                 .collect::<Result<_, _>>()?;
         }
         if let Some(choice) = o.take("tool_choice") {
@@ -249,22 +249,23 @@ fn assistant_turn(messages: &mut Vec<Message>, i: usize) -> &mut Message {
 }
 
 fn read_item(messages: &mut Vec<Message>, item: Value, i: usize) -> Result<(), RequestError> {
-    let path = idx("input", i);
+    let input = Path::top("input");
+    let path = input.index(i);
     let ty = match peek_str(&item, "type") {
         Some(t) => t.to_owned(),
         // An "easy" input message: `{role, content}` without a type.
         None if item.get("role").is_some() => "message".to_owned(),
         None => {
             return Err(RequestError::invalid(
-                format!("{path}.type"),
+                path.key("type"),
                 "item without a type",
             ));
         }
     };
     match ty.as_str() {
-        "message" => read_message(messages, item, i, &path),
+        "message" => read_message(messages, item, i, path),
         "function_call" => {
-            let mut o = Obj::new(item, &path)?;
+            let mut o = Obj::new(item, path)?;
             o.str("type")?;
             let call_id = o.req_str("call_id")?;
             let name = o.req_str("name")?;
@@ -280,14 +281,13 @@ fn read_item(messages: &mut Vec<Message>, item: Value, i: usize) -> Result<(), R
             Ok(())
         }
         "function_call_output" => {
-            let mut o = Obj::new(item, &path)?;
+            let mut o = Obj::new(item, path)?;
             o.str("type")?;
             let call_id = o.req_str("call_id")?;
-            let output_path = o.path("output");
             let (texts, as_string) = match o.take("output") {
                 None => (Vec::new(), true),
                 Some(Value::String(s)) => (vec![s], true),
-                Some(other) => (output_texts(other, &output_path)?, false),
+                Some(other) => (output_texts(other, o.path("output"))?, false),
             };
             let result = Part::ToolResult {
                 call_id,
@@ -346,7 +346,7 @@ fn read_item(messages: &mut Vec<Message>, item: Value, i: usize) -> Result<(), R
 }
 
 /// A `function_call_output.output` given as content parts: their texts.
-fn output_texts(v: Value, path: &str) -> Result<Vec<String>, RequestError> {
+fn output_texts(v: Value, path: Path<'_>) -> Result<Vec<String>, RequestError> {
     let Value::Array(parts) = v else {
         return Err(RequestError::invalid(
             path,
@@ -355,15 +355,15 @@ fn output_texts(v: Value, path: &str) -> Result<Vec<String>, RequestError> {
     };
     let mut texts = Vec::new();
     for (j, p) in parts.into_iter().enumerate() {
-        let path = idx(path, j);
+        let part_path = path.index(j);
         match peek_str(&p, "type") {
             Some("input_text" | "output_text") => {
-                let mut o = Obj::new(p, &path)?;
+                let mut o = Obj::new(p, part_path)?;
                 texts.push(o.req_str("text")?);
             }
             _ => {
                 return Err(RequestError::unsupported(
-                    path,
+                    part_path,
                     RESPONSES,
                     "function call outputs other than text are not translated",
                 ));
@@ -377,7 +377,7 @@ fn read_message(
     messages: &mut Vec<Message>,
     item: Value,
     i: usize,
-    path: &str,
+    path: Path<'_>,
 ) -> Result<(), RequestError> {
     let mut o = Obj::new(item, path)?;
     // `type` stays in the extras: an "easy" message has none, and is written back so.
@@ -394,15 +394,16 @@ fn read_message(
             ));
         }
     };
+    let content = o.take("content");
     let content_path = o.path("content");
-    let (parts, as_string) = match o.take("content") {
+    let (parts, as_string) = match content {
         None => (Vec::new(), false),
         Some(Value::String(s)) => (vec![Part::text(s)], true),
         Some(Value::Array(items)) => (
             items
                 .into_iter()
                 .enumerate()
-                .map(|(j, p)| read_part(p, &idx(&content_path, j)))
+                .map(|(j, p)| read_part(p, content_path.index(j)))
                 .collect::<Result<Vec<_>, _>>()?,
             false,
         ),
@@ -441,7 +442,7 @@ fn read_message(
     Ok(())
 }
 
-fn read_part(p: Value, path: &str) -> Result<Part, RequestError> {
+fn read_part(p: Value, path: Path<'_>) -> Result<Part, RequestError> {
     match peek_str(&p, "type") {
         Some("input_text" | "output_text") => {
             let mut o = Obj::new(p, path)?;
@@ -484,13 +485,13 @@ fn read_part(p: Value, path: &str) -> Result<Part, RequestError> {
             raw: p,
         }),
         None => Err(RequestError::invalid(
-            format!("{path}.type"),
+            path.key("type"),
             "required field is missing",
         )),
     }
 }
 
-fn read_tool(t: Value, path: &str) -> Result<Tool, RequestError> {
+fn read_tool(t: Value, path: Path<'_>) -> Result<Tool, RequestError> {
     if peek_str(&t, "type") != Some("function") {
         if !t.is_object() {
             return Err(RequestError::invalid(

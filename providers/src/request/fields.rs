@@ -1,22 +1,70 @@
 //! Reading a JSON body field by field, with the path of each field for error messages.
 
+use std::fmt;
+
 use serde_json::{Map, Value};
 
 use super::error::RequestError;
 use crate::untrusted::untrusted;
 
-/// `path.key` (or `key` at the top level).
-pub(crate) fn at(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{path}.{key}")
+/// Where a value sits in the client's body (`messages[3].content[1]`), for error messages.
+///
+/// A chain of borrowed segments, rendered only when an error is built (`String::from`, so
+/// `RequestError::invalid(path, ..)` takes one as it is): a valid request, which needs no
+/// path, formats and allocates none (formatting every message's and part's path up front
+/// showed in profiles of long conversations).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Path<'a> {
+    /// The whole body: renders as `""`.
+    Root,
+    /// `parent.key`, or `key` when the parent renders as `""`.
+    Key(&'a Path<'a>, &'a str),
+    /// `parent[i]`.
+    Index(&'a Path<'a>, usize),
+}
+
+impl<'a> Path<'a> {
+    /// A top-level field (`messages`).
+    pub(crate) fn top(key: &'a str) -> Path<'a> {
+        Path::Key(&Path::Root, key)
+    }
+
+    /// A field of the value at this path.
+    pub(crate) fn key<'b>(&'b self, key: &'b str) -> Path<'b> {
+        Path::Key(self, key)
+    }
+
+    /// An item of the array at this path.
+    pub(crate) fn index(&self, i: usize) -> Path<'_> {
+        Path::Index(self, i)
+    }
+
+    /// Whether this renders as `""`: the root, or empty keys down from it. Decides the
+    /// separator the way the joined strings did (on the text, not on the shape).
+    fn is_empty(&self) -> bool {
+        match self {
+            Path::Root => true,
+            Path::Key(parent, key) => key.is_empty() && parent.is_empty(),
+            Path::Index(..) => false,
+        }
     }
 }
 
-/// `path[i]`.
-pub(crate) fn idx(path: &str, i: usize) -> String {
-    format!("{path}[{i}]")
+impl fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Path::Root => Ok(()),
+            Path::Key(parent, key) if parent.is_empty() => f.write_str(key),
+            Path::Key(parent, key) => write!(f, "{parent}.{key}"),
+            Path::Index(parent, i) => write!(f, "{parent}[{i}]"),
+        }
+    }
+}
+
+impl From<Path<'_>> for String {
+    fn from(path: Path<'_>) -> String {
+        path.to_string()
+    }
 }
 
 /// A short name for a JSON value's type, for messages.
@@ -47,21 +95,21 @@ pub(crate) fn peek_str<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
 /// An object of very many members costs a scan per name asked (a few dozen names at most),
 /// linear in the body as its parse already is; `max_body_json_values` bounds both.
 #[derive(Debug)]
-pub(crate) struct Obj {
+pub(crate) struct Obj<'a> {
     /// The members in order; a taken one is `None`. Keys are unique (the parsed map's).
     members: Vec<Option<(String, Value)>>,
-    path: String,
+    path: Path<'a>,
 }
 
-impl Obj {
+impl<'a> Obj<'a> {
     /// The object at `path`, or an error naming `what` it should have been. Takes the value
     /// over: a body is taken apart, never copied (a copy per nesting level multiplied the
     /// memory a large body costs).
-    pub(crate) fn new(v: Value, path: &str) -> Result<Obj, RequestError> {
+    pub(crate) fn new(v: Value, path: Path<'a>) -> Result<Obj<'a>, RequestError> {
         match v {
             Value::Object(map) => Ok(Obj {
                 members: map.into_iter().map(Some).collect(),
-                path: path.to_owned(),
+                path,
             }),
             other => Err(RequestError::invalid(
                 path,
@@ -71,8 +119,8 @@ impl Obj {
     }
 
     /// Path of a field of this object.
-    pub(crate) fn path(&self, key: &str) -> String {
-        at(&self.path, key)
+    pub(crate) fn path<'s>(&'s self, key: &'s str) -> Path<'s> {
+        self.path.key(key)
     }
 
     /// Removes a field; `null` counts as absent.
@@ -143,11 +191,25 @@ impl Obj {
         }
     }
 
-    pub(crate) fn obj(&mut self, key: &str) -> Result<Option<Obj>, RequestError> {
-        let path = self.path(key);
+    /// The object at `key`. Its path borrows this object's, so this one is not read again
+    /// until the inner one is done with.
+    pub(crate) fn obj<'s>(&'s mut self, key: &'s str) -> Result<Option<Obj<'s>>, RequestError> {
         match self.take(key) {
             None => Ok(None),
-            Some(v) => Obj::new(v, &path).map(Some),
+            Some(v) => Obj::new(v, self.path(key)).map(Some),
+        }
+    }
+
+    /// [`Obj::obj`] of a required field. A method rather than `obj(..)?.ok_or_else(..)` at
+    /// each caller: a closure naming this object's path could not borrow it while the inner
+    /// object does.
+    pub(crate) fn req_obj<'s>(&'s mut self, key: &'s str) -> Result<Obj<'s>, RequestError> {
+        match self.take(key) {
+            None => Err(RequestError::invalid(
+                self.path(key),
+                "required field is missing",
+            )),
+            Some(v) => Obj::new(v, self.path(key)),
         }
     }
 
@@ -168,15 +230,15 @@ impl Obj {
 
 /// Text of a string-or-array-of-text-parts content (OpenAI system messages, tool
 /// results). Returns the texts in order.
-pub(crate) fn text_parts(v: Value, path: &str) -> Result<Vec<String>, RequestError> {
+pub(crate) fn text_parts(v: Value, path: Path<'_>) -> Result<Vec<String>, RequestError> {
     match v {
         Value::String(s) => Ok(vec![s]),
         Value::Array(items) => items
             .into_iter()
             .enumerate()
             .map(|(i, item)| {
-                let p = idx(path, i);
-                let mut o = Obj::new(item, &p)?;
+                let p = path.index(i);
+                let mut o = Obj::new(item, p)?;
                 match o.req_str("type")?.as_str() {
                     "text" => o.req_str("text"),
                     other => Err(RequestError::invalid(
@@ -200,7 +262,7 @@ pub(crate) fn text_parts(v: Value, path: &str) -> Result<Vec<String>, RequestErr
 mod tests {
     use serde_json::{Map, Value, json};
 
-    use super::Obj;
+    use super::{Obj, Path};
     use crate::request::tests::Rng;
 
     fn key(rng: &mut Rng) -> String {
@@ -228,7 +290,7 @@ mod tests {
             for _ in 0..rng.below(6) {
                 map.insert(key(&mut rng), value(&mut rng));
             }
-            let mut obj = Obj::new(Value::Object(map.clone()), "").unwrap();
+            let mut obj = Obj::new(Value::Object(map.clone()), Path::Root).unwrap();
             for _ in 0..rng.below(8) {
                 let key = key(&mut rng);
                 if rng.below(3) == 0 {
@@ -246,6 +308,54 @@ mod tests {
             let rest: Vec<_> = obj.rest().into_iter().collect();
             let want: Vec<_> = map.into_iter().collect();
             assert_eq!(rest, want, "case {case}: the rest, in order");
+        }
+    }
+
+    /// The paths as they were joined when each level was formatted at once.
+    fn at(path: &str, key: &str) -> String {
+        if path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{path}.{key}")
+        }
+    }
+
+    fn idx(path: &str, i: usize) -> String {
+        format!("{path}[{i}]")
+    }
+
+    /// Extends `path` (rendered by the old joins as `old`) a level at a time, down to `depth`
+    /// more levels, checking each rendering on the way.
+    fn nest(rng: &mut Rng, path: Path<'_>, old: &str, depth: u32, case: u32) {
+        assert_eq!(path.to_string(), old, "case {case}");
+        assert_eq!(String::from(path), old, "case {case}");
+        if depth == 0 {
+            return;
+        }
+        for _ in 0..1 + rng.below(2) {
+            if rng.below(2) == 0 {
+                let key = key(rng);
+                nest(rng, path.key(&key), &at(old, &key), depth - 1, case);
+            } else {
+                let i = rng.below(12) as usize;
+                nest(rng, path.index(i), &idx(old, i), depth - 1, case);
+            }
+        }
+    }
+
+    /// A path renders as the eager joins did, over seeded nestings of keys (the empty key
+    /// among them, at the top and below) and indices, from the root and from a top field.
+    #[test]
+    fn paths_render_as_the_eager_joins_did() {
+        let mut rng = Rng(41);
+        for case in 0..500 {
+            let depth = rng.below(7) as u32;
+            if rng.below(2) == 0 {
+                nest(&mut rng, Path::Root, "", depth, case);
+            } else {
+                let top = key(&mut rng);
+                nest(&mut rng, Path::top(&top), &at("", &top), depth, case);
+            }
         }
     }
 }
