@@ -67,14 +67,14 @@ fn recorded_requests_translate_to_a_fixpoint() {
             let name = path.display().to_string();
             let body: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
             let parsed = wire
-                .parse_request(body)
+                .parse_request(body.into())
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
             let model = parsed.model.clone();
             let once = wire
                 .upstream_request(&parsed, &model, &defaults, caps)
                 .unwrap_or_else(|e| panic!("{name} upstream: {e}"));
             let again = wire
-                .parse_request(once.clone())
+                .parse_request(once.clone().into())
                 .unwrap_or_else(|e| panic!("{name} re-read: {e}"));
             let twice = wire
                 .upstream_request(&again, &model, &defaults, caps)

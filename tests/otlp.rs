@@ -533,7 +533,7 @@ async fn each_request_is_one_trace_of_attempts_and_calls() {
             door,
             request: door
                 .wire()
-                .parse_request(gw::chat_body(door, model, true))
+                .parse_request(gw::chat_body(door, model, true).into())
                 .unwrap(),
             key: ClientKey { door, key: None },
             forward: ForwardHeaders::default(),

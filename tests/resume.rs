@@ -359,7 +359,7 @@ async fn the_engine_continues_an_answer_from_the_events_a_client_has() {
         let body = chat_body(door, model, true);
         let call = Call {
             door,
-            request: door.wire().parse_request(body).unwrap(),
+            request: door.wire().parse_request(body.into()).unwrap(),
             key: ClientKey { door, key: None },
             forward: ForwardHeaders::default(),
             caller: streamgate::keys::Caller::open(),

@@ -44,7 +44,7 @@ fn cuts(rec: &rs::Recording, unreported: bool) -> Vec<usize> {
 /// The gateway's estimate of the input of `model`'s request through `door`.
 fn input_estimate(door: Dialect, model: &str) -> u64 {
     let body = gw::chat_body(door, model, true);
-    let request = door.wire().parse_request(body).unwrap();
+    let request = door.wire().parse_request(body.into()).unwrap();
     streamgate::estimate::input_tokens(&request)
 }
 

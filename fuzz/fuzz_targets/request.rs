@@ -1,5 +1,5 @@
 //! Each dialect's request translator (through the registry, `WireDialect`): a client's JSON
-//! body -> the unified request -> every dialect's upstream body, for a model known to reason,
+//! body -> the unified request (as a door reads it: `providers::parse::parse`) -> every dialect's upstream body, for a model known to reason,
 //! known not to, and unknown. Byte 0: bits 0-1 pick the door's dialect (`Dialect::ALL`,
 //! wrapping).
 #![no_main]
@@ -7,17 +7,14 @@
 use libfuzzer_sys::fuzz_target;
 use providers::Dialect;
 use providers::request::{AnthropicDefaults, Capabilities};
-use serde_json::Value;
 
 fuzz_target!(|data: &[u8]| {
     let [head, body @ ..] = data else {
         return;
     };
-    let Ok(value) = serde_json::from_slice::<Value>(body) else {
-        return;
-    };
     let door = Dialect::ALL[usize::from(head & 3) % Dialect::ALL.len()];
-    let Ok(request) = door.wire().parse_request(value) else {
+    // As a door reads it: the bounded tree, then the dialect's reader.
+    let Ok(request) = providers::parse::parse(door, body, 1 << 16) else {
         return;
     };
     let defaults = AnthropicDefaults::default();

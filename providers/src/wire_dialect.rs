@@ -8,7 +8,7 @@ use crate::assemble::Message;
 use crate::codec::{EncodeOptions, EventEncoder, FrameDecoder};
 use crate::dialect::Dialect;
 use crate::error::{EncodeError, ErrorReport};
-use crate::request::{AnthropicDefaults, Capabilities, ChatRequest, RequestError};
+use crate::request::{AnthropicDefaults, Capabilities, ChatRequest, RequestError, Tree};
 
 /// The configuration a dialect may read to build its upstream request headers (the
 /// provider's settings and what the client forwarded). The key travels separately, see
@@ -83,8 +83,9 @@ pub trait WireDialect: Sync {
     /// An assembled answer as this dialect's non-streaming response body.
     fn response_body(&self, message: &Message) -> Result<Value, EncodeError>;
 
-    /// A door request body (already a JSON object) as the unified request.
-    fn parse_request(&self, body: Value) -> Result<ChatRequest, RequestError>;
+    /// A door request body (already a JSON object, read as a [`Tree`]) as the unified
+    /// request.
+    fn parse_request(&self, body: Tree) -> Result<ChatRequest, RequestError>;
 
     /// The unified request as this dialect's upstream body for `model`, always streaming
     /// with usage.

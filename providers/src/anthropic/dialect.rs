@@ -6,7 +6,7 @@ use crate::assemble::Message;
 use crate::codec::{EncodeOptions, EventEncoder, FrameDecoder};
 use crate::dialect::Dialect;
 use crate::error::{EncodeError, ErrorReport};
-use crate::request::{AnthropicDefaults, Capabilities, ChatRequest, RequestError};
+use crate::request::{AnthropicDefaults, Capabilities, ChatRequest, RequestError, Tree};
 use crate::wire_dialect::{UpstreamSettings, WireDialect};
 
 use super::{Decoder, Encoder, response_body};
@@ -109,8 +109,8 @@ impl WireDialect for AnthropicMessages {
         response_body(message)
     }
 
-    fn parse_request(&self, body: Value) -> Result<ChatRequest, RequestError> {
-        ChatRequest::from_anthropic_value(body)
+    fn parse_request(&self, body: Tree) -> Result<ChatRequest, RequestError> {
+        ChatRequest::from_anthropic_tree(body)
     }
 
     fn upstream_request(

@@ -5,6 +5,7 @@ use serde_json::Value;
 use crate::dialect::Dialect;
 use crate::request::error::RequestError;
 use crate::request::fields::{Obj, Path, kind, peek_str};
+use crate::request::tree::Tree;
 use crate::request::unified::{
     ChatRequest, FunctionTool, ImageSource, Message, Origin, Part, Reasoning, Role, SystemPart,
     Tool, ToolChoice,
@@ -25,6 +26,11 @@ impl ChatRequest {
     /// [`ChatRequest::from_anthropic`] taking the body over: its strings move into the
     /// request, nothing is copied.
     pub fn from_anthropic_value(body: Value) -> Result<ChatRequest, RequestError> {
+        ChatRequest::from_anthropic_tree(body.into())
+    }
+
+    /// [`ChatRequest::from_anthropic`] of a body read as a [`Tree`] (a door's, by [`crate::parse::parse`]).
+    pub fn from_anthropic_tree(body: Tree) -> Result<ChatRequest, RequestError> {
         let mut o = Obj::new(body, Path::Root)?;
         let mut req = ChatRequest {
             model: o.req_str("model")?,
@@ -36,8 +42,8 @@ impl ChatRequest {
         req.max_tokens = o.u32("max_tokens")?;
         req.system = match o.take("system") {
             None => Vec::new(),
-            Some(Value::String(s)) => vec![SystemPart::text(s)],
-            Some(Value::Array(blocks)) => {
+            Some(Tree::String(s)) => vec![SystemPart::text(s)],
+            Some(Tree::Array(blocks)) => {
                 req.system_blocks = true;
                 blocks
                     .into_iter()
@@ -90,14 +96,13 @@ impl ChatRequest {
                 });
                 match tc.bool("disable_parallel_tool_use")? {
                     Some(true) => req.parallel_tool_calls = Some(false),
-                    Some(false) => tc.put("disable_parallel_tool_use", Value::Bool(false)),
+                    Some(false) => tc.put("disable_parallel_tool_use", Tree::Bool(false)),
                     None => {}
                 }
                 // Fields of a known choice that the model does not interpret: merged
                 // back into it same-dialect.
-                let rest = tc.rest();
-                if !rest.is_empty() {
-                    o.put("tool_choice", Value::Object(rest));
+                if let Some(rest) = tc.rest_tree() {
+                    o.put("tool_choice", rest);
                 }
             }
         }
@@ -109,7 +114,7 @@ impl ChatRequest {
                 .into_iter()
                 .enumerate()
                 .map(|(i, v)| match v {
-                    Value::String(s) => Ok(s),
+                    Tree::String(s) => Ok(s),
                     other => Err(RequestError::invalid(
                         Path::top("stop_sequences").index(i),
                         format!("expected a string, got {}", kind(&other)),
@@ -120,9 +125,8 @@ impl ChatRequest {
         req.stream = o.bool("stream")?.unwrap_or(false);
         if let Some(mut md) = o.obj("metadata")? {
             req.user = md.str("user_id")?;
-            let rest = md.rest();
-            if !rest.is_empty() {
-                o.put("metadata", Value::Object(rest));
+            if let Some(rest) = md.rest_tree() {
+                o.put("metadata", rest);
             }
         }
         if let Some(thinking) = o.take("thinking") {
@@ -145,12 +149,12 @@ impl ChatRequest {
     }
 }
 
-fn read_system_block(b: Value, path: Path<'_>) -> Result<SystemPart, RequestError> {
+fn read_system_block(b: Tree, path: Path<'_>) -> Result<SystemPart, RequestError> {
     let mut o = Obj::new(b, path)?;
     match o.req_str("type")?.as_str() {
         "text" => Ok(SystemPart {
             text: o.req_str("text")?,
-            cache_control: o.take("cache_control"),
+            cache_control: o.take("cache_control").map(Value::from),
             extra: o.rest(),
         }),
         other => Err(RequestError::invalid(
@@ -160,7 +164,7 @@ fn read_system_block(b: Value, path: Path<'_>) -> Result<SystemPart, RequestErro
     }
 }
 
-fn read_message(out: &mut Vec<Message>, m: Value, i: usize) -> Result<(), RequestError> {
+fn read_message(out: &mut Vec<Message>, m: Tree, i: usize) -> Result<(), RequestError> {
     let messages = Path::top("messages");
     let path = messages.index(i);
     let origin = |part_offset, as_string| {
@@ -195,11 +199,11 @@ fn read_message(out: &mut Vec<Message>, m: Value, i: usize) -> Result<(), Reques
     let mut as_string = false;
     let parts = match content {
         None => Vec::new(),
-        Some(Value::String(s)) => {
+        Some(Tree::String(s)) => {
             as_string = true;
             vec![Part::text(s)]
         }
-        Some(Value::Array(blocks)) => blocks
+        Some(Tree::Array(blocks)) => blocks
             .into_iter()
             .enumerate()
             .map(|(j, b)| read_block(b, content_path.index(j)))
@@ -274,33 +278,31 @@ const KNOWN_SOURCES: &[(&str, &[&str])] = &[
 /// does not know), a redacted thinking block with fields besides its data. Decided before
 /// the block is taken over, so keeping it whole needs no copy; a malformed block is not
 /// kept whole (reading it reports the error).
-fn kept_whole(b: &Value) -> bool {
+fn kept_whole(b: &Tree) -> bool {
     let Some(ty) = peek_str(b, "type") else {
         return false;
     };
     match ty {
         "image" => {
-            let Some(source) = b.get("source").and_then(Value::as_object) else {
+            let Some(source) = b.get("source").filter(|s| s.is_object()) else {
                 return false;
             };
-            match source.get("type").and_then(Value::as_str) {
+            match source.get("type").and_then(Tree::as_str) {
                 None => false,
                 Some(st) => KNOWN_SOURCES
                     .iter()
                     .find(|(known, _)| *known == st)
-                    .is_none_or(|(_, fields)| source.keys().any(|k| !fields.contains(&k.as_str()))),
+                    .is_none_or(|(_, fields)| source.keys().any(|k| !fields.contains(&k))),
             }
         }
         "redacted_thinking" => {
-            peek_str(b, "data").is_some()
-                && b.as_object()
-                    .is_some_and(|m| m.keys().any(|k| k != "type" && k != "data"))
+            peek_str(b, "data").is_some() && b.keys().any(|k| k != "type" && k != "data")
         }
         other => !KNOWN_BLOCKS.contains(&other),
     }
 }
 
-fn read_block(b: Value, path: Path<'_>) -> Result<Part, RequestError> {
+fn read_block(b: Tree, path: Path<'_>) -> Result<Part, RequestError> {
     if kept_whole(&b) {
         return Ok(native(b));
     }
@@ -340,7 +342,7 @@ fn read_block(b: Value, path: Path<'_>) -> Result<Part, RequestError> {
             let name = o.req_str("name")?;
             let input = o
                 .take("input")
-                .unwrap_or_else(|| Value::Object(Default::default()));
+                .unwrap_or_else(|| Tree::Object(Default::default()));
             if !input.is_object() {
                 return Err(RequestError::invalid(
                     o.path("input"),
@@ -350,7 +352,7 @@ fn read_block(b: Value, path: Path<'_>) -> Result<Part, RequestError> {
             Part::ToolCall {
                 id,
                 name,
-                arguments: input.to_string(),
+                arguments: Value::from(input).to_string(),
                 extra: o.rest(),
             }
         }
@@ -361,11 +363,11 @@ fn read_block(b: Value, path: Path<'_>) -> Result<Part, RequestError> {
             let mut as_string = false;
             let content = match content {
                 None => Vec::new(),
-                Some(Value::String(s)) => {
+                Some(Tree::String(s)) => {
                     as_string = true;
                     vec![Part::text(s)]
                 }
-                Some(Value::Array(blocks)) => blocks
+                Some(Tree::Array(blocks)) => blocks
                     .into_iter()
                     .enumerate()
                     .map(|(k, b)| read_block(b, content_path.index(k)))
@@ -383,7 +385,7 @@ fn read_block(b: Value, path: Path<'_>) -> Result<Part, RequestError> {
             let is_error = match o.bool("is_error")? {
                 Some(false) => {
                     // Said explicitly: kept same-dialect.
-                    o.put("is_error", Value::Bool(false));
+                    o.put("is_error", Tree::Bool(false));
                     false
                 }
                 other => other.unwrap_or(false),
@@ -417,34 +419,34 @@ fn read_block(b: Value, path: Path<'_>) -> Result<Part, RequestError> {
     Ok(part)
 }
 
-fn native(b: Value) -> Part {
+fn native(b: Tree) -> Part {
     Part::Native {
         dialect: Dialect::Anthropic,
-        raw: b,
+        raw: b.into(),
     }
 }
 
-fn read_tool(t: Value, path: Path<'_>) -> Result<Tool, RequestError> {
+fn read_tool(t: Tree, path: Path<'_>) -> Result<Tool, RequestError> {
     if peek_str(&t, "type").is_some_and(|ty| ty != "custom") {
         // Server tools (web_search_20250305, bash_20250124, ...).
         return Ok(Tool::Native {
             dialect: Dialect::Anthropic,
-            raw: t,
+            raw: t.into(),
         });
     }
     let mut o = Obj::new(t, path)?;
     if o.str("type")?.is_some() {
         // Said explicitly: kept same-dialect.
-        o.put("type", Value::String("custom".into()));
+        o.put("type", Tree::String("custom".into()));
     }
     Ok(Tool::Function(FunctionTool {
         name: o.req_str("name")?,
         description: o.str("description")?,
-        parameters: o.take("input_schema").ok_or_else(|| {
+        parameters: o.take("input_schema").map(Value::from).ok_or_else(|| {
             RequestError::invalid(o.path("input_schema"), "required field is missing")
         })?,
         strict: o.bool("strict")?,
-        cache_control: o.take("cache_control"),
+        cache_control: o.take("cache_control").map(Value::from),
         extra: o.rest(),
     }))
 }

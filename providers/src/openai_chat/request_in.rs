@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 use crate::dialect::Dialect;
 use crate::request::error::RequestError;
 use crate::request::fields::{Obj, Path, kind, peek_str, text_parts};
+use crate::request::tree::Tree;
 use crate::request::unified::{
     ChatRequest, Effort, FunctionTool, ImageSource, Message, Origin, Part, Reasoning, Role, Tool,
     ToolChoice,
@@ -25,6 +26,11 @@ impl ChatRequest {
     /// [`ChatRequest::from_openai`] taking the body over: its strings move into the request,
     /// nothing is copied.
     pub fn from_openai_value(body: Value) -> Result<ChatRequest, RequestError> {
+        ChatRequest::from_openai_tree(body.into())
+    }
+
+    /// [`ChatRequest::from_openai`] of a body read as a [`Tree`] (a door's, by [`crate::parse::parse`]).
+    pub fn from_openai_tree(body: Tree) -> Result<ChatRequest, RequestError> {
         let mut o = Obj::new(body, Path::Root)?;
         let mut req = ChatRequest {
             model: o.req_str("model")?,
@@ -71,12 +77,12 @@ impl ChatRequest {
         req.top_p = o.f64("top_p")?;
         req.stop = match o.take("stop") {
             None => Vec::new(),
-            Some(Value::String(s)) => vec![s],
-            Some(Value::Array(items)) => items
+            Some(Tree::String(s)) => vec![s],
+            Some(Tree::Array(items)) => items
                 .into_iter()
                 .enumerate()
                 .map(|(i, v)| match v {
-                    Value::String(s) => Ok(s),
+                    Tree::String(s) => Ok(s),
                     other => Err(RequestError::invalid(
                         Path::top("stop").index(i),
                         format!("expected a string, got {}", kind(&other)),
@@ -96,9 +102,8 @@ impl ChatRequest {
         req.stream = o.bool("stream")?.unwrap_or(false);
         if let Some(mut so) = o.obj("stream_options")? {
             req.include_usage = so.bool("include_usage")?.unwrap_or(false);
-            let rest = so.rest();
-            if !rest.is_empty() {
-                o.put("stream_options", Value::Object(rest));
+            if let Some(rest) = so.rest_tree() {
+                o.put("stream_options", rest);
             }
         }
         if let Some(e) = o.str("reasoning_effort")? {
@@ -126,7 +131,7 @@ impl ChatRequest {
 /// Roles read into the unified model; others are kept whole.
 const KNOWN_ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool"];
 
-fn read_message(req: &mut ChatRequest, m: Value, i: usize) -> Result<(), RequestError> {
+fn read_message(req: &mut ChatRequest, m: Tree, i: usize) -> Result<(), RequestError> {
     let messages = Path::top("messages");
     let path = messages.index(i);
     if peek_str(&m, "role").is_some_and(|r| !KNOWN_ROLES.contains(&r)) {
@@ -136,13 +141,13 @@ fn read_message(req: &mut ChatRequest, m: Value, i: usize) -> Result<(), Request
             origin: Some(Origin {
                 index: i,
                 part_offset: 0,
-                as_string: matches!(m.get("content"), Some(Value::String(_))),
+                as_string: matches!(m.get("content"), Some(Tree::String(_))),
             }),
             ..Message::new(
                 Role::Native,
                 vec![Part::Native {
                     dialect: Dialect::OpenAi,
-                    raw: m,
+                    raw: m.into(),
                 }],
             )
         });
@@ -154,14 +159,14 @@ fn read_message(req: &mut ChatRequest, m: Value, i: usize) -> Result<(), Request
     let origin = Some(Origin {
         index: i,
         part_offset: 0,
-        as_string: matches!(content, Some(Value::String(_))),
+        as_string: matches!(content, Some(Tree::String(_))),
     });
     let message = match role.as_str() {
         "system" | "developer" => {
             let parts = match content {
                 None => Vec::new(),
-                Some(Value::String(s)) => vec![Part::text(s)],
-                Some(Value::Array(items)) => items
+                Some(Tree::String(s)) => vec![Part::text(s)],
+                Some(Tree::Array(items)) => items
                     .into_iter()
                     .enumerate()
                     .map(|(j, p)| read_text_part(p, o.path("content").index(j)))
@@ -178,8 +183,8 @@ fn read_message(req: &mut ChatRequest, m: Value, i: usize) -> Result<(), Request
         "user" => {
             let parts = match content {
                 None => Vec::new(),
-                Some(Value::String(s)) => vec![Part::text(s)],
-                Some(Value::Array(items)) => items
+                Some(Tree::String(s)) => vec![Part::text(s)],
+                Some(Tree::Array(items)) => items
                     .into_iter()
                     .enumerate()
                     .map(|(j, p)| read_user_part(p, o.path("content").index(j)))
@@ -191,8 +196,8 @@ fn read_message(req: &mut ChatRequest, m: Value, i: usize) -> Result<(), Request
         "assistant" => {
             let mut parts = match content {
                 None => Vec::new(),
-                Some(Value::String(s)) => vec![Part::text(s)],
-                Some(Value::Array(items)) => items
+                Some(Tree::String(s)) => vec![Part::text(s)],
+                Some(Tree::Array(items)) => items
                     .into_iter()
                     .enumerate()
                     .map(|(j, p)| read_text_part(p, o.path("content").index(j)))
@@ -233,7 +238,7 @@ fn read_message(req: &mut ChatRequest, m: Value, i: usize) -> Result<(), Request
     Ok(())
 }
 
-fn not_content(path: Path<'_>, v: &Value) -> RequestError {
+fn not_content(path: Path<'_>, v: &Tree) -> RequestError {
     RequestError::invalid(
         path,
         format!(
@@ -243,11 +248,11 @@ fn not_content(path: Path<'_>, v: &Value) -> RequestError {
     )
 }
 
-fn read_user_part(p: Value, path: Path<'_>) -> Result<Part, RequestError> {
+fn read_user_part(p: Tree, path: Path<'_>) -> Result<Part, RequestError> {
     if peek_str(&p, "type").is_some_and(|t| t != "text" && t != "image_url") {
         return Ok(Part::Native {
             dialect: Dialect::OpenAi,
-            raw: p,
+            raw: p.into(),
         });
     }
     let mut o = Obj::new(p, path)?;
@@ -280,12 +285,12 @@ fn read_user_part(p: Value, path: Path<'_>) -> Result<Part, RequestError> {
 }
 
 /// A part of assistant or system content: text, or kept whole.
-fn read_text_part(p: Value, path: Path<'_>) -> Result<Part, RequestError> {
+fn read_text_part(p: Tree, path: Path<'_>) -> Result<Part, RequestError> {
     if peek_str(&p, "type").is_some_and(|t| t != "text") {
         // `refusal` parts and anything newer: same-dialect only.
         return Ok(Part::Native {
             dialect: Dialect::OpenAi,
-            raw: p,
+            raw: p.into(),
         });
     }
     let mut o = Obj::new(p, path)?;
@@ -321,7 +326,7 @@ pub(crate) fn parse_image_url(url: &str) -> Option<ImageSource> {
     None
 }
 
-fn read_tool_call(c: Value, path: Path<'_>) -> Result<Part, RequestError> {
+fn read_tool_call(c: Tree, path: Path<'_>) -> Result<Part, RequestError> {
     let mut o = Obj::new(c, path)?;
     let id = o.req_str("id")?;
     match o.str("type")?.as_deref() {
@@ -363,7 +368,7 @@ pub(crate) fn check_arguments(
             path.to_string(),
             format!(
                 "tool call arguments must be a JSON object, got {}",
-                kind(&other)
+                kind(&other.into())
             ),
         )),
         Err(e) => Err(RequestError::invalid(
@@ -373,19 +378,19 @@ pub(crate) fn check_arguments(
     }
 }
 
-fn read_tool(t: Value, path: Path<'_>) -> Result<Tool, RequestError> {
+fn read_tool(t: Tree, path: Path<'_>) -> Result<Tool, RequestError> {
     // Anything but a function tool (a missing type included) is kept whole; a type that is
     // not a string is an error below.
     let kept_whole = t.is_object()
         && match t.get("type") {
-            None | Some(Value::Null) => true,
-            Some(Value::String(ty)) => ty != "function",
+            None | Some(Tree::Null) => true,
+            Some(Tree::String(ty)) => ty != "function",
             Some(_) => false,
         };
     if kept_whole {
         return Ok(Tool::Native {
             dialect: Dialect::OpenAi,
-            raw: t,
+            raw: t.into(),
         });
     }
     let mut o = Obj::new(t, path)?;
@@ -394,7 +399,7 @@ fn read_tool(t: Value, path: Path<'_>) -> Result<Tool, RequestError> {
     let tool = FunctionTool {
         name: f.req_str("name")?,
         description: f.str("description")?,
-        parameters: f.take("parameters").unwrap_or(Value::Null),
+        parameters: f.take("parameters").map_or(Value::Null, Value::from),
         strict: f.bool("strict")?,
         cache_control: None,
         extra: f.rest(),
@@ -403,16 +408,16 @@ fn read_tool(t: Value, path: Path<'_>) -> Result<Tool, RequestError> {
 }
 
 /// The modelled tool choices; `None` for forms kept as passthrough.
-fn read_tool_choice(v: &Value) -> Option<ToolChoice> {
+fn read_tool_choice(v: &Tree) -> Option<ToolChoice> {
     match v {
-        Value::String(s) => match s.as_str() {
+        Tree::String(s) => match s.as_str() {
             "auto" => Some(ToolChoice::Auto),
             "none" => Some(ToolChoice::None),
             "required" => Some(ToolChoice::Required),
             _ => None,
         },
-        Value::Object(m) if m.get("type").and_then(Value::as_str) == Some("function") => {
-            let name = m.get("function")?.get("name")?.as_str()?;
+        Tree::Object(_) if v.get("type").and_then(Tree::as_str) == Some("function") => {
+            let name = v.get("function")?.get("name")?.as_str()?;
             Some(ToolChoice::Tool {
                 name: name.to_owned(),
             })

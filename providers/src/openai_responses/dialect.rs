@@ -7,7 +7,7 @@ use crate::codec::{EncodeOptions, EventEncoder, FrameDecoder};
 use crate::dialect::Dialect;
 use crate::error::{EncodeError, ErrorReport};
 use crate::openai_chat::OpenAiChat;
-use crate::request::{AnthropicDefaults, Capabilities, ChatRequest, RequestError};
+use crate::request::{AnthropicDefaults, Capabilities, ChatRequest, RequestError, Tree};
 use crate::wire_dialect::{UpstreamSettings, WireDialect};
 
 use super::{DIALECT, Decoder, Encoder, response_body};
@@ -82,8 +82,8 @@ impl WireDialect for OpenAiResponses {
         response_body(message)
     }
 
-    fn parse_request(&self, body: Value) -> Result<ChatRequest, RequestError> {
-        ChatRequest::from_responses_value(body)
+    fn parse_request(&self, body: Tree) -> Result<ChatRequest, RequestError> {
+        ChatRequest::from_responses_tree(body)
     }
 
     fn upstream_request(

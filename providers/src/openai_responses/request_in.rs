@@ -29,6 +29,7 @@ use crate::dialect::Dialect;
 use crate::openai_chat::request_in::{check_arguments, parse_image_url};
 use crate::request::error::RequestError;
 use crate::request::fields::{Obj, Path, kind, peek_str};
+use crate::request::tree::{Tree, object};
 use crate::request::unified::{
     ChatRequest, Effort, FunctionTool, Message, Origin, Part, Reasoning, Role, SystemPart, Tool,
     ToolChoice,
@@ -70,6 +71,11 @@ impl ChatRequest {
 
     /// [`ChatRequest::from_responses`] taking the body over.
     pub fn from_responses_value(body: Value) -> Result<ChatRequest, RequestError> {
+        ChatRequest::from_responses_tree(body.into())
+    }
+
+    /// [`ChatRequest::from_responses`] of a body read as a [`Tree`] (a door's, by [`crate::parse::parse`]).
+    pub fn from_responses_tree(body: Tree) -> Result<ChatRequest, RequestError> {
         let mut o = Obj::new(body, Path::Root)?;
         let mut req = ChatRequest {
             model: o.req_str("model")?,
@@ -78,10 +84,10 @@ impl ChatRequest {
         };
         match o.take("instructions") {
             None => {}
-            Some(Value::String(s)) if s.is_empty() => {
-                o.put("instructions", Value::String(s));
+            Some(Tree::String(s)) if s.is_empty() => {
+                o.put("instructions", Tree::String(s));
             }
-            Some(Value::String(s)) => req.system.push(SystemPart::text(s)),
+            Some(Tree::String(s)) => req.system.push(SystemPart::text(s)),
             Some(other) => {
                 return Err(RequestError::invalid(
                     "instructions",
@@ -91,7 +97,7 @@ impl ChatRequest {
         }
         match o.take("input") {
             None => {}
-            Some(Value::String(s)) => req.messages.push(Message {
+            Some(Tree::String(s)) => req.messages.push(Message {
                 origin: Some(Origin {
                     index: 0,
                     part_offset: 0,
@@ -99,7 +105,7 @@ impl ChatRequest {
                 }),
                 ..Message::new(Role::User, vec![Part::text(s)])
             }),
-            Some(Value::Array(items)) => {
+            Some(Tree::Array(items)) => {
                 for (i, item) in items.into_iter().enumerate() {
                     read_item(&mut req.messages, item, i)?;
                 }
@@ -163,9 +169,8 @@ impl ChatRequest {
                 check_format(&format)?;
                 text.put("format", format);
             }
-            let rest = text.rest();
-            if !rest.is_empty() {
-                o.put("text", Value::Object(rest));
+            if let Some(rest) = text.rest_tree() {
+                o.put("text", rest);
             }
         }
         req.extra = o.rest();
@@ -205,11 +210,11 @@ impl ChatRequest {
     }
 }
 
-fn check_format(format: &Value) -> Result<(), RequestError> {
-    match format.get("type").and_then(Value::as_str) {
+fn check_format(format: &Tree) -> Result<(), RequestError> {
+    match format.get("type").and_then(Tree::as_str) {
         Some("text" | "json_object") => Ok(()),
         Some("json_schema") => match format.get("schema") {
-            Some(Value::Object(_)) => Ok(()),
+            Some(Tree::Object(_)) => Ok(()),
             _ => Err(RequestError::invalid(
                 "text.format.schema",
                 "a json_schema format needs a schema object",
@@ -248,7 +253,7 @@ fn assistant_turn(messages: &mut Vec<Message>, i: usize) -> &mut Message {
     &mut messages[last]
 }
 
-fn read_item(messages: &mut Vec<Message>, item: Value, i: usize) -> Result<(), RequestError> {
+fn read_item(messages: &mut Vec<Message>, item: Tree, i: usize) -> Result<(), RequestError> {
     let input = Path::top("input");
     let path = input.index(i);
     let ty = match peek_str(&item, "type") {
@@ -286,7 +291,7 @@ fn read_item(messages: &mut Vec<Message>, item: Value, i: usize) -> Result<(), R
             let call_id = o.req_str("call_id")?;
             let (texts, as_string) = match o.take("output") {
                 None => (Vec::new(), true),
-                Some(Value::String(s)) => (vec![s], true),
+                Some(Tree::String(s)) => (vec![s], true),
                 Some(other) => (output_texts(other, o.path("output"))?, false),
             };
             let result = Part::ToolResult {
@@ -303,21 +308,21 @@ fn read_item(messages: &mut Vec<Message>, item: Value, i: usize) -> Result<(), R
             Ok(())
         }
         "reasoning" => {
-            let Value::Object(raw) = item else {
+            let text = match item.get("summary") {
+                Some(Tree::Array(parts)) => parts
+                    .iter()
+                    .filter_map(|p| p.get("text").and_then(Tree::as_str))
+                    .collect::<Vec<_>>()
+                    .join("\n\n"),
+                _ => String::new(),
+            };
+            let Tree::Object(members) = item else {
                 return Err(RequestError::invalid(path, "expected an object"));
             };
-            let text = raw
-                .get("summary")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|p| p.get("text").and_then(Value::as_str))
-                .collect::<Vec<_>>()
-                .join("\n\n");
             // No signature: OpenAI's encrypted reasoning means nothing to another provider
             // (the other writers drop unsigned reasoning); the item goes back whole to a
             // Responses upstream.
-            let mut extra = raw;
+            let mut extra = object(members);
             extra.shift_remove("type");
             let part = Part::Reasoning {
                 text,
@@ -336,7 +341,7 @@ fn read_item(messages: &mut Vec<Message>, item: Value, i: usize) -> Result<(), R
                     Role::Native,
                     vec![Part::Native {
                         dialect: RESPONSES,
-                        raw: item,
+                        raw: item.into(),
                     }],
                 )
             });
@@ -346,8 +351,8 @@ fn read_item(messages: &mut Vec<Message>, item: Value, i: usize) -> Result<(), R
 }
 
 /// A `function_call_output.output` given as content parts: their texts.
-fn output_texts(v: Value, path: Path<'_>) -> Result<Vec<String>, RequestError> {
-    let Value::Array(parts) = v else {
+fn output_texts(v: Tree, path: Path<'_>) -> Result<Vec<String>, RequestError> {
+    let Tree::Array(parts) = v else {
         return Err(RequestError::invalid(
             path,
             format!("expected a string or an array of parts, got {}", kind(&v)),
@@ -375,7 +380,7 @@ fn output_texts(v: Value, path: Path<'_>) -> Result<Vec<String>, RequestError> {
 
 fn read_message(
     messages: &mut Vec<Message>,
-    item: Value,
+    item: Tree,
     i: usize,
     path: Path<'_>,
 ) -> Result<(), RequestError> {
@@ -398,8 +403,8 @@ fn read_message(
     let content_path = o.path("content");
     let (parts, as_string) = match content {
         None => (Vec::new(), false),
-        Some(Value::String(s)) => (vec![Part::text(s)], true),
-        Some(Value::Array(items)) => (
+        Some(Tree::String(s)) => (vec![Part::text(s)], true),
+        Some(Tree::Array(items)) => (
             items
                 .into_iter()
                 .enumerate()
@@ -442,7 +447,7 @@ fn read_message(
     Ok(())
 }
 
-fn read_part(p: Value, path: Path<'_>) -> Result<Part, RequestError> {
+fn read_part(p: Tree, path: Path<'_>) -> Result<Part, RequestError> {
     match peek_str(&p, "type") {
         Some("input_text" | "output_text") => {
             let mut o = Obj::new(p, path)?;
@@ -463,7 +468,7 @@ fn read_part(p: Value, path: Path<'_>) -> Result<Part, RequestError> {
             extra.insert("type".to_owned(), Value::String(ty));
             Ok(Part::Text { text, extra })
         }
-        Some("input_image") if p.get("image_url").is_some_and(Value::is_string) => {
+        Some("input_image") if p.get("image_url").is_some_and(Tree::is_string) => {
             let mut o = Obj::new(p, path)?;
             o.str("type")?;
             let url = o.req_str("image_url")?;
@@ -482,7 +487,7 @@ fn read_part(p: Value, path: Path<'_>) -> Result<Part, RequestError> {
         // Files, images by file id, audio: same-dialect only.
         Some(_) => Ok(Part::Native {
             dialect: RESPONSES,
-            raw: p,
+            raw: p.into(),
         }),
         None => Err(RequestError::invalid(
             path.key("type"),
@@ -491,7 +496,7 @@ fn read_part(p: Value, path: Path<'_>) -> Result<Part, RequestError> {
     }
 }
 
-fn read_tool(t: Value, path: Path<'_>) -> Result<Tool, RequestError> {
+fn read_tool(t: Tree, path: Path<'_>) -> Result<Tool, RequestError> {
     if peek_str(&t, "type") != Some("function") {
         if !t.is_object() {
             return Err(RequestError::invalid(
@@ -502,7 +507,7 @@ fn read_tool(t: Value, path: Path<'_>) -> Result<Tool, RequestError> {
         // web_search, file_search, code_interpreter, mcp, custom, ...
         return Ok(Tool::Native {
             dialect: RESPONSES,
-            raw: t,
+            raw: t.into(),
         });
     }
     let mut o = Obj::new(t, path)?;
@@ -510,7 +515,7 @@ fn read_tool(t: Value, path: Path<'_>) -> Result<Tool, RequestError> {
     Ok(Tool::Function(FunctionTool {
         name: o.req_str("name")?,
         description: o.str("description")?,
-        parameters: o.take("parameters").unwrap_or(Value::Null),
+        parameters: o.take("parameters").map_or(Value::Null, Value::from),
         strict: o.bool("strict")?,
         cache_control: None,
         extra: o.rest(),
@@ -518,16 +523,16 @@ fn read_tool(t: Value, path: Path<'_>) -> Result<Tool, RequestError> {
 }
 
 /// The modelled tool choices; `None` for forms kept as passthrough.
-fn read_tool_choice(v: &Value) -> Option<ToolChoice> {
+fn read_tool_choice(v: &Tree) -> Option<ToolChoice> {
     match v {
-        Value::String(s) => match s.as_str() {
+        Tree::String(s) => match s.as_str() {
             "auto" => Some(ToolChoice::Auto),
             "none" => Some(ToolChoice::None),
             "required" => Some(ToolChoice::Required),
             _ => None,
         },
-        Value::Object(m) if m.get("type").and_then(Value::as_str) == Some("function") => {
-            let name = m.get("name")?.as_str()?;
+        Tree::Object(_) if v.get("type").and_then(Tree::as_str) == Some("function") => {
+            let name = v.get("name")?.as_str()?;
             Some(ToolChoice::Tool {
                 name: name.to_owned(),
             })

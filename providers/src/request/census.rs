@@ -13,7 +13,9 @@ use std::cell::Cell;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Number, Value};
+use serde_json::Number;
+
+use super::tree::{Members, Tree};
 
 /// Why a body did not become a tree.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,10 +32,10 @@ pub enum CensusError {
     Syntax(String),
 }
 
-/// The JSON text `bytes` as the tree `serde_json::from_slice` builds, as long as it holds at
-/// most `limit` values (scalars, arrays, objects and object keys); past that, what was built
+/// The JSON text `bytes` as a [`Tree`] (the `Value` `serde_json::from_slice` builds, objects
+/// as member lists), as long as it holds at most `limit` values (scalars, arrays, objects and object keys); past that, what was built
 /// is dropped and the body refused.
-pub fn parse_bounded(bytes: &[u8], limit: usize) -> Result<Value, CensusError> {
+pub fn parse_bounded(bytes: &[u8], limit: usize) -> Result<Tree, CensusError> {
     let left = Cell::new(limit);
     let over = Cell::new(false);
     let census = Census {
@@ -74,67 +76,68 @@ impl Census<'_> {
 }
 
 impl<'de> DeserializeSeed<'de> for Census<'_> {
-    type Value = Value;
+    type Value = Tree;
 
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Tree, D::Error> {
         d.deserialize_any(self)
     }
 }
 
 /// `serde_json::Value`'s own visitor, one count per value.
 impl<'de> Visitor<'de> for Census<'_> {
-    type Value = Value;
+    type Value = Tree;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any JSON value")
     }
 
-    fn visit_bool<E: de::Error>(self, b: bool) -> Result<Value, E> {
-        self.take().map(|()| Value::Bool(b))
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<Tree, E> {
+        self.take().map(|()| Tree::Bool(b))
     }
-    fn visit_i64<E: de::Error>(self, n: i64) -> Result<Value, E> {
-        self.take().map(|()| Value::Number(n.into()))
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<Tree, E> {
+        self.take().map(|()| Tree::Number(n.into()))
     }
-    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Value, E> {
-        self.take().map(|()| Value::Number(n.into()))
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Tree, E> {
+        self.take().map(|()| Tree::Number(n.into()))
     }
-    fn visit_f64<E: de::Error>(self, n: f64) -> Result<Value, E> {
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<Tree, E> {
         self.take()
-            .map(|()| Number::from_f64(n).map_or(Value::Null, Value::Number))
+            .map(|()| Number::from_f64(n).map_or(Tree::Null, Tree::Number))
     }
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<Value, E> {
-        self.take().map(|()| Value::String(s.to_owned()))
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Tree, E> {
+        self.take().map(|()| Tree::String(s.to_owned()))
     }
-    fn visit_string<E: de::Error>(self, s: String) -> Result<Value, E> {
-        self.take().map(|()| Value::String(s))
+    fn visit_string<E: de::Error>(self, s: String) -> Result<Tree, E> {
+        self.take().map(|()| Tree::String(s))
     }
-    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
-        self.take().map(|()| Value::Null)
+    fn visit_unit<E: de::Error>(self) -> Result<Tree, E> {
+        self.take().map(|()| Tree::Null)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Tree, A::Error> {
         self.take()?;
         let mut items = Vec::new();
         while let Some(item) = seq.next_element_seed(self)? {
             items.push(item);
         }
-        Ok(Value::Array(items))
+        Ok(Tree::Array(items))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Tree, A::Error> {
         self.take()?;
-        let mut members = Map::new();
+        let mut members = Members::default();
         while let Some(key) = map.next_key::<String>()? {
             self.take()?;
-            let value = map.next_value_seed(self)?;
-            members.insert(key, value);
+            members.insert(key, map.next_value_seed(self)?);
         }
-        Ok(Value::Object(members))
+        Ok(members.into_tree())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
     use crate::seeded::{Rng, json_value, tree_count};
 
@@ -152,7 +155,8 @@ mod tests {
             let v = json_value(&mut rng, 5, 6, &mut text);
             let text = serde_json::to_vec(&v).unwrap();
             let n = tree_count(&v);
-            assert_eq!(parse_bounded(&text, n).as_ref(), Ok(&v), "{v}");
+            let tree = parse_bounded(&text, n).map(Value::from);
+            assert_eq!(tree.as_ref(), Ok(&v), "{v}");
             let limit = n - 1 - rng.below(n as u64) as usize;
             assert_eq!(
                 parse_bounded(&text, limit),
@@ -227,11 +231,14 @@ mod tests {
                 }
                 _ => {}
             }
+            // The text of a value shows its members' order, which equality does not.
+            let text = |v: Value| serde_json::to_string(&v).unwrap();
             let want = serde_json::from_slice::<Value>(&bytes)
+                .map(text)
                 .map_err(|e| CensusError::Syntax(e.to_string()));
             trees += usize::from(want.is_ok());
             assert_eq!(
-                parse_bounded(&bytes, usize::MAX),
+                parse_bounded(&bytes, usize::MAX).map(|t| text(t.into())),
                 want,
                 "{}",
                 String::from_utf8_lossy(&bytes)

@@ -4,6 +4,8 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
+use super::tree::{Tree, object};
+
 use super::error::RequestError;
 use crate::untrusted::untrusted;
 
@@ -68,21 +70,21 @@ impl From<Path<'_>> for String {
 }
 
 /// A short name for a JSON value's type, for messages.
-pub(crate) fn kind(v: &Value) -> &'static str {
+pub(crate) fn kind(v: &Tree) -> &'static str {
     match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+        Tree::Null => "null",
+        Tree::Bool(_) => "a boolean",
+        Tree::Number(_) => "a number",
+        Tree::String(_) => "a string",
+        Tree::Array(_) => "an array",
+        Tree::Object(_) => "an object",
     }
 }
 
 /// The string at `key` of `v`, when `v` is an object and the field a string: a look before a
 /// value is taken over, to decide whether it is kept whole.
-pub(crate) fn peek_str<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    v.get(key).and_then(Value::as_str)
+pub(crate) fn peek_str<'a>(v: &'a Tree, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Tree::as_str)
 }
 
 /// A JSON object being taken apart: each `take` removes the field, what remains is the
@@ -96,8 +98,8 @@ pub(crate) fn peek_str<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
 /// linear in the body as its parse already is; `max_body_json_values` bounds both.
 #[derive(Debug)]
 pub(crate) struct Obj<'a> {
-    /// The members in order; a taken one is `None`. Keys are unique (the parsed map's).
-    members: Vec<Option<(String, Value)>>,
+    /// The members in order; a taken one is `None`. Keys are unique (the tree's).
+    members: Vec<Option<(String, Tree)>>,
     path: Path<'a>,
 }
 
@@ -105,10 +107,10 @@ impl<'a> Obj<'a> {
     /// The object at `path`, or an error naming `what` it should have been. Takes the value
     /// over: a body is taken apart, never copied (a copy per nesting level multiplied the
     /// memory a large body costs).
-    pub(crate) fn new(v: Value, path: Path<'a>) -> Result<Obj<'a>, RequestError> {
+    pub(crate) fn new(v: Tree, path: Path<'a>) -> Result<Obj<'a>, RequestError> {
         match v {
-            Value::Object(map) => Ok(Obj {
-                members: map.into_iter().map(Some).collect(),
+            Tree::Object(members) => Ok(Obj {
+                members: members.into_iter().map(Some).collect(),
                 path,
             }),
             other => Err(RequestError::invalid(
@@ -124,18 +126,18 @@ impl<'a> Obj<'a> {
     }
 
     /// Removes a field; `null` counts as absent.
-    pub(crate) fn take(&mut self, key: &str) -> Option<Value> {
+    pub(crate) fn take(&mut self, key: &str) -> Option<Tree> {
         let slot = self
             .members
             .iter_mut()
             .find(|m| m.as_ref().is_some_and(|(k, _)| k == key))?;
         match slot.take() {
-            None | Some((_, Value::Null)) => None,
+            None | Some((_, Tree::Null)) => None,
             Some((_, v)) => Some(v),
         }
     }
 
-    fn wrong(&self, key: &str, want: &str, got: &Value) -> RequestError {
+    fn wrong(&self, key: &str, want: &str, got: &Tree) -> RequestError {
         RequestError::invalid(
             self.path(key),
             format!("expected {want}, got {}", kind(got)),
@@ -145,7 +147,7 @@ impl<'a> Obj<'a> {
     pub(crate) fn str(&mut self, key: &str) -> Result<Option<String>, RequestError> {
         match self.take(key) {
             None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
+            Some(Tree::String(s)) => Ok(Some(s)),
             Some(other) => Err(self.wrong(key, "a string", &other)),
         }
     }
@@ -158,7 +160,7 @@ impl<'a> Obj<'a> {
     pub(crate) fn bool(&mut self, key: &str) -> Result<Option<bool>, RequestError> {
         match self.take(key) {
             None => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(b)),
+            Some(Tree::Bool(b)) => Ok(Some(b)),
             Some(other) => Err(self.wrong(key, "a boolean", &other)),
         }
     }
@@ -183,10 +185,10 @@ impl<'a> Obj<'a> {
         }
     }
 
-    pub(crate) fn arr(&mut self, key: &str) -> Result<Option<Vec<Value>>, RequestError> {
+    pub(crate) fn arr(&mut self, key: &str) -> Result<Option<Vec<Tree>>, RequestError> {
         match self.take(key) {
             None => Ok(None),
-            Some(Value::Array(a)) => Ok(Some(a)),
+            Some(Tree::Array(a)) => Ok(Some(a)),
             Some(other) => Err(self.wrong(key, "an array", &other)),
         }
     }
@@ -215,25 +217,32 @@ impl<'a> Obj<'a> {
 
     /// Puts a field back (for passthrough of a value that was inspected): in place of a
     /// member of that name not taken, else last, as a map's insert would.
-    pub(crate) fn put(&mut self, key: &str, v: Value) {
+    pub(crate) fn put(&mut self, key: &str, v: Tree) {
         match self.members.iter_mut().flatten().find(|(k, _)| k == key) {
             Some((_, old)) => *old = v,
             None => self.members.push(Some((key.to_owned(), v))),
         }
     }
 
-    /// The fields not taken, in their order.
+    /// The fields not taken, in their order, as the unified request keeps them.
     pub(crate) fn rest(self) -> Map<String, Value> {
-        self.members.into_iter().flatten().collect()
+        object(self.members.into_iter().flatten().collect())
+    }
+
+    /// The fields not taken, in their order, as an object to put back; `None` when every
+    /// field was taken.
+    pub(crate) fn rest_tree(self) -> Option<Tree> {
+        let rest: Vec<_> = self.members.into_iter().flatten().collect();
+        (!rest.is_empty()).then_some(Tree::Object(rest))
     }
 }
 
 /// Text of a string-or-array-of-text-parts content (OpenAI system messages, tool
 /// results). Returns the texts in order.
-pub(crate) fn text_parts(v: Value, path: Path<'_>) -> Result<Vec<String>, RequestError> {
+pub(crate) fn text_parts(v: Tree, path: Path<'_>) -> Result<Vec<String>, RequestError> {
     match v {
-        Value::String(s) => Ok(vec![s]),
-        Value::Array(items) => items
+        Tree::String(s) => Ok(vec![s]),
+        Tree::Array(items) => items
             .into_iter()
             .enumerate()
             .map(|(i, item)| {
@@ -262,7 +271,7 @@ pub(crate) fn text_parts(v: Value, path: Path<'_>) -> Result<Vec<String>, Reques
 mod tests {
     use serde_json::{Map, Value, json};
 
-    use super::{Obj, Path};
+    use super::{Obj, Path, Tree};
     use crate::request::tests::Rng;
 
     fn key(rng: &mut Rng) -> String {
@@ -290,18 +299,19 @@ mod tests {
             for _ in 0..rng.below(6) {
                 map.insert(key(&mut rng), value(&mut rng));
             }
-            let mut obj = Obj::new(Value::Object(map.clone()), Path::Root).unwrap();
+            let mut obj = Obj::new(Value::Object(map.clone()).into(), Path::Root).unwrap();
             for _ in 0..rng.below(8) {
                 let key = key(&mut rng);
                 if rng.below(3) == 0 {
                     let v = value(&mut rng);
                     map.insert(key.clone(), v.clone());
-                    obj.put(&key, v);
+                    obj.put(&key, v.into());
                 } else {
                     let want = match map.shift_remove(&key) {
                         None | Some(Value::Null) => None,
                         v => v,
                     };
+                    let want = want.map(Tree::from);
                     assert_eq!(obj.take(&key), want, "case {case}: take {key:?}");
                 }
             }

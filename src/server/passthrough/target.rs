@@ -3,8 +3,8 @@
 
 use bytes::Bytes;
 use providers::Dialect;
-use providers::request::CensusError;
-use serde_json::Value;
+use providers::request::{CensusError, Tree};
+use serde_json::{Map, Value};
 
 use crate::config::{Config, ProviderConfig};
 use crate::error::GatewayError;
@@ -81,7 +81,10 @@ pub fn for_json<'a>(
         Err(CensusError::TooManyValues { limit }) => {
             return Err(GatewayError::TooManyJsonValues { limit });
         }
-        Ok(Value::Object(object)) => object,
+        Ok(Tree::Object(members)) => members
+            .into_iter()
+            .map(|(k, v)| (k, Value::from(v)))
+            .collect::<Map<String, Value>>(),
         Err(CensusError::Syntax(_)) | Ok(_) => return Ok(untouched(None, body)),
     };
     let Some(model) = object
