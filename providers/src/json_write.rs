@@ -1,8 +1,9 @@
 //! A `serde_json::Value` written to bytes exactly as `serde_json::to_vec` writes it, with the
 //! string scan the encoders use (`sse::json::write_str`).
 //!
-//! An upstream request body is a `Value` built from the unified request, and most of its
-//! bytes are the conversation's text. serde_json's serializer escapes a string a byte at a
+//! An Anthropic or Responses upstream body is a `Value` built from the unified request (an
+//! OpenAI one is an [`crate::json_out::Out`], whose kept values are written here), and most
+//! of its bytes are the conversation's text. serde_json's serializer escapes a string a byte at a
 //! time (about five instructions per byte, the largest single cost of a request carrying a
 //! long conversation); the encoders' scan takes eight bytes at a time. Numbers, booleans and
 //! null are still written by serde_json.

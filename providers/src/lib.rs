@@ -24,6 +24,7 @@ pub mod dialects;
 pub mod encode;
 pub mod error;
 pub mod event;
+pub mod json_out;
 pub mod json_write;
 pub mod openai_chat;
 pub mod openai_responses;

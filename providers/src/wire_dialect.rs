@@ -88,14 +88,14 @@ pub trait WireDialect: Sync {
     fn parse_request(&self, body: Tree) -> Result<ChatRequest, RequestError>;
 
     /// The unified request as this dialect's upstream body for `model`, always streaming
-    /// with usage.
+    /// with usage: its JSON bytes.
     fn upstream_request(
         &self,
         request: &ChatRequest,
         model: &str,
         defaults: &AnthropicDefaults,
         caps: Capabilities,
-    ) -> Result<Value, RequestError>;
+    ) -> Result<Vec<u8>, RequestError>;
 
     /// An error answer's body in this dialect.
     fn error_body(&self, report: &ErrorReport) -> Value;

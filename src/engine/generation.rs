@@ -134,14 +134,10 @@ impl Generation {
     ) -> Result<Vec<u8>, GatewayError> {
         let provider = self.provider(route)?;
         let caps = crate::route::capabilities(&self.config, &request.model, route);
-        let body = provider.dialect.wire().upstream_request(
-            request,
-            &route.model,
-            &self.defaults,
-            caps,
-        )?;
-        // serde_json's bytes, with the encoders' string scan (most of a body is text).
-        Ok(providers::json_write::to_vec(&body))
+        Ok(provider
+            .dialect
+            .wire()
+            .upstream_request(request, &route.model, &self.defaults, caps)?)
     }
 
     /// How long an answer for `model` may go without content before its next route is

@@ -119,10 +119,11 @@ impl WireDialect for AnthropicMessages {
         model: &str,
         defaults: &AnthropicDefaults,
         caps: Capabilities,
-    ) -> Result<Value, RequestError> {
+    ) -> Result<Vec<u8>, RequestError> {
         // A Responses request may hold what only a Responses upstream honours.
         request.check_responses_route(self.dialect())?;
-        request.to_anthropic_upstream(model, defaults, caps)
+        let body = request.to_anthropic_upstream(model, defaults, caps)?;
+        Ok(crate::json_write::to_vec(&body))
     }
 
     fn error_body(&self, report: &ErrorReport) -> Value {

@@ -96,7 +96,7 @@ impl WireDialect for OpenAiChat {
         model: &str,
         _defaults: &AnthropicDefaults,
         caps: Capabilities,
-    ) -> Result<Value, RequestError> {
+    ) -> Result<Vec<u8>, RequestError> {
         // A Responses request may hold what only a Responses upstream honours.
         request.check_responses_route(self.dialect())?;
         request.to_openai_upstream(model, caps)

@@ -1,6 +1,8 @@
 //! Writing the unified model as an OpenAI Chat Completions request body.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Number, Value};
+
+use crate::json_out::Out;
 
 use crate::dialect::Dialect;
 use crate::request::EffortBudgets;
@@ -26,35 +28,43 @@ impl ChatRequest {
     /// Fails when the request holds something OpenAI cannot express (see the decision
     /// table in [`crate::request`]).
     pub fn to_openai_for(&self, caps: Capabilities) -> Result<Value, RequestError> {
-        self.write_openai(Head::of(self), caps)
+        self.write_openai(Head::of(self), caps).map(Value::from)
     }
 
-    /// [`ChatRequest::to_openai_for`] as sent to an upstream: for `model`, streaming with
-    /// usage, whatever the request says (without a copy of the request to change it).
+    /// [`ChatRequest::to_openai_for`] as sent to an upstream, as its bytes: for `model`,
+    /// streaming with usage, whatever the request says (without a copy of the request to
+    /// change it, nor of its text: see [`Out`]).
     pub fn to_openai_upstream(
         &self,
         model: &str,
         caps: Capabilities,
-    ) -> Result<Value, RequestError> {
+    ) -> Result<Vec<u8>, RequestError> {
         self.write_openai(Head::upstream(model), caps)
+            .map(|body| body.to_vec())
     }
 
-    fn write_openai(&self, head: Head<'_>, caps: Capabilities) -> Result<Value, RequestError> {
+    fn write_openai<'a>(
+        &'a self,
+        head: Head<'a>,
+        caps: Capabilities,
+    ) -> Result<Out<'a>, RequestError> {
         let same = self.source == Some(TARGET);
         if !same {
             check(&self.extra, ANTHROPIC_ONLY, TARGET)?;
         }
-        let mut body = Map::new();
-        body.insert("model".into(), json!(head.model));
-        let mut messages = Vec::new();
+        let mut body = Out::object([("model", head.model.into())]);
+        let mut messages = Vec::with_capacity(self.messages.len() + 1);
         if !self.system.is_empty() {
             let texts: Vec<&str> = self.system.iter().map(|p| p.text.as_str()).collect();
-            messages.push(json!({"role": "system", "content": text_content(&texts)}));
+            messages.push(Out::object([
+                ("role", "system".into()),
+                ("content", text_content(&texts)),
+            ]));
         }
         for (i, m) in self.messages.iter().enumerate() {
             write_message(&mut messages, m, i, same)?;
         }
-        body.insert("messages".into(), Value::Array(messages));
+        body.insert("messages", Out::Array(messages));
         if !self.tools.is_empty() {
             let tools = self
                 .tools
@@ -62,23 +72,24 @@ impl ChatRequest {
                 .enumerate()
                 .map(|(i, t)| write_tool(t, i, same))
                 .collect::<Result<Vec<_>, _>>()?;
-            body.insert("tools".into(), Value::Array(tools));
+            body.insert("tools", Out::Array(tools));
         }
         if let Some(choice) = &self.tool_choice {
             let v = match choice {
-                ToolChoice::Auto => json!("auto"),
-                ToolChoice::None => json!("none"),
-                ToolChoice::Required => json!("required"),
-                ToolChoice::Tool { name } => {
-                    json!({"type": "function", "function": {"name": name}})
-                }
+                ToolChoice::Auto => "auto".into(),
+                ToolChoice::None => "none".into(),
+                ToolChoice::Required => "required".into(),
+                ToolChoice::Tool { name } => Out::object([
+                    ("type", "function".into()),
+                    ("function", Out::object([("name", name.into())])),
+                ]),
             };
-            body.insert("tool_choice".into(), v);
+            body.insert("tool_choice", v);
         }
         if let Some(p) = self.parallel_tool_calls
             && (!self.tools.is_empty() || same)
         {
-            body.insert("parallel_tool_calls".into(), json!(p));
+            body.insert("parallel_tool_calls", p.into());
         }
         if let Some(n) = self.max_tokens {
             let key = if same && self.legacy_max_tokens {
@@ -86,37 +97,43 @@ impl ChatRequest {
             } else {
                 "max_completion_tokens"
             };
-            body.insert(key.into(), json!(n));
+            body.insert(key, n.into());
         }
         if let Some(t) = self.temperature {
-            body.insert("temperature".into(), json!(t));
+            body.insert("temperature", float(t));
         }
         if let Some(p) = self.top_p {
-            body.insert("top_p".into(), json!(p));
+            body.insert("top_p", float(p));
         }
         // top_k: OpenAI has none; dropped.
         if !self.stop.is_empty() {
-            body.insert("stop".into(), json!(self.stop));
+            body.insert(
+                "stop",
+                Out::Array(self.stop.iter().map(Out::from).collect()),
+            );
         }
-        body.insert("stream".into(), json!(head.stream));
+        body.insert("stream", head.stream.into());
         if head.stream && head.include_usage {
-            body.insert("stream_options".into(), json!({"include_usage": true}));
+            body.insert(
+                "stream_options",
+                Out::object([("include_usage", true.into())]),
+            );
         }
         if let Some(e) = self.effort().filter(|_| caps.sends_reasoning(same)) {
-            body.insert("reasoning_effort".into(), json!(e.as_str()));
+            body.insert("reasoning_effort", e.as_str().into());
         }
         if let Some(u) = &self.user {
-            body.insert("user".into(), json!(u));
+            body.insert("user", u.into());
         }
         if let Some(n) = self.n {
-            body.insert("n".into(), json!(n));
+            body.insert("n", n.into());
         }
         if same {
             for (k, v) in &self.extra {
                 merge(&mut body, k, v);
             }
         }
-        Ok(Value::Object(body))
+        Ok(body)
     }
 
     /// The OpenAI reasoning effort: the client's own, or from Anthropic's thinking budget,
@@ -143,29 +160,29 @@ impl ChatRequest {
 }
 
 /// Inserts a passthrough field, merging objects (`stream_options`).
-fn merge(body: &mut Map<String, Value>, key: &str, v: &Value) {
+fn merge<'a>(body: &mut Out<'a>, key: &'a str, v: &'a Value) {
     match (body.get_mut(key), v) {
-        (Some(Value::Object(have)), Value::Object(add)) => {
-            for (k, x) in add {
-                have.insert(k.clone(), x.clone());
-            }
-        }
-        _ => {
-            body.insert(key.to_owned(), v.clone());
-        }
+        (Some(have @ Out::Object(_)), Value::Object(add)) => have.extend(add),
+        _ => body.insert(key, Out::Value(v)),
     }
 }
 
+/// A number as `json!` writes an `f64`: `null` when it is not finite.
+fn float(n: f64) -> Out<'static> {
+    Number::from_f64(n).map_or(Out::Null, Out::Number)
+}
+
 /// A string for one text, an array of text parts otherwise.
-fn text_content(texts: &[&str]) -> Value {
+fn text_content<'a>(texts: &[&'a str]) -> Out<'a> {
     match texts {
-        [one] => json!(one),
-        many => Value::Array(
-            many.iter()
-                .map(|t| json!({"type": "text", "text": t}))
-                .collect(),
-        ),
+        [one] => Out::Str(one),
+        many => Out::Array(many.iter().map(|t| text_part(t)).collect()),
     }
+}
+
+/// `{"type": "text", "text": text}`.
+fn text_part(text: &str) -> Out<'_> {
+    Out::object([("type", "text".into()), ("text", text.into())])
 }
 
 fn refuse_native(path: String, raw: &Value) -> RequestError {
@@ -180,9 +197,9 @@ fn refuse_native(path: String, raw: &Value) -> RequestError {
     )
 }
 
-fn write_message(
-    out: &mut Vec<Value>,
-    m: &Message,
+fn write_message<'a>(
+    out: &mut Vec<Out<'a>>,
+    m: &'a Message,
     i: usize,
     same: bool,
 ) -> Result<(), RequestError> {
@@ -213,7 +230,7 @@ fn write_message(
         }
         Role::Tool => return write_tool_results(out, m, i, same),
         Role::Native => {
-            out.push(m.native_for(i, TARGET)?);
+            out.push(Out::Value(m.native_raw(i, TARGET)?));
             return Ok(());
         }
     };
@@ -225,23 +242,27 @@ fn write_message(
     {
         // The common message, written as the loop below would write it without building
         // its part first: a conversation pays this once per message (issue #14).
-        let mut v = json!({"role": role, "content": text});
+        let mut v = Out::object([("role", role.into()), ("content", text.into())]);
         if same {
-            extend(&mut v, &m.extra);
+            v.extend(&m.extra);
         }
         out.push(v);
         return Ok(());
     }
-    let mut parts: Vec<Value> = Vec::new();
+    let mut parts = Vec::new();
     let mut plain = true; // every part is a text part without extras
+    let mut first_text = "";
     let mut calls = Vec::new();
     for (j, p) in m.content.iter().enumerate() {
         match p {
             Part::Text { text, extra } => {
-                let mut v = json!({"type": "text", "text": text});
+                let mut v = text_part(text);
+                if parts.is_empty() {
+                    first_text = text;
+                }
                 if same && !extra.is_empty() {
                     plain = false;
-                    extend(&mut v, extra);
+                    v.extend(extra);
                 }
                 parts.push(v);
             }
@@ -253,20 +274,17 @@ fn write_message(
                 plain = false;
                 let url = match source {
                     ImageSource::Base64 { media_type, data } => {
-                        format!("data:{media_type};base64,{data}")
+                        Out::String(format!("data:{media_type};base64,{data}"))
                     }
-                    ImageSource::Url { url } => url.clone(),
+                    ImageSource::Url { url } => url.into(),
                 };
-                let mut image_url = json!({"url": url});
+                let mut image_url = Out::object([("url", url)]);
                 if let Some(d) = detail {
-                    extend(
-                        &mut image_url,
-                        &Map::from_iter([("detail".into(), json!(d))]),
-                    );
+                    image_url.insert("detail", d.into());
                 }
-                let mut v = json!({"type": "image_url", "image_url": image_url});
+                let mut v = Out::object([("type", "image_url".into()), ("image_url", image_url)]);
                 if same {
-                    extend(&mut v, extra);
+                    v.extend(extra);
                 }
                 parts.push(v);
             }
@@ -276,13 +294,15 @@ fn write_message(
                 arguments,
                 extra,
             } => {
-                let mut v = json!({
-                    "id": id,
-                    "type": "function",
-                    "function": {"name": name, "arguments": arguments},
-                });
+                let function =
+                    Out::object([("name", name.into()), ("arguments", arguments.into())]);
+                let mut v = Out::object([
+                    ("id", id.into()),
+                    ("type", "function".into()),
+                    ("function", function),
+                ]);
                 if same {
-                    extend(&mut v, extra);
+                    v.extend(extra);
                 }
                 calls.push(v);
             }
@@ -294,7 +314,7 @@ fn write_message(
                 raw,
             } => {
                 plain = false;
-                parts.push(raw.clone());
+                parts.push(Out::Value(raw));
             }
             Part::Native { raw, .. } => return Err(refuse_native(m.part_path(i, j), raw)),
             Part::ToolResult { .. } => {
@@ -310,36 +330,31 @@ fn write_message(
         return Ok(());
     }
     let content = if plain && parts.len() == 1 && as_string {
-        parts.swap_remove(0)["text"].take()
+        Out::Str(first_text)
     } else if parts.is_empty() && (!calls.is_empty() || m.role == Role::Assistant) {
-        Value::Null
+        Out::Null
     } else {
-        Value::Array(parts)
+        Out::Array(parts)
     };
-    let mut v = json!({"role": role, "content": content});
+    let mut v = Out::object([("role", role.into()), ("content", content)]);
     if !calls.is_empty() {
-        extend(
-            &mut v,
-            &Map::from_iter([("tool_calls".into(), Value::Array(calls))]),
-        );
+        v.insert("tool_calls", Out::Array(calls));
     }
     if same {
-        extend(&mut v, &m.extra);
+        v.extend(&m.extra);
     }
     out.push(v);
     Ok(())
 }
 
-/// An Anthropic `redacted_thinking` block kept whole (it had fields the gateway does not
-/// know): dropped like any thinking.
 fn is_thinking(raw: &Value) -> bool {
     raw.get("type").and_then(Value::as_str) == Some("redacted_thinking")
 }
 
 /// One OpenAI `tool` message per tool result.
-fn write_tool_results(
-    out: &mut Vec<Value>,
-    m: &Message,
+fn write_tool_results<'a>(
+    out: &mut Vec<Out<'a>>,
+    m: &'a Message,
     i: usize,
     same: bool,
 ) -> Result<(), RequestError> {
@@ -367,47 +382,48 @@ fn write_tool_results(
             }
         }
         let content = match texts.as_slice() {
-            [] => json!(""),
-            [one] if !same || m.origin.is_none_or(|o| o.as_string) => json!(one),
-            t => Value::Array(
-                t.iter()
-                    .map(|t| json!({"type": "text", "text": t}))
-                    .collect(),
-            ),
+            [] => "".into(),
+            [one] if !same || m.origin.is_none_or(|o| o.as_string) => Out::Str(one),
+            t => Out::Array(t.iter().map(|t| text_part(t)).collect()),
         };
-        let mut v = json!({"role": "tool", "tool_call_id": call_id, "content": content});
+        let mut v = Out::object([
+            ("role", "tool".into()),
+            ("tool_call_id", call_id.into()),
+            ("content", content),
+        ]);
         if same {
-            extend(&mut v, &m.extra);
+            v.extend(&m.extra);
         }
         out.push(v);
     }
     Ok(())
 }
 
-fn write_tool(t: &Tool, i: usize, same: bool) -> Result<Value, RequestError> {
+fn write_tool(t: &Tool, i: usize, same: bool) -> Result<Out<'_>, RequestError> {
     match t {
         Tool::Function(f) => {
-            let mut func = json!({"name": f.name});
-            let mut add = Map::new();
+            let mut func = Out::object([("name", (&f.name).into())]);
             if let Some(d) = &f.description {
-                add.insert("description".into(), json!(d));
+                func.insert("description", d.into());
             }
             if !f.parameters.is_null() {
-                add.insert("parameters".into(), f.parameters.clone());
+                func.insert("parameters", Out::Value(&f.parameters));
             }
             if let Some(s) = f.strict {
-                add.insert("strict".into(), json!(s));
+                func.insert("strict", s.into());
             }
             if same {
-                add.extend(f.extra.clone());
+                func.extend(&f.extra);
             }
-            extend(&mut func, &add);
-            Ok(json!({"type": "function", "function": func}))
+            Ok(Out::object([
+                ("type", "function".into()),
+                ("function", func),
+            ]))
         }
         Tool::Native {
             dialect: Dialect::OpenAi,
             raw,
-        } => Ok(raw.clone()),
+        } => Ok(Out::Value(raw)),
         Tool::Native { raw, .. } => {
             let ty = raw.get("type").and_then(Value::as_str).unwrap_or("unknown");
             Err(RequestError::unsupported(

@@ -92,8 +92,9 @@ impl WireDialect for OpenAiResponses {
         model: &str,
         _defaults: &AnthropicDefaults,
         caps: Capabilities,
-    ) -> Result<Value, RequestError> {
-        request.to_responses_upstream(model, caps)
+    ) -> Result<Vec<u8>, RequestError> {
+        let body = request.to_responses_upstream(model, caps)?;
+        Ok(crate::json_write::to_vec(&body))
     }
 
     fn error_body(&self, report: &ErrorReport) -> Value {

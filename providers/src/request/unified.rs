@@ -166,8 +166,13 @@ impl Message {
     /// A [`Role::Native`] message as its client wrote it, when `target` is its dialect;
     /// otherwise the refusal naming its role. `i` is its unified index.
     pub(crate) fn native_for(&self, i: usize, target: Dialect) -> Result<Value, RequestError> {
+        self.native_raw(i, target).cloned()
+    }
+
+    /// [`Message::native_for`], borrowed.
+    pub(crate) fn native_raw(&self, i: usize, target: Dialect) -> Result<&Value, RequestError> {
         match self.content.as_slice() {
-            [Part::Native { dialect, raw }] if *dialect == target => Ok(raw.clone()),
+            [Part::Native { dialect, raw }] if *dialect == target => Ok(raw),
             parts => {
                 let role = parts
                     .iter()
