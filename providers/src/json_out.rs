@@ -9,7 +9,7 @@
 
 use serde_json::{Map, Number, Value};
 
-use crate::json_write::write_value;
+use crate::json_write::{write_array, write_object, write_value};
 use crate::sse::json::write_str;
 
 /// A JSON value to be written (see the module doc).
@@ -71,27 +71,11 @@ impl<'a> Out<'a> {
             Out::Str(s) => write_str(out, s),
             Out::String(s) => write_str(out, s),
             Out::Value(v) => write_value(out, v),
-            Out::Array(items) => {
-                out.push(b'[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    item.write(out);
-                }
-                out.push(b']');
-            }
+            Out::Array(items) => write_array(out, items, |out, item| item.write(out)),
             Out::Object(members) => {
-                out.push(b'{');
-                for (i, (key, item)) in members.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    write_str(out, key);
-                    out.push(b':');
-                    item.write(out);
-                }
-                out.push(b'}');
+                write_object(out, members.iter().map(|(k, v)| (k, v)), |out, item| {
+                    item.write(out)
+                })
             }
             Out::Null => out.extend_from_slice(b"null"),
             Out::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),

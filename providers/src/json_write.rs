@@ -23,34 +23,48 @@ pub fn to_vec(value: &Value) -> Vec<u8> {
 pub fn write_value(out: &mut Vec<u8>, value: &Value) {
     match value {
         Value::String(s) => write_str(out, s),
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_value(out, item);
-            }
-            out.push(b']');
-        }
-        Value::Object(map) => {
-            out.push(b'{');
-            for (i, (key, item)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_str(out, key);
-                out.push(b':');
-                write_value(out, item);
-            }
-            out.push(b'}');
-        }
+        Value::Array(items) => write_array(out, items, write_value),
+        Value::Object(map) => write_object(out, map, write_value),
         // Writing a scalar into a Vec cannot fail (a non-finite float is already `null`
         // in a `Value`).
         scalar => {
             let _ = serde_json::to_writer(&mut *out, scalar);
         }
     }
+}
+
+/// Appends `[item,item,...]`, each item written by `write`.
+pub(crate) fn write_array<T>(
+    out: &mut Vec<u8>,
+    items: impl IntoIterator<Item = T>,
+    mut write: impl FnMut(&mut Vec<u8>, T),
+) {
+    out.push(b'[');
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write(out, item);
+    }
+    out.push(b']');
+}
+
+/// Appends `{"key":value,...}`, each value written by `write`.
+pub(crate) fn write_object<K: AsRef<str>, T>(
+    out: &mut Vec<u8>,
+    members: impl IntoIterator<Item = (K, T)>,
+    mut write: impl FnMut(&mut Vec<u8>, T),
+) {
+    out.push(b'{');
+    for (i, (key, item)) in members.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, key.as_ref());
+        out.push(b':');
+        write(out, item);
+    }
+    out.push(b'}');
 }
 
 #[cfg(test)]
