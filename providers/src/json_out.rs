@@ -27,6 +27,8 @@ pub enum Out<'a> {
     String(String),
     /// A value kept whole, borrowed.
     Value(&'a Value),
+    /// A value made for the body (tool call arguments read as an object, say).
+    Owned(Value),
     /// An array.
     Array(Vec<Out<'a>>),
     /// An object: members in order, each key once ([`Out::insert`]).
@@ -56,6 +58,15 @@ impl<'a> Out<'a> {
         }
     }
 
+    /// Sets a passthrough field `key` as [`Out::insert`], except that an object merges into
+    /// an object already there (the client's other `stream_options` beside the gateway's).
+    pub fn merge(&mut self, key: &'a str, value: &'a Value) {
+        match (self.get_mut(key), value) {
+            (Some(have @ Out::Object(_)), Value::Object(add)) => have.extend(add),
+            _ => self.insert(key, Out::Value(value)),
+        }
+    }
+
     /// The member `key` of an object, to change it.
     pub fn get_mut(&mut self, key: &str) -> Option<&mut Out<'a>> {
         match self {
@@ -71,6 +82,7 @@ impl<'a> Out<'a> {
             Out::Str(s) => write_str(out, s),
             Out::String(s) => write_str(out, s),
             Out::Value(v) => write_value(out, v),
+            Out::Owned(v) => write_value(out, v),
             Out::Array(items) => write_array(out, items, |out, item| item.write(out)),
             Out::Object(members) => {
                 write_object(out, members.iter().map(|(k, v)| (k, v)), |out, item| {
@@ -102,6 +114,7 @@ impl From<Out<'_>> for Value {
             Out::Str(s) => Value::String(s.to_owned()),
             Out::String(s) => Value::String(s),
             Out::Value(v) => v.clone(),
+            Out::Owned(v) => v,
             Out::Array(items) => Value::Array(items.into_iter().map(Value::from).collect()),
             Out::Object(members) => Value::Object(
                 members
@@ -116,6 +129,13 @@ impl From<Out<'_>> for Value {
 impl From<u32> for Out<'_> {
     fn from(n: u32) -> Self {
         Out::Number(n.into())
+    }
+}
+
+/// As `json!` writes an `f64`: `null` when it is not finite.
+impl From<f64> for Out<'_> {
+    fn from(n: f64) -> Self {
+        Number::from_f64(n).map_or(Out::Null, Out::Number)
     }
 }
 
@@ -158,7 +178,8 @@ mod tests {
             }),
             3 => Out::Str(&texts[rng.below(texts.len() as u64) as usize]),
             4 => Out::String(texts[rng.below(texts.len() as u64) as usize].clone()),
-            5 | 6 => Out::Value(&values[rng.below(values.len() as u64) as usize]),
+            5 => Out::Value(&values[rng.below(values.len() as u64) as usize]),
+            6 => Out::Owned(values[rng.below(values.len() as u64) as usize].clone()),
             7 => Out::Array(
                 (0..rng.below(4))
                     .map(|_| out(rng, depth - 1, values, texts))

@@ -122,8 +122,7 @@ impl WireDialect for AnthropicMessages {
     ) -> Result<Vec<u8>, RequestError> {
         // A Responses request may hold what only a Responses upstream honours.
         request.check_responses_route(self.dialect())?;
-        let body = request.to_anthropic_upstream(model, defaults, caps)?;
-        Ok(crate::json_write::to_vec(&body))
+        request.to_anthropic_upstream(model, defaults, caps)
     }
 
     fn error_body(&self, report: &ErrorReport) -> Value {

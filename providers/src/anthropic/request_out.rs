@@ -1,16 +1,19 @@
 //! Writing the unified model as an Anthropic Messages request body.
 
-use serde_json::{Map, Value, json};
+use std::fmt;
+
+use serde_json::{Map, Value};
 
 use crate::dialect::Dialect;
+use crate::json_out::Out;
 use crate::openai_chat::request_in::check_arguments;
-use crate::openai_chat::request_out::extend;
+use crate::openai_chat::request_out::text_part;
 use crate::request::AnthropicDefaults;
 use crate::request::capability::Capabilities;
 use crate::request::error::RequestError;
 use crate::request::rules::{OPENAI_ONLY, check};
 use crate::request::unified::{
-    ChatRequest, Head, ImageSource, Part, Role, SystemPart, Tool, ToolChoice,
+    ChatRequest, Head, ImageSource, Message, Part, Role, Tool, ToolChoice,
 };
 use crate::untrusted::untrusted;
 
@@ -38,25 +41,28 @@ impl ChatRequest {
         caps: Capabilities,
     ) -> Result<Value, RequestError> {
         self.write_anthropic(Head::of(self), defaults, caps)
+            .map(Value::from)
     }
 
-    /// [`ChatRequest::to_anthropic_for`] as sent to an upstream: for `model`, streaming,
-    /// whatever the request says (without a copy of the request to change it).
+    /// [`ChatRequest::to_anthropic_for`] as sent to an upstream, as its bytes: for `model`,
+    /// streaming, whatever the request says (without a copy of the request to change it, nor
+    /// of its text: see [`Out`]).
     pub fn to_anthropic_upstream(
         &self,
         model: &str,
         defaults: &AnthropicDefaults,
         caps: Capabilities,
-    ) -> Result<Value, RequestError> {
+    ) -> Result<Vec<u8>, RequestError> {
         self.write_anthropic(Head::upstream(model), defaults, caps)
+            .map(|body| body.to_vec())
     }
 
-    fn write_anthropic(
-        &self,
-        head: Head<'_>,
+    fn write_anthropic<'a>(
+        &'a self,
+        head: Head<'a>,
         defaults: &AnthropicDefaults,
         caps: Capabilities,
-    ) -> Result<Value, RequestError> {
+    ) -> Result<Out<'a>, RequestError> {
         let same = self.source == Some(TARGET);
         if let Some(n) = self.n.filter(|&n| n > 1) {
             return Err(RequestError::unsupported(
@@ -75,56 +81,53 @@ impl ChatRequest {
         if !same {
             check(&self.extra, OPENAI_ONLY, TARGET)?;
         }
-        let mut body = Map::new();
-        body.insert("model".into(), json!(head.model));
+        let mut body = Out::object([("model", head.model.into())]);
         let (thinking, max_tokens) = self.thinking(defaults, same, caps)?;
-        body.insert("max_tokens".into(), json!(max_tokens));
+        body.insert("max_tokens", max_tokens.into());
         if let Some(system) = self.system_value(same)? {
-            body.insert("system".into(), system);
+            body.insert("system", system);
         }
-        body.insert("messages".into(), Value::Array(self.messages_value(same)?));
+        body.insert("messages", Out::Array(self.messages_value(same)?));
         if !self.tools.is_empty() {
-            let mut tools = Vec::new();
+            let mut tools = Vec::with_capacity(self.tools.len());
             for (i, t) in self.tools.iter().enumerate() {
                 tools.push(write_tool(t, i, same)?);
             }
-            body.insert("tools".into(), Value::Array(tools));
+            body.insert("tools", Out::Array(tools));
         }
         if (same || !self.tools.is_empty())
             && let Some(tc) = self.tool_choice_value()
         {
-            body.insert("tool_choice".into(), tc);
+            body.insert("tool_choice", tc);
         }
         if let Some(t) = self.temperature {
-            body.insert("temperature".into(), json!(t));
+            body.insert("temperature", t.into());
         }
         if let Some(p) = self.top_p {
-            body.insert("top_p".into(), json!(p));
+            body.insert("top_p", p.into());
         }
         if let Some(k) = self.top_k {
-            body.insert("top_k".into(), json!(k));
+            body.insert("top_k", k.into());
         }
         if !self.stop.is_empty() {
-            body.insert("stop_sequences".into(), json!(self.stop));
+            body.insert(
+                "stop_sequences",
+                Out::Array(self.stop.iter().map(Out::from).collect()),
+            );
         }
-        body.insert("stream".into(), json!(head.stream));
+        body.insert("stream", head.stream.into());
         if let Some(u) = &self.user {
-            body.insert("metadata".into(), json!({"user_id": u}));
+            body.insert("metadata", Out::object([("user_id", u.into())]));
         }
         if let Some(t) = thinking {
-            body.insert("thinking".into(), t);
+            body.insert("thinking", t);
         }
         if same {
             for (k, v) in &self.extra {
-                match (body.get_mut(k), v) {
-                    (Some(have @ Value::Object(_)), Value::Object(add)) => extend(have, add),
-                    _ => {
-                        body.insert(k.clone(), v.clone());
-                    }
-                }
+                body.merge(k, v);
             }
         }
-        Ok(Value::Object(body))
+        Ok(body)
     }
 
     /// The `thinking` object and the `max_tokens` to send.
@@ -133,7 +136,7 @@ impl ChatRequest {
         d: &AnthropicDefaults,
         same: bool,
         caps: Capabilities,
-    ) -> Result<(Option<Value>, u32), RequestError> {
+    ) -> Result<(Option<Out<'_>>, u32), RequestError> {
         let cap = self.max_tokens.unwrap_or(d.default_max_tokens);
         let Some(r) = self
             .reasoning
@@ -151,8 +154,8 @@ impl ChatRequest {
             // `adaptive` and other modes: Anthropic's own words, so only to Anthropic.
             (None, None) => {
                 let thinking = r.mode.as_ref().filter(|_| same).map(|mode| {
-                    let mut t = json!({"type": mode});
-                    extend(&mut t, &r.extra);
+                    let mut t = Out::object([("type", mode.into())]);
+                    t.extend(&r.extra);
                     t
                 });
                 return Ok((thinking, cap));
@@ -189,9 +192,9 @@ impl ChatRequest {
                 (b, m)
             }
         };
-        let mut t = json!({"type": "enabled", "budget_tokens": budget});
+        let mut t = Out::object([("type", "enabled".into()), ("budget_tokens", budget.into())]);
         if same {
-            extend(&mut t, &r.extra);
+            t.extend(&r.extra);
         }
         Ok((Some(t), max_tokens))
     }
@@ -199,9 +202,16 @@ impl ChatRequest {
     /// The top-level `system`: the leading parts, plus, from OpenAI, the later system
     /// messages hoisted (an Anthropic request keeps its mid-conversation system turns in
     /// place).
-    fn system_value(&self, same: bool) -> Result<Option<Value>, RequestError> {
-        let mut parts: Vec<&SystemPart> = self.system.iter().collect();
-        let mut hoisted: Vec<SystemPart> = Vec::new();
+    fn system_value(&self, same: bool) -> Result<Option<Out<'_>>, RequestError> {
+        let mut parts: Vec<SystemText<'_>> = self
+            .system
+            .iter()
+            .map(|p| SystemText {
+                text: &p.text,
+                cache_control: p.cache_control.as_ref(),
+                extra: Some(&p.extra),
+            })
+            .collect();
         let system_messages = self
             .messages
             .iter()
@@ -210,7 +220,11 @@ impl ChatRequest {
         for (i, m) in system_messages {
             for (j, p) in m.content.iter().enumerate() {
                 match p {
-                    Part::Text { text, .. } => hoisted.push(SystemPart::text(text.clone())),
+                    Part::Text { text, .. } => parts.push(SystemText {
+                        text,
+                        cache_control: None,
+                        extra: None,
+                    }),
                     _ => {
                         return Err(RequestError::unsupported(
                             m.part_path(i, j),
@@ -221,24 +235,23 @@ impl ChatRequest {
                 }
             }
         }
-        parts.extend(&hoisted);
         parts.retain(|p| !p.text.is_empty());
-        let plain = |p: &SystemPart| p.cache_control.is_none() && (!same || p.extra.is_empty());
+        let plain = |p: &SystemText<'_>| {
+            p.cache_control.is_none() && (!same || p.extra.is_none_or(Map::is_empty))
+        };
         Ok(match parts.as_slice() {
             [] => None,
-            [one] if plain(one) && !(same && self.system_blocks) => Some(json!(one.text)),
-            many => Some(Value::Array(
+            [one] if plain(one) && !(same && self.system_blocks) => Some(one.text.into()),
+            many => Some(Out::Array(
                 many.iter()
                     .map(|p| {
-                        let mut b = json!({"type": "text", "text": p.text});
-                        let mut add = Map::new();
-                        if let Some(cc) = &p.cache_control {
-                            add.insert("cache_control".into(), cc.clone());
+                        let mut b = text_part(p.text);
+                        if let Some(cc) = p.cache_control {
+                            b.insert("cache_control", Out::Value(cc));
                         }
-                        if same {
-                            add.extend(p.extra.clone());
+                        if same && let Some(extra) = p.extra {
+                            b.extend(extra);
                         }
-                        extend(&mut b, &add);
                         b
                     })
                     .collect(),
@@ -250,8 +263,8 @@ impl ChatRequest {
     /// Anthropic from OpenAI, consecutive turns of the same role are merged (Anthropic wants
     /// alternation); within Anthropic only the pieces of one client message are joined
     /// again, so the client's turns reach the upstream as sent.
-    fn messages_value(&self, same: bool) -> Result<Vec<Value>, RequestError> {
-        let mut out: Vec<Turn> = Vec::new();
+    fn messages_value(&self, same: bool) -> Result<Vec<Out<'_>>, RequestError> {
+        let mut out: Vec<Turn<'_>> = Vec::new();
         for (i, m) in self.messages.iter().enumerate() {
             let role = match m.role {
                 Role::User | Role::Tool => "user",
@@ -259,20 +272,20 @@ impl ChatRequest {
                 Role::System if same => "system",
                 Role::System | Role::Developer => continue,
                 Role::Native => {
-                    out.push(Turn::Verbatim(m.native_for(i, TARGET)?));
+                    out.push(Turn::Verbatim(m.native_raw(i, TARGET)?));
                     continue;
                 }
             };
             let mut blocks = Vec::new();
             for (j, p) in m.content.iter().enumerate() {
-                if let Some(b) = write_block(p, &m.part_path(i, j), same)? {
+                if let Some(b) = write_block(p, &PartPath(m, i, j), same)? {
                     blocks.push(b);
                 }
             }
             if blocks.is_empty() {
                 continue;
             }
-            let extra = if same { m.extra.clone() } else { Map::new() };
+            let extra = if same { vec![&m.extra] } else { Vec::new() };
             let index = m.origin.map(|o| o.index);
             match out.last_mut() {
                 Some(Turn::Built {
@@ -294,49 +307,84 @@ impl ChatRequest {
                 }),
             }
         }
-        Ok(out.into_iter().map(Turn::into_value).collect())
+        Ok(out.into_iter().map(Turn::into_out).collect())
     }
 
-    fn tool_choice_value(&self) -> Option<Value> {
+    fn tool_choice_value(&self) -> Option<Out<'_>> {
         let no_parallel = self.parallel_tool_calls == Some(false);
+        let ty = |ty: &'static str| Out::object([("type", ty.into())]);
         let mut v = match &self.tool_choice {
-            Some(ToolChoice::None) => return Some(json!({"type": "none"})),
-            Some(ToolChoice::Auto) => json!({"type": "auto"}),
-            Some(ToolChoice::Required) => json!({"type": "any"}),
-            Some(ToolChoice::Tool { name }) => json!({"type": "tool", "name": name}),
-            None if no_parallel => json!({"type": "auto"}),
+            Some(ToolChoice::None) => return Some(ty("none")),
+            Some(ToolChoice::Auto) => ty("auto"),
+            Some(ToolChoice::Required) => ty("any"),
+            Some(ToolChoice::Tool { name }) => {
+                Out::object([("type", "tool".into()), ("name", name.into())])
+            }
+            None if no_parallel => ty("auto"),
             None => return None,
         };
         if no_parallel {
-            extend(
-                &mut v,
-                &Map::from_iter([("disable_parallel_tool_use".into(), json!(true))]),
-            );
+            v.insert("disable_parallel_tool_use", true.into());
         }
         Some(v)
     }
 }
 
+/// A part of the top-level system prompt: the request's own, or the text of a system message
+/// hoisted there (no cache control, no fields of its own).
+struct SystemText<'a> {
+    text: &'a str,
+    cache_control: Option<&'a Value>,
+    extra: Option<&'a Map<String, Value>>,
+}
+
+/// The client's path of part `j` of message `i`, rendered only for an error.
+struct PartPath<'a>(&'a Message, usize, usize);
+
+impl fmt::Display for PartPath<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.part_path(self.1, self.2))
+    }
+}
+
+/// A path below a part's, rendered only for an error.
+enum Below<'a> {
+    /// `path.content[k]`.
+    Content(&'a dyn fmt::Display, usize),
+    /// `path.arguments`.
+    Arguments(&'a dyn fmt::Display),
+}
+
+impl fmt::Display for Below<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Below::Content(path, k) => write!(f, "{path}.content[{k}]"),
+            Below::Arguments(path) => write!(f, "{path}.arguments"),
+        }
+    }
+}
+
 /// One turn of the Anthropic `messages` being written.
-enum Turn {
+enum Turn<'a> {
     /// A message of a role the gateway does not know, as the client wrote it.
-    Verbatim(Value),
+    Verbatim(&'a Value),
     /// A turn built from unified messages.
     Built {
         role: &'static str,
         /// Index of the client message it comes from, if any.
         index: Option<usize>,
-        blocks: Vec<Value>,
-        extra: Map<String, Value>,
+        blocks: Vec<Out<'a>>,
+        /// The fields of its messages, set in order.
+        extra: Vec<&'a Map<String, Value>>,
         /// The client wrote its content as a string.
         as_string: bool,
     },
 }
 
-impl Turn {
-    fn into_value(self) -> Value {
+impl<'a> Turn<'a> {
+    fn into_out(self) -> Out<'a> {
         match self {
-            Turn::Verbatim(v) => v,
+            Turn::Verbatim(v) => Out::Value(v),
             Turn::Built {
                 role,
                 mut blocks,
@@ -345,24 +393,34 @@ impl Turn {
                 ..
             } => {
                 let content = match blocks.as_mut_slice() {
-                    [only] if as_string && is_plain_text(only) => only["text"].take(),
-                    _ => Value::Array(blocks),
+                    [only] if as_string => match plain_text(only) {
+                        Some(text) => text,
+                        None => Out::Array(blocks),
+                    },
+                    _ => Out::Array(blocks),
                 };
-                let mut v = json!({"role": role, "content": content});
-                extend(&mut v, &extra);
+                let mut v = Out::object([("role", role.into()), ("content", content)]);
+                for x in extra {
+                    v.extend(x);
+                }
                 v
             }
         }
     }
 }
 
-/// `{"type": "text", "text": ...}` and nothing else.
-fn is_plain_text(block: &Value) -> bool {
-    block.as_object().is_some_and(|b| {
-        b.len() == 2
-            && b.get("type").and_then(Value::as_str) == Some("text")
-            && b["text"].is_string()
-    })
+/// The text of `{"type": "text", "text": ...}` and nothing else.
+fn plain_text<'a>(block: &mut Out<'a>) -> Option<Out<'a>> {
+    match block {
+        Out::Object(members) => match members.as_mut_slice() {
+            [
+                ("type", Out::Str("text")),
+                ("text", text @ (Out::Str(_) | Out::String(_))),
+            ] => Some(std::mem::replace(text, Out::Null)),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// Anthropic tool ids must match `^[a-zA-Z0-9_-]+$`; other characters become `_`
@@ -379,25 +437,36 @@ pub(crate) fn sanitize_id(id: &str) -> String {
         .collect()
 }
 
-fn write_block(p: &Part, path: &str, same: bool) -> Result<Option<Value>, RequestError> {
-    let with = |mut v: Value, extra: &Map<String, Value>| {
+fn write_block<'a>(
+    p: &'a Part,
+    path: &dyn fmt::Display,
+    same: bool,
+) -> Result<Option<Out<'a>>, RequestError> {
+    let with = |mut v: Out<'a>, extra: &'a Map<String, Value>| {
         if same {
-            extend(&mut v, extra);
+            v.extend(extra);
         }
         v
     };
     let v = match p {
         // Anthropic rejects empty text blocks.
         Part::Text { text, .. } if text.is_empty() => return Ok(None),
-        Part::Text { text, extra } => with(json!({"type": "text", "text": text}), extra),
+        Part::Text { text, extra } => with(text_part(text), extra),
         Part::Image { source, extra, .. } => {
             let source = match source {
-                ImageSource::Base64 { media_type, data } => {
-                    json!({"type": "base64", "media_type": media_type, "data": data})
+                ImageSource::Base64 { media_type, data } => Out::object([
+                    ("type", "base64".into()),
+                    ("media_type", media_type.into()),
+                    ("data", data.into()),
+                ]),
+                ImageSource::Url { url } => {
+                    Out::object([("type", "url".into()), ("url", url.into())])
                 }
-                ImageSource::Url { url } => json!({"type": "url", "url": url}),
             };
-            with(json!({"type": "image", "source": source}), extra)
+            with(
+                Out::object([("type", "image".into()), ("source", source)]),
+                extra,
+            )
         }
         Part::ToolCall {
             id,
@@ -405,9 +474,14 @@ fn write_block(p: &Part, path: &str, same: bool) -> Result<Option<Value>, Reques
             arguments,
             extra,
         } => {
-            let input = check_arguments(arguments, &format!("{path}.arguments"))?;
+            let input = check_arguments(arguments, &Below::Arguments(path))?;
             with(
-                json!({"type": "tool_use", "id": sanitize_id(id), "name": name, "input": input}),
+                Out::object([
+                    ("type", "tool_use".into()),
+                    ("id", Out::String(sanitize_id(id))),
+                    ("name", name.into()),
+                    ("input", Out::Owned(Value::Object(input))),
+                ]),
                 extra,
             )
         }
@@ -418,31 +492,32 @@ fn write_block(p: &Part, path: &str, same: bool) -> Result<Option<Value>, Reques
             as_string,
             extra,
         } => {
-            let mut v = json!({"type": "tool_result", "tool_use_id": sanitize_id(call_id)});
-            let mut add = Map::new();
+            let mut v = Out::object([
+                ("type", "tool_result".into()),
+                ("tool_use_id", Out::String(sanitize_id(call_id))),
+            ]);
             match content.as_slice() {
                 // The client's own string, kept as it was.
                 [Part::Text { text, .. }] if same && *as_string => {
-                    add.insert("content".into(), json!(text));
+                    v.insert("content", text.into());
                 }
                 // Empty result: no content (Anthropic rejects empty text blocks).
                 [] => {}
                 [Part::Text { text, .. }] if text.is_empty() => {}
                 [Part::Text { text, .. }] if !same => {
-                    add.insert("content".into(), json!(text));
+                    v.insert("content", text.into());
                 }
                 parts => {
                     let mut blocks = Vec::new();
                     for (k, c) in parts.iter().enumerate() {
-                        blocks.extend(write_block(c, &format!("{path}.content[{k}]"), same)?);
+                        blocks.extend(write_block(c, &Below::Content(path, k), same)?);
                     }
-                    add.insert("content".into(), Value::Array(blocks));
+                    v.insert("content", Out::Array(blocks));
                 }
             }
             if *is_error {
-                add.insert("is_error".into(), json!(true));
+                v.insert("is_error", true.into());
             }
-            extend(&mut v, &add);
             with(v, extra)
         }
         Part::Reasoning {
@@ -450,21 +525,27 @@ fn write_block(p: &Part, path: &str, same: bool) -> Result<Option<Value>, Reques
             signature: Some(sig),
             extra,
         } if !sig.is_empty() => with(
-            json!({"type": "thinking", "thinking": text, "signature": sig}),
+            Out::object([
+                ("type", "thinking".into()),
+                ("thinking", text.into()),
+                ("signature", sig.into()),
+            ]),
             extra,
         ),
         // Unsigned thinking (none, or empty: cut before its signature) cannot be sent back
         // to Anthropic.
         Part::Reasoning { .. } => return Ok(None),
-        Part::RedactedReasoning { data } => json!({"type": "redacted_thinking", "data": data}),
+        Part::RedactedReasoning { data } => {
+            Out::object([("type", "redacted_thinking".into()), ("data", data.into())])
+        }
         Part::Native {
             dialect: Dialect::Anthropic,
             raw,
-        } => raw.clone(),
+        } => Out::Value(raw),
         Part::Native { raw, .. } => {
             let ty = raw.get("type").and_then(Value::as_str).unwrap_or("unknown");
             return Err(RequestError::unsupported(
-                path,
+                path.to_string(),
                 TARGET,
                 format!(
                     "OpenAI content part of type {} has no Anthropic equivalent",
@@ -476,36 +557,38 @@ fn write_block(p: &Part, path: &str, same: bool) -> Result<Option<Value>, Reques
     Ok(Some(v))
 }
 
-fn write_tool(t: &Tool, i: usize, same: bool) -> Result<Value, RequestError> {
+/// An empty object schema, for a tool without parameters.
+static EMPTY_SCHEMA: std::sync::LazyLock<Value> =
+    std::sync::LazyLock::new(|| serde_json::json!({"type": "object", "properties": {}}));
+
+fn write_tool(t: &Tool, i: usize, same: bool) -> Result<Out<'_>, RequestError> {
     match t {
         Tool::Function(f) => {
             let schema = if f.parameters.is_null() {
-                json!({"type": "object", "properties": {}})
+                &*EMPTY_SCHEMA
             } else {
-                f.parameters.clone()
+                &f.parameters
             };
-            let mut v = json!({"name": f.name});
-            let mut add = Map::new();
+            let mut v = Out::object([("name", (&f.name).into())]);
             if let Some(d) = &f.description {
-                add.insert("description".into(), json!(d));
+                v.insert("description", d.into());
             }
-            add.insert("input_schema".into(), schema);
+            v.insert("input_schema", Out::Value(schema));
             if let Some(cc) = &f.cache_control {
-                add.insert("cache_control".into(), cc.clone());
+                v.insert("cache_control", Out::Value(cc));
             }
             if same {
                 if let Some(s) = f.strict {
-                    add.insert("strict".into(), json!(s));
+                    v.insert("strict", s.into());
                 }
-                add.extend(f.extra.clone());
+                v.extend(&f.extra);
             }
-            extend(&mut v, &add);
             Ok(v)
         }
         Tool::Native {
             dialect: Dialect::Anthropic,
             raw,
-        } => Ok(raw.clone()),
+        } => Ok(Out::Value(raw)),
         Tool::Native { raw, .. } => {
             let ty = raw.get("type").and_then(Value::as_str).unwrap_or("unknown");
             Err(RequestError::unsupported(

@@ -1,6 +1,6 @@
 //! Writing the unified model as an OpenAI Chat Completions request body.
 
-use serde_json::{Map, Number, Value};
+use serde_json::{Map, Value};
 
 use crate::json_out::Out;
 
@@ -100,10 +100,10 @@ impl ChatRequest {
             body.insert(key, n.into());
         }
         if let Some(t) = self.temperature {
-            body.insert("temperature", float(t));
+            body.insert("temperature", t.into());
         }
         if let Some(p) = self.top_p {
-            body.insert("top_p", float(p));
+            body.insert("top_p", p.into());
         }
         // top_k: OpenAI has none; dropped.
         if !self.stop.is_empty() {
@@ -130,7 +130,7 @@ impl ChatRequest {
         }
         if same {
             for (k, v) in &self.extra {
-                merge(&mut body, k, v);
+                body.merge(k, v);
             }
         }
         Ok(body)
@@ -159,19 +159,6 @@ impl ChatRequest {
     }
 }
 
-/// Inserts a passthrough field, merging objects (`stream_options`).
-fn merge<'a>(body: &mut Out<'a>, key: &'a str, v: &'a Value) {
-    match (body.get_mut(key), v) {
-        (Some(have @ Out::Object(_)), Value::Object(add)) => have.extend(add),
-        _ => body.insert(key, Out::Value(v)),
-    }
-}
-
-/// A number as `json!` writes an `f64`: `null` when it is not finite.
-fn float(n: f64) -> Out<'static> {
-    Number::from_f64(n).map_or(Out::Null, Out::Number)
-}
-
 /// A string for one text, an array of text parts otherwise.
 fn text_content<'a>(texts: &[&'a str]) -> Out<'a> {
     match texts {
@@ -181,7 +168,7 @@ fn text_content<'a>(texts: &[&'a str]) -> Out<'a> {
 }
 
 /// `{"type": "text", "text": text}`.
-fn text_part(text: &str) -> Out<'_> {
+pub(crate) fn text_part(text: &str) -> Out<'_> {
     Out::object([("type", "text".into()), ("text", text.into())])
 }
 
