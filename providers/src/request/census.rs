@@ -15,7 +15,7 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::Number;
 
-use super::tree::{Members, Tree};
+use super::tree::{Key, Members, Tree};
 
 /// Why a body did not become a tree.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -126,7 +126,7 @@ impl<'de> Visitor<'de> for Census<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Tree, A::Error> {
         self.take()?;
         let mut members = Members::default();
-        while let Some(key) = map.next_key::<String>()? {
+        while let Some(key) = map.next_key::<Key>()? {
             self.take()?;
             members.insert(key, map.next_value_seed(self)?);
         }

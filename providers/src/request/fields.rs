@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use super::tree::{Tree, object};
+use super::tree::{Key, Tree, object};
 
 use super::error::RequestError;
 use crate::untrusted::untrusted;
@@ -99,7 +99,7 @@ pub(crate) fn peek_str<'a>(v: &'a Tree, key: &str) -> Option<&'a str> {
 #[derive(Debug)]
 pub(crate) struct Obj<'a> {
     /// The members in order; a taken one is `None`. Keys are unique (the tree's).
-    members: Vec<Option<(String, Tree)>>,
+    members: Vec<Option<(Key, Tree)>>,
     path: Path<'a>,
 }
 
@@ -220,7 +220,7 @@ impl<'a> Obj<'a> {
     pub(crate) fn put(&mut self, key: &str, v: Tree) {
         match self.members.iter_mut().flatten().find(|(k, _)| k == key) {
             Some((_, old)) => *old = v,
-            None => self.members.push(Some((key.to_owned(), v))),
+            None => self.members.push(Some((key.into(), v))),
         }
     }
 

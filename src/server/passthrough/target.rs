@@ -83,7 +83,7 @@ pub fn for_json<'a>(
         }
         Ok(Tree::Object(members)) => members
             .into_iter()
-            .map(|(k, v)| (k, Value::from(v)))
+            .map(|(k, v)| (k.into_string(), Value::from(v)))
             .collect::<Map<String, Value>>(),
         Err(CensusError::Syntax(_)) | Ok(_) => return Ok(untouched(None, body)),
     };
