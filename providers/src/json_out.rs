@@ -223,7 +223,7 @@ mod tests {
     }
 
     #[test]
-    fn insert_replaces_in_place_and_extend_adds_in_order() {
+    fn insert_replaces_in_place_and_extend_and_merge_add_in_order() {
         let extra: Map<String, Value> =
             serde_json::from_str(r#"{"b": 2, "z": [1], "a": null}"#).unwrap();
         let mut o = Out::object([("a", Out::Bool(true)), ("b", 1.into())]);
@@ -234,5 +234,14 @@ mod tests {
             *b = Out::Null;
         }
         assert_eq!(o.to_vec(), br#"{"a":null,"b":null,"z":[1],"c":"x"}"#);
+        // A passthrough object merges into an object there, and replaces anything else.
+        let passthrough: Map<String, Value> =
+            serde_json::from_str(r#"{"o": {"k": 2, "n": 3}, "c": {"k": 1}}"#).unwrap();
+        let mut o = Out::object([("o", Out::object([("k", 1.into()), ("m", true.into())]))]);
+        o.insert("c", "x".into());
+        for (k, v) in &passthrough {
+            o.merge(k, v);
+        }
+        assert_eq!(o.to_vec(), br#"{"o":{"k":2,"m":true,"n":3},"c":{"k":1}}"#);
     }
 }
