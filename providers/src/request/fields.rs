@@ -226,7 +226,7 @@ impl<'a> Obj<'a> {
 
     /// The fields not taken, in their order, as the unified request keeps them.
     pub(crate) fn rest(self) -> Map<String, Value> {
-        object(self.members.into_iter().flatten().collect())
+        object(self.members.into_iter().flatten())
     }
 
     /// The fields not taken, in their order, as an object to put back; `None` when every

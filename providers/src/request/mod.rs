@@ -89,7 +89,7 @@ pub use crate::anthropic::request_out::MIN_THINKING_BUDGET;
 pub use capability::{Capabilities, reasons_by_family};
 pub use census::{CensusError, parse_bounded};
 pub use error::RequestError;
-pub use tree::Tree;
+pub use tree::{Tree, object};
 pub use unified::{
     ChatRequest, Effort, FunctionTool, ImageSource, Message, Origin, Part, Reasoning, Role,
     SystemPart, Tool, ToolChoice,

@@ -141,7 +141,7 @@ impl From<Tree> for Value {
 }
 
 /// Members (each key once) as a `serde_json` map, in their order.
-pub(crate) fn object(members: Vec<(Key, Tree)>) -> Map<String, Value> {
+pub fn object(members: impl IntoIterator<Item = (Key, Tree)>) -> Map<String, Value> {
     members
         .into_iter()
         .map(|(k, v)| (k.into_string(), v.into()))

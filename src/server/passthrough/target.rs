@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use providers::Dialect;
 use providers::request::{CensusError, Tree};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::config::{Config, ProviderConfig};
 use crate::error::GatewayError;
@@ -81,10 +81,7 @@ pub fn for_json<'a>(
         Err(CensusError::TooManyValues { limit }) => {
             return Err(GatewayError::TooManyJsonValues { limit });
         }
-        Ok(Tree::Object(members)) => members
-            .into_iter()
-            .map(|(k, v)| (k.into_string(), Value::from(v)))
-            .collect::<Map<String, Value>>(),
+        Ok(Tree::Object(members)) => providers::request::object(members),
         Err(CensusError::Syntax(_)) | Ok(_) => return Ok(untouched(None, body)),
     };
     let Some(model) = object
